@@ -1,0 +1,229 @@
+/* commit.c: group commit on a writer thread (see commit.h).
+ *
+ * The writer takes every op waiting (up to max_ops), applies them in one
+ * write transaction and commits. Ops that fail cleanly (a stale lease, an
+ * unknown job) fail alone; an op that poisons the transaction (a failure
+ * after it wrote) makes the writer abort the batch and run its ops one per
+ * transaction, so the others still land and the culprit gets its error.
+ * MDB_MAP_FULL grows the map and runs the batch again: apply has no effect
+ * outside the transaction, so running it again is safe. */
+#include "commit.h"
+#include "pl.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct Committer {
+    Store *s;
+    unsigned max_ops;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    CommitOp *head, *tail;
+    int stop;
+    pthread_t th;
+    CommitStats st;
+};
+
+typedef struct Waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int fin, rc;
+} Waiter;
+
+static void finish(CommitOp *list, int rc_all)
+{
+    while (list) {
+        CommitOp *next = list->next; /* done may free or resubmit the op */
+        list->next = NULL;
+        list->done(list, rc_all ? rc_all : list->rc);
+        list = next;
+    }
+}
+
+/* One op in a transaction of its own. */
+static int run_one(Committer *c, CommitOp *op)
+{
+    for (;;) {
+        Txn *t;
+        int rc = store_txn_begin(c->s, 1, &t);
+        if (rc)
+            return rc;
+        rc = op->apply(t, op);
+        if (rc == 0 && t->failed)
+            rc = t->failed;
+        if (t->failed || rc) {
+            int f = t->failed;
+            store_txn_abort(t);
+            if (f == MDB_MAP_FULL && store_grow(c->s) == 0)
+                continue;
+            return rc;
+        }
+        rc = store_txn_commit(t);
+        if (rc == MDB_MAP_FULL && store_grow(c->s) == 0)
+            continue;
+        return rc;
+    }
+}
+
+static void run_batch(Committer *c, CommitOp *batch, unsigned n)
+{
+    for (;;) {
+        Txn *t;
+        uint64_t t0 = pl_mono_ns();
+        int rc = store_txn_begin(c->s, 1, &t);
+        if (rc) {
+            pl_log(PL_LOG_ERROR, "commit: cannot begin a write transaction: %s", pl_strerror(rc));
+            finish(batch, rc);
+            return;
+        }
+        for (CommitOp *op = batch; op && !t->failed; op = op->next)
+            op->rc = op->apply(t, op);
+        int failed = t->failed;
+        if (failed) {
+            store_txn_abort(t);
+            c->st.retries++;
+            if (failed == MDB_MAP_FULL && store_grow(c->s) == 0)
+                continue;
+            /* Isolate the op that poisoned the batch: one txn each. */
+            for (CommitOp *op = batch; op; op = op->next)
+                op->rc = run_one(c, op);
+            finish(batch, 0);
+            return;
+        }
+        rc = store_txn_commit(t);
+        if (rc == MDB_MAP_FULL && store_grow(c->s) == 0) {
+            c->st.retries++;
+            continue;
+        }
+        uint64_t dt = pl_mono_ns() - t0;
+        pthread_mutex_lock(&c->mu);
+        c->st.commits++;
+        c->st.ops += n;
+        if (n > c->st.max_ops_per_commit)
+            c->st.max_ops_per_commit = n;
+        c->st.commit_ns_total += dt;
+        if (dt > c->st.commit_ns_max)
+            c->st.commit_ns_max = dt;
+        pthread_mutex_unlock(&c->mu);
+        if (rc)
+            pl_log(PL_LOG_ERROR, "commit: commit of %u operations failed: %s", n, pl_strerror(rc));
+        finish(batch, rc);
+        return;
+    }
+}
+
+static void *writer(void *arg)
+{
+    Committer *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->head && !c->stop)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (!c->head)
+            break;
+        CommitOp *batch = c->head, *last = batch;
+        unsigned n = 1;
+        while (last->next && n < c->max_ops) {
+            last = last->next;
+            n++;
+        }
+        c->head = last->next;
+        if (!c->head)
+            c->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&c->mu);
+        run_batch(c, batch, n);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+int committer_open(Store *s, unsigned max_ops, Committer **out)
+{
+    Committer *c = xcalloc(1, sizeof *c);
+    c->s = s;
+    c->max_ops = max_ops ? max_ops : 4096;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    int rc = pthread_create(&c->th, NULL, writer, c);
+    if (rc) {
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+        *out = NULL;
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+void committer_close(Committer *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->th, NULL);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+void committer_submit(Committer *c, CommitOp *op)
+{
+    op->next = NULL;
+    op->rc = 0;
+    pthread_mutex_lock(&c->mu);
+    PL_ASSERT(!c->stop, "no op is submitted to a closing committer");
+    if (c->tail)
+        c->tail->next = op;
+    else
+        c->head = op;
+    c->tail = op;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void waiter_done(CommitOp *op, int rc)
+{
+    Waiter *w = op->waiter;
+    pthread_mutex_lock(&w->mu);
+    w->rc = rc;
+    w->fin = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+int committer_run(Committer *c, CommitOp *op)
+{
+    /* One waiter per thread, never destroyed: the writer may still be inside
+     * pthread_mutex_unlock when this thread wakes up and returns. */
+    static _Thread_local Waiter w;
+    static _Thread_local int ready;
+    if (!ready) {
+        pthread_mutex_init(&w.mu, NULL);
+        pthread_cond_init(&w.cv, NULL);
+        ready = 1;
+    }
+    w.fin = 0;
+    op->waiter = &w;
+    op->done = waiter_done;
+    committer_submit(c, op);
+    pthread_mutex_lock(&w.mu);
+    while (!w.fin)
+        pthread_cond_wait(&w.cv, &w.mu);
+    int rc = w.rc;
+    pthread_mutex_unlock(&w.mu);
+    return rc;
+}
+
+void committer_stats(Committer *c, CommitStats *out)
+{
+    pthread_mutex_lock(&c->mu);
+    *out = c->st;
+    pthread_mutex_unlock(&c->mu);
+}

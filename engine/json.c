@@ -1,0 +1,449 @@
+/* json.c: JSON validation (yajl), UTF-8 checks and JSON writers.
+ *
+ * Validation runs yajl's streaming parser with no callbacks: nothing is
+ * built, numbers are not converted (so a 30-digit integer is fine, as it is
+ * in JSON), and only the grammar is checked. yajl's own UTF-8 check lets
+ * overlong forms and encoded surrogates through, so the whole text is also
+ * checked here against the Unicode table of well-formed sequences; the error
+ * reported is whichever comes first in the text. */
+#include "json.h"
+
+#include "pl.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* utf8_seq returns the length (1..4) of the well-formed UTF-8 sequence at
+ * p[0..n), or 0 and a reason when there is none (Unicode 3.9, table 3-7). */
+static size_t utf8_seq(const unsigned char *p, size_t n, const char **why)
+{
+    unsigned char c = p[0], lo = 0x80, hi = 0xBF;
+    size_t len;
+
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2) {
+        *why = c < 0xC0 ? "continuation byte without a lead byte" : "overlong encoding";
+        return 0;
+    }
+    if (c < 0xE0) {
+        len = 2;
+    } else if (c < 0xF0) {
+        len = 3;
+        if (c == 0xE0)
+            lo = 0xA0; /* below: overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* above: UTF-16 surrogates */
+    } else if (c < 0xF5) {
+        len = 4;
+        if (c == 0xF0)
+            lo = 0x90; /* below: overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* above: past U+10FFFF */
+    } else {
+        *why = "byte that never appears in UTF-8";
+        return 0;
+    }
+    if (n < 2 || p[1] < lo || p[1] > hi) {
+        if (n >= 2 && p[1] >= 0x80 && p[1] <= 0xBF)
+            *why = c == 0xED ? "encoded UTF-16 surrogate"
+                 : c == 0xF4 ? "code point past U+10FFFF" : "overlong encoding";
+        else
+            *why = "truncated sequence";
+        return 0;
+    }
+    for (size_t i = 2; i < len; i++) {
+        if (i >= n || p[i] < 0x80 || p[i] > 0xBF) {
+            *why = "truncated sequence";
+            return 0;
+        }
+    }
+    return len;
+}
+
+static size_t utf8_scan(const unsigned char *p, size_t len, const char **why)
+{
+    size_t i = 0;
+    while (i < len) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = utf8_seq(p + i, len - i, why);
+        if (!k)
+            return i;
+        i += k;
+    }
+    return len;
+}
+
+size_t json_utf8_bad(const void *buf, size_t len)
+{
+    const char *why;
+    return utf8_scan(buf, len, &why);
+}
+
+/* ------------------------------------------------------------ validation */
+
+static int is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+size_t json_trim(const void *buf, size_t len, size_t *off)
+{
+    const unsigned char *p = buf;
+    size_t a = 0, b = len;
+    while (a < b && is_ws(p[a]))
+        a++;
+    while (b > a && is_ws(p[b - 1]))
+        b--;
+    *off = a;
+    return b - a;
+}
+
+/* yajl allocates through our wrappers: out of memory aborts (pl.h). */
+static void *ya_malloc(void *ctx, size_t n)
+{
+    (void)ctx;
+    return xmalloc(n);
+}
+
+static void *ya_realloc(void *ctx, void *p, size_t n)
+{
+    (void)ctx;
+    return xrealloc(p, n);
+}
+
+static void ya_free(void *ctx, void *p)
+{
+    (void)ctx;
+    free(p);
+}
+
+/* excerpt writes up to 16 bytes of p[0..n) printably into out[32]. */
+static void excerpt(const unsigned char *p, size_t n, char out[32])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n && i < 16; i++)
+        out[o++] = p[i] >= 0x20 && p[i] < 0x7F && p[i] != '\'' ? (char)p[i] : '?';
+    out[o] = '\0';
+}
+
+/* tidy copies yajl's message without its "lexical error: " or "parse
+ * error: " prefix and its final period and newline. */
+static void tidy(const char *m, char *out, size_t cap)
+{
+    const char *c = strstr(m, "error: ");
+    if (c)
+        m = c + 7;
+    size_t n = strlen(m);
+    while (n && (m[n - 1] == '\n' || m[n - 1] == '.' || m[n - 1] == ' '))
+        n--;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, m, n);
+    out[n] = '\0';
+}
+
+int json_validate(const void *buf, size_t len, char *err, size_t errlen)
+{
+    const unsigned char *p = buf;
+    const char *why = NULL;
+    size_t off, n = json_trim(buf, len, &off);
+    size_t bad = utf8_scan(p, len, &why);
+    yajl_alloc_funcs af = {ya_malloc, ya_realloc, ya_free, NULL};
+    yajl_handle h = NULL;
+    yajl_status st = yajl_status_ok;
+    size_t at = 0;
+    int eof = 0;
+    char msg[160] = "", near[32];
+
+    if (n == 0 && bad == len) {
+        if (err && errlen)
+            snprintf(err, errlen, "invalid JSON: no value (the text is %s)",
+                     len ? "only whitespace" : "empty");
+        return PL_EINVAL;
+    }
+    h = yajl_alloc(NULL, &af, NULL);
+    PL_ASSERT(h, "yajl_alloc returns a parser");
+    st = yajl_parse(h, p, len);
+    if (st != yajl_status_ok) {
+        /* yajl reports how far it read: the bad token ends just before. */
+        at = yajl_get_bytes_consumed(h);
+        at = at ? at - 1 : 0;
+    } else {
+        st = yajl_complete_parse(h);
+        if (st != yajl_status_ok) {
+            /* At the end yajl does not say where: an unfinished value ends
+             * at the end; anything else is about the last token. */
+            at = off + n;
+            unsigned char *e = yajl_get_error(h, 0, p, len);
+            eof = strstr((const char *)e, "premature EOF") != NULL;
+            yajl_free_error(h, e);
+            if (!eof)
+                while (at > off && !is_ws(p[at - 1]))
+                    at--;
+        }
+    }
+    if (st != yajl_status_ok) {
+        unsigned char *e = yajl_get_error(h, 0, p, len);
+        tidy((const char *)e, msg, sizeof msg);
+        yajl_free_error(h, e);
+    }
+    yajl_free(h);
+
+    if (bad < len && (st == yajl_status_ok || bad <= at)) {
+        if (err && errlen)
+            snprintf(err, errlen, "invalid UTF-8 at byte %zu: %s (byte 0x%02x)",
+                     bad, why, p[bad]);
+        return PL_EINVAL;
+    }
+    if (st == yajl_status_ok)
+        return 0;
+    if (!err || !errlen)
+        return PL_EINVAL;
+    if (eof) {
+        size_t from = off + n > 16 ? off + n - 16 : off;
+        excerpt(p + from, off + n - from, near);
+        snprintf(err, errlen, "invalid JSON at byte %zu: the text ends inside a value "
+                              "(it ends with '%s')", at, near);
+    } else {
+        excerpt(p + at, len - at, near);
+        snprintf(err, errlen, "invalid JSON at byte %zu: %s (near '%s')", at, msg, near);
+    }
+    return PL_EINVAL;
+}
+
+/* --------------------------------------------------------------- writers */
+
+void json_put_string(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0, run = 0;
+
+    putc('"', f);
+    while (i < n) {
+        unsigned char c = p[i];
+        const char *esc = NULL;
+        char u[8];
+        size_t k = 1;
+
+        if (c >= 0x80) {
+            const char *why;
+            k = utf8_seq(p + i, n - i, &why);
+            if (!k) {
+                esc = "\\ufffd";
+                k = 1;
+            }
+        } else if (c == '"') {
+            esc = "\\\"";
+        } else if (c == '\\') {
+            esc = "\\\\";
+        } else if (c < 0x20 || c == 0x7F) {
+            switch (c) {
+            case '\b': esc = "\\b"; break;
+            case '\f': esc = "\\f"; break;
+            case '\n': esc = "\\n"; break;
+            case '\r': esc = "\\r"; break;
+            case '\t': esc = "\\t"; break;
+            default:
+                snprintf(u, sizeof u, "\\u%04x", c);
+                esc = u;
+            }
+        }
+        if (esc) {
+            fwrite(p + i - run, 1, run, f);
+            run = 0;
+            fputs(esc, f);
+        } else {
+            run += k;
+        }
+        i += k;
+    }
+    fwrite(p + i - run, 1, run, f);
+    putc('"', f);
+}
+
+void json_put_text(FILE *f, const void *buf, size_t len)
+{
+    const char *p = buf;
+    size_t a = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '\n' || p[i] == '\r') {
+            fwrite(p + a, 1, i - a, f);
+            putc(' ', f);
+            a = i + 1;
+        }
+    }
+    fwrite(p + a, 1, len - a, f);
+}
+
+/* ---------------------------------------------------------------- reader */
+
+/* These walk a text json_validate accepted: they need not check grammar. */
+
+static size_t skip_ws(const char *b, size_t len, size_t i)
+{
+    while (i < len && is_ws((unsigned char)b[i]))
+        i++;
+    return i;
+}
+
+/* string_end returns the index after the literal that starts at b[i]. */
+static size_t string_end(const char *b, size_t len, size_t i)
+{
+    for (i++; i < len; i++) {
+        if (b[i] == '\\')
+            i++;
+        else if (b[i] == '"')
+            return i + 1;
+    }
+    return len;
+}
+
+static size_t value_end(const char *b, size_t len, size_t i)
+{
+    if (i >= len)
+        return len;
+    if (b[i] == '"')
+        return string_end(b, len, i);
+    if (b[i] == '{' || b[i] == '[') {
+        size_t depth = 0;
+        while (i < len) {
+            char c = b[i];
+            if (c == '"') {
+                i = string_end(b, len, i);
+                continue;
+            }
+            if (c == '{' || c == '[') {
+                depth++;
+            } else if (c == '}' || c == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+            i++;
+        }
+        return len;
+    }
+    while (i < len && !is_ws((unsigned char)b[i]) && b[i] != ',' && b[i] != '}' && b[i] != ']')
+        i++;
+    return i;
+}
+
+int json_object_next(const char *b, size_t len, size_t *pos, JsonSpan *key, JsonSpan *val)
+{
+    size_t i = *pos, e;
+
+    if (i == 0) {
+        i = skip_ws(b, len, 0);
+        if (i >= len || b[i] != '{')
+            return -1;
+        i++;
+    }
+    i = skip_ws(b, len, i);
+    if (i < len && b[i] == ',')
+        i = skip_ws(b, len, i + 1);
+    if (i >= len || b[i] != '"') {
+        *pos = len;
+        return 0;
+    }
+    e = string_end(b, len, i);
+    key->p = b + i;
+    key->n = e - i;
+    i = skip_ws(b, len, e);
+    i = skip_ws(b, len, i + 1); /* past ':' */
+    e = value_end(b, len, i);
+    val->p = b + i;
+    val->n = e - i;
+    *pos = e;
+    return 1;
+}
+
+int json_span_is(JsonSpan s, const char *word)
+{
+    size_t n = strlen(word);
+    return s.n == n + 2 && s.p[0] == '"' && memcmp(s.p + 1, word, n) == 0;
+}
+
+static unsigned hex4(const char *p)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v = v << 4 | (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
+static size_t put_utf8(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xC0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+char *json_string_decode(const char *lit, size_t n, size_t *outlen)
+{
+    /* Every escape is at least as long as what it decodes to. */
+    char *out = xmalloc(n + 1);
+    size_t o = 0, end = n > 0 ? n - 1 : 0; /* the closing quote */
+
+    for (size_t i = 1; i < end; i++) {
+        if (lit[i] != '\\') {
+            out[o++] = lit[i];
+            continue;
+        }
+        char c = lit[++i];
+        switch (c) {
+        case 'b': out[o++] = '\b'; break;
+        case 'f': out[o++] = '\f'; break;
+        case 'n': out[o++] = '\n'; break;
+        case 'r': out[o++] = '\r'; break;
+        case 't': out[o++] = '\t'; break;
+        case 'u': {
+            uint32_t cp = hex4(lit + i + 1);
+            i += 4;
+            if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < end && lit[i + 1] == '\\' &&
+                lit[i + 2] == 'u') {
+                uint32_t lo = hex4(lit + i + 3);
+                if (lo >= 0xDC00 && lo <= 0xDFFF) {
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    i += 6;
+                }
+            }
+            if (cp >= 0xD800 && cp <= 0xDFFF)
+                cp = 0xFFFD;
+            o += put_utf8(out + o, cp);
+            break;
+        }
+        default: /* '"', '\\', '/' */
+            out[o++] = c;
+        }
+    }
+    out[o] = '\0';
+    *outlen = o;
+    return out;
+}

@@ -1,0 +1,68 @@
+/* json.h: checking JSON bodies and writing JSON output.
+ *
+ * Job bodies are opaque bytes to the queue engine; the tools (qctl, the HTTP
+ * listener) accept only JSON, checked here with yajl's streaming parser. The
+ * writers below produce the --json output of the tools and the NDJSON of
+ * export. The small reader (json_object_next, json_string_decode) walks a
+ * text that json_validate has already accepted, so that a body can be
+ * sliced out of an NDJSON line byte for byte instead of re-encoded. */
+#ifndef PL_JSON_H
+#define PL_JSON_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* json_validate checks that buf[0..len) is exactly one JSON value (RFC 8259),
+ * surrounded by optional whitespace, and that the whole text is well-formed
+ * UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF). Returns 0,
+ * or PL_EINVAL with a NUL-terminated message in err (if err and errlen) that
+ * says what and where, e.g. "invalid JSON at byte 17: unallowed token at
+ * this point in JSON text (near ',]')" or "invalid UTF-8 at byte 4:
+ * overlong encoding". Byte offsets count from 0. Numbers of any size are
+ * accepted (they are not converted). */
+int json_validate(const void *buf, size_t len, char *err, size_t errlen);
+
+/* json_utf8_bad returns the offset of the first byte of buf[0..len) that
+ * does not start a well-formed UTF-8 sequence, or len when all is well. */
+size_t json_utf8_bad(const void *buf, size_t len);
+
+/* json_trim returns the length of buf[0..len) without JSON whitespace (space,
+ * tab, LF, CR) at either end, and sets *off to where the rest starts. */
+size_t json_trim(const void *buf, size_t len, size_t *off);
+
+/* json_put_string writes s[0..n) to f as a JSON string literal, quotes
+ * included: quote, backslash and control characters are escaped (\n, \t,
+ * ..., \u00XX, and DEL as \u007f); bytes >= 0x80 are copied only as parts of
+ * well-formed UTF-8 sequences, and each other byte becomes \ufffd. */
+void json_put_string(FILE *f, const char *s, size_t n);
+
+/* json_put_text writes a JSON text that json_validate accepted to f on one
+ * line: a raw CR or LF in valid JSON can only be whitespace between tokens,
+ * so each becomes a space and the value is unchanged (NDJSON, one object per
+ * line). */
+void json_put_text(FILE *f, const void *buf, size_t len);
+
+/* JsonSpan: a slice of a JSON text, not NUL-terminated. */
+typedef struct JsonSpan {
+    const char *p;
+    size_t n;
+} JsonSpan;
+
+/* json_object_next walks the members of the object at the top of buf, a
+ * text that json_validate accepted. Start with *pos = 0. Returns 1 and sets
+ * key (the string literal, quotes included) and val (the raw text of the
+ * value) for the next member; returns 0 after the last member, and -1 when
+ * the top-level value is not an object. Spans point into buf. */
+int json_object_next(const char *buf, size_t len, size_t *pos, JsonSpan *key, JsonSpan *val);
+
+/* json_string_decode decodes the JSON string literal lit[0..n) (quotes
+ * included, as json_object_next returns it; it must be valid) into a new
+ * NUL-terminated buffer the caller frees, setting *outlen (the bytes, which
+ * may include NULs from \u0000). A lone surrogate escape becomes U+FFFD. */
+char *json_string_decode(const char *lit, size_t n, size_t *outlen);
+
+/* json_span_is returns 1 if the string literal span equals the plain ASCII
+ * word (no escapes involved), for matching member names. */
+int json_span_is(JsonSpan s, const char *word);
+
+#endif

@@ -1,0 +1,80 @@
+/* pl.h: what every part of pickline shares: error codes, pl_strerror, the
+ * allocator wrappers (out of memory aborts), clocks and one-line logging. */
+#ifndef PL_H
+#define PL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Our own error codes sit in a reserved negative range below LMDB's
+ * (-30799..-30780); errno values are positive and pass through, and so do
+ * LMDB's own codes. pl_strerror() names all three kinds. */
+enum {
+    PL_EFIRST = -30900,
+    PL_ENOJOB = PL_EFIRST, /* no job with that id */
+    PL_ENOQUEUE,           /* no queue with that name */
+    PL_EEMPTY,             /* no job ready in the queue */
+    PL_EPAUSED,            /* the queue is paused */
+    PL_ELEASE,             /* the caller's lease is not (or no longer) held */
+    PL_ESTATE,             /* the job is not in a state that allows this */
+    PL_EFULL,              /* no room for new jobs (map limit); acks still work */
+    PL_ETOOBIG,            /* a body, key or reason over its limit */
+    PL_EINVAL,             /* a bad argument: name, priority, ... */
+    PL_EFORMAT,            /* an on-disk record of an unknown format version */
+    PL_ENOTDATA,           /* the directory is not a pickline data directory */
+    PL_EUNUSABLE,          /* a transaction that failed earlier; abort it */
+    PL_ELAST
+};
+
+/* pl_strerror returns a static description of err: one of ours, LMDB's or errno's. */
+const char *pl_strerror(int err);
+
+/* Allocation: these never return NULL; out of memory aborts with a message.
+ * The durable state is in LMDB and restart is the recovery path. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+
+/* pl_now_ms returns wall-clock milliseconds since the epoch (persisted times:
+ * leases and delays survive a restart). pl_mono_ns returns a monotonic clock
+ * in nanoseconds for measuring intervals. */
+uint64_t pl_now_ms(void);
+uint64_t pl_mono_ns(void);
+
+/* pl_random64 returns a random non-zero 64-bit number (lease tokens);
+ * seeded from getrandom() once per thread. */
+uint64_t pl_random64(void);
+
+/* Logging: one line per event to stderr, "time level message". */
+enum { PL_LOG_ERROR, PL_LOG_WARN, PL_LOG_INFO, PL_LOG_DEBUG };
+extern int pl_log_level;
+void pl_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* PL_ASSERT stays on in release builds; msg names the broken rule. */
+#define PL_ASSERT(cond, msg) \
+    ((cond) ? (void)0 : pl_assert_fail(__FILE__, __LINE__, #cond, (msg)))
+_Noreturn void pl_assert_fail(const char *file, int line, const char *expr, const char *msg);
+
+/* Big-endian encoding for LMDB keys, so cursor order is numeric order. */
+static inline void pl_put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24); p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);  p[3] = (unsigned char)v;
+}
+static inline void pl_put_be64(unsigned char *p, uint64_t v)
+{
+    pl_put_be32(p, (uint32_t)(v >> 32));
+    pl_put_be32(p + 4, (uint32_t)v);
+}
+static inline uint32_t pl_get_be32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline uint64_t pl_get_be64(const unsigned char *p)
+{
+    return (uint64_t)pl_get_be32(p) << 32 | pl_get_be32(p + 4);
+}
+
+#endif

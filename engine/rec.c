@@ -1,0 +1,194 @@
+/* rec.c: msgpack encoding of job headers and queue records.
+ *
+ * Job header, version 1:
+ *   [1, qid, pri, state, attempts, kicks, created_ms, due_ms, ttr_ms, lease,
+ *    key (bin or nil), error (str or nil)]
+ * Queue record, version 1:
+ *   [1, qid, name, created_ms, ttr_ms, max_attempts, backoff_ms,
+ *    backoff_max_ms, max_body, paused, ready, delayed, reserved, buried,
+ *    puts, reserves, acks, releases, buries, kicks, expiries, deletes] */
+#include "rec.h"
+#include "pl.h"
+
+#include <string.h>
+
+#define JOB_V1_FIELDS 12
+#define QUEUE_V1_FIELDS 22
+
+void rec_init(Rec *r)
+{
+    msgpack_sbuffer_init(&r->sb);
+    msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
+    if (!msgpack_zone_init(&r->zone, 2048))
+        PL_ASSERT(0, "msgpack zone allocation");
+}
+
+void rec_destroy(Rec *r)
+{
+    msgpack_sbuffer_destroy(&r->sb);
+    msgpack_zone_destroy(&r->zone);
+}
+
+static void pack_u64(msgpack_packer *pk, uint64_t v)
+{
+    msgpack_pack_uint64(pk, v);
+}
+
+void rec_job_encode(Rec *r, const JobRec *j, size_t *key_off, size_t *err_off)
+{
+    msgpack_packer *pk = &r->pk;
+    r->sb.size = 0;
+    msgpack_pack_array(pk, JOB_V1_FIELDS);
+    pack_u64(pk, 1);
+    pack_u64(pk, j->qid);
+    pack_u64(pk, j->pri);
+    pack_u64(pk, (uint64_t)j->state);
+    pack_u64(pk, j->attempts);
+    pack_u64(pk, j->kicks);
+    pack_u64(pk, j->created_ms);
+    pack_u64(pk, j->due_ms);
+    pack_u64(pk, j->ttr_ms);
+    pack_u64(pk, j->lease);
+    *key_off = *err_off = 0;
+    if (j->key) {
+        msgpack_pack_bin(pk, j->keylen);
+        *key_off = r->sb.size;
+        msgpack_pack_bin_body(pk, j->key, j->keylen);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+    if (j->error) {
+        msgpack_pack_str(pk, j->errorlen);
+        *err_off = r->sb.size;
+        msgpack_pack_str_body(pk, j->error, j->errorlen);
+    } else {
+        msgpack_pack_nil(pk);
+    }
+}
+
+/* Decode buf into the zone's object; the zone is cleared each time, so only
+ * its first chunk is ever used for records this small. */
+static int unpack_array(Rec *r, const void *buf, size_t len, msgpack_object **items, uint32_t *n)
+{
+    msgpack_object obj;
+    size_t off = 0;
+    msgpack_zone_clear(&r->zone);
+    if (msgpack_unpack(buf, len, &off, &r->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+        obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 1 ||
+        obj.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return PL_EFORMAT;
+    *items = obj.via.array.ptr;
+    *n = obj.via.array.size;
+    return 0;
+}
+
+static int get_u64(const msgpack_object *o, uint64_t *v)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return PL_EFORMAT;
+    *v = o->via.u64;
+    return 0;
+}
+
+static int get_u32(const msgpack_object *o, uint32_t *v)
+{
+    uint64_t x;
+    if (get_u64(o, &x) || x > UINT32_MAX)
+        return PL_EFORMAT;
+    *v = (uint32_t)x;
+    return 0;
+}
+
+static int get_bytes(const msgpack_object *o, const char **p, size_t *n)
+{
+    if (o->type == MSGPACK_OBJECT_NIL) {
+        *p = NULL;
+        *n = 0;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_STR) {
+        *p = o->via.str.ptr;
+        *n = o->via.str.size;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        *p = o->via.bin.ptr;
+        *n = o->via.bin.size;
+        return 0;
+    }
+    return PL_EFORMAT;
+}
+
+int rec_job_decode(Rec *r, const void *buf, size_t len, JobRec *j)
+{
+    msgpack_object *a;
+    uint32_t n;
+    uint64_t state;
+    int rc = unpack_array(r, buf, len, &a, &n);
+    if (rc)
+        return rc;
+    if (a[0].via.u64 != 1 || n < JOB_V1_FIELDS)
+        return PL_EFORMAT;
+    if (get_u32(&a[1], &j->qid) || get_u32(&a[2], &j->pri) || get_u64(&a[3], &state) ||
+        get_u32(&a[4], &j->attempts) || get_u32(&a[5], &j->kicks) ||
+        get_u64(&a[6], &j->created_ms) || get_u64(&a[7], &j->due_ms) ||
+        get_u32(&a[8], &j->ttr_ms) || get_u64(&a[9], &j->lease) ||
+        get_bytes(&a[10], &j->key, &j->keylen) || get_bytes(&a[11], &j->error, &j->errorlen) ||
+        state < JOB_READY || state > JOB_BURIED)
+        return PL_EFORMAT;
+    j->state = (int)state;
+    return 0;
+}
+
+void rec_queue_encode(Rec *r, const QueueStats *q)
+{
+    msgpack_packer *pk = &r->pk;
+    size_t nl = strlen(q->name);
+    r->sb.size = 0;
+    msgpack_pack_array(pk, QUEUE_V1_FIELDS);
+    pack_u64(pk, 1);
+    pack_u64(pk, q->qid);
+    msgpack_pack_str(pk, nl);
+    msgpack_pack_str_body(pk, q->name, nl);
+    pack_u64(pk, q->created_ms);
+    pack_u64(pk, q->conf.ttr_ms);
+    pack_u64(pk, q->conf.max_attempts);
+    pack_u64(pk, q->conf.backoff_ms);
+    pack_u64(pk, q->conf.backoff_max_ms);
+    pack_u64(pk, q->conf.max_body);
+    pack_u64(pk, (uint64_t)q->paused);
+    const uint64_t c[] = {q->ready, q->delayed, q->reserved, q->buried, q->puts, q->reserves,
+                          q->acks, q->releases, q->buries, q->kicks, q->expiries, q->deletes};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        pack_u64(pk, c[i]);
+}
+
+int rec_queue_decode(Rec *r, const void *buf, size_t len, QueueStats *q)
+{
+    msgpack_object *a;
+    uint32_t n;
+    const char *name;
+    size_t nl;
+    uint64_t paused;
+    int rc = unpack_array(r, buf, len, &a, &n);
+    if (rc)
+        return rc;
+    if (a[0].via.u64 != 1 || n < QUEUE_V1_FIELDS)
+        return PL_EFORMAT;
+    memset(q, 0, sizeof *q);
+    if (get_u32(&a[1], &q->qid) || get_bytes(&a[2], &name, &nl) || !name ||
+        nl > QUEUE_NAME_MAX || get_u64(&a[3], &q->created_ms) ||
+        get_u32(&a[4], &q->conf.ttr_ms) || get_u32(&a[5], &q->conf.max_attempts) ||
+        get_u32(&a[6], &q->conf.backoff_ms) || get_u32(&a[7], &q->conf.backoff_max_ms) ||
+        get_u32(&a[8], &q->conf.max_body) || get_u64(&a[9], &paused))
+        return PL_EFORMAT;
+    memcpy(q->name, name, nl);
+    q->name[nl] = '\0';
+    q->paused = paused != 0;
+    uint64_t *c[] = {&q->ready, &q->delayed, &q->reserved, &q->buried, &q->puts, &q->reserves,
+                     &q->acks, &q->releases, &q->buries, &q->kicks, &q->expiries, &q->deletes};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        if (get_u64(&a[10 + i], c[i]))
+            return PL_EFORMAT;
+    return 0;
+}

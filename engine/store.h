@@ -1,0 +1,140 @@
+/* store.h: the LMDB environment of a data directory, and its transactions.
+ *
+ * One environment holds every sub-database (see store.c for the layout). A
+ * Store is shared by the threads of one process; other processes (qctl, qload)
+ * open the same directory at the same time, and LMDB serialises their writers.
+ * No write transaction is ever held across I/O other than its own commit. */
+#ifndef PL_STORE_H
+#define PL_STORE_H
+
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct Store Store;
+typedef struct Txn Txn;
+
+/* The named sub-databases. Keys are big-endian so cursor order is useful. */
+enum {
+    DB_META,    /* "magic", "format", "next_id", "next_qid" -> values */
+    DB_QUEUES,  /* queue name -> msgpack queue record (conf + exact counters) */
+    DB_QIDS,    /* qid u32 -> queue name */
+    DB_JOBS,    /* job id u64 -> msgpack job header (small; rewritten on reserve) */
+    DB_BODIES,  /* job id u64 -> body bytes (written once, deleted with the job) */
+    DB_READY,   /* (qid u32, pri u32, id u64) -> "" : FIFO within a priority */
+    DB_DELAYED, /* (ready-at ms u64, id u64) -> "" */
+    DB_LEASES,  /* (lease-until ms u64, id u64) -> "" */
+    DB_BURIED,  /* (qid u32, id u64) -> "" */
+    DB_KEYS,    /* (qid u32, idempotency key) -> id u64 */
+    DB_COUNT
+};
+
+typedef struct StoreOpts {
+    size_t map_initial; /* first map size; 0 = 64 MiB */
+    size_t map_max;     /* hard cap on the map (a quota); 0 = none but the disk */
+    size_t headroom;    /* kept free for acks/deletes when puts are refused; 0 = 8 MiB */
+    int create;         /* create the directory and environment if missing */
+    int readonly;       /* open for reading only */
+} StoreOpts;
+
+/* store_open opens (or with o->create, creates) the data directory dir.
+ * Returns 0 and *out, or: ENOENT (no such directory and !create),
+ * PL_ENOTDATA (the directory holds something that is not ours), PL_EFORMAT
+ * (written by a newer format), EACCES/EROFS (cannot write where we must), or
+ * an LMDB error. On failure *out is NULL. */
+int store_open(const char *dir, const StoreOpts *o, Store **out);
+
+/* store_close closes the environment; NULL is a no-op. No transaction of
+ * this process may be open. */
+void store_close(Store *s);
+
+const char *store_path(const Store *s);
+MDB_env *store_env(Store *s);
+
+/* store_set_clock replaces the clock that gives transactions their time
+ * (tests: lease expiry without sleeping). NULL restores pl_now_ms. */
+void store_set_clock(Store *s, uint64_t (*now)(void *), void *arg);
+
+/* store_set_fallocate replaces the call that reserves disk blocks for the
+ * headroom (tests: a disk that is full). It returns 0 or an errno value. */
+void store_set_fallocate(Store *s, int (*fn)(int fd, off_t off, off_t len));
+
+/* A transaction. Fields are for engine modules; callers treat it as opaque. */
+typedef void (*TxnHook)(Txn *t, void *arg);
+struct Txn {
+    /* read-only for modules */
+    Store *store;
+    MDB_txn *mdb;
+    int write;
+    uint64_t now;          /* the time all operations of this txn see (ms) */
+    /* private */
+    int failed;            /* an operation failed after writing: commit refuses */
+    int room;              /* 1 unknown, 0 puts allowed, else the refusal code */
+    MDB_cursor *cur[DB_COUNT];
+    TxnHook precommit;     /* run once before commit (queue counters) */
+    void *precommit_arg;
+    void *qcache;          /* queue.c's per-transaction cache */
+    void (*qcache_free)(void *);
+    uint64_t next_id;      /* job id counter, loaded on first use */
+    int next_id_dirty;
+};
+
+/* store_txn_begin starts a transaction (write != 0 for a write one). A read
+ * transaction must be short: a reader held open stops LMDB from reusing pages.
+ * Handles MDB_MAP_RESIZED by adopting the new size. Returns 0 and *out. */
+int store_txn_begin(Store *s, int write, Txn **out);
+
+/* store_txn_commit runs the precommit hook and commits; the txn is freed
+ * whatever happens. A write commit returns only after the data is on disk
+ * (two flushes). Returns 0, PL_EUNUSABLE if an operation failed midway, or
+ * the LMDB/errno error (ENOSPC for a full disk). */
+int store_txn_commit(Txn *t);
+
+/* store_txn_abort discards the transaction; NULL is a no-op. */
+void store_txn_abort(Txn *t);
+
+/* txn_dbi returns the handle of sub-database which. */
+MDB_dbi txn_dbi(Txn *t, int which);
+
+/* txn_cursor returns the transaction's cursor on sub-database which, opened
+ * on first use and closed with the transaction. NULL on failure. */
+MDB_cursor *txn_cursor(Txn *t, int which);
+
+/* txn_fail marks t unusable (an operation failed after it wrote) and returns
+ * err, so callers write `return txn_fail(t, rc);`. */
+int txn_fail(Txn *t, int err);
+
+/* store_room tells whether t may add data (puts): 0 if it may, PL_EFULL when
+ * the map limit less the headroom is reached, ENOSPC when the disk cannot
+ * hold the headroom. Deletes, acks and purges never ask: the headroom is
+ * theirs. Computed once per transaction. */
+int store_room(Txn *t);
+
+/* store_grow grows the map after MDB_MAP_FULL (no transaction of this
+ * process may be open). Returns 0, or PL_EFULL when at map_max. */
+int store_grow(Store *s);
+
+/* store_run runs fn in a write transaction and commits it, retrying after
+ * growing the map on MDB_MAP_FULL and after another process resized it.
+ * fn must have no effect outside the transaction (it may run again).
+ * Returns fn's error (the txn aborted) or the commit's. */
+int store_run(Store *s, int (*fn)(Txn *t, void *arg), void *arg);
+
+/* store_read runs fn in a short read transaction. */
+int store_read(Store *s, int (*fn)(Txn *t, void *arg), void *arg);
+
+/* StoreInfo: the map's size and use, for qctl stats. */
+typedef struct StoreInfo {
+    size_t map_size, map_max, page_size, headroom;
+    size_t last_page;    /* highest page in use + 1 */
+    size_t free_pages;   /* pages on LMDB's freelist (reusable) */
+    size_t file_size;    /* bytes of data.mdb on disk (incl. reserved headroom) */
+    unsigned readers, max_readers;
+} StoreInfo;
+int store_info(Store *s, StoreInfo *out);
+
+/* store_compact writes a compacted copy of the environment into the empty or
+ * new directory dst (mdb_env_copy2 with MDB_CP_COMPACT). */
+int store_compact(Store *s, const char *dst);
+
+#endif

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# install-deps.sh: install the Debian packages pickline needs to build, test and
+# bench. Idempotent: only missing packages are installed; safe to run repeatedly.
+set -euo pipefail
+
+pkgs=(
+  build-essential scons pkg-config
+  liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev
+  postgresql postgresql-client
+  beanstalkd
+  python3
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}" >&2
+  echo "install-deps: run as root, or: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian starts services on install; beanstalkd's system instance is not ours.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop beanstalkd >/dev/null 2>&1 || true; fi
+service beanstalkd stop >/dev/null 2>&1 || true
+echo "install-deps: done"
