@@ -10,7 +10,9 @@
 #include "commit.h"
 #include "pl.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +22,8 @@ struct Committer {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     CommitOp *head, *tail;
+    CommitOp *parked;  /* writer thread only */
+    unsigned last_n;   /* ops in the last batch (writer thread only) */
     int stop;
     pthread_t th;
     CommitStats st;
@@ -31,12 +35,21 @@ typedef struct Waiter {
     int fin, rc;
 } Waiter;
 
-static void finish(CommitOp *list, int rc_all)
+/* finish reports each op of list done, except the ops that wait for a job
+ * (see CommitOp.park), which go back to c->parked. */
+static void finish(Committer *c, CommitOp *list, int rc_all)
 {
+    uint64_t now = pl_mono_ns();
     while (list) {
         CommitOp *next = list->next; /* done may free or resubmit the op */
-        list->next = NULL;
-        list->done(list, rc_all ? rc_all : list->rc);
+        int rc = rc_all ? rc_all : list->rc;
+        if (rc == PL_EEMPTY && list->park && (!list->deadline_ns || now < list->deadline_ns)) {
+            list->next = c->parked;
+            c->parked = list;
+        } else {
+            list->next = NULL;
+            list->done(list, rc);
+        }
         list = next;
     }
 }
@@ -74,7 +87,7 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
         int rc = store_txn_begin(c->s, 1, &t);
         if (rc) {
             pl_log(PL_LOG_ERROR, "commit: cannot begin a write transaction: %s", pl_strerror(rc));
-            finish(batch, rc);
+            finish(c, batch, rc);
             return;
         }
         for (CommitOp *op = batch; op && !t->failed; op = op->next)
@@ -88,7 +101,7 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
             /* Isolate the op that poisoned the batch: one txn each. */
             for (CommitOp *op = batch; op; op = op->next)
                 op->rc = run_one(c, op);
-            finish(batch, 0);
+            finish(c, batch, 0);
             return;
         }
         rc = store_txn_commit(t);
@@ -108,35 +121,98 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
         pthread_mutex_unlock(&c->mu);
         if (rc)
             pl_log(PL_LOG_ERROR, "commit: commit of %u operations failed: %s", n, pl_strerror(rc));
-        finish(batch, rc);
+        finish(c, batch, rc);
         return;
     }
 }
+
+/* Parked ops wait for new work, but look again now and then: a delayed job
+ * may come due, or a deadline pass, without any other op arriving. */
+#define PARK_RECHECK_NS 50000000ull
+#define GATHER_NS 60000ull
 
 static void *writer(void *arg)
 {
     Committer *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->head && !c->stop)
-            pthread_cond_wait(&c->cv, &c->mu);
-        if (!c->head)
-            break;
-        CommitOp *batch = c->head, *last = batch;
-        unsigned n = 1;
-        while (last->next && n < c->max_ops) {
-            last = last->next;
-            n++;
+        while (!c->head && !c->stop) {
+            if (!c->parked) {
+                pthread_cond_wait(&c->cv, &c->mu);
+                continue;
+            }
+            uint64_t wake = pl_mono_ns() + PARK_RECHECK_NS;
+            for (CommitOp *p = c->parked; p; p = p->next)
+                if (p->deadline_ns && p->deadline_ns < wake)
+                    wake = p->deadline_ns;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t now = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+            if (wake <= now)
+                break;
+            /* The condvar's clock is CLOCK_REALTIME: wait a relative time. */
+            struct timespec rt;
+            clock_gettime(CLOCK_REALTIME, &rt);
+            uint64_t abs = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec + (wake - now);
+            rt.tv_sec = (time_t)(abs / 1000000000ull);
+            rt.tv_nsec = (long)(abs % 1000000000ull);
+            if (pthread_cond_timedwait(&c->cv, &c->mu, &rt) == ETIMEDOUT)
+                break;
         }
-        c->head = last->next;
-        if (!c->head)
-            c->tail = NULL;
-        last->next = NULL;
+        if (!c->head && (!c->parked || c->stop))
+            break;
+        /* Gather: when the last commit served several submitters and one op
+         * waits alone, give the others a moment to join it (PostgreSQL's
+         * commit_delay, adaptive). GATHER_NS is small against a commit's
+         * two flushes, and it is spent only while commits are shared. */
+        if (c->head && !c->head->next && c->last_n > 1 && !c->stop) {
+            struct timespec rt;
+            clock_gettime(CLOCK_REALTIME, &rt);
+            uint64_t abs = (uint64_t)rt.tv_sec * 1000000000ull + (uint64_t)rt.tv_nsec + GATHER_NS;
+            rt.tv_sec = (time_t)(abs / 1000000000ull);
+            rt.tv_nsec = (long)(abs % 1000000000ull);
+            while (!c->head->next && !c->stop &&
+                   pthread_cond_timedwait(&c->cv, &c->mu, &rt) != ETIMEDOUT)
+                ;
+        }
+        CommitOp *batch = c->head, *last = NULL;
+        unsigned n = 0;
+        if (batch) {
+            last = batch;
+            n = 1;
+            while (last->next && n < c->max_ops) {
+                last = last->next;
+                n++;
+            }
+            c->head = last->next;
+            if (!c->head)
+                c->tail = NULL;
+            last->next = NULL;
+        }
         pthread_mutex_unlock(&c->mu);
+        /* Waiting ops go last: they see the puts of this very transaction. */
+        CommitOp *parked = c->parked;
+        c->parked = NULL;
+        if (parked) {
+            for (CommitOp *p = parked; p; p = p->next)
+                n++;
+            if (last)
+                last->next = parked;
+            else
+                batch = parked;
+        }
         run_batch(c, batch, n);
+        c->last_n = n;
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
+    /* Closing: whoever still waits gets PL_EEMPTY. */
+    while (c->parked) {
+        CommitOp *p = c->parked;
+        c->parked = p->next;
+        p->next = NULL;
+        p->done(p, PL_EEMPTY);
+    }
     return NULL;
 }
 

@@ -27,6 +27,14 @@ struct CommitOp {
     int (*apply)(Txn *t, CommitOp *op);
     void (*done)(CommitOp *op, int rc);
     void *arg;        /* read-write: the submitter's */
+    /* read-write, set before submit: when park is set and apply returns
+     * PL_EEMPTY (having written nothing), the op is not finished but waits
+     * and is applied again at the end of each following transaction, after
+     * the puts it may be waiting for, until it gets something or the
+     * monotonic deadline_ns (0: none) passes; then done gets PL_EEMPTY.
+     * This is a blocking reserve without polling. */
+    int park;
+    uint64_t deadline_ns;
     /* private */
     int rc;
     CommitOp *next;

@@ -88,6 +88,12 @@ size_t json_utf8_bad(const void *buf, size_t len)
     return utf8_scan(buf, len, &why);
 }
 
+size_t json_utf8_len(const void *p, size_t n)
+{
+    const char *why;
+    return n ? utf8_seq(p, n, &why) : 0;
+}
+
 /* ------------------------------------------------------------ validation */
 
 static int is_ws(unsigned char c)
@@ -174,9 +180,13 @@ int json_validate(const void *buf, size_t len, char *err, size_t errlen)
     PL_ASSERT(h, "yajl_alloc returns a parser");
     st = yajl_parse(h, p, len);
     if (st != yajl_status_ok) {
-        /* yajl reports how far it read: the bad token ends just before. */
+        /* yajl reports how far it read: the bad token ends just before,
+         * except inside a string, where it stops at the bad character. */
+        unsigned char *e = yajl_get_error(h, 0, p, len);
         at = yajl_get_bytes_consumed(h);
-        at = at ? at - 1 : 0;
+        if (!strstr((const char *)e, "inside string"))
+            at = at ? at - 1 : 0;
+        yajl_free_error(h, e);
     } else {
         st = yajl_complete_parse(h);
         if (st != yajl_status_ok) {

@@ -26,6 +26,10 @@ int json_validate(const void *buf, size_t len, char *err, size_t errlen);
  * does not start a well-formed UTF-8 sequence, or len when all is well. */
 size_t json_utf8_bad(const void *buf, size_t len);
 
+/* json_utf8_len returns the length (1..4) of the well-formed UTF-8 sequence
+ * at the start of p[0..n), or 0 when there is none (or n is 0). */
+size_t json_utf8_len(const void *p, size_t n);
+
 /* json_trim returns the length of buf[0..len) without JSON whitespace (space,
  * tab, LF, CR) at either end, and sets *off to where the rest starts. */
 size_t json_trim(const void *buf, size_t len, size_t *off);

@@ -1,9 +1,9 @@
 /* queue.c: durable priority queues on LMDB (see queue.h for the contract,
  * store.h for the sub-databases).
  *
- * A job lives in DB_JOBS (header) and DB_BODIES (body) and in exactly one
- * state index: DB_READY (qid, pri, id), DB_DELAYED (ready-at, id),
- * DB_LEASES (lease-until, id) or DB_BURIED (qid, id). The queue record keeps
+ * A job lives in DB_JOBS (header and body) and has exactly one entry in
+ * DB_INDEX, under its state's tag: ready (qid, pri, id), delayed (ready-at,
+ * id), reserved (lease-until, id) or buried (qid, id). The queue record keeps
  * exact counters; this transaction's queue records are cached and written
  * once, before commit (txn precommit hook), so a batch of 1000 operations
  * rewrites each queue record once.
@@ -48,6 +48,24 @@ static void qc_free(void *p)
     free(c);
 }
 
+/* Meta keys: "q/" name -> queue record, "i/" qid -> name. */
+static size_t qrec_key(unsigned char *b, const char *name)
+{
+    size_t n = strlen(name);
+    b[0] = 'q';
+    b[1] = '/';
+    memcpy(b + 2, name, n);
+    return n + 2;
+}
+
+static size_t qid_key(unsigned char *b, uint32_t qid)
+{
+    b[0] = 'i';
+    b[1] = '/';
+    pl_put_be32(b + 2, qid);
+    return 6;
+}
+
 static void qc_flush(Txn *t, void *arg)
 {
     QCache *c = arg;
@@ -56,8 +74,9 @@ static void qc_flush(Txn *t, void *arg)
         if (!q->dirty)
             continue;
         rec_queue_encode(&c->rec, &q->s);
-        MDB_val k = {strlen(q->s.name), q->s.name}, v = {c->rec.sb.size, c->rec.sb.data};
-        int rc = mdb_put(t->mdb, txn_dbi(t, DB_QUEUES), &k, &v, 0);
+        unsigned char kb[2 + QUEUE_NAME_MAX];
+        MDB_val k = {qrec_key(kb, q->s.name), kb}, v = {c->rec.sb.size, c->rec.sb.data};
+        int rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
         if (rc) {
             txn_fail(t, rc);
             return;
@@ -130,8 +149,9 @@ static int q_find(Txn *t, const char *name, int create, const QueueConf *conf, Q
         }
     if (!queue_name_ok(name))
         return PL_EINVAL;
-    MDB_val k = {strlen(name), (void *)name}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_QUEUES), &k, &v);
+    unsigned char kb[2 + QUEUE_NAME_MAX];
+    MDB_val k = {qrec_key(kb, name), kb}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
     QueueStats s;
     if (rc == 0) {
         if ((rc = rec_queue_decode(&c->rec, v.mv_data, v.mv_size, &s)) != 0)
@@ -154,25 +174,22 @@ static int q_find(Txn *t, const char *name, int create, const QueueConf *conf, Q
         return PL_EINVAL;
     strcpy(s.name, name);
     s.created_ms = t->now;
-    /* The next qid: one past the last in DB_QIDS (cursor order is numeric). */
-    MDB_cursor *cur = txn_cursor(t, DB_QIDS);
-    MDB_val qk, qv;
-    if (!cur)
-        return ENOMEM;
-    rc = mdb_cursor_get(cur, &qk, &qv, MDB_LAST);
-    if (rc == 0)
-        s.qid = pl_get_be32(qk.mv_data) + 1;
+    /* The next qid, from a counter in meta (qids are never reused). */
+    MDB_val ck = {8, "next_qid"}, cv;
+    rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &ck, &cv);
+    if (rc == 0 && cv.mv_size == 4)
+        s.qid = pl_get_be32(cv.mv_data);
     else if (rc == MDB_NOTFOUND)
         s.qid = 1;
     else
-        return rc;
-    unsigned char qb[4];
-    pl_put_be32(qb, s.qid);
-    qk.mv_size = 4;
-    qk.mv_data = qb;
-    qv.mv_size = strlen(name);
-    qv.mv_data = (void *)name;
-    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_QIDS), &qk, &qv, MDB_APPEND)) != 0)
+        return rc ? rc : PL_EFORMAT;
+    unsigned char nb[4], qb[6];
+    pl_put_be32(nb, s.qid + 1);
+    cv.mv_size = 4;
+    cv.mv_data = nb;
+    MDB_val qk = {qid_key(qb, s.qid), qb}, qv = {strlen(name), (void *)name};
+    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &ck, &cv, 0)) != 0 ||
+        (rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &qk, &qv, 0)) != 0)
         return txn_fail(t, rc);
     QRec *q = qc_add(c, &s);
     q->dirty = 1;
@@ -188,10 +205,9 @@ static int q_byid(Txn *t, uint32_t qid, QRec **out)
             *out = c->q[i];
             return 0;
         }
-    unsigned char qb[4];
-    pl_put_be32(qb, qid);
-    MDB_val k = {4, qb}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_QIDS), &k, &v);
+    unsigned char qb[6];
+    MDB_val k = {qid_key(qb, qid), qb}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? PL_EFORMAT : rc;
     char name[QUEUE_NAME_MAX + 1];
@@ -204,11 +220,19 @@ static int q_byid(Txn *t, uint32_t qid, QRec **out)
 
 /* ---------------------------------------------------------------- jobs */
 
+/* Job keys: (id, 0) the header, (id, 1) the body. */
+enum { JK_HEADER, JK_BODY };
+static void job_key(unsigned char *b, uint64_t id, int kind)
+{
+    pl_put_be64(b, id);
+    b[8] = (unsigned char)kind;
+}
+
 static int job_load(Txn *t, uint64_t id, JobRec *j)
 {
-    unsigned char kb[8];
-    pl_put_be64(kb, id);
-    MDB_val k = {8, kb}, v;
+    unsigned char kb[9];
+    job_key(kb, id, JK_HEADER);
+    MDB_val k = {9, kb}, v;
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_JOBS), &k, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? PL_ENOJOB : rc;
@@ -222,9 +246,9 @@ static int job_store(Txn *t, uint64_t id, JobRec *j, unsigned flags)
     Rec *r = &qc(t)->rec;
     size_t ko, eo;
     rec_job_encode(r, j, &ko, &eo);
-    unsigned char kb[8];
-    pl_put_be64(kb, id);
-    MDB_val k = {8, kb}, v = {r->sb.size, NULL};
+    unsigned char kb[9];
+    job_key(kb, id, JK_HEADER);
+    MDB_val k = {9, kb}, v = {r->sb.size, NULL};
     int rc = mdb_put(t->mdb, txn_dbi(t, DB_JOBS), &k, &v, flags | MDB_RESERVE);
     if (rc)
         return rc;
@@ -238,10 +262,10 @@ static int job_store(Txn *t, uint64_t id, JobRec *j, unsigned flags)
 
 static int body_get(Txn *t, uint64_t id, const void **p, size_t *n)
 {
-    unsigned char kb[8];
-    pl_put_be64(kb, id);
-    MDB_val k = {8, kb}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_BODIES), &k, &v);
+    unsigned char kb[9];
+    job_key(kb, id, JK_BODY);
+    MDB_val k = {9, kb}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_JOBS), &k, &v);
     if (rc == MDB_NOTFOUND) {
         *p = "";
         *n = 0;
@@ -289,31 +313,71 @@ static uint64_t next_id(Txn *t)
 
 /* ---------------------------------------------------------------- indexes */
 
-/* Key of job id in the index of state; returns its length. */
+/* Index keys: a tag byte for the state, then its fields. */
+static const unsigned char tags[] = {0, 'r', 'd', 'l', 'b'};
+
+/* idx_key writes the index key of job id in state; returns its length. */
 static size_t idx_key(unsigned char *b, int state, uint32_t qid, uint32_t pri, uint64_t due, uint64_t id)
 {
+    b[0] = tags[state];
     switch (state) {
     case JOB_READY:
-        pl_put_be32(b, qid);
-        pl_put_be32(b + 4, pri);
-        pl_put_be64(b + 8, id);
-        return 16;
+        pl_put_be32(b + 1, qid);
+        pl_put_be32(b + 5, pri);
+        pl_put_be64(b + 9, id);
+        return 17;
     case JOB_DELAYED:
     case JOB_RESERVED:
-        pl_put_be64(b, due);
-        pl_put_be64(b + 8, id);
-        return 16;
+        pl_put_be64(b + 1, due);
+        pl_put_be64(b + 9, id);
+        return 17;
     default:
-        pl_put_be32(b, qid);
-        pl_put_be64(b + 4, id);
-        return 12;
+        pl_put_be32(b + 1, qid);
+        pl_put_be64(b + 5, id);
+        return 13;
     }
 }
 
-static int state_db(int state)
+/* idx_prefix writes the prefix that all entries of state (per queue for
+ * ready and buried; global for delayed and reserved) share. */
+static size_t idx_prefix(unsigned char *b, int state, uint32_t qid)
 {
-    static const int db[] = {0, DB_READY, DB_DELAYED, DB_LEASES, DB_BURIED};
-    return db[state];
+    b[0] = tags[state];
+    if (state == JOB_DELAYED || state == JOB_RESERVED)
+        return 1;
+    pl_put_be32(b + 1, qid);
+    return 5;
+}
+
+/* idx_seek positions c at the first entry at or after key (klen bytes) that
+ * still shares the first plen bytes; MDB_NOTFOUND when there is none. */
+static int idx_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t plen, MDB_val *k)
+{
+    MDB_val v;
+    k->mv_size = klen;
+    k->mv_data = (void *)key;
+    int rc = mdb_cursor_get(c, k, &v, MDB_SET_RANGE);
+    if (rc)
+        return rc;
+    if (k->mv_size < plen || memcmp(k->mv_data, key, plen) != 0)
+        return MDB_NOTFOUND;
+    return 0;
+}
+
+static int idx_next(MDB_cursor *c, const unsigned char *prefix, size_t plen, MDB_val *k)
+{
+    MDB_val v;
+    int rc = mdb_cursor_get(c, k, &v, MDB_NEXT);
+    if (rc)
+        return rc;
+    if (k->mv_size < plen || memcmp(k->mv_data, prefix, plen) != 0)
+        return MDB_NOTFOUND;
+    return 0;
+}
+
+static uint64_t idx_id(const MDB_val *k)
+{
+    return pl_get_be64((const unsigned char *)k->mv_data + k->mv_size - 8);
 }
 
 static uint64_t *state_count(QRec *q, int state)
@@ -329,9 +393,9 @@ static uint64_t *state_count(QRec *q, int state)
 /* state_leave removes job id from its state's index. */
 static int state_leave(Txn *t, QRec *q, uint64_t id, const JobRec *j)
 {
-    unsigned char b[16];
+    unsigned char b[17];
     MDB_val k = {idx_key(b, j->state, j->qid, j->pri, j->due_ms, id), b};
-    int rc = mdb_del(t->mdb, txn_dbi(t, state_db(j->state)), &k, NULL);
+    int rc = mdb_del(t->mdb, txn_dbi(t, DB_INDEX), &k, NULL);
     if (rc)
         return rc == MDB_NOTFOUND ? PL_EFORMAT : rc;
     uint64_t *n = state_count(q, j->state);
@@ -344,11 +408,11 @@ static int state_leave(Txn *t, QRec *q, uint64_t id, const JobRec *j)
 /* state_enter sets j's state (and due time) and indexes it. */
 static int state_enter(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint64_t due)
 {
-    unsigned char b[16];
+    unsigned char b[17];
     j->state = state;
     j->due_ms = due;
     MDB_val k = {idx_key(b, state, j->qid, j->pri, due, id), b}, v = {0, NULL};
-    int rc = mdb_put(t->mdb, txn_dbi(t, state_db(state)), &k, &v, 0);
+    int rc = mdb_put(t->mdb, txn_dbi(t, DB_INDEX), &k, &v, 0);
     if (rc)
         return rc;
     ++*state_count(q, state);
@@ -388,14 +452,15 @@ static int key_del(Txn *t, uint64_t id, const JobRec *j)
 /* drop deletes job id entirely (ack, delete, purge). */
 static int drop(Txn *t, QRec *q, uint64_t id, JobRec *j)
 {
-    unsigned char kb[8];
-    pl_put_be64(kb, id);
-    MDB_val k = {8, kb};
+    unsigned char kb[9];
+    job_key(kb, id, JK_HEADER);
+    MDB_val k = {9, kb};
     int rc;
     if ((rc = state_leave(t, q, id, j)) != 0 || (rc = key_del(t, id, j)) != 0 ||
         (rc = mdb_del(t->mdb, txn_dbi(t, DB_JOBS), &k, NULL)) != 0)
         return txn_fail(t, rc);
-    rc = mdb_del(t->mdb, txn_dbi(t, DB_BODIES), &k, NULL);
+    kb[8] = JK_BODY;
+    rc = mdb_del(t->mdb, txn_dbi(t, DB_JOBS), &k, NULL);
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
     return 0;
@@ -446,22 +511,21 @@ static uint64_t oldest_ready(Txn *t, const QRec *q)
 {
     if (!q->s.ready)
         return 0;
-    MDB_cursor *c = txn_cursor(t, DB_READY);
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return 0;
-    unsigned char b[16];
+    unsigned char b[17];
+    MDB_val k;
     uint64_t best = UINT64_MAX;
     uint64_t pri = 0;
     for (int i = 0; i < 64 && pri <= UINT32_MAX; i++) {
-        idx_key(b, JOB_READY, q->s.qid, (uint32_t)pri, 0, 0);
-        MDB_val k = {16, b}, v;
-        if (mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) != 0 || k.mv_size != 16 ||
-            pl_get_be32(k.mv_data) != q->s.qid)
+        size_t n = idx_key(b, JOB_READY, q->s.qid, (uint32_t)pri, 0, 0);
+        if (idx_seek(c, b, n, 5, &k) != 0)
             break;
-        uint64_t id = pl_get_be64((unsigned char *)k.mv_data + 8);
+        uint64_t id = idx_id(&k);
         if (id < best)
             best = id;
-        pri = (uint64_t)pl_get_be32((unsigned char *)k.mv_data + 4) + 1;
+        pri = (uint64_t)pl_get_be32((unsigned char *)k.mv_data + 5) + 1;
     }
     JobRec j;
     if (best == UINT64_MAX || job_load(t, best, &j) != 0)
@@ -484,19 +548,20 @@ int queue_list(Txn *t, QueueFn fn, void *arg)
 {
     /* Our own cursor: fn may call back into this module. */
     MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_QUEUES), &c);
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_META), &c);
     if (rc)
         return rc;
-    MDB_val k, v;
-    for (int op = MDB_FIRST; (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
+    static const unsigned char pre[2] = {'q', '/'};
+    MDB_val k;
+    for (rc = idx_seek(c, pre, 2, 2, &k); rc == 0; rc = idx_next(c, pre, 2, &k)) {
         char name[QUEUE_NAME_MAX + 1];
         QueueStats s;
-        if (k.mv_size > QUEUE_NAME_MAX) {
+        if (k.mv_size - 2 > QUEUE_NAME_MAX) {
             rc = PL_EFORMAT;
             break;
         }
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = '\0';
+        memcpy(name, (char *)k.mv_data + 2, k.mv_size - 2);
+        name[k.mv_size - 2] = '\0';
         if ((rc = queue_stats(t, name, &s)) != 0 || (rc = fn(&s, arg)) != 0)
             break;
     }
@@ -545,16 +610,17 @@ int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *ex
         .key = a->key, .keylen = a->keylen,
     };
     int state = a->delay_ms ? JOB_DELAYED : JOB_READY;
-    unsigned char ib[8];
-    pl_put_be64(ib, nid);
-    MDB_val bk = {8, ib}, bv = {a->len, (void *)a->body};
+    unsigned char ib[9];
+    job_key(ib, nid, JK_BODY);
+    MDB_val bk = {9, ib}, bv = {a->len, (void *)a->body};
+    /* Ids only grow: header and body append at the end of DB_JOBS. */
     if ((rc = state_enter(t, q, nid, &j, state, a->delay_ms ? t->now + a->delay_ms : 0)) != 0 ||
         (rc = job_store(t, nid, &j, MDB_APPEND)) != 0 ||
-        (rc = mdb_put(t->mdb, txn_dbi(t, DB_BODIES), &bk, &bv, MDB_APPEND)) != 0)
+        (rc = mdb_put(t->mdb, txn_dbi(t, DB_JOBS), &bk, &bv, MDB_APPEND)) != 0)
         return txn_fail(t, rc);
     if (a->key) {
         kv.mv_size = 8;
-        kv.mv_data = ib;
+        kv.mv_data = ib; /* the id, big-endian: the body key's first 8 bytes */
         if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_KEYS), &kk, &kv, 0)) != 0)
             return txn_fail(t, rc);
     }
@@ -590,26 +656,28 @@ static int expire_one(Txn *t, uint64_t id, JobRec *j)
     return move(t, q, id, j, JOB_READY, 0);
 }
 
-static int tick_db(Txn *t, int db, size_t max, size_t *moved)
+static int tick_state(Txn *t, int state, size_t max, size_t *moved)
 {
-    MDB_cursor *c = txn_cursor(t, db);
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return ENOMEM;
+    unsigned char pre[1];
+    size_t plen = idx_prefix(pre, state, 0);
     for (size_t i = 0; i < max; i++) {
-        MDB_val k, v;
-        int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+        MDB_val k;
+        int rc = idx_seek(c, pre, plen, plen, &k);
         if (rc == MDB_NOTFOUND)
             return 0;
         if (rc)
             return rc;
-        if (pl_get_be64(k.mv_data) > t->now)
+        if (pl_get_be64((unsigned char *)k.mv_data + 1) > t->now)
             return 0;
-        uint64_t id = pl_get_be64((unsigned char *)k.mv_data + 8);
+        uint64_t id = idx_id(&k);
         JobRec j;
         QRec *q;
         if ((rc = job_load(t, id, &j)) != 0 || (rc = q_byid(t, j.qid, &q)) != 0)
             return rc;
-        if (db == DB_DELAYED)
+        if (state == JOB_DELAYED)
             rc = move(t, q, id, &j, JOB_READY, 0);
         else
             rc = expire_one(t, id, &j);
@@ -626,8 +694,8 @@ int queue_tick(Txn *t, size_t max, size_t *moved)
     int rc = 0;
     if (!t->write)
         return EACCES;
-    if ((rc = tick_db(t, DB_DELAYED, max, &n)) == 0)
-        rc = tick_db(t, DB_LEASES, max, &n);
+    if ((rc = tick_state(t, JOB_DELAYED, max, &n)) == 0)
+        rc = tick_state(t, JOB_RESERVED, max, &n);
     if (moved)
         *moved = n;
     return rc;
@@ -636,17 +704,19 @@ int queue_tick(Txn *t, size_t max, size_t *moved)
 int queue_next_due(Txn *t, uint64_t *ms)
 {
     *ms = 0;
-    for (int db = DB_DELAYED; db <= DB_LEASES; db++) {
-        MDB_cursor *c = txn_cursor(t, db);
-        MDB_val k, v;
-        if (!c)
-            return ENOMEM;
-        int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
+    if (!c)
+        return ENOMEM;
+    for (int state = JOB_DELAYED; state <= JOB_RESERVED; state++) {
+        unsigned char pre[1];
+        size_t plen = idx_prefix(pre, state, 0);
+        MDB_val k;
+        int rc = idx_seek(c, pre, plen, plen, &k);
         if (rc == MDB_NOTFOUND)
             continue;
         if (rc)
             return rc;
-        uint64_t due = pl_get_be64(k.mv_data);
+        uint64_t due = pl_get_be64((unsigned char *)k.mv_data + 1);
         if (!*ms || due < *ms)
             *ms = due;
     }
@@ -657,18 +727,17 @@ int queue_next_due(Txn *t, uint64_t *ms)
 
 static int reserve_one(Txn *t, QRec *q, uint32_t ttr_ms, Job *out)
 {
-    MDB_cursor *c = txn_cursor(t, DB_READY);
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return ENOMEM;
-    unsigned char b[16];
-    idx_key(b, JOB_READY, q->s.qid, 0, 0, 0);
-    MDB_val k = {16, b}, v;
-    int rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    if (rc == MDB_NOTFOUND || (rc == 0 && pl_get_be32(k.mv_data) != q->s.qid))
+    unsigned char b[5];
+    MDB_val k;
+    int rc = idx_seek(c, b, idx_prefix(b, JOB_READY, q->s.qid), 5, &k);
+    if (rc == MDB_NOTFOUND)
         return PL_EEMPTY; /* counter said otherwise: trust the index */
     if (rc)
         return rc;
-    uint64_t id = pl_get_be64((unsigned char *)k.mv_data + 8);
+    uint64_t id = idx_id(&k);
     JobRec j;
     if ((rc = job_load(t, id, &j)) != 0)
         return rc;
@@ -854,19 +923,18 @@ int queue_kick(Txn *t, const char *queue, size_t n, size_t *kicked)
     int rc = q_find(t, queue, 0, NULL, &q);
     if (rc)
         return rc;
-    MDB_cursor *c = txn_cursor(t, DB_BURIED);
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return ENOMEM;
     while (*kicked < n) {
-        unsigned char b[12];
-        idx_key(b, JOB_BURIED, q->s.qid, 0, 0, 0);
-        MDB_val k = {12, b}, v;
-        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-        if (rc == MDB_NOTFOUND || (rc == 0 && pl_get_be32(k.mv_data) != q->s.qid))
+        unsigned char b[5];
+        MDB_val k;
+        rc = idx_seek(c, b, idx_prefix(b, JOB_BURIED, q->s.qid), 5, &k);
+        if (rc == MDB_NOTFOUND)
             return 0;
         if (rc)
             return rc;
-        uint64_t id = pl_get_be64((unsigned char *)k.mv_data + 4);
+        uint64_t id = idx_id(&k);
         JobRec j;
         if ((rc = job_load(t, id, &j)) != 0 || (rc = kick_one(t, q, id, &j)) != 0)
             return rc;
@@ -907,28 +975,15 @@ typedef int (*WalkFn)(Txn *t, uint64_t id, JobRec *j, QRec *q, void *arg);
 static int walk(Txn *t, QRec *q, int state, size_t limit, size_t *seen, WalkFn fn, void *arg)
 {
     MDB_cursor *c;
-    int db = state_db(state);
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, db), &c);
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_INDEX), &c);
     if (rc)
         return rc;
-    unsigned char b[16];
-    MDB_val k = {0, b}, v;
-    MDB_cursor_op op;
-    if (state == JOB_READY || state == JOB_BURIED) {
-        k.mv_size = idx_key(b, state, q->s.qid, 0, 0, 0);
-        op = MDB_SET_RANGE;
-    } else {
-        op = MDB_FIRST;
-    }
-    for (; *seen < limit && (rc = mdb_cursor_get(c, &k, &v, op)) == 0; op = MDB_NEXT) {
-        uint64_t id;
-        if (state == JOB_READY || state == JOB_BURIED) {
-            if (pl_get_be32(k.mv_data) != q->s.qid)
-                break;
-            id = pl_get_be64((unsigned char *)k.mv_data + k.mv_size - 8);
-        } else {
-            id = pl_get_be64((unsigned char *)k.mv_data + 8);
-        }
+    unsigned char pre[5];
+    size_t plen = idx_prefix(pre, state, q->s.qid);
+    MDB_val k;
+    for (rc = idx_seek(c, pre, plen, plen, &k); rc == 0 && *seen < limit;
+         rc = idx_next(c, pre, plen, &k)) {
+        uint64_t id = idx_id(&k);
         JobRec j;
         if ((rc = job_load(t, id, &j)) != 0)
             break;

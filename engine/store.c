@@ -1,12 +1,12 @@
 /* store.c: the LMDB environment of a data directory and its transactions.
  *
- * Layout (one environment, named sub-databases, see store.h for keys):
- *   meta     "magic" = "pickline", "format" = u32 (1), "next_id" = u64 BE
- *   queues   name -> queue record     qids    qid -> name
- *   jobs     id -> job header         bodies  id -> body (written once)
- *   ready / delayed / leases / buried / keys: the indexes queue.c keeps.
- * Splitting the body from the header means a reserve rewrites ~50 bytes,
- * not a 4 KiB body.
+ * Layout: one environment, four named sub-databases (store.h has the keys):
+ * meta (format, counters, queue records), jobs (headers and bodies), index
+ * (every job once, under its state), keys (idempotency). A job's header and
+ * body sit apart, so a reserve rewrites ~50 bytes, not a 4 KiB body; and the
+ * hot path touches three sub-databases, because each one a commit touches
+ * costs pages to write and flush (measured here: a tiny commit touching 1
+ * sub-database takes ~190 us, touching 10 takes ~290 us).
  *
  * Space. LMDB copies pages on write, so even a delete needs free pages. We
  * keep `headroom` bytes in hand for acks, deletes and purges: puts are
@@ -31,9 +31,7 @@
 #define MiB ((size_t)1 << 20)
 #define ALLOC_CHUNK (32 * MiB)
 
-static const char *const dbnames[DB_COUNT] = {
-    "meta", "queues", "qids", "jobs", "bodies", "ready", "delayed", "leases", "buried", "keys",
-};
+static const char *const dbnames[DB_COUNT] = {"meta", "jobs", "index", "keys"};
 
 struct Store {
     MDB_env *env;
@@ -151,7 +149,12 @@ int store_open(const char *dir, const StoreOpts *o, Store **out)
     s->now = clock_wall;
     s->falloc = falloc_real;
     s->fd = -1;
-    pthread_rwlock_init(&s->resize, NULL);
+    /* Writer-preferring: a resize must not starve behind a stream of txns. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->resize, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&s->alloc_mu, NULL);
     MDB_txn *txn = NULL;
     if ((rc = mdb_env_create(&s->env)) != 0)

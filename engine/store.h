@@ -14,18 +14,21 @@
 typedef struct Store Store;
 typedef struct Txn Txn;
 
-/* The named sub-databases. Keys are big-endian so cursor order is useful. */
+/* The named sub-databases. Keys are big-endian so cursor order is useful.
+ * Few of them on purpose: every sub-database a commit touches costs pages
+ * to write and flush, and the hot path (put, reserve, ack) touches three. */
 enum {
-    DB_META,    /* "magic", "format", "next_id", "next_qid" -> values */
-    DB_QUEUES,  /* queue name -> msgpack queue record (conf + exact counters) */
-    DB_QIDS,    /* qid u32 -> queue name */
-    DB_JOBS,    /* job id u64 -> msgpack job header (small; rewritten on reserve) */
-    DB_BODIES,  /* job id u64 -> body bytes (written once, deleted with the job) */
-    DB_READY,   /* (qid u32, pri u32, id u64) -> "" : FIFO within a priority */
-    DB_DELAYED, /* (ready-at ms u64, id u64) -> "" */
-    DB_LEASES,  /* (lease-until ms u64, id u64) -> "" */
-    DB_BURIED,  /* (qid u32, id u64) -> "" */
-    DB_KEYS,    /* (qid u32, idempotency key) -> id u64 */
+    DB_META,  /* "magic", "format", "next_id", "next_qid" -> values;
+               * "q/" name -> queue record (conf, exact counters);
+               * "i/" qid u32 -> queue name */
+    DB_JOBS,  /* (id u64, 0) -> msgpack job header (small; rewritten on reserve)
+               * (id u64, 1) -> body bytes (written once, deleted with the job) */
+    DB_INDEX, /* one entry per job, by state, under a tag byte:
+               * 'r' (qid u32, pri u32, id u64)  ready: FIFO within a priority
+               * 'd' (ready-at ms u64, id u64)   delayed
+               * 'l' (lease-until ms u64, id u64) reserved
+               * 'b' (qid u32, id u64)           buried */
+    DB_KEYS,  /* (qid u32, idempotency key) -> id u64 */
     DB_COUNT
 };
 
