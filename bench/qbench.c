@@ -12,6 +12,7 @@
 #include "../engine/queue.h"
 #include "peer.h"
 
+#include <errno.h>
 #include <ev.h>
 #include <math.h>
 #include <pthread.h>
@@ -542,8 +543,21 @@ static int fill_some(Txn *t, void *arg)
     return 0;
 }
 
+/* Queues for the depth bench never bury: reserve+release loops on one job. */
+static int create_unlimited(Txn *t, void *arg)
+{
+    QueueConf c;
+    queue_conf_default(&c);
+    c.max_attempts = 0;
+    int rc = queue_create(t, arg, &c);
+    return rc == EEXIST ? 0 : rc;
+}
+
 static int fill(Store *s, const char *q, size_t n)
 {
+    int rc0 = store_run(s, create_unlimited, (void *)q);
+    if (rc0)
+        return rc0;
     for (size_t done = 0; done < n;) {
         FillArg f = {q, n - done < 10000 ? n - done : 10000};
         int rc = store_run(s, fill_some, &f);
