@@ -84,7 +84,9 @@ struct Txn {
 
 /* store_txn_begin starts a transaction (write != 0 for a write one). A read
  * transaction must be short: a reader held open stops LMDB from reusing pages.
- * Handles MDB_MAP_RESIZED by adopting the new size. Returns 0 and *out. */
+ * A thread holds one transaction at a time (a map resize waits for every
+ * open transaction of the process to end). Handles MDB_MAP_RESIZED by
+ * adopting the new size. Returns 0 and *out. */
 int store_txn_begin(Store *s, int write, Txn **out);
 
 /* store_txn_commit runs the precommit hook and commits; the txn is freed
