@@ -5,9 +5,9 @@ set -euo pipefail
 
 pkgs=(
   build-essential scons pkg-config
-  liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev
+  liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev libmicrohttpd-dev
   postgresql postgresql-client
-  beanstalkd
+  beanstalkd wrk
   python3
 )
 

@@ -1,0 +1,99 @@
+/* pipeline.h: the pipeline file (YAML): queues, stages, listener settings.
+ *
+ * The file is read with libyaml into a tree of nodes that remember their
+ * line, then checked against the schema of each section and stage kind:
+ * unknown keys, wrong types and references to undeclared queues are errors
+ * that name file:line and give a hint. Stage modules read their own keys
+ * from the stage's node with the conf_* getters. */
+#ifndef PL_PIPELINE_H
+#define PL_PIPELINE_H
+
+#include "queue.h"
+
+#include <stddef.h>
+#include <stdio.h>
+
+/* ---------------------------------------------------------------- tree */
+
+enum { CONF_SCALAR, CONF_MAP, CONF_SEQ };
+
+typedef struct ConfNode ConfNode;
+struct ConfNode {
+    int type;
+    int line;            /* 1-based line in the file */
+    char *value;         /* CONF_SCALAR: the text (NUL-terminated) */
+    int quoted;          /* CONF_SCALAR: written in quotes (a string, never a number) */
+    size_t n;            /* CONF_MAP / CONF_SEQ: number of children */
+    char **keys;         /* CONF_MAP: keys[i] names kids[i] */
+    ConfNode **kids;
+};
+
+/* conf_get returns map's child named key, or NULL (also for a non-map). */
+const ConfNode *conf_get(const ConfNode *map, const char *key);
+
+/* Typed getters for a key of map. Each returns 0 and sets *out (left alone
+ * when the key is absent), or PL_EINVAL with err set to
+ * "FILE:LINE: KEY: expected a number (got 'abc')" style text. */
+int conf_str(const char *file, const ConfNode *map, const char *key, const char **out, char *err, size_t errlen);
+int conf_num(const char *file, const ConfNode *map, const char *key, double min, double max, double *out, char *err, size_t errlen);
+int conf_uint(const char *file, const ConfNode *map, const char *key, unsigned long long max, unsigned long long *out, char *err, size_t errlen);
+int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, char *err, size_t errlen);
+/* conf_strs reads a string or a list of strings into a NULL-terminated
+ * array of views (free the array, not the strings). */
+int conf_strs(const char *file, const ConfNode *map, const char *key, const char ***out, size_t *n, char *err, size_t errlen);
+
+/* ---------------------------------------------------------------- pipeline */
+
+typedef struct QueueDecl {
+    const char *name;
+    QueueConf conf;
+    int line;
+} QueueDecl;
+
+typedef struct StageConf {
+    const char *name;           /* unique */
+    const char *kind;           /* http_poll, http_extract, http_enrich, async_submit, route, noop */
+    int line;
+    const char *input;          /* NULL for sources (http_poll) */
+    const char **outputs;       /* every queue the stage may write, NULL-terminated */
+    size_t noutputs;
+    const ConfNode *node;       /* the stage's map, for its kind's own keys */
+    /* common settings, defaults filled in */
+    unsigned concurrency;       /* jobs in flight; default 8 */
+    unsigned batch;             /* jobs reserved per commit; default 1..concurrency */
+    double rate_per_s;          /* per host; 0 none */
+    double timeout_s, connect_timeout_s;
+    int insecure;
+} StageConf;
+
+typedef struct Pipeline {
+    char *path;
+    const char *data_dir;       /* NULL: --data, $PICKLINE_DATA, ./pickline-data */
+    int listen_enabled;
+    const char *listen_address; /* default 127.0.0.1 */
+    unsigned listen_port;       /* default 7380 */
+    const char *listen_token;   /* NULL: none; "env:NAME" reads $NAME */
+    size_t listen_max_body;     /* default 1 MiB */
+    double drain_s;             /* SIGTERM: how long in-flight work may finish; default 10 */
+    QueueDecl *queues;
+    size_t nqueues;
+    StageConf *stages;
+    size_t nstages;
+    ConfNode *root;             /* private */
+} Pipeline;
+
+/* pipeline_load reads and checks path. Returns 0 and *out, or PL_EINVAL
+ * (or an errno value) with a message in err: "FILE:LINE: what; hint". */
+int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen);
+
+/* pipeline_free frees p; NULL is a no-op. */
+void pipeline_free(Pipeline *p);
+
+/* pipeline_graph prints the stage graph: each stage with the queue it reads
+ * and the queues it writes, sources first, in the order of the flow. */
+void pipeline_graph(const Pipeline *p, FILE *f);
+
+/* pipeline_queue finds a declared queue, or NULL. */
+const QueueDecl *pipeline_queue(const Pipeline *p, const char *name);
+
+#endif
