@@ -955,6 +955,29 @@ int queue_kick_job(Txn *t, uint64_t id)
     return kick_one(t, q, id, &j);
 }
 
+int queue_lookup_key(Txn *t, const char *queue, const char *key, size_t keylen, uint64_t *id)
+{
+    QRec *q;
+    if (keylen == 0 || keylen > QUEUE_KEY_MAX)
+        return PL_ENOJOB;
+    int rc = q_find(t, queue, 0, NULL, &q);
+    if (rc)
+        return rc;
+    unsigned char kb[4 + QUEUE_KEY_MAX];
+    pl_put_be32(kb, q->s.qid);
+    memcpy(kb + 4, key, keylen);
+    MDB_val k = {4 + keylen, kb}, v;
+    rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOJOB;
+    if (rc)
+        return rc;
+    if (v.mv_size != 8)
+        return PL_EFORMAT;
+    *id = pl_get_be64(v.mv_data);
+    return 0;
+}
+
 int queue_get(Txn *t, uint64_t id, Job *out)
 {
     JobRec j;

@@ -10,7 +10,9 @@
  * lease ends) or buried (set aside with a reason until kicked). Reserve hands
  * out a fresh lease token; ack, release, touch and bury with a token refuse
  * (PL_ELEASE) when that lease is no longer the job's. Token 0 is the
- * operator's override (qctl): it acts on the job whatever its lease. */
+ * operator's override (qctl): it acts on the job whatever its lease. A lease
+ * past its end is still honoured until the expiry is processed (queue_tick,
+ * or the next reserve): only another reserve takes a job from its holder. */
 #ifndef PL_QUEUE_H
 #define PL_QUEUE_H
 
@@ -137,6 +139,10 @@ int queue_kick(Txn *t, const char *queue, size_t n, size_t *kicked);
 /* queue_kick_job kicks one buried or delayed job to ready. PL_ESTATE if it
  * is neither. */
 int queue_kick_job(Txn *t, uint64_t id);
+
+/* queue_lookup_key sets *id to the live job of queue holding idempotency
+ * key (keylen bytes). Returns 0, PL_ENOJOB or PL_ENOQUEUE. */
+int queue_lookup_key(Txn *t, const char *queue, const char *key, size_t keylen, uint64_t *id);
 
 /* queue_get reads job id into *out. Returns 0 or PL_ENOJOB. */
 int queue_get(Txn *t, uint64_t id, Job *out);

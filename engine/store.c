@@ -1,8 +1,9 @@
 /* store.c: the LMDB environment of a data directory and its transactions.
  *
- * Layout: one environment, four named sub-databases (store.h has the keys):
- * meta (format, counters, queue records), jobs (headers and bodies), index
- * (every job once, under its state), keys (idempotency). A job's header and
+ * Layout: one environment, five named sub-databases (store.h has the keys):
+ * meta (format, counters, queue records, cursors), jobs (headers and
+ * bodies), index (every job once, under its state), keys (idempotency),
+ * stage (staged rows). A job's header and
  * body sit apart, so a reserve rewrites ~50 bytes, not a 4 KiB body; and the
  * hot path touches three sub-databases, because each one a commit touches
  * costs pages to write and flush (measured here: a tiny commit touching 1
@@ -31,7 +32,7 @@
 #define MiB ((size_t)1 << 20)
 #define ALLOC_CHUNK (32 * MiB)
 
-static const char *const dbnames[DB_COUNT] = {"meta", "jobs", "index", "keys"};
+static const char *const dbnames[DB_COUNT] = {"meta", "jobs", "index", "keys", "stage"};
 
 struct Store {
     MDB_env *env;
@@ -423,8 +424,9 @@ int store_room(Txn *t)
                 e = s->falloc(s->fd, 0, need);
             if (e == 0)
                 s->alloc_end = want;
-            else if (e == ENOSPC || e == EDQUOT)
-                room = ENOSPC;
+            else if ((e == ENOSPC || e == EDQUOT) &&
+                     free_pages(s->env, 1) * s->psize < s->o.headroom)
+                room = ENOSPC; /* neither the disk nor the file's free pages hold the headroom */
             /* Filesystems without fallocate (EOPNOTSUPP): nothing to reserve. */
         }
         pthread_mutex_unlock(&s->alloc_mu);

@@ -1,0 +1,2560 @@
+/* qctl.c: the command line of pickline's queues, for operators and scripts.
+ *
+ *     qctl [--data DIR] [--json] COMMAND [ARGS]
+ *
+ * Every command parses and checks all of its input before it opens the data
+ * directory, so bad input changes nothing. Then it runs one or a few short
+ * transactions (store_run for writes, store_read for reads) and prints only
+ * after the commit returned 0: `qctl put` printing an id means the job is on
+ * disk. No transaction is held across a sleep or a wait for the user; only
+ * export holds its read transaction while it writes (a consistent snapshot,
+ * see there). Output is a tidy table for people, or JSON with --json.
+ * Exit status: 0 ok, 1 failure, 2 usage (bad command, flag or number). */
+#include "../engine/json.h"
+#include "../engine/pl.h"
+#include "../engine/queue.h"
+#include "../engine/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ constants */
+
+enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
+
+#define DEFAULT_DIR "./pickline-data"
+#define DEFAULT_PRI 1024u        /* beanstalkd's default priority */
+#define CHUNK 10000u             /* jobs per transaction: purge, kick */
+#define IMPORT_CHUNK 1000u       /* jobs per transaction: import */
+#define RESERVE_POLL_MS 20u      /* reserve --timeout: one try per interval */
+#define MAX_DELAY_MS (10ull * 365 * 86400 * 1000) /* ten years */
+#define MAX_TIMEOUT_MS (365ull * 86400 * 1000)
+#define DEFAULT_REASON "buried by an operator (qctl)"
+#define MAX_FLAGS 6
+#define MAX_POS 3
+
+/* ---------------------------------------------------- options, commands */
+
+typedef struct Ctx Ctx;
+
+/* Flag: one flag of a command; meta is NULL for a switch (no value). */
+typedef struct Flag {
+    const char *name, *meta, *help;
+} Flag;
+
+typedef struct Cmd {
+    const char *name;
+    int (*run)(Ctx *c);
+    const char *synopsis; /* what follows the name in the usage line */
+    const char *summary;  /* one line, for the command list */
+    const char *help;     /* the paragraph of `qctl CMD --help` */
+    int min_pos, max_pos; /* positional arguments */
+    Flag flags[MAX_FLAGS];
+} Cmd;
+
+/* Ctx: the options of this run (set once by args_parse, then read) and the
+ * store, opened by the command once its input is known to be good. */
+struct Ctx {
+    const char *dir;
+    int json;
+    const Cmd *cmd;
+    const char *pos[MAX_POS];
+    int npos;
+    const char *val[MAX_FLAGS]; /* by index in cmd->flags; "" for a given switch */
+    Store *s;
+};
+
+/* opt returns the value of the command's flag name, or NULL if not given. */
+static const char *opt(const Ctx *c, const char *name)
+{
+    for (int i = 0; i < MAX_FLAGS && c->cmd->flags[i].name; i++)
+        if (strcmp(c->cmd->flags[i].name, name) == 0)
+            return c->val[i];
+    PL_ASSERT(0, "a command reads only the flags it declares");
+}
+
+/* ------------------------------------------------------------- messages */
+
+static int errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage(const Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* errorf prints "qctl: ..." on stderr and returns ST_FAIL. */
+static int errorf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return ST_FAIL;
+}
+
+static void note(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* usage prints the problem and the command's usage line; returns ST_USAGE. */
+static int usage(const Ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qctl: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    if (c->cmd)
+        fprintf(stderr, "usage: qctl %s %s\nrun 'qctl %s --help' for details\n",
+                c->cmd->name, c->cmd->synopsis, c->cmd->name);
+    else
+        fputs("run 'qctl --help' for the commands\n", stderr);
+    return ST_USAGE;
+}
+
+/* --------------------------------------------------------------- numbers */
+
+/* parse_u64 parses s, decimal digits only, as a number in [min, max]. */
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return -1; /* strtoull would take " 1", "+1" and wrap "-1" */
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* parse_ms parses seconds, "N" or "N.F" (fractions allowed: 0.25), into
+ * milliseconds in [min, max]; digits past the third decimal must be 0. */
+static int parse_ms(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    char ip[24];
+    const char *dot;
+    uint64_t whole, ms = 0;
+    size_t n;
+
+    if (!s || !*s)
+        return -1;
+    dot = strchr(s, '.');
+    n = dot ? (size_t)(dot - s) : strlen(s);
+    if (n == 0 || n >= sizeof ip)
+        return -1;
+    memcpy(ip, s, n);
+    ip[n] = '\0';
+    if (parse_u64(ip, 0, UINT64_MAX / 1000 - 1, &whole))
+        return -1;
+    if (dot) {
+        const char *f = dot + 1;
+        if (!*f)
+            return -1;
+        for (int i = 0; f[i]; i++) {
+            if (f[i] < '0' || f[i] > '9')
+                return -1;
+            if (i < 3)
+                ms += (uint64_t)(f[i] - '0') * (i == 0 ? 100 : i == 1 ? 10 : 1);
+            else if (f[i] != '0')
+                return -1; /* finer than a millisecond */
+        }
+    }
+    ms += whole * 1000;
+    if (ms < min || ms > max)
+        return -1;
+    *out = ms;
+    return 0;
+}
+
+typedef struct Str {
+    char s[64];
+} Str;
+
+/* secs formats milliseconds as exact seconds: "60", "0.25". */
+static Str secs(uint64_t ms)
+{
+    Str r;
+    int n = snprintf(r.s, sizeof r.s, "%" PRIu64 ".%03u", ms / 1000, (unsigned)(ms % 1000));
+    while (n > 0 && r.s[n - 1] == '0')
+        r.s[--n] = '\0';
+    if (n > 0 && r.s[n - 1] == '.')
+        r.s[--n] = '\0';
+    return r;
+}
+
+/* flag_u64 reads flag name as a whole number in [min, max], def if absent.
+ * Returns ST_OK, or ST_USAGE after saying what is wrong. */
+static int flag_u64(const Ctx *c, const char *name, uint64_t min, uint64_t max, uint64_t def,
+                    uint64_t *out)
+{
+    const char *v = opt(c, name);
+    *out = def;
+    if (v && parse_u64(v, min, max, out))
+        return usage(c, "--%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64,
+                     name, v, min, max);
+    return ST_OK;
+}
+
+/* flag_ms reads flag name as seconds into milliseconds in [min, max]. */
+static int flag_ms(const Ctx *c, const char *name, uint64_t min, uint64_t max, uint64_t def,
+                   uint64_t *out)
+{
+    const char *v = opt(c, name);
+    *out = def;
+    if (v && parse_ms(v, min, max, out))
+        return usage(c, "--%s: '%s' is not a number of seconds from %s to %s "
+                        "(to the millisecond, like 0.25)", name, v, secs(min).s, secs(max).s);
+    return ST_OK;
+}
+
+/* arg_id parses a job id (a whole number from 1). */
+static int arg_id(const Ctx *c, const char *s, uint64_t *id)
+{
+    if (parse_u64(s, 1, UINT64_MAX, id))
+        return usage(c, "job id '%s' is not a whole number from 1", s);
+    return ST_OK;
+}
+
+static int arg_queue(const Ctx *c, const char *q)
+{
+    if (!queue_name_ok(q))
+        return usage(c, "invalid queue name '%s': use 1 to %d of A-Z a-z 0-9 _ . -",
+                     q, QUEUE_NAME_MAX);
+    return ST_OK;
+}
+
+/* arg_text checks a --key, --reason or --error value: 1..max bytes. */
+static int arg_text(const Ctx *c, const char *name, const char *v, size_t max)
+{
+    size_t n = v ? strlen(v) : 1;
+    if (n == 0)
+        return usage(c, "--%s is empty", name);
+    if (n > max)
+        return usage(c, "--%s is %zu bytes, over the limit of %zu", name, n, max);
+    return ST_OK;
+}
+
+/* -------------------------------------------------------- human formats */
+
+/* dur formats a span of time: "350ms", "12.3s", "5m03s", "2h10m", "3d04h". */
+static Str dur(uint64_t ms)
+{
+    Str r;
+    if (ms < 1000)
+        snprintf(r.s, sizeof r.s, "%" PRIu64 "ms", ms);
+    else if (ms < 60000)
+        snprintf(r.s, sizeof r.s, "%.1fs", (double)ms / 1000);
+    else if (ms < 3600000)
+        snprintf(r.s, sizeof r.s, "%um%02us", (unsigned)(ms / 60000), (unsigned)(ms / 1000 % 60));
+    else if (ms < 86400000)
+        snprintf(r.s, sizeof r.s, "%uh%02um", (unsigned)(ms / 3600000), (unsigned)(ms / 60000 % 60));
+    else
+        snprintf(r.s, sizeof r.s, "%" PRIu64 "d%02uh", ms / 86400000, (unsigned)(ms / 3600000 % 24));
+    return r;
+}
+
+static Str size_str(uint64_t n)
+{
+    static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+    Str r;
+    double v = (double)n;
+    int u = -1;
+    while (v >= 1024 && u < 3) {
+        v /= 1024;
+        u++;
+    }
+    if (u < 0)
+        snprintf(r.s, sizeof r.s, "%" PRIu64 " B", n);
+    else
+        snprintf(r.s, sizeof r.s, "%.1f %s", v, unit[u]);
+    return r;
+}
+
+/* clock_str formats epoch milliseconds as local time. */
+static Str clock_str(uint64_t ms)
+{
+    Str r;
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(r.s, sizeof r.s, "%Y-%m-%d %H:%M:%S", &tm);
+    return r;
+}
+
+/* due_str says when due (epoch ms, 0 for none) comes relative to now. */
+static Str due_str(uint64_t due, uint64_t now)
+{
+    Str r;
+    if (!due)
+        snprintf(r.s, sizeof r.s, "-");
+    else if (due >= now)
+        snprintf(r.s, sizeof r.s, "in %.48s", dur(due - now).s);
+    else
+        snprintf(r.s, sizeof r.s, "%.48s ago", dur(now - due).s);
+    return r;
+}
+
+/* put_text writes s[0..n) for a terminal: control bytes and bytes outside
+ * well-formed UTF-8 become escapes (\n, \t, \xNN); the rest is copied. */
+static void put_text(FILE *f, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        size_t k = p[i] < 0x80 ? 1 : json_utf8_len(p + i, n - i);
+        if (k > 1 || (k == 1 && p[i] >= 0x20 && p[i] != 0x7F)) {
+            fwrite(p + i, 1, k, f);
+            i += k;
+            continue;
+        }
+        if (p[i] == '\n')
+            fputs("\\n", f);
+        else if (p[i] == '\t')
+            fputs("\\t", f);
+        else
+            fprintf(f, "\\x%02x", p[i]);
+        i++;
+    }
+}
+
+/* excerpt returns (malloc'd) at most cols characters of s[0..n) for one
+ * table cell: runs of whitespace and control bytes become one space, bytes
+ * outside UTF-8 '?', and a cut text ends in "...". */
+static char *excerpt(const char *s, size_t n, size_t cols)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    char *out = xmalloc((cols + 2) * 4 + 4);
+    size_t o = 0, w = 0, i = 0;
+    int space = 0;
+
+    while (i < n && w <= cols) {
+        size_t k = json_utf8_len(p + i, n - i);
+        if (p[i] <= 0x20 || p[i] == 0x7F) {
+            space = w > 0;
+            i++;
+            continue;
+        }
+        if (space) {
+            out[o++] = ' ';
+            w++;
+            space = 0;
+        }
+        if (k == 0) {
+            out[o++] = '?';
+            k = 1;
+        } else {
+            memcpy(out + o, p + i, k);
+            o += k;
+        }
+        w++;
+        i += k;
+    }
+    if (w > cols) { /* keep cols - 3 characters and mark the cut */
+        size_t keep = cols > 3 ? cols - 3 : 0, b = 0;
+        for (size_t c = 0; c < keep; c++)
+            do
+                b++;
+            while (b < o && ((unsigned char)out[b] & 0xC0) == 0x80);
+        o = b;
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* ----------------------------------------------------------------- table */
+
+/* Table: rows of cells printed in aligned columns; align[i] is 'l' or 'r'. */
+typedef struct Table {
+    size_t ncol, n, cap;
+    const char *const *head;
+    const char *align;
+    char **cell;
+} Table;
+
+static void table_add(Table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void table_add(Table *t, const char *fmt, ...)
+{
+    va_list ap;
+    char *s;
+    va_start(ap, fmt);
+    int rc = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    PL_ASSERT(rc >= 0, "vasprintf has memory for a table cell");
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 64;
+        t->cell = xrealloc(t->cell, t->cap * sizeof *t->cell);
+    }
+    t->cell[t->n++] = s;
+}
+
+/* width counts characters, not bytes (UTF-8 continuation bytes are free). */
+static size_t width(const char *s)
+{
+    size_t w = 0;
+    for (; *s; s++)
+        w += ((unsigned char)*s & 0xC0) != 0x80;
+    return w;
+}
+
+static void table_print(const Table *t, FILE *f)
+{
+    size_t w[16] = {0};
+    PL_ASSERT(t->ncol <= 16, "a table has at most 16 columns");
+    for (size_t c = 0; c < t->ncol; c++)
+        w[c] = width(t->head[c]);
+    for (size_t i = 0; i < t->n; i++) {
+        size_t k = width(t->cell[i]);
+        if (k > w[i % t->ncol])
+            w[i % t->ncol] = k;
+    }
+    for (size_t r = 0; r <= t->n / t->ncol; r++) { /* row 0: the header */
+        for (size_t c = 0; c < t->ncol; c++) {
+            const char *s = r == 0 ? t->head[c] : t->cell[(r - 1) * t->ncol + c];
+            size_t pad = w[c] - width(s);
+            int last = c + 1 == t->ncol;
+            if (t->align[c] == 'r')
+                fprintf(f, "%*s%s", (int)pad, "", s);
+            else
+                fprintf(f, "%s%*s", s, last ? 0 : (int)pad, "");
+            fputs(last ? "\n" : "  ", f);
+        }
+    }
+}
+
+static void table_free(Table *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->cell[i]);
+    free(t->cell);
+    t->cell = NULL;
+    t->n = t->cap = 0;
+}
+
+/* ------------------------------------------------------- JSON output */
+
+static void put_opt_string(FILE *f, const char *s, size_t n)
+{
+    if (s && n)
+        json_put_string(f, s, n);
+    else
+        fputs("null", f);
+}
+
+/* put_body writes a body as JSON: itself when it is JSON (qctl and the
+ * engine accept only JSON, so this is the rule), else as a string. */
+static void put_body(FILE *f, const void *b, size_t n)
+{
+    if (json_validate(b, n, NULL, 0) == 0)
+        json_put_text(f, b, n);
+    else
+        json_put_string(f, b, n);
+}
+
+static void put_opt_ms(FILE *f, const char *name, uint64_t ms)
+{
+    if (ms)
+        fprintf(f, ",\"%s\":%" PRIu64, name, ms);
+    else
+        fprintf(f, ",\"%s\":null", name);
+}
+
+/* job_json writes the one shape of a job in all JSON output (reserve, peek,
+ * show, export). The lease token is a string: it does not fit a double. */
+static void job_json(FILE *f, const Job *j)
+{
+    fprintf(f, "{\"id\":%" PRIu64 ",\"queue\":", j->id);
+    json_put_string(f, j->queue, strlen(j->queue));
+    fprintf(f, ",\"state\":\"%s\",\"priority\":%" PRIu32 ",\"attempts\":%" PRIu32
+               ",\"kicks\":%" PRIu32 ",\"created_ms\":%" PRIu64,
+            queue_state_name(j->state), j->pri, j->attempts, j->kicks, j->created_ms);
+    put_opt_ms(f, "due_ms", j->due_ms);
+    fprintf(f, ",\"ttr_ms\":%" PRIu32 ",\"lease\":", j->ttr_ms);
+    if (j->lease)
+        fprintf(f, "\"%" PRIu64 "\"", j->lease);
+    else
+        fputs("null", f);
+    fputs(",\"key\":", f);
+    put_opt_string(f, j->key, j->keylen);
+    fputs(",\"error\":", f);
+    put_opt_string(f, j->error, j->errorlen);
+    fputs(",\"body\":", f);
+    put_body(f, j->body, j->len);
+    fputc('}', f);
+}
+
+static void conf_json(FILE *f, const QueueConf *cf)
+{
+    fprintf(f, "{\"ttr_ms\":%" PRIu32 ",\"max_attempts\":%" PRIu32 ",\"backoff_ms\":%" PRIu32
+               ",\"backoff_max_ms\":%" PRIu32 ",\"max_body\":%" PRIu32 "}",
+            cf->ttr_ms, cf->max_attempts, cf->backoff_ms, cf->backoff_max_ms, cf->max_body);
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+/* Held: a job copied out of its transaction (Job's views die with it). */
+typedef struct Held {
+    Job j;
+    char *key, *error, *body;
+} Held;
+
+static void held_free(Held *h)
+{
+    free(h->key);
+    free(h->error);
+    free(h->body);
+    memset(h, 0, sizeof *h);
+}
+
+static void held_set(Held *h, const Job *j)
+{
+    held_free(h);
+    h->j = *j;
+    h->key = j->key && j->keylen ? xstrndup(j->key, j->keylen) : NULL;
+    h->error = j->error && j->errorlen ? xstrndup(j->error, j->errorlen) : NULL;
+    h->body = xmalloc(j->len + 1);
+    if (j->len)
+        memcpy(h->body, j->body, j->len);
+    h->body[j->len] = '\0';
+    h->j.key = h->key;
+    h->j.keylen = h->key ? j->keylen : 0;
+    h->j.error = h->error;
+    h->j.errorlen = h->error ? j->errorlen : 0;
+    h->j.body = h->body;
+}
+
+/* --------------------------------------------------------------- store */
+
+enum { OPEN_READ, OPEN_WRITE, OPEN_CREATE };
+
+static int room_fail(const Ctx *c, int rc)
+{
+    return errorf("no room for new jobs in '%s' (%s); acks and deletes still work; "
+                  "free space or raise the map limit", c->dir, pl_strerror(rc));
+}
+
+static int open_fail(const Ctx *c, int rc)
+{
+    struct stat st;
+    if (rc == PL_ENOTDATA && stat(c->dir, &st) == 0 && !S_ISDIR(st.st_mode))
+        rc = ENOTDIR;
+    switch (rc) {
+    case ENOENT:
+        if (stat(c->dir, &st) == 0 && S_ISDIR(st.st_mode))
+            return errorf("no pickline data in '%s' yet; it is created by the first 'qctl "
+                          "put', or pass --data DIR or set PICKLINE_DATA", c->dir);
+        return errorf("no data directory at '%s'; it is created by the first 'qctl put', "
+                      "or pass --data DIR or set PICKLINE_DATA", c->dir);
+    case PL_ENOTDATA:
+        return errorf("'%s' is not a pickline data directory (it holds other files); "
+                      "pass --data with an empty or pickline directory", c->dir);
+    case ENOTDIR:
+        return errorf("'%s' is not a directory; pass --data with a pickline data directory",
+                      c->dir);
+    case EACCES:
+    case EPERM:
+        return errorf("permission denied on data directory '%s': qctl needs to read and "
+                      "write it (LMDB keeps its lock file there); run as its owner or fix "
+                      "its permissions", c->dir);
+    case EROFS:
+        return errorf("data directory '%s' is on a read-only file system: qctl needs to "
+                      "write its lock file; copy it somewhere writable", c->dir);
+    case PL_EFORMAT:
+        return errorf("data directory '%s' was written by a newer pickline (unknown "
+                      "format); use a newer qctl", c->dir);
+    case ENOSPC:
+    case PL_EFULL:
+        return room_fail(c, rc);
+    default:
+        return errorf("cannot open data directory '%s': %s", c->dir, pl_strerror(rc));
+    }
+}
+
+/* ctx_open opens the store for the command (no-op if open). Read commands
+ * open it read-only; only put, create and import may create it. */
+static int ctx_open(Ctx *c, int mode)
+{
+    StoreOpts o = {0};
+    int rc;
+    if (c->s)
+        return ST_OK;
+    o.create = mode == OPEN_CREATE;
+    o.readonly = mode == OPEN_READ;
+    if ((rc = store_open(c->dir, &o, &c->s)) != 0)
+        return open_fail(c, rc);
+    return ST_OK;
+}
+
+static int queue_fail(const Ctx *c, int rc, const char *q)
+{
+    switch (rc) {
+    case PL_ENOQUEUE:
+        return errorf("queue '%s' does not exist; create it with 'qctl create %s' or put a "
+                      "job to it", q, q);
+    case PL_EPAUSED:
+        return errorf("queue '%s' is paused; resume it with 'qctl resume %s'", q, q);
+    case PL_EFULL:
+    case ENOSPC:
+        return room_fail(c, rc);
+    default:
+        return errorf("queue '%s': %s", q, pl_strerror(rc));
+    }
+}
+
+typedef struct GetOp {
+    uint64_t id;
+    Held h;
+} GetOp;
+
+static int get_fn(Txn *t, void *arg)
+{
+    GetOp *g = arg;
+    Job j;
+    int rc = queue_get(t, g->id, &j);
+    if (rc == 0)
+        held_set(&g->h, &j);
+    return rc;
+}
+
+/* job_fail explains rc from an operation verb on job id. */
+static int job_fail(const Ctx *c, int rc, uint64_t id, const char *verb)
+{
+    GetOp g = {.id = id};
+    const char *st;
+
+    switch (rc) {
+    case PL_ENOJOB:
+        return errorf("job %" PRIu64 " does not exist (acked, deleted, or never put); "
+                      "see 'qctl peek QUEUE'", id);
+    case PL_ELEASE:
+        return errorf("lease of job %" PRIu64 " is no longer held (it expired or was "
+                      "reserved again); reserve it again", id);
+    case PL_ESTATE:
+        break;
+    default:
+        return errorf("cannot %s job %" PRIu64 ": %s", verb, id, pl_strerror(rc));
+    }
+    if (store_read(c->s, get_fn, &g) != 0)
+        return errorf("cannot %s job %" PRIu64 ": %s", verb, id, pl_strerror(rc));
+    st = queue_state_name(g.h.j.state);
+    if (g.h.j.state == JOB_BURIED)
+        errorf("job %" PRIu64 " is buried; kick it back to ready with 'qctl kick-job %"
+               PRIu64 "'", id, id);
+    else if (strcmp(verb, "kick") == 0)
+        errorf("job %" PRIu64 " is %s; only a buried or delayed job can be kicked", id, st);
+    else
+        errorf("job %" PRIu64 " is %s, not reserved; only a reserved job can be %s", id, st,
+               strcmp(verb, "release") == 0 ? "released" : "touched");
+    held_free(&g.h);
+    return ST_FAIL;
+}
+
+/* info_human and info_json describe the map (store_info). */
+static void info_human(FILE *f, const Ctx *c, const StoreInfo *i)
+{
+    uint64_t used = (uint64_t)i->last_page * i->page_size;
+    fprintf(f, "data dir    %s\n", c->dir);
+    fprintf(f, "map size    %s (limit: %s)\n", size_str(i->map_size).s,
+            i->map_max ? size_str(i->map_max).s : "none but the disk");
+    fprintf(f, "used        %s: %zu pages of %zu B, %.1f%% of the map\n", size_str(used).s,
+            i->last_page, i->page_size, i->map_size ? 100.0 * (double)used / (double)i->map_size : 0);
+    fprintf(f, "free pages  %zu (%s), reused before the map grows\n", i->free_pages,
+            size_str((uint64_t)i->free_pages * i->page_size).s);
+    fprintf(f, "file size   %s (headroom kept for acks and deletes: %s)\n",
+            size_str(i->file_size).s, size_str(i->headroom).s);
+    fprintf(f, "readers     %u of %u\n", i->readers, i->max_readers);
+}
+
+static void info_json(FILE *f, const Ctx *c, const StoreInfo *i)
+{
+    fputs("{\"path\":", f);
+    json_put_string(f, c->dir, strlen(c->dir));
+    fprintf(f, ",\"map_size\":%zu,\"map_max\":%zu,\"page_size\":%zu,\"used_pages\":%zu"
+               ",\"used_bytes\":%" PRIu64 ",\"free_pages\":%zu,\"file_size\":%zu"
+               ",\"headroom\":%zu,\"readers\":%u,\"max_readers\":%u}",
+            i->map_size, i->map_max, i->page_size, i->last_page,
+            (uint64_t)i->last_page * i->page_size, i->free_pages, i->file_size, i->headroom,
+            i->readers, i->max_readers);
+}
+
+/* ------------------------------------------------------------------ put */
+
+typedef struct Buf {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+/* buf_read appends all of f to b: 0, EFBIG past max bytes, or errno. */
+static int buf_read(Buf *b, FILE *f, size_t max)
+{
+    for (;;) {
+        while (b->cap - b->n < 65536)
+            b->cap = b->cap ? b->cap * 2 : 65536;
+        b->p = xrealloc(b->p, b->cap);
+        size_t k = fread(b->p + b->n, 1, b->cap - b->n - 1, f);
+        b->n += k;
+        b->p[b->n] = '\0';
+        if (b->n > max)
+            return EFBIG;
+        if (k == 0)
+            return ferror(f) ? (errno ? errno : EIO) : 0;
+    }
+}
+
+static int stats_fn(Txn *t, void *arg)
+{
+    QueueStats *st = arg;
+    return queue_stats(t, st->name, st);
+}
+
+/* read_stats reads the stats of queue q into *st: 0 or the engine's error. */
+static int read_stats(Ctx *c, const char *q, QueueStats *st)
+{
+    memset(st, 0, sizeof *st);
+    snprintf(st->name, sizeof st->name, "%s", q);
+    return store_read(c->s, stats_fn, st);
+}
+
+/* put_conf finds the conf that will judge a put to q: the queue's, or the
+ * defaults when the queue or the whole data directory does not exist yet.
+ * It opens the store if it exists; a missing one is created only once the
+ * input is known to be good (bad input changes nothing). */
+static int put_conf(Ctx *c, const char *q, QueueConf *conf, int *exists)
+{
+    StoreOpts o = {0};
+    QueueStats st;
+    int rc;
+
+    queue_conf_default(conf);
+    *exists = 0;
+    if (!c->s) {
+        rc = store_open(c->dir, &o, &c->s);
+        if (rc == ENOENT)
+            return ST_OK;
+        if (rc)
+            return open_fail(c, rc);
+    }
+    rc = read_stats(c, q, &st);
+    if (rc == 0) {
+        *conf = st.conf;
+        *exists = 1;
+    } else if (rc != PL_ENOQUEUE) {
+        return queue_fail(c, rc, q);
+    }
+    return ST_OK;
+}
+
+static void too_big(char *m, size_t cap, const char *q, size_t len, const QueueConf *cf, int exists)
+{
+    if (exists)
+        snprintf(m, cap, "body is %zu bytes, over queue '%s' limit of %" PRIu32 " bytes; "
+                         "raise it with 'qctl configure %s --max-body N'", len, q, cf->max_body, q);
+    else
+        snprintf(m, cap, "body is %zu bytes, over the limit of %" PRIu32 " bytes of a new "
+                         "queue; create '%s' first with 'qctl create %s --max-body N'",
+                 len, cf->max_body, q, q);
+}
+
+typedef struct PutOp {
+    const char *queue;
+    PutArgs a;
+    uint64_t id;
+    int existed;
+} PutOp;
+
+static int put_fn(Txn *t, void *arg)
+{
+    PutOp *p = arg;
+    p->existed = 0;
+    return queue_put(t, p->queue, &p->a, &p->id, &p->existed);
+}
+
+static int cmd_put(Ctx *c)
+{
+    const char *q = c->pos[0], *src = c->npos > 1 ? c->pos[1] : "-", *key = opt(c, "key");
+    uint64_t pri, delay, ttr;
+    Buf body = {0};
+    QueueConf conf;
+    PutOp op = {.queue = q};
+    char m[512];
+    size_t off;
+    int rc, exists;
+
+    if ((rc = arg_queue(c, q)) || (rc = flag_u64(c, "pri", 0, UINT32_MAX, DEFAULT_PRI, &pri)) ||
+        (rc = flag_ms(c, "delay", 0, MAX_DELAY_MS, 0, &delay)) ||
+        (rc = flag_ms(c, "ttr", 1, UINT32_MAX, 0, &ttr)) ||
+        (key && (rc = arg_text(c, "key", key, QUEUE_KEY_MAX))))
+        return rc;
+    if (strcmp(src, "-") != 0) {
+        body.p = xstrdup(src);
+        body.n = strlen(src);
+    } else {
+        if (isatty(STDIN_FILENO))
+            note("reading the body from the terminal; end it with Ctrl-D");
+        rc = buf_read(&body, stdin, QUEUE_BODY_LIMIT);
+        if (rc == EFBIG) {
+            rc = errorf("body is over %u bytes, more than any queue accepts", QUEUE_BODY_LIMIT);
+            goto fail;
+        }
+        if (rc) {
+            rc = errorf("cannot read the body from stdin: %s", strerror(rc));
+            goto fail;
+        }
+    }
+    if (json_validate(body.p, body.n, m, sizeof m)) {
+        rc = errorf("body: %s", m);
+        goto fail;
+    }
+    /* The body is the JSON value: whitespace around it is not kept. */
+    op.a.len = json_trim(body.p, body.n, &off);
+    op.a.body = body.p + off;
+    op.a.pri = (uint32_t)pri;
+    op.a.delay_ms = delay;
+    op.a.ttr_ms = (uint32_t)ttr;
+    op.a.key = key;
+    op.a.keylen = key ? strlen(key) : 0;
+
+    if ((rc = put_conf(c, q, &conf, &exists)))
+        goto fail;
+    if (op.a.len > conf.max_body) {
+        too_big(m, sizeof m, q, op.a.len, &conf, exists);
+        rc = errorf("%s", m);
+        goto fail;
+    }
+    if ((rc = ctx_open(c, OPEN_CREATE)))
+        goto fail;
+    rc = store_run(c->s, put_fn, &op);
+    if (rc == PL_ETOOBIG && put_conf(c, q, &conf, &exists) == ST_OK) { /* conf changed since */
+        too_big(m, sizeof m, q, op.a.len, &conf, exists);
+        rc = errorf("%s", m);
+        goto fail;
+    }
+    if (rc) {
+        rc = queue_fail(c, rc, q);
+        goto fail;
+    }
+    /* Committed: only now is the id worth printing. */
+    if (c->json)
+        printf("{\"id\":%" PRIu64 ",\"existed\":%s}\n", op.id, op.existed ? "true" : "false");
+    else
+        printf("%" PRIu64 "\n", op.id);
+    if (fflush(stdout) != 0) {
+        rc = errorf("job %" PRIu64 " is on disk in queue '%s', but its id could not be "
+                    "written to stdout: %s", op.id, q, strerror(errno));
+        goto fail;
+    }
+    if (op.existed)
+        note("job %" PRIu64 " of queue '%s' already holds key '%s'; nothing added", op.id, q, key);
+    rc = ST_OK;
+fail:
+    free(body.p);
+    return rc;
+}
+
+/* ------------------------------------------------------- job operations */
+
+enum { OP_ACK, OP_DELETE, OP_RELEASE, OP_BURY, OP_TOUCH, OP_KICK };
+
+/* JobOp: one operation on one job, and what the job looks like after. */
+typedef struct JobOp {
+    int op;
+    uint64_t id, lease;     /* lease 0: the operator's override */
+    int64_t delay_ms;       /* release: < 0 asks for the queue's backoff */
+    const char *text;       /* release: the error; bury: the reason */
+    int buried;             /* release: buried instead, past max attempts */
+    int was, state;         /* the state before and after */
+    uint64_t due_ms;        /* after: ready-at or lease end */
+    uint32_t attempts;
+    char queue[QUEUE_NAME_MAX + 1];
+} JobOp;
+
+static int jobop_fn(Txn *t, void *arg)
+{
+    JobOp *o = arg;
+    Job j;
+    uint64_t until;
+    int rc;
+
+    if ((rc = queue_get(t, o->id, &j)) != 0)
+        return rc;
+    o->was = j.state;
+    memcpy(o->queue, j.queue, sizeof o->queue);
+    o->buried = 0;
+    switch (o->op) {
+    case OP_ACK:
+    case OP_DELETE:
+        return queue_ack(t, o->id, o->lease);
+    case OP_RELEASE:
+        rc = queue_release(t, o->id, o->lease, o->delay_ms, o->text, &o->buried);
+        break;
+    case OP_BURY:
+        rc = queue_bury(t, o->id, o->lease, o->text);
+        break;
+    case OP_TOUCH:
+        rc = queue_touch(t, o->id, o->lease, &until);
+        break;
+    default:
+        rc = queue_kick_job(t, o->id);
+    }
+    if (rc || (rc = queue_get(t, o->id, &j)) != 0)
+        return rc;
+    o->state = j.state;
+    o->due_ms = j.due_ms;
+    o->attempts = j.attempts;
+    return 0;
+}
+
+static void jobop_print(const Ctx *c, const JobOp *o)
+{
+    uint64_t now = pl_now_ms();
+    int gone = o->op == OP_ACK || o->op == OP_DELETE;
+
+    if (c->json) {
+        printf("{\"id\":%" PRIu64 ",\"queue\":", o->id);
+        json_put_string(stdout, o->queue, strlen(o->queue));
+        printf(",\"state\":\"%s\",\"was\":\"%s\"", gone ? "deleted" : queue_state_name(o->state),
+               queue_state_name(o->was));
+        if (!gone) {
+            put_opt_ms(stdout, "due_ms", o->due_ms);
+            printf(",\"attempts\":%" PRIu32, o->attempts);
+        }
+        puts("}");
+        return;
+    }
+    switch (o->op) {
+    case OP_ACK:
+        printf("acked job %" PRIu64 " (queue '%s')\n", o->id, o->queue);
+        break;
+    case OP_DELETE:
+        printf("deleted job %" PRIu64 " (queue '%s', was %s)\n", o->id, o->queue,
+               queue_state_name(o->was));
+        break;
+    case OP_RELEASE:
+        if (o->buried)
+            printf("job %" PRIu64 " used its %" PRIu32 " attempts and was buried instead "
+                   "(queue '%s'); kick it with 'qctl kick-job %" PRIu64 "'\n",
+                   o->id, o->attempts, o->queue, o->id);
+        else if (o->state == JOB_DELAYED)
+            printf("released job %" PRIu64 " (queue '%s'): delayed, ready %s\n", o->id,
+                   o->queue, due_str(o->due_ms, now).s);
+        else
+            printf("released job %" PRIu64 " (queue '%s') to %s\n", o->id, o->queue,
+                   queue_state_name(o->state));
+        break;
+    case OP_BURY:
+        printf("buried job %" PRIu64 " (queue '%s'); kick it back with 'qctl kick-job %"
+               PRIu64 "'\n", o->id, o->queue, o->id);
+        break;
+    case OP_TOUCH:
+        printf("touched job %" PRIu64 " (queue '%s'): lease ends %s, at %s\n", o->id, o->queue,
+               due_str(o->due_ms, now).s, clock_str(o->due_ms).s);
+        break;
+    default:
+        printf("kicked job %" PRIu64 " (queue '%s', was %s) to %s\n", o->id, o->queue,
+               queue_state_name(o->was), queue_state_name(o->state));
+    }
+}
+
+static const char *const op_verb[] = {"ack", "delete", "release", "bury", "touch", "kick"};
+
+/* jobop_parse reads ID and --lease (for the commands that take one). */
+static int jobop_parse(const Ctx *c, int op, JobOp *o)
+{
+    int rc;
+    memset(o, 0, sizeof *o);
+    o->op = op;
+    if ((rc = arg_id(c, c->pos[0], &o->id)))
+        return rc;
+    if (op != OP_DELETE && op != OP_KICK)
+        return flag_u64(c, "lease", 0, UINT64_MAX, 0, &o->lease);
+    return ST_OK;
+}
+
+static int jobop_run(Ctx *c, JobOp *o)
+{
+    int rc;
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    if ((rc = store_run(c->s, jobop_fn, o)) != 0)
+        return job_fail(c, rc, o->id, op_verb[o->op]);
+    jobop_print(c, o);
+    return ST_OK;
+}
+
+static int cmd_ack(Ctx *c)
+{
+    JobOp o;
+    int rc = jobop_parse(c, OP_ACK, &o);
+    return rc ? rc : jobop_run(c, &o);
+}
+
+static int cmd_delete(Ctx *c)
+{
+    JobOp o;
+    int rc = jobop_parse(c, OP_DELETE, &o);
+    return rc ? rc : jobop_run(c, &o);
+}
+
+static int cmd_release(Ctx *c)
+{
+    JobOp o;
+    uint64_t delay;
+    int rc;
+    if ((rc = jobop_parse(c, OP_RELEASE, &o)) ||
+        (rc = flag_ms(c, "delay", 0, MAX_DELAY_MS, 0, &delay)))
+        return rc;
+    o.text = opt(c, "error");
+    if (o.text && (rc = arg_text(c, "error", o.text, QUEUE_REASON_MAX)))
+        return rc;
+    if (opt(c, "backoff") && opt(c, "delay"))
+        return usage(c, "give --delay or --backoff, not both");
+    o.delay_ms = opt(c, "backoff") ? -1 : (int64_t)delay;
+    return jobop_run(c, &o);
+}
+
+static int cmd_bury(Ctx *c)
+{
+    JobOp o;
+    int rc;
+    if ((rc = jobop_parse(c, OP_BURY, &o)))
+        return rc;
+    o.text = opt(c, "reason") ? opt(c, "reason") : DEFAULT_REASON;
+    if ((rc = arg_text(c, "reason", o.text, QUEUE_REASON_MAX)))
+        return rc;
+    return jobop_run(c, &o);
+}
+
+static int cmd_touch(Ctx *c)
+{
+    JobOp o;
+    int rc = jobop_parse(c, OP_TOUCH, &o);
+    return rc ? rc : jobop_run(c, &o);
+}
+
+static int cmd_kick_job(Ctx *c)
+{
+    JobOp o;
+    int rc = jobop_parse(c, OP_KICK, &o);
+    return rc ? rc : jobop_run(c, &o);
+}
+
+/* -------------------------------------------------------------- reserve */
+
+typedef struct ReserveOp {
+    const char *queue;
+    uint32_t ttr;
+    Held got;
+} ReserveOp;
+
+static int reserve_fn(Txn *t, void *arg)
+{
+    ReserveOp *r = arg;
+    Job j;
+    int rc = queue_reserve(t, r->queue, r->ttr, &j);
+    if (rc == 0)
+        held_set(&r->got, &j);
+    return rc;
+}
+
+static void sleep_ms(uint64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int cmd_reserve(Ctx *c)
+{
+    const char *q = c->pos[0];
+    ReserveOp r = {.queue = q};
+    const Job *j = &r.got.j;
+    uint64_t timeout, ttr, start, waited;
+    int rc;
+
+    if ((rc = arg_queue(c, q)) || (rc = flag_ms(c, "timeout", 0, MAX_TIMEOUT_MS, 0, &timeout)) ||
+        (rc = flag_ms(c, "ttr", 1, UINT32_MAX, 0, &ttr)))
+        return rc;
+    r.ttr = (uint32_t)ttr;
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    /* Each try is its own short write transaction: none is held while we wait. */
+    start = pl_mono_ns();
+    for (;;) {
+        rc = store_run(c->s, reserve_fn, &r);
+        /* A queue may be paused, or not made yet by its first put: wait too. */
+        if (rc != PL_EEMPTY && rc != PL_EPAUSED && rc != PL_ENOQUEUE)
+            break;
+        waited = (pl_mono_ns() - start) / 1000000;
+        if (waited >= timeout)
+            break;
+        sleep_ms(timeout - waited < RESERVE_POLL_MS ? timeout - waited : RESERVE_POLL_MS);
+    }
+    if (rc == PL_EEMPTY) {
+        note("no job ready in queue '%s'%s%s", q, timeout ? " within " : "",
+             timeout ? dur(timeout).s : "");
+        rc = ST_FAIL;
+        goto fail;
+    }
+    if (rc) {
+        rc = queue_fail(c, rc, q);
+        goto fail;
+    }
+    if (c->json) {
+        job_json(stdout, j);
+        putchar('\n');
+    } else {
+        printf("job %" PRIu64 "  queue %s  priority %" PRIu32 "  attempts %" PRIu32
+               "  lease %" PRIu64 "  ttr %ss\n",
+               j->id, j->queue, j->pri, j->attempts, j->lease, secs(j->ttr_ms).s);
+        fwrite(j->body, 1, j->len, stdout);
+        putchar('\n');
+    }
+    rc = ST_OK;
+    if (fflush(stdout) != 0) {
+        /* Nobody got the job: hand it back rather than let its lease run out. */
+        JobOp o = {.op = OP_RELEASE, .id = j->id, .lease = j->lease};
+        int e = errno, rr = store_run(c->s, jobop_fn, &o);
+        rc = errorf("cannot write job %" PRIu64 " to stdout (%s); %s", j->id, strerror(e),
+                    rr ? "its lease will run out" : "released it");
+    }
+fail:
+    held_free(&r.got);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- kick */
+
+typedef struct KickOp {
+    const char *queue;
+    size_t n, kicked;
+} KickOp;
+
+static int kick_fn(Txn *t, void *arg)
+{
+    KickOp *k = arg;
+    k->kicked = 0;
+    return queue_kick(t, k->queue, k->n, &k->kicked);
+}
+
+static int cmd_kick(Ctx *c)
+{
+    const char *q = c->pos[0];
+    KickOp k = {.queue = q};
+    QueueStats st;
+    uint64_t want = 0, total = 0;
+    int rc;
+
+    if ((rc = arg_queue(c, q)))
+        return rc;
+    if (c->npos > 1 && parse_u64(c->pos[1], 1, UINT64_MAX, &want))
+        return usage(c, "N '%s' is not a whole number from 1", c->pos[1]);
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    if (c->npos < 2) {
+        /* "All" means those buried now: a bound, should workers bury more. */
+        if ((rc = read_stats(c, q, &st)))
+            return queue_fail(c, rc, q);
+        want = st.buried;
+    }
+    while (total < want) {
+        k.n = want - total < CHUNK ? (size_t)(want - total) : CHUNK;
+        if ((rc = store_run(c->s, kick_fn, &k)) != 0) {
+            if (total)
+                note("kicked %" PRIu64 " jobs before this error", total);
+            return queue_fail(c, rc, q);
+        }
+        total += k.kicked;
+        if (k.kicked < k.n)
+            break;
+    }
+    if (c->json) {
+        fputs("{\"queue\":", stdout);
+        json_put_string(stdout, q, strlen(q));
+        printf(",\"kicked\":%" PRIu64 "}\n", total);
+    } else {
+        printf("kicked %" PRIu64 " job%s to ready in queue '%s'\n", total, total == 1 ? "" : "s", q);
+    }
+    return ST_OK;
+}
+
+/* ----------------------------------------------------------- peek, show */
+
+typedef struct PeekOp {
+    const char *queue;
+    int state, json;
+    size_t limit, n;
+    uint64_t now;
+    QueueStats st;
+    Table tab;      /* human output */
+    FILE *mem;      /* JSON output, gathered while the transaction is open */
+    char *buf;
+    size_t len;
+} PeekOp;
+
+static const char *const peek_head[] = {"ID", "STATE", "PRI", "ATT", "AGE", "DUE", "ERROR", "BODY"};
+
+static int peek_job(const Job *j, void *arg)
+{
+    PeekOp *p = arg;
+    if (p->json) {
+        fputs(p->n ? ",\n" : "\n", p->mem);
+        job_json(p->mem, j);
+    } else {
+        char *e = j->error && j->errorlen ? excerpt(j->error, j->errorlen, 28) : xstrdup("-");
+        char *b = excerpt(j->body, j->len, 48);
+        table_add(&p->tab, "%" PRIu64, j->id);
+        table_add(&p->tab, "%s", queue_state_name(j->state));
+        table_add(&p->tab, "%" PRIu32, j->pri);
+        table_add(&p->tab, "%" PRIu32, j->attempts);
+        table_add(&p->tab, "%s", dur(p->now > j->created_ms ? p->now - j->created_ms : 0).s);
+        table_add(&p->tab, "%s", due_str(j->due_ms, p->now).s);
+        table_add(&p->tab, "%s", e);
+        table_add(&p->tab, "%s", b);
+        free(e);
+        free(b);
+    }
+    p->n++;
+    return 0;
+}
+
+static int peek_fn(Txn *t, void *arg)
+{
+    PeekOp *p = arg;
+    int rc;
+    p->n = 0;
+    p->now = pl_now_ms();
+    if ((rc = queue_stats(t, p->queue, &p->st)) != 0)
+        return rc;
+    return queue_peek(t, p->queue, p->state, p->limit, peek_job, p);
+}
+
+static int cmd_peek(Ctx *c)
+{
+    const char *q = c->pos[0], *sname = opt(c, "state");
+    PeekOp p = {.queue = q, .json = c->json};
+    uint64_t limit, total;
+    int rc;
+
+    if ((rc = arg_queue(c, q)) || (rc = flag_u64(c, "limit", 0, 1000000000, 20, &limit)))
+        return rc;
+    if ((p.state = queue_state_parse(sname)) < 0)
+        return usage(c, "--state: unknown state '%s'; use ready, delayed, reserved, buried "
+                        "or all", sname);
+    p.limit = limit ? (size_t)limit : SIZE_MAX;
+    p.tab = (Table){.ncol = 8, .head = peek_head, .align = "rlrrrlll"};
+    if (c->json) {
+        p.mem = open_memstream(&p.buf, &p.len);
+        PL_ASSERT(p.mem, "open_memstream has memory");
+    }
+    if ((rc = ctx_open(c, OPEN_READ)))
+        goto fail;
+    if ((rc = store_read(c->s, peek_fn, &p)) != 0) {
+        rc = queue_fail(c, rc, q);
+        goto fail;
+    }
+    if (c->json) {
+        fclose(p.mem);
+        p.mem = NULL;
+        printf("[%s%s]\n", p.buf, p.n ? "\n" : "");
+        rc = ST_OK;
+        goto fail;
+    }
+    total = p.state == JOB_READY ? p.st.ready : p.state == JOB_DELAYED ? p.st.delayed
+          : p.state == JOB_RESERVED ? p.st.reserved : p.state == JOB_BURIED ? p.st.buried
+          : p.st.ready + p.st.delayed + p.st.reserved + p.st.buried;
+    if (p.n == 0) {
+        printf("no %s%sjobs in queue '%s'\n", p.state ? queue_state_name(p.state) : "",
+               p.state ? " " : "", q);
+    } else {
+        table_print(&p.tab, stdout);
+        printf("\n%zu of %" PRIu64 " %s%sjobs in queue '%s' (ready %" PRIu64 ", delayed %"
+               PRIu64 ", reserved %" PRIu64 ", buried %" PRIu64 ")%s\n",
+               p.n, total, p.state ? queue_state_name(p.state) : "", p.state ? " " : "", q,
+               p.st.ready, p.st.delayed, p.st.reserved, p.st.buried,
+               p.n < total ? "; --limit N shows more" : "");
+    }
+    rc = ST_OK;
+fail:
+    if (p.mem)
+        fclose(p.mem);
+    free(p.buf);
+    table_free(&p.tab);
+    return rc;
+}
+
+static int cmd_show(Ctx *c)
+{
+    GetOp g = {0};
+    const Job *j = &g.h.j;
+    uint64_t now;
+    int rc;
+
+    if ((rc = arg_id(c, c->pos[0], &g.id)) || (rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    if ((rc = store_read(c->s, get_fn, &g)) != 0)
+        return job_fail(c, rc, g.id, "show");
+    now = pl_now_ms();
+    if (c->json) {
+        job_json(stdout, j);
+        putchar('\n');
+        goto done;
+    }
+    printf("job       %" PRIu64 "\n", j->id);
+    printf("queue     %s\n", j->queue);
+    printf("state     %s", queue_state_name(j->state));
+    if (j->state == JOB_DELAYED)
+        printf(", ready %s (%s)", due_str(j->due_ms, now).s, clock_str(j->due_ms).s);
+    else if (j->state == JOB_RESERVED)
+        printf(", lease ends %s (%s)", due_str(j->due_ms, now).s, clock_str(j->due_ms).s);
+    printf("\npriority  %" PRIu32 "\n", j->pri);
+    printf("attempts  %" PRIu32 " (kicked %" PRIu32 " time%s)\n", j->attempts, j->kicks,
+           j->kicks == 1 ? "" : "s");
+    printf("created   %s, %s ago\n", clock_str(j->created_ms).s,
+           dur(now > j->created_ms ? now - j->created_ms : 0).s);
+    printf("ttr       %ss\n", secs(j->ttr_ms).s);
+    if (j->lease)
+        printf("lease     %" PRIu64 "\n", j->lease);
+    fputs("key       ", stdout);
+    if (j->key)
+        put_text(stdout, j->key, j->keylen);
+    else
+        fputs("-", stdout);
+    fputs("\nerror     ", stdout);
+    if (j->error)
+        put_text(stdout, j->error, j->errorlen);
+    else
+        fputs("-", stdout);
+    printf("\nbody      %zu bytes\n", j->len);
+    fwrite(j->body, 1, j->len, stdout);
+    putchar('\n');
+done:
+    held_free(&g.h);
+    return ST_OK;
+}
+
+/* ------------------------------------------------- purge, pause, resume */
+
+typedef struct PurgeOp {
+    const char *queue;
+    int state;
+    size_t n;
+} PurgeOp;
+
+static int purge_fn(Txn *t, void *arg)
+{
+    PurgeOp *p = arg;
+    p->n = 0;
+    return queue_purge(t, p->queue, p->state, CHUNK, &p->n);
+}
+
+static int cmd_purge(Ctx *c)
+{
+    const char *q = c->pos[0], *sname = opt(c, "state");
+    PurgeOp p = {.queue = q};
+    uint64_t total = 0;
+    int rc;
+
+    if ((rc = arg_queue(c, q)))
+        return rc;
+    if ((p.state = queue_state_parse(sname)) < 0)
+        return usage(c, "--state: unknown state '%s'; use ready, delayed, reserved, buried "
+                        "or all", sname);
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    /* Bounded transactions: a big purge never holds the writer lock long. */
+    do {
+        if ((rc = store_run(c->s, purge_fn, &p)) != 0) {
+            if (total)
+                note("purged %" PRIu64 " jobs before this error", total);
+            return queue_fail(c, rc, q);
+        }
+        total += p.n;
+    } while (p.n == CHUNK);
+    if (c->json) {
+        fputs("{\"queue\":", stdout);
+        json_put_string(stdout, q, strlen(q));
+        printf(",\"purged\":%" PRIu64 "}\n", total);
+    } else {
+        printf("purged %" PRIu64 " %s%sjob%s from queue '%s'\n", total,
+               p.state ? queue_state_name(p.state) : "", p.state ? " " : "",
+               total == 1 ? "" : "s", q);
+    }
+    return ST_OK;
+}
+
+typedef struct PauseOp {
+    const char *queue;
+    int paused;
+} PauseOp;
+
+static int pause_fn(Txn *t, void *arg)
+{
+    PauseOp *p = arg;
+    return queue_pause(t, p->queue, p->paused);
+}
+
+static int pause_run(Ctx *c, int paused)
+{
+    const char *q = c->pos[0];
+    PauseOp p = {q, paused};
+    int rc;
+
+    if ((rc = arg_queue(c, q)) || (rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    if ((rc = store_run(c->s, pause_fn, &p)) != 0)
+        return queue_fail(c, rc, q);
+    if (c->json) {
+        fputs("{\"queue\":", stdout);
+        json_put_string(stdout, q, strlen(q));
+        printf(",\"paused\":%s}\n", paused ? "true" : "false");
+    } else if (paused) {
+        printf("paused queue '%s': reserve hands out nothing until 'qctl resume %s'\n", q, q);
+    } else {
+        printf("resumed queue '%s'\n", q);
+    }
+    return ST_OK;
+}
+
+static int cmd_pause(Ctx *c)
+{
+    return pause_run(c, 1);
+}
+
+static int cmd_resume(Ctx *c)
+{
+    return pause_run(c, 0);
+}
+
+/* ---------------------------------------------------- create, configure */
+
+/* ConfSet: the settings given on the command line, to lay over a conf. */
+typedef struct ConfSet {
+    int any;
+    const char *ttr, *attempts, *backoff, *backoff_max, *max_body; /* given or NULL */
+    QueueConf v;
+} ConfSet;
+
+static int conf_parse(const Ctx *c, ConfSet *cs)
+{
+    uint64_t ttr, att, bo, bomax, body;
+    int rc;
+    if ((rc = flag_ms(c, "ttr", 1, UINT32_MAX, 0, &ttr)) ||
+        (rc = flag_u64(c, "max-attempts", 0, UINT32_MAX, 0, &att)) ||
+        (rc = flag_ms(c, "backoff", 0, UINT32_MAX, 0, &bo)) ||
+        (rc = flag_ms(c, "backoff-max", 0, UINT32_MAX, 0, &bomax)) ||
+        (rc = flag_u64(c, "max-body", 1, QUEUE_BODY_LIMIT, 0, &body)))
+        return rc;
+    cs->ttr = opt(c, "ttr");
+    cs->attempts = opt(c, "max-attempts");
+    cs->backoff = opt(c, "backoff");
+    cs->backoff_max = opt(c, "backoff-max");
+    cs->max_body = opt(c, "max-body");
+    cs->any = cs->ttr || cs->attempts || cs->backoff || cs->backoff_max || cs->max_body;
+    cs->v = (QueueConf){(uint32_t)ttr, (uint32_t)att, (uint32_t)bo, (uint32_t)bomax, (uint32_t)body};
+    return ST_OK;
+}
+
+static void conf_apply(const ConfSet *cs, QueueConf *cf)
+{
+    if (cs->ttr)
+        cf->ttr_ms = cs->v.ttr_ms;
+    if (cs->attempts)
+        cf->max_attempts = cs->v.max_attempts;
+    if (cs->backoff)
+        cf->backoff_ms = cs->v.backoff_ms;
+    if (cs->backoff_max)
+        cf->backoff_max_ms = cs->v.backoff_max_ms;
+    if (cs->max_body)
+        cf->max_body = cs->v.max_body;
+}
+
+/* conf_bad says what is inconsistent in cf, or returns NULL. */
+static const char *conf_bad(const QueueConf *cf)
+{
+    if (cf->backoff_max_ms < cf->backoff_ms)
+        return "--backoff-max is below --backoff (the first retry delay)";
+    return NULL;
+}
+
+static void conf_print(const Ctx *c, const char *q, const QueueConf *cf, const char *what)
+{
+    if (c->json) {
+        fputs("{\"queue\":", stdout);
+        json_put_string(stdout, q, strlen(q));
+        fputs(",\"conf\":", stdout);
+        conf_json(stdout, cf);
+        puts("}");
+        return;
+    }
+    printf("%s queue '%s'\n", what, q);
+    printf("  ttr           %ss\n", secs(cf->ttr_ms).s);
+    if (cf->max_attempts)
+        printf("  max attempts  %" PRIu32 ", then buried\n", cf->max_attempts);
+    else
+        printf("  max attempts  no limit\n");
+    printf("  backoff       %ss, doubling up to %ss\n", secs(cf->backoff_ms).s,
+           secs(cf->backoff_max_ms).s);
+    printf("  max body      %" PRIu32 " bytes (%s)\n", cf->max_body, size_str(cf->max_body).s);
+}
+
+typedef struct ConfOp {
+    const char *queue;
+    const ConfSet *cs;
+    QueueConf conf;
+    const char *bad;
+} ConfOp;
+
+static int create_fn(Txn *t, void *arg)
+{
+    ConfOp *o = arg;
+    return queue_create(t, o->queue, &o->conf);
+}
+
+static int configure_fn(Txn *t, void *arg)
+{
+    ConfOp *o = arg;
+    QueueStats st;
+    int rc;
+    if ((rc = queue_stats(t, o->queue, &st)) != 0)
+        return rc;
+    o->conf = st.conf;
+    conf_apply(o->cs, &o->conf);
+    if ((o->bad = conf_bad(&o->conf)) != NULL)
+        return PL_EINVAL;
+    return o->cs->any ? queue_configure(t, o->queue, &o->conf) : 0;
+}
+
+static int cmd_create(Ctx *c)
+{
+    const char *q = c->pos[0], *bad;
+    ConfSet cs;
+    ConfOp o = {.queue = q, .cs = &cs};
+    int rc;
+
+    if ((rc = arg_queue(c, q)) || (rc = conf_parse(c, &cs)))
+        return rc;
+    queue_conf_default(&o.conf);
+    conf_apply(&cs, &o.conf);
+    if ((bad = conf_bad(&o.conf)) != NULL)
+        return usage(c, "%s", bad);
+    if ((rc = ctx_open(c, OPEN_CREATE)))
+        return rc;
+    rc = store_run(c->s, create_fn, &o);
+    if (rc == EEXIST)
+        return errorf("queue '%s' already exists; change its settings with 'qctl configure "
+                      "%s --ttr S ...'", q, q);
+    if (rc == PL_EINVAL)
+        return errorf("invalid settings for queue '%s' (%s)", q, pl_strerror(rc));
+    if (rc)
+        return queue_fail(c, rc, q);
+    conf_print(c, q, &o.conf, "created");
+    return ST_OK;
+}
+
+static int cmd_configure(Ctx *c)
+{
+    const char *q = c->pos[0];
+    ConfSet cs;
+    ConfOp o = {.queue = q, .cs = &cs};
+    int rc;
+
+    if ((rc = arg_queue(c, q)) || (rc = conf_parse(c, &cs)))
+        return rc;
+    if ((rc = ctx_open(c, cs.any ? OPEN_WRITE : OPEN_READ)))
+        return rc;
+    rc = cs.any ? store_run(c->s, configure_fn, &o) : store_read(c->s, configure_fn, &o);
+    if (rc == PL_EINVAL && o.bad)
+        return usage(c, "%s", o.bad);
+    if (rc == PL_EINVAL)
+        return errorf("invalid settings for queue '%s' (%s)", q, pl_strerror(rc));
+    if (rc)
+        return queue_fail(c, rc, q);
+    conf_print(c, q, &o.conf, cs.any ? "configured" : "settings of");
+    return ST_OK;
+}
+
+/* ----------------------------------------------------------- stats, info */
+
+/* ListOp: the stats of one queue (queue set) or of all, copied out. */
+typedef struct ListOp {
+    const char *queue;
+    QueueStats *v;
+    size_t n, cap;
+    uint64_t ms;
+} ListOp;
+
+static int list_add(const QueueStats *s, void *arg)
+{
+    ListOp *o = arg;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->v = xrealloc(o->v, o->cap * sizeof *o->v);
+    }
+    o->v[o->n++] = *s;
+    return 0;
+}
+
+static int list_fn(Txn *t, void *arg)
+{
+    ListOp *o = arg;
+    QueueStats st;
+    int rc;
+    o->n = 0;
+    o->ms = pl_now_ms();
+    if (!o->queue)
+        return queue_list(t, list_add, o);
+    if ((rc = queue_stats(t, o->queue, &st)) != 0)
+        return rc;
+    return list_add(&st, o);
+}
+
+static void stats_json(const ListOp *o)
+{
+    putchar('{');
+    for (size_t i = 0; i < o->n; i++) {
+        const QueueStats *s = &o->v[i];
+        fputs(i ? ",\n " : "\n ", stdout);
+        json_put_string(stdout, s->name, strlen(s->name));
+        printf(":{\"ready\":%" PRIu64 ",\"delayed\":%" PRIu64 ",\"reserved\":%" PRIu64
+               ",\"buried\":%" PRIu64 ",\"puts\":%" PRIu64 ",\"reserves\":%" PRIu64
+               ",\"acks\":%" PRIu64 ",\"releases\":%" PRIu64 ",\"buries\":%" PRIu64
+               ",\"kicks\":%" PRIu64 ",\"expiries\":%" PRIu64 ",\"deletes\":%" PRIu64
+               ",\"paused\":%s",
+               s->ready, s->delayed, s->reserved, s->buried, s->puts, s->reserves, s->acks,
+               s->releases, s->buries, s->kicks, s->expiries, s->deletes,
+               s->paused ? "true" : "false");
+        if (s->ready)
+            printf(",\"oldest_ready_ms\":%" PRIu64, s->oldest_ready_ms);
+        else
+            fputs(",\"oldest_ready_ms\":null", stdout);
+        printf(",\"created_ms\":%" PRIu64 ",\"conf\":", s->created_ms);
+        conf_json(stdout, &s->conf);
+        putchar('}');
+    }
+    puts(o->n ? "\n}" : "}");
+}
+
+static const char *const stats_head[] = {"QUEUE", "READY", "DELAYED", "RESERVED", "BURIED",
+                                         "PUTS", "RESERVES", "ACKS", "BURIES", "OLDEST", "PAUSED"};
+
+static int cmd_stats(Ctx *c)
+{
+    ListOp o = {.queue = c->npos ? c->pos[0] : NULL};
+    Table t = {.ncol = 11, .head = stats_head, .align = "lrrrrrrrrrl"};
+    StoreInfo info;
+    int rc;
+
+    if ((o.queue && (rc = arg_queue(c, o.queue))) || (rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    if ((rc = store_read(c->s, list_fn, &o)) != 0) {
+        rc = o.queue ? queue_fail(c, rc, o.queue) : errorf("cannot list queues: %s", pl_strerror(rc));
+        goto fail;
+    }
+    if (c->json) {
+        stats_json(&o);
+        rc = ST_OK;
+        goto fail;
+    }
+    if ((rc = store_info(c->s, &info)) != 0) {
+        rc = errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+        goto fail;
+    }
+    for (size_t i = 0; i < o.n; i++) {
+        const QueueStats *s = &o.v[i];
+        table_add(&t, "%s", s->name);
+        table_add(&t, "%" PRIu64, s->ready);
+        table_add(&t, "%" PRIu64, s->delayed);
+        table_add(&t, "%" PRIu64, s->reserved);
+        table_add(&t, "%" PRIu64, s->buried);
+        table_add(&t, "%" PRIu64, s->puts);
+        table_add(&t, "%" PRIu64, s->reserves);
+        table_add(&t, "%" PRIu64, s->acks);
+        table_add(&t, "%" PRIu64, s->buries);
+        table_add(&t, "%s", s->ready ? dur(s->oldest_ready_ms).s : "-");
+        table_add(&t, "%s", s->paused ? "paused" : "-");
+    }
+    if (o.n)
+        table_print(&t, stdout);
+    else
+        puts("no queues yet; 'qctl put QUEUE JSON' or 'qctl create QUEUE' makes one");
+    putchar('\n');
+    info_human(stdout, c, &info);
+    rc = ST_OK;
+fail:
+    table_free(&t);
+    free(o.v);
+    return rc;
+}
+
+static int cmd_info(Ctx *c)
+{
+    StoreInfo info;
+    int rc;
+    if ((rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    if ((rc = store_info(c->s, &info)) != 0)
+        return errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+    if (c->json) {
+        info_json(stdout, c, &info);
+        putchar('\n');
+    } else {
+        info_human(stdout, c, &info);
+    }
+    return ST_OK;
+}
+
+/* ------------------------------------------------------- export, import */
+
+typedef struct ExportOp {
+    const char *queue;
+    size_t n;
+    int err;
+} ExportOp;
+
+static int export_job(const Job *j, void *arg)
+{
+    ExportOp *e = arg;
+    job_json(stdout, j);
+    putchar('\n');
+    e->n++;
+    if (ferror(stdout)) {
+        e->err = errno ? errno : EIO;
+        return e->err;
+    }
+    return 0;
+}
+
+/* The export is one read transaction while it writes: a consistent snapshot
+ * of the queue, as mdb_dump does it. queue_peek cannot resume after a job,
+ * so paging in short transactions would mean copying the queue to memory.
+ * A reader only keeps LMDB from reusing pages freed meanwhile; writers
+ * (the engine, other qctl) go on. */
+static int export_fn(Txn *t, void *arg)
+{
+    ExportOp *e = arg;
+    QueueStats st;
+    int rc;
+    e->n = 0;
+    if ((rc = queue_stats(t, e->queue, &st)) != 0)
+        return rc;
+    return queue_peek(t, e->queue, 0, SIZE_MAX, export_job, e);
+}
+
+static int cmd_export(Ctx *c)
+{
+    const char *q = c->pos[0];
+    ExportOp e = {.queue = q};
+    int rc;
+
+    if ((rc = arg_queue(c, q)) || (rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    rc = store_read(c->s, export_fn, &e);
+    if (rc && e.err)
+        return errorf("cannot write the export of queue '%s': %s", q, strerror(e.err));
+    if (rc)
+        return queue_fail(c, rc, q);
+    if (isatty(STDERR_FILENO))
+        note("exported %zu job%s of queue '%s'", e.n, e.n == 1 ? "" : "s", q);
+    return ST_OK;
+}
+
+/* Item: one job of an import, checked; body points into the input. */
+typedef struct Item {
+    uint32_t pri;
+    char *key;
+    size_t keylen;
+    const char *body;
+    size_t len;
+    size_t line;
+} Item;
+
+/* import_line checks one NDJSON line into *it. Returns 0, or -1 with what
+ * is wrong in m. Only priority, key and body are read; other members (the
+ * rest of what export writes) are ignored. */
+static int import_line(const char *s, size_t n, const char *q, const QueueConf *cf, int exists,
+                       Item *it, char *m, size_t cap)
+{
+    JsonSpan k, v;
+    size_t pos = 0;
+    int r, body = 0;
+
+    if (json_validate(s, n, m, cap))
+        return -1;
+    it->pri = DEFAULT_PRI;
+    while ((r = json_object_next(s, n, &pos, &k, &v)) == 1) {
+        if (json_span_is(k, "body")) {
+            it->body = v.p;
+            it->len = v.n;
+            body = 1;
+        } else if (json_span_is(k, "priority")) {
+            char num[24];
+            uint64_t p = 0;
+            if (v.n < sizeof num) {
+                memcpy(num, v.p, v.n);
+                num[v.n] = '\0';
+            }
+            if (v.n >= sizeof num || parse_u64(num, 0, UINT32_MAX, &p)) {
+                snprintf(m, cap, "\"priority\" must be a whole number from 0 to %" PRIu32,
+                         UINT32_MAX);
+                return -1;
+            }
+            it->pri = (uint32_t)p;
+        } else if (json_span_is(k, "key")) {
+            free(it->key);
+            it->key = NULL;
+            it->keylen = 0;
+            if (v.p[0] == '"') {
+                it->key = json_string_decode(v.p, v.n, &it->keylen);
+                if (it->keylen == 0 || it->keylen > QUEUE_KEY_MAX) {
+                    snprintf(m, cap, "\"key\" is %zu bytes; use 1 to %d, or null",
+                             it->keylen, QUEUE_KEY_MAX);
+                    return -1;
+                }
+            } else if (!(v.n == 4 && memcmp(v.p, "null", 4) == 0)) {
+                snprintf(m, cap, "\"key\" must be a string or null");
+                return -1;
+            }
+        }
+    }
+    if (r < 0) {
+        snprintf(m, cap, "not a JSON object; each line is one job, like "
+                         "{\"priority\":1024,\"key\":null,\"body\":{...}}");
+        return -1;
+    }
+    if (!body) {
+        snprintf(m, cap, "no \"body\" (the job's JSON)");
+        return -1;
+    }
+    if (it->len > cf->max_body) {
+        too_big(m, cap, q, it->len, cf, exists);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct ImportOp {
+    const char *queue;
+    const Item *v;
+    size_t from, to, existed;
+} ImportOp;
+
+static int import_fn(Txn *t, void *arg)
+{
+    ImportOp *o = arg;
+    o->existed = 0;
+    for (size_t i = o->from; i < o->to; i++) {
+        const Item *it = &o->v[i];
+        PutArgs a = {.pri = it->pri, .key = it->key, .keylen = it->keylen,
+                     .body = it->body, .len = it->len};
+        uint64_t id;
+        int existed = 0, rc = queue_put(t, o->queue, &a, &id, &existed);
+        if (rc)
+            return rc;
+        o->existed += existed != 0;
+    }
+    return 0;
+}
+
+static int cmd_import(Ctx *c)
+{
+    const char *q = c->pos[0];
+    Buf in = {0};
+    Item *v = NULL;
+    size_t n = 0, cap = 0, line = 0, done = 0, existed = 0;
+    QueueConf conf;
+    char m[512];
+    int rc, exists;
+
+    if ((rc = arg_queue(c, q)))
+        return rc;
+    if (isatty(STDIN_FILENO))
+        note("reading NDJSON jobs from the terminal; end with Ctrl-D");
+    if ((rc = buf_read(&in, stdin, SIZE_MAX - 1)) != 0) {
+        rc = errorf("cannot read stdin: %s", strerror(rc));
+        goto fail;
+    }
+    if ((rc = put_conf(c, q, &conf, &exists)))
+        goto fail;
+    /* Check every line before anything is put: a bad line imports nothing. */
+    for (size_t a = 0; a < in.n;) {
+        char *nl = memchr(in.p + a, '\n', in.n - a);
+        size_t e = nl ? (size_t)(nl - in.p) : in.n, off;
+        line++;
+        if (json_trim(in.p + a, e - a, &off) > 0) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                v = xrealloc(v, cap * sizeof *v);
+            }
+            memset(&v[n], 0, sizeof v[n]);
+            v[n].line = line;
+            if (import_line(in.p + a, e - a, q, &conf, exists, &v[n++], m, sizeof m)) {
+                rc = errorf("line %zu: %s; nothing imported", line, m);
+                goto fail;
+            }
+        }
+        a = e + 1;
+    }
+    if (n && (rc = ctx_open(c, OPEN_CREATE)))
+        goto fail;
+    while (done < n) {
+        ImportOp o = {.queue = q, .v = v, .from = done};
+        o.to = n - done < IMPORT_CHUNK ? n : done + IMPORT_CHUNK;
+        if ((rc = store_run(c->s, import_fn, &o)) != 0) {
+            if (rc == PL_EFULL || rc == ENOSPC)
+                room_fail(c, rc);
+            else
+                queue_fail(c, rc, q);
+            if (done)
+                note("imported the first %zu jobs (through line %zu); import the lines from %zu "
+                     "on again once fixed", done, v[done - 1].line, v[done].line);
+            else
+                note("nothing imported");
+            rc = ST_FAIL;
+            goto fail;
+        }
+        existed += o.existed;
+        done = o.to;
+    }
+    if (c->json) {
+        fputs("{\"queue\":", stdout);
+        json_put_string(stdout, q, strlen(q));
+        printf(",\"imported\":%zu,\"existed\":%zu}\n", n - existed, existed);
+    } else {
+        printf("imported %zu job%s into queue '%s'", n - existed, n - existed == 1 ? "" : "s", q);
+        if (existed)
+            printf(" (%zu more already there by key)", existed);
+        putchar('\n');
+    }
+    rc = ST_OK;
+fail:
+    for (size_t i = 0; i < n; i++)
+        free(v[i].key);
+    free(v);
+    free(in.p);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- top */
+
+/* The one piece of global state besides the options: a signal handler can
+ * reach nothing else. top blocks SIGINT and SIGTERM except inside ppoll,
+ * so a signal always interrupts the wait that would otherwise miss it. */
+static volatile sig_atomic_t top_stop;
+
+static void top_signal(int sig)
+{
+    (void)sig;
+    top_stop = 1;
+}
+
+/* Frame: one refresh of top, read in its own short transaction. */
+typedef struct Frame {
+    ListOp list;
+    StoreInfo info;
+    uint64_t ns;
+} Frame;
+
+static const QueueStats *frame_find(const Frame *f, const char *name)
+{
+    for (size_t i = 0; i < f->list.n; i++)
+        if (strcmp(f->list.v[i].name, name) == 0)
+            return &f->list.v[i];
+    return NULL;
+}
+
+static Str rate(uint64_t now, uint64_t then, double dt, int have)
+{
+    Str r;
+    if (!have || now < then || dt <= 0)
+        snprintf(r.s, sizeof r.s, "-");
+    else
+        snprintf(r.s, sizeof r.s, "%.1f", (double)(now - then) / dt);
+    return r;
+}
+
+static const char *const top_head[] = {"QUEUE", "READY", "DELAYED", "RESERVED", "BURIED",
+                                       "PUT/s", "RES/s", "ACK/s", "OLDEST", "PAUSED"};
+
+static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev, uint64_t every)
+{
+    Table t = {.ncol = 10, .head = top_head, .align = "lrrrrrrrrl"};
+    double dt = prev ? (double)(cur->ns - prev->ns) / 1e9 : 0;
+    const StoreInfo *i = &cur->info;
+    uint64_t used = (uint64_t)i->last_page * i->page_size;
+
+    fprintf(f, "pickline top  %s  %s  every %ss  q quits\n\n", c->dir,
+            clock_str(cur->list.ms).s, secs(every).s);
+    for (size_t k = 0; k < cur->list.n; k++) {
+        const QueueStats *s = &cur->list.v[k], *p = prev ? frame_find(prev, s->name) : NULL;
+        table_add(&t, "%s", s->name);
+        table_add(&t, "%" PRIu64, s->ready);
+        table_add(&t, "%" PRIu64, s->delayed);
+        table_add(&t, "%" PRIu64, s->reserved);
+        table_add(&t, "%" PRIu64, s->buried);
+        table_add(&t, "%s", rate(s->puts, p ? p->puts : 0, dt, p != NULL).s);
+        table_add(&t, "%s", rate(s->reserves, p ? p->reserves : 0, dt, p != NULL).s);
+        table_add(&t, "%s", rate(s->acks, p ? p->acks : 0, dt, p != NULL).s);
+        table_add(&t, "%s", s->ready ? dur(s->oldest_ready_ms).s : "-");
+        table_add(&t, "%s", s->paused ? "paused" : "-");
+    }
+    if (cur->list.n)
+        table_print(&t, f);
+    else
+        fputs("no queues yet\n", f);
+    fprintf(f, "\nmap  %s used of %s (%.1f%%), limit %s, file %s, %zu free pages, readers %u/%u\n",
+            size_str(used).s, size_str(i->map_size).s,
+            i->map_size ? 100.0 * (double)used / (double)i->map_size : 0,
+            i->map_max ? size_str(i->map_max).s : "none", size_str(i->file_size).s,
+            i->free_pages, i->readers, i->max_readers);
+    table_free(&t);
+}
+
+/* top_show writes a drawn frame: over the last one on a terminal (home,
+ * each line cleared to its end, the rest of the screen cleared: no flicker),
+ * else one after the other. */
+static void top_show(const char *frame, size_t len, int tty)
+{
+    if (!tty) {
+        fwrite(frame, 1, len, stdout);
+        putchar('\n');
+        fflush(stdout);
+        return;
+    }
+    fputs("\033[H", stdout);
+    for (const char *p = frame, *end = frame + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        fwrite(p, 1, n, stdout);
+        fputs("\033[K\n", stdout);
+        p += n + 1;
+    }
+    fputs("\033[J", stdout);
+    fflush(stdout);
+}
+
+/* top_wait waits ms for the next refresh, reading keys when stdin is a
+ * terminal. Returns 1 when it is time to quit: 'q', SIGINT or SIGTERM. */
+static int top_wait(int *keys, uint64_t ms, const sigset_t *mask)
+{
+    uint64_t end = pl_mono_ns() + ms * 1000000;
+    for (;;) {
+        uint64_t now = pl_mono_ns();
+        if (top_stop)
+            return 1;
+        if (now >= end)
+            return 0;
+        struct timespec ts = {(time_t)((end - now) / 1000000000), (long)((end - now) % 1000000000)};
+        struct pollfd pfd = {.fd = STDIN_FILENO, .events = POLLIN};
+        int r = ppoll(&pfd, *keys ? 1 : 0, &ts, mask);
+        if (r < 0 && errno != EINTR)
+            return 1;
+        if (r > 0) {
+            char b[64];
+            ssize_t k = read(STDIN_FILENO, b, sizeof b);
+            if (k <= 0)
+                *keys = 0; /* end of input: go on without keys */
+            for (ssize_t i = 0; i < k; i++)
+                if (b[i] == 'q' || b[i] == 'Q')
+                    return 1;
+        }
+    }
+}
+
+static int top_fn(Txn *t, void *arg)
+{
+    return list_fn(t, arg);
+}
+
+static int cmd_top(Ctx *c)
+{
+    Frame fr[2];
+    Frame *cur = &fr[0], *prev = NULL;
+    uint64_t every, iterations;
+    struct termios saved, raw;
+    struct sigaction sa = {0}, old_int, old_term;
+    sigset_t block, old, wait;
+    int rc, keys = isatty(STDIN_FILENO), tty = isatty(STDOUT_FILENO);
+
+    memset(fr, 0, sizeof fr);
+    if ((rc = flag_ms(c, "interval", 100, 3600000, 1000, &every)) ||
+        (rc = flag_u64(c, "iterations", 0, UINT32_MAX, 0, &iterations)))
+        return rc;
+    if (c->json)
+        return usage(c, "top has no --json output; use 'qctl stats --json'");
+    if ((rc = ctx_open(c, OPEN_READ)))
+        return rc;
+
+    sa.sa_handler = top_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigprocmask(SIG_BLOCK, &block, &old);
+    wait = old;
+    sigdelset(&wait, SIGINT);
+    sigdelset(&wait, SIGTERM);
+    if (keys && tcgetattr(STDIN_FILENO, &saved) == 0) {
+        raw = saved;
+        raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+        raw.c_cc[VMIN] = 1;
+        raw.c_cc[VTIME] = 0;
+        tcsetattr(STDIN_FILENO, TCSANOW, &raw);
+    } else {
+        keys = 0;
+    }
+    if (tty)
+        fputs("\033[?25l\033[2J", stdout); /* hide the cursor, clear once */
+
+    for (uint64_t n = 1;; n++) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *mem;
+
+        /* Each refresh is its own short read transaction; none spans a wait. */
+        if ((rc = store_read(c->s, top_fn, &cur->list)) != 0 ||
+            (rc = store_info(c->s, &cur->info)) != 0) {
+            rc = errorf("cannot read '%s': %s", c->dir, pl_strerror(rc));
+            break;
+        }
+        cur->ns = pl_mono_ns();
+        mem = open_memstream(&buf, &len);
+        PL_ASSERT(mem, "open_memstream has memory");
+        top_draw(c, mem, cur, prev, every);
+        fclose(mem);
+        top_show(buf, len, tty);
+        free(buf);
+        prev = cur;
+        cur = cur == &fr[0] ? &fr[1] : &fr[0];
+        if ((iterations && n >= iterations) || top_wait(&keys, every, &wait)) {
+            rc = ST_OK;
+            break;
+        }
+    }
+
+    if (tty)
+        fputs("\033[?25h", stdout);
+    if (keys)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved);
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    free(fr[0].list.v);
+    free(fr[1].list.v);
+    return rc;
+}
+
+/* --------------------------------------------------------------- compact */
+
+/* dir_bytes sums the sizes of the regular files in dir. */
+static uint64_t dir_bytes(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    struct stat st;
+    uint64_t n = 0;
+    if (!d)
+        return 0;
+    while ((e = readdir(d)) != NULL)
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
+            n += (uint64_t)st.st_size;
+    closedir(d);
+    return n;
+}
+
+static int cmd_compact(Ctx *c)
+{
+    const char *dst = c->pos[0];
+    StoreInfo info;
+    uint64_t used, after;
+    int rc;
+
+    if ((rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    if ((rc = store_info(c->s, &info)) != 0)
+        return errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+    used = (uint64_t)info.last_page * info.page_size;
+    rc = store_compact(c->s, dst);
+    if (rc == EEXIST || rc == ENOTEMPTY || rc == PL_ENOTDATA)
+        return errorf("'%s' is not empty; compact into a new or empty directory", dst);
+    if (rc == EACCES || rc == EPERM)
+        return errorf("permission denied writing '%s'; pick a directory you can write", dst);
+    if (rc == ENOSPC)
+        return errorf("no space left writing '%s'; the copy needs up to %s", dst, size_str(used).s);
+    if (rc)
+        return errorf("cannot compact '%s' into '%s': %s", c->dir, dst, pl_strerror(rc));
+    after = dir_bytes(dst);
+    if (c->json) {
+        fputs("{\"source\":", stdout);
+        json_put_string(stdout, c->dir, strlen(c->dir));
+        fputs(",\"dest\":", stdout);
+        json_put_string(stdout, dst, strlen(dst));
+        printf(",\"before_bytes\":%zu,\"used_bytes\":%" PRIu64 ",\"after_bytes\":%" PRIu64 "}\n",
+               info.file_size, used, after);
+    } else {
+        printf("compacted '%s' into '%s'\n", c->dir, dst);
+        printf("  before  %s on disk, %s in use\n", size_str(info.file_size).s, size_str(used).s);
+        printf("  after   %s\n", size_str(after).s);
+        printf("to use it, stop the engine and swap the directories\n");
+    }
+    return ST_OK;
+}
+
+/* ------------------------------------------------------------------ help */
+
+#define LEASE_FLAG {"lease", "T", "act only while this lease (from reserve) is held"}
+#define STATE_FLAG {"state", "S", "ready, delayed, reserved, buried or all (default)"}
+#define CONF_FLAGS                                                                        \
+    {"ttr", "S", "seconds a reserve leases a job for (default 60)"},                      \
+    {"max-attempts", "N", "reserves before a failing job is buried; 0: no limit (default 10)"}, \
+    {"backoff", "S", "first retry delay of release --backoff (default 1)"},               \
+    {"backoff-max", "S", "ceiling of the doubling backoff (default 3600)"},               \
+    {"max-body", "BYTES", "largest body a put accepts (default 1048576)"}
+
+static const Cmd cmds[] = {
+    {"put", cmd_put, "QUEUE [--pri N] [--delay S] [--ttr S] [--key K] [JSON|-]",
+     "add a job; print its id once it is on disk",
+     "Adds a job to QUEUE (created with default settings if missing) and prints\n"
+     "the new job's id alone on a line, only once the job is on disk. The body is\n"
+     "the JSON argument, or stdin when it is '-' or absent: one valid JSON value\n"
+     "(the whitespace around it is not kept). With --key, if a live job of the\n"
+     "queue holds the key, nothing is added and that job's id is printed.\n"
+     "--json: {\"id\":N,\"existed\":false}",
+     1, 2,
+     {{"pri", "N", "priority, 0 the most urgent .. 4294967295 (default 1024)"},
+      {"delay", "S", "seconds until the job is ready (default 0)"},
+      {"ttr", "S", "seconds a reserve leases the job for (default: the queue's)"},
+      {"key", "K", "idempotency key, at most 200 bytes"}}},
+    {"reserve", cmd_reserve, "QUEUE [--timeout S] [--ttr S]",
+     "lease the most urgent ready job and print it",
+     "Leases the most urgent ready job of QUEUE and prints it: a header line\n"
+     "(id, queue, priority, attempts, lease), then the body. With --timeout it tries\n"
+     "again every 20 ms until a job is ready or the time is up. When none is\n"
+     "ready: exit status 1 and nothing on stdout. Finish the job with\n"
+     "'qctl ack ID --lease T', or give it back with 'qctl release ID --lease T'.\n"
+     "--json: one job object, as 'qctl show --help' describes",
+     1, 1,
+     {{"timeout", "S", "wait up to S seconds for a job (default 0: one try)"},
+      {"ttr", "S", "lease length (default: the job's)"}}},
+    {"ack", cmd_ack, "ID [--lease T]", "delete a job whose work is done",
+     "Deletes job ID: its work is done. With --lease, only while that lease\n"
+     "(from reserve) is held; without it, whatever the job's state.\n"
+     "--json: {\"id\":N,\"queue\":\"Q\",\"state\":\"deleted\",\"was\":\"reserved\"}",
+     1, 1, {LEASE_FLAG}},
+    {"delete", cmd_delete, "ID", "delete a job in any state",
+     "Deletes job ID whatever its state.\n"
+     "--json: {\"id\":N,\"queue\":\"Q\",\"state\":\"deleted\",\"was\":\"S\"}",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"release", cmd_release, "ID [--delay S | --backoff] [--error E] [--lease T]",
+     "put a reserved job back to ready or delayed",
+     "Puts reserved job ID back: ready now, delayed by --delay S, or delayed by the\n"
+     "queue's doubling backoff (--backoff). --error keeps why, for peek and show.\n"
+     "A job that used all its queue's attempts is buried instead.\n"
+     "--json: {\"id\":N,\"queue\":\"Q\",\"state\":\"S\",\"was\":\"reserved\","
+     "\"due_ms\":T|null,\"attempts\":N}",
+     1, 1,
+     {{"delay", "S", "seconds until it is ready again"},
+      {"backoff", NULL, "delay by the queue's backoff for its attempts so far"},
+      {"error", "E", "the error that made the job fail (at most 1000 bytes)"},
+      LEASE_FLAG}},
+    {"bury", cmd_bury, "ID [--reason R] [--lease T]", "set a job aside with a reason",
+     "Sets job ID aside (ready, delayed or reserved) until it is kicked.\n"
+     "--json: as release",
+     1, 1,
+     {{"reason", "R", "why (default: \"" DEFAULT_REASON "\")"}, LEASE_FLAG}},
+    {"touch", cmd_touch, "ID [--lease T]", "extend a reserved job's lease",
+     "Extends the lease of reserved job ID to its ttr from now.\n--json: as release",
+     1, 1, {LEASE_FLAG}},
+    {"kick", cmd_kick, "QUEUE [N]", "move buried jobs back to ready (default: all)",
+     "Moves up to N buried jobs of QUEUE (oldest first; default all buried now)\n"
+     "back to ready, with their attempts counted afresh.\n"
+     "--json: {\"queue\":\"Q\",\"kicked\":N}",
+     1, 2, {{NULL, NULL, NULL}}},
+    {"kick-job", cmd_kick_job, "ID", "move one buried or delayed job to ready",
+     "Moves job ID, buried or delayed, to ready.\n--json: as release", 1, 1, {{NULL, NULL, NULL}}},
+    {"peek", cmd_peek, "QUEUE [--state ready|delayed|reserved|buried|all] [--limit N]",
+     "list jobs without changing them",
+     "Lists jobs of QUEUE in the order they would be served (ready, delayed,\n"
+     "reserved, buried), changing nothing: id, state, priority, attempts, age,\n"
+     "when due, last error and the start of the body.\n"
+     "--json: an array of job objects (see 'qctl show --help')",
+     1, 1, {STATE_FLAG, {"limit", "N", "at most N jobs (default 20; 0: all)"}}},
+    {"show", cmd_show, "ID", "print one job in full",
+     "Prints job ID in full.\n"
+     "--json: {\"id\":N,\"queue\":\"Q\",\"state\":\"ready|delayed|reserved|buried\",\n"
+     "  \"priority\":N,\"attempts\":N,\"kicks\":N,\"created_ms\":T,\"due_ms\":T|null,\n"
+     "  \"ttr_ms\":N,\"lease\":\"T\"|null,\"key\":\"K\"|null,\"error\":\"E\"|null,\n"
+     "  \"body\":JSON}  (times in ms since the epoch; the lease token as a string)",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"purge", cmd_purge, "QUEUE [--state S]", "delete the jobs of a queue",
+     "Deletes every job of QUEUE (or those in one state), 10000 per transaction.\n"
+     "--json: {\"queue\":\"Q\",\"purged\":N}",
+     1, 1, {STATE_FLAG}},
+    {"pause", cmd_pause, "QUEUE", "stop handing out jobs of a queue",
+     "Pauses QUEUE: puts go on, reserve hands out nothing until it is resumed.\n"
+     "--json: {\"queue\":\"Q\",\"paused\":true}",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"resume", cmd_resume, "QUEUE", "hand out jobs of a paused queue again",
+     "Resumes QUEUE.\n--json: {\"queue\":\"Q\",\"paused\":false}", 1, 1, {{NULL, NULL, NULL}}},
+    {"create", cmd_create,
+     "QUEUE [--ttr S] [--max-attempts N] [--backoff S] [--backoff-max S] [--max-body BYTES]",
+     "create a queue with settings",
+     "Creates QUEUE; settings not given take the defaults.\n"
+     "--json: {\"queue\":\"Q\",\"conf\":{\"ttr_ms\":N,\"max_attempts\":N,\"backoff_ms\":N,\n"
+     "  \"backoff_max_ms\":N,\"max_body\":N}}",
+     1, 1, {CONF_FLAGS}},
+    {"configure", cmd_configure,
+     "QUEUE [--ttr S] [--max-attempts N] [--backoff S] [--backoff-max S] [--max-body BYTES]",
+     "change (or show) a queue's settings",
+     "Changes only the settings given; with none, shows them. Jobs already put\n"
+     "keep their own ttr.\n--json: as create",
+     1, 1, {CONF_FLAGS}},
+    {"stats", cmd_stats, "[QUEUE]", "depths by state, totals, and the data map",
+     "Prints per queue the jobs by state, the totals so far, the age of the oldest\n"
+     "ready job and whether it is paused; then the data map (as 'qctl info').\n"
+     "--json: one object keyed by queue name: {\"Q\":{\"ready\":N,\"delayed\":N,\n"
+     "  \"reserved\":N,\"buried\":N,\"puts\":N,\"reserves\":N,\"acks\":N,\"releases\":N,\n"
+     "  \"buries\":N,\"kicks\":N,\"expiries\":N,\"deletes\":N,\"paused\":false,\n"
+     "  \"oldest_ready_ms\":N|null,\"created_ms\":T,\"conf\":{...}}}",
+     0, 1, {{NULL, NULL, NULL}}},
+    {"queues", cmd_stats, "[QUEUE]", "the same as stats", "The same as 'qctl stats'.",
+     0, 1, {{NULL, NULL, NULL}}},
+    {"info", cmd_info, "", "the data map: size, use, free pages, readers",
+     "Prints the LMDB map of the data directory: its size and limit, pages in\n"
+     "use and free, the file's size and the readers.\n"
+     "--json: {\"path\":\"DIR\",\"map_size\":N,\"map_max\":N,\"page_size\":N,\n"
+     "  \"used_pages\":N,\"used_bytes\":N,\"free_pages\":N,\"file_size\":N,\"headroom\":N,\n"
+     "  \"readers\":N,\"max_readers\":N}",
+     0, 0, {{NULL, NULL, NULL}}},
+    {"export", cmd_export, "QUEUE > jobs.ndjson", "write a queue's jobs as NDJSON",
+     "Writes every job of QUEUE to stdout, one JSON object per line (the shape of\n"
+     "'qctl show --json'), as one consistent snapshot.",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"import", cmd_import, "QUEUE < jobs.ndjson", "put the jobs of an NDJSON file",
+     "Reads one job per line from stdin ({\"priority\":N,\"key\":\"K\"|null,\"body\":JSON};\n"
+     "other members, like the rest of what export writes, are ignored) and puts\n"
+     "them as new ready jobs, 1000 per transaction. Every line is checked first:\n"
+     "a bad line imports nothing.\n"
+     "--json: {\"queue\":\"Q\",\"imported\":N,\"existed\":N}",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"top", cmd_top, "[--interval S] [--iterations N]", "live view of the queues",
+     "Redraws the queues (jobs by state, put/reserve/ack rates per second, oldest\n"
+     "ready) and the data map every interval, until 'q', Ctrl-C or SIGTERM.",
+     0, 0,
+     {{"interval", "S", "seconds between refreshes (default 1)"},
+      {"iterations", "N", "stop after N refreshes (default: until q)"}}},
+    {"compact", cmd_compact, "DEST_DIR", "write a compacted copy of the data",
+     "Writes a compacted copy of the data directory into DEST_DIR (new or empty)\n"
+     "and prints the sizes before and after. The engine may keep running.\n"
+     "--json: {\"source\":\"DIR\",\"dest\":\"DIR\",\"before_bytes\":N,\"used_bytes\":N,\n"
+     "  \"after_bytes\":N}",
+     1, 1, {{NULL, NULL, NULL}}},
+};
+
+#define NCMDS (sizeof cmds / sizeof cmds[0])
+
+static void help_main(FILE *f)
+{
+    fputs("usage: qctl [--data DIR] [--json] COMMAND [ARGS]\n\n"
+          "Inspects and repairs pickline's durable job queues.\n\ncommands:\n", f);
+    for (size_t i = 0; i < NCMDS; i++)
+        fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
+    fputs("\nglobal flags (before or after the command):\n"
+          "  --data DIR  the data directory (default: $PICKLINE_DATA, else "
+          DEFAULT_DIR ")\n"
+          "  --json      output for scripts\n"
+          "  --help      this; 'qctl COMMAND --help' for one command\n\n"
+          "Times are in seconds, fractions allowed (0.25). Exit status: 0 ok,\n"
+          "1 failure (or no job ready for reserve), 2 usage.\n", f);
+}
+
+static void help_cmd(const Cmd *cmd, FILE *f)
+{
+    fprintf(f, "usage: qctl [--data DIR] [--json] %s %s\n\n%s\n", cmd->name, cmd->synopsis,
+            cmd->help);
+    if (cmd->flags[0].name) {
+        fputs("\nflags:\n", f);
+        for (int i = 0; i < MAX_FLAGS && cmd->flags[i].name; i++) {
+            char left[40];
+            snprintf(left, sizeof left, "--%s%s%s", cmd->flags[i].name,
+                     cmd->flags[i].meta ? " " : "", cmd->flags[i].meta ? cmd->flags[i].meta : "");
+            fprintf(f, "  %-20s %s\n", left, cmd->flags[i].help);
+        }
+    }
+    fputs("\nglobal flags: --data DIR (default: $PICKLINE_DATA, else " DEFAULT_DIR "), --json\n", f);
+}
+
+/* ------------------------------------------------------------ arguments */
+
+static const Cmd *cmd_find(const char *name)
+{
+    for (size_t i = 0; i < NCMDS; i++)
+        if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+static int flag_find(const Cmd *cmd, const char *name, size_t n)
+{
+    for (int i = 0; i < MAX_FLAGS && cmd->flags[i].name; i++)
+        if (strlen(cmd->flags[i].name) == n && memcmp(cmd->flags[i].name, name, n) == 0)
+            return i;
+    return -1;
+}
+
+static void seterr(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* seterr keeps the first problem found (the parse goes on to find --help). */
+static void seterr(char *err, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    if (err[0])
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* args_parse fills c from argv. Global flags go anywhere; a command's flags
+ * after the command; "--" ends the flags. Sets *help for -h/--help, and err
+ * to the first problem (empty when none). */
+static void args_parse(Ctx *c, int argc, char **argv, int *help, char *err, size_t cap)
+{
+    int flags = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (flags && a[0] == '-' && a[1] != '\0') {
+            const char *name = a + 2, *eq = strchr(name, '='), *v = eq ? eq + 1 : NULL;
+            size_t n = eq ? (size_t)(eq - name) : strlen(name);
+            int k;
+            if (strcmp(a, "--") == 0) {
+                flags = 0;
+            } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+                *help = 1;
+            } else if (a[1] != '-') {
+                seterr(err, cap, "unknown flag '%s'", a);
+            } else if (n == 4 && memcmp(name, "json", 4) == 0) {
+                if (v)
+                    seterr(err, cap, "--json takes no value");
+                c->json = 1;
+            } else if (n == 4 && memcmp(name, "data", 4) == 0) {
+                if (!v && i + 1 < argc)
+                    v = argv[++i];
+                if (!v || !*v)
+                    seterr(err, cap, "--data needs a directory");
+                else
+                    c->dir = v;
+            } else if (!c->cmd || (k = flag_find(c->cmd, name, n)) < 0) {
+                if (c->cmd)
+                    seterr(err, cap, "unknown flag '--%.*s' for '%s'", (int)n, name, c->cmd->name);
+                else
+                    seterr(err, cap, "unknown flag '--%.*s' (a command's flags go after it)",
+                           (int)n, name);
+            } else if (!c->cmd->flags[k].meta) {
+                if (v)
+                    seterr(err, cap, "--%s takes no value", c->cmd->flags[k].name);
+                c->val[k] = "";
+            } else {
+                if (!v && i + 1 < argc)
+                    v = argv[++i];
+                if (!v)
+                    seterr(err, cap, "--%s needs a value (%s)", c->cmd->flags[k].name,
+                           c->cmd->flags[k].meta);
+                else
+                    c->val[k] = v;
+            }
+        } else if (!c->cmd) {
+            if (!(c->cmd = cmd_find(a))) {
+                seterr(err, cap, "unknown command '%s'", a);
+                return;
+            }
+        } else if (c->npos < c->cmd->max_pos) {
+            c->pos[c->npos++] = a;
+        } else {
+            seterr(err, cap, "unexpected argument '%s'", a);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ main */
+
+/* std_fds makes sure fds 0, 1 and 2 are open before anything else is: run
+ * with stdout closed, LMDB's data or lock file would become fd 1 and our
+ * output would be written into it. A closed stdout gets /dev/null opened
+ * read-only, so that writing the output still fails (and is reported:
+ * reserve hands its job back); a closed stdin or stderr gets /dev/null. */
+static void std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        int n = open("/dev/null", fd == 2 ? O_WRONLY : O_RDONLY);
+        if (n < 0)
+            abort(); /* no /dev/null: nothing safe to do */
+        if (n != fd) {
+            dup2(n, fd);
+            close(n);
+        }
+    }
+}
+
+int main(int argc, char **argv)
+{
+    Ctx c = {0};
+    char err[512] = "";
+    int help = 0, rc;
+    const char *env;
+
+    std_fds();
+    pl_log_level = PL_LOG_WARN; /* stderr is for problems; the engine's info lines are not */
+    signal(SIGPIPE, SIG_IGN); /* a closed stdout is a write error we report */
+    args_parse(&c, argc, argv, &help, err, sizeof err);
+    if (help) {
+        if (c.cmd)
+            help_cmd(c.cmd, stdout);
+        else
+            help_main(stdout);
+        rc = ST_OK;
+        goto out;
+    }
+    if (err[0])
+        return usage(&c, "%s", err);
+    if (!c.cmd)
+        return usage(&c, "no command given");
+    if (c.npos < c.cmd->min_pos)
+        return usage(&c, "missing %.*s", (int)strcspn(c.cmd->synopsis, " "), c.cmd->synopsis);
+    if (!c.dir)
+        c.dir = (env = getenv("PICKLINE_DATA")) && *env ? env : DEFAULT_DIR;
+    rc = c.cmd->run(&c);
+    store_close(c.s);
+out:
+    if (fflush(stdout) != 0 && rc == ST_OK)
+        rc = errorf("cannot write to stdout: %s", strerror(errno));
+    return rc;
+}
