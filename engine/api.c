@@ -1,0 +1,266 @@
+/* api.c: the engine's built-in HTTP endpoints.
+ *
+ *   POST /queues/NAME/jobs   a change notice: the JSON body becomes a job of a
+ *                            declared queue; 202 {"id":N} only after commit.
+ *                            Idempotency-Key header; ?pri=N&delay=S.
+ *   GET  /queues             depths by state of every queue (JSON)
+ *   GET  /health             liveness (no token needed)
+ *   GET  /metrics            Prometheus text: queue depths by state, per
+ *                            stage in flight/done/retried/buried and a
+ *                            latency histogram, commits and ops per commit */
+#include "engine.h"
+#include "json.h"
+#include "listen.h"
+#include "pl.h"
+#include "queue.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct PutReq {
+    EngineOp eo;
+    Exchange *x;
+    char queue[QUEUE_NAME_MAX + 1];
+    char *key;
+    size_t keylen;
+    char *body;
+    size_t len;
+    uint32_t pri;
+    uint64_t delay_ms;
+    uint64_t id;
+    int existed;
+} PutReq;
+
+static int put_apply(Txn *t, CommitOp *op)
+{
+    PutReq *r = (PutReq *)op;
+    PutArgs a = {.pri = r->pri, .delay_ms = r->delay_ms, .key = r->key, .keylen = r->keylen,
+                 .body = r->body, .len = r->len};
+    return queue_put(t, r->queue, &a, &r->id, &r->existed);
+}
+
+static void put_done(EngineOp *eo, int rc)
+{
+    PutReq *r = (PutReq *)eo;
+    if (rc == 0) {
+        char out[96];
+        int n = snprintf(out, sizeof out, "{\"id\":%llu,\"existed\":%s}\n", (unsigned long long)r->id,
+                         r->existed ? "true" : "false");
+        exchange_respond(r->x, 202, "application/json", out, (size_t)n);
+    } else {
+        char msg[256];
+        unsigned status = 500;
+        if (rc == PL_ETOOBIG) {
+            status = 413;
+            snprintf(msg, sizeof msg, "body over queue '%s' limit; raise max_body in the pipeline file", r->queue);
+        } else if (rc == PL_EFULL || rc == ENOSPC) {
+            status = 507;
+            snprintf(msg, sizeof msg, "no room for new jobs (%s); retry later", pl_strerror(rc));
+        } else {
+            snprintf(msg, sizeof msg, "could not store the job: %s", pl_strerror(rc));
+        }
+        exchange_error(r->x, status, msg);
+    }
+    free(r->key);
+    free(r->body);
+    free(r);
+}
+
+static int parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static void on_put(void *arg, Exchange *x)
+{
+    Engine *e = arg;
+    const char *path = exchange_path(x) + strlen("/queues/");
+    const char *slash = strchr(path, '/');
+    char msg[300];
+    if (!slash || strcmp(slash, "/jobs") != 0 || slash == path || (size_t)(slash - path) > QUEUE_NAME_MAX) {
+        exchange_error(x, 404, "use POST /queues/NAME/jobs");
+        return;
+    }
+    PutReq *r = xcalloc(1, sizeof *r);
+    memcpy(r->queue, path, (size_t)(slash - path));
+    if (!pipeline_queue(engine_pipeline(e), r->queue)) {
+        snprintf(msg, sizeof msg, "queue '%s' is not declared in the pipeline; declare it under queues:", r->queue);
+        free(r);
+        exchange_error(x, 404, msg);
+        return;
+    }
+    size_t len;
+    const char *body = exchange_body(x, &len);
+    char jerr[200];
+    if (json_validate(body, len, jerr, sizeof jerr) != 0) {
+        snprintf(msg, sizeof msg, "body is not valid JSON: %s", jerr);
+        free(r);
+        exchange_error(x, 400, msg);
+        return;
+    }
+    uint64_t v;
+    const char *q;
+    if ((q = exchange_query(x, "pri")) != NULL) {
+        if (parse_u64(q, UINT32_MAX, &v)) {
+            free(r);
+            exchange_error(x, 400, "pri must be an integer 0..4294967295");
+            return;
+        }
+        r->pri = (uint32_t)v;
+    }
+    if ((q = exchange_query(x, "delay")) != NULL) {
+        if (parse_u64(q, 365ull * 86400, &v)) {
+            free(r);
+            exchange_error(x, 400, "delay must be whole seconds, 0..31536000");
+            return;
+        }
+        r->delay_ms = v * 1000;
+    }
+    const char *key = exchange_header(x, "Idempotency-Key");
+    if (key) {
+        r->keylen = strlen(key);
+        if (r->keylen == 0 || r->keylen > QUEUE_KEY_MAX) {
+            free(r);
+            exchange_error(x, 400, "Idempotency-Key must be 1..200 bytes");
+            return;
+        }
+        r->key = xstrdup(key);
+    }
+    r->x = x;
+    r->body = xmalloc(len + 1);
+    memcpy(r->body, body, len);
+    r->len = len;
+    r->eo.op.apply = put_apply;
+    r->eo.loop_done = put_done;
+    engine_submit(e, &r->eo);
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static int list_json(const QueueStats *s, void *arg)
+{
+    Strbuf *b = arg;
+    if (b->len > 1)
+        sb_adds(b, ",");
+    sb_add_json_string(b, s->name, strlen(s->name));
+    sb_addf(b, ":{\"ready\":%llu,\"delayed\":%llu,\"reserved\":%llu,\"buried\":%llu,"
+               "\"puts\":%llu,\"acks\":%llu,\"buries\":%llu,\"oldest_ready_ms\":%llu,\"paused\":%s}",
+            (unsigned long long)s->ready, (unsigned long long)s->delayed,
+            (unsigned long long)s->reserved, (unsigned long long)s->buried,
+            (unsigned long long)s->puts, (unsigned long long)s->acks,
+            (unsigned long long)s->buries, (unsigned long long)s->oldest_ready_ms,
+            s->paused ? "true" : "false");
+    return 0;
+}
+
+static int read_queues(Txn *t, void *arg)
+{
+    return queue_list(t, list_json, arg);
+}
+
+static void on_queues(void *arg, Exchange *x)
+{
+    Engine *e = arg;
+    Strbuf b;
+    sb_init(&b);
+    sb_adds(&b, "{");
+    int rc = store_read(engine_store(e), read_queues, &b);
+    sb_adds(&b, "}\n");
+    if (rc)
+        exchange_error(x, 500, pl_strerror(rc));
+    else
+        exchange_respond(x, 200, "application/json", b.buf, b.len);
+    sb_free(&b);
+}
+
+static void on_health(void *arg, Exchange *x)
+{
+    Engine *e = arg;
+    char out[128];
+    int n = snprintf(out, sizeof out, "{\"status\":\"ok\",\"stages\":%zu}\n", engine_nstages(e));
+    exchange_respond(x, 200, "application/json", out, (size_t)n);
+}
+
+static int metric_queue(const QueueStats *s, void *arg)
+{
+    Strbuf *b = arg;
+    const char *st[] = {"ready", "delayed", "reserved", "buried"};
+    const uint64_t v[] = {s->ready, s->delayed, s->reserved, s->buried};
+    for (int i = 0; i < 4; i++)
+        sb_addf(b, "pickline_queue_jobs{queue=\"%s\",state=\"%s\"} %llu\n", s->name, st[i],
+                (unsigned long long)v[i]);
+    sb_addf(b, "pickline_queue_puts_total{queue=\"%s\"} %llu\n", s->name, (unsigned long long)s->puts);
+    sb_addf(b, "pickline_queue_acks_total{queue=\"%s\"} %llu\n", s->name, (unsigned long long)s->acks);
+    sb_addf(b, "pickline_queue_oldest_ready_seconds{queue=\"%s\"} %.3f\n", s->name,
+            (double)s->oldest_ready_ms / 1000.0);
+    return 0;
+}
+
+static int read_metrics(Txn *t, void *arg)
+{
+    return queue_list(t, metric_queue, arg);
+}
+
+static void on_metrics(void *arg, Exchange *x)
+{
+    Engine *e = arg;
+    static const char *const le[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+                                     "0.1", "0.25", "0.5", "1", "2.5", "+Inf"};
+    Strbuf b;
+    sb_init(&b);
+    sb_adds(&b, "# TYPE pickline_queue_jobs gauge\n");
+    int rc = store_read(engine_store(e), read_metrics, &b);
+    sb_adds(&b, "# TYPE pickline_stage_in_flight gauge\n# TYPE pickline_stage_jobs_total counter\n"
+                "# TYPE pickline_stage_latency_seconds histogram\n");
+    for (size_t i = 0; i < engine_nstages(e); i++) {
+        Stage *s = engine_stage_at(e, i);
+        const char *n = s->conf->name;
+        sb_addf(&b, "pickline_stage_in_flight{stage=\"%s\"} %u\n", n, s->in_flight);
+        sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"done\"} %llu\n", n,
+                (unsigned long long)s->ctr.done);
+        sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"retried\"} %llu\n", n,
+                (unsigned long long)s->ctr.retried);
+        sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"buried\"} %llu\n", n,
+                (unsigned long long)s->ctr.buried);
+        uint64_t cum = 0;
+        for (int k = 0; k < 12; k++) {
+            cum += s->ctr.lat_buckets[k];
+            sb_addf(&b, "pickline_stage_latency_seconds_bucket{stage=\"%s\",le=\"%s\"} %llu\n", n, le[k],
+                    (unsigned long long)cum);
+        }
+        sb_addf(&b, "pickline_stage_latency_seconds_sum{stage=\"%s\"} %.6f\n", n, s->ctr.lat_sum);
+        sb_addf(&b, "pickline_stage_latency_seconds_count{stage=\"%s\"} %llu\n", n, (unsigned long long)cum);
+    }
+    CommitStats cs;
+    engine_commit_stats(e, &cs);
+    sb_addf(&b, "# TYPE pickline_commits_total counter\npickline_commits_total %llu\n"
+                "# TYPE pickline_commit_ops_total counter\npickline_commit_ops_total %llu\n"
+                "# TYPE pickline_commit_ops_max gauge\npickline_commit_ops_max %llu\n"
+                "# TYPE pickline_commit_seconds_max gauge\npickline_commit_seconds_max %.6f\n",
+            (unsigned long long)cs.commits, (unsigned long long)cs.ops,
+            (unsigned long long)cs.max_ops_per_commit, (double)cs.commit_ns_max / 1e9);
+    if (rc)
+        exchange_error(x, 500, pl_strerror(rc));
+    else
+        exchange_respond(x, 200, "text/plain; version=0.0.4", b.buf, b.len);
+    sb_free(&b);
+}
+
+void api_register(Engine *e)
+{
+    Listener *l = engine_listener(e);
+    listener_route(l, "POST", "/queues/", 0, on_put, e);
+    listener_route(l, "GET", "/queues", 0, on_queues, e);
+    listener_route(l, "GET", "/health", 1, on_health, e);
+    listener_route(l, "GET", "/metrics", 0, on_metrics, e);
+}

@@ -1,0 +1,968 @@
+/* engine.c: the loop of `pickline run` and the runtime of its stages.
+ *
+ * Threads: the loop thread runs libev (stages, HTTP, listener, timers); the
+ * committer's writer thread runs every LMDB write transaction. An EngineOp
+ * crosses back: the writer pushes finished ops on a locked list and wakes
+ * the loop with ev_async; the loop runs their loop_done.
+ *
+ * A stage with an input queue has a reserver: one parked CommitOp that
+ * reserves up to `batch` jobs into free slots (copying id, lease and body
+ * inside the transaction) and comes back when a job is ready or after a
+ * second. A finished slot commits ack + outputs (or release, or bury) as one
+ * EngineOp; the slot is free again when that commit is done. */
+#include "engine.h"
+#include "listen.h"
+#include "pl.h"
+#include "queue.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { SLOT_FREE, SLOT_RESERVING, SLOT_WORKING, SLOT_COMMITTING };
+enum { END_ACK, END_RELEASE, END_BURY };
+
+typedef struct SlotOp {
+    EngineOp eo;
+    Slot *slot;
+    int end;
+    int64_t delay_ms;
+    Strbuf why;
+} SlotOp;
+
+typedef struct Reserver {
+    EngineOp eo;
+    Stage *stage;
+    Slot **want;     /* slots being filled by the op in flight */
+    size_t nwant, got;
+    int active;
+    const char *queue;
+    uint32_t ttr_ms;
+} Reserver;
+
+struct Engine {
+    const Pipeline *p;
+    Store *store;
+    Committer *cm;
+    struct ev_loop *loop;
+    Http *http;
+    Listener *listener;
+    char callback_base[128];
+    Stage *stages;
+    size_t nstages;
+    ev_async wake;
+    ev_signal sigterm, sigint;
+    ev_timer tick, drain_timer;
+    EngineOp tick_op;
+    int tick_busy;
+    pthread_mutex_t mu;
+    EngineOp *done_head, *done_tail;
+    int draining, drain_expired;
+    unsigned ops_in_flight;
+};
+
+Store *engine_store(Engine *e) { return e->store; }
+const Pipeline *engine_pipeline(Engine *e) { return e->p; }
+struct ev_loop *engine_loop(Engine *e) { return e->loop; }
+size_t engine_nstages(Engine *e) { return e->nstages; }
+Stage *engine_stage_at(Engine *e, size_t i) { return &e->stages[i]; }
+struct Listener *engine_listener(Engine *e) { return e->listener; }
+const char *engine_callback_base(Engine *e) { return e->callback_base; }
+unsigned engine_listen_port(Engine *e) { return e->listener ? listener_port(e->listener) : 0; }
+
+Stage *engine_stage(Engine *e, const char *name)
+{
+    for (size_t i = 0; i < e->nstages; i++)
+        if (!strcmp(e->stages[i].conf->name, name))
+            return &e->stages[i];
+    return NULL;
+}
+
+void engine_commit_stats(Engine *e, CommitStats *out)
+{
+    committer_stats(e->cm, out);
+}
+
+/* ---------------------------------------------------------------- ops */
+
+static void op_done_writer(CommitOp *op, int rc)
+{
+    EngineOp *o = (EngineOp *)op;
+    Engine *e = o->engine;
+    o->rc = rc;
+    o->next_done = NULL;
+    pthread_mutex_lock(&e->mu);
+    if (e->done_tail)
+        e->done_tail->next_done = o;
+    else
+        e->done_head = o;
+    e->done_tail = o;
+    pthread_mutex_unlock(&e->mu);
+    ev_async_send(e->loop, &e->wake);
+}
+
+void engine_submit(Engine *e, EngineOp *o)
+{
+    o->engine = e;
+    o->op.done = op_done_writer;
+    e->ops_in_flight++;
+    committer_submit(e->cm, &o->op);
+}
+
+static void check_drained(Engine *e);
+
+static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
+{
+    (void)loop, (void)revents;
+    Engine *e = (Engine *)((char *)w - offsetof(Engine, wake));
+    pthread_mutex_lock(&e->mu);
+    EngineOp *o = e->done_head;
+    e->done_head = e->done_tail = NULL;
+    pthread_mutex_unlock(&e->mu);
+    while (o) {
+        EngineOp *next = o->next_done;
+        e->ops_in_flight--;
+        o->loop_done(o, o->rc);
+        o = next;
+    }
+    if (e->draining)
+        check_drained(e);
+}
+
+/* ---------------------------------------------------------------- actions */
+
+/* A slot's outputs are recorded as a byte list of actions, applied in the
+ * commit after the ack: 'P' put, 'R' row put, 'M' row merge, 'X' extra,
+ * 'C' cursor. Fields are length-prefixed (u32). */
+static void act_bytes(Strbuf *b, const void *p, size_t n)
+{
+    uint32_t l = (uint32_t)n;
+    sb_add(b, &l, sizeof l);
+    if (n)
+        sb_add(b, p, n);
+}
+
+static const char *take(const char **p, const char *end, size_t *n)
+{
+    uint32_t l;
+    if ((size_t)(end - *p) < sizeof l)
+        return NULL;
+    memcpy(&l, *p, sizeof l);
+    *p += sizeof l;
+    if ((size_t)(end - *p) < l)
+        return NULL;
+    const char *r = *p;
+    *p += l;
+    *n = l;
+    return r;
+}
+
+static void row_key(Strbuf *k, const char *model, size_t ml, const char *key, size_t kl)
+{
+    sb_reset(k);
+    sb_add(k, model, ml);
+    sb_add(k, "", 1);
+    sb_add(k, key, kl);
+}
+
+int stage_row_merge_txn(Txn *t, const char *model, const char *key, const void *src, size_t sl,
+                        const char *const *from, const char *const *to, size_t n)
+{
+    Strbuf k;
+    sb_init(&k);
+    row_key(&k, model, strlen(model), key, strlen(key));
+    MDB_val mk = {k.len, k.buf}, mv;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
+    if (rc == 0) {
+        RowView base, srcv;
+        msgpack_sbuffer out;
+        msgpack_sbuffer_init(&out);
+        rc = row_view(&base, mv.mv_data, mv.mv_size);
+        if (!rc) {
+            rc = row_view(&srcv, src, sl);
+            if (!rc) {
+                rc = row_merge(&base.root, &srcv.root, from, to, n, &out, NULL);
+                row_view_free(&srcv);
+            }
+            row_view_free(&base);
+        }
+        if (!rc) {
+            MDB_val v = {out.size, out.data};
+            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &v, 0);
+        }
+        msgpack_sbuffer_destroy(&out);
+    } else if (rc == MDB_NOTFOUND) {
+        rc = PL_ENOJOB;
+    }
+    sb_free(&k);
+    return rc;
+}
+
+static int apply_row_merge(Txn *t, const char *model, size_t ml, const char *key, size_t kl,
+                           const char *src, size_t sl, const char **p, const char *end)
+{
+    uint32_t n = 0;
+    size_t len = 0;
+    const char *np = take(p, end, &len);
+    if (!np || len != 4)
+        return PL_EFORMAT;
+    memcpy(&n, np, 4);
+    if (n > 64)
+        return PL_EFORMAT;
+    const char *from[64], *to[64];
+    char *own[130];
+    size_t nown = 0;
+    int rc = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        size_t a = 0, b = 0;
+        const char *fa = take(p, end, &a), *fb = take(p, end, &b);
+        if (!fa || !fb) {
+            rc = PL_EFORMAT;
+            n = i;
+            break;
+        }
+        from[i] = own[nown++] = xstrndup(fa, a);
+        to[i] = own[nown++] = xstrndup(fb, b);
+    }
+    char *m = own[nown++] = xstrndup(model, ml), *k = own[nown++] = xstrndup(key, kl);
+    if (!rc)
+        rc = stage_row_merge_txn(t, m, k, src, sl, from, to, n);
+    for (size_t i = 0; i < nown; i++)
+        free(own[i]);
+    return rc;
+}
+
+static int apply_actions(Txn *t, const Strbuf *acts, const char *stage)
+{
+    const char *p = acts->buf, *end = acts->buf + acts->len;
+    int rc = 0;
+    while (p < end && rc == 0) {
+        char tag = *p++;
+        size_t a = 0, b = 0, c = 0;
+        const char *fa, *fb, *fc;
+        switch (tag) {
+        case 'P': {
+            fa = take(&p, end, &a); /* queue */
+            fb = take(&p, end, &b); /* key */
+            fc = take(&p, end, &c); /* body */
+            if (!fa || !fb || !fc)
+                return PL_EFORMAT;
+            char q[QUEUE_NAME_MAX + 1];
+            snprintf(q, sizeof q, "%.*s", (int)a, fa);
+            PutArgs pa = {.pri = 0, .body = fc, .len = c, .key = b ? fb : NULL, .keylen = b};
+            uint64_t id;
+            rc = queue_put(t, q, &pa, &id, NULL);
+            break;
+        }
+        case 'R': {
+            fa = take(&p, end, &a);
+            fb = take(&p, end, &b);
+            fc = take(&p, end, &c);
+            if (!fa || !fb || !fc)
+                return PL_EFORMAT;
+            Strbuf k;
+            sb_init(&k);
+            row_key(&k, fa, a, fb, b);
+            MDB_val mk = {k.len, k.buf}, mv = {c, (void *)fc};
+            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0);
+            sb_free(&k);
+            break;
+        }
+        case 'M':
+            fa = take(&p, end, &a);
+            fb = take(&p, end, &b);
+            fc = take(&p, end, &c);
+            if (!fa || !fb || !fc)
+                return PL_EFORMAT;
+            rc = apply_row_merge(t, fa, a, fb, b, fc, c, &p, end);
+            break;
+        case 'X': {
+            int (*fn)(Txn *, void *);
+            void *arg;
+            if ((size_t)(end - p) < sizeof fn + sizeof arg)
+                return PL_EFORMAT;
+            memcpy(&fn, p, sizeof fn);
+            memcpy(&arg, p + sizeof fn, sizeof arg);
+            p += sizeof fn + sizeof arg;
+            rc = fn(t, arg);
+            break;
+        }
+        case 'C': {
+            fa = take(&p, end, &a);
+            if (!fa)
+                return PL_EFORMAT;
+            Strbuf k;
+            sb_init(&k);
+            sb_adds(&k, "c/");
+            sb_adds(&k, stage);
+            MDB_val mk = {k.len, k.buf}, mv = {a, (void *)fa};
+            rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &mk, &mv, 0);
+            sb_free(&k);
+            break;
+        }
+        default:
+            return PL_EFORMAT;
+        }
+    }
+    return rc;
+}
+
+static void acts_put(Strbuf *acts, const char *queue, const void *body, size_t len, const char *key)
+{
+    sb_add(acts, "P", 1);
+    act_bytes(acts, queue, strlen(queue));
+    act_bytes(acts, key ? key : "", key ? strlen(key) : 0);
+    act_bytes(acts, body, len);
+}
+
+/* ---------------------------------------------------------------- slots */
+
+static int stage_writes(const Stage *s, const char *queue)
+{
+    for (size_t i = 0; i < s->conf->noutputs; i++)
+        if (!strcmp(s->conf->outputs[i], queue))
+            return 1;
+    return 0;
+}
+
+void slot_put(Slot *s, const char *queue, const void *body, size_t len, const char *key)
+{
+    PL_ASSERT(stage_writes(s->stage, queue), "a stage writes only the queues it declares");
+    acts_put(&s->acts, queue, body, len, key);
+}
+
+void slot_row_put(Slot *s, const char *model, const char *key, const void *mp, size_t len)
+{
+    sb_add(&s->acts, "R", 1);
+    act_bytes(&s->acts, model, strlen(model));
+    act_bytes(&s->acts, key, strlen(key));
+    act_bytes(&s->acts, mp, len);
+}
+
+void slot_row_merge(Slot *s, const char *model, const char *key, const void *src, size_t len,
+                    const char *const *from, const char *const *to, size_t n)
+{
+    PL_ASSERT(n <= 64, "a merge sets at most 64 fields");
+    sb_add(&s->acts, "M", 1);
+    act_bytes(&s->acts, model, strlen(model));
+    act_bytes(&s->acts, key, strlen(key));
+    act_bytes(&s->acts, src, len);
+    uint32_t n32 = (uint32_t)n;
+    act_bytes(&s->acts, &n32, 4);
+    for (size_t i = 0; i < n; i++) {
+        act_bytes(&s->acts, from[i], strlen(from[i]));
+        act_bytes(&s->acts, to[i], strlen(to[i]));
+    }
+}
+
+void slot_extra(Slot *s, int (*fn)(Txn *t, void *arg), void *arg)
+{
+    sb_add(&s->acts, "X", 1);
+    sb_add(&s->acts, &fn, sizeof fn);
+    sb_add(&s->acts, &arg, sizeof arg);
+}
+
+static int slot_apply(Txn *t, CommitOp *op)
+{
+    SlotOp *so = (SlotOp *)op;
+    Slot *s = so->slot;
+    int rc;
+    if (so->end == END_RELEASE)
+        return queue_release(t, s->id, s->lease, so->delay_ms, so->why.buf, NULL);
+    if (so->end == END_BURY)
+        return queue_bury(t, s->id, s->lease, so->why.buf);
+    /* The ack first: if the lease was lost, nothing else happens. */
+    if ((rc = queue_ack(t, s->id, s->lease)) != 0)
+        return rc;
+    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name)) != 0)
+        return txn_fail(t, rc); /* after the ack: all or nothing */
+    return 0;
+}
+
+static const double lat_bounds[11] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
+static void reserver_kick(Stage *s);
+
+static void slot_free(Slot *s)
+{
+    s->state = SLOT_FREE;
+    s->req = NULL;
+    sb_reset(&s->acts);
+    Stage *st = s->stage;
+    st->in_flight--;
+    reserver_kick(st);
+    if (st->engine->draining)
+        check_drained(st->engine);
+}
+
+static void slot_end(Slot *s, int end, int64_t delay_ms, const char *why);
+
+static void slot_committed(EngineOp *eo, int rc)
+{
+    SlotOp *so = (SlotOp *)eo;
+    Slot *s = so->slot;
+    Stage *st = s->stage;
+    if (rc == 0) {
+        double dt = (double)(pl_mono_ns() - s->started_ns) / 1e9;
+        if (so->end == END_ACK) {
+            st->ctr.done++;
+            int b = 0;
+            while (b < 11 && dt > lat_bounds[b])
+                b++;
+            st->ctr.lat_buckets[b]++;
+            st->ctr.lat_sum += dt;
+        } else if (so->end == END_RELEASE) {
+            st->ctr.retried++;
+        } else {
+            st->ctr.buried++;
+        }
+        slot_free(s);
+        return;
+    }
+    st->ctr.failed_commits++;
+    if (rc == PL_ELEASE || rc == PL_ENOJOB) {
+        stage_log(st, PL_LOG_WARN, s->id, "lease lost before the commit (it expired?): "
+                  "nothing written; the job will be worked again");
+        slot_free(s);
+        return;
+    }
+    if (so->end == END_ACK) {
+        /* The outputs could not be written: a full disk is retried later,
+         * anything else (too big for the next queue, a row gone) buried. */
+        char why[300];
+        snprintf(why, sizeof why, "could not hand off: %s", pl_strerror(rc));
+        stage_log(st, PL_LOG_ERROR, s->id, "%s", why);
+        if (rc == PL_EFULL || rc == ENOSPC || rc == MDB_MAP_FULL || rc == EIO)
+            slot_end(s, END_RELEASE, 30000, why);
+        else
+            slot_end(s, END_BURY, 0, why);
+        return;
+    }
+    stage_log(st, PL_LOG_ERROR, s->id, "cannot %s the job: %s; its lease will expire",
+              so->end == END_RELEASE ? "release" : "bury", pl_strerror(rc));
+    slot_free(s);
+}
+
+static void slot_end(Slot *s, int end, int64_t delay_ms, const char *why)
+{
+    PL_ASSERT(s->state == SLOT_WORKING, "a job ends once");
+    SlotOp *so = s->op;
+    s->state = SLOT_COMMITTING;
+    so->end = end;
+    so->delay_ms = delay_ms;
+    sb_reset(&so->why);
+    if (why)
+        sb_adds(&so->why, why);
+    so->eo.op.apply = slot_apply;
+    so->eo.loop_done = slot_committed;
+    engine_submit(s->stage->engine, &so->eo);
+}
+
+void slot_done(Slot *s)
+{
+    slot_end(s, END_ACK, 0, NULL);
+}
+
+void slot_bury(Slot *s, const char *reason)
+{
+    stage_log(s->stage, PL_LOG_WARN, s->id, "buried: %s", reason);
+    slot_end(s, END_BURY, 0, reason && *reason ? reason : "buried");
+}
+
+void slot_retry(Slot *s, double after_s, const char *error)
+{
+    Stage *st = s->stage;
+    const QueueDecl *qd = pipeline_queue(st->engine->p, st->conf->input);
+    QueueConf c;
+    if (qd)
+        c = qd->conf;
+    else
+        queue_conf_default(&c);
+    double d = c.backoff_ms;
+    for (uint32_t i = 1; i < s->attempts && d < c.backoff_max_ms; i++)
+        d *= 2;
+    if (d > c.backoff_max_ms)
+        d = c.backoff_max_ms;
+    d *= 0.8 + 0.4 * (double)(pl_random64() % 1000) / 1000.0; /* jitter */
+    if (after_s * 1000 > d)
+        d = after_s * 1000;
+    stage_log(st, PL_LOG_INFO, s->id, "retry in %.1f s (attempt %u): %s", d / 1000, s->attempts,
+              error ? error : "");
+    slot_end(s, END_RELEASE, (int64_t)d, error ? error : "retry");
+}
+
+/* ---------------------------------------------------------------- reserver */
+
+static int rsv_apply(Txn *t, CommitOp *op)
+{
+    Reserver *r = (Reserver *)op;
+    Job js[64];
+    size_t n = r->nwant < 64 ? r->nwant : 64, got = 0;
+    r->got = 0;
+    int rc = queue_reserve_n(t, r->queue, n, r->ttr_ms, js, &got);
+    if (rc == PL_EPAUSED)
+        return PL_EEMPTY; /* a paused queue is one with nothing to give */
+    if (rc)
+        return rc;
+    /* Copy out now: the views die with the transaction. */
+    for (size_t i = 0; i < got; i++) {
+        Slot *s = r->want[i];
+        s->id = js[i].id;
+        s->lease = js[i].lease;
+        s->attempts = js[i].attempts;
+        sb_reset(&s->body);
+        sb_add(&s->body, js[i].body, js[i].len);
+    }
+    r->got = got;
+    return 0;
+}
+
+static void rsv_done(EngineOp *eo, int rc)
+{
+    Reserver *r = (Reserver *)eo;
+    Stage *st = r->stage;
+    r->active = 0;
+    if (rc && rc != PL_EEMPTY)
+        stage_log(st, PL_LOG_ERROR, 0, "reserve from '%s' failed: %s", r->queue, pl_strerror(rc));
+    size_t got = rc ? 0 : r->got;
+    for (size_t i = 0; i < r->nwant; i++) {
+        Slot *s = r->want[i];
+        if (i < got) {
+            s->state = SLOT_WORKING;
+            s->started_ns = pl_mono_ns();
+            sb_reset(&s->acts);
+        } else {
+            s->state = SLOT_FREE;
+            st->in_flight--;
+        }
+    }
+    r->nwant = 0;
+    for (size_t i = 0; i < got; i++) {
+        Slot *s = r->want[i];
+        if (st->draining) {
+            slot_end(s, END_RELEASE, 0, "engine draining");
+            continue;
+        }
+        st->kind->start(s);
+    }
+    reserver_kick(st);
+    if (st->engine->draining)
+        check_drained(st->engine);
+}
+
+/* reserver_kick asks for jobs when slots are free and no reserve waits. */
+static void reserver_kick(Stage *st)
+{
+    Reserver *r = st->rsv;
+    if (!r || r->active || st->draining || st->engine->draining)
+        return;
+    size_t n = 0;
+    unsigned want = st->conf->batch ? st->conf->batch : 1;
+    for (unsigned i = 0; i < st->nslots && n < want && n < 64; i++)
+        if (st->slots[i].state == SLOT_FREE) {
+            st->slots[i].state = SLOT_RESERVING;
+            st->in_flight++;
+            r->want[n++] = &st->slots[i];
+        }
+    if (!n)
+        return;
+    r->nwant = n;
+    r->active = 1;
+    r->eo.op.apply = rsv_apply;
+    r->eo.op.park = 1;
+    r->eo.op.deadline_ns = pl_mono_ns() + 1000000000ull;
+    r->eo.loop_done = rsv_done;
+    engine_submit(st->engine, &r->eo);
+}
+
+/* ---------------------------------------------------------------- sources */
+
+struct Batch {
+    EngineOp eo;
+    Stage *stage;
+    Strbuf acts;
+    size_t n;
+    void (*done)(void *arg, int rc);
+    void *arg;
+};
+
+Batch *batch_new(Stage *s)
+{
+    Batch *b = xcalloc(1, sizeof *b);
+    b->stage = s;
+    sb_init(&b->acts);
+    return b;
+}
+
+void batch_put(Batch *b, const char *queue, const void *body, size_t len, const char *key)
+{
+    PL_ASSERT(stage_writes(b->stage, queue), "a stage writes only the queues it declares");
+    acts_put(&b->acts, queue, body, len, key);
+    b->n++;
+}
+
+void batch_cursor(Batch *b, const void *value, size_t len)
+{
+    sb_add(&b->acts, "C", 1);
+    act_bytes(&b->acts, value, len);
+}
+
+size_t batch_count(const Batch *b)
+{
+    return b->n;
+}
+
+static int batch_apply(Txn *t, CommitOp *op)
+{
+    Batch *b = (Batch *)op;
+    int rc = apply_actions(t, &b->acts, b->stage->conf->name);
+    return rc ? txn_fail(t, rc) : 0;
+}
+
+static void batch_done(EngineOp *eo, int rc)
+{
+    Batch *b = (Batch *)eo;
+    if (rc)
+        stage_log(b->stage, PL_LOG_ERROR, 0, "commit of %zu changes failed: %s", b->n, pl_strerror(rc));
+    else
+        b->stage->ctr.done += b->n;
+    if (b->done)
+        b->done(b->arg, rc);
+    sb_free(&b->acts);
+    free(b);
+}
+
+void batch_commit(Batch *b, void (*done)(void *arg, int rc), void *arg)
+{
+    b->done = done;
+    b->arg = arg;
+    b->eo.op.apply = batch_apply;
+    b->eo.loop_done = batch_done;
+    engine_submit(b->stage->engine, &b->eo);
+}
+
+typedef struct ReadArg {
+    const char *k;
+    size_t kl;
+    int db;
+    Strbuf *out;
+} ReadArg;
+
+static int read_one(Txn *t, void *arg)
+{
+    ReadArg *a = arg;
+    MDB_val k = {a->kl, (void *)a->k}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, a->db), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOJOB;
+    if (rc)
+        return rc;
+    sb_add(a->out, v.mv_data, v.mv_size);
+    return 0;
+}
+
+int stage_cursor(Stage *s, Strbuf *out)
+{
+    Strbuf k;
+    sb_init(&k);
+    sb_adds(&k, "c/");
+    sb_adds(&k, s->conf->name);
+    sb_reset(out);
+    ReadArg a = {k.buf, k.len, DB_META, out};
+    int rc = store_read(s->engine->store, read_one, &a);
+    sb_free(&k);
+    return rc == PL_ENOJOB ? 0 : rc;
+}
+
+int stage_row(Stage *s, const char *model, const char *key, Strbuf *out)
+{
+    Strbuf k;
+    sb_init(&k);
+    row_key(&k, model, strlen(model), key, strlen(key));
+    sb_reset(out);
+    ReadArg a = {k.buf, k.len, DB_STAGE, out};
+    int rc = store_read(s->engine->store, read_one, &a);
+    sb_free(&k);
+    return rc;
+}
+
+void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (job)
+        pl_log(level, "stage=%s job=%llu %s", s->conf->name, (unsigned long long)job, msg);
+    else
+        pl_log(level, "stage=%s %s", s->conf->name, msg);
+}
+
+/* ---------------------------------------------------------------- tick */
+
+/* The tick promotes due delayed jobs and expires leases even when no stage
+ * reserves (a queue nobody reads, leases of a crashed run). */
+static int tick_apply(Txn *t, CommitOp *op)
+{
+    (void)op;
+    size_t n;
+    return queue_tick(t, 10000, &n);
+}
+
+static void tick_done(EngineOp *eo, int rc)
+{
+    Engine *e = eo->engine;
+    e->tick_busy = 0;
+    if (rc)
+        pl_log(PL_LOG_ERROR, "engine: tick failed: %s", pl_strerror(rc));
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    Engine *e = (Engine *)((char *)w - offsetof(Engine, tick));
+    if (e->tick_busy || e->draining)
+        return;
+    e->tick_busy = 1;
+    e->tick_op.op.apply = tick_apply;
+    e->tick_op.loop_done = tick_done;
+    engine_submit(e, &e->tick_op);
+}
+
+/* ---------------------------------------------------------------- drain */
+
+static void check_drained(Engine *e)
+{
+    unsigned busy = 0;
+    for (size_t i = 0; i < e->nstages; i++)
+        busy += e->stages[i].in_flight;
+    if (busy == 0 && e->ops_in_flight == 0) {
+        pl_log(PL_LOG_INFO, "engine: drained; every job committed or released");
+        ev_break(e->loop, EVBREAK_ALL);
+    }
+}
+
+static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    Engine *e = (Engine *)((char *)w - offsetof(Engine, drain_timer));
+    e->drain_expired = 1;
+    pl_log(PL_LOG_WARN, "engine: drain time over; releasing the jobs still in flight");
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        for (unsigned k = 0; k < st->nslots; k++) {
+            Slot *s = &st->slots[k];
+            if (s->state == SLOT_WORKING && s->req)
+                http_cancel(s->req); /* its done sees HTTP_CANCELED and retries */
+        }
+    }
+    check_drained(e);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)revents;
+    Engine *e = w->data;
+    if (e->draining) {
+        pl_log(PL_LOG_WARN, "engine: second signal; stopping now (leases expire by themselves)");
+        ev_break(loop, EVBREAK_ALL);
+        return;
+    }
+    pl_log(PL_LOG_INFO, "engine: signal %d: draining (stop reserving, finish or release in-flight jobs)",
+           w->signum);
+    e->draining = 1;
+    ev_timer_stop(loop, &e->tick);
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        st->draining = 1;
+        if (st->kind->stop)
+            st->kind->stop(st);
+    }
+    ev_timer_init(&e->drain_timer, on_drain_timeout, e->p->drain_s, 0);
+    ev_timer_start(loop, &e->drain_timer);
+    check_drained(e);
+}
+
+/* ---------------------------------------------------------------- open/run */
+
+typedef struct QArg {
+    const Pipeline *p;
+} QArg;
+
+static int declare_queues(Txn *t, void *arg)
+{
+    QArg *a = arg;
+    for (size_t i = 0; i < a->p->nqueues; i++) {
+        const QueueDecl *d = &a->p->queues[i];
+        QueueStats st;
+        int rc = queue_stats(t, d->name, &st);
+        if (rc == PL_ENOQUEUE)
+            rc = queue_create(t, d->name, &d->conf);
+        else if (rc == 0 && memcmp(&st.conf, &d->conf, sizeof d->conf) != 0)
+            rc = queue_configure(t, d->name, &d->conf);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    Engine *e = xcalloc(1, sizeof *e);
+    e->p = p;
+    pthread_mutex_init(&e->mu, NULL);
+    const char *dir = o && o->data_dir ? o->data_dir : p->data_dir;
+    if (!dir)
+        dir = getenv("PICKLINE_DATA");
+    if (!dir || !*dir)
+        dir = "pickline-data";
+    StoreOpts sopt = {.create = 1};
+    int rc = store_open(dir, &sopt, &e->store);
+    if (rc) {
+        snprintf(err, errlen, "cannot open data directory '%s': %s", dir, pl_strerror(rc));
+        goto fail;
+    }
+    QArg qa = {p};
+    if ((rc = store_run(e->store, declare_queues, &qa)) != 0) {
+        snprintf(err, errlen, "cannot declare the queues in '%s': %s", dir, pl_strerror(rc));
+        goto fail;
+    }
+    if ((rc = committer_open(e->store, 0, &e->cm)) != 0) {
+        snprintf(err, errlen, "cannot start the writer thread: %s", pl_strerror(rc));
+        goto fail;
+    }
+    e->loop = ev_loop_new(EVFLAG_AUTO);
+    ev_async_init(&e->wake, on_wake);
+    ev_async_start(e->loop, &e->wake);
+    if ((rc = http_open(e->loop, NULL, &e->http)) != 0) {
+        snprintf(err, errlen, "cannot start the HTTP client: %s", pl_strerror(rc));
+        goto fail;
+    }
+    if (p->listen_enabled) {
+        ListenOpts lo = {.address = p->listen_address, .port = o && o->port ? o->port : p->listen_port,
+                         .token = p->listen_token, .max_body = p->listen_max_body};
+        if ((rc = listener_open(e->loop, &lo, &e->listener)) != 0) {
+            snprintf(err, errlen, "cannot listen on %s:%u: %s", p->listen_address ? p->listen_address : "127.0.0.1",
+                     lo.port, pl_strerror(rc));
+            goto fail;
+        }
+        snprintf(e->callback_base, sizeof e->callback_base, "http://%s:%u",
+                 p->listen_address ? p->listen_address : "127.0.0.1", listener_port(e->listener));
+        api_register(e);
+    }
+    e->nstages = p->nstages;
+    e->stages = xcalloc(p->nstages ? p->nstages : 1, sizeof *e->stages);
+    for (size_t i = 0; i < p->nstages; i++) {
+        Stage *st = &e->stages[i];
+        st->engine = e;
+        st->conf = &p->stages[i];
+        st->loop = e->loop;
+        st->kind = stage_kind_find(st->conf->kind);
+        if (!st->kind) {
+            snprintf(err, errlen, "%s:%d: stage '%s': kind '%s' is not built into this pickline",
+                     p->path, st->conf->line, st->conf->name, st->conf->kind);
+            rc = PL_EINVAL;
+            goto fail;
+        }
+        HttpPolicy hp = {.concurrency = st->conf->concurrency, .rate_per_s = st->conf->rate_per_s,
+                         .connect_timeout_s = st->conf->connect_timeout_s,
+                         .timeout_s = st->conf->timeout_s, .insecure = st->conf->insecure};
+        st->http = http_class_new(e->http, st->conf->name, &hp);
+        if (!st->kind->source) {
+            st->nslots = st->conf->concurrency ? st->conf->concurrency : 1;
+            st->slots = xcalloc(st->nslots, sizeof *st->slots);
+            for (unsigned k = 0; k < st->nslots; k++) {
+                Slot *s = &st->slots[k];
+                s->stage = st;
+                sb_init(&s->body);
+                sb_init(&s->acts);
+                SlotOp *so = xcalloc(1, sizeof *so);
+                so->slot = s;
+                sb_init(&so->why);
+                s->op = so;
+            }
+            Reserver *r = xcalloc(1, sizeof *r);
+            r->stage = st;
+            r->queue = st->conf->input;
+            r->want = xcalloc(64, sizeof *r->want);
+            st->rsv = r;
+        }
+        if (st->kind->init && (rc = st->kind->init(st, err, errlen)) != 0)
+            goto fail;
+    }
+    ev_timer_init(&e->tick, on_tick, 1.0, 1.0);
+    ev_signal_init(&e->sigterm, on_signal, SIGTERM);
+    ev_signal_init(&e->sigint, on_signal, SIGINT);
+    e->sigterm.data = e->sigint.data = e;
+    *out = e;
+    return 0;
+fail:
+    engine_close(e);
+    return rc ? rc : PL_EINVAL;
+}
+
+int engine_run(Engine *e)
+{
+    signal(SIGPIPE, SIG_IGN);
+    ev_signal_start(e->loop, &e->sigterm);
+    ev_signal_start(e->loop, &e->sigint);
+    ev_timer_start(e->loop, &e->tick);
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        if (st->kind->source && st->kind->begin)
+            st->kind->begin(st);
+        else
+            reserver_kick(st);
+    }
+    pl_log(PL_LOG_INFO, "engine: running %zu stages on %s%s%s", e->nstages, store_path(e->store),
+           e->listener ? ", listening on " : "", e->listener ? e->callback_base : "");
+    ev_run(e->loop, 0);
+    return 0;
+}
+
+void engine_close(Engine *e)
+{
+    if (!e)
+        return;
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        if (st->kind && st->kind->fini)
+            st->kind->fini(st);
+        http_class_free(st->http);
+    }
+    http_close(e->http);
+    listener_close(e->listener);
+    /* Finish what the writer holds; completions that arrive now are dropped
+     * with the loop (their slots are freed below). */
+    committer_close(e->cm);
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        for (unsigned k = 0; k < st->nslots; k++) {
+            Slot *s = &st->slots[k];
+            SlotOp *so = s->op;
+            sb_free(&s->body);
+            sb_free(&s->acts);
+            if (so)
+                sb_free(&so->why);
+            free(so);
+        }
+        free(st->slots);
+        if (st->rsv) {
+            free(((Reserver *)st->rsv)->want);
+            free(st->rsv);
+        }
+    }
+    free(e->stages);
+    if (e->loop)
+        ev_loop_destroy(e->loop);
+    store_close(e->store);
+    pthread_mutex_destroy(&e->mu);
+    free(e);
+}

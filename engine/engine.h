@@ -1,0 +1,66 @@
+/* engine.h: `pickline run`: one process, one libev loop, the stages of a
+ * pipeline working its queues, the listener, and the group committer.
+ *
+ * Every mutation goes through the committer (one write transaction per
+ * batch of operations, on its own thread), and nothing is answered before
+ * its commit: the loop never waits on a flush. */
+#ifndef PL_ENGINE_H
+#define PL_ENGINE_H
+
+#include "commit.h"
+#include "pipeline.h"
+#include "stage.h"
+#include "store.h"
+
+typedef struct EngineOpts {
+    const char *data_dir;  /* NULL: the pipeline's, else $PICKLINE_DATA, else ./pickline-data */
+    unsigned port;         /* overrides the pipeline's listen port when non-zero */
+} EngineOpts;
+
+/* engine_open opens the data directory, creates or updates the declared
+ * queues, starts the committer, the HTTP client, the listener and every
+ * stage's kind (init). p must outlive the engine. Returns 0 and *out, or an
+ * error with a message in err. */
+int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err, size_t errlen);
+
+/* engine_run runs the loop until SIGTERM or SIGINT, then drains: stops
+ * reserving, lets in-flight jobs finish for the pipeline's drain time,
+ * releases the rest, commits, and returns 0. */
+int engine_run(Engine *e);
+
+/* engine_close frees e (after engine_run returned); NULL is a no-op. */
+void engine_close(Engine *e);
+
+/* For the API endpoints and stages. */
+Store *engine_store(Engine *e);
+const Pipeline *engine_pipeline(Engine *e);
+struct ev_loop *engine_loop(Engine *e);
+Stage *engine_stage(Engine *e, const char *name);
+size_t engine_nstages(Engine *e);
+Stage *engine_stage_at(Engine *e, size_t i);
+void engine_commit_stats(Engine *e, CommitStats *out);
+unsigned engine_listen_port(Engine *e);
+/* engine_callback_base: "http://ADDR:PORT" of the listener, for callback URLs. */
+const char *engine_callback_base(Engine *e);
+
+/* EngineOp: an operation for the committer whose completion runs on the
+ * loop thread (the committer's done runs on its writer thread). */
+typedef struct EngineOp EngineOp;
+struct EngineOp {
+    CommitOp op;                            /* op.apply set by the submitter */
+    void (*loop_done)(EngineOp *o, int rc); /* on the loop thread */
+    /* private */
+    int rc;
+    EngineOp *next_done;
+    Engine *engine;
+};
+void engine_submit(Engine *e, EngineOp *o);
+
+/* engine_route registers a listener route (api.c and stages). */
+struct Listener *engine_listener(Engine *e);
+
+/* api_register adds the built-in endpoints (api.c): POST /queues/NAME/jobs,
+ * GET /queues, GET /health, GET /metrics. */
+void api_register(Engine *e);
+
+#endif

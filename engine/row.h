@@ -1,0 +1,79 @@
+/* row.h: staged rows, and JSON <-> msgpack.
+ *
+ * A row is a msgpack map from field name (str) to value. Values round-trip
+ * exactly with JSON: strings (any unicode, quotes, backslashes, newlines),
+ * null versus "", true/false, integers that fit int64/uint64 as msgpack
+ * ints, and every other number (big integers, decimals, exponents) as a
+ * msgpack ext of type ROW_EXT_NUMBER holding the number's JSON text
+ * verbatim, so 12345678901234567890123 and 0.1000 come back as written.
+ * Nested objects and arrays are msgpack maps and arrays. */
+#ifndef PL_ROW_H
+#define PL_ROW_H
+
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ROW_EXT_NUMBER 1
+
+/* Strbuf: a growable byte buffer (git's strbuf, small). len excludes the
+ * NUL that is always kept after the data. */
+typedef struct Strbuf {
+    char *buf;
+    size_t len, cap;
+} Strbuf;
+void sb_init(Strbuf *b);
+void sb_free(Strbuf *b);
+void sb_reset(Strbuf *b);
+void sb_add(Strbuf *b, const void *p, size_t n);
+void sb_adds(Strbuf *b, const char *s);
+void sb_addf(Strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* sb_add_json_string appends s (n bytes) as a JSON string literal; invalid
+ * UTF-8 bytes become U+FFFD. */
+void sb_add_json_string(Strbuf *b, const char *s, size_t n);
+
+/* row_from_json converts the JSON text (len bytes) into msgpack appended to
+ * out (any JSON value; use row_from_json_object to require an object).
+ * Returns 0, or PL_EINVAL with err: "invalid JSON at byte N: ..." / "invalid
+ * UTF-8 at byte N". Nesting deeper than 64 is refused. */
+int row_from_json(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen);
+int row_from_json_object(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen);
+
+/* row_to_json appends the JSON text of the msgpack value in mp (len bytes)
+ * to b. Returns 0 or PL_EFORMAT for malformed msgpack. Binary (bin) values
+ * become base64 strings. */
+int row_to_json(const void *mp, size_t len, Strbuf *b);
+
+/* A decoded view of a row; views point into the input bytes. */
+typedef struct RowView {
+    msgpack_zone zone;      /* private */
+    msgpack_object root;    /* read-only */
+} RowView;
+
+/* row_view decodes mp into v (init/clear v's zone itself); 0 or PL_EFORMAT.
+ * row_view_free releases the zone. */
+int row_view(RowView *v, const void *mp, size_t len);
+void row_view_free(RowView *v);
+
+/* row_field returns the value of top-level field name of a map, or NULL.
+ * A dotted path ("address.city") walks into nested maps. */
+const msgpack_object *row_field(const msgpack_object *map, const char *name);
+
+/* row_field_text writes a scalar field as text (for URL templates and
+ * conditions): strings as is, numbers as JSON writes them, true/false,
+ * "null"; returns 0, or PL_EINVAL when the field is missing or not a
+ * scalar. */
+int row_field_text(const msgpack_object *map, const char *name, Strbuf *out);
+
+/* row_merge writes into out a copy of map base with fields set from src:
+ * for each i, field to[i] takes the value of field from[i] of src (a map);
+ * fields of src that are missing are skipped (*missing counts them, may be
+ * NULL). Other fields of base keep their order; new ones are appended.
+ * Returns 0, or PL_EINVAL when base or src is not a map. */
+int row_merge(const msgpack_object *base, const msgpack_object *src, const char *const *from,
+              const char *const *to, size_t n, msgpack_sbuffer *out, size_t *missing);
+
+/* row_pack_object packs o into pk (a copy of a decoded value). */
+void row_pack_object(msgpack_packer *pk, const msgpack_object *o);
+
+#endif

@@ -1,0 +1,136 @@
+/* stage.h: the contract between the engine (engine.c) and a stage kind
+ * (one file per kind in stages/).
+ *
+ * A stage with an input queue gets its jobs in slots: the engine reserves
+ * jobs into free slots (at most `concurrency` in flight) and calls
+ * kind->start(slot) on the loop thread. The kind works the job without ever
+ * blocking (HTTP through the stage's HttpClass) and ends it with exactly one
+ * of slot_done, slot_retry or slot_bury. Output jobs and staging writes
+ * recorded on the slot (slot_put, slot_row_put, slot_row_merge) commit in
+ * ONE transaction with the ack of the input job: a hand-off is atomic.
+ *
+ * A source (no input queue, e.g. http_poll) drives itself from timers and
+ * commits what it found with a Batch (batch_put, batch_cursor, batch_commit):
+ * the jobs and the cursor move in one transaction. */
+#ifndef PL_STAGE_H
+#define PL_STAGE_H
+
+#include "commit.h"
+#include "http.h"
+#include "pipeline.h"
+#include "row.h"
+
+#include <ev.h>
+#include <stdint.h>
+
+typedef struct Engine Engine;
+typedef struct Stage Stage;
+typedef struct Slot Slot;
+typedef struct Batch Batch;
+
+typedef struct StageKind {
+    const char *name;
+    int source;                                  /* no input queue */
+    int (*init)(Stage *s, char *err, size_t errlen); /* read conf; set s->kd */
+    void (*start)(Slot *slot);                   /* work one job (not sources) */
+    void (*begin)(Stage *s);                     /* sources: start producing */
+    void (*stop)(Stage *s);                      /* drain: stop producing (may be NULL) */
+    void (*fini)(Stage *s);                      /* free s->kd (may be NULL) */
+} StageKind;
+
+/* stage_kind_find returns the kind named name, or NULL. */
+const StageKind *stage_kind_find(const char *name);
+
+typedef struct StageCounters {
+    uint64_t done, retried, buried, failed_commits;
+    uint64_t lat_buckets[12];   /* job latency: start -> committed, see engine.c */
+    double lat_sum;
+} StageCounters;
+
+struct Stage {
+    /* read-only for kinds */
+    Engine *engine;
+    const StageConf *conf;
+    const StageKind *kind;
+    struct ev_loop *loop;
+    HttpClass *http;
+    unsigned in_flight;
+    int draining;
+    StageCounters ctr;
+    /* read-write for kinds */
+    void *kd;
+    /* private (engine.c) */
+    Slot *slots;
+    unsigned nslots;
+    void *rsv;
+};
+
+struct Slot {
+    /* read-only for kinds */
+    Stage *stage;
+    uint64_t id, lease;
+    uint32_t attempts;
+    Strbuf body;            /* the job's body (JSON), NUL-terminated */
+    /* read-write for kinds */
+    void *kd;
+    HttpReq *req;           /* the kind's request in flight, for drain to cancel */
+    /* private */
+    int state;
+    uint64_t started_ns;
+    Strbuf acts;
+    void *op;
+};
+
+/* Outputs of a slot, committed with its ack by slot_done. queue must be one
+ * of the stage's declared outputs. key: an idempotency key or NULL. */
+void slot_put(Slot *s, const char *queue, const void *body, size_t len, const char *key);
+/* slot_row_put stores mp (a msgpack map) as the staged row (model, key). */
+void slot_row_put(Slot *s, const char *model, const char *key, const void *mp, size_t len);
+/* slot_row_merge sets fields to[i] of staged row (model, key) from fields
+ * from[i] of src (msgpack map), in the commit (read-modify-write in the
+ * transaction). A missing row fails the commit: the job is buried. */
+void slot_row_merge(Slot *s, const char *model, const char *key, const void *src, size_t len,
+                    const char *const *from, const char *const *to, size_t n);
+/* slot_extra lets a kind run its own action in the same transaction (the
+ * async callback registry); fn runs on the writer thread and must follow
+ * CommitOp.apply's rules. arg must live until the slot ends. */
+void slot_extra(Slot *s, int (*fn)(Txn *t, void *arg), void *arg);
+
+/* stage_row_merge_txn is slot_row_merge's work, for a kind's own
+ * transaction (an async callback): PL_ENOJOB when the row is missing. */
+int stage_row_merge_txn(Txn *t, const char *model, const char *key, const void *src, size_t len,
+                        const char *const *from, const char *const *to, size_t n);
+
+/* slot_done commits the ack and the outputs; the slot is free afterwards. */
+void slot_done(Slot *s);
+/* slot_retry releases the job for a later attempt after at least after_s
+ * seconds (and the queue's exponential backoff with jitter), noting error;
+ * past the queue's max_attempts the queue buries it. */
+void slot_retry(Slot *s, double after_s, const char *error);
+/* slot_bury sets the job aside with reason (a permanent failure). */
+void slot_bury(Slot *s, const char *reason);
+
+/* Sources. */
+Batch *batch_new(Stage *s);
+void batch_put(Batch *b, const char *queue, const void *body, size_t len, const char *key);
+void batch_cursor(Batch *b, const void *value, size_t len);
+/* batch_commit commits b and frees it; done(arg, rc) runs on the loop. */
+void batch_commit(Batch *b, void (*done)(void *arg, int rc), void *arg);
+size_t batch_count(const Batch *b);
+
+/* stage_cursor reads the stage's stored cursor into out (empty if none). */
+int stage_cursor(Stage *s, Strbuf *out);
+
+/* stage_row reads staged row (model, key) into out (msgpack). PL_ENOJOB if
+ * none. A short read transaction on the loop thread. */
+int stage_row(Stage *s, const char *model, const char *key, Strbuf *out);
+
+/* stage_log logs one line "stage=NAME job=ID msg". */
+void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Template: render "http://h/x/{field}/{a.b}" with fields of a JSON object
+ * (URL-escaped). Returns 0, or PL_EINVAL with err naming the missing field. */
+int stage_template(const char *tmpl, const msgpack_object *fields, Strbuf *out, char *err, size_t errlen);
+
+#endif

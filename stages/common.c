@@ -1,0 +1,173 @@
+/* common.c: helpers shared by the stage kinds, and the registry of kinds. */
+#include "common.h"
+#include "../engine/engine.h"
+#include "../engine/pl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const StageKind *const kinds[] = {
+    &kind_noop, &kind_route, &kind_http_extract, &kind_http_enrich, &kind_http_poll, &kind_async_submit,
+};
+
+const StageKind *stage_kind_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(kinds[i]->name, name))
+            return kinds[i];
+    return NULL;
+}
+
+int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
+{
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    int rc = row_from_json_object(s->body.buf, s->body.len, &mp, err, errlen);
+    if (rc) {
+        msgpack_sbuffer_destroy(&mp);
+        return rc;
+    }
+    RowView v;
+    rc = row_view(&v, mp.data, mp.size);
+    if (rc == 0) {
+        Strbuf m, k;
+        sb_init(&m);
+        sb_init(&k);
+        if (row_field_text(&v.root, "model", &m) || row_field_text(&v.root, "key", &k) ||
+            m.len >= sizeof ref->model || k.len >= sizeof ref->key) {
+            snprintf(err, errlen, "job body is not a staged-row reference {\"model\":...,\"key\":...}");
+            rc = PL_EINVAL;
+        } else {
+            memcpy(ref->model, m.buf, m.len + 1);
+            memcpy(ref->key, k.buf, k.len + 1);
+        }
+        sb_free(&m);
+        sb_free(&k);
+        row_view_free(&v);
+    } else {
+        snprintf(err, errlen, "job body: %s", pl_strerror(rc));
+    }
+    msgpack_sbuffer_destroy(&mp);
+    return rc;
+}
+
+void ref_body(Strbuf *out, const char *model, const char *key)
+{
+    sb_reset(out);
+    sb_adds(out, "{\"model\":");
+    sb_add_json_string(out, model, strlen(model));
+    sb_adds(out, ",\"key\":");
+    sb_add_json_string(out, key, strlen(key));
+    sb_adds(out, "}");
+}
+
+int conf_headers(const Stage *s, char ***out, char *err, size_t errlen)
+{
+    *out = NULL;
+    const ConfNode *h = conf_get(s->conf->node, "headers");
+    if (!h)
+        return 0;
+    if (h->type != CONF_MAP) {
+        snprintf(err, errlen, "%s:%d: stage '%s': headers must be a map of name: value",
+                 engine_pipeline(s->engine)->path, h->line, s->conf->name);
+        return PL_EINVAL;
+    }
+    char **l = xcalloc(h->n + 1, sizeof *l);
+    for (size_t i = 0; i < h->n; i++) {
+        const ConfNode *v = h->kids[i];
+        if (v->type != CONF_SCALAR) {
+            snprintf(err, errlen, "%s:%d: stage '%s': header '%s' must be a string",
+                     engine_pipeline(s->engine)->path, v->line, s->conf->name, h->keys[i]);
+            headers_free(l);
+            return PL_EINVAL;
+        }
+        size_t n = strlen(h->keys[i]) + strlen(v->value) + 3;
+        l[i] = xmalloc(n);
+        snprintf(l[i], n, "%s: %s", h->keys[i], v->value);
+    }
+    *out = l;
+    return 0;
+}
+
+void headers_free(char **h)
+{
+    if (!h)
+        return;
+    for (char **p = h; *p; p++)
+        free(*p);
+    free(h);
+}
+
+int http_outcome(Slot *s, const HttpResult *r, const char *what)
+{
+    char why[400];
+    switch (r->outcome) {
+    case HTTP_OK:
+        return 0;
+    case HTTP_PERMANENT:
+        snprintf(why, sizeof why, "%s: %s", what, r->error);
+        slot_bury(s, why);
+        return 1;
+    case HTTP_CANCELED:
+        slot_retry(s, 0, "request canceled (engine draining)");
+        return 1;
+    default:
+        snprintf(why, sizeof why, "%s: %s", what, r->error);
+        slot_retry(s, r->retry_after_s, why);
+        return 1;
+    }
+}
+
+void idem_header(const Slot *s, char *buf, size_t n)
+{
+    snprintf(buf, n, "Idempotency-Key: pickline-%s-%llu", s->stage->conf->name, (unsigned long long)s->id);
+}
+
+static void url_escape(Strbuf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+            c == '_' || c == '.' || c == '~') {
+            sb_add(out, &s[i], 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            sb_add(out, e, 3);
+        }
+    }
+}
+
+int stage_template(const char *tmpl, const msgpack_object *fields, Strbuf *out, char *err, size_t errlen)
+{
+    Strbuf v;
+    sb_init(&v);
+    sb_reset(out);
+    for (const char *p = tmpl; *p;) {
+        const char *o = strchr(p, '{');
+        if (!o) {
+            sb_adds(out, p);
+            break;
+        }
+        sb_add(out, p, (size_t)(o - p));
+        const char *c = strchr(o, '}');
+        if (!c) {
+            snprintf(err, errlen, "url template '%s': '{' without '}'", tmpl);
+            sb_free(&v);
+            return PL_EINVAL;
+        }
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(c - o - 1), o + 1);
+        sb_reset(&v);
+        if (row_field_text(fields, name, &v) != 0) {
+            snprintf(err, errlen, "url template field '%s' is missing or not a scalar in the job", name);
+            sb_free(&v);
+            return PL_EINVAL;
+        }
+        url_escape(out, v.buf, v.len);
+        p = c + 1;
+    }
+    sb_free(&v);
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* common.h: what the stage kinds share (stages/common.c). */
+#ifndef PL_STAGES_COMMON_H
+#define PL_STAGES_COMMON_H
+
+#include "../engine/stage.h"
+
+/* JobRef: a job body that points at a staged row: {"model":M,"key":K}. */
+typedef struct JobRef {
+    char model[128];
+    char key[256];
+} JobRef;
+
+/* job_ref reads a reference from the slot's body. Returns 0 or PL_EINVAL
+ * with err set. */
+int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen);
+
+/* ref_body writes {"model":M,"key":K} into out. */
+void ref_body(Strbuf *out, const char *model, const char *key);
+
+/* conf_headers reads the optional `headers` map of a stage into a
+ * NULL-terminated "Name: value" list (free with headers_free). */
+int conf_headers(const Stage *s, char ***out, char *err, size_t errlen);
+void headers_free(char **h);
+
+/* http_outcome handles a failed HttpResult the same way in every kind:
+ * permanent -> bury, transient -> retry (honouring Retry-After), canceled
+ * -> retry now (drain). Returns 1 if it ended the slot, 0 on HTTP_OK. */
+int http_outcome(Slot *s, const HttpResult *r, const char *what);
+
+/* idem_key writes the Idempotency-Key header line for the slot's job. */
+void idem_header(const Slot *s, char *buf, size_t n);
+
+/* The kinds. */
+extern const StageKind kind_noop, kind_route, kind_http_extract, kind_http_enrich, kind_http_poll,
+    kind_async_submit;
+
+#endif

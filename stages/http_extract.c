@@ -1,0 +1,137 @@
+/* http_extract.c: GET the record a job names (a URL template over the
+ * job's fields), land the JSON object as a msgpack row in staging under
+ * (model, key), and pass a reference {"model","key"} to the next queue, all
+ * in the commit that acks the job.
+ *
+ *   kind: http_extract
+ *   url: http://127.0.0.1:9002/records/{id}
+ *   key_field: id          # the job field that keys the staged row
+ *   model: users           # default: the stage's name */
+#include "common.h"
+#include "../engine/engine.h"
+#include "../engine/pl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ExtractKd {
+    const char *url, *key_field, *model;
+    char **headers;
+} ExtractKd;
+
+typedef struct ExtractJob {
+    Strbuf url, key;
+    char idem[160];
+    const char *hdr[34];
+} ExtractJob;
+
+static int extract_init(Stage *s, char *err, size_t errlen)
+{
+    const char *file = engine_pipeline(s->engine)->path;
+    ExtractKd *k = xcalloc(1, sizeof *k);
+    s->kd = k;
+    k->key_field = "id";
+    k->model = s->conf->name;
+    int rc;
+    if ((rc = conf_str(file, s->conf->node, "url", &k->url, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "key_field", &k->key_field, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "model", &k->model, err, errlen)) != 0 ||
+        (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
+        return rc;
+    /* One ExtractJob per slot, allocated once. */
+    for (unsigned i = 0; i < s->nslots; i++) {
+        ExtractJob *j = xcalloc(1, sizeof *j);
+        sb_init(&j->url);
+        sb_init(&j->key);
+        s->slots[i].kd = j;
+    }
+    return 0;
+}
+
+static void extract_fini(Stage *s)
+{
+    ExtractKd *k = s->kd;
+    for (unsigned i = 0; i < s->nslots; i++) {
+        ExtractJob *j = s->slots[i].kd;
+        if (!j)
+            continue;
+        sb_free(&j->url);
+        sb_free(&j->key);
+        free(j);
+        s->slots[i].kd = NULL;
+    }
+    if (k)
+        headers_free(k->headers);
+    free(k);
+}
+
+static void extract_done(void *arg, const HttpResult *r)
+{
+    Slot *s = arg;
+    ExtractJob *j = s->kd;
+    ExtractKd *k = s->stage->kd;
+    s->req = NULL;
+    if (http_outcome(s, r, j->url.buf))
+        return;
+    char err[256], why[512];
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    if (row_from_json_object(r->body, r->len, &mp, err, sizeof err) != 0) {
+        snprintf(why, sizeof why, "malformed JSON from %s: %s", j->url.buf, err);
+        msgpack_sbuffer_destroy(&mp);
+        slot_bury(s, why);
+        return;
+    }
+    slot_row_put(s, k->model, j->key.buf, mp.data, mp.size);
+    msgpack_sbuffer_destroy(&mp);
+    Strbuf out;
+    sb_init(&out);
+    ref_body(&out, k->model, j->key.buf);
+    slot_put(s, s->stage->conf->outputs[0], out.buf, out.len, NULL);
+    sb_free(&out);
+    slot_done(s);
+}
+
+static void extract_start(Slot *s)
+{
+    ExtractKd *k = s->stage->kd;
+    ExtractJob *j = s->kd;
+    char err[256], why[400];
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
+        snprintf(why, sizeof why, "job body: %s", err);
+        msgpack_sbuffer_destroy(&mp);
+        slot_bury(s, why);
+        return;
+    }
+    RowView v;
+    row_view(&v, mp.data, mp.size);
+    int rc = stage_template(k->url, &v.root, &j->url, err, sizeof err);
+    if (rc == 0) {
+        sb_reset(&j->key);
+        if (row_field_text(&v.root, k->key_field, &j->key) != 0) {
+            snprintf(err, sizeof err, "key_field '%s' is missing in the job", k->key_field);
+            rc = PL_EINVAL;
+        }
+    }
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+    if (rc) {
+        slot_bury(s, err);
+        return;
+    }
+    size_t n = 0;
+    idem_header(s, j->idem, sizeof j->idem);
+    j->hdr[n++] = j->idem;
+    j->hdr[n++] = "Accept: application/json";
+    for (char **h = k->headers; h && *h && n < 33; h++)
+        j->hdr[n++] = *h;
+    j->hdr[n] = NULL;
+    HttpRequest rq = {.method = "GET", .url = j->url.buf, .headers = j->hdr};
+    http_request(s->stage->http, &rq, extract_done, s, &s->req);
+}
+
+const StageKind kind_http_extract = {
+    .name = "http_extract", .init = extract_init, .start = extract_start, .fini = extract_fini};

@@ -1,0 +1,283 @@
+/* http_poll.c: polls a changes feed on an interval and turns each change
+ * into a job on its output queue. The stage's cursor (the feed's cursor
+ * value, its ETag, and the next page still to fetch) moves in the same
+ * commit as the jobs of each page, so a crash re-reads at most the page it
+ * had not committed, and idempotency keys (key_field) make that harmless.
+ *
+ *   kind: http_poll
+ *   url: http://127.0.0.1:9001/changes
+ *   interval: 1              # seconds between polls once drained
+ *   cursor_param: since      # query parameter carrying the cursor
+ *   cursor_field: cursor     # response field with the next cursor
+ *   items_field: changes     # response field with the array of changes
+ *   next_field: next         # response field with the next page's URL
+ *   key_field: id            # change field used as the job's idempotency key */
+#include "common.h"
+#include "../engine/engine.h"
+#include "../engine/pl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct PollKd {
+    Stage *stage;
+    const char *url, *cursor_param, *cursor_field, *items_field, *next_field, *key_field;
+    double interval, backoff;
+    char **headers;
+    ev_timer timer;
+    HttpReq *req;
+    int busy, stopped, following;
+    Strbuf state, url_now, etag_hdr;
+    const char *hdr[34];
+} PollKd;
+
+/* The cursor as stored: cursor NUL etag NUL next. */
+static void state_split(const Strbuf *st, const char **cur, const char **etag, const char **next)
+{
+    static const char empty[] = "";
+    *cur = *etag = *next = empty;
+    if (!st->len)
+        return;
+    const char *p = st->buf, *end = st->buf + st->len;
+    *cur = p;
+    p += strlen(p) + 1;
+    if (p < end) {
+        *etag = p;
+        p += strlen(p) + 1;
+        if (p < end)
+            *next = p;
+    }
+}
+
+static void poll_schedule(PollKd *k, double after)
+{
+    if (k->stopped)
+        return;
+    ev_timer_stop(k->stage->loop, &k->timer);
+    ev_timer_set(&k->timer, after, 0);
+    ev_timer_start(k->stage->loop, &k->timer);
+}
+
+static void poll_committed(void *arg, int rc)
+{
+    PollKd *k = arg;
+    k->busy = 0;
+    if (rc) {
+        k->backoff = k->backoff ? k->backoff * 2 : k->interval;
+        if (k->backoff > 60)
+            k->backoff = 60;
+        poll_schedule(k, k->backoff);
+        return;
+    }
+    k->backoff = 0;
+    poll_schedule(k, k->following ? 0 : k->interval);
+}
+
+static void poll_fail(PollKd *k, const char *what, int transient)
+{
+    stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s", k->url_now.buf, what);
+    k->busy = 0;
+    k->backoff = k->backoff ? k->backoff * 2 : k->interval;
+    if (k->backoff > 60)
+        k->backoff = 60;
+    poll_schedule(k, transient ? k->backoff : k->interval);
+}
+
+static void poll_done(void *arg, const HttpResult *r)
+{
+    PollKd *k = arg;
+    Stage *s = k->stage;
+    k->req = NULL;
+    if (r->outcome == HTTP_CANCELED) {
+        k->busy = 0;
+        return;
+    }
+    if (r->outcome != HTTP_OK) {
+        poll_fail(k, r->error, r->outcome == HTTP_TRANSIENT);
+        return;
+    }
+    const char *cur, *etag, *next;
+    state_split(&k->state, &cur, &etag, &next);
+    if (r->status == 304) { /* nothing new since the ETag */
+        k->busy = 0;
+        k->following = 0;
+        poll_schedule(k, k->interval);
+        return;
+    }
+    char err[256], why[400];
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    if (row_from_json_object(r->body, r->len, &mp, err, sizeof err) != 0) {
+        snprintf(why, sizeof why, "malformed JSON: %s", err);
+        msgpack_sbuffer_destroy(&mp);
+        poll_fail(k, why, 1);
+        return;
+    }
+    RowView v;
+    row_view(&v, mp.data, mp.size);
+    const msgpack_object *items = row_field(&v.root, k->items_field);
+    if (!items || items->type != MSGPACK_OBJECT_ARRAY) {
+        snprintf(why, sizeof why, "response has no '%s' array", k->items_field);
+        row_view_free(&v);
+        msgpack_sbuffer_destroy(&mp);
+        poll_fail(k, why, 1);
+        return;
+    }
+    Batch *b = batch_new(s);
+    Strbuf body, key, ncur, nnext;
+    sb_init(&body);
+    sb_init(&key);
+    sb_init(&ncur);
+    sb_init(&nnext);
+    msgpack_sbuffer one;
+    msgpack_sbuffer_init(&one);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &one, msgpack_sbuffer_write);
+    for (uint32_t i = 0; i < items->via.array.size; i++) {
+        const msgpack_object *it = &items->via.array.ptr[i];
+        one.size = 0;
+        row_pack_object(&pk, it);
+        sb_reset(&body);
+        row_to_json(one.data, one.size, &body);
+        int keyed = 0;
+        if (k->key_field && it->type == MSGPACK_OBJECT_MAP) {
+            sb_reset(&key);
+            keyed = row_field_text(it, k->key_field, &key) == 0 && key.len > 0 && key.len <= QUEUE_KEY_MAX;
+        }
+        batch_put(b, s->conf->outputs[0], body.buf, body.len, keyed ? key.buf : NULL);
+    }
+    /* The new state: cursor (from the response, else kept), ETag, next page. */
+    if (!(k->cursor_field && row_field_text(&v.root, k->cursor_field, &ncur) == 0))
+        sb_adds(&ncur, cur);
+    const msgpack_object *nx = k->next_field ? row_field(&v.root, k->next_field) : NULL;
+    if (nx && nx->type == MSGPACK_OBJECT_STR && nx->via.str.size)
+        sb_add(&nnext, nx->via.str.ptr, nx->via.str.size);
+    const char *et = http_result_header(r, "ETag");
+    Strbuf st;
+    sb_init(&st);
+    sb_add(&st, ncur.buf, ncur.len);
+    sb_add(&st, "", 1);
+    if (!nnext.len && et)  /* an ETag names the feed's state once drained */
+        sb_adds(&st, et);
+    sb_add(&st, "", 1);
+    sb_add(&st, nnext.buf, nnext.len);
+    batch_cursor(b, st.buf, st.len);
+    k->following = nnext.len > 0;
+    stage_log(s, PL_LOG_DEBUG, 0, "page with %u changes%s", items->via.array.size,
+              k->following ? ", following next page" : "");
+    sb_free(&st);
+    sb_free(&body);
+    sb_free(&key);
+    sb_free(&ncur);
+    sb_free(&nnext);
+    msgpack_sbuffer_destroy(&one);
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+    batch_commit(b, poll_committed, k);
+}
+
+static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    PollKd *k = (PollKd *)((char *)w - offsetof(PollKd, timer));
+    Stage *s = k->stage;
+    if (k->busy || k->stopped)
+        return;
+    int rc = stage_cursor(s, &k->state);
+    if (rc) {
+        stage_log(s, PL_LOG_ERROR, 0, "cannot read the cursor: %s", pl_strerror(rc));
+        poll_schedule(k, k->interval);
+        return;
+    }
+    const char *cur, *etag, *next;
+    state_split(&k->state, &cur, &etag, &next);
+    sb_reset(&k->url_now);
+    size_t n = 0;
+    if (*next) {
+        sb_adds(&k->url_now, next);
+    } else {
+        sb_adds(&k->url_now, k->url);
+        if (k->cursor_param && *cur) {
+            sb_adds(&k->url_now, strchr(k->url, '?') ? "&" : "?");
+            sb_adds(&k->url_now, k->cursor_param);
+            sb_adds(&k->url_now, "=");
+            for (const char *p = cur; *p; p++) { /* escape the cursor */
+                unsigned char c = (unsigned char)*p;
+                if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '_' || c == '.' || c == '~')
+                    sb_add(&k->url_now, p, 1);
+                else
+                    sb_addf(&k->url_now, "%%%02X", c);
+            }
+        }
+        if (*etag) {
+            sb_reset(&k->etag_hdr);
+            sb_addf(&k->etag_hdr, "If-None-Match: %s", etag);
+            k->hdr[n++] = k->etag_hdr.buf;
+        }
+    }
+    k->hdr[n++] = "Accept: application/json";
+    for (char **h = k->headers; h && *h && n < 33; h++)
+        k->hdr[n++] = *h;
+    k->hdr[n] = NULL;
+    k->busy = 1;
+    HttpRequest rq = {.method = "GET", .url = k->url_now.buf, .headers = k->hdr};
+    http_request(s->http, &rq, poll_done, k, &k->req);
+}
+
+static int poll_init(Stage *s, char *err, size_t errlen)
+{
+    const char *file = engine_pipeline(s->engine)->path;
+    PollKd *k = xcalloc(1, sizeof *k);
+    s->kd = k;
+    k->stage = s;
+    k->interval = 5;
+    k->items_field = "changes";
+    sb_init(&k->state);
+    sb_init(&k->url_now);
+    sb_init(&k->etag_hdr);
+    int rc;
+    if ((rc = conf_str(file, s->conf->node, "url", &k->url, err, errlen)) != 0 ||
+        (rc = conf_num(file, s->conf->node, "interval", 0.01, 86400, &k->interval, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "cursor_param", &k->cursor_param, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "cursor_field", &k->cursor_field, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "items_field", &k->items_field, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "next_field", &k->next_field, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "key_field", &k->key_field, err, errlen)) != 0 ||
+        (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
+        return rc;
+    ev_timer_init(&k->timer, poll_tick, 0, 0);
+    return 0;
+}
+
+static void poll_begin(Stage *s)
+{
+    PollKd *k = s->kd;
+    poll_schedule(k, 0);
+}
+
+static void poll_stop(Stage *s)
+{
+    PollKd *k = s->kd;
+    k->stopped = 1;
+    ev_timer_stop(s->loop, &k->timer);
+    if (k->req)
+        http_cancel(k->req);
+}
+
+static void poll_fini(Stage *s)
+{
+    PollKd *k = s->kd;
+    if (!k)
+        return;
+    ev_timer_stop(s->loop, &k->timer);
+    headers_free(k->headers);
+    sb_free(&k->state);
+    sb_free(&k->url_now);
+    sb_free(&k->etag_hdr);
+    free(k);
+}
+
+const StageKind kind_http_poll = {.name = "http_poll", .source = 1, .init = poll_init, .begin = poll_begin,
+                                  .stop = poll_stop, .fini = poll_fini};
