@@ -246,9 +246,11 @@ static void on_metrics(void *arg, Exchange *x)
     sb_addf(&b, "# TYPE pickline_commits_total counter\npickline_commits_total %llu\n"
                 "# TYPE pickline_commit_ops_total counter\npickline_commit_ops_total %llu\n"
                 "# TYPE pickline_commit_ops_max gauge\npickline_commit_ops_max %llu\n"
-                "# TYPE pickline_commit_seconds_max gauge\npickline_commit_seconds_max %.6f\n",
+                "# TYPE pickline_commit_seconds_max gauge\npickline_commit_seconds_max %.6f\n"
+                "# TYPE pickline_loop_block_seconds_max gauge\npickline_loop_block_seconds_max %.6f\n",
             (unsigned long long)cs.commits, (unsigned long long)cs.ops,
-            (unsigned long long)cs.max_ops_per_commit, (double)cs.commit_ns_max / 1e9);
+            (unsigned long long)cs.max_ops_per_commit, (double)cs.commit_ns_max / 1e9,
+            (double)engine_loop_block_max(e) / 1e9);
     if (rc)
         exchange_error(x, 500, pl_strerror(rc));
     else

@@ -56,6 +56,10 @@ struct Engine {
     Stage *stages;
     size_t nstages;
     ev_async wake;
+    ev_prepare prep;
+    ev_check check;
+    uint64_t woke_ns, block_max_ns;
+    int stop_requested;
     ev_signal sigterm, sigint;
     ev_timer tick, drain_timer;
     EngineOp tick_op;
@@ -115,11 +119,14 @@ void engine_submit(Engine *e, EngineOp *o)
 }
 
 static void check_drained(Engine *e);
+static void start_drain(Engine *e, const char *why);
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop, (void)revents;
     Engine *e = (Engine *)((char *)w - offsetof(Engine, wake));
+    if (__atomic_load_n(&e->stop_requested, __ATOMIC_ACQUIRE) && !e->draining)
+        start_drain(e, "stop requested");
     pthread_mutex_lock(&e->mu);
     EngineOp *o = e->done_head;
     e->done_head = e->done_tail = NULL;
@@ -132,6 +139,38 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
     }
     if (e->draining)
         check_drained(e);
+}
+
+/* The loop's block monitor: ev_check runs when the loop wakes from its
+ * poll, ev_prepare just before it polls again; between them are the
+ * callbacks of one iteration, which is how long the loop was blocked. */
+static void on_check(struct ev_loop *loop, ev_check *w, int revents)
+{
+    (void)loop, (void)revents;
+    Engine *e = (Engine *)((char *)w - offsetof(Engine, check));
+    e->woke_ns = pl_mono_ns();
+}
+
+static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
+{
+    (void)loop, (void)revents;
+    Engine *e = (Engine *)((char *)w - offsetof(Engine, prep));
+    if (e->woke_ns) {
+        uint64_t d = pl_mono_ns() - e->woke_ns;
+        if (d > e->block_max_ns)
+            e->block_max_ns = d;
+    }
+}
+
+uint64_t engine_loop_block_max(Engine *e)
+{
+    return e->block_max_ns;
+}
+
+void engine_stop(Engine *e)
+{
+    __atomic_store_n(&e->stop_requested, 1, __ATOMIC_RELEASE);
+    ev_async_send(e->loop, &e->wake);
 }
 
 /* ---------------------------------------------------------------- actions */
@@ -765,6 +804,22 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     check_drained(e);
 }
 
+static void start_drain(Engine *e, const char *why)
+{
+    pl_log(PL_LOG_INFO, "engine: %s: draining (stop reserving, finish or release in-flight jobs)", why);
+    e->draining = 1;
+    ev_timer_stop(e->loop, &e->tick);
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        st->draining = 1;
+        if (st->kind->stop)
+            st->kind->stop(st);
+    }
+    ev_timer_init(&e->drain_timer, on_drain_timeout, e->p->drain_s, 0);
+    ev_timer_start(e->loop, &e->drain_timer);
+    check_drained(e);
+}
+
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
@@ -774,19 +829,9 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         ev_break(loop, EVBREAK_ALL);
         return;
     }
-    pl_log(PL_LOG_INFO, "engine: signal %d: draining (stop reserving, finish or release in-flight jobs)",
-           w->signum);
-    e->draining = 1;
-    ev_timer_stop(loop, &e->tick);
-    for (size_t i = 0; i < e->nstages; i++) {
-        Stage *st = &e->stages[i];
-        st->draining = 1;
-        if (st->kind->stop)
-            st->kind->stop(st);
-    }
-    ev_timer_init(&e->drain_timer, on_drain_timeout, e->p->drain_s, 0);
-    ev_timer_start(loop, &e->drain_timer);
-    check_drained(e);
+    char why[32];
+    snprintf(why, sizeof why, "signal %d", w->signum);
+    start_drain(e, why);
 }
 
 /* ---------------------------------------------------------------- open/run */
@@ -841,6 +886,10 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
     e->loop = ev_loop_new(EVFLAG_AUTO);
     ev_async_init(&e->wake, on_wake);
     ev_async_start(e->loop, &e->wake);
+    ev_check_init(&e->check, on_check);
+    ev_check_start(e->loop, &e->check);
+    ev_prepare_init(&e->prep, on_prepare);
+    ev_prepare_start(e->loop, &e->prep);
     if ((rc = http_open(e->loop, NULL, &e->http)) != 0) {
         snprintf(err, errlen, "cannot start the HTTP client: %s", pl_strerror(rc));
         goto fail;

@@ -28,6 +28,14 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
  * releases the rest, commits, and returns 0. */
 int engine_run(Engine *e);
 
+/* engine_stop asks a running engine to drain and return from engine_run,
+ * as SIGTERM does. Safe from any thread. */
+void engine_stop(Engine *e);
+
+/* engine_loop_block_max returns the longest time (ns) the loop spent in one
+ * iteration's callbacks since the start: how long it was ever blocked. */
+uint64_t engine_loop_block_max(Engine *e);
+
 /* engine_close frees e (after engine_run returned); NULL is a no-op. */
 void engine_close(Engine *e);
 

@@ -20,7 +20,8 @@ typedef struct Txn Txn;
 enum {
     DB_META,  /* "magic", "format", "next_id", "next_qid" -> values;
                * "q/" name -> queue record (conf, exact counters);
-               * "i/" qid u32 -> queue name */
+               * "i/" qid u32 -> queue name;
+               * "c/" stage name -> the source stage's cursor (opaque bytes) */
     DB_JOBS,  /* (id u64, 0) -> msgpack job header (small; rewritten on reserve)
                * (id u64, 1) -> body bytes (written once, deleted with the job) */
     DB_INDEX, /* one entry per job, by state, under a tag byte:
@@ -29,6 +30,7 @@ enum {
                * 'l' (lease-until ms u64, id u64) reserved
                * 'b' (qid u32, id u64)           buried */
     DB_KEYS,  /* (qid u32, idempotency key) -> id u64 */
+    DB_STAGE, /* staged rows: (model, 0, row key) -> msgpack map (row.h) */
     DB_COUNT
 };
 
