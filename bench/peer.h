@@ -45,6 +45,12 @@ typedef struct PeerResult {
  * r->err set (beanstalkd not on $PATH, server died, protocol error, ...). */
 int peer_beanstalkd_run(const char *workdir, size_t body, size_t batch, size_t n, PeerResult *r);
 
+/* peer_beanstalkd_puts starts beanstalkd like peer_beanstalkd_run and runs
+ * `conns` connections (one thread each) that put `body`-byte jobs for
+ * `seconds`, each waiting for its INSERTED (durable: -f 0) before the next
+ * put. r->cycles_per_s is the total of puts per second. */
+int peer_beanstalkd_puts(const char *workdir, size_t body, unsigned conns, double seconds, PeerResult *r);
+
 /* peer_pg_run runs the same cycle against a PostgreSQL queue table, (re)created in
  * pg's postgres database at the start and dropped at the end:
  *   CREATE TABLE q (id bigserial primary key, pri int not null, state smallint not null

@@ -822,3 +822,107 @@ done:
     free(run.lat);
     return rc;
 }
+
+/* ------------------------------------------------------------------ puts */
+
+typedef struct PutRun {
+    int port;
+    size_t body;
+    int64_t until;
+    const char *cmd;
+    size_t cmdlen;
+    unsigned long long puts;
+    char err[256];
+} PutRun;
+
+static void *
+put_loop(void *arg)
+{
+    PutRun *p = arg;
+    atomic_int stop = 0;
+    Conn c = { .fd = -1 };
+    char buf[256];
+
+    if (conn_open(&c, p->port, p->body, &stop) == -1) {
+        snprintf(p->err, sizeof p->err, "%s", c.err);
+        return NULL;
+    }
+    while (now_ns() < p->until) {
+        size_t off = 0, got = 0;
+
+        while (off < p->cmdlen) {
+            ssize_t w = send(c.fd, p->cmd + off, p->cmdlen - off, MSG_NOSIGNAL);
+            if (w <= 0) {
+                snprintf(p->err, sizeof p->err, "send: %s", strerror(errno));
+                goto out;
+            }
+            off += (size_t)w;
+        }
+        while (got < 2 || memcmp(buf + got - 2, "\r\n", 2) != 0) {
+            ssize_t r = recv(c.fd, buf + got, sizeof buf - 1 - got, 0);
+            if (r <= 0 || got + (size_t)r >= sizeof buf - 1) {
+                snprintf(p->err, sizeof p->err, "recv: %s", r == 0 ? "closed" : strerror(errno));
+                goto out;
+            }
+            got += (size_t)r;
+        }
+        if (strncmp(buf, "INSERTED ", 9) != 0) {
+            buf[got] = '\0';
+            snprintf(p->err, sizeof p->err, "unexpected reply: %.60s", buf);
+            goto out;
+        }
+        p->puts++;
+    }
+out:
+    conn_close(&c);
+    return NULL;
+}
+
+int
+peer_beanstalkd_puts(const char *workdir, size_t body, unsigned conns, double seconds, PeerResult *r)
+{
+    Server srv = { 0 };
+    PutRun *runs = NULL;
+    pthread_t *th = NULL;
+    char *cmd = NULL;
+    int rc = -1, hl;
+    unsigned started = 0;
+
+    memset(r, 0, sizeof *r);
+    if (server_start(&srv, workdir, body, r->err, sizeof r->err) == -1)
+        goto done;
+    hl = snprintf(NULL, 0, "put 0 0 %d %zu\r\n", BS_TTR, body);
+    cmd = xrealloc(NULL, (size_t)hl + body + 3);
+    snprintf(cmd, (size_t)hl + 1, "put 0 0 %d %zu\r\n", BS_TTR, body);
+    memset(cmd + hl, 'x', body);
+    memcpy(cmd + hl + body, "\r\n", 2);
+    runs = calloc(conns, sizeof *runs);
+    th = calloc(conns, sizeof *th);
+    if (!runs || !th)
+        goto done;
+    int64_t t0 = now_ns(), until = t0 + (int64_t)(seconds * 1e9);
+    for (; started < conns; started++) {
+        runs[started] = (PutRun){ .port = srv.port, .body = body, .until = until, .cmd = cmd,
+                                  .cmdlen = (size_t)hl + body + 2 };
+        if (pthread_create(&th[started], NULL, put_loop, &runs[started]) != 0)
+            break;
+    }
+    unsigned long long total = 0;
+    for (unsigned i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        total += runs[i].puts;
+        if (runs[i].err[0] && !r->err[0])
+            snprintf(r->err, sizeof r->err, "beanstalkd put: %s", runs[i].err);
+    }
+    double dt = (double)(now_ns() - t0) / 1e9;
+    if (!r->err[0]) {
+        r->cycles_per_s = (double)total / dt;
+        rc = 0;
+    }
+done:
+    server_stop(&srv);
+    free(runs);
+    free(th);
+    free(cmd);
+    return rc;
+}
