@@ -72,7 +72,7 @@ typedef struct Pipeline {
     int listen_enabled;
     const char *listen_address; /* default 127.0.0.1 */
     unsigned listen_port;       /* default 7380 */
-    const char *listen_token;   /* NULL: none; "env:NAME" reads $NAME */
+    const char *listen_token;   /* NULL: none; "env:NAME" in the file: $NAME, read by load */
     size_t listen_max_body;     /* default 1 MiB */
     double drain_s;             /* SIGTERM: how long in-flight work may finish; default 10 */
     QueueDecl *queues;

@@ -1,0 +1,1445 @@
+/* pipeline.c: the pipeline file. libyaml's event API reads the YAML into a
+ * tree of ConfNodes (each remembers its line; anchors, aliases and tags are
+ * refused, duplicate keys are errors), then the schema checks walk the tree
+ * and build the Pipeline. Loading stops at the first error, whose message is
+ * "FILE:LINE: what is wrong; hint". Stage modules read their own keys from
+ * the stage's node later with the conf_* getters; everything a stage kind
+ * takes is checked here already, so `pickline check` catches it. */
+#include "pipeline.h"
+#include "pl.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#define FILE_MAX (16u << 20)   /* a pipeline file is small; refuse anything huge */
+#define DEPTH_MAX 64           /* nesting of maps and lists */
+#define SECS_MAX 86400.0       /* timeouts, intervals, drain: at most a day */
+#define QSECS_MAX 4294967.0    /* queue times: ms must fit a uint32_t */
+#define CONC_MAX 10000
+#define CONC_DEFAULT 8
+#define BATCH_CAP 100          /* batch defaults to min(concurrency, BATCH_CAP) */
+
+/* ================================================================ errors */
+
+/* Ld: where messages go while loading. pfx names the part being checked
+ * ("stage 'extract': ") and is copied into nested contexts. */
+typedef struct Ld {
+    const char *file;
+    char *err;
+    size_t errlen;
+    char pfx[200];
+} Ld;
+
+static int errat(const Ld *l, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* errat writes "FILE:LINE: PFX message" into l->err and returns PL_EINVAL. */
+static int errat(const Ld *l, int line, const char *fmt, ...)
+{
+    if (!l->err || l->errlen == 0)
+        return PL_EINVAL;
+    int k = snprintf(l->err, l->errlen, "%s:%d: %s", l->file, line, l->pfx);
+    if (k >= 0 && (size_t)k < l->errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(l->err + k, l->errlen - (size_t)k, fmt, ap);
+        va_end(ap);
+    }
+    return PL_EINVAL;
+}
+
+static Ld ld_new(const char *file, char *err, size_t errlen)
+{
+    Ld l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
+    return l;
+}
+
+/* dist is the edit distance of a and b (insertions, deletions, changes and
+ * swaps of neighbours each count 1); long words count as far apart. */
+static size_t dist(const char *a, const char *b)
+{
+    enum { W = 40 };
+    size_t n = strlen(a), m = strlen(b), d[W + 1][W + 1];
+    if (n > W || m > W)
+        return SIZE_MAX;
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            size_t c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < c)
+                c = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < c)
+                c = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < c)
+                c = d[i - 2][j - 2] + 1;
+            d[i][j] = c;
+        }
+    return d[n][m];
+}
+
+/* Near: the closest candidate seen so far within edit distance 2. */
+typedef struct Near {
+    const char *word, *best;
+    size_t d;
+} Near;
+
+static void near_try(Near *nr, const char *cand)
+{
+    size_t d = dist(nr->word, cand);
+    if (d <= 2 && d < nr->d) {
+        nr->d = d;
+        nr->best = cand;
+    }
+}
+
+/* ================================================================== tree */
+
+/* Node: every ConfNode of a tree we built is the first member of a Node, so
+ * the checks below can find the line of each key of a map. */
+typedef struct Node {
+    ConfNode c;
+    int *klines; /* CONF_MAP: klines[i] is the line of keys[i] */
+    size_t cap;
+} Node;
+
+static Node *node_new(int type, int line)
+{
+    Node *n = xcalloc(1, sizeof *n);
+    n->c.type = type;
+    n->c.line = line;
+    return n;
+}
+
+static void node_free(ConfNode *c)
+{
+    if (!c)
+        return;
+    Node *n = (Node *)c;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->keys)
+            free(c->keys[i]);
+        node_free(c->kids[i]);
+    }
+    free(c->keys);
+    free(c->kids);
+    free(c->value);
+    free(n->klines);
+    free(n);
+}
+
+/* node_add appends kid (under key, for a map) to n; takes key and kid. */
+static void node_add(Node *n, char *key, int kline, ConfNode *kid)
+{
+    if (n->c.n == n->cap) {
+        n->cap = n->cap ? 2 * n->cap : 8;
+        n->c.kids = xrealloc(n->c.kids, n->cap * sizeof *n->c.kids);
+        if (n->c.type == CONF_MAP) {
+            n->c.keys = xrealloc(n->c.keys, n->cap * sizeof *n->c.keys);
+            n->klines = xrealloc(n->klines, n->cap * sizeof *n->klines);
+        }
+    }
+    if (n->c.type == CONF_MAP) {
+        n->c.keys[n->c.n] = key;
+        n->klines[n->c.n] = kline;
+    }
+    n->c.kids[n->c.n++] = kid;
+}
+
+static int key_index(const ConfNode *map, const char *key)
+{
+    for (size_t i = 0; i < map->n; i++)
+        if (strcmp(map->keys[i], key) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* key_line returns the line of map's key i (the map's own line for a tree
+ * someone else built). */
+static int key_line(const ConfNode *map, int i)
+{
+    const Node *n = (const Node *)map;
+    return i >= 0 && n->klines ? n->klines[i] : map->line;
+}
+
+/* is_null: a plain empty scalar, ~ or null (YAML's ways to write nothing). */
+static int is_null(const ConfNode *n)
+{
+    return n->type == CONF_SCALAR && !n->quoted &&
+           (!n->value[0] || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
+            strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0);
+}
+
+/* ---------------------------------------------------------- YAML reader */
+
+typedef struct Rd {
+    yaml_parser_t yp;
+    const Ld *l;
+    const char *text;
+    size_t len;
+} Rd;
+
+/* line_at returns the start of 1-based line `line` of the text, or NULL. */
+static const char *line_at(const Rd *r, size_t line)
+{
+    const char *p = r->text, *end = r->text + r->len;
+    for (size_t i = 1; i < line; i++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            return NULL;
+        p = nl + 1;
+    }
+    return p;
+}
+
+/* yaml_fail turns libyaml's error into ours, naming a tab in the
+ * indentation (YAML forbids them; libyaml's own words do not say so). */
+static int yaml_fail(Rd *r)
+{
+    const yaml_parser_t *p = &r->yp;
+    size_t line = p->problem_mark.line + 1;
+    if (p->error == YAML_MEMORY_ERROR)
+        return errat(r->l, (int)line, "out of memory reading the YAML");
+    if (p->error == YAML_READER_ERROR) { /* no mark: count the lines up to the offset */
+        line = 1;
+        for (size_t i = 0; i < p->problem_offset && i < r->len; i++)
+            line += r->text[i] == '\n';
+        return errat(r->l, (int)line, "invalid text: %s (byte %zu); save the file as UTF-8",
+                     p->problem ? p->problem : "unreadable", p->problem_offset);
+    }
+    const char *s = line_at(r, line), *end = r->text + r->len;
+    for (; s && s < end && (*s == ' ' || *s == '\t'); s++)
+        if (*s == '\t')
+            return errat(r->l, (int)line, "tab in the indentation; YAML indents with spaces "
+                         "only (libyaml: %s)", p->problem ? p->problem : "error");
+    if (p->context && p->context_mark.line != p->problem_mark.line)
+        return errat(r->l, (int)line, "invalid YAML: %s (%s at line %zu); check the "
+                     "indentation and the quoting", p->problem ? p->problem : "error",
+                     p->context, p->context_mark.line + 1);
+    return errat(r->l, (int)line, "invalid YAML: %s%s%s%s; check the indentation and the "
+                 "quoting", p->problem ? p->problem : "error", p->context ? " (" : "",
+                 p->context ? p->context : "", p->context ? ")" : "");
+}
+
+static int next(Rd *r, yaml_event_t *ev)
+{
+    if (!yaml_parser_parse(&r->yp, ev))
+        return yaml_fail(r);
+    return 0;
+}
+
+/* build makes the node that starts with event ev (which it deletes) and,
+ * for a list or a map, everything up to its end event. */
+static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
+{
+    Node *n = NULL;
+    yaml_event_t e;
+    int rc = 0, line = (int)ev->start_mark.line + 1;
+    const yaml_char_t *anchor = NULL, *tag = NULL;
+
+    if (ev->type == YAML_ALIAS_EVENT) {
+        rc = errat(r->l, line, "aliases (*%s) are not supported; write the value out",
+                   (const char *)ev->data.alias.anchor);
+        goto fail;
+    }
+    if (ev->type == YAML_SCALAR_EVENT) {
+        anchor = ev->data.scalar.anchor;
+        tag = ev->data.scalar.tag;
+    } else if (ev->type == YAML_SEQUENCE_START_EVENT) {
+        anchor = ev->data.sequence_start.anchor;
+        tag = ev->data.sequence_start.tag;
+    } else if (ev->type == YAML_MAPPING_START_EVENT) {
+        anchor = ev->data.mapping_start.anchor;
+        tag = ev->data.mapping_start.tag;
+    } else {
+        rc = errat(r->l, line, "unexpected YAML event %d", (int)ev->type);
+        goto fail;
+    }
+    if (anchor) {
+        rc = errat(r->l, line, "anchors (&%s) are not supported; write the value out",
+                   (const char *)anchor);
+        goto fail;
+    }
+    if (depth > DEPTH_MAX) {
+        rc = errat(r->l, line, "nested deeper than %d levels; a pipeline file is flatter",
+                   DEPTH_MAX);
+        goto fail;
+    }
+    if (tag && !(ev->type == YAML_SCALAR_EVENT &&
+                 strcmp((const char *)tag, YAML_STR_TAG) == 0)) {
+        rc = errat(r->l, line, "tags (%s) are not supported; remove it (quote a value to "
+                   "make it a string)", (const char *)tag);
+        goto fail;
+    }
+
+    switch (ev->type) {
+    case YAML_SCALAR_EVENT:
+        n = node_new(CONF_SCALAR, line);
+        n->c.value = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
+        if (strlen(n->c.value) != ev->data.scalar.length) {
+            rc = errat(r->l, line, "a value contains a NUL character; remove it");
+            goto fail;
+        }
+        n->c.quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || tag;
+        break;
+    case YAML_SEQUENCE_START_EVENT:
+        n = node_new(CONF_SEQ, line);
+        for (;;) {
+            ConfNode *kid;
+            if ((rc = next(r, &e)))
+                goto fail;
+            if (e.type == YAML_SEQUENCE_END_EVENT) {
+                yaml_event_delete(&e);
+                break;
+            }
+            if ((rc = build(r, &e, depth + 1, &kid)))
+                goto fail;
+            node_add(n, NULL, 0, kid);
+        }
+        break;
+    default: /* YAML_MAPPING_START_EVENT */
+        n = node_new(CONF_MAP, line);
+        for (;;) {
+            ConfNode *kid;
+            if ((rc = next(r, &e)))
+                goto fail;
+            if (e.type == YAML_MAPPING_END_EVENT) {
+                yaml_event_delete(&e);
+                break;
+            }
+            int kline = (int)e.start_mark.line + 1;
+            if (e.type != YAML_SCALAR_EVENT || e.data.scalar.anchor || e.data.scalar.tag) {
+                yaml_event_delete(&e);
+                rc = errat(r->l, kline, "a key must be plain text (no list, map, anchor or "
+                           "tag); write it as name:");
+                goto fail;
+            }
+            char *key = xstrndup((const char *)e.data.scalar.value, e.data.scalar.length);
+            yaml_event_delete(&e);
+            int dup = key_index(&n->c, key);
+            if (dup >= 0) {
+                rc = errat(r->l, kline, "duplicate key '%.64s' (also at line %d); remove one",
+                           key, n->klines[dup]);
+                free(key);
+                goto fail;
+            }
+            if ((rc = next(r, &e))) {
+                free(key);
+                goto fail;
+            }
+            if ((rc = build(r, &e, depth + 1, &kid))) {
+                free(key);
+                goto fail;
+            }
+            node_add(n, key, kline, kid);
+        }
+        break;
+    }
+    yaml_event_delete(ev);
+    *out = &n->c;
+    return 0;
+fail:
+    yaml_event_delete(ev);
+    node_free(n ? &n->c : NULL);
+    return rc;
+}
+
+/* tree_parse reads text into *root: NULL for a file with no document. */
+static int tree_parse(const Ld *l, const char *text, size_t len, ConfNode **root)
+{
+    Rd r = {.l = l, .text = text, .len = len};
+    yaml_event_t e;
+    ConfNode *doc = NULL;
+    int rc;
+
+    *root = NULL;
+    if (!yaml_parser_initialize(&r.yp))
+        return errat(l, 1, "cannot start the YAML parser (out of memory)");
+    yaml_parser_set_input_string(&r.yp, (const unsigned char *)text, len);
+    if ((rc = next(&r, &e)))
+        goto fail;
+    yaml_event_delete(&e); /* stream start */
+    if ((rc = next(&r, &e)))
+        goto fail;
+    if (e.type == YAML_DOCUMENT_START_EVENT) {
+        yaml_event_delete(&e);
+        if ((rc = next(&r, &e)) || (rc = build(&r, &e, 0, &doc)))
+            goto fail;
+        if ((rc = next(&r, &e)))
+            goto fail;
+        yaml_event_delete(&e); /* document end */
+        if ((rc = next(&r, &e)))
+            goto fail;
+        if (e.type == YAML_DOCUMENT_START_EVENT) {
+            rc = errat(l, (int)e.start_mark.line + 1, "a second YAML document (---); keep the "
+                       "whole pipeline in one document");
+            yaml_event_delete(&e);
+            goto fail;
+        }
+    }
+    yaml_event_delete(&e); /* stream end */
+    yaml_parser_delete(&r.yp);
+    *root = doc;
+    return 0;
+fail:
+    yaml_parser_delete(&r.yp);
+    node_free(doc);
+    return rc;
+}
+
+/* ============================================================== getters */
+
+const ConfNode *conf_get(const ConfNode *map, const char *key)
+{
+    if (!map || map->type != CONF_MAP)
+        return NULL;
+    int i = key_index(map, key);
+    return i < 0 ? NULL : map->kids[i];
+}
+
+/* desc describes n for a message: 'text', the string "text", a map... */
+static const char *desc(const ConfNode *n, char *buf, size_t size)
+{
+    if (n->type == CONF_MAP)
+        return "a map";
+    if (n->type == CONF_SEQ)
+        return "a list";
+    if (is_null(n))
+        return "nothing";
+    snprintf(buf, size, n->quoted ? "the string \"%.40s%s\"" : "'%.40s%s'", n->value,
+             strlen(n->value) > 40 ? "..." : "");
+    return buf;
+}
+
+static const char *unquote_hint(const ConfNode *n)
+{
+    return n->type == CONF_SCALAR && n->quoted ? "; write it without quotes" : "";
+}
+
+static int parse_uint(const char *s, unsigned long long *out)
+{
+    char *end;
+    if (*s == '+')
+        s++;
+    if (!isdigit((unsigned char)*s))
+        return 0;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end)
+        return 0;
+    *out = v;
+    return 1;
+}
+
+/* parse_num accepts decimal numbers (1, 2.5, .5, 1e3): no hex, inf or nan. */
+static int parse_num(const char *s, double *out)
+{
+    char *end;
+    int digits = 0;
+    for (const char *p = s; *p; p++) {
+        if (isdigit((unsigned char)*p))
+            digits = 1;
+        else if (!strchr("+-.eE", *p))
+            return 0;
+    }
+    if (!digits)
+        return 0;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v))
+        return 0;
+    *out = v;
+    return 1;
+}
+
+static int v_str(const Ld *l, const char *key, const ConfNode *n, const char **out)
+{
+    char buf[64];
+    if (n->type != CONF_SCALAR || is_null(n))
+        return errat(l, n->line, "%s: expected a string (got %s)", key, desc(n, buf, sizeof buf));
+    *out = n->value;
+    return 0;
+}
+
+/* v_name: a non-empty string. */
+static int v_name(const Ld *l, const char *key, const ConfNode *n, const char **out)
+{
+    int rc = v_str(l, key, n, out);
+    if (!rc && !**out)
+        return errat(l, n->line, "%s: is empty; give a value or remove the key", key);
+    return rc;
+}
+
+static int v_uint(const Ld *l, const char *key, const ConfNode *n, unsigned long long min,
+                  unsigned long long max, unsigned long long *out)
+{
+    char buf[64];
+    unsigned long long v;
+    if (n->type == CONF_SCALAR && !n->quoted && parse_uint(n->value, &v) && v >= min && v <= max) {
+        *out = v;
+        return 0;
+    }
+    return errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)%s", key, min,
+                 max, desc(n, buf, sizeof buf), unquote_hint(n));
+}
+
+/* v_num reads a number in [min, max]; unit ("seconds") names what it counts. */
+static int v_num(const Ld *l, const char *key, const ConfNode *n, double min, double max,
+                 const char *unit, double *out)
+{
+    char buf[64];
+    double v;
+    if (n->type == CONF_SCALAR && !n->quoted && parse_num(n->value, &v) && v >= min && v <= max) {
+        *out = v;
+        return 0;
+    }
+    return errat(l, n->line, "%s: expected a number%s%s from %g to %g (got %s)%s", key,
+                 unit ? " of " : "", unit ? unit : "", min, max, desc(n, buf, sizeof buf),
+                 unquote_hint(n));
+}
+
+static int v_bool(const Ld *l, const char *key, const ConfNode *n, int *out)
+{
+    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+    char buf[64];
+    for (size_t i = 0; i < 3 && n->type == CONF_SCALAR && !n->quoted; i++)
+        if (strcasecmp(n->value, yes[i]) == 0 || strcasecmp(n->value, no[i]) == 0) {
+            *out = strcasecmp(n->value, yes[i]) == 0;
+            return 0;
+        }
+    return errat(l, n->line, "%s: expected true or false (got %s)%s", key,
+                 desc(n, buf, sizeof buf), unquote_hint(n));
+}
+
+/* v_strs reads a string or a list of strings into a new NULL-terminated array. */
+static int v_strs(const Ld *l, const char *key, const ConfNode *n, const char ***out, size_t *nout)
+{
+    char buf[64], k[96];
+    const char **a = NULL;
+    size_t m = 0;
+    int rc;
+    if (n->type == CONF_SCALAR && !is_null(n)) {
+        a = xcalloc(2, sizeof *a);
+        a[m++] = n->value;
+    } else if (n->type == CONF_SEQ) {
+        a = xcalloc(n->n + 1, sizeof *a);
+        for (; m < n->n; m++) {
+            snprintf(k, sizeof k, "%s item %zu", key, m + 1);
+            if ((rc = v_str(l, k, n->kids[m], &a[m])))
+                goto fail;
+        }
+    } else {
+        return errat(l, n->line, "%s: expected a string or a list of strings (got %s)", key,
+                     desc(n, buf, sizeof buf));
+    }
+    *out = a;
+    *nout = m;
+    return 0;
+fail:
+    free(a);
+    return rc;
+}
+
+int conf_str(const char *file, const ConfNode *map, const char *key, const char **out, char *err,
+             size_t errlen)
+{
+    const ConfNode *n = conf_get(map, key);
+    Ld l = ld_new(file, err, errlen);
+    return n ? v_str(&l, key, n, out) : 0;
+}
+
+int conf_num(const char *file, const ConfNode *map, const char *key, double min, double max,
+             double *out, char *err, size_t errlen)
+{
+    const ConfNode *n = conf_get(map, key);
+    Ld l = ld_new(file, err, errlen);
+    return n ? v_num(&l, key, n, min, max, NULL, out) : 0;
+}
+
+int conf_uint(const char *file, const ConfNode *map, const char *key, unsigned long long max,
+              unsigned long long *out, char *err, size_t errlen)
+{
+    const ConfNode *n = conf_get(map, key);
+    Ld l = ld_new(file, err, errlen);
+    return n ? v_uint(&l, key, n, 0, max, out) : 0;
+}
+
+int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, char *err,
+              size_t errlen)
+{
+    const ConfNode *n = conf_get(map, key);
+    Ld l = ld_new(file, err, errlen);
+    return n ? v_bool(&l, key, n, out) : 0;
+}
+
+int conf_strs(const char *file, const ConfNode *map, const char *key, const char ***out,
+              size_t *n, char *err, size_t errlen)
+{
+    const ConfNode *v = conf_get(map, key);
+    Ld l = ld_new(file, err, errlen);
+    return v ? v_strs(&l, key, v, out, n) : 0;
+}
+
+/* =============================================================== schema */
+
+/* Types of a stage kind's own keys. */
+enum { K_STR, K_URL, K_TMPL, K_SECS, K_STRS, K_HEADERS, K_MERGE, K_METHOD, K_ROUTES, K_QUEUES };
+
+typedef struct Key {
+    const char *name;
+    int type;
+    int required;
+    double min, max;     /* K_SECS: the range (as the stage kind's init reads it) */
+    const char *hint;    /* required: what to write */
+} Key;
+
+typedef struct Kind {
+    const char *name;
+    const char *a;       /* its article: "an http_poll stage" */
+    int source;          /* no input queue */
+    int route;           /* outputs from routes: and default:, no output: */
+    int listener;        /* needs the HTTP listener (callbacks) */
+    const Key *keys;     /* its own keys, ending with a NULL name */
+} Kind;
+
+#define HEADERS {"headers", K_HEADERS, 0, 0, 0, NULL}
+#define URL_HINT "give the URL to call, like http://127.0.0.1:8080/"
+#define MERGE_HINT "map response fields to row fields, like merge: {lat: latitude}"
+
+static const Key poll_keys[] = {
+    {"url", K_URL, 1, 0, 0, URL_HINT "changes"},
+    {"interval", K_SECS, 0, 0.01, SECS_MAX, NULL},
+    {"cursor_param", K_STR, 0, 0, 0, NULL},
+    {"cursor_field", K_STR, 0, 0, 0, NULL},
+    {"items_field", K_STR, 0, 0, 0, NULL},
+    {"next_field", K_STR, 0, 0, 0, NULL},
+    {"key_field", K_STR, 0, 0, 0, NULL},
+    HEADERS,
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key extract_keys[] = {
+    {"url", K_TMPL, 1, 0, 0, URL_HINT "records/{id}"},
+    {"key_field", K_STR, 0, 0, 0, NULL},
+    {"model", K_STR, 0, 0, 0, NULL},
+    HEADERS,
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key enrich_keys[] = {
+    {"url", K_TMPL, 1, 0, 0, URL_HINT "geocode?city={city}"},
+    {"method", K_METHOD, 0, 0, 0, NULL},
+    {"send", K_STRS, 0, 0, 0, NULL},
+    {"merge", K_MERGE, 1, 0, 0, MERGE_HINT},
+    HEADERS,
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key submit_keys[] = {
+    {"url", K_TMPL, 1, 0, 0, URL_HINT "match"},
+    {"deadline", K_SECS, 0, 0.1, 30 * SECS_MAX, NULL},
+    {"send", K_STRS, 0, 0, 0, NULL},
+    {"merge", K_MERGE, 1, 0, 0, MERGE_HINT},
+    {"callback_base", K_URL, 0, 0, 0, NULL},
+    HEADERS,
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key route_keys[] = {
+    {"routes", K_ROUTES, 1, 0, 0, "list the routes, like routes: [{when: {field: x, exists: true}, "
+                               "to: q}]"},
+    {"default", K_QUEUES, 0, 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key no_keys[] = {{NULL, 0, 0, 0, 0, NULL}};
+
+static const Kind kinds[] = {
+    {"http_poll", "an", 1, 0, 0, poll_keys},
+    {"http_extract", "an", 0, 0, 0, extract_keys},
+    {"http_enrich", "an", 0, 0, 0, enrich_keys},
+    {"async_submit", "an", 0, 0, 1, submit_keys},
+    {"route", "a", 0, 1, 0, route_keys},
+    {"noop", "a", 0, 0, 0, no_keys},
+};
+#define NKINDS (sizeof kinds / sizeof kinds[0])
+#define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, noop"
+
+static const char *const top_keys[] = {"data", "listen", "drain", "queues", "stages",
+                                       "models", "target", NULL};
+static const char *const listen_keys[] = {"address", "port", "token", "max_body", NULL};
+static const char *const queue_keys[] = {"ttr", "max_attempts", "backoff", "backoff_max",
+                                         "max_body", NULL};
+static const char *const stage_keys[] = {"name", "kind", "input", "output", "concurrency",
+                                         "batch", "rate", "timeout", "connect_timeout",
+                                         "insecure", NULL};
+static const char *const rule_keys[] = {"when", "to", NULL};
+static const char *const ops[] = {"equals", "not_equals", "exists", "in", NULL};
+static const char *const cond_keys[] = {"field", "equals", "not_equals", "exists", "in", NULL};
+
+static int in_list(const char *const *a, const char *s)
+{
+    for (; a && *a; a++)
+        if (strcmp(*a, s) == 0)
+            return 1;
+    return 0;
+}
+
+static int in_keys(const Key *k, const char *s)
+{
+    for (; k && k->name; k++)
+        if (strcmp(k->name, s) == 0)
+            return 1;
+    return 0;
+}
+
+/* join appends ", s" (or s first) to the list in buf, cutting at its end. */
+static void join(char *buf, size_t size, size_t *m, const char *s)
+{
+    int k = snprintf(buf + *m, size - *m, "%s%s", *m ? ", " : "", s);
+    if (k > 0)
+        *m = *m + (size_t)k < size ? *m + (size_t)k : size - 1;
+}
+
+/* keys_check fails on the first key of map that is in neither names nor
+ * kk, with a did-you-mean hint, else the keys that what takes. For a
+ * stage (kk set), a key of another kind says which. */
+static int keys_check(const Ld *l, const ConfNode *map, const char *what,
+                      const char *const *names, const Key *kk)
+{
+    for (size_t i = 0; i < map->n; i++) {
+        const char *key = map->keys[i];
+        int line = key_line(map, (int)i);
+        if (in_list(names, key) || in_keys(kk, key))
+            continue;
+        Near nr = {key, NULL, SIZE_MAX};
+        for (const char *const *a = names; a && *a; a++)
+            near_try(&nr, *a);
+        for (const Key *k = kk; k && k->name; k++)
+            near_try(&nr, k->name);
+        if (nr.best)
+            return errat(l, line, "unknown key '%.64s'; did you mean '%s'?", key, nr.best);
+        for (size_t j = 0; kk && j < NKINDS; j++)
+            if (in_keys(kinds[j].keys, key))
+                return errat(l, line, "unknown key '%.64s' for %s; it belongs to %s stages",
+                             key, what, kinds[j].name);
+        char list[400] = "";
+        size_t m = 0;
+        for (const char *const *a = names; a && *a; a++)
+            join(list, sizeof list, &m, *a);
+        for (const Key *k = kk; k && k->name; k++)
+            join(list, sizeof list, &m, k->name);
+        return errat(l, line, "unknown key '%.64s'; %s takes %s", key, what, list);
+    }
+    return 0;
+}
+
+static const Kind *kind_find(const char *name)
+{
+    for (size_t i = 0; i < NKINDS; i++)
+        if (strcmp(kinds[i].name, name) == 0)
+            return &kinds[i];
+    return NULL;
+}
+
+static uint32_t to_ms(double s)
+{
+    return (uint32_t)llround(s * 1000.0);
+}
+
+/* ---------------------------------------------------------- top level */
+
+static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
+{
+    char buf[64];
+    const ConfNode *v;
+    unsigned long long u;
+    int rc;
+
+    p->listen_enabled = 1;
+    if (is_null(n))
+        return 0;
+    if (n->type != CONF_MAP)
+        return errat(l, n->line, "listen: expected a map of address, port, token, max_body "
+                     "(got %s)", desc(n, buf, sizeof buf));
+    if ((rc = keys_check(l, n, "listen", listen_keys, NULL)))
+        return rc;
+    if ((v = conf_get(n, "address")) && (rc = v_name(l, "listen: address", v, &p->listen_address)))
+        return rc;
+    if ((v = conf_get(n, "port"))) {
+        if ((rc = v_uint(l, "listen: port", v, 1, 65535, &u)))
+            return rc;
+        p->listen_port = (unsigned)u;
+    }
+    if ((v = conf_get(n, "max_body"))) {
+        if ((rc = v_uint(l, "listen: max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
+            return rc;
+        p->listen_max_body = (size_t)u;
+    }
+    if ((v = conf_get(n, "token"))) {
+        const char *t;
+        if ((rc = v_name(l, "listen: token", v, &t)))
+            return rc;
+        if (strncmp(t, "env:", 4) == 0) {
+            const char *name = t + 4, *val;
+            if (!*name)
+                return errat(l, v->line, "listen: token: env: needs a variable name, like "
+                             "env:PICKLINE_TOKEN");
+            if (!(val = getenv(name)))
+                return errat(l, v->line, "listen: token: environment variable %.64s is not "
+                             "set; export it before starting pickline", name);
+            if (!*val)
+                return errat(l, v->line, "listen: token: environment variable %.64s is "
+                             "empty; set it to the token", name);
+            /* The tree is ours: keep the token itself in it, so it lives as long. */
+            ConfNode *w = (ConfNode *)v;
+            free(w->value);
+            w->value = xstrdup(val);
+            t = w->value;
+        }
+        p->listen_token = t;
+    }
+    return 0;
+}
+
+static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
+{
+    char buf[64];
+    const ConfNode *v;
+    double s;
+    unsigned long long u;
+    int rc;
+
+    queue_conf_default(&q->conf);
+    if (is_null(n))
+        return 0;
+    if (n->type != CONF_MAP)
+        return errat(l, n->line, "expected a map of ttr, max_attempts, backoff, backoff_max, "
+                     "max_body, or nothing for the defaults (got %s)", desc(n, buf, sizeof buf));
+    if ((rc = keys_check(l, n, "a queue", queue_keys, NULL)))
+        return rc;
+    if ((v = conf_get(n, "ttr"))) {
+        if ((rc = v_num(l, "ttr", v, 0.001, QSECS_MAX, "seconds", &s)))
+            return rc;
+        q->conf.ttr_ms = to_ms(s);
+    }
+    if ((v = conf_get(n, "max_attempts"))) {
+        if ((rc = v_uint(l, "max_attempts", v, 0, 1000000, &u)))
+            return rc;
+        q->conf.max_attempts = (uint32_t)u;
+    }
+    if ((v = conf_get(n, "backoff"))) {
+        if ((rc = v_num(l, "backoff", v, 0, QSECS_MAX, "seconds", &s)))
+            return rc;
+        q->conf.backoff_ms = to_ms(s);
+    }
+    if ((v = conf_get(n, "backoff_max"))) {
+        if ((rc = v_num(l, "backoff_max", v, 0, QSECS_MAX, "seconds", &s)))
+            return rc;
+        q->conf.backoff_max_ms = to_ms(s);
+    }
+    if ((v = conf_get(n, "max_body"))) {
+        if ((rc = v_uint(l, "max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
+            return rc;
+        q->conf.max_body = (uint32_t)u;
+    }
+    if (q->conf.backoff_max_ms < q->conf.backoff_ms)
+        return errat(l, n->line, "backoff_max (%g s) is less than backoff (%g s); raise "
+                     "backoff_max", q->conf.backoff_max_ms / 1000.0, q->conf.backoff_ms / 1000.0);
+    return 0;
+}
+
+static int check_queues(const Ld *l, Pipeline *p, const ConfNode *n)
+{
+    char buf[64];
+    int rc;
+    if (is_null(n))
+        return 0;
+    if (n->type != CONF_MAP)
+        return errat(l, n->line, "queues: expected a map of queue names (got %s); write "
+                     "queues: {retrieve: , final: }", desc(n, buf, sizeof buf));
+    p->queues = xcalloc(n->n, sizeof *p->queues);
+    for (size_t i = 0; i < n->n; i++) {
+        QueueDecl *q = &p->queues[p->nqueues++];
+        Ld ql = *l;
+        q->name = n->keys[i];
+        q->line = key_line(n, (int)i);
+        if (!queue_name_ok(q->name))
+            return errat(l, q->line, "queue name '%.64s' is invalid; use 1 to %d of A-Z a-z "
+                         "0-9 _ . -", q->name, QUEUE_NAME_MAX);
+        snprintf(ql.pfx, sizeof ql.pfx, "queue '%s': ", q->name);
+        if ((rc = check_queue(&ql, q, n->kids[i])))
+            return rc;
+    }
+    return 0;
+}
+
+/* --------------------------------------------------------------- stages */
+
+/* out_add adds queue q to s's outputs unless it is there already. */
+static void out_add(StageConf *s, const char *q)
+{
+    for (size_t i = 0; i < s->noutputs; i++)
+        if (strcmp(s->outputs[i], q) == 0)
+            return;
+    s->outputs = xrealloc(s->outputs, (s->noutputs + 2) * sizeof *s->outputs);
+    s->outputs[s->noutputs++] = q;
+    s->outputs[s->noutputs] = NULL;
+}
+
+/* qref checks that n names a declared queue and sets *out. */
+static int qref(const Ld *l, const Pipeline *p, const char *key, const ConfNode *n,
+                const char **out)
+{
+    const char *q;
+    int rc;
+    if ((rc = v_name(l, key, n, &q)))
+        return rc;
+    if (!pipeline_queue(p, q)) {
+        Near nr = {q, NULL, SIZE_MAX};
+        for (size_t i = 0; i < p->nqueues; i++)
+            near_try(&nr, p->queues[i].name);
+        if (nr.best)
+            return errat(l, n->line, "%s queue '%.64s' is not declared; did you mean '%s'? "
+                         "(or add it under queues:)", key, q, nr.best);
+        return errat(l, n->line, "%s queue '%.64s' is not declared; add it under queues:", key, q);
+    }
+    *out = q;
+    return 0;
+}
+
+/* qrefs checks a queue or a list of queues and adds them to s's outputs. */
+static int qrefs(const Ld *l, const Pipeline *p, const char *key, const ConfNode *n, StageConf *s)
+{
+    char buf[64];
+    const char *q;
+    int rc;
+    if (n->type == CONF_SCALAR && !is_null(n)) {
+        if ((rc = qref(l, p, key, n, &q)))
+            return rc;
+        out_add(s, q);
+        return 0;
+    }
+    if (n->type != CONF_SEQ || n->n == 0)
+        return errat(l, n->line, "%s: expected a queue name or a list of queue names (got %s)",
+                     key, n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
+    for (size_t i = 0; i < n->n; i++) {
+        if ((rc = qref(l, p, key, n->kids[i], &q)))
+            return rc;
+        out_add(s, q);
+    }
+    return 0;
+}
+
+/* check_url: http:// or https://; a template's {field}s must be closed and named. */
+static int check_url(const Ld *l, const char *key, const ConfNode *n, int tmpl)
+{
+    const char *u;
+    int rc;
+    if ((rc = v_name(l, key, n, &u)))
+        return rc;
+    if (!((strncmp(u, "http://", 7) == 0 && u[7]) || (strncmp(u, "https://", 8) == 0 && u[8])))
+        return errat(l, n->line, "%s: expected an http:// or https:// URL (got '%.64s')", key, u);
+    for (const char *p = u; tmpl && (p = strchr(p, '{')); ) {
+        size_t m = strcspn(p + 1, "{}");
+        if (p[1 + m] != '}' || m == 0)
+            return errat(l, n->line, "%s: bad template field at '%.20s'; write fields of the "
+                         "job as {name} or {a.b}", key, p);
+        p += m + 2;
+    }
+    if (!tmpl && strchr(u, '{'))
+        return errat(l, n->line, "%s: this URL is not a template; remove the { }", key);
+    return 0;
+}
+
+static int check_map_of_strs(const Ld *l, const char *key, const ConfNode *n, int nonempty)
+{
+    char buf[64], k[96];
+    const char *s;
+    int rc;
+    if (n->type != CONF_MAP || (nonempty && n->n == 0))
+        return errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
+                     n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
+    for (size_t i = 0; i < n->n; i++) {
+        snprintf(k, sizeof k, "%s: %.64s", key, n->keys[i]);
+        if ((rc = nonempty ? v_name(l, k, n->kids[i], &s) : v_str(l, k, n->kids[i], &s)))
+            return rc;
+        if (!n->keys[i][0] || strpbrk(n->keys[i], " \t:\r\n"))
+            return errat(l, key_line(n, (int)i), "%s: '%.64s' is not a valid name", key,
+                         n->keys[i]);
+    }
+    return 0;
+}
+
+/* check_cond checks a route's when: {field: F, OP: V} with exactly one OP. */
+static int check_cond(const Ld *l, const ConfNode *n)
+{
+    char buf[64];
+    const ConfNode *v;
+    const char *s, *op = NULL;
+    int rc, b;
+
+    if (n->type != CONF_MAP)
+        return errat(l, n->line, "when: expected a map like {field: country, equals: NL} "
+                     "(got %s)", desc(n, buf, sizeof buf));
+    if ((rc = keys_check(l, n, "when", cond_keys, NULL)))
+        return rc;
+    if (!(v = conf_get(n, "field")))
+        return errat(l, n->line, "when: field: is required; name the field of the job to test");
+    if ((rc = v_name(l, "when: field", v, &s)))
+        return rc;
+    for (const char *const *o = ops; *o; o++) {
+        if (!(v = conf_get(n, *o)))
+            continue;
+        if (op)
+            return errat(l, key_line(n, key_index(n, *o)), "when: has both '%s' and '%s'; give "
+                         "exactly one of equals, not_equals, exists, in", op, *o);
+        op = *o;
+        if (strcmp(op, "exists") == 0) {
+            if ((rc = v_bool(l, "when: exists", v, &b)))
+                return rc;
+        } else if (strcmp(op, "in") == 0) {
+            if (v->type != CONF_SEQ || v->n == 0)
+                return errat(l, v->line, "when: in: expected a list of values (got %s)",
+                             v->type == CONF_SEQ ? "an empty list" : desc(v, buf, sizeof buf));
+            for (size_t i = 0; i < v->n; i++)
+                if (v->kids[i]->type != CONF_SCALAR || is_null(v->kids[i]))
+                    return errat(l, v->kids[i]->line, "when: in: item %zu: expected a single "
+                                 "value (got %s)", i + 1, desc(v->kids[i], buf, sizeof buf));
+        } else if (v->type != CONF_SCALAR || is_null(v)) {
+            return errat(l, v->line, "when: %s: expected a single value (got %s)%s", op,
+                         desc(v, buf, sizeof buf), v->type == CONF_SEQ ? "; use in: for a list" :
+                         is_null(v) ? "; use exists: false for a missing field" : "");
+        }
+    }
+    if (!op)
+        return errat(l, n->line, "when: needs one of equals, not_equals, exists, in");
+    return 0;
+}
+
+static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, StageConf *s)
+{
+    char buf[64];
+    const ConfNode *v;
+    int rc;
+    if (n->type != CONF_SEQ || n->n == 0)
+        return errat(l, n->line, "routes: expected a list of {when: ..., to: ...} (got %s)",
+                     n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
+    for (size_t i = 0; i < n->n; i++) {
+        const ConfNode *r = n->kids[i];
+        Ld rl = *l;
+        snprintf(rl.pfx, sizeof rl.pfx, "%.150sroutes item %zu: ", l->pfx, i + 1);
+        if (r->type != CONF_MAP)
+            return errat(&rl, r->line, "expected a map {when: ..., to: ...} (got %s)",
+                         desc(r, buf, sizeof buf));
+        if ((rc = keys_check(&rl, r, "a route", rule_keys, NULL)))
+            return rc;
+        if (!(v = conf_get(r, "when")))
+            return errat(&rl, r->line, "when: is required; give a condition like "
+                         "{field: country, equals: NL}");
+        if ((rc = check_cond(&rl, v)))
+            return rc;
+        if (!(v = conf_get(r, "to")))
+            return errat(&rl, r->line, "to: is required; name the queue (or list of queues) "
+                         "the matching jobs go to");
+        if ((rc = qrefs(&rl, p, "to", v, s)))
+            return rc;
+    }
+    return 0;
+}
+
+/* check_kind_keys checks the keys of s's kind k. */
+static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const ConfNode *n,
+                           StageConf *s)
+{
+    const ConfNode *v;
+    const char *str, **strs;
+    size_t m;
+    double d;
+    int rc = 0;
+
+    for (const Key *key = k->keys; key->name && !rc; key++) {
+        if (!(v = conf_get(n, key->name))) {
+            if (key->required)
+                return errat(l, n->line, "%s: is required for %s %s stage; %s", key->name,
+                             k->a, k->name, key->hint);
+            continue;
+        }
+        switch (key->type) {
+        case K_STR:
+            rc = v_name(l, key->name, v, &str);
+            break;
+        case K_URL:
+        case K_TMPL:
+            rc = check_url(l, key->name, v, key->type == K_TMPL);
+            break;
+        case K_SECS:
+            rc = v_num(l, key->name, v, key->min, key->max, "seconds", &d);
+            break;
+        case K_STRS:
+            if (!(rc = v_strs(l, key->name, v, &strs, &m))) {
+                for (size_t i = 0; i < m && !rc; i++)
+                    if (!strs[i][0])
+                        rc = errat(l, v->line, "%s: has an empty name; remove it", key->name);
+                free(strs);
+            }
+            break;
+        case K_HEADERS:
+            rc = check_map_of_strs(l, key->name, v, 0);
+            break;
+        case K_MERGE:
+            rc = check_map_of_strs(l, key->name, v, 1);
+            break;
+        case K_METHOD:
+            if (!(rc = v_name(l, key->name, v, &str)) && strcmp(str, "GET") && strcmp(str, "POST"))
+                rc = errat(l, v->line, "method: expected GET or POST (got '%.64s')", str);
+            break;
+        case K_ROUTES:
+            rc = check_routes(l, p, v, s);
+            break;
+        default: /* K_QUEUES */
+            rc = qrefs(l, p, key->name, v, s);
+            break;
+        }
+    }
+    return rc;
+}
+
+/* check_common reads the settings every stage has into s. */
+static int check_common(const Ld *l, const ConfNode *n, StageConf *s)
+{
+    const ConfNode *v;
+    unsigned long long u;
+    int rc;
+
+    s->concurrency = CONC_DEFAULT;
+    s->timeout_s = 30;
+    s->connect_timeout_s = 5;
+    if ((v = conf_get(n, "concurrency"))) {
+        if ((rc = v_uint(l, "concurrency", v, 1, CONC_MAX, &u)))
+            return rc;
+        s->concurrency = (unsigned)u;
+    }
+    s->batch = s->concurrency < BATCH_CAP ? s->concurrency : BATCH_CAP;
+    if ((v = conf_get(n, "batch"))) {
+        if ((rc = v_uint(l, "batch", v, 1, CONC_MAX, &u)))
+            return rc;
+        if (u > s->concurrency)
+            return errat(l, v->line, "batch: %llu is more than concurrency (%u); a stage "
+                         "reserves at most concurrency jobs at a time", u, s->concurrency);
+        s->batch = (unsigned)u;
+    }
+    if ((v = conf_get(n, "rate")) && (rc = v_num(l, "rate", v, 0.001, 1e6, "requests per "
+                                                 "second", &s->rate_per_s)))
+        return rc;
+    if ((v = conf_get(n, "timeout")) &&
+        (rc = v_num(l, "timeout", v, 0.001, SECS_MAX, "seconds", &s->timeout_s)))
+        return rc;
+    if ((v = conf_get(n, "connect_timeout")) &&
+        (rc = v_num(l, "connect_timeout", v, 0.001, SECS_MAX, "seconds", &s->connect_timeout_s)))
+        return rc;
+    if ((v = conf_get(n, "insecure")) && (rc = v_bool(l, "insecure", v, &s->insecure)))
+        return rc;
+    return 0;
+}
+
+static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
+{
+    char buf[64], what[64];
+    const ConfNode *v;
+    const Kind *k;
+    const char *kind;
+    StageConf *s = &p->stages[p->nstages++];
+    Ld sl = *l;
+    int rc, i;
+
+    snprintf(sl.pfx, sizeof sl.pfx, "stage %zu: ", idx + 1);
+    if (n->type != CONF_MAP)
+        return errat(&sl, n->line, "expected a map with name:, kind: and the stage's settings "
+                     "(got %s)", desc(n, buf, sizeof buf));
+    s->node = n;
+    s->line = n->line;
+    if (!(v = conf_get(n, "name")))
+        return errat(&sl, n->line, "name: is required; give the stage a name (1 to %d of "
+                     "A-Z a-z 0-9 _ . -)", QUEUE_NAME_MAX);
+    if ((rc = v_name(&sl, "name", v, &s->name)))
+        return rc;
+    if (!queue_name_ok(s->name))
+        return errat(&sl, v->line, "name: '%.64s' is invalid; use 1 to %d of A-Z a-z 0-9 _ . -",
+                     s->name, QUEUE_NAME_MAX);
+    for (size_t j = 0; j + 1 < p->nstages; j++)
+        if (strcmp(p->stages[j].name, s->name) == 0)
+            return errat(&sl, v->line, "stage name '%s' is already used at line %d; give each "
+                         "stage its own name", s->name, p->stages[j].line);
+    snprintf(sl.pfx, sizeof sl.pfx, "stage '%s': ", s->name);
+
+    if (!(v = conf_get(n, "kind")))
+        return errat(&sl, n->line, "kind: is required; use one of " KIND_LIST);
+    if ((rc = v_name(&sl, "kind", v, &kind)))
+        return rc;
+    if (!(k = kind_find(kind))) {
+        Near nr = {kind, NULL, SIZE_MAX};
+        for (size_t j = 0; j < NKINDS; j++)
+            near_try(&nr, kinds[j].name);
+        if (nr.best)
+            return errat(&sl, v->line, "kind: unknown kind '%.64s'; did you mean '%s'?", kind,
+                         nr.best);
+        return errat(&sl, v->line, "kind: unknown kind '%.64s'; use one of " KIND_LIST, kind);
+    }
+    s->kind = k->name;
+
+    if (k->source && (i = key_index(n, "input")) >= 0)
+        return errat(&sl, key_line(n, i), "input: %s %s stage has no input (it is a source); "
+                     "remove input:", k->a, k->name);
+    if (k->route && (i = key_index(n, "output")) >= 0)
+        return errat(&sl, key_line(n, i), "output: a route stage has no output:; it writes the "
+                     "queues named in routes: (to:) and default:");
+    snprintf(what, sizeof what, "%s %s stage", k->a, k->name);
+    if ((rc = keys_check(&sl, n, what, stage_keys, k->keys)))
+        return rc;
+
+    if (!k->source) {
+        if (!(v = conf_get(n, "input")))
+            return errat(&sl, n->line, "input: is required; name the queue this stage reads");
+        if ((rc = qref(&sl, p, "input", v, &s->input)))
+            return rc;
+    }
+    if (!k->route) {
+        if (!(v = conf_get(n, "output")))
+            return errat(&sl, n->line, "output: is required; name the queue this stage writes");
+        if (v->type == CONF_SEQ && v->n != 1)
+            return errat(&sl, v->line, "output: %s %s stage writes exactly one queue (got %zu)",
+                         k->a, k->name, v->n);
+        if ((rc = qrefs(&sl, p, "output", v, s)))
+            return rc;
+    }
+    if ((rc = check_common(&sl, n, s)) || (rc = check_kind_keys(&sl, p, k, n, s)))
+        return rc;
+    if (k->listener)
+        p->listen_enabled = 1;
+    return 0;
+}
+
+static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n)
+{
+    char buf[64];
+    int rc;
+    if (n->type != CONF_SEQ || n->n == 0)
+        return errat(l, n->line, "stages: expected a list of stages (- name: ..., kind: ...) "
+                     "(got %s)", n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
+    p->stages = xcalloc(n->n, sizeof *p->stages);
+    for (size_t i = 0; i < n->n; i++)
+        if ((rc = check_stage(l, p, i, n->kids[i])))
+            return rc;
+    return 0;
+}
+
+static int check_top(const Ld *l, Pipeline *p)
+{
+    char buf[64];
+    const ConfNode *root = p->root, *v;
+    int rc;
+
+    if (!root || is_null(root))
+        return errat(l, root ? root->line : 1, "the file has no pipeline in it; it needs at "
+                     "least queues: and stages:");
+    if (root->type != CONF_MAP)
+        return errat(l, root->line, "expected a map with queues:, stages: ... at the top level "
+                     "(got %s)", desc(root, buf, sizeof buf));
+    if ((rc = keys_check(l, root, "the top level", top_keys, NULL)))
+        return rc;
+    for (size_t i = 0; i < root->n; i++)
+        if (strcmp(root->keys[i], "models") == 0 || strcmp(root->keys[i], "target") == 0)
+            return errat(l, key_line(root, (int)i), "%s: not supported by this version of "
+                         "pickline yet; remove it for now", root->keys[i]);
+    if ((v = conf_get(root, "data")) && (rc = v_name(l, "data", v, &p->data_dir)))
+        return rc;
+    if ((v = conf_get(root, "listen")) && (rc = check_listen(l, p, v)))
+        return rc;
+    if ((v = conf_get(root, "drain")) &&
+        (rc = v_num(l, "drain", v, 0, SECS_MAX, "seconds", &p->drain_s)))
+        return rc;
+    if ((v = conf_get(root, "queues")) && (rc = check_queues(l, p, v)))
+        return rc;
+    if (!(v = conf_get(root, "stages")))
+        return errat(l, root->line, "stages: is required; list the stages of the pipeline");
+    return check_stages(l, p, v);
+}
+
+/* ============================================================= pipeline */
+
+/* read_all reads path into a new NUL-terminated buffer. */
+static int read_all(const Ld *l, const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+
+    if (!f) {
+        rc = errno;
+        if (l->err && l->errlen)
+            snprintf(l->err, l->errlen, "%s: cannot read the pipeline file: %s", l->file,
+                     strerror(rc));
+        return rc;
+    }
+    for (;;) {
+        if (cap - n < 4096) {
+            cap = cap ? 2 * cap : 16384;
+            buf = xrealloc(buf, cap + 1);
+        }
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n > FILE_MAX) {
+            rc = errat(l, 1, "the file is over %u MiB; a pipeline file is small", FILE_MAX >> 20);
+            goto fail;
+        }
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        rc = EIO;
+        if (l->err && l->errlen)
+            snprintf(l->err, l->errlen, "%s: cannot read the pipeline file: %s", l->file,
+                     strerror(rc));
+        goto fail;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    *out = buf;
+    *len = n;
+    return 0;
+fail:
+    fclose(f);
+    free(buf);
+    return rc;
+}
+
+int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen)
+{
+    Pipeline *p = xcalloc(1, sizeof *p);
+    Ld l = ld_new(path, err, errlen);
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    p->path = xstrdup(path);
+    p->listen_address = "127.0.0.1";
+    p->listen_port = 7380;
+    p->listen_max_body = 1u << 20;
+    p->drain_s = 10;
+    if ((rc = read_all(&l, path, &text, &len)) || (rc = tree_parse(&l, text, len, &p->root)) ||
+        (rc = check_top(&l, p)))
+        goto fail;
+    free(text);
+    *out = p;
+    return 0;
+fail:
+    free(text);
+    pipeline_free(p);
+    return rc;
+}
+
+void pipeline_free(Pipeline *p)
+{
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->nstages; i++)
+        free(p->stages[i].outputs);
+    free(p->stages);
+    free(p->queues);
+    node_free(p->root);
+    free(p->path);
+    free(p);
+}
+
+const QueueDecl *pipeline_queue(const Pipeline *p, const char *name)
+{
+    for (size_t i = 0; i < p->nqueues; i++)
+        if (strcmp(p->queues[i].name, name) == 0)
+            return &p->queues[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- graph */
+
+static int writes(const StageConf *s, const char *q)
+{
+    for (size_t i = 0; i < s->noutputs; i++)
+        if (strcmp(s->outputs[i], q) == 0)
+            return 1;
+    return 0;
+}
+
+/* ready: every other stage that writes s's input has been printed. */
+static int ready(const Pipeline *p, const char *done, size_t i)
+{
+    const StageConf *s = &p->stages[i];
+    for (size_t j = 0; s->input && j < p->nstages; j++)
+        if (j != i && !done[j] && writes(&p->stages[j], s->input))
+            return 0;
+    return 1;
+}
+
+/* fed: some printed stage writes s's input (a cycle is entered there). */
+static int fed(const Pipeline *p, const char *done, size_t i)
+{
+    for (size_t j = 0; p->stages[i].input && j < p->nstages; j++)
+        if (done[j] && writes(&p->stages[j], p->stages[i].input))
+            return 1;
+    return 0;
+}
+
+/* pipeline_graph orders the stages topologically (file order among equals,
+ * sources first); in a cycle it goes on with a stage a printed one feeds. */
+void pipeline_graph(const Pipeline *p, FILE *f)
+{
+    size_t n = p->nstages, wn = 0, wk = 0, wi = 0;
+    char *done = xcalloc(n + 1, 1);
+
+    for (size_t i = 0; i < n; i++) {
+        const StageConf *s = &p->stages[i];
+        wn = strlen(s->name) > wn ? strlen(s->name) : wn;
+        wk = strlen(s->kind) > wk ? strlen(s->kind) : wk;
+        const char *in = s->input ? s->input : "(source)";
+        wi = strlen(in) > wi ? strlen(in) : wi;
+    }
+    for (size_t k = 0; k < n; k++) {
+        size_t pick = SIZE_MAX;
+        for (int pass = 0; pass < 4 && pick == SIZE_MAX; pass++)
+            for (size_t i = 0; i < n && pick == SIZE_MAX; i++) {
+                if (done[i])
+                    continue;
+                if ((pass == 0 && !p->stages[i].input) || (pass == 1 && ready(p, done, i)) ||
+                    (pass == 2 && fed(p, done, i)) || pass == 3)
+                    pick = i;
+            }
+        const StageConf *s = &p->stages[pick];
+        done[pick] = 1;
+        fprintf(f, "  %-*s  %-*s  %-*s  ->", (int)wn, s->name, (int)wk, s->kind, (int)wi,
+                s->input ? s->input : "(source)");
+        for (size_t j = 0; j < s->noutputs; j++)
+            fprintf(f, "%s%s", j ? ", " : " ", s->outputs[j]);
+        fputc('\n', f);
+    }
+    for (size_t q = 0; q < p->nqueues; q++) {
+        const char *name = p->queues[q].name;
+        int read = 0, written = 0;
+        for (size_t i = 0; i < n; i++) {
+            read |= p->stages[i].input && strcmp(p->stages[i].input, name) == 0;
+            written |= writes(&p->stages[i], name);
+        }
+        if (!read)
+            fprintf(f, "  %s: %s\n", name, written ? "end of the line" : "not used by any stage");
+        else if (!written)
+            fprintf(f, "  %s: fed from outside (no stage writes it)\n", name);
+    }
+    free(done);
+}

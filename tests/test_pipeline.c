@@ -1,0 +1,547 @@
+/* test_pipeline.c: the pipeline file (engine/pipeline.c): the shipped
+ * example loads, defaults are filled in, every kind of mistake names the
+ * right file:line with a useful message, and the stage graph is in flow
+ * order. */
+#include "t.h"
+#include "../engine/pipeline.h"
+#include "../engine/pl.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* A valid pipeline the error cases start from (stage keys at 4 spaces). */
+#define QUEUES "queues:\n  a:\n  b:\n  c:\n"
+#define NOOP(extra) QUEUES "stages:\n  - name: s\n    kind: noop\n    input: a\n    output: b\n" extra
+
+/* write_file writes text to NAME in the test's directory; returns the path
+ * (a static buffer, valid until the next call). */
+static const char *write_file(const char *name, const char *text)
+{
+    static char path[PATH_MAX];
+    mkdir(t_dir(), 0700);
+    snprintf(path, sizeof path, "%s/%s", t_dir(), name);
+    FILE *f = fopen(path, "w");
+    T_CHECK(f != NULL);
+    T_EQ(fwrite(text, 1, strlen(text), f), strlen(text));
+    T_EQ(fclose(f), 0);
+    return path;
+}
+
+static Pipeline *load_ok(const char *text)
+{
+    const char *path = write_file("p.yml", text);
+    char err[512] = "";
+    Pipeline *p = NULL;
+    int rc = pipeline_load(path, &p, err, sizeof err);
+    if (rc != 0)
+        t_fail(__FILE__, __LINE__, "pipeline_load: %d %s", rc, err);
+    return p;
+}
+
+/* expect_err loads text and checks the error is "PATH:LINE: ...want...". */
+static void expect_err_at(int tline, const char *text, int line, const char *want)
+{
+    const char *path = write_file("p.yml", text);
+    char err[512] = "", prefix[PATH_MAX + 32];
+    Pipeline *p = (Pipeline *)&err; /* must be set to NULL */
+    int rc = pipeline_load(path, &p, err, sizeof err);
+    if (rc != PL_EINVAL || p != NULL)
+        t_fail(__FILE__, tline, "pipeline_load returned %d, wanted PL_EINVAL (err: %s)", rc, err);
+    snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
+    if (strncmp(err, prefix, strlen(prefix)) != 0 || !strstr(err, want))
+        t_fail(__FILE__, tline, "error\n  %s\nwanted line %d and\n  %s", err, line, want);
+}
+#define expect_err(text, line, want) expect_err_at(__LINE__, text, line, want)
+
+/* example_path finds examples/reference.yml from the top of the tree (where
+ * tests/run runs) or from the test program (build/VARIANT/tests/). */
+static const char *example_path(void)
+{
+    static char path[PATH_MAX + 64];
+    char exe[PATH_MAX];
+    if (access("examples/reference.yml", R_OK) == 0)
+        return "examples/reference.yml";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    T_CHECK(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(path, sizeof path, "%s/../../../examples/reference.yml", exe);
+    return path;
+}
+
+static const StageConf *stage(const Pipeline *p, const char *name)
+{
+    for (size_t i = 0; i < p->nstages; i++)
+        if (strcmp(p->stages[i].name, name) == 0)
+            return &p->stages[i];
+    t_fail(__FILE__, __LINE__, "no stage %s", name);
+}
+
+/* squash collapses runs of spaces, so the graph's column widths don't matter. */
+static void squash(char *s)
+{
+    char *w = s;
+    for (char *r = s; *r; r++)
+        if (!(*r == ' ' && w > s && w[-1] == ' '))
+            *w++ = *r;
+    *w = '\0';
+}
+
+static char *graph(const Pipeline *p)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    T_CHECK(f != NULL);
+    pipeline_graph(p, f);
+    T_EQ(fclose(f), 0);
+    squash(buf);
+    return buf;
+}
+
+/* ------------------------------------------------------------ loading */
+
+static void example_loads(void)
+{
+    char err[512] = "";
+    Pipeline *p = NULL;
+    const char *path = example_path();
+    int rc = pipeline_load(path, &p, err, sizeof err);
+    if (rc)
+        t_fail(__FILE__, __LINE__, "%s: %s", path, err);
+    T_EQ(p->nqueues, 6);
+    T_EQ(p->nstages, 6);
+    T_CHECK(strcmp(p->path, path) == 0);
+    T_CHECK(p->listen_enabled);
+    T_EQ(p->listen_port, 7380);
+    T_CHECK(p->listen_token == NULL);
+    T_CHECK(strcmp(p->data_dir, "./pickline-data") == 0);
+    for (const char *const *q = (const char *const[]){"retrieve", "validate", "geocode",
+                                                       "identity", "final", NULL}; *q; q++)
+        T_CHECK(pipeline_queue(p, *q) != NULL);
+    T_EQ(pipeline_queue(p, "retrieve")->conf.ttr_ms, 30000);
+    T_EQ(pipeline_queue(p, "final")->conf.max_body, 4194304);
+    const char *kinds[] = {"http_poll", "http_extract", "http_enrich", "async_submit", "route",
+                           "noop"};
+    for (size_t k = 0; k < 6; k++) {
+        size_t found = 0;
+        for (size_t i = 0; i < p->nstages; i++)
+            found += strcmp(p->stages[i].kind, kinds[k]) == 0;
+        T_CHECK(found >= 1);
+    }
+    const StageConf *s = stage(p, "poll_changes");
+    T_CHECK(s->input == NULL);
+    T_EQ(s->noutputs, 1);
+    T_CHECK(strcmp(s->outputs[0], "retrieve") == 0 && s->outputs[1] == NULL);
+    s = stage(p, "extract");
+    T_EQ(s->concurrency, 16);
+    T_CHECK(s->rate_per_s == 200 && s->timeout_s == 10 && s->connect_timeout_s == 2);
+    const char *url = NULL;
+    T_OK(conf_str(p->path, s->node, "url", &url, err, sizeof err));
+    T_CHECK(strcmp(url, "http://127.0.0.1:8081/users/{id}") == 0);
+    pipeline_free(p);
+}
+
+static void defaults_filled(void)
+{
+    Pipeline *p = load_ok(NOOP(""));
+    QueueConf d;
+    queue_conf_default(&d);
+    const QueueDecl *q = pipeline_queue(p, "a");
+    T_CHECK(q != NULL);
+    T_EQ(q->line, 2);
+    T_CHECK(memcmp(&q->conf, &d, sizeof d) == 0);
+    T_CHECK(pipeline_queue(p, "nope") == NULL);
+    T_CHECK(p->data_dir == NULL);
+    T_EQ(p->listen_enabled, 0);
+    T_CHECK(strcmp(p->listen_address, "127.0.0.1") == 0);
+    T_EQ(p->listen_port, 7380);
+    T_EQ(p->listen_max_body, 1 << 20);
+    T_CHECK(p->drain_s == 10);
+    const StageConf *s = &p->stages[0];
+    T_CHECK(strcmp(s->name, "s") == 0 && strcmp(s->kind, "noop") == 0);
+    T_EQ(s->line, 6);
+    T_CHECK(strcmp(s->input, "a") == 0);
+    T_EQ(s->noutputs, 1);
+    T_EQ(s->concurrency, 8);
+    T_EQ(s->batch, 8);
+    T_CHECK(s->rate_per_s == 0 && s->timeout_s == 30 && s->connect_timeout_s == 5);
+    T_EQ(s->insecure, 0);
+    pipeline_free(p);
+
+    /* batch follows concurrency up to 100; seconds become ms */
+    p = load_ok("drain: 0.5\nlisten:\nqueues:\n  a: {ttr: 1.5, backoff: 0.25, max_attempts: 0}\n"
+                "  b:\nstages:\n  - {name: s, kind: noop, input: a, output: [b], "
+                "concurrency: 200, insecure: yes, timeout: 2.5}\n");
+    T_EQ(p->listen_enabled, 1);
+    T_CHECK(p->drain_s == 0.5);
+    q = pipeline_queue(p, "a");
+    T_EQ(q->conf.ttr_ms, 1500);
+    T_EQ(q->conf.backoff_ms, 250);
+    T_EQ(q->conf.max_attempts, 0);
+    T_EQ(p->stages[0].concurrency, 200);
+    T_EQ(p->stages[0].batch, 100);
+    T_EQ(p->stages[0].insecure, 1);
+    T_CHECK(p->stages[0].timeout_s == 2.5);
+    pipeline_free(p);
+}
+
+static void route_outputs_union(void)
+{
+    Pipeline *p = load_ok(QUEUES "  d:\nstages:\n"
+                          "  - name: r\n    kind: route\n    input: a\n    routes:\n"
+                          "      - when: {field: x, equals: 1}\n        to: c\n"
+                          "      - when: {field: y, in: [1, two]}\n        to: [b, c]\n"
+                          "      - when: {field: z, exists: false}\n        to: [c]\n"
+                          "    default: [d, b]\n");
+    const StageConf *s = &p->stages[0];
+    T_CHECK(s->input && strcmp(s->input, "a") == 0);
+    T_EQ(s->noutputs, 3);
+    T_CHECK(strcmp(s->outputs[0], "c") == 0);
+    T_CHECK(strcmp(s->outputs[1], "b") == 0);
+    T_CHECK(strcmp(s->outputs[2], "d") == 0);
+    T_CHECK(s->outputs[3] == NULL);
+    pipeline_free(p);
+}
+
+static void listener_needed(void)
+{
+    Pipeline *p = load_ok(QUEUES "stages:\n  - name: id\n    kind: async_submit\n    input: a\n"
+                          "    output: b\n    url: http://127.0.0.1:9/match\n"
+                          "    merge: {person_id: person}\n");
+    T_EQ(p->listen_enabled, 1);
+    pipeline_free(p);
+}
+
+static void env_token(void)
+{
+    setenv("PL_TEST_TOKEN", "s3cret", 1);
+    Pipeline *p = load_ok("listen:\n  port: 9000\n  token: env:PL_TEST_TOKEN\n" NOOP(""));
+    T_CHECK(p->listen_token && strcmp(p->listen_token, "s3cret") == 0);
+    T_EQ(p->listen_port, 9000);
+    pipeline_free(p);
+    p = load_ok("listen: {token: plain-token}\n" NOOP(""));
+    T_CHECK(strcmp(p->listen_token, "plain-token") == 0);
+    pipeline_free(p);
+    unsetenv("PL_TEST_TOKEN");
+    expect_err("listen:\n  port: 9000\n  token: env:PL_TEST_TOKEN\n" NOOP(""), 3,
+               "listen: token: environment variable PL_TEST_TOKEN is not set");
+}
+
+static void missing_file(void)
+{
+    char err[512];
+    Pipeline *p;
+    T_ERR(pipeline_load("/nonexistent/p.yml", &p, err, sizeof err), ENOENT);
+    T_CHECK(strstr(err, "/nonexistent/p.yml: cannot read") == err);
+}
+
+/* --------------------------------------------------------------- errors */
+
+static void err_yaml(void)
+{
+    expect_err("queues: [a,\nstages: x\n", 3, "invalid YAML: did not find expected");
+    expect_err("queues:\n  a: 1\n b: 2\n", 3, "invalid YAML: ");
+    expect_err("queues:\n  a: \"open\nstages:\n", 4, "invalid YAML: found unexpected end");
+    expect_err("a: \"\xff\"\n", 1, "invalid text: invalid leading UTF-8 octet");
+    expect_err("# only a comment\n", 1, "the file has no pipeline in it");
+    expect_err("- a\n- b\n", 1, "expected a map with queues:, stages:");
+    expect_err(NOOP("---\nqueues:\n"), 10, "a second YAML document");
+    expect_err("queues:\n  a: &anchor\n    ttr: 1\n", 2, "anchors (&anchor) are not supported");
+    expect_err("queues:\n  a: {ttr: 1}\n  b: *x\n", 3, "aliases (*x) are not supported");
+    expect_err("queues: !!map\n  a:\n", 1, "tags (tag:yaml.org,2002:map) are not supported");
+}
+
+static void err_tabs(void)
+{
+    expect_err("queues:\n\ta:\n", 2, "tab in the indentation; YAML indents with spaces only");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n  \tinput: a\n", 8,
+               "tab in the indentation");
+    /* a tab after the key is only a separator */
+    Pipeline *p = load_ok("queues:\n  a:\t{ttr: 1}\n  b:\nstages:\n  - name:\ts\n    kind: noop\n"
+                          "    input: a\n    output: b\n");
+    pipeline_free(p);
+}
+
+static void err_duplicate_key(void)
+{
+    expect_err("queues:\n  a:\n  b:\n  a:\n", 4, "duplicate key 'a' (also at line 2)");
+    expect_err(NOOP("    input: c\n"), 10, "duplicate key 'input' (also at line 8)");
+}
+
+static void err_unknown_keys(void)
+{
+    expect_err("queues:\n  a:\nstagse:\n  - name: x\n", 3,
+               "unknown key 'stagse'; did you mean 'stages'?");
+    expect_err("qeueus:\n  a:\n", 1, "unknown key 'qeueus'; did you mean 'queues'?");
+    expect_err("pipeline:\n  a:\n", 1, "unknown key 'pipeline'; the top level takes data, "
+               "listen, drain, queues, stages");
+    expect_err("models:\n  users: {}\n", 1, "models: not supported by this version of "
+               "pickline yet");
+    expect_err(NOOP("") "target: postgres://x\n", 10, "target: not supported by this version "
+               "of pickline yet");
+    expect_err(NOOP("    concurency: 3\n"), 10, "stage 's': unknown key 'concurency'; did you "
+               "mean 'concurrency'?");
+    expect_err(NOOP("    url: http://x/\n"), 10, "stage 's': unknown key 'url' for a noop "
+               "stage; it belongs to http_poll stages");
+    expect_err(NOOP("    colour: blue\n"), 10, "unknown key 'colour'; a noop stage takes name, "
+               "kind, input");
+    expect_err("listen:\n  prot: 80\n" NOOP(""), 2, "unknown key 'prot'; did you mean 'port'?");
+    expect_err("queues:\n  a:\n    tt: 5\n", 3, "queue 'a': unknown key 'tt'; did you mean "
+               "'ttr'?");
+}
+
+static void err_types_and_ranges(void)
+{
+    expect_err(NOOP("    concurrency: \"8\"\n"), 10, "stage 's': concurrency: expected a whole "
+               "number from 1 to 10000 (got the string \"8\"); write it without quotes");
+    expect_err(NOOP("    concurrency: eight\n"), 10, "concurrency: expected a whole number "
+               "from 1 to 10000 (got 'eight')");
+    expect_err(NOOP("    concurrency: -3\n"), 10, "(got '-3')");
+    expect_err(NOOP("    concurrency: 0\n"), 10, "concurrency: expected a whole number from 1");
+    expect_err(NOOP("    concurrency: 10001\n"), 10, "(got '10001')");
+    expect_err(NOOP("    concurrency: [1]\n"), 10, "(got a list)");
+    expect_err(NOOP("    timeout: -1\n"), 10, "timeout: expected a number of seconds from "
+               "0.001 to 86400 (got '-1')");
+    expect_err(NOOP("    rate: 0\n"), 10, "rate: expected a number of requests per second");
+    expect_err(NOOP("    insecure: maybe\n"), 10, "insecure: expected true or false (got "
+               "'maybe')");
+    expect_err(NOOP("    batch: 9\n"), 10, "batch: 9 is more than concurrency (8)");
+    expect_err("drain: -1\n" NOOP(""), 1, "drain: expected a number of seconds from 0 to");
+    expect_err("listen:\n  port: 70000\n" NOOP(""), 2, "listen: port: expected a whole number "
+               "from 1 to 65535 (got '70000')");
+    expect_err("listen: 7380\n" NOOP(""), 1, "listen: expected a map");
+    expect_err("queues:\n  a:\n    ttr: 0\n", 3, "queue 'a': ttr: expected a number of seconds "
+               "from 0.001");
+    expect_err("queues:\n  a:\n    max_attempts: 1.5\n", 3, "max_attempts: expected a whole "
+               "number");
+    expect_err("queues:\n  a: {backoff: 10, backoff_max: 5}\n", 2, "backoff_max (5 s) is less "
+               "than backoff (10 s)");
+    expect_err("queues:\n  a: 5\n", 2, "queue 'a': expected a map of ttr");
+    expect_err("queues: [a, b]\n", 1, "queues: expected a map of queue names (got a list)");
+    expect_err(QUEUES "stages: {}\n", 5, "stages: expected a list of stages");
+    expect_err(QUEUES "stages: []\n", 5, "(got an empty list)");
+    expect_err(QUEUES "stages:\n  - noop\n", 6, "stage 1: expected a map");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, exists: 1}\n        to: b\n", 10,
+               "when: exists: expected true or false");
+}
+
+static void err_missing_required(void)
+{
+    expect_err(QUEUES, 1, "stages: is required");
+    expect_err(QUEUES "stages:\n  - kind: noop\n", 6, "stage 1: name: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n", 6, "stage 's': kind: is required; use one of "
+               "http_poll, http_extract");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n    output: b\n", 6,
+               "stage 's': input: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n    input: a\n", 6,
+               "stage 's': output: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: http_extract\n    input: a\n"
+               "    output: b\n", 6, "stage 's': url: is required for an http_extract stage");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: http_enrich\n    input: a\n"
+               "    output: b\n    url: http://h/{x}\n", 6, "merge: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n", 6,
+               "routes: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n    routes:\n"
+               "      - to: b\n", 10, "routes item 1: when: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {equals: 1}\n        to: b\n", 10, "when: field: is required");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: http_pol\n", 7,
+               "kind: unknown kind 'http_pol'; did you mean 'http_poll'?");
+}
+
+static void err_queues(void)
+{
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n    input: a\n    output: final\n",
+               9, "stage 's': output queue 'final' is not declared; add it under queues:");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n    input: nope\n    output: b\n",
+               8, "stage 's': input queue 'nope' is not declared");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n    input: a\n    output: bb\n",
+               9, "output queue 'bb' is not declared; did you mean 'b'?");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, equals: 1}\n        to: [b, zz]\n", 11,
+               "routes item 1: to queue 'zz' is not declared");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, equals: 1}\n        to: b\n    default: zz\n", 12,
+               "default queue 'zz' is not declared");
+    expect_err("queues:\n  ok:\n  \"a b\":\n", 3, "queue name 'a b' is invalid; use 1 to 64");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: noop\n    input: a\n    output: [b, c]\n",
+               9, "output: a noop stage writes exactly one queue (got 2)");
+    expect_err(QUEUES "stages:\n  - name: s\n    kind: route\n    input: a\n    output: b\n", 9,
+               "output: a route stage has no output:");
+}
+
+static void err_stage_rules(void)
+{
+    expect_err(NOOP("  - name: s\n    kind: noop\n    input: b\n    output: c\n"), 10,
+               "stage 2: stage name 's' is already used at line 6");
+    expect_err(QUEUES "stages:\n  - name: a/b\n    kind: noop\n", 6, "name: 'a/b' is invalid");
+    expect_err(QUEUES "stages:\n  - name: p\n    kind: http_poll\n    url: http://h/\n"
+               "    input: a\n    output: b\n", 9, "stage 'p': input: an http_poll stage has "
+               "no input (it is a source); remove input:");
+    expect_err(QUEUES "stages:\n  - name: p\n    kind: http_poll\n    url: ftp://h/\n"
+               "    output: b\n", 8, "url: expected an http:// or https:// URL");
+    expect_err(QUEUES "stages:\n  - name: p\n    kind: http_poll\n    url: http://h/\n"
+               "    interval: 0.001\n    output: b\n", 9, "interval: expected a number of "
+               "seconds from 0.01 to 86400 (got '0.001')");
+    expect_err(QUEUES "stages:\n  - name: x\n    kind: http_extract\n    input: a\n"
+               "    output: b\n    url: http://h/{id\n", 10, "url: bad template field");
+    expect_err(QUEUES "stages:\n  - name: x\n    kind: http_enrich\n    input: a\n"
+               "    output: b\n    url: http://h/\n    method: PUT\n    merge: {a: b}\n", 11,
+               "method: expected GET or POST (got 'PUT')");
+    expect_err(QUEUES "stages:\n  - name: x\n    kind: http_enrich\n    input: a\n"
+               "    output: b\n    url: http://h/\n    merge: [a, b]\n", 11,
+               "merge: expected a map of names to strings (got a list)");
+    expect_err(QUEUES "stages:\n  - name: x\n    kind: http_enrich\n    input: a\n"
+               "    output: b\n    url: http://h/\n    merge: {a: b}\n    headers: {X: [1]}\n",
+               12, "headers: X: expected a string (got a list)");
+}
+
+static void err_route_cond(void)
+{
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes:\n"
+               "      - when:\n          field: f\n          equals: 1\n          in: [1, 2]\n"
+               "        to: b\n", 13, "stage 'r': routes item 1: when: has both 'equals' and "
+               "'in'; give exactly one of equals, not_equals, exists, in");
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f}\n        to: b\n", 10, "when: needs one of equals");
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, equal: 1}\n        to: b\n", 10,
+               "unknown key 'equal'; did you mean 'equals'?");
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, in: []}\n        to: b\n", 10,
+               "when: in: expected a list of values (got an empty list)");
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, equals: [1]}\n        to: b\n", 10,
+               "when: equals: expected a single value (got a list); use in:");
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes:\n"
+               "      - when: {field: f, not_equals: ~}\n        to: b\n", 10,
+               "when: not_equals: expected a single value (got nothing); use exists: false");
+    expect_err(QUEUES "stages:\n  - name: r\n    kind: route\n    input: a\n    routes: []\n",
+               9, "routes: expected a list of {when: ..., to: ...} (got an empty list)");
+}
+
+/* --------------------------------------------------------------- getters */
+
+static void getters(void)
+{
+    Pipeline *p = load_ok(QUEUES "stages:\n  - name: x\n    kind: http_enrich\n    input: a\n"
+                          "    output: b\n    url: http://h/{id}\n    merge: {a: b}\n"
+                          "    send: [id, name]\n    insecure: true\n    timeout: 1.25\n");
+    const ConfNode *n = p->stages[0].node;
+    char err[512];
+    const char *s = "unset", **strs = NULL;
+    double d = -1;
+    unsigned long long u = 7;
+    int b = -1;
+    size_t m = 0;
+
+    T_CHECK(conf_get(n, "nope") == NULL && conf_get(NULL, "x") == NULL);
+    T_CHECK(conf_get(conf_get(n, "url"), "x") == NULL);
+    T_OK(conf_str(p->path, n, "absent", &s, err, sizeof err));
+    T_CHECK(strcmp(s, "unset") == 0);
+    T_OK(conf_num(p->path, n, "timeout", 0, 10, &d, err, sizeof err));
+    T_CHECK(d == 1.25);
+    T_OK(conf_bool(p->path, n, "insecure", &b, err, sizeof err));
+    T_EQ(b, 1);
+    T_OK(conf_strs(p->path, n, "send", &strs, &m, err, sizeof err));
+    T_EQ(m, 2);
+    T_CHECK(strcmp(strs[0], "id") == 0 && strcmp(strs[1], "name") == 0 && strs[2] == NULL);
+    free(strs);
+    T_OK(conf_strs(p->path, n, "input", &strs, &m, err, sizeof err));
+    T_EQ(m, 1);
+    T_CHECK(strcmp(strs[0], "a") == 0 && strs[1] == NULL);
+    free(strs);
+    T_ERR(conf_uint(p->path, n, "timeout", 100, &u, err, sizeof err), PL_EINVAL);
+    T_EQ(u, 7);
+    T_CHECK(strstr(err, ":14: timeout: expected a whole number from 0 to 100 (got '1.25')"));
+    T_ERR(conf_num(p->path, n, "url", 0, 1, &d, err, sizeof err), PL_EINVAL);
+    T_CHECK(strstr(err, ":10: url: expected a number from 0 to 1 (got 'http://h/{id}')"));
+    T_ERR(conf_str(p->path, n, "merge", &s, err, sizeof err), PL_EINVAL);
+    T_CHECK(strstr(err, "merge: expected a string (got a map)"));
+    T_ERR(conf_strs(p->path, n, "merge", &strs, &m, err, sizeof err), PL_EINVAL);
+    T_CHECK(strstr(err, "merge: expected a string or a list of strings (got a map)"));
+    pipeline_free(p);
+}
+
+/* ----------------------------------------------------------------- graph */
+
+static void graph_flow_order(void)
+{
+    char err[512];
+    Pipeline *p;
+    T_OK(pipeline_load(example_path(), &p, err, sizeof err));
+    char *g = graph(p);
+    const char *want[] = {
+        "poll_changes http_poll (source) -> retrieve\n",
+        "notices noop notices -> retrieve\n",
+        "extract http_extract retrieve -> validate\n",
+        "route route validate -> geocode, identity, final\n",
+        "geocode http_enrich geocode -> final\n",
+        "identity async_submit identity -> final\n",
+        "final: end of the line\n",
+    };
+    const char *at = g;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const char *hit = strstr(at, want[i]);
+        if (!hit)
+            t_fail(__FILE__, __LINE__, "graph lacks (in order) '%s':\n%s", want[i], g);
+        at = hit + strlen(want[i]);
+    }
+    T_CHECK(strstr(g, "notices: fed from outside"));
+    T_CHECK(!strstr(g, "retrieve: "));
+    free(g);
+    pipeline_free(p);
+
+    /* Written out of order, with a cycle (b -> c -> b): still in flow order, once each. */
+    p = load_ok("queues:\n  a:\n  b:\n  c:\n  d:\n  spare:\nstages:\n"
+                "  - {name: back, kind: noop, input: c, output: b}\n"
+                "  - {name: mid, kind: route, input: b, routes: [{when: {field: f, exists: "
+                "true}, to: c}], default: d}\n"
+                "  - {name: first, kind: noop, input: a, output: b}\n"
+                "  - {name: src, kind: http_poll, url: 'http://h/', output: a}\n");
+    g = graph(p);
+    const char *order[] = {"src http_poll (source) -> a\n", "first noop a -> b\n",
+                           "mid route b -> c, d\n", "back noop c -> b\n", "d: end of the line\n",
+                           "spare: not used by any stage\n"};
+    at = g;
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const char *hit = strstr(at, order[i]);
+        if (!hit)
+            t_fail(__FILE__, __LINE__, "graph lacks (in order) '%s':\n%s", order[i], g);
+        at = hit + strlen(order[i]);
+    }
+    free(g);
+    pipeline_free(p);
+}
+
+static const TCase cases[] = {
+    T_CASE(example_loads),
+    T_CASE(defaults_filled),
+    T_CASE(route_outputs_union),
+    T_CASE(listener_needed),
+    T_CASE(env_token),
+    T_CASE(missing_file),
+    T_CASE(err_yaml),
+    T_CASE(err_tabs),
+    T_CASE(err_duplicate_key),
+    T_CASE(err_unknown_keys),
+    T_CASE(err_types_and_ranges),
+    T_CASE(err_missing_required),
+    T_CASE(err_queues),
+    T_CASE(err_stage_rules),
+    T_CASE(err_route_cond),
+    T_CASE(getters),
+    T_CASE(graph_flow_order),
+    {NULL, NULL},
+};
+
+int main(int argc, char **argv)
+{
+    return t_main(argc, argv, "pipeline", cases);
+}
