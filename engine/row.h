@@ -6,7 +6,10 @@
  * ints, and every other number (big integers, decimals, exponents) as a
  * msgpack ext of type ROW_EXT_NUMBER holding the number's JSON text
  * verbatim, so 12345678901234567890123 and 0.1000 come back as written.
- * Nested objects and arrays are msgpack maps and arrays. */
+ * Nested objects and arrays are msgpack maps and arrays, at most 64 deep.
+ * row_to_json writes the canonical form defined in row.c (no whitespace,
+ * members in stored order, minimal escapes, raw UTF-8, numbers as written),
+ * so JSON -> msgpack -> JSON is exact up to whitespace and escape spelling. */
 #ifndef PL_ROW_H
 #define PL_ROW_H
 
@@ -35,13 +38,18 @@ void sb_add_json_string(Strbuf *b, const char *s, size_t n);
 /* row_from_json converts the JSON text (len bytes) into msgpack appended to
  * out (any JSON value; use row_from_json_object to require an object).
  * Returns 0, or PL_EINVAL with err: "invalid JSON at byte N: ..." / "invalid
- * UTF-8 at byte N". Nesting deeper than 64 is refused. */
+ * UTF-8 at byte N". Nesting deeper than 64 is refused, and so is a lone
+ * UTF-16 surrogate escape ("\ud800" without a low one after it), which has
+ * no UTF-8 form. On failure out is left as it was; err may be NULL. */
 int row_from_json(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen);
 int row_from_json_object(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen);
 
 /* row_to_json appends the JSON text of the msgpack value in mp (len bytes)
- * to b. Returns 0 or PL_EFORMAT for malformed msgpack. Binary (bin) values
- * become base64 strings. */
+ * to b. Returns 0 or PL_EFORMAT for malformed msgpack (also: bytes after the
+ * value, nesting deeper than 64, a ROW_EXT_NUMBER that is not a JSON
+ * number); on failure b is left as it was. Binary (bin) values become base64
+ * strings; floats the shortest text that reads back the same (NaN and
+ * infinities null); other ext types null. */
 int row_to_json(const void *mp, size_t len, Strbuf *b);
 
 /* A decoded view of a row; views point into the input bytes. */
@@ -50,16 +58,20 @@ typedef struct RowView {
     msgpack_object root;    /* read-only */
 } RowView;
 
-/* row_view decodes mp into v (init/clear v's zone itself); 0 or PL_EFORMAT.
- * row_view_free releases the zone. */
+/* row_view decodes mp (exactly one value, up to 64 deep: msgpack_unpack
+ * itself stops at 32) into v (init/clear v's zone itself); 0 or PL_EFORMAT.
+ * Views point into mp and are valid while mp is. On failure v holds nothing.
+ * row_view_free releases the zone; after a failed row_view, a second call,
+ * or with NULL it is a no-op. */
 int row_view(RowView *v, const void *mp, size_t len);
 void row_view_free(RowView *v);
 
 /* row_field returns the value of top-level field name of a map, or NULL.
- * A dotted path ("address.city") walks into nested maps. */
+ * A dotted path ("address.city") walks into nested maps; a field literally
+ * named "address.city" wins. With repeated names the first one counts. */
 const msgpack_object *row_field(const msgpack_object *map, const char *name);
 
-/* row_field_text writes a scalar field as text (for URL templates and
+/* row_field_text appends a scalar field as text (for URL templates and
  * conditions): strings as is, numbers as JSON writes them, true/false,
  * "null"; returns 0, or PL_EINVAL when the field is missing or not a
  * scalar. */
@@ -68,7 +80,10 @@ int row_field_text(const msgpack_object *map, const char *name, Strbuf *out);
 /* row_merge writes into out a copy of map base with fields set from src:
  * for each i, field to[i] takes the value of field from[i] of src (a map);
  * fields of src that are missing are skipped (*missing counts them, may be
- * NULL). Other fields of base keep their order; new ones are appended.
+ * NULL; it is set, not added to). from[i] may be a dotted path; to[i] is a
+ * top-level name, and when several to[] name one field the last found wins.
+ * Other fields of base keep their order; new ones are appended in to[] order.
+ * out is appended to and must not hold the bytes base or src view.
  * Returns 0, or PL_EINVAL when base or src is not a map. */
 int row_merge(const msgpack_object *base, const msgpack_object *src, const char *const *from,
               const char *const *to, size_t n, msgpack_sbuffer *out, size_t *missing);

@@ -115,7 +115,12 @@ static void async_start(Slot *s)
         return;
     }
     RowView v;
-    if (row_view(&v, j->row.buf, j->row.len) != 0 || v.root.type != MSGPACK_OBJECT_MAP) {
+    if (row_view(&v, j->row.buf, j->row.len) != 0) {
+        slot_bury(s, "staged row is not valid msgpack");
+        return;
+    }
+    if (v.root.type != MSGPACK_OBJECT_MAP) {
+        row_view_free(&v);
         slot_bury(s, "staged row is not a msgpack map");
         return;
     }
