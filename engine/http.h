@@ -32,12 +32,15 @@ int http_open(struct ev_loop *loop, const HttpOpts *o, Http **out);
 
 /* http_close cancels every request still queued or in flight (their done
  * callbacks run with HTTP_CANCELED before it returns) and frees h; NULL is
- * a no-op. Classes must be freed before. */
+ * a no-op. Free the classes before; any still open are freed here (as by
+ * http_class_free) and their pointers are dangling afterwards. Not from
+ * inside a done callback. */
 void http_close(Http *h);
 
 typedef struct HttpPolicy {
     unsigned concurrency;      /* requests in flight for the class; 0: 8 */
-    double rate_per_s;         /* request starts per second per host; 0: no limit */
+    double rate_per_s;         /* request starts per second per host, at least
+                                * 1/rate apart (no bursts); 0: no limit */
     double connect_timeout_s;  /* 0: 5 */
     double timeout_s;          /* whole request; 0: 30 */
     int insecure;              /* 1 turns TLS verification off (never the default) */
@@ -45,7 +48,8 @@ typedef struct HttpPolicy {
 
 /* http_class_new makes a class with policy p (copied). */
 HttpClass *http_class_new(Http *h, const char *name, const HttpPolicy *p);
-/* http_class_free cancels the class's requests (done runs) and frees it; NULL ok. */
+/* http_class_free cancels the class's requests (done runs) and frees it; NULL ok.
+ * A done callback may free its own class: it goes when that done returns. */
 void http_class_free(HttpClass *c);
 
 enum {
@@ -61,7 +65,7 @@ typedef struct HttpResult {
     const char *body;         /* response body, NUL-terminated; valid during done */
     size_t len;
     double retry_after_s;     /* Retry-After of a 429/503 (seconds or HTTP date), else 0 */
-    double elapsed_s;
+    double elapsed_s;         /* since http_request (time waiting included) */
     char error[256];          /* for logs and bury reasons: "HTTP 404: <body excerpt>",
                                * "timeout after 30 s", "connection refused", ... */
 } HttpResult;
