@@ -254,6 +254,11 @@ static int arg_text(const Ctx *c, const char *name, const char *v, size_t max)
         return usage(c, "--%s is empty", name);
     if (n > max)
         return usage(c, "--%s is %zu bytes, over the limit of %zu", name, n, max);
+    /* Text is UTF-8: anything else could not come back intact through
+     * --json, export and import. */
+    size_t bad = v ? json_utf8_bad(v, n) : n;
+    if (bad < n)
+        return usage(c, "--%s is not valid UTF-8 (byte %zu); give text", name, bad);
     return ST_OK;
 }
 
@@ -990,8 +995,10 @@ static int jobop_parse(const Ctx *c, int op, JobOp *o)
     o->op = op;
     if ((rc = arg_id(c, c->pos[0], &o->id)))
         return rc;
+    /* A lease token is never 0 (0 is the operator's "whatever the lease",
+     * which is what leaving --lease out means). */
     if (op != OP_DELETE && op != OP_KICK)
-        return flag_u64(c, "lease", 0, UINT64_MAX, 0, &o->lease);
+        return flag_u64(c, "lease", 1, UINT64_MAX, 0, &o->lease);
     return ST_OK;
 }
 
@@ -1068,6 +1075,7 @@ static int cmd_kick_job(Ctx *c)
 typedef struct ReserveOp {
     const char *queue;
     uint32_t ttr;
+    int rc;          /* queue_reserve's answer */
     Held got;
 } ReserveOp;
 
@@ -1075,10 +1083,12 @@ static int reserve_fn(Txn *t, void *arg)
 {
     ReserveOp *r = arg;
     Job j;
-    int rc = queue_reserve(t, r->queue, r->ttr, &j);
-    if (rc == 0)
+    r->rc = queue_reserve(t, r->queue, r->ttr, &j);
+    if (r->rc == 0)
         held_set(&r->got, &j);
-    return rc;
+    /* "Nothing ready" still commits: the reserve processed due delayed jobs
+     * and expired leases (a job past max attempts is buried then). */
+    return r->rc == PL_EEMPTY || r->rc == PL_EPAUSED ? 0 : r->rc;
 }
 
 static void sleep_ms(uint64_t ms)
@@ -1106,6 +1116,8 @@ static int cmd_reserve(Ctx *c)
     start = pl_mono_ns();
     for (;;) {
         rc = store_run(c->s, reserve_fn, &r);
+        if (rc == 0)
+            rc = r.rc;
         /* A queue may be paused, or not made yet by its first put: wait too. */
         if (rc != PL_EEMPTY && rc != PL_EPAUSED && rc != PL_ENOQUEUE)
             break;
