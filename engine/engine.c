@@ -66,7 +66,7 @@ struct Engine {
     int tick_busy;
     pthread_mutex_t mu;
     EngineOp *done_head, *done_tail;
-    int draining, drain_expired;
+    int draining, drain_expired, drained;
     unsigned ops_in_flight;
 };
 
@@ -571,13 +571,14 @@ static void rsv_done(EngineOp *eo, int rc)
     size_t got = rc ? 0 : r->got;
     for (size_t i = 0; i < r->nwant; i++) {
         Slot *s = r->want[i];
+        st->reserving--;
         if (i < got) {
             s->state = SLOT_WORKING;
             s->started_ns = pl_mono_ns();
             sb_reset(&s->acts);
+            st->in_flight++;
         } else {
             s->state = SLOT_FREE;
-            st->in_flight--;
         }
     }
     r->nwant = 0;
@@ -605,7 +606,7 @@ static void reserver_kick(Stage *st)
     for (unsigned i = 0; i < st->nslots && n < want && n < 64; i++)
         if (st->slots[i].state == SLOT_FREE) {
             st->slots[i].state = SLOT_RESERVING;
-            st->in_flight++;
+            st->reserving++;
             r->want[n++] = &st->slots[i];
         }
     if (!n)
@@ -780,8 +781,9 @@ static void check_drained(Engine *e)
 {
     unsigned busy = 0;
     for (size_t i = 0; i < e->nstages; i++)
-        busy += e->stages[i].in_flight;
-    if (busy == 0 && e->ops_in_flight == 0) {
+        busy += e->stages[i].in_flight + e->stages[i].reserving;
+    if (busy == 0 && e->ops_in_flight == 0 && !e->drained) {
+        e->drained = 1;
         pl_log(PL_LOG_INFO, "engine: drained; every job committed or released");
         ev_break(e->loop, EVBREAK_ALL);
     }

@@ -54,7 +54,7 @@ struct Stage {
     const StageKind *kind;
     struct ev_loop *loop;
     HttpClass *http;
-    unsigned in_flight;
+    unsigned in_flight;     /* jobs being worked or committed */
     int draining;
     StageCounters ctr;
     /* read-write for kinds */
@@ -62,6 +62,7 @@ struct Stage {
     /* private (engine.c) */
     Slot *slots;
     unsigned nslots;
+    unsigned reserving;     /* slots waiting for the reserver */
     void *rsv;
 };
 
