@@ -889,6 +889,7 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
     ev_async_init(&e->wake, on_wake);
     ev_async_start(e->loop, &e->wake);
     ev_check_init(&e->check, on_check);
+    ev_set_priority(&e->check, EV_MAXPRI); /* first after the poll: the clock starts there */
     ev_check_start(e->loop, &e->check);
     ev_prepare_init(&e->prep, on_prepare);
     ev_prepare_start(e->loop, &e->prep);
@@ -975,6 +976,9 @@ int engine_run(Engine *e)
     pl_log(PL_LOG_INFO, "engine: running %zu stages on %s%s%s", e->nstages, store_path(e->store),
            e->listener ? ", listening on " : "", e->listener ? e->callback_base : "");
     ev_run(e->loop, 0);
+    /* A signal belongs to one loop at a time: let it go with this run. */
+    ev_signal_stop(e->loop, &e->sigterm);
+    ev_signal_stop(e->loop, &e->sigint);
     return 0;
 }
 

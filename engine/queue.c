@@ -794,6 +794,17 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
             break;
         ++*got;
     }
+    /* Each reserve rewrote a header in DB_JOBS, where the bodies live too:
+     * a write may move the nodes of a dirty page, so the views taken along
+     * the way can be stale. Take them again now that the writing is done. */
+    for (size_t i = 0; i < *got && *got > 1; i++) {
+        JobRec j;
+        int rc2 = job_load(t, out[i].id, &j);
+        if (rc2 == 0)
+            rc2 = fill(t, out[i].id, &j, q, &out[i]);
+        if (rc2)
+            return txn_fail(t, rc2);
+    }
     if (*got)
         return 0;
     return rc ? rc : PL_EEMPTY;

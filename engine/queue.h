@@ -105,8 +105,8 @@ int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *ex
 int queue_reserve(Txn *t, const char *queue, uint32_t ttr_ms, Job *out);
 
 /* queue_reserve_n reserves up to n jobs into out[], setting *got. Returns 0
- * when at least one was reserved, else as queue_reserve. out[i]'s views stay
- * valid: a reserve does not touch the body records. */
+ * when at least one was reserved, else as queue_reserve. out[]'s views are
+ * valid until the next update in the transaction (copy them before it). */
 int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *out, size_t *got);
 
 /* queue_ack deletes job id: the work is done. lease: the token from reserve

@@ -389,6 +389,49 @@ static void batch_reserve_n_ack_n(void)
     store_close(s);
 }
 
+/* Regression: the headers that reserve_n rewrites share DB_JOBS with the
+ * bodies; every body view handed out must still be the job's own body. */
+static void reserve_n_bodies_intact(void)
+{
+    Store *s = open_store(NULL);
+    char body[200];
+    for (int round = 0; round < 5; round++) {
+        Txn *t = wbegin(s);
+        for (int i = 0; i < 600; i++) {
+            int len = snprintf(body, sizeof body, "{\"n\":%d,\"pad\":\"%.*s\"}", round * 600 + i,
+                               (i * 37) % 120, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+            PutArgs a = {.body = body, .len = (size_t)len};
+            uint64_t id;
+            T_OK(queue_put(t, "q", &a, &id, NULL));
+        }
+        T_OK(store_txn_commit(t));
+    }
+    Job *js = calloc(64, sizeof *js);
+    int seen = 0;
+    for (;;) {
+        Txn *t = wbegin(s);
+        size_t got;
+        int rc = queue_reserve_n(t, "q", 64, 0, js, &got);
+        if (rc == PL_EEMPTY) {
+            store_txn_abort(t);
+            break;
+        }
+        T_OK(rc);
+        for (size_t i = 0; i < got; i++) {
+            int n = -1;
+            T_CHECK(js[i].len > 6 && sscanf((const char *)js[i].body, "{\"n\":%d,", &n) == 1);
+            T_EQ(n, (int)(js[i].id - 1)); /* ids start at 1, bodies count from 0 */
+            seen++;
+        }
+        for (size_t i = 0; i < got; i++)
+            T_OK(queue_ack(t, js[i].id, js[i].lease));
+        T_OK(store_txn_commit(t));
+    }
+    T_EQ(seen, 3000);
+    free(js);
+    store_close(s);
+}
+
 static void pause_resume(void)
 {
     Store *s = open_store(NULL);
@@ -762,6 +805,7 @@ static const TCase cases[] = {
     T_CASE(bury_and_kick),
     T_CASE(idempotency_key),
     T_CASE(batch_reserve_n_ack_n),
+    T_CASE(reserve_n_bodies_intact),
     T_CASE(pause_resume),
     T_CASE(peek_and_purge),
     T_CASE(body_limit_and_bad_names),
