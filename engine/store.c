@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <dirent.h>
@@ -143,6 +144,18 @@ int store_open(const char *dir, const StoreOpts *o, Store **out)
     int rc = dir_check(dir, opts.create && !opts.readonly);
     if (rc)
         return rc;
+    /* Two processes creating one directory at once must not see each
+     * other's half-made environment: opening is serialised by a lock on the
+     * directory itself, held until the environment is set up. */
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno;
+    if (flock(dfd, LOCK_EX) != 0 || (rc = dir_check(dir, 0)) == PL_ENOTDATA) {
+        rc = rc ? rc : errno;
+        close(dfd);
+        return rc;
+    }
+    rc = 0;
 
     Store *s = xcalloc(1, sizeof *s);
     s->path = xstrdup(dir);
@@ -206,11 +219,13 @@ int store_open(const char *dir, const StoreOpts *o, Store **out)
             s->alloc_end = st.st_size;
     }
     *out = s;
+    close(dfd); /* releases the lock */
     return 0;
 fail:
     if (txn)
         mdb_txn_abort(txn);
     store_close(s);
+    close(dfd);
     return rc;
 }
 
