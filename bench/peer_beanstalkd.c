@@ -912,7 +912,7 @@ peer_beanstalkd_puts(const char *workdir, size_t body, unsigned conns, double se
         pthread_join(th[i], NULL);
         total += runs[i].puts;
         if (runs[i].err[0] && !r->err[0])
-            snprintf(r->err, sizeof r->err, "beanstalkd put: %s", runs[i].err);
+            snprintf(r->err, sizeof r->err, "beanstalkd put: %.200s", runs[i].err);
     }
     double dt = (double)(now_ns() - t0) / 1e9;
     if (!r->err[0]) {

@@ -66,8 +66,13 @@ typedef struct StageConf {
     int insecure;
 } StageConf;
 
+struct Models; /* model.h */
+
 typedef struct Pipeline {
     char *path;
+    char *text;                 /* the file as read (NUL-terminated), for the store */
+    size_t text_len;
+    struct Models *models;      /* the models: section (model.h), or NULL when none */
     const char *data_dir;       /* NULL: --data, $PICKLINE_DATA, ./pickline-data */
     int listen_enabled;
     const char *listen_address; /* default 127.0.0.1 */
@@ -85,6 +90,12 @@ typedef struct Pipeline {
 /* pipeline_load reads and checks path. Returns 0 and *out, or PL_EINVAL
  * (or an errno value) with a message in err: "FILE:LINE: what; hint". */
 int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen);
+
+/* pipeline_parse is pipeline_load for a file already read: text (len
+ * bytes) named name in messages. The engine keeps the text of the file it
+ * runs in the store, so qctl and qload read the same models. */
+int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **out, char *err,
+                   size_t errlen);
 
 /* pipeline_free frees p; NULL is a no-op. */
 void pipeline_free(Pipeline *p);

@@ -87,7 +87,7 @@ static void async_start(Slot *s)
 {
     AsyncKd *k = s->stage->kd;
     AsyncJob *j = s->kd;
-    char err[256], why[400];
+    char err[256], why[512];
     if (job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);
         return;

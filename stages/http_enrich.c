@@ -143,7 +143,7 @@ static void enrich_start(Slot *s)
 {
     EnrichKd *k = s->stage->kd;
     EnrichJob *j = s->kd;
-    char err[256], why[400];
+    char err[256], why[512];
     if (job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);
         return;

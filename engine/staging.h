@@ -1,0 +1,146 @@
+/* staging.h: batches of staged rows, and rejects, in the store.
+ *
+ * Layout (keys big-endian, see store.h for the sub-databases):
+ *   DB_META  "b/" id u64        -> batch record (msgpack, below)
+ *   DB_META  "bo/" model        -> id u64 of the model's open batch
+ *   DB_META  "next_bid", "next_rid" -> u64 counters; "uuid" -> 32 hex chars
+ *   DB_STAGE 0x01 id u64 seq u32 -> a normalised row (msgpack map) of a batch
+ *   DB_STAGE 0x02 id u64         -> reject record (msgpack)
+ * Model names start with a letter, so these never meet the staged rows
+ * (model, 0, key) of the stages.
+ *
+ * A batch is open while rows are appended, then sealed (at N rows or after
+ * T seconds), or held (its rejects passed the validate stage's threshold:
+ * an operator looks, then releases or fails it), then loading (qload has
+ * begun a load), loaded (the warehouse's ledger holds it; its rows are
+ * dropped), or failed (qload gave up: the error says why; `qctl batches
+ * retry` seals it again). Every function here works inside the caller's
+ * transaction (store_run, or a CommitOp) and follows CommitOp.apply's rules. */
+#ifndef PL_STAGING_H
+#define PL_STAGING_H
+
+#include "store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { BATCH_OPEN, BATCH_SEALED, BATCH_HELD, BATCH_LOADING, BATCH_LOADED, BATCH_FAILED };
+
+/* batch_state_name: "open", "sealed", ...; batch_state_parse: -1 if none. */
+const char *batch_state_name(int state);
+int batch_state_parse(const char *s);
+
+typedef struct BatchRec {
+    uint64_t id;
+    char model[128];
+    int state;
+    uint64_t rows;          /* rows appended: seqs 0..rows-1 */
+    uint64_t removed;       /* of those, moved to the rejects by qload */
+    uint64_t rejects;       /* rows of the model the validate stage rejected while open */
+    uint64_t created_ms, sealed_ms, loaded_ms;
+    uint32_t attempts;      /* load attempts */
+    char error[512];        /* held: why; failed: the last load error */
+} BatchRec;
+
+typedef struct SealPolicy {
+    uint64_t rows;          /* seal at this many rows; 0: no limit */
+    double after_s;         /* seal this long after the batch opened; 0: never */
+    uint64_t max_rejects;   /* hold when rejects exceed this; UINT64_MAX: none */
+    double max_reject_rate; /* hold when rejects / (rows + rejects) exceeds this; >= 1: none */
+} SealPolicy;
+
+/* staging_uuid returns the store's identity (created on first use in a
+ * write transaction): 32 hex chars and a NUL. The ledger in the warehouse
+ * keys batches by (uuid, batch id). */
+int staging_uuid(Txn *t, char out[33]);
+
+/* staging_append appends row (a msgpack map) to the open batch of model,
+ * opening one if none, and seals it when policy says so (rows reached, or
+ * a hold). *out (may be NULL) gets the batch record afterwards. */
+int staging_append(Txn *t, const char *model, const void *row, size_t len,
+                   const SealPolicy *policy, BatchRec *out);
+
+/* staging_note_reject counts one rejected row against the open batch of
+ * model (opening one if none), for the hold threshold. */
+int staging_note_reject(Txn *t, const char *model);
+
+/* staging_seal_due seals (or holds, by policy) the open batch of model
+ * (NULL: of every model) if it is non-empty and older than policy->after_s
+ * (or force is set). *sealed (may be NULL) gets the id of the last batch
+ * sealed, or 0 when nothing was. */
+int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int force,
+                     uint64_t *sealed);
+
+int batch_get(Txn *t, uint64_t id, BatchRec *out);   /* PL_ENOJOB if none */
+int batch_put(Txn *t, const BatchRec *b);
+
+/* batch_each calls fn for every batch in id order (all states when state
+ * is -1); a non-zero return from fn stops and is returned. */
+int batch_each(Txn *t, int state, int (*fn)(const BatchRec *b, void *arg), void *arg);
+
+/* batch_rows calls fn for the rows of batch id with seq >= from, in seq
+ * order, at most max of them (0: all); views are valid in the transaction.
+ * A non-zero return from fn stops and is returned. */
+int batch_rows(Txn *t, uint64_t id, uint32_t from, uint32_t max,
+               int (*fn)(uint32_t seq, const void *mp, size_t len, void *arg), void *arg);
+
+/* batch_row_get reads one row (a view); PL_ENOJOB if none. */
+int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *len);
+
+/* batch_row_reject moves row seq of batch id into the rejects with the
+ * warehouse's message (rule "warehouse"), and counts it as removed. */
+int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uint64_t *rid);
+
+/* batch_drop_rows deletes the rows of batch id (after it was loaded),
+ * at most max per call (0: all); *more is set when some are left. */
+int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more);
+
+/* Rejects. Strings are views (in the transaction, or the caller's). */
+typedef struct RejectRec {
+    uint64_t id;
+    const char *model, *key, *stage, *queue; /* queue: where a replay puts job; "" none */
+    uint64_t batch;                          /* qload's rejects: the batch; else 0 */
+    uint64_t time_ms;
+    const void *row;                         /* msgpack map: the row as it was */
+    size_t row_len;
+    const char *errors;                      /* JSON array of {field, rule, message} */
+    size_t errors_len;
+    const char *job;                         /* the job body to replay (JSON), or NULL */
+    size_t job_len;
+} RejectRec;
+
+/* reject_add stores r (r->id and r->time_ms are assigned) and returns its id. */
+int reject_add(Txn *t, const RejectRec *r, uint64_t *id);
+/* reject_get decodes reject id into out: the names are NUL-terminated
+ * copies in out, row, errors and job are views valid in the transaction.
+ * PL_ENOJOB if none. */
+typedef struct RejectRead {
+    RejectRec r;
+    char model[128], key[256], stage[128], queue[128];
+} RejectRead;
+int reject_get(Txn *t, uint64_t id, RejectRead *out);
+/* reject_each calls fn for every reject (of model, or all when NULL) in id
+ * order; a non-zero return stops and is returned. */
+int reject_each(Txn *t, const char *model, int (*fn)(const RejectRead *r, void *arg), void *arg);
+int reject_del(Txn *t, uint64_t id);
+
+/* reject_replay puts the reject back on the line in one transaction: row
+ * (the fixed row, msgpack; NULL: the stored one) becomes the staged row
+ * (model, key) and the stored job goes on its queue; a qload reject (no
+ * queue) is appended to its model's open batch instead. Then the reject is
+ * deleted. *job (may be NULL) gets the new job's id, or 0. */
+int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *job);
+
+/* The pipeline file the engine runs, kept in the store (DB_META
+ * "pipeline": msgpack [path, text]) so that qctl and qload read the same
+ * models without being told where the file is. */
+int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len);
+
+struct Pipeline;
+/* pipeline_from_store parses the pipeline kept in s (file, when not NULL,
+ * is read instead). PL_ENOJOB with err "no pipeline file stored in DIR;
+ * run `pickline run FILE` once, or pass --pipeline FILE" when none. */
+int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char *err,
+                        size_t errlen);
+
+#endif
