@@ -1,0 +1,807 @@
+/* staging.c: batches of staged rows and rejects (the layout is in staging.h).
+ *
+ * Records are msgpack arrays led by a format version, like rec.c's:
+ *   batch  [1, id, model, state, rows, removed, rejects, created, sealed,
+ *           loaded, attempts, error]
+ *   reject [1, id, model, key, stage, queue, batch, time, row (bin),
+ *           errors (str), job (str or nil)]
+ * A newer version is refused (PL_EFORMAT), never guessed at. */
+#include "staging.h"
+
+#include "pipeline.h"
+#include "pl.h"
+#include "queue.h"
+#include "row.h"
+
+#include <msgpack.h>
+#include <stdio.h>
+#include <string.h>
+
+#define REC_VERSION 1
+#define TAG_ROW 0x01
+#define TAG_REJECT 0x02
+
+static const char *const state_names[] = {"open", "sealed", "held", "loading", "loaded", "failed"};
+
+const char *batch_state_name(int state)
+{
+    if (state < 0 || state > BATCH_FAILED)
+        return "unknown";
+    return state_names[state];
+}
+
+int batch_state_parse(const char *s)
+{
+    for (int i = 0; i <= BATCH_FAILED; i++)
+        if (strcmp(s, state_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- helpers */
+
+static int meta_u64(Txn *t, const char *name, uint64_t *v)
+{
+    MDB_val k = {strlen(name), (void *)name}, d;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &d);
+    if (rc == MDB_NOTFOUND) {
+        *v = 0;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (d.mv_size != 8)
+        return PL_EFORMAT;
+    *v = pl_get_be64(d.mv_data);
+    return 0;
+}
+
+static int meta_put_u64(Txn *t, const char *name, uint64_t v)
+{
+    unsigned char b[8];
+    pl_put_be64(b, v);
+    MDB_val k = {strlen(name), (void *)name}, d = {8, b};
+    return mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &d, 0);
+}
+
+/* counter returns the next value of counter name (from 1) and stores it. */
+static int counter(Txn *t, const char *name, uint64_t *out)
+{
+    uint64_t v;
+    int rc = meta_u64(t, name, &v);
+    if (rc)
+        return rc;
+    *out = v + 1;
+    return meta_put_u64(t, name, v + 1);
+}
+
+static void batch_key(unsigned char k[10], uint64_t id)
+{
+    k[0] = 'b';
+    k[1] = '/';
+    pl_put_be64(k + 2, id);
+}
+
+static size_t open_key(char *k, size_t n, const char *model)
+{
+    int m = snprintf(k, n, "bo/%s", model);
+    return m < 0 ? 0 : (size_t)m < n ? (size_t)m : n - 1;
+}
+
+static void row_key(unsigned char k[13], uint64_t id, uint32_t seq)
+{
+    k[0] = TAG_ROW;
+    pl_put_be64(k + 1, id);
+    pl_put_be32(k + 9, seq);
+}
+
+static void reject_key(unsigned char k[9], uint64_t id)
+{
+    k[0] = TAG_REJECT;
+    pl_put_be64(k + 1, id);
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static int obj_u64(const msgpack_object *o, uint64_t *v)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return PL_EFORMAT;
+    *v = o->via.u64;
+    return 0;
+}
+
+static int obj_str(const msgpack_object *o, char *buf, size_t n)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return PL_EFORMAT;
+    size_t l = o->via.str.size < n - 1 ? o->via.str.size : n - 1;
+    memcpy(buf, o->via.str.ptr, l);
+    buf[l] = '\0';
+    return 0;
+}
+
+/* ---------------------------------------------------------------- uuid */
+
+int staging_uuid(Txn *t, char out[33])
+{
+    MDB_val k = {4, "uuid"}, d;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &d);
+    if (rc == 0 && d.mv_size == 32) {
+        memcpy(out, d.mv_data, 32);
+        out[32] = '\0';
+        return 0;
+    }
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    if (!t->write)
+        return PL_ENOJOB;
+    unsigned char r[16];
+    for (size_t i = 0; i < sizeof r; i += 8) {
+        uint64_t x = pl_random64();
+        memcpy(r + i, &x, 8);
+    }
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf(out + 2 * i, 3, "%02x", r[i]);
+    d.mv_size = 32;
+    d.mv_data = out;
+    return mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &d, 0);
+}
+
+/* ---------------------------------------------------------------- batches */
+
+int batch_put(Txn *t, const BatchRec *b)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 12);
+    msgpack_pack_uint32(&pk, REC_VERSION);
+    msgpack_pack_uint64(&pk, b->id);
+    pack_str(&pk, b->model);
+    msgpack_pack_uint32(&pk, (uint32_t)b->state);
+    msgpack_pack_uint64(&pk, b->rows);
+    msgpack_pack_uint64(&pk, b->removed);
+    msgpack_pack_uint64(&pk, b->rejects);
+    msgpack_pack_uint64(&pk, b->created_ms);
+    msgpack_pack_uint64(&pk, b->sealed_ms);
+    msgpack_pack_uint64(&pk, b->loaded_ms);
+    msgpack_pack_uint32(&pk, b->attempts);
+    pack_str(&pk, b->error);
+    unsigned char k[10];
+    batch_key(k, b->id);
+    MDB_val mk = {sizeof k, k}, mv = {sb.size, sb.data};
+    int rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &mk, &mv, 0);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+static int batch_decode(const void *buf, size_t len, BatchRec *b)
+{
+    RowView v;
+    int rc = row_view(&v, buf, len);
+    if (rc)
+        return rc;
+    const msgpack_object *o = &v.root;
+    rc = PL_EFORMAT;
+    memset(b, 0, sizeof *b);
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 12)
+        goto out;
+    const msgpack_object *a = o->via.array.ptr;
+    uint64_t ver, st, att;
+    if (obj_u64(&a[0], &ver) || ver != REC_VERSION)
+        goto out;
+    if (obj_u64(&a[1], &b->id) || obj_str(&a[2], b->model, sizeof b->model) ||
+        obj_u64(&a[3], &st) || obj_u64(&a[4], &b->rows) || obj_u64(&a[5], &b->removed) ||
+        obj_u64(&a[6], &b->rejects) || obj_u64(&a[7], &b->created_ms) ||
+        obj_u64(&a[8], &b->sealed_ms) || obj_u64(&a[9], &b->loaded_ms) ||
+        obj_u64(&a[10], &att) || obj_str(&a[11], b->error, sizeof b->error) || st > BATCH_FAILED)
+        goto out;
+    b->state = (int)st;
+    b->attempts = (uint32_t)att;
+    rc = 0;
+out:
+    row_view_free(&v);
+    return rc;
+}
+
+int batch_get(Txn *t, uint64_t id, BatchRec *out)
+{
+    unsigned char k[10];
+    batch_key(k, id);
+    MDB_val mk = {sizeof k, k}, mv;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &mk, &mv);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOJOB;
+    if (rc)
+        return rc;
+    return batch_decode(mv.mv_data, mv.mv_size, out);
+}
+
+int batch_each(Txn *t, int state, int (*fn)(const BatchRec *b, void *arg), void *arg)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_META), &c);
+    if (rc)
+        return rc;
+    unsigned char k0[2] = {'b', '/'};
+    MDB_val k = {2, k0}, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 10 || memcmp(k.mv_data, "b/", 2) != 0)
+            break;
+        BatchRec b;
+        if ((rc = batch_decode(v.mv_data, v.mv_size, &b)) != 0)
+            break;
+        if (state >= 0 && b.state != state)
+            continue;
+        if ((rc = fn(&b, arg)) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+static int open_batch(Txn *t, const char *model, int create, BatchRec *b)
+{
+    char k[160];
+    if (!*model || strlen(model) >= sizeof b->model)
+        return PL_EINVAL;
+    MDB_val mk = {open_key(k, sizeof k, model), k}, mv;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &mk, &mv);
+    if (rc == 0 && mv.mv_size == 8) {
+        rc = batch_get(t, pl_get_be64(mv.mv_data), b);
+        if (rc == 0 && b->state == BATCH_OPEN)
+            return 0;
+        if (rc && rc != PL_ENOJOB)
+            return rc;
+    } else if (rc && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    if (!create)
+        return PL_ENOJOB;
+    memset(b, 0, sizeof *b);
+    if ((rc = counter(t, "next_bid", &b->id)) != 0)
+        return rc;
+    snprintf(b->model, sizeof b->model, "%s", model);
+    b->state = BATCH_OPEN;
+    b->created_ms = t->now;
+    unsigned char id[8];
+    pl_put_be64(id, b->id);
+    mv.mv_size = 8;
+    mv.mv_data = id;
+    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &mk, &mv, 0)) != 0)
+        return rc;
+    return batch_put(t, b);
+}
+
+/* seal_now closes b: sealed, or held when its rejects pass the policy. */
+static int seal_now(Txn *t, BatchRec *b, const SealPolicy *p)
+{
+    char k[160];
+    MDB_val mk = {open_key(k, sizeof k, b->model), k};
+    int rc = mdb_del(t->mdb, txn_dbi(t, DB_META), &mk, NULL);
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    b->sealed_ms = t->now;
+    b->state = BATCH_SEALED;
+    double total = (double)(b->rows + b->rejects);
+    if (p && p->max_rejects != UINT64_MAX && b->rejects > p->max_rejects) {
+        b->state = BATCH_HELD;
+        snprintf(b->error, sizeof b->error,
+                 "%llu rows rejected, over the threshold of %llu; look with `qctl rejects %s`, "
+                 "then `qctl batches release %llu` to load it anyway or `qctl batches fail %llu`",
+                 (unsigned long long)b->rejects, (unsigned long long)p->max_rejects, b->model,
+                 (unsigned long long)b->id, (unsigned long long)b->id);
+    } else if (p && p->max_reject_rate < 1 && total > 0 &&
+               (double)b->rejects / total > p->max_reject_rate) {
+        b->state = BATCH_HELD;
+        snprintf(b->error, sizeof b->error,
+                 "%.1f%% of rows rejected (%llu of %llu), over the threshold of %.1f%%; look with "
+                 "`qctl rejects %s`, then `qctl batches release %llu` to load it anyway or "
+                 "`qctl batches fail %llu`",
+                 100.0 * (double)b->rejects / total, (unsigned long long)b->rejects,
+                 (unsigned long long)(b->rows + b->rejects), 100.0 * p->max_reject_rate, b->model,
+                 (unsigned long long)b->id, (unsigned long long)b->id);
+    }
+    return batch_put(t, b);
+}
+
+int staging_append(Txn *t, const char *model, const void *row, size_t len,
+                   const SealPolicy *policy, BatchRec *out)
+{
+    BatchRec b;
+    int rc;
+    if ((rc = store_room(t)) != 0)
+        return rc;
+    if ((rc = open_batch(t, model, 1, &b)) != 0)
+        return rc;
+    if (b.rows >= UINT32_MAX)
+        return PL_EFULL;
+    unsigned char k[13];
+    row_key(k, b.id, (uint32_t)b.rows);
+    MDB_val mk = {sizeof k, k}, mv = {len, (void *)row};
+    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0)) != 0)
+        return txn_fail(t, rc);
+    b.rows++;
+    if (policy && policy->rows && b.rows >= policy->rows)
+        rc = seal_now(t, &b, policy);
+    else
+        rc = batch_put(t, &b);
+    if (rc)
+        return txn_fail(t, rc);
+    if (out)
+        *out = b;
+    return 0;
+}
+
+int staging_note_reject(Txn *t, const char *model)
+{
+    BatchRec b;
+    int rc = open_batch(t, model, 1, &b);
+    if (rc)
+        return rc;
+    b.rejects++;
+    if ((rc = batch_put(t, &b)) != 0)
+        return txn_fail(t, rc);
+    return 0;
+}
+
+typedef struct SealArg {
+    Txn *t;
+    const SealPolicy *p;
+    int force;
+    uint64_t last;
+} SealArg;
+
+static int seal_one(Txn *t, BatchRec *b, SealArg *a)
+{
+    if (b->rows == 0)
+        return 0; /* an empty batch stays open (it may carry reject counts) */
+    if (!a->force && !(a->p && a->p->after_s > 0 &&
+                       (double)(t->now - b->created_ms) >= a->p->after_s * 1000.0))
+        return 0;
+    int rc = seal_now(t, b, a->p);
+    if (rc)
+        return txn_fail(t, rc);
+    a->last = b->id;
+    return 0;
+}
+
+int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int force,
+                     uint64_t *sealed)
+{
+    SealArg a = {t, policy, force, 0};
+    BatchRec b;
+    int rc;
+    if (sealed)
+        *sealed = 0;
+    if (model) {
+        rc = open_batch(t, model, 0, &b);
+        if (rc == PL_ENOJOB)
+            return 0;
+        if (rc || (rc = seal_one(t, &b, &a)))
+            return rc;
+    } else {
+        /* Collect the open batch ids first: sealing deletes "bo/" keys
+         * under the cursor. */
+        uint64_t ids[256];
+        size_t n = 0;
+        MDB_cursor *c;
+        if ((rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_META), &c)) != 0)
+            return rc;
+        MDB_val k = {3, "bo/"}, v;
+        for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && n < 256;
+             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+            if (k.mv_size < 3 || memcmp(k.mv_data, "bo/", 3) != 0)
+                break;
+            if (v.mv_size == 8)
+                ids[n++] = pl_get_be64(v.mv_data);
+        }
+        mdb_cursor_close(c);
+        if (rc && rc != MDB_NOTFOUND)
+            return rc;
+        for (size_t i = 0; i < n; i++) {
+            if ((rc = batch_get(t, ids[i], &b)) != 0) {
+                if (rc == PL_ENOJOB)
+                    continue;
+                return rc;
+            }
+            if (b.state == BATCH_OPEN && (rc = seal_one(t, &b, &a)) != 0)
+                return rc;
+        }
+    }
+    if (sealed)
+        *sealed = a.last;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- rows */
+
+int batch_rows(Txn *t, uint64_t id, uint32_t from, uint32_t max,
+               int (*fn)(uint32_t seq, const void *mp, size_t len, void *arg), void *arg)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_STAGE), &c);
+    if (rc)
+        return rc;
+    unsigned char kb[13];
+    row_key(kb, id, from);
+    MDB_val k = {sizeof kb, kb}, v;
+    uint32_t n = 0;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        const unsigned char *p = k.mv_data;
+        if (k.mv_size != 13 || p[0] != TAG_ROW || pl_get_be64(p + 1) != id)
+            break;
+        if ((rc = fn(pl_get_be32(p + 9), v.mv_data, v.mv_size, arg)) != 0)
+            break;
+        if (max && ++n >= max)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *len)
+{
+    unsigned char kb[13];
+    row_key(kb, id, seq);
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOJOB;
+    if (rc)
+        return rc;
+    *mp = v.mv_data;
+    *len = v.mv_size;
+    return 0;
+}
+
+int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uint64_t *rid)
+{
+    BatchRec b;
+    const void *mp;
+    size_t len;
+    int rc;
+    if ((rc = batch_get(t, id, &b)) != 0 || (rc = batch_row_get(t, id, seq, &mp, &len)) != 0)
+        return rc;
+    /* Copy the row: the reject's put may move pages under the view. */
+    Strbuf row, errs, key;
+    sb_init(&row);
+    sb_init(&errs);
+    sb_init(&key);
+    sb_add(&row, mp, len);
+    sb_adds(&errs, "[{\"field\":null,\"rule\":\"warehouse\",\"message\":");
+    sb_add_json_string(&errs, message, strlen(message));
+    sb_adds(&errs, "}]");
+    sb_addf(&key, "batch %llu row %u", (unsigned long long)id, seq);
+    RejectRec r = {0};
+    r.model = b.model;
+    r.key = key.buf;
+    r.stage = "qload";
+    r.queue = "";
+    r.batch = id;
+    r.row = row.buf;
+    r.row_len = row.len;
+    r.errors = errs.buf;
+    r.errors_len = errs.len;
+    rc = reject_add(t, &r, rid);
+    if (!rc) {
+        unsigned char kb[13];
+        row_key(kb, id, seq);
+        MDB_val k = {sizeof kb, kb};
+        rc = mdb_del(t->mdb, txn_dbi(t, DB_STAGE), &k, NULL);
+        if (!rc) {
+            b.removed++;
+            rc = batch_put(t, &b);
+        }
+        if (rc)
+            rc = txn_fail(t, rc);
+    }
+    sb_free(&row);
+    sb_free(&errs);
+    sb_free(&key);
+    return rc;
+}
+
+int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_STAGE), &c);
+    if (rc)
+        return rc;
+    unsigned char kb[13];
+    row_key(kb, id, 0);
+    MDB_val k = {sizeof kb, kb}, v;
+    size_t n = 0;
+    *more = 0;
+    for (;;) {
+        k.mv_size = sizeof kb;
+        k.mv_data = kb;
+        if ((rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)) != 0)
+            break;
+        const unsigned char *p = k.mv_data;
+        if (k.mv_size != 13 || p[0] != TAG_ROW || pl_get_be64(p + 1) != id)
+            break;
+        if (max && n >= max) {
+            *more = 1;
+            break;
+        }
+        if ((rc = mdb_cursor_del(c, 0)) != 0)
+            break;
+        n++;
+    }
+    mdb_cursor_close(c);
+    if (rc == MDB_NOTFOUND || rc == 0)
+        return 0;
+    return txn_fail(t, rc);
+}
+
+/* ---------------------------------------------------------------- rejects */
+
+int reject_add(Txn *t, const RejectRec *r, uint64_t *id)
+{
+    uint64_t rid;
+    int rc = counter(t, "next_rid", &rid);
+    if (rc)
+        return rc;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 11);
+    msgpack_pack_uint32(&pk, REC_VERSION);
+    msgpack_pack_uint64(&pk, rid);
+    pack_str(&pk, r->model ? r->model : "");
+    pack_str(&pk, r->key ? r->key : "");
+    pack_str(&pk, r->stage ? r->stage : "");
+    pack_str(&pk, r->queue ? r->queue : "");
+    msgpack_pack_uint64(&pk, r->batch);
+    msgpack_pack_uint64(&pk, t->now);
+    msgpack_pack_bin(&pk, r->row_len);
+    msgpack_pack_bin_body(&pk, r->row, r->row_len);
+    msgpack_pack_str(&pk, r->errors_len);
+    msgpack_pack_str_body(&pk, r->errors, r->errors_len);
+    if (r->job) {
+        msgpack_pack_str(&pk, r->job_len);
+        msgpack_pack_str_body(&pk, r->job, r->job_len);
+    } else {
+        msgpack_pack_nil(&pk);
+    }
+    unsigned char k[9];
+    reject_key(k, rid);
+    MDB_val mk = {sizeof k, k}, mv = {sb.size, sb.data};
+    rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0);
+    msgpack_sbuffer_destroy(&sb);
+    if (rc)
+        return txn_fail(t, rc);
+    if (id)
+        *id = rid;
+    return 0;
+}
+
+static int reject_decode(const void *buf, size_t len, RejectRead *o)
+{
+    RowView v;
+    int rc = row_view(&v, buf, len);
+    if (rc)
+        return rc;
+    memset(o, 0, sizeof *o);
+    rc = PL_EFORMAT;
+    const msgpack_object *a = v.root.via.array.ptr;
+    uint64_t ver;
+    if (v.root.type != MSGPACK_OBJECT_ARRAY || v.root.via.array.size < 11 ||
+        obj_u64(&a[0], &ver) || ver != REC_VERSION || obj_u64(&a[1], &o->r.id) ||
+        obj_str(&a[2], o->model, sizeof o->model) || obj_str(&a[3], o->key, sizeof o->key) ||
+        obj_str(&a[4], o->stage, sizeof o->stage) || obj_str(&a[5], o->queue, sizeof o->queue) ||
+        obj_u64(&a[6], &o->r.batch) || obj_u64(&a[7], &o->r.time_ms) ||
+        a[8].type != MSGPACK_OBJECT_BIN || a[9].type != MSGPACK_OBJECT_STR ||
+        (a[10].type != MSGPACK_OBJECT_STR && a[10].type != MSGPACK_OBJECT_NIL))
+        goto out;
+    /* Views into buf: msgpack_unpack references str and bin bodies; make
+     * sure, since they outlive the zone. */
+    const char *lo = buf, *hi = lo + len;
+    if (a[8].via.bin.ptr < lo || a[8].via.bin.ptr + a[8].via.bin.size > hi ||
+        a[9].via.str.ptr < lo || a[9].via.str.ptr + a[9].via.str.size > hi ||
+        (a[10].type == MSGPACK_OBJECT_STR &&
+         (a[10].via.str.ptr < lo || a[10].via.str.ptr + a[10].via.str.size > hi)))
+        goto out;
+    o->r.row = a[8].via.bin.ptr;
+    o->r.row_len = a[8].via.bin.size;
+    o->r.errors = a[9].via.str.ptr;
+    o->r.errors_len = a[9].via.str.size;
+    if (a[10].type == MSGPACK_OBJECT_STR) {
+        o->r.job = a[10].via.str.ptr;
+        o->r.job_len = a[10].via.str.size;
+    }
+    o->r.model = o->model;
+    o->r.key = o->key;
+    o->r.stage = o->stage;
+    o->r.queue = o->queue;
+    rc = 0;
+out:
+    row_view_free(&v);
+    return rc;
+}
+
+int reject_get(Txn *t, uint64_t id, RejectRead *out)
+{
+    unsigned char k[9];
+    reject_key(k, id);
+    MDB_val mk = {sizeof k, k}, mv;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOJOB;
+    if (rc)
+        return rc;
+    return reject_decode(mv.mv_data, mv.mv_size, out);
+}
+
+int reject_each(Txn *t, const char *model, int (*fn)(const RejectRead *r, void *arg), void *arg)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_STAGE), &c);
+    if (rc)
+        return rc;
+    unsigned char k0[1] = {TAG_REJECT};
+    MDB_val k = {1, k0}, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 9 || ((unsigned char *)k.mv_data)[0] != TAG_REJECT)
+            break;
+        RejectRead r;
+        if ((rc = reject_decode(v.mv_data, v.mv_size, &r)) != 0)
+            break;
+        if (model && strcmp(model, r.model) != 0)
+            continue;
+        if ((rc = fn(&r, arg)) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int reject_del(Txn *t, uint64_t id)
+{
+    unsigned char k[9];
+    reject_key(k, id);
+    MDB_val mk = {sizeof k, k};
+    int rc = mdb_del(t->mdb, txn_dbi(t, DB_STAGE), &mk, NULL);
+    return rc == MDB_NOTFOUND ? PL_ENOJOB : rc;
+}
+
+int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *job)
+{
+    RejectRead r;
+    int rc = reject_get(t, id, &r);
+    if (rc)
+        return rc;
+    if (job)
+        *job = 0;
+    /* Copy what we need out of the record before writing. */
+    Strbuf rowb, jobb;
+    sb_init(&rowb);
+    sb_init(&jobb);
+    if (row)
+        sb_add(&rowb, row, len);
+    else
+        sb_add(&rowb, r.r.row, r.r.row_len);
+    if (r.r.job)
+        sb_add(&jobb, r.r.job, r.r.job_len);
+    if (!r.queue[0]) {
+        rc = staging_append(t, r.model, rowb.buf, rowb.len, NULL, NULL);
+    } else {
+        /* The staged row (model, 0, key), then the job on its queue. */
+        Strbuf k;
+        sb_init(&k);
+        sb_adds(&k, r.model);
+        sb_add(&k, "", 1);
+        sb_adds(&k, r.key);
+        MDB_val mk = {k.len, k.buf}, mv = {rowb.len, rowb.buf};
+        if ((rc = store_room(t)) == 0 &&
+            (rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0)) != 0)
+            rc = txn_fail(t, rc);
+        sb_free(&k);
+        if (!rc && jobb.len) {
+            PutArgs pa = {0};
+            pa.pri = 1024;
+            pa.body = jobb.buf;
+            pa.len = jobb.len;
+            uint64_t jid = 0;
+            rc = queue_put(t, r.queue, &pa, &jid, NULL);
+            if (!rc && job)
+                *job = jid;
+        }
+    }
+    if (!rc)
+        rc = reject_del(t, id);
+    sb_free(&rowb);
+    sb_free(&jobb);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- pipeline */
+
+int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    pack_str(&pk, path ? path : "");
+    msgpack_pack_str(&pk, len);
+    msgpack_pack_str_body(&pk, text, len);
+    MDB_val k = {8, "pipeline"}, v = {sb.size, sb.data};
+    MDB_val old;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &old);
+    if (rc == 0 && old.mv_size == sb.size && memcmp(old.mv_data, sb.data, sb.size) == 0)
+        rc = 0; /* unchanged: write nothing */
+    else
+        rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+typedef struct PipeRead {
+    Strbuf path, text;
+} PipeRead;
+
+static int pipe_read(Txn *t, void *arg)
+{
+    PipeRead *pr = arg;
+    MDB_val k = {8, "pipeline"}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOJOB;
+    if (rc)
+        return rc;
+    RowView rv;
+    if ((rc = row_view(&rv, v.mv_data, v.mv_size)) != 0)
+        return rc;
+    const msgpack_object *o = &rv.root;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
+        o->via.array.ptr[0].type != MSGPACK_OBJECT_STR ||
+        o->via.array.ptr[1].type != MSGPACK_OBJECT_STR) {
+        row_view_free(&rv);
+        return PL_EFORMAT;
+    }
+    sb_add(&pr->path, o->via.array.ptr[0].via.str.ptr, o->via.array.ptr[0].via.str.size);
+    sb_add(&pr->text, o->via.array.ptr[1].via.str.ptr, o->via.array.ptr[1].via.str.size);
+    row_view_free(&rv);
+    return 0;
+}
+
+int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    if (file)
+        return pipeline_load(file, out, err, errlen);
+    PipeRead pr;
+    sb_init(&pr.path);
+    sb_init(&pr.text);
+    int rc = store_read(s, pipe_read, &pr);
+    if (rc == PL_ENOJOB) {
+        snprintf(err, errlen, "no pipeline file is stored in %s; run `pickline run FILE` once "
+                 "with this data directory, or pass --pipeline FILE", store_path(s));
+    } else if (rc) {
+        snprintf(err, errlen, "%s: cannot read the stored pipeline: %s", store_path(s),
+                 pl_strerror(rc));
+    } else {
+        char name[600];
+        snprintf(name, sizeof name, "%s (as stored in %s)", pr.path.len ? pr.path.buf : "pipeline",
+                 store_path(s));
+        rc = pipeline_parse(name, pr.text.buf ? pr.text.buf : "", pr.text.len, out, err, errlen);
+    }
+    sb_free(&pr.path);
+    sb_free(&pr.text);
+    return rc;
+}
