@@ -1,0 +1,384 @@
+/* test_staging.c: batches and rejects of engine/staging.c on a real LMDB
+ * environment, with a fake clock for the seal timer. */
+#include "t.h"
+#include "../engine/pl.h"
+#include "../engine/queue.h"
+#include "../engine/row.h"
+#include "../engine/staging.h"
+#include "../engine/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t fake_now = 1700000000000ull;
+static uint64_t fake_clock(void *arg)
+{
+    (void)arg;
+    return fake_now;
+}
+
+static Store *open_store(void)
+{
+    StoreOpts d = {.create = 1};
+    Store *s;
+    T_OK(store_open(t_dir(), &d, &s));
+    store_set_clock(s, fake_clock, NULL);
+    return s;
+}
+
+static Txn *wbegin(Store *s)
+{
+    Txn *t;
+    T_OK(store_txn_begin(s, 1, &t));
+    return t;
+}
+
+/* row packs {"n": n, "s": s} into b. */
+static void row(msgpack_sbuffer *b, int n, const char *s)
+{
+    char json[256];
+    snprintf(json, sizeof json, "{\"n\":%d,\"s\":\"%s\"}", n, s);
+    msgpack_sbuffer_clear(b);
+    T_OK(row_from_json_object(json, strlen(json), b, NULL, 0));
+}
+
+static const SealPolicy no_limits = {0, 0, UINT64_MAX, 1.0};
+
+typedef struct Seen {
+    uint32_t seqs[64];
+    int ns[64];
+    size_t n;
+} Seen;
+
+static int collect(uint32_t seq, const void *mp, size_t len, void *arg)
+{
+    Seen *s = arg;
+    RowView v;
+    T_OK(row_view(&v, mp, len));
+    const msgpack_object *n = row_field(&v.root, "n");
+    T_CHECK(n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER);
+    s->seqs[s->n] = seq;
+    s->ns[s->n] = (int)n->via.u64;
+    s->n++;
+    row_view_free(&v);
+    return 0;
+}
+
+static void append_and_read(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    Txn *t = wbegin(s);
+    BatchRec br;
+    for (int i = 0; i < 5; i++) {
+        row(&b, i, "x");
+        T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &br));
+    }
+    T_EQ(br.rows, 5);
+    T_EQ(br.state, BATCH_OPEN);
+    uint64_t users = br.id;
+    row(&b, 100, "t");
+    T_OK(staging_append(t, "tenants", b.data, b.size, &no_limits, &br));
+    T_CHECK(br.id != users);
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    Seen seen = {0};
+    T_OK(batch_rows(t, users, 0, 0, collect, &seen));
+    T_EQ(seen.n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        T_EQ(seen.seqs[i], i);
+        T_EQ(seen.ns[i], (int)i);
+    }
+    /* from and max page through. */
+    Seen page = {0};
+    T_OK(batch_rows(t, users, 2, 2, collect, &page));
+    T_EQ(page.n, 2);
+    T_EQ(page.seqs[0], 2);
+    T_EQ(page.seqs[1], 3);
+    /* The other model's rows are not mixed in. */
+    Seen ten = {0};
+    T_OK(batch_rows(t, br.id, 0, 0, collect, &ten));
+    T_EQ(ten.n, 1);
+    T_EQ(ten.ns[0], 100);
+    store_txn_abort(t);
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+typedef struct IdList {
+    uint64_t ids[8];
+    size_t n;
+} IdList;
+
+static int each(const BatchRec *x, void *arg)
+{
+    IdList *l = arg;
+    l->ids[l->n++] = x->id;
+    return 0;
+}
+
+static void seal_by_rows_and_time(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    SealPolicy p = {3, 5.0, UINT64_MAX, 1.0};
+    Txn *t = wbegin(s);
+    BatchRec br;
+    uint64_t first = 0;
+    for (int i = 0; i < 7; i++) {
+        row(&b, i, "x");
+        T_OK(staging_append(t, "users", b.data, b.size, &p, &br));
+        if (i == 0)
+            first = br.id;
+        if (i == 2 || i == 5)
+            T_EQ(br.state, BATCH_SEALED);
+        else
+            T_EQ(br.state, BATCH_OPEN);
+    }
+    T_OK(store_txn_commit(t));
+    /* Row 7 opened a third batch; it is not due before 5 s. */
+    uint64_t sealed = 99;
+    t = wbegin(s);
+    T_OK(staging_seal_due(t, NULL, &p, 0, &sealed));
+    T_EQ(sealed, 0);
+    T_OK(store_txn_commit(t));
+    fake_now += 5000;
+    t = wbegin(s);
+    T_OK(staging_seal_due(t, "users", &p, 0, &sealed));
+    T_EQ(sealed, br.id);
+    T_OK(batch_get(t, br.id, &br));
+    T_EQ(br.state, BATCH_SEALED);
+    T_EQ(br.rows, 1);
+    T_EQ(br.sealed_ms, fake_now);
+    /* An empty model: nothing to seal, no error. */
+    T_OK(staging_seal_due(t, "nobody", &p, 1, &sealed));
+    T_EQ(sealed, 0);
+    T_OK(store_txn_commit(t));
+
+    /* Listing by state, in id order. */
+    t = wbegin(s);
+    IdList l = {{0}, 0};
+    T_OK(batch_each(t, BATCH_SEALED, each, &l));
+    T_EQ(l.n, 3);
+    T_EQ(l.ids[0], first);
+    T_CHECK(l.ids[0] < l.ids[1] && l.ids[1] < l.ids[2]);
+    store_txn_abort(t);
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+static void hold_on_rejects(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    SealPolicy count = {4, 0, 1, 1.0};
+    Txn *t = wbegin(s);
+    BatchRec br;
+    T_OK(staging_note_reject(t, "users"));
+    T_OK(staging_note_reject(t, "users"));
+    for (int i = 0; i < 4; i++) {
+        row(&b, i, "x");
+        T_OK(staging_append(t, "users", b.data, b.size, &count, &br));
+    }
+    T_EQ(br.state, BATCH_HELD);
+    T_EQ(br.rejects, 2);
+    T_CHECK(strstr(br.error, "qctl batches release") != NULL);
+    /* The rate: 1 of 5 is 20%, over 10%. */
+    SealPolicy rate = {4, 0, UINT64_MAX, 0.10};
+    T_OK(staging_note_reject(t, "users"));
+    for (int i = 0; i < 4; i++) {
+        row(&b, i, "y");
+        T_OK(staging_append(t, "users", b.data, b.size, &rate, &br));
+    }
+    T_EQ(br.state, BATCH_HELD);
+    T_CHECK(strstr(br.error, "20.0%") != NULL);
+    /* Under the rate: sealed. */
+    SealPolicy lax = {4, 0, UINT64_MAX, 0.5};
+    T_OK(staging_note_reject(t, "users"));
+    for (int i = 0; i < 4; i++) {
+        row(&b, i, "z");
+        T_OK(staging_append(t, "users", b.data, b.size, &lax, &br));
+    }
+    T_EQ(br.state, BATCH_SEALED);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+static void row_reject_and_drop(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    Txn *t = wbegin(s);
+    BatchRec br;
+    for (int i = 0; i < 6; i++) {
+        row(&b, i, "q\\\"uo,te");
+        T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &br));
+    }
+    uint64_t sealed;
+    T_OK(staging_seal_due(t, "users", &no_limits, 1, &sealed));
+    T_EQ(sealed, br.id);
+    uint64_t rid;
+    T_OK(batch_row_reject(t, br.id, 3, "new row violates check constraint \"n_small\"", &rid));
+    T_ERR(batch_row_reject(t, br.id, 3, "again", &rid), PL_ENOJOB);
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    T_OK(batch_get(t, br.id, &br));
+    T_EQ(br.rows, 6);
+    T_EQ(br.removed, 1);
+    Seen seen = {0};
+    T_OK(batch_rows(t, br.id, 0, 0, collect, &seen));
+    T_EQ(seen.n, 5);
+    T_EQ(seen.seqs[3], 4);
+    RejectRead r;
+    T_OK(reject_get(t, rid, &r));
+    T_CHECK(strcmp(r.model, "users") == 0);
+    T_CHECK(strcmp(r.stage, "qload") == 0);
+    T_EQ(r.r.batch, br.id);
+    T_CHECK(r.r.errors_len > 0 && memmem(r.r.errors, r.r.errors_len, "n_small", 7));
+    Strbuf js;
+    sb_init(&js);
+    T_OK(row_to_json(r.r.row, r.r.row_len, &js));
+    T_CHECK(strcmp(js.buf, "{\"n\":3,\"s\":\"q\\\"uo,te\"}") == 0);
+    sb_free(&js);
+
+    /* Replay a qload reject: appended to the model's open batch. */
+    uint64_t job = 7;
+    T_OK(reject_replay(t, rid, NULL, 0, &job));
+    T_EQ(job, 0);
+    T_ERR(reject_get(t, rid, &r), PL_ENOJOB);
+    BatchRec open;
+    T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &open));
+    T_CHECK(open.id != br.id);
+    T_EQ(open.rows, 2);
+
+    /* Drop the loaded batch's rows in chunks. */
+    int more = 0;
+    T_OK(batch_drop_rows(t, br.id, 2, &more));
+    T_EQ(more, 1);
+    T_OK(batch_drop_rows(t, br.id, 0, &more));
+    T_EQ(more, 0);
+    Seen none = {0};
+    T_OK(batch_rows(t, br.id, 0, 0, collect, &none));
+    T_EQ(none.n, 0);
+    /* The open batch's rows are untouched. */
+    Seen still = {0};
+    T_OK(batch_rows(t, open.id, 0, 0, collect, &still));
+    T_EQ(still.n, 2);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+static int count_rejects(const RejectRead *r, void *arg)
+{
+    (void)r;
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void reject_replay_to_queue(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    row(&b, 1, "bad");
+    const char *errs = "[{\"field\":\"n\",\"rule\":\"min\",\"message\":\"n must be at least 5\"}]";
+    const char *job = "{\"model\":\"users\",\"key\":\"1\"}";
+    Txn *t = wbegin(s);
+    RejectRec r = {0};
+    r.model = "users";
+    r.key = "1";
+    r.stage = "validate";
+    r.queue = "validate";
+    r.row = b.data;
+    r.row_len = b.size;
+    r.errors = errs;
+    r.errors_len = strlen(errs);
+    r.job = job;
+    r.job_len = strlen(job);
+    uint64_t rid, other;
+    T_OK(reject_add(t, &r, &rid));
+    r.model = "tenants";
+    T_OK(reject_add(t, &r, &other));
+    T_CHECK(other > rid);
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    int n = 0;
+    T_OK(reject_each(t, "users", count_rejects, &n));
+    T_EQ(n, 1);
+    n = 0;
+    T_OK(reject_each(t, NULL, count_rejects, &n));
+    T_EQ(n, 2);
+    /* Replay with a fixed row: the staged row is replaced and the job is back. */
+    msgpack_sbuffer fixed;
+    msgpack_sbuffer_init(&fixed);
+    row(&fixed, 9, "fixed");
+    uint64_t jid = 0;
+    T_OK(reject_replay(t, rid, fixed.data, fixed.size, &jid));
+    T_CHECK(jid != 0);
+    Job j;
+    T_OK(queue_get(t, jid, &j));
+    T_CHECK(strcmp(j.queue, "validate") == 0);
+    T_CHECK(j.len == strlen(job) && memcmp(j.body, job, j.len) == 0);
+    MDB_val k = {strlen("users") + 1 + 1, "users\0" "1"}, v;
+    T_OK(mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &k, &v));
+    T_CHECK(v.mv_size == fixed.size && memcmp(v.mv_data, fixed.data, fixed.size) == 0);
+    T_ERR(reject_replay(t, rid, NULL, 0, &jid), PL_ENOJOB);
+    T_OK(reject_del(t, other));
+    T_ERR(reject_del(t, other), PL_ENOJOB);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&fixed);
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+static void uuid_stable(void)
+{
+    Store *s = open_store();
+    char a[33], c[33];
+    Txn *t = wbegin(s);
+    T_OK(staging_uuid(t, a));
+    T_EQ(strlen(a), 32);
+    T_OK(store_txn_commit(t));
+    T_OK(store_txn_begin(s, 0, &t));
+    T_OK(staging_uuid(t, c));
+    store_txn_abort(t);
+    T_CHECK(strcmp(a, c) == 0);
+    store_close(s);
+    /* Another store has another identity. */
+    StoreOpts d = {.create = 1};
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/other", t_dir());
+    T_OK(store_open(dir, &d, &s));
+    t = wbegin(s);
+    T_OK(staging_uuid(t, c));
+    T_OK(store_txn_commit(t));
+    T_CHECK(strcmp(a, c) != 0);
+    store_close(s);
+}
+
+static void states_named(void)
+{
+    for (int i = BATCH_OPEN; i <= BATCH_FAILED; i++)
+        T_EQ(batch_state_parse(batch_state_name(i)), i);
+    T_EQ(batch_state_parse("bogus"), -1);
+    T_CHECK(strcmp(batch_state_name(BATCH_HELD), "held") == 0);
+}
+
+int main(int argc, char **argv)
+{
+    static const TCase cases[] = {
+        T_CASE(append_and_read), T_CASE(seal_by_rows_and_time), T_CASE(hold_on_rejects),
+        T_CASE(row_reject_and_drop), T_CASE(reject_replay_to_queue), T_CASE(uuid_stable),
+        T_CASE(states_named), {NULL, NULL},
+    };
+    return t_main(argc, argv, "staging", cases);
+}
