@@ -6,6 +6,7 @@
  * the stage's node later with the conf_* getters; everything a stage kind
  * takes is checked here already, so `pickline check` catches it. */
 #include "pipeline.h"
+#include "model.h"
 #include "pl.h"
 
 #include <ctype.h>
@@ -592,13 +593,17 @@ int conf_strs(const char *file, const ConfNode *map, const char *key, const char
 /* =============================================================== schema */
 
 /* Types of a stage kind's own keys. */
-enum { K_STR, K_URL, K_TMPL, K_SECS, K_STRS, K_HEADERS, K_MERGE, K_METHOD, K_ROUTES, K_QUEUES };
+enum { K_STR, K_URL, K_TMPL, K_SECS, K_STRS, K_HEADERS, K_MERGE, K_METHOD, K_ROUTES, K_QUEUES,
+       K_UINT, K_MODEL, K_MODEL_OPT, K_THRESHOLD };
+/* K_MODEL names a model declared under models: (which must be there);
+ * K_MODEL_OPT is checked against the declared models only when there are
+ * some (http_extract stages rows before models existed). */
 
 typedef struct Key {
     const char *name;
     int type;
     int required;
-    double min, max;     /* K_SECS: the range (as the stage kind's init reads it) */
+    double min, max;     /* K_SECS, K_UINT: the range (as the stage kind's init reads it) */
     const char *hint;    /* required: what to write */
 } Key;
 
@@ -608,6 +613,8 @@ typedef struct Kind {
     int source;          /* no input queue */
     int route;           /* outputs from routes: and default:, no output: */
     int listener;        /* needs the HTTP listener (callbacks) */
+    int sink;            /* no output: (the end of the line: batches) */
+    int fan_out;         /* output: may name several queues (each gets every job) */
     const Key *keys;     /* its own keys, ending with a NULL name */
 } Kind;
 
@@ -629,7 +636,7 @@ static const Key poll_keys[] = {
 static const Key extract_keys[] = {
     {"url", K_TMPL, 1, 0, 0, URL_HINT "records/{id}"},
     {"key_field", K_STR, 0, 0, 0, NULL},
-    {"model", K_STR, 0, 0, 0, NULL},
+    {"model", K_MODEL_OPT, 0, 0, 0, NULL},
     HEADERS,
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -656,18 +663,32 @@ static const Key route_keys[] = {
     {"default", K_QUEUES, 0, 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
+#define MODEL_HINT "name the model its rows belong to, like model: users (declared under models:)"
+static const Key validate_keys[] = {
+    {"model", K_MODEL, 1, 0, 0, MODEL_HINT},
+    {"reject_threshold", K_THRESHOLD, 0, 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key batch_keys[] = {
+    {"model", K_MODEL, 0, 0, 0, NULL},
+    {"rows", K_UINT, 0, 1, UINT32_MAX, NULL},
+    {"seconds", K_SECS, 0, 0.01, SECS_MAX, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
 static const Key no_keys[] = {{NULL, 0, 0, 0, 0, NULL}};
 
 static const Kind kinds[] = {
-    {"http_poll", "an", 1, 0, 0, poll_keys},
-    {"http_extract", "an", 0, 0, 0, extract_keys},
-    {"http_enrich", "an", 0, 0, 0, enrich_keys},
-    {"async_submit", "an", 0, 0, 1, submit_keys},
-    {"route", "a", 0, 1, 0, route_keys},
-    {"noop", "a", 0, 0, 0, no_keys},
+    {"http_poll", "an", 1, 0, 0, 0, 0, poll_keys},
+    {"http_extract", "an", 0, 0, 0, 0, 0, extract_keys},
+    {"http_enrich", "an", 0, 0, 0, 0, 0, enrich_keys},
+    {"async_submit", "an", 0, 0, 1, 0, 0, submit_keys},
+    {"route", "a", 0, 1, 0, 0, 0, route_keys},
+    {"validate", "a", 0, 0, 0, 0, 1, validate_keys},
+    {"batch", "a", 0, 0, 0, 1, 0, batch_keys},
+    {"noop", "a", 0, 0, 0, 0, 0, no_keys},
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
-#define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, noop"
+#define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, validate, batch, noop"
 
 static const char *const top_keys[] = {"data", "listen", "drain", "queues", "stages",
                                        "models", "target", NULL};
@@ -680,6 +701,7 @@ static const char *const stage_keys[] = {"name", "kind", "input", "output", "con
 static const char *const rule_keys[] = {"when", "to", NULL};
 static const char *const ops[] = {"equals", "not_equals", "exists", "in", NULL};
 static const char *const cond_keys[] = {"field", "equals", "not_equals", "exists", "in", NULL};
+static const char *const threshold_keys[] = {"count", "rate", NULL};
 
 static int in_list(const char *const *a, const char *s)
 {
@@ -1052,6 +1074,56 @@ static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, Stage
     return 0;
 }
 
+/* check_model_ref checks that n names a model declared under models:. With
+ * need_models unset, a pipeline without models: takes any name (the rows
+ * are staged under it, unchecked). */
+static int check_model_ref(const Ld *l, const Pipeline *p, const char *key, const ConfNode *n,
+                           int need_models)
+{
+    const char *m;
+    int rc;
+    if ((rc = v_name(l, key, n, &m)))
+        return rc;
+    if (!p->models) {
+        if (!need_models)
+            return 0;
+        return errat(l, n->line, "%s: model '%.64s' is not declared; declare it under models: "
+                     "(the pipeline has no models: section)", key, m);
+    }
+    if (models_find(p->models, m))
+        return 0;
+    Near nr = {m, NULL, SIZE_MAX};
+    for (size_t i = 0; i < p->models->n; i++)
+        near_try(&nr, p->models->m[i].name);
+    if (nr.best)
+        return errat(l, n->line, "%s: model '%.64s' is not declared; did you mean '%s'? (or "
+                     "declare it under models:)", key, m, nr.best);
+    return errat(l, n->line, "%s: model '%.64s' is not declared; declare it under models: or "
+                 "fix the name", key, m);
+}
+
+/* check_threshold checks reject_threshold: {count: N, rate: R}. */
+static int check_threshold(const Ld *l, const char *key, const ConfNode *n)
+{
+    char buf[64];
+    const ConfNode *v;
+    unsigned long long u;
+    double d;
+    int rc;
+    if (n->type != CONF_MAP || n->n == 0)
+        return errat(l, n->line, "%s: expected a map like {count: 100, rate: 0.05} (got %s)", key,
+                     n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
+    if ((rc = keys_check(l, n, "reject_threshold", threshold_keys, NULL)))
+        return rc;
+    if ((v = conf_get(n, "count")) &&
+        (rc = v_uint(l, "reject_threshold: count", v, 0, UINT64_MAX - 1, &u)))
+        return rc;
+    if ((v = conf_get(n, "rate")) &&
+        (rc = v_num(l, "reject_threshold: rate", v, 0, 1, "rejected rows per row", &d)))
+        return rc;
+    return 0;
+}
+
 /* check_kind_keys checks the keys of s's kind k. */
 static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const ConfNode *n,
                            StageConf *s)
@@ -1100,6 +1172,19 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
             break;
         case K_ROUTES:
             rc = check_routes(l, p, v, s);
+            break;
+        case K_UINT: {
+            unsigned long long u;
+            rc = v_uint(l, key->name, v, (unsigned long long)key->min,
+                        (unsigned long long)key->max, &u);
+            break;
+        }
+        case K_MODEL:
+        case K_MODEL_OPT:
+            rc = check_model_ref(l, p, key->name, v, key->type == K_MODEL);
+            break;
+        case K_THRESHOLD:
+            rc = check_threshold(l, key->name, v);
             break;
         default: /* K_QUEUES */
             rc = qrefs(l, p, key->name, v, s);
@@ -1198,6 +1283,10 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
     if (k->route && (i = key_index(n, "output")) >= 0)
         return errat(&sl, key_line(n, i), "output: a route stage has no output:; it writes the "
                      "queues named in routes: (to:) and default:");
+    if (k->sink && (i = key_index(n, "output")) >= 0)
+        return errat(&sl, key_line(n, i), "output: %s %s stage has no output (it seals its "
+                     "rows into batches for qload: the end of the line); remove output:", k->a,
+                     k->name);
     snprintf(what, sizeof what, "%s %s stage", k->a, k->name);
     if ((rc = keys_check(&sl, n, what, stage_keys, k->keys)))
         return rc;
@@ -1208,10 +1297,11 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
         if ((rc = qref(&sl, p, "input", v, &s->input)))
             return rc;
     }
-    if (!k->route) {
+    if (!k->route && !k->sink) {
         if (!(v = conf_get(n, "output")))
-            return errat(&sl, n->line, "output: is required; name the queue this stage writes");
-        if (v->type == CONF_SEQ && v->n != 1)
+            return errat(&sl, n->line, "output: is required; name the queue this stage writes%s",
+                         k->fan_out ? " (or a list: each gets every job)" : "");
+        if (v->type == CONF_SEQ && v->n != 1 && !k->fan_out)
             return errat(&sl, v->line, "output: %s %s stage writes exactly one queue (got %zu)",
                          k->a, k->name, v->n);
         if ((rc = qrefs(&sl, p, "output", v, s)))
@@ -1219,6 +1309,10 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
     }
     if ((rc = check_common(&sl, n, s)) || (rc = check_kind_keys(&sl, p, k, n, s)))
         return rc;
+    if (k->sink && !p->models)
+        return errat(&sl, n->line, "%s %s stage needs the models: section (qload loads batches "
+                     "by their model); declare the model of its rows under models:", k->a,
+                     k->name);
     if (k->listener)
         p->listen_enabled = 1;
     return 0;
@@ -1253,9 +1347,10 @@ static int check_top(const Ld *l, Pipeline *p)
     if ((rc = keys_check(l, root, "the top level", top_keys, NULL)))
         return rc;
     for (size_t i = 0; i < root->n; i++)
-        if (strcmp(root->keys[i], "models") == 0 || strcmp(root->keys[i], "target") == 0)
+        if (strcmp(root->keys[i], "target") == 0)
             return errat(l, key_line(root, (int)i), "%s: not supported by this version of "
-                         "pickline yet; remove it for now", root->keys[i]);
+                         "pickline yet; remove it for now (give qload --target DSN)",
+                         root->keys[i]);
     if ((v = conf_get(root, "data")) && (rc = v_name(l, "data", v, &p->data_dir)))
         return rc;
     if ((v = conf_get(root, "listen")) && (rc = check_listen(l, p, v)))
@@ -1264,6 +1359,10 @@ static int check_top(const Ld *l, Pipeline *p)
         (rc = v_num(l, "drain", v, 0, SECS_MAX, "seconds", &p->drain_s)))
         return rc;
     if ((v = conf_get(root, "queues")) && (rc = check_queues(l, p, v)))
+        return rc;
+    /* Models before stages: the stages' model: keys name them. */
+    if ((v = conf_get(root, "models")) &&
+        (rc = models_parse(l->file, v, &p->models, l->err, l->errlen)))
         return rc;
     if (!(v = conf_get(root, "stages")))
         return errat(l, root->line, "stages: is required; list the stages of the pipeline");
@@ -1319,6 +1418,20 @@ fail:
     return rc;
 }
 
+/* parse checks text (len bytes, NUL after them, owned by p afterwards)
+ * into p; name is the file for messages and p->path. */
+static int parse(Pipeline *p, const Ld *l, char *text, size_t len)
+{
+    p->text = text;
+    p->text_len = len;
+    p->listen_address = "127.0.0.1";
+    p->listen_port = 7380;
+    p->listen_max_body = 1u << 20;
+    p->drain_s = 10;
+    int rc = tree_parse(l, text, len, &p->root);
+    return rc ? rc : check_top(l, p);
+}
+
 int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
@@ -1331,18 +1444,40 @@ int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     p->path = xstrdup(path);
-    p->listen_address = "127.0.0.1";
-    p->listen_port = 7380;
-    p->listen_max_body = 1u << 20;
-    p->drain_s = 10;
-    if ((rc = read_all(&l, path, &text, &len)) || (rc = tree_parse(&l, text, len, &p->root)) ||
-        (rc = check_top(&l, p)))
+    if ((rc = read_all(&l, path, &text, &len)) || (rc = parse(p, &l, text, len)))
         goto fail;
-    free(text);
     *out = p;
     return 0;
 fail:
-    free(text);
+    if (!p->text)
+        free(text);
+    pipeline_free(p);
+    return rc;
+}
+
+int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **out, char *err,
+                   size_t errlen)
+{
+    Pipeline *p = xcalloc(1, sizeof *p);
+    Ld l = ld_new(name, err, errlen);
+    int rc;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    p->path = xstrdup(l.file);
+    if (len > FILE_MAX) {
+        rc = errat(&l, 1, "the file is over %u MiB; a pipeline file is small", FILE_MAX >> 20);
+        goto fail;
+    }
+    char *copy = xmalloc(len + 1);
+    memcpy(copy, text, len);
+    copy[len] = '\0';
+    if ((rc = parse(p, &l, copy, len)))
+        goto fail;
+    *out = p;
+    return 0;
+fail:
     pipeline_free(p);
     return rc;
 }
@@ -1355,7 +1490,9 @@ void pipeline_free(Pipeline *p)
         free(p->stages[i].outputs);
     free(p->stages);
     free(p->queues);
+    models_free(p->models); /* before the tree its names point into */
     node_free(p->root);
+    free(p->text);
     free(p->path);
     free(p);
 }
@@ -1427,6 +1564,8 @@ void pipeline_graph(const Pipeline *p, FILE *f)
                 s->input ? s->input : "(source)");
         for (size_t j = 0; j < s->noutputs; j++)
             fprintf(f, "%s%s", j ? ", " : " ", s->outputs[j]);
+        if (strcmp(s->kind, "batch") == 0)
+            fputs(" (batches for qload)", f);
         fputc('\n', f);
     }
     for (size_t q = 0; q < p->nqueues; q++) {

@@ -32,6 +32,6 @@ void idem_header(const Slot *s, char *buf, size_t n);
 
 /* The kinds. */
 extern const StageKind kind_noop, kind_route, kind_http_extract, kind_http_enrich, kind_http_poll,
-    kind_async_submit;
+    kind_async_submit, kind_validate, kind_batch;
 
 #endif

@@ -1,0 +1,398 @@
+/* validate.c: checks each row against its declared model (model.h), the
+ * validate step (C) of the reference pipeline.
+ *
+ *   kind: validate
+ *   input: validate
+ *   model: users                   # required, declared under models:
+ *   output: [geocode, identity]    # every valid row's job goes to every output
+ *   reject_threshold: {count: 100, rate: 0.05}   # read by the batch stage
+ *
+ * A job is a reference {"model":M,"key":K} to a staged row, or carries the
+ * row inline: {"model":M,"row":{...}} (its key is then model_row_key of
+ * the normalised row). A valid row's normalised form (defaults filled in,
+ * declared field order) replaces the staged row and a reference goes to
+ * every output; an invalid row becomes a reject (`qctl rejects`) holding the
+ * row as it was, the errors, this stage and its input queue, and a job to
+ * replay; either way in ONE commit with the ack. A body that is neither is
+ * buried with the reason. Nothing is dropped.
+ *
+ * Where the row is read. A reference is read at start (stage_row, a short
+ * read transaction on the loop) and validated on the loop, which keeps the
+ * writer's transaction short and lets the reject be logged here. The
+ * commit then compares the staged row with the bytes that were validated;
+ * when another commit rewrote the row in between (a newer extract of the
+ * same key), it validates the current row again inside the transaction, so
+ * a stale normalisation never overwrites a newer row (no lost update). */
+#include "common.h"
+#include "../engine/engine.h"
+#include "../engine/model.h"
+#include "../engine/pl.h"
+#include "../engine/queue.h"
+/* staging.h's batch_put (batch records) collides with stage.h's (a source's
+ * Batch); this file uses neither, so name the first out of the way. */
+#define batch_put staging_batch_put
+#include "../engine/staging.h"
+#undef batch_put
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ValidateKd {
+    const Model *model;
+} ValidateKd;
+
+/* VJob: one slot's job, read by the commit (slot_extra) on the writer
+ * thread while the slot is committing; the loop does not touch it then. */
+typedef struct VJob {
+    Stage *stage;
+    uint64_t id;
+    const Model *m;
+    int ref;                  /* the body is a reference: check the row again in the commit */
+    int valid;
+    Strbuf key;               /* the staged row's key */
+    Strbuf row;               /* the row that was validated (msgpack) */
+    msgpack_sbuffer norm;     /* valid: the normalised row */
+    Strbuf errors;            /* invalid: "[...]" */
+    Strbuf out;               /* valid: the reference sent to the outputs */
+    Strbuf replay;            /* invalid: the job a replay puts back on the input queue */
+    /* the commit's own copies when the row changed under it */
+    Strbuf cur, errors2;
+    msgpack_sbuffer norm2;
+} VJob;
+
+/* ---------------------------------------------------------------- checking */
+
+/* first_error writes "field F: rule R: message" of the first error of the
+ * JSON array errors into buf. */
+static void first_error(const Strbuf *errors, char *buf, size_t n)
+{
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    snprintf(buf, n, "%.200s", errors->buf ? errors->buf : "");
+    if (row_from_json(errors->buf, errors->len, &mp, NULL, 0) == 0) {
+        RowView v;
+        if (row_view(&v, mp.data, mp.size) == 0) {
+            if (v.root.type == MSGPACK_OBJECT_ARRAY && v.root.via.array.size > 0) {
+                Strbuf f, r, m;
+                sb_init(&f);
+                sb_init(&r);
+                sb_init(&m);
+                const msgpack_object *e = &v.root.via.array.ptr[0];
+                row_field_text(e, "field", &f);
+                row_field_text(e, "rule", &r);
+                row_field_text(e, "message", &m);
+                snprintf(buf, n, "field '%s' rule %s: %s%s", f.buf ? f.buf : "",
+                         r.buf ? r.buf : "?", m.buf ? m.buf : "",
+                         v.root.via.array.size > 1 ? " (and more)" : "");
+                sb_free(&f);
+                sb_free(&r);
+                sb_free(&m);
+            }
+            row_view_free(&v);
+        }
+    }
+    msgpack_sbuffer_destroy(&mp);
+}
+
+/* key_error writes the error of a valid row without a usable key. */
+static void key_error(const Model *m, Strbuf *errors)
+{
+    sb_reset(errors);
+    sb_adds(errors, "[{\"field\":");
+    Strbuf names;
+    sb_init(&names);
+    for (size_t i = 0; i < m->nkey; i++) {
+        if (i)
+            sb_adds(&names, ",");
+        sb_adds(&names, m->fields[m->key[i]].name);
+    }
+    sb_add_json_string(errors, names.buf ? names.buf : "", names.len);
+    sb_adds(errors, ",\"rule\":\"required\",\"message\":\"the row has no value for its key (");
+    sb_add(errors, names.buf ? names.buf : "", names.len);
+    sb_adds(errors, "); a staged row needs its key\"}]");
+    sb_free(&names);
+}
+
+/* check validates row (msgpack) against m: 1 when valid (norm filled), 0
+ * when not (errors holds the JSON array). */
+static int check(const Model *m, const void *row, size_t len, msgpack_sbuffer *norm,
+                 Strbuf *errors)
+{
+    RowView v;
+    size_t nerr = 0;
+    int rc;
+    norm->size = 0;
+    sb_reset(errors);
+    sb_adds(errors, "[");
+    if (row_view(&v, row, len) != 0) {
+        sb_adds(errors, "{\"field\":\"\",\"rule\":\"type\",\"message\":\"the row is not valid "
+                "msgpack\"}]");
+        return 0;
+    }
+    rc = model_validate(m, &v.root, norm, errors, &nerr);
+    row_view_free(&v);
+    if (rc == 0)
+        return 1;
+    if (rc == PL_EFORMAT || nerr == 0) {
+        sb_reset(errors);
+        sb_adds(errors, "[{\"field\":\"\",\"rule\":\"type\",\"message\":\"the row is not a JSON "
+                "object\"");
+        sb_adds(errors, "}");
+    }
+    sb_adds(errors, "]");
+    return 0;
+}
+
+/* row_key_of writes model_row_key of the row in mp into key; 0 or PL_EINVAL. */
+static int row_key_of(const Model *m, const void *mp, size_t len, Strbuf *key)
+{
+    RowView v;
+    sb_reset(key);
+    if (row_view(&v, mp, len) != 0)
+        return PL_EINVAL;
+    int rc = model_row_key(m, &v.root, key);
+    row_view_free(&v);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- commit */
+
+static void stage_key(Strbuf *k, const char *model, const char *key, size_t kl)
+{
+    sb_reset(k);
+    sb_adds(k, model);
+    sb_add(k, "", 1);
+    sb_add(k, key, kl);
+}
+
+/* commit runs in the transaction that acks the job (slot_extra). */
+static int commit(Txn *t, void *arg)
+{
+    VJob *j = arg;
+    const char *model = j->m->name;
+    const void *row = j->row.buf;
+    size_t rowlen = j->row.len;
+    const msgpack_sbuffer *norm = &j->norm;
+    const Strbuf *errors = &j->errors;
+    int valid = j->valid, rc;
+    Strbuf k;
+    sb_init(&k);
+    stage_key(&k, model, j->key.buf, j->key.len);
+    MDB_val mk = {k.len, k.buf}, mv;
+
+    if (j->ref) {
+        rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
+        if (rc) {
+            /* Gone since start (a purge?): fail the hand-off, the job is
+             * buried (not PL_ENOJOB: the engine reads that as a lost lease). */
+            sb_free(&k);
+            return rc == MDB_NOTFOUND ? PL_EINVAL : rc;
+        }
+        if (mv.mv_size != j->row.len || memcmp(mv.mv_data, j->row.buf, mv.mv_size) != 0) {
+            /* Rewritten since start: validate what is there now. */
+            sb_reset(&j->cur);
+            sb_add(&j->cur, mv.mv_data, mv.mv_size);
+            row = j->cur.buf;
+            rowlen = j->cur.len;
+            valid = check(j->m, row, rowlen, &j->norm2, &j->errors2);
+            norm = &j->norm2;
+            errors = &j->errors2;
+            if (!valid) {
+                char why[300];
+                first_error(errors, why, sizeof why);
+                stage_log(j->stage, PL_LOG_WARN, j->id, "rejected %s/%s (the row changed while "
+                          "it was checked; checked again): %s", model, j->key.buf, why);
+            }
+        }
+    }
+    if (valid) {
+        MDB_val v = {norm->size, norm->data};
+        if ((rc = store_room(t)) == 0)
+            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &v, 0);
+        const StageConf *c = j->stage->conf;
+        for (size_t i = 0; !rc && i < c->noutputs; i++) {
+            PutArgs pa = {.body = j->out.buf, .len = j->out.len};
+            uint64_t id;
+            rc = queue_put(t, c->outputs[i], &pa, &id, NULL);
+        }
+    } else {
+        RejectRec r = {.model = model, .key = j->key.buf, .stage = j->stage->conf->name,
+                       .queue = j->stage->conf->input, .row = row, .row_len = rowlen,
+                       .errors = errors->buf, .errors_len = errors->len,
+                       .job = j->replay.buf, .job_len = j->replay.len};
+        uint64_t rid;
+        rc = reject_add(t, &r, &rid);
+        if (!rc)
+            rc = staging_note_reject(t, model);
+    }
+    sb_free(&k);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- start */
+
+static void bury(Slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void bury(Slot *s, const char *fmt, ...)
+{
+    char why[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    slot_bury(s, why);
+}
+
+#define SHAPES "a validate job is {\"model\":M,\"key\":K} (a staged row) or {\"model\":M,\"row\":{...}}"
+
+static void validate_start(Slot *s)
+{
+    ValidateKd *k = s->stage->kd;
+    VJob *j = s->kd;
+    const Model *m = k->model;
+    char err[256];
+    msgpack_sbuffer mp;
+    RowView body;
+    Strbuf mname;
+    int rc;
+
+    j->id = s->id;
+    j->m = m;
+    sb_reset(&j->row);
+    sb_reset(&j->key);
+    msgpack_sbuffer_init(&mp);
+    sb_init(&mname);
+    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
+        msgpack_sbuffer_destroy(&mp);
+        bury(s, "job body: %s; " SHAPES, err);
+        return;
+    }
+    row_view(&body, mp.data, mp.size);
+    if (row_field_text(&body.root, "model", &mname) == 0 && strcmp(mname.buf, m->name) != 0) {
+        bury(s, "the job is for model '%.100s' but stage '%s' validates '%s'; send it to the "
+             "validate stage of that model", mname.buf, s->stage->conf->name, m->name);
+        goto out;
+    }
+    const msgpack_object *inl = row_field(&body.root, "row");
+    if (inl) {
+        if (inl->type != MSGPACK_OBJECT_MAP) {
+            bury(s, "job body: \"row\" is not a JSON object; " SHAPES);
+            goto out;
+        }
+        msgpack_sbuffer rb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&rb);
+        msgpack_packer_init(&pk, &rb, msgpack_sbuffer_write);
+        row_pack_object(&pk, inl);
+        sb_add(&j->row, rb.data, rb.size);
+        msgpack_sbuffer_destroy(&rb);
+        j->ref = 0;
+    } else if (row_field_text(&body.root, "key", &j->key) == 0) {
+        j->ref = 1;
+        if ((rc = stage_row(s->stage, m->name, j->key.buf, &j->row)) != 0) {
+            bury(s, "staged row %s/%.200s: %s", m->name, j->key.buf,
+                 rc == PL_ENOJOB ? "not found; the job points at a row nobody staged (or it "
+                 "was purged)" : pl_strerror(rc));
+            goto out;
+        }
+    } else {
+        bury(s, "job body has neither \"key\" nor \"row\"; " SHAPES);
+        goto out;
+    }
+
+    j->valid = check(m, j->row.buf, j->row.len, &j->norm, &j->errors);
+    if (!j->ref) {
+        /* The key of an inline row: from the normalised row when it is
+         * valid (no key: a reject), else as far as the raw row gives one. */
+        if (j->valid && row_key_of(m, j->norm.data, j->norm.size, &j->key) != 0) {
+            j->valid = 0;
+            key_error(m, &j->errors);
+        } else if (!j->valid && row_key_of(m, j->row.buf, j->row.len, &j->key) != 0) {
+            sb_reset(&j->key);
+            sb_adds(&j->key, "");
+        }
+    }
+    if (j->valid) {
+        ref_body(&j->out, m->name, j->key.buf);
+    } else {
+        /* A replay puts back a reference when there is a key (the replay
+         * stages the row, possibly fixed, under it), else the job itself. */
+        if (j->ref || !j->key.len) {
+            sb_reset(&j->replay);
+            sb_add(&j->replay, s->body.buf, s->body.len);
+        } else {
+            ref_body(&j->replay, m->name, j->key.buf);
+        }
+        char why[300];
+        first_error(&j->errors, why, sizeof why);
+        stage_log(s->stage, PL_LOG_WARN, s->id, "rejected %s/%s: %s", m->name,
+                  j->key.len ? j->key.buf : "(no key)", why);
+    }
+    slot_extra(s, commit, j);
+    slot_done(s);
+out:
+    row_view_free(&body);
+    sb_free(&mname);
+    msgpack_sbuffer_destroy(&mp);
+}
+
+/* ---------------------------------------------------------------- init */
+
+static int validate_init(Stage *s, char *err, size_t errlen)
+{
+    const Pipeline *p = engine_pipeline(s->engine);
+    const char *name = NULL;
+    ValidateKd *k = xcalloc(1, sizeof *k);
+    s->kd = k;
+    int rc = conf_str(p->path, s->conf->node, "model", &name, err, errlen);
+    if (rc)
+        return rc;
+    if (!name || !p->models || !(k->model = models_find(p->models, name))) {
+        snprintf(err, errlen, "%s:%d: stage '%s': model '%s' is not declared; declare it under "
+                 "models:", p->path, s->conf->line, s->conf->name, name ? name : "");
+        return PL_EINVAL;
+    }
+    for (unsigned i = 0; i < s->nslots; i++) {
+        VJob *j = xcalloc(1, sizeof *j);
+        j->stage = s;
+        sb_init(&j->key);
+        sb_init(&j->row);
+        sb_init(&j->errors);
+        sb_init(&j->out);
+        sb_init(&j->replay);
+        sb_init(&j->cur);
+        sb_init(&j->errors2);
+        msgpack_sbuffer_init(&j->norm);
+        msgpack_sbuffer_init(&j->norm2);
+        s->slots[i].kd = j;
+    }
+    return 0;
+}
+
+static void validate_fini(Stage *s)
+{
+    /* A commit still in flight (a forced stop) reads the jobs: leave them. */
+    for (unsigned i = 0; i < s->nslots && !s->in_flight; i++) {
+        VJob *j = s->slots[i].kd;
+        if (!j)
+            continue;
+        sb_free(&j->key);
+        sb_free(&j->row);
+        sb_free(&j->errors);
+        sb_free(&j->out);
+        sb_free(&j->replay);
+        sb_free(&j->cur);
+        sb_free(&j->errors2);
+        msgpack_sbuffer_destroy(&j->norm);
+        msgpack_sbuffer_destroy(&j->norm2);
+        free(j);
+        s->slots[i].kd = NULL;
+    }
+    free(s->kd);
+    s->kd = NULL;
+}
+
+const StageKind kind_validate = {
+    .name = "validate", .init = validate_init, .start = validate_start, .fini = validate_fini};
