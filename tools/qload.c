@@ -1,0 +1,1529 @@
+/* qload.c: the bulk loader. It takes the sealed batches of a data directory
+ * and COPYs them into a PostgreSQL-protocol warehouse, exactly once.
+ *
+ *     qload [--data DIR] --target DSN [--follow] [--create-tables]
+ *           [--mode append|merge] [--pipeline FILE] [--model M] [--json]
+ *           [--quiet] [--poll S]
+ *
+ * Exactly once. The warehouse holds a ledger, pickline_ledger (store, batch,
+ * ...), and a batch's rows and its ledger row commit in one PostgreSQL
+ * transaction. The ledger row is inserted first (ON CONFLICT DO NOTHING):
+ * finding it already there means an earlier run committed the batch and
+ * crashed before it could mark it loaded in the store, so this run only marks
+ * it; and the row lock it takes makes a second qload on the same store wait
+ * instead of loading the batch twice. In the store a batch goes sealed ->
+ * loading (before any PostgreSQL work) -> loaded (after the COMMIT), so a
+ * crash anywhere leaves it loading, and the next pass loads it again or finds
+ * it in the ledger.
+ *
+ * LMDB transactions are short and never span PostgreSQL I/O: rows are read in
+ * pages (at most PAGE_ROWS rows or SEND_BYTES of CSV per read transaction),
+ * encoded into one reused buffer, and sent with PQputCopyData after the read
+ * transaction ended. Memory stays flat whatever the batch size.
+ *
+ * Bad rows. When PostgreSQL refuses the COPY with a data or constraint error
+ * (SQLSTATE class 22 or 23), the transaction is rolled back and the batch
+ * loaded on the careful path: its rows go into a temporary table of text
+ * columns, then into the table with casts, a range of rows at a time inside
+ * a SAVEPOINT; a failing range is halved until the single refused rows are
+ * found. Each refused row moves to the rejects in the store (with
+ * PostgreSQL's message) before the PostgreSQL COMMIT, and the others load in
+ * the same transaction.
+ *
+ * Errors are classified by SQLSTATE: class 22/23 a row's fault; class 08,
+ * 40, 53, 57, 58 and a broken connection are transient (the batch stays
+ * loading; --follow reconnects with backoff and retries, else qload exits 1);
+ * anything else (42: no such table, no such column, ...) fails the batch with
+ * the reason and a hint, and qload goes on with the others.
+ *
+ * Exit status: 0 all loaded and nothing rejected, 1 something rejected or
+ * failed or the target unreachable, 2 usage. */
+#include "../engine/model.h"
+#include "../engine/pipeline.h"
+#include "../engine/pl.h"
+#include "../engine/row.h"
+#include "../engine/staging.h"
+#include "../engine/store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <msgpack.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------ constants */
+
+enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
+
+#define DEFAULT_DIR "./pickline-data"
+#define PAGE_ROWS 20000u            /* rows per read transaction */
+#define SEND_BYTES (1u << 20)       /* CSV bytes per PQputCopyData */
+#define DROP_CHUNK 10000u           /* rows deleted per write transaction */
+#define CAREFUL_RANGE 8192u         /* careful path: rows per first attempt */
+#define BACKOFF_MIN_MS 200
+#define BACKOFF_MAX_MS 10000
+#define PROGRESS_NS 200000000ull    /* progress line: at most 5 updates a second */
+#define ZONE_CHUNK 65536
+
+/* What a step of a load came to. */
+enum {
+    K_OK = 0,
+    K_ROW,       /* PostgreSQL refused a row (class 22/23): the careful path */
+    K_PERM,      /* the batch cannot load as things are: fail it */
+    K_CONN,      /* the target went away or is busy: retry later */
+    K_DONE,      /* the ledger already holds the batch */
+    K_SKIP,      /* the batch is no longer ours to load (its state changed) */
+    K_LINE,      /* careful COPY refused one line: reject it, then try again */
+    K_LOCAL      /* the store failed */
+};
+
+/* Crash-test seams (PICKLINE_QLOAD_CRASH). */
+enum { CRASH_NONE, CRASH_BEFORE_COPY, CRASH_DURING_COPY, CRASH_BEFORE_COMMIT,
+       CRASH_AFTER_COMMIT };
+
+static const char usage_text[] =
+    "usage: qload [--data DIR] --target DSN [--follow] [--create-tables]\n"
+    "             [--mode append|merge] [--pipeline FILE] [--model M] [--json]\n"
+    "             [--quiet] [--poll S]\n"
+    "\n"
+    "Loads the sealed batches of a pickline data directory into a PostgreSQL\n"
+    "warehouse with COPY, exactly once: a ledger table, pickline_ledger, records\n"
+    "each batch in the same transaction as its rows. Parents load before\n"
+    "children (the models' belongs_to), then by batch id.\n"
+    "\n"
+    "  --data DIR       the data directory (default $PICKLINE_DATA, else\n"
+    "                   ./pickline-data)\n"
+    "  --target DSN     libpq conninfo or URI of the warehouse (default\n"
+    "                   $PICKLINE_TARGET)\n"
+    "  --follow         keep running: load new batches as they are sealed, and\n"
+    "                   reconnect with backoff when the warehouse goes away;\n"
+    "                   SIGTERM/SIGINT finish the current batch and exit 0\n"
+    "  --poll S         with --follow, look for new batches every S seconds\n"
+    "                   (default 0.5)\n"
+    "  --create-tables  create the models' tables (CREATE TABLE IF NOT EXISTS,\n"
+    "                   keys, unique, foreign keys) before loading\n"
+    "  --mode MODE      append (default): COPY rows into the table;\n"
+    "                   merge: upsert by the model's key (the last row of a key\n"
+    "                   wins), soft deletes set the model's paranoid column\n"
+    "  --pipeline FILE  read the models from FILE instead of the pipeline kept\n"
+    "                   in the data directory\n"
+    "  --model M        load only the batches of model M\n"
+    "  --json           print the summary as one JSON object: {\"batches\",\n"
+    "                   \"rows\",\"rejected\",\"failed\",\"seconds\",\"rows_per_s\"}\n"
+    "  --quiet          no progress and no per-batch lines (errors still print)\n"
+    "  --help           this text\n"
+    "\n"
+    "Rows PostgreSQL refuses (bad data, a constraint) go to the rejects with its\n"
+    "message (see `qctl rejects`); the rest of the batch loads. A batch that\n"
+    "cannot load (no such table, columns that differ) is marked failed with the\n"
+    "reason; fix it and run `qctl batches retry ID`.\n"
+    "\n"
+    "Exit status: 0 everything loaded, nothing rejected; 1 rows rejected,\n"
+    "batches failed or the warehouse unreachable (the batch stays loadable);\n"
+    "2 usage.\n"
+    "\n"
+    "Test seam: with PICKLINE_QLOAD_CRASH set to before_copy, during_copy (half\n"
+    "the rows sent), before_commit (rows and ledger row written, not committed)\n"
+    "or after_commit (committed, not yet marked loaded in the store), qload\n"
+    "kills itself with SIGKILL at that point of its first batch. For crash tests\n"
+    "only.\n";
+
+/* ------------------------------------------------------------ state */
+
+typedef struct Opts {
+    const char *dir, *target, *pipeline, *model;
+    int follow, create_tables, merge, json, quiet;
+    double poll_s;
+} Opts;
+
+/* Item: a batch to load in this pass. */
+typedef struct Item {
+    uint64_t id;
+    size_t pos;             /* the model's place in the load order; SIZE_MAX: undeclared */
+    uint64_t rows;          /* rows - removed, for the progress line */
+    char model[128];
+} Item;
+
+typedef struct Loader {
+    Opts o;
+    Store *s;
+    Pipeline *p;
+    const Models *ms;
+    char uuid[33];
+    PGconn *pg;
+    int crash;              /* the seam still armed, or CRASH_NONE */
+
+    /* the batch being loaded */
+    const Model *m;
+    BatchRec b;
+    uint64_t sent;          /* rows sent by the last stream */
+    uint64_t live;          /* rows sent for this batch, for the progress line */
+    uint64_t rejected;      /* rows of this batch moved to the rejects (all attempts) */
+    uint64_t att_rejected;  /* of those, found by this attempt's ranges */
+    char **cols;            /* the model's columns (views), and their cast types */
+    char **types;
+    size_t ncols;
+
+    /* PostgreSQL's last error */
+    char state[6];
+    char err[1024];
+    long line;              /* COPY context line of the last error, or 0 */
+
+    /* reused buffers */
+    Strbuf buf, sql, tmp;
+    msgpack_zone zone;
+
+    /* totals */
+    uint64_t n_batches, n_rows, n_rejected, n_failed;
+    uint64_t t0;
+    /* progress of the pass */
+    int tty;
+    size_t pass_done, pass_total;
+    uint64_t pass_rows, pass_rows_total, pass_t0, last_progress;
+    int progress_shown;
+} Loader;
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* ------------------------------------------------------------ messages */
+
+static void say(Loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void progress_clear(Loader *L)
+{
+    if (L->progress_shown) {
+        fputs("\r\033[K", stderr);
+        L->progress_shown = 0;
+    }
+}
+
+/* say prints "qload: ..." on stderr (over the progress line). */
+static void say(Loader *L, const char *fmt, ...)
+{
+    va_list ap;
+    progress_clear(L);
+    va_start(ap, fmt);
+    fputs("qload: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static int fail_usage(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qload: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    fputs("run 'qload --help' for the options\n", stderr);
+    return ST_USAGE;
+}
+
+static void progress(Loader *L, int force)
+{
+    uint64_t now = pl_mono_ns();
+    if (!L->tty || L->o.quiet)
+        return;
+    if (!force && now - L->last_progress < PROGRESS_NS)
+        return;
+    L->last_progress = now;
+    double secs = (double)(now - L->pass_t0) / 1e9;
+    uint64_t rows = L->pass_rows + L->live;
+    double rate = secs > 0 ? (double)rows / secs : 0;
+    fprintf(stderr, "\rqload: batches %zu/%zu, %" PRIu64 " rows, %.0f rows/s", L->pass_done,
+            L->pass_total, rows, rate);
+    if (rate > 0 && L->pass_rows_total > rows) {
+        uint64_t left = (uint64_t)((double)(L->pass_rows_total - rows) / rate);
+        fprintf(stderr, ", %" PRIu64 ":%02" PRIu64 " left", left / 60, left % 60);
+    }
+    fputs("\033[K", stderr);
+    fflush(stderr);
+    L->progress_shown = 1;
+}
+
+static void sleep_ms(long ms)
+{
+    /* In slices, so that a signal ends the wait soon. */
+    while (ms > 0 && !stop_requested) {
+        long step = ms < 50 ? ms : 50;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= step;
+    }
+}
+
+/* ------------------------------------------------------------ PostgreSQL */
+
+/* classify names the kind of PostgreSQL's error (res may be NULL). */
+static int classify(Loader *L, const PGresult *res)
+{
+    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *prim = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *det = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL) : NULL;
+    const char *ctx = res ? PQresultErrorField(res, PG_DIAG_CONTEXT) : NULL;
+    const char *cm;
+
+    snprintf(L->state, sizeof L->state, "%s", st ? st : "");
+    L->line = 0;
+    if (ctx && (cm = strstr(ctx, ", line ")) != NULL)
+        L->line = strtol(cm + 7, NULL, 10);
+    if (prim) {
+        if (det)
+            snprintf(L->err, sizeof L->err, "%s; %s (SQLSTATE %s)", prim, det, L->state);
+        else
+            snprintf(L->err, sizeof L->err, "%s (SQLSTATE %s)", prim, L->state);
+    } else {
+        const char *m = PQerrorMessage(L->pg);
+        size_t n;
+        snprintf(L->err, sizeof L->err, "%s", m && *m ? m : "connection to the target lost");
+        n = strlen(L->err);
+        while (n && (L->err[n - 1] == '\n' || L->err[n - 1] == ' '))
+            L->err[--n] = '\0';
+    }
+    if (!st || !*st || PQstatus(L->pg) == CONNECTION_BAD)
+        return K_CONN;
+    if (!strncmp(st, "22", 2) || !strncmp(st, "23", 2))
+        return K_ROW;
+    if (!strncmp(st, "08", 2) || !strncmp(st, "40", 2) || !strncmp(st, "53", 2) ||
+        !strncmp(st, "57", 2) || !strncmp(st, "58", 2))
+        return K_CONN;
+    return K_PERM;
+}
+
+/* pg_check returns K_OK for a good result, else classifies it; res is cleared. */
+static int pg_check(Loader *L, PGresult *res)
+{
+    ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    int k = K_OK;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        k = classify(L, res);
+    PQclear(res);
+    return k;
+}
+
+/* pg_exec runs one or more statements with no result rows wanted. */
+static int pg_exec(Loader *L, const char *sql)
+{
+    PGresult *res = PQexec(L->pg, sql);
+    int k = pg_check(L, res);
+    /* A multi-statement string leaves nothing more to read; be sure. */
+    return k;
+}
+
+static void pg_close(Loader *L)
+{
+    if (L->pg)
+        PQfinish(L->pg);
+    L->pg = NULL;
+}
+
+static void notice_ignore(void *arg, const char *msg)
+{
+    (void)arg, (void)msg;
+}
+
+/* pg_connect connects and prepares the session: UTC, UTF-8, the ledger, and
+ * with --create-tables the models' tables. K_OK, K_CONN or K_PERM (with
+ * L->err). */
+static int pg_connect(Loader *L)
+{
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *vals[] = {"10", "qload", L->o.target, NULL};
+    int k;
+
+    pg_close(L);
+    L->pg = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(L->pg) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(L->pg);
+        size_t n;
+        snprintf(L->err, sizeof L->err, "%s", m && *m ? m : "cannot connect");
+        n = strlen(L->err);
+        while (n && (L->err[n - 1] == '\n' || L->err[n - 1] == ' '))
+            L->err[--n] = '\0';
+        /* A bad conninfo never gets better by waiting. */
+        k = strstr(L->err, "invalid connection option") || strstr(L->err, "missing \"=\"") ||
+                    strstr(L->err, "invalid URI") || strstr(L->err, "invalid integer value")
+                ? K_PERM : K_CONN;
+        pg_close(L);
+        return k;
+    }
+    PQsetNoticeProcessor(L->pg, notice_ignore, NULL);
+    k = pg_exec(L, "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8';"
+                   " SET client_min_messages = warning;"
+                   " CREATE TABLE IF NOT EXISTS pickline_ledger (store text, batch bigint,"
+                   " model text, rows bigint, rejected bigint,"
+                   " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (store, batch))");
+    if (k == K_OK && L->o.create_tables) {
+        sb_reset(&L->sql);
+        models_ddl(L->ms, &L->sql);
+        k = pg_exec(L, L->sql.buf);
+        if (k != K_OK && k != K_CONN) {
+            char e[700];
+            snprintf(e, sizeof e, "%.*s", (int)sizeof e - 1, L->err);
+            snprintf(L->err, sizeof L->err,
+                     "--create-tables: PostgreSQL refused the models' DDL: %s; fix the models "
+                     "or create the tables yourself", e);
+            return K_PERM;
+        }
+    }
+    if (k == K_ROW)
+        k = K_PERM;
+    return k;
+}
+
+/* ------------------------------------------------------------ store steps */
+
+typedef struct Mark {
+    Loader *L;
+    uint64_t id;
+    int state;
+    const char *error;
+    BatchRec *out;
+} Mark;
+
+/* mark_loading: sealed|loading -> loading, attempts + 1 (K_SKIP otherwise). */
+static int mark_loading_fn(Txn *t, void *arg)
+{
+    Mark *mk = arg;
+    BatchRec b;
+    int rc = batch_get(t, mk->id, &b);
+    if (rc)
+        return rc;
+    if (b.state != BATCH_SEALED && b.state != BATCH_LOADING) {
+        *mk->out = b;
+        return 0;
+    }
+    b.state = BATCH_LOADING;
+    b.attempts++;
+    *mk->out = b;
+    return batch_put(t, &b);
+}
+
+static int mark_fn(Txn *t, void *arg)
+{
+    Mark *mk = arg;
+    BatchRec b;
+    int rc = batch_get(t, mk->id, &b);
+    if (rc)
+        return rc;
+    b.state = mk->state;
+    if (mk->state == BATCH_LOADED) {
+        b.loaded_ms = t->now;
+        b.error[0] = '\0';
+    }
+    if (mk->error)
+        snprintf(b.error, sizeof b.error, "%s", mk->error);
+    if (mk->out)
+        *mk->out = b;
+    return batch_put(t, &b);
+}
+
+typedef struct Drop {
+    uint64_t id;
+    int more;
+} Drop;
+
+static int drop_fn(Txn *t, void *arg)
+{
+    Drop *d = arg;
+    return batch_drop_rows(t, d->id, DROP_CHUNK, &d->more);
+}
+
+/* drop_rows deletes a loaded batch's rows in short transactions. */
+static int drop_rows(Loader *L, uint64_t id)
+{
+    Drop d = {id, 1};
+    int rc = 0;
+    while (d.more && rc == 0)
+        rc = store_run(L->s, drop_fn, &d);
+    return rc;
+}
+
+typedef struct Rej {
+    uint64_t id;
+    uint32_t seq;
+    const char *msg;
+} Rej;
+
+static int reject_fn(Txn *t, void *arg)
+{
+    Rej *r = arg;
+    uint64_t rid;
+    return batch_row_reject(t, r->id, r->seq, r->msg, &rid);
+}
+
+static int uuid_fn(Txn *t, void *arg)
+{
+    return staging_uuid(t, arg);
+}
+
+/* ------------------------------------------------------------ streaming */
+
+typedef struct Stream {
+    Loader *L;
+    int op, seq;            /* model_csv_row's op column; a _seq column */
+    uint32_t from;          /* next seq to read */
+    uint32_t in_page;       /* rows read by this page */
+    uint64_t limit;         /* stop the page after this many rows sent (seam), or 0 */
+    uint64_t lines;         /* count rows to find line `find` (K_LINE), else 0 */
+    uint64_t find;
+    uint32_t found;         /* the seq of line `find` */
+    int bad;                /* a row that is not a map: its seq in bad_seq */
+    uint32_t bad_seq;
+} Stream;
+
+enum { PAGE_FULL = 1, PAGE_FOUND = 2, PAGE_BAD = 3 };
+
+static void add_seq(Strbuf *b, uint32_t seq)
+{
+    char d[16];
+    int n = 0;
+    /* model_csv_row ends the line with "\n": put ",seq" before it. */
+    if (b->len && b->buf[b->len - 1] == '\n')
+        b->len--;
+    d[n++] = '\n';
+    do {
+        d[n++] = (char)('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    d[n++] = ',';
+    while (n)
+        sb_add(b, &d[--n], 1);
+}
+
+static int row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
+{
+    Stream *st = arg;
+    Loader *L = st->L;
+    msgpack_object o;
+    size_t off = 0;
+
+    st->from = seq + 1;
+    st->in_page++;
+    if (st->find) {
+        if (++st->lines == st->find) {
+            st->found = seq;
+            return PAGE_FOUND;
+        }
+        return 0;
+    }
+    msgpack_zone_clear(&L->zone);
+    if (msgpack_unpack(mp, len, &off, &L->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
+        model_csv_row(L->m, &o, st->op, &L->buf) != 0) {
+        st->bad = 1;
+        st->bad_seq = seq;
+        return PAGE_BAD;
+    }
+    if (st->seq)
+        add_seq(&L->buf, seq);
+    L->sent++;
+    L->live++;
+    if (st->limit && L->sent >= st->limit)
+        return PAGE_FULL;
+    return L->buf.len >= SEND_BYTES ? PAGE_FULL : 0;
+}
+
+static int page_fn(Txn *t, void *arg)
+{
+    Stream *st = arg;
+    st->in_page = 0;
+    return batch_rows(t, st->L->b.id, st->from, PAGE_ROWS, row_fn, st);
+}
+
+/* copy_rows runs copy_sql (a COPY ... FROM STDIN) and streams the batch's
+ * rows into it. K_OK, or the kind of the failure with L->err. */
+static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
+{
+    Stream st = {.L = L, .op = op, .seq = seq};
+    PGresult *res = PQexec(L->pg, copy_sql);
+    int k = K_OK, rc, more = 1;
+    uint64_t half = 0;
+
+    if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
+        k = classify(L, res);
+        PQclear(res);
+        return k;
+    }
+    PQclear(res);
+    L->sent = 0;
+    if (L->crash == CRASH_DURING_COPY) {
+        half = (L->b.rows - L->b.removed + 1) / 2;
+        st.limit = half ? half : 1;
+    }
+    while (more) {
+        sb_reset(&L->buf);
+        rc = store_read(L->s, page_fn, &st);
+        if (rc == PAGE_BAD) {
+            snprintf(L->err, sizeof L->err,
+                     "row %" PRIu32 " of batch %" PRIu64 " is not a row of model %s (a damaged "
+                     "store?); inspect it with qctl", st.bad_seq, L->b.id, L->m->name);
+            k = K_PERM;
+            break;
+        }
+        if (rc != 0 && rc != PAGE_FULL) {
+            snprintf(L->err, sizeof L->err, "reading batch %" PRIu64 " from the store: %s",
+                     L->b.id, pl_strerror(rc));
+            k = K_LOCAL;
+            break;
+        }
+        more = rc == PAGE_FULL || st.in_page == PAGE_ROWS;
+        if (L->buf.len && PQputCopyData(L->pg, L->buf.buf, (int)L->buf.len) != 1) {
+            k = classify(L, NULL);
+            break;
+        }
+        if (st.limit && L->sent >= st.limit) {
+            /* The seam: half the rows are on their way. */
+            PQflush(L->pg);
+            raise(SIGKILL);
+        }
+        progress(L, 0);
+    }
+    if (PQstatus(L->pg) == CONNECTION_BAD)
+        return classify(L, NULL);
+    if (PQputCopyEnd(L->pg, k == K_OK ? NULL : "qload gave up on this COPY") != 1)
+        return classify(L, NULL);
+    while ((res = PQgetResult(L->pg)) != NULL) {
+        int k2 = pg_check(L, res);
+        if (k == K_OK)
+            k = k2;
+    }
+    return k;
+}
+
+/* ------------------------------------------------------------ SQL */
+
+static void add_ident(Strbuf *b, const char *s)
+{
+    sql_ident(b, s);
+}
+
+/* add_col: "c" AS "c", or "c"::type AS "c" on the careful path. */
+static void add_col(Loader *L, Strbuf *b, size_t i, int cast)
+{
+    add_ident(b, L->cols[i]);
+    if (cast) {
+        sb_adds(b, "::");
+        sb_adds(b, L->types[i]);
+    }
+    sb_adds(b, " AS ");
+    add_ident(b, L->cols[i]);
+}
+
+static void add_cols(Loader *L, Strbuf *b, const char *prefix)
+{
+    for (size_t i = 0; i < L->ncols; i++) {
+        if (i)
+            sb_adds(b, ", ");
+        if (prefix)
+            sb_adds(b, prefix);
+        add_ident(b, L->cols[i]);
+    }
+}
+
+static void add_keys(Loader *L, Strbuf *b, const char *prefix)
+{
+    for (size_t i = 0; i < L->m->nkey; i++) {
+        if (i)
+            sb_adds(b, ", ");
+        if (prefix)
+            sb_adds(b, prefix);
+        add_ident(b, L->m->fields[L->m->key[i]].name);
+    }
+}
+
+static int is_key(const Model *m, const char *col)
+{
+    for (size_t i = 0; i < m->nkey; i++)
+        if (!strcmp(m->fields[m->key[i]].name, col))
+            return 1;
+    return 0;
+}
+
+/* add_source: the rows of src in [a, z] (all when a > z), columns cast
+ * on the careful path, as "(SELECT ... ) c". */
+static void add_source(Loader *L, Strbuf *b, const char *src, int cast, int merge,
+                       uint64_t a, uint64_t z)
+{
+    sb_adds(b, "(SELECT ");
+    for (size_t i = 0; i < L->ncols; i++) {
+        if (i)
+            sb_adds(b, ", ");
+        add_col(L, b, i, cast);
+    }
+    if (merge)
+        sb_adds(b, ", _op");
+    sb_addf(b, ", _seq FROM %s", src);
+    if (a <= z)
+        sb_addf(b, " WHERE _seq BETWEEN %" PRIu64 " AND %" PRIu64, a, z);
+    sb_adds(b, ") c");
+}
+
+/* load_sql writes the statements that move rows [a, z] of src into the
+ * table: append, an INSERT; merge, the upsert of the last update of each
+ * key, then the soft delete of the keys whose last row is a delete. */
+static void load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a, uint64_t z)
+{
+    const Model *m = L->m;
+    int merge = L->o.merge;
+
+    sb_adds(b, "INSERT INTO ");
+    add_ident(b, m->table);
+    sb_adds(b, " (");
+    add_cols(L, b, NULL);
+    sb_adds(b, ") SELECT ");
+    add_cols(L, b, NULL);
+    sb_adds(b, " FROM ");
+    if (!merge) {
+        add_source(L, b, src, cast, 0, a, z);
+        sb_adds(b, ";");
+        return;
+    }
+    sb_adds(b, "(SELECT DISTINCT ON (");
+    add_keys(L, b, NULL);
+    sb_adds(b, ") * FROM ");
+    add_source(L, b, src, cast, 1, a, z);
+    sb_adds(b, " WHERE _op = 'u' ORDER BY ");
+    add_keys(L, b, NULL);
+    sb_adds(b, ", _seq DESC) s ON CONFLICT (");
+    add_keys(L, b, NULL);
+    sb_adds(b, ") DO ");
+    {
+        int any = 0;
+        for (size_t i = 0; i < L->ncols; i++) {
+            if (is_key(m, L->cols[i]))
+                continue;
+            sb_adds(b, any ? ", " : "UPDATE SET ");
+            add_ident(b, L->cols[i]);
+            sb_adds(b, " = EXCLUDED.");
+            add_ident(b, L->cols[i]);
+            any = 1;
+        }
+        if (!any)
+            sb_adds(b, "NOTHING");
+    }
+    sb_adds(b, ";");
+    if (m->paranoid < 0)
+        return;
+    const char *par = m->fields[m->paranoid].name;
+    sb_adds(b, " UPDATE ");
+    add_ident(b, m->table);
+    sb_adds(b, " AS t SET ");
+    add_ident(b, par);
+    sb_adds(b, " = s.");
+    add_ident(b, par);
+    sb_adds(b, " FROM (SELECT DISTINCT ON (");
+    add_keys(L, b, NULL);
+    sb_adds(b, ") * FROM ");
+    add_source(L, b, src, cast, 1, a, z);
+    sb_adds(b, " ORDER BY ");
+    add_keys(L, b, NULL);
+    sb_adds(b, ", _seq DESC) s WHERE s._op = 'd'");
+    for (size_t i = 0; i < m->nkey; i++) {
+        const char *k = m->fields[m->key[i]].name;
+        sb_adds(b, " AND t.");
+        add_ident(b, k);
+        sb_adds(b, " = s.");
+        add_ident(b, k);
+    }
+    sb_adds(b, ";");
+}
+
+/* ------------------------------------------------------------ loading */
+
+static void crash_point(Loader *L, int which)
+{
+    if (L->crash == which) {
+        fflush(NULL);
+        raise(SIGKILL);
+    }
+}
+
+/* ledger_claim begins the transaction and inserts the batch's ledger row:
+ * K_DONE when it was there already (committed by an earlier run). */
+static int ledger_claim(Loader *L)
+{
+    char id[24];
+    const char *v[3] = {L->uuid, id, L->m ? L->m->name : L->b.model};
+    PGresult *res;
+    int k;
+
+    snprintf(id, sizeof id, "%" PRIu64, L->b.id);
+    if ((k = pg_exec(L, "BEGIN")) != K_OK)
+        return k;
+    res = PQexecParams(L->pg,
+                       "INSERT INTO pickline_ledger (store, batch, model, rows, rejected)"
+                       " VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING",
+                       3, NULL, v, NULL, NULL, 0);
+    if (res && PQresultStatus(res) == PGRES_COMMAND_OK && !strcmp(PQcmdTuples(res), "0")) {
+        PQclear(res);
+        return K_DONE;
+    }
+    return pg_check(L, res);
+}
+
+static int ledger_finish(Loader *L, uint64_t rows, uint64_t rejected)
+{
+    char id[24], r[24], j[24];
+    const char *v[4] = {L->uuid, id, r, j};
+    snprintf(id, sizeof id, "%" PRIu64, L->b.id);
+    snprintf(r, sizeof r, "%" PRIu64, rows);
+    snprintf(j, sizeof j, "%" PRIu64, rejected);
+    return pg_check(L, PQexecParams(L->pg,
+                                    "UPDATE pickline_ledger SET rows = $3, rejected = $4"
+                                    " WHERE store = $1 AND batch = $2",
+                                    4, NULL, v, NULL, NULL, 0));
+}
+
+/* fast: COPY straight into the table (append), or into a typed temp table
+ * and merge from there. */
+static int load_fast(Loader *L)
+{
+    const Model *m = L->m;
+    int k;
+
+    sb_reset(&L->sql);
+    if (!L->o.merge) {
+        sb_adds(&L->sql, "COPY ");
+        add_ident(&L->sql, m->table);
+        sb_adds(&L->sql, " (");
+        model_columns(m, &L->sql);
+        sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
+        crash_point(L, CRASH_BEFORE_COPY);
+        return copy_rows(L, L->sql.buf, 0, 0);
+    }
+    /* CREATE ... AS SELECT copies the column types and no constraints
+     * (soft deletes leave required columns NULL). */
+    sb_adds(&L->sql, "CREATE TEMP TABLE pl_load ON COMMIT DROP AS SELECT ");
+    add_cols(L, &L->sql, NULL);
+    sb_adds(&L->sql, ", NULL::text AS _op, NULL::bigint AS _seq FROM ");
+    add_ident(&L->sql, m->table);
+    sb_adds(&L->sql, " WITH NO DATA");
+    if ((k = pg_exec(L, L->sql.buf)) != K_OK)
+        return k;
+    sb_reset(&L->sql);
+    sb_adds(&L->sql, "COPY pl_load (");
+    add_cols(L, &L->sql, NULL);
+    sb_adds(&L->sql, ", _op, _seq) FROM STDIN (FORMAT csv)");
+    crash_point(L, CRASH_BEFORE_COPY);
+    if ((k = copy_rows(L, L->sql.buf, 1, 1)) != K_OK)
+        return k;
+    sb_reset(&L->sql);
+    load_sql(L, &L->sql, "pl_load", 0, 1, 0);
+    return pg_exec(L, L->sql.buf);
+}
+
+/* col_types reads the table's column types (for the careful path's casts;
+ * the base type, so that varchar(n) refuses a long value instead of
+ * truncating it). */
+static int col_types(Loader *L)
+{
+    const char *v[1];
+    PGresult *res;
+    int k;
+
+    sb_reset(&L->tmp);
+    add_ident(&L->tmp, L->m->table);
+    v[0] = L->tmp.buf;
+    res = PQexecParams(L->pg,
+                       "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a"
+                       " WHERE a.attrelid = $1::regclass AND a.attnum > 0"
+                       " AND NOT a.attisdropped",
+                       1, NULL, v, NULL, NULL, 0);
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+        return pg_check(L, res);
+    k = K_OK;
+    for (size_t i = 0; i < L->ncols; i++) {
+        free(L->types[i]);
+        L->types[i] = NULL;
+        for (int r = 0; r < PQntuples(res); r++) {
+            if (!strcmp(PQgetvalue(res, r, 0), L->cols[i])) {
+                L->types[i] = xstrdup(PQgetvalue(res, r, 1));
+                break;
+            }
+        }
+        if (!L->types[i] && k == K_OK) {
+            snprintf(L->err, sizeof L->err, "it has no column %s", L->cols[i]);
+            snprintf(L->state, sizeof L->state, "42703");
+            k = K_PERM;
+        }
+    }
+    PQclear(res);
+    return k;
+}
+
+/* reject moves row seq to the rejects with L->err (in the store, before
+ * the PostgreSQL COMMIT: a crash in between never loses it). */
+static int reject(Loader *L, uint32_t seq)
+{
+    Rej r = {L->b.id, seq, L->err};
+    int rc = store_run(L->s, reject_fn, &r);
+    if (rc) {
+        snprintf(L->err, sizeof L->err, "moving row %" PRIu32 " of batch %" PRIu64
+                 " to the rejects: %s", seq, L->b.id, pl_strerror(rc));
+        return K_LOCAL;
+    }
+    L->rejected++;
+    L->att_rejected++;
+    if (!L->o.quiet && L->rejected <= 10)
+        say(L, "batch %" PRIu64 " (%s): row %" PRIu32 " rejected: %s", L->b.id, L->m->name,
+            seq, L->err);
+    else if (!L->o.quiet && L->rejected == 11)
+        say(L, "batch %" PRIu64 " (%s): more rows rejected; see them with qctl rejects",
+            L->b.id, L->m->name);
+    return K_OK;
+}
+
+/* try_range loads rows [a, z] of pl_text in a savepoint; a refused range
+ * is halved down to the single rows, which go to the rejects. */
+static int try_range(Loader *L, uint64_t a, uint64_t z)
+{
+    int k;
+
+    sb_reset(&L->sql);
+    sb_adds(&L->sql, "SAVEPOINT pl; ");
+    load_sql(L, &L->sql, "pl_text", 1, a, z);
+    sb_adds(&L->sql, " RELEASE SAVEPOINT pl");
+    k = pg_exec(L, L->sql.buf);
+    if (k != K_ROW)
+        return k;
+    if ((k = pg_exec(L, "ROLLBACK TO SAVEPOINT pl; RELEASE SAVEPOINT pl")) != K_OK)
+        return k;
+    if (a == z) /* L->err still holds the row's error */
+        return reject(L, (uint32_t)a);
+    uint64_t mid = a + (z - a) / 2;
+    if ((k = try_range(L, a, mid)) != K_OK)
+        return k;
+    return try_range(L, mid + 1, z);
+}
+
+/* find_line returns the seq of the n-th row (1-based) the stream sends. */
+static int find_line(Loader *L, uint64_t n, uint32_t *seq)
+{
+    Stream st = {.L = L, .find = n};
+    int rc;
+    do {
+        rc = store_read(L->s, page_fn, &st);
+        if (rc == PAGE_FOUND) {
+            *seq = st.found;
+            return 0;
+        }
+        if (rc)
+            return rc;
+    } while (st.in_page == PAGE_ROWS);
+    return PL_ENOJOB;
+}
+
+/* careful: every column as text into pl_text, then range by range with
+ * casts. */
+static int load_careful(Loader *L)
+{
+    uint64_t top = L->b.rows ? L->b.rows - 1 : 0;
+    int k;
+
+    if ((k = col_types(L)) != K_OK)
+        return k;
+    sb_reset(&L->sql);
+    sb_adds(&L->sql, "CREATE TEMP TABLE pl_text (");
+    for (size_t i = 0; i < L->ncols; i++) {
+        add_ident(&L->sql, L->cols[i]);
+        sb_adds(&L->sql, " text, ");
+    }
+    if (L->o.merge)
+        sb_adds(&L->sql, "_op text, ");
+    sb_adds(&L->sql, "_seq bigint) ON COMMIT DROP");
+    if ((k = pg_exec(L, L->sql.buf)) != K_OK)
+        return k;
+    sb_reset(&L->sql);
+    sb_adds(&L->sql, "COPY pl_text (");
+    add_cols(L, &L->sql, NULL);
+    sb_adds(&L->sql, L->o.merge ? ", _op, _seq" : ", _seq");
+    sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
+    crash_point(L, CRASH_BEFORE_COPY);
+    k = copy_rows(L, L->sql.buf, L->o.merge, 1);
+    if (k == K_ROW)
+        /* Text takes anything but bytes the encoding refuses (a NUL):
+         * the COPY's context names the line. */
+        return L->line > 0 ? K_LINE : K_PERM;
+    if (k != K_OK)
+        return k;
+    if ((k = pg_exec(L, "CREATE INDEX ON pl_text (_seq)")) != K_OK)
+        return k;
+    for (uint64_t a = 0; a <= top && L->b.rows; a += CAREFUL_RANGE) {
+        uint64_t z = a + CAREFUL_RANGE - 1;
+        if (z > top)
+            z = top;
+        if ((k = try_range(L, a, z)) != K_OK)
+            return k;
+    }
+    return K_OK;
+}
+
+/* attempt is one PostgreSQL transaction for the batch. */
+static int attempt(Loader *L, int careful)
+{
+    int k = ledger_claim(L);
+    if (k == K_DONE) {
+        if ((k = pg_exec(L, "COMMIT")) != K_OK)
+            return k;
+        return K_DONE;
+    }
+    if (k != K_OK)
+        return k;
+    k = careful ? load_careful(L) : load_fast(L);
+    if (k != K_OK)
+        return k;
+    if ((k = ledger_finish(L, L->sent - L->att_rejected, L->rejected)) != K_OK)
+        return k;
+    crash_point(L, CRASH_BEFORE_COMMIT);
+    if ((k = pg_exec(L, "COMMIT")) != K_OK)
+        return k;
+    crash_point(L, CRASH_AFTER_COMMIT);
+    return K_OK;
+}
+
+/* perm_message turns L->err into the batch's error with a hint. */
+static void perm_message(Loader *L, char *out, size_t n)
+{
+    const char *E = L->err;
+    const char *tab = L->m ? L->m->table : L->b.model;
+    if (!strcmp(L->state, "42P01"))
+        snprintf(out, n, "table %s does not exist; run qload --create-tables or create it "
+                 "(%.300s)", tab, E);
+    else if (!strcmp(L->state, "42P10"))
+        snprintf(out, n, "merge needs a primary key or unique index on the key of table %s: "
+                 "%.300s; add one or load with --mode append", tab, E);
+    else if (!strncmp(L->state, "42", 2))
+        snprintf(out, n, "table %s does not match model %s: %.300s; alter the table or fix the "
+                 "model, then run `qctl batches retry %" PRIu64 "`", tab,
+                 L->m ? L->m->name : L->b.model, E, L->b.id);
+    else
+        snprintf(out, n, "%.400s; fix the cause, then run `qctl batches retry %" PRIu64 "`",
+                 E, L->b.id);
+}
+
+static void set_columns(Loader *L, const Model *m)
+{
+    for (size_t i = 0; i < L->ncols; i++)
+        free(L->types[i]);
+    free(L->cols);
+    free(L->types);
+    L->ncols = m->nfields + (m->drift == DRIFT_KEEP);
+    L->cols = xcalloc(L->ncols, sizeof *L->cols);
+    L->types = xcalloc(L->ncols, sizeof *L->types);
+    for (size_t i = 0; i < m->nfields; i++)
+        L->cols[i] = (char *)m->fields[i].name;
+    if (m->drift == DRIFT_KEEP)
+        L->cols[m->nfields] = (char *)(m->drift_column ? m->drift_column : "extra");
+}
+
+/* fail_batch marks the batch failed with msg. */
+static int fail_batch(Loader *L, const char *msg)
+{
+    Mark mk = {L, L->b.id, BATCH_FAILED, msg, NULL};
+    int rc = store_run(L->s, mark_fn, &mk);
+    L->n_failed++;
+    say(L, "batch %" PRIu64 " (%s) failed: %s", L->b.id, L->b.model, msg);
+    if (rc) {
+        snprintf(L->err, sizeof L->err, "cannot mark batch %" PRIu64 " failed in the store: %s",
+                 L->b.id, pl_strerror(rc));
+        return K_LOCAL;
+    }
+    return K_PERM;
+}
+
+/* rollback ends an aborted transaction; K_OK or K_CONN. */
+static int rollback(Loader *L)
+{
+    char e[sizeof L->err], st[6];
+    int k;
+    /* Keep the error that made us roll back. */
+    memcpy(e, L->err, sizeof e);
+    memcpy(st, L->state, sizeof st);
+    k = pg_exec(L, "ROLLBACK");
+    if (k != K_CONN) {
+        memcpy(L->err, e, sizeof e);
+        memcpy(L->state, st, sizeof st);
+        return K_OK;
+    }
+    return K_CONN;
+}
+
+/* load_batch loads one batch. K_OK, K_DONE, K_SKIP, K_PERM (failed and
+ * marked), K_CONN (left loading: retry) or K_LOCAL. */
+static int load_batch(Loader *L, const Item *it)
+{
+    Mark mk = {L, it->id, 0, NULL, &L->b};
+    uint64_t t0 = pl_mono_ns();
+    int k, rc, careful = 0;
+    char msg[sizeof L->b.error];
+
+    if ((rc = store_run(L->s, mark_loading_fn, &mk)) != 0) {
+        snprintf(L->err, sizeof L->err, "batch %" PRIu64 ": cannot mark it loading: %s",
+                 it->id, pl_strerror(rc));
+        return K_LOCAL;
+    }
+    if (L->b.state != BATCH_LOADING)
+        return K_SKIP;
+    L->m = models_find(L->ms, L->b.model);
+    L->rejected = 0;
+    L->sent = 0;
+    L->live = 0;
+    if (!L->m) {
+        snprintf(msg, sizeof msg, "model '%s' is not declared in the pipeline; declare it under "
+                 "models: (or pass --pipeline FILE), then run `qctl batches retry %" PRIu64 "`",
+                 L->b.model, L->b.id);
+        return fail_batch(L, msg);
+    }
+    if (L->o.merge && L->m->nkey == 0) {
+        snprintf(msg, sizeof msg, "merge needs a key, and model '%s' declares none; mark its "
+                 "key fields key: true or load with --mode append", L->m->name);
+        return fail_batch(L, msg);
+    }
+    set_columns(L, L->m);
+
+    for (;;) {
+        L->att_rejected = 0;
+        L->live = 0;
+        k = attempt(L, careful);
+        if (k == K_OK || k == K_DONE)
+            break;
+        if (k == K_CONN)
+            return K_CONN;
+        if (k == K_LOCAL) {
+            rollback(L);
+            return K_LOCAL;
+        }
+        if (rollback(L) != K_OK)
+            return K_CONN;
+        if (k == K_ROW && !careful) {
+            careful = 1;
+            continue;
+        }
+        if (k == K_LINE) {
+            /* The careful COPY refused line L->line: reject that row, try again. */
+            uint32_t seq;
+            int r = find_line(L, (uint64_t)L->line, &seq);
+            if (r == 0 && reject(L, seq) == K_OK) {
+                /* Rows the store already moved are not counted again. */
+                continue;
+            }
+        }
+        perm_message(L, msg, sizeof msg);
+        return fail_batch(L, msg);
+    }
+
+    /* Committed (or found committed): mark it loaded, then drop its rows. */
+    mk.state = BATCH_LOADED;
+    mk.out = NULL;
+    if ((rc = store_run(L->s, mark_fn, &mk)) != 0) {
+        snprintf(L->err, sizeof L->err, "batch %" PRIu64 " is in the warehouse but cannot be "
+                 "marked loaded in the store: %s; the next run will mark it", it->id,
+                 pl_strerror(rc));
+        return K_LOCAL;
+    }
+    if ((rc = drop_rows(L, it->id)) != 0)
+        say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the next run "
+            "drops them)", it->id, pl_strerror(rc));
+    {
+        uint64_t rows = k == K_DONE ? L->b.rows - L->b.removed : L->sent - L->att_rejected;
+        double s = (double)(pl_mono_ns() - t0) / 1e9;
+        L->n_batches++;
+        L->n_rows += rows;
+        L->n_rejected += L->rejected;
+        if (!L->o.quiet && !L->tty)
+            say(L, "batch %" PRIu64 " (%s): %" PRIu64 " rows %s in %.3f s%s", it->id,
+                L->m->name, rows, k == K_DONE ? "were loaded by an earlier run;" : "loaded",
+                s, L->rejected ? ", some rejected (see qctl rejects)" : "");
+    }
+    return k;
+}
+
+/* ------------------------------------------------------------ a pass */
+
+typedef struct Collect {
+    Loader *L;
+    Item *items;
+    size_t n, cap;
+    int leftovers;          /* also list loaded batches (to drop leftover rows) */
+} Collect;
+
+static size_t model_pos(const Models *ms, const char *name)
+{
+    for (size_t i = 0; i < ms->n; i++)
+        if (!strcmp(ms->m[ms->order[i]].name, name))
+            return i;
+    return SIZE_MAX;
+}
+
+static int collect_fn(const BatchRec *b, void *arg)
+{
+    Collect *c = arg;
+    if (c->leftovers ? b->state != BATCH_LOADED
+                     : b->state != BATCH_SEALED && b->state != BATCH_LOADING)
+        return 0;
+    if (c->L->o.model && strcmp(c->L->o.model, b->model) != 0)
+        return 0;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 64;
+        c->items = xrealloc(c->items, c->cap * sizeof *c->items);
+    }
+    Item *it = &c->items[c->n++];
+    it->id = b->id;
+    it->pos = model_pos(c->L->ms, b->model);
+    it->rows = b->rows - b->removed;
+    snprintf(it->model, sizeof it->model, "%s", b->model);
+    return 0;
+}
+
+static int collect_tx(Txn *t, void *arg)
+{
+    return batch_each(t, -1, collect_fn, arg);
+}
+
+static int item_cmp(const void *x, const void *y)
+{
+    const Item *a = x, *b = y;
+    if (a->pos != b->pos)
+        return a->pos < b->pos ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+typedef struct HasRow {
+    int any;
+} HasRow;
+
+static int has_row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
+{
+    (void)seq, (void)mp, (void)len;
+    ((HasRow *)arg)->any = 1;
+    return 1;
+}
+
+typedef struct Leftover {
+    uint64_t id;
+    int any;
+} Leftover;
+
+static int leftover_tx(Txn *t, void *arg)
+{
+    Leftover *lo = arg;
+    HasRow h = {0};
+    int rc = batch_rows(t, lo->id, 0, 1, has_row_fn, &h);
+    lo->any = h.any;
+    return rc == 1 ? 0 : rc;
+}
+
+/* drop_leftovers drops the rows of batches marked loaded whose rows a
+ * crash kept (between the mark and the drop). */
+static void drop_leftovers(Loader *L)
+{
+    Collect c = {.L = L, .leftovers = 1};
+    if (store_read(L->s, collect_tx, &c) == 0) {
+        for (size_t i = 0; i < c.n; i++) {
+            Leftover lo = {c.items[i].id, 0};
+            if (store_read(L->s, leftover_tx, &lo) == 0 && lo.any)
+                drop_rows(L, lo.id);
+        }
+    }
+    free(c.items);
+}
+
+/* pass loads every sealed or loading batch once. K_OK, K_CONN or K_LOCAL. */
+static int pass(Loader *L)
+{
+    Collect c = {.L = L};
+    int rc = store_read(L->s, collect_tx, &c), k = K_OK;
+
+    if (rc) {
+        snprintf(L->err, sizeof L->err, "reading the batches: %s", pl_strerror(rc));
+        free(c.items);
+        return K_LOCAL;
+    }
+    qsort(c.items, c.n, sizeof *c.items, item_cmp);
+    L->pass_done = 0;
+    L->pass_total = c.n;
+    L->pass_rows = 0;
+    L->pass_rows_total = 0;
+    L->pass_t0 = pl_mono_ns();
+    for (size_t i = 0; i < c.n; i++)
+        L->pass_rows_total += c.items[i].rows;
+    for (size_t i = 0; i < c.n && !stop_requested; i++) {
+        k = load_batch(L, &c.items[i]);
+        if (L->crash != CRASH_NONE && k != K_SKIP)
+            L->crash = CRASH_NONE; /* the seam is for the first batch only */
+        if (k == K_CONN || k == K_LOCAL)
+            break;
+        k = K_OK;
+        L->pass_done++;
+        L->pass_rows += c.items[i].rows;
+        L->live = 0;
+        progress(L, 1);
+    }
+    progress_clear(L);
+    free(c.items);
+    return k;
+}
+
+/* ------------------------------------------------------------ main */
+
+static int parse_args(int argc, char **argv, Opts *o)
+{
+    const char *env;
+    o->poll_s = 0.5;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        int needs = !strcmp(a, "--data") || !strcmp(a, "--target") || !strcmp(a, "--mode") ||
+                    !strcmp(a, "--pipeline") || !strcmp(a, "--model") || !strcmp(a, "--poll");
+        if (needs) {
+            if (i + 1 >= argc)
+                return fail_usage("%s needs a value", a);
+            val = argv[++i];
+        }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(usage_text, stdout);
+            exit(ST_OK);
+        } else if (!strcmp(a, "--data")) {
+            o->dir = val;
+        } else if (!strcmp(a, "--target")) {
+            o->target = val;
+        } else if (!strcmp(a, "--pipeline")) {
+            o->pipeline = val;
+        } else if (!strcmp(a, "--model")) {
+            o->model = val;
+        } else if (!strcmp(a, "--mode")) {
+            if (!strcmp(val, "append"))
+                o->merge = 0;
+            else if (!strcmp(val, "merge"))
+                o->merge = 1;
+            else
+                return fail_usage("--mode '%s': expected append or merge", val);
+        } else if (!strcmp(a, "--poll")) {
+            char *end;
+            errno = 0;
+            o->poll_s = strtod(val, &end);
+            if (errno || end == val || *end || !(o->poll_s >= 0.01 && o->poll_s <= 3600))
+                return fail_usage("--poll '%s': expected seconds between 0.01 and 3600", val);
+        } else if (!strcmp(a, "--follow")) {
+            o->follow = 1;
+        } else if (!strcmp(a, "--create-tables")) {
+            o->create_tables = 1;
+        } else if (!strcmp(a, "--json")) {
+            o->json = 1;
+        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            o->quiet = 1;
+        } else {
+            return fail_usage("unknown argument '%s'", a);
+        }
+    }
+    if (!o->dir)
+        o->dir = (env = getenv("PICKLINE_DATA")) && *env ? env : DEFAULT_DIR;
+    if (!o->target)
+        o->target = (env = getenv("PICKLINE_TARGET")) && *env ? env : NULL;
+    if (!o->target)
+        return fail_usage("no target: pass --target DSN (a libpq conninfo or URI) or set "
+                          "$PICKLINE_TARGET");
+    return ST_OK;
+}
+
+static int crash_seam(void)
+{
+    const char *e = getenv("PICKLINE_QLOAD_CRASH");
+    if (!e || !*e)
+        return CRASH_NONE;
+    if (!strcmp(e, "before_copy"))
+        return CRASH_BEFORE_COPY;
+    if (!strcmp(e, "during_copy"))
+        return CRASH_DURING_COPY;
+    if (!strcmp(e, "before_commit"))
+        return CRASH_BEFORE_COMMIT;
+    if (!strcmp(e, "after_commit"))
+        return CRASH_AFTER_COMMIT;
+    return -1;
+}
+
+static void summary(Loader *L)
+{
+    double s = (double)(pl_mono_ns() - L->t0) / 1e9;
+    double rate = s > 0 ? (double)L->n_rows / s : 0;
+    if (L->o.json) {
+        printf("{\"batches\":%" PRIu64 ",\"rows\":%" PRIu64 ",\"rejected\":%" PRIu64
+               ",\"failed\":%" PRIu64 ",\"seconds\":%.3f,\"rows_per_s\":%.0f}\n",
+               L->n_batches, L->n_rows, L->n_rejected, L->n_failed, s, rate);
+    } else if (!L->o.quiet) {
+        printf("loaded %" PRIu64 " batch%s, %" PRIu64 " rows in %.3f s (%.0f rows/s); %" PRIu64
+               " rows rejected, %" PRIu64 " batch%s failed\n",
+               L->n_batches, L->n_batches == 1 ? "" : "es", L->n_rows, s, rate, L->n_rejected,
+               L->n_failed, L->n_failed == 1 ? "" : "es");
+        if (L->n_rejected)
+            printf("see the rejected rows with: qctl rejects\n");
+    }
+    fflush(stdout);
+}
+
+static int open_store(Loader *L)
+{
+    StoreOpts so = {0};
+    char err[1024];
+    int rc = store_open(L->o.dir, &so, &L->s);
+
+    if (rc == ENOENT) {
+        say(L, "data directory '%s' does not exist; pass --data DIR or set $PICKLINE_DATA",
+            L->o.dir);
+        return ST_FAIL;
+    }
+    if (rc) {
+        say(L, "cannot open data directory '%s': %s", L->o.dir, pl_strerror(rc));
+        return ST_FAIL;
+    }
+    if ((rc = pipeline_from_store(L->s, L->o.pipeline, &L->p, err, sizeof err)) != 0) {
+        say(L, "%s", err);
+        return ST_FAIL;
+    }
+    if (!L->p->models || L->p->models->n == 0) {
+        say(L, "the pipeline %s declares no models; declare them under models:",
+            L->p->path ? L->p->path : "");
+        return ST_FAIL;
+    }
+    L->ms = L->p->models;
+    if (L->o.model && !models_find(L->ms, L->o.model)) {
+        fail_usage("model '%s' is not declared in the pipeline; pass one of its models",
+                   L->o.model);
+        return ST_USAGE;
+    }
+    if ((rc = store_run(L->s, uuid_fn, L->uuid)) != 0) {
+        say(L, "cannot read the store's identity: %s", pl_strerror(rc));
+        return ST_FAIL;
+    }
+    return ST_OK;
+}
+
+/* reconnect tries until connected (K_OK), stopped (K_CONN) or a permanent
+ * error (K_PERM); without --follow it tries once. */
+static int reconnect(Loader *L)
+{
+    long delay = BACKOFF_MIN_MS;
+    for (;;) {
+        int k = pg_connect(L);
+        if (k == K_OK || k == K_PERM || !L->o.follow)
+            return k;
+        if (stop_requested)
+            return K_CONN;
+        say(L, "the target is unreachable (%s); retrying in %.1f s", L->err, delay / 1000.0);
+        sleep_ms(delay);
+        if (stop_requested)
+            return K_CONN;
+        delay = delay * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : delay * 2;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    Loader L = {0};
+    int st, k;
+    struct sigaction sa = {0};
+
+    if ((st = parse_args(argc, argv, &L.o)) != ST_OK)
+        return st;
+    if ((L.crash = crash_seam()) < 0)
+        return fail_usage("PICKLINE_QLOAD_CRASH='%s': expected before_copy, during_copy, "
+                          "before_commit or after_commit", getenv("PICKLINE_QLOAD_CRASH"));
+    L.tty = isatty(STDERR_FILENO);
+    L.t0 = pl_mono_ns();
+    sb_init(&L.buf);
+    sb_init(&L.sql);
+    sb_init(&L.tmp);
+    if (!msgpack_zone_init(&L.zone, ZONE_CHUNK)) {
+        say(&L, "out of memory");
+        return ST_FAIL;
+    }
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((st = open_store(&L)) != ST_OK)
+        goto out;
+    drop_leftovers(&L);
+
+    k = reconnect(&L);
+    if (k != K_OK) {
+        if (!stop_requested || k == K_PERM)
+            say(&L, "cannot connect to the target: %s; check --target (or $PICKLINE_TARGET) "
+                "and that the warehouse is running", L.err);
+        st = stop_requested && k != K_PERM ? ST_OK : ST_FAIL;
+        goto out;
+    }
+    for (;;) {
+        k = pass(&L);
+        if (k == K_LOCAL) {
+            say(&L, "%s", L.err);
+            st = ST_FAIL;
+            break;
+        }
+        if (k == K_CONN) {
+            if (!L.o.follow) {
+                say(&L, "lost the target while loading batch %" PRIu64 ": %s; the batch stays "
+                    "'loading' and loads again (exactly once) on the next run: check the "
+                    "warehouse and run qload again", L.b.id, L.err);
+                st = ST_FAIL;
+                break;
+            }
+            say(&L, "lost the target while loading batch %" PRIu64 " (%s); reconnecting",
+                L.b.id, L.err);
+            pg_close(&L);
+            sleep_ms(BACKOFF_MIN_MS);
+            k = reconnect(&L);
+            if (k == K_PERM) {
+                say(&L, "cannot connect to the target: %s", L.err);
+                st = ST_FAIL;
+                break;
+            }
+            if (k != K_OK) /* stopped */
+                break;
+            continue;
+        }
+        if (!L.o.follow || stop_requested)
+            break;
+        sleep_ms((long)(L.o.poll_s * 1000));
+        if (stop_requested)
+            break;
+        if (PQstatus(L.pg) != CONNECTION_OK && reconnect(&L) != K_OK)
+            break;
+    }
+    if (st == ST_OK && !L.o.follow && (L.n_rejected || L.n_failed))
+        st = ST_FAIL;
+    summary(&L);
+
+out:
+    pg_close(&L);
+    for (size_t i = 0; i < L.ncols; i++)
+        free(L.types[i]);
+    free(L.cols);
+    free(L.types);
+    sb_free(&L.buf);
+    sb_free(&L.sql);
+    sb_free(&L.tmp);
+    msgpack_zone_destroy(&L.zone);
+    pipeline_free(L.p);
+    store_close(L.s);
+    return st;
+}
