@@ -3,6 +3,7 @@
  * right file:line with a useful message, and the stage graph is in flow
  * order. */
 #include "t.h"
+#include "../engine/model.h"
 #include "../engine/pipeline.h"
 #include "../engine/pl.h"
 
@@ -280,8 +281,6 @@ static void err_unknown_keys(void)
     expect_err("qeueus:\n  a:\n", 1, "unknown key 'qeueus'; did you mean 'queues'?");
     expect_err("pipeline:\n  a:\n", 1, "unknown key 'pipeline'; the top level takes data, "
                "listen, drain, queues, stages");
-    expect_err("models:\n  users: {}\n", 1, "models: not supported by this version of "
-               "pickline yet");
     expect_err(NOOP("") "target: postgres://x\n", 10, "target: not supported by this version "
                "of pickline yet");
     expect_err(NOOP("    concurency: 3\n"), 10, "stage 's': unknown key 'concurency'; did you "
@@ -520,6 +519,166 @@ static void graph_flow_order(void)
     pipeline_free(p);
 }
 
+/* ------------------------------------------------------------ models */
+
+/* A pipeline with models: (stage keys at 4 spaces; the first stage is at
+ * line 15) and a validate -> final -> batch line. */
+#define MODELS "models:\n  users:\n    properties:\n      id: {type: serial, key: true}\n" \
+               "      email: {type: string, length: [5, 99], format: email}\n" \
+               "      permission: {type: integer, default: 1}\n" \
+               "  tenants:\n    properties:\n      id: {type: serial, key: true}\n"
+#define MQUEUES "queues:\n  validate:\n  geo:\n  final:\n"
+#define VALIDATE(extra) MODELS MQUEUES "stages:\n  - name: v\n    kind: validate\n" \
+                        "    input: validate\n    output: [geo, final]\n" extra
+
+static void models_accepted(void)
+{
+    Pipeline *p = load_ok(VALIDATE("    model: users\n"
+                                   "    reject_threshold: {count: 100, rate: 0.05}\n"
+                                   "  - name: seal\n    kind: batch\n    input: final\n"
+                                   "    model: users\n    rows: 500\n    seconds: 0.5\n"
+                                   "  - name: seal_any\n    kind: batch\n    input: geo\n"));
+    T_CHECK(p->models != NULL);
+    T_EQ(p->models->n, 2);
+    const Model *m = models_find(p->models, "users");
+    T_CHECK(m != NULL && strcmp(m->name, "users") == 0);
+    T_EQ(m->nfields, 3);
+    T_CHECK(models_find(p->models, "tenants") != NULL);
+    T_CHECK(models_find(p->models, "nope") == NULL);
+    /* validate fans out to every output; batch writes none */
+    const StageConf *v = stage(p, "v");
+    T_CHECK(strcmp(v->kind, "validate") == 0 && strcmp(v->input, "validate") == 0);
+    T_EQ(v->noutputs, 2);
+    T_CHECK(strcmp(v->outputs[0], "geo") == 0 && strcmp(v->outputs[1], "final") == 0);
+    const StageConf *b = stage(p, "seal");
+    T_CHECK(strcmp(b->kind, "batch") == 0);
+    T_EQ(b->noutputs, 0);
+    T_CHECK(b->outputs == NULL);
+    unsigned long long rows = 0;
+    double secs = 0;
+    char err[256];
+    T_OK(conf_uint(p->path, b->node, "rows", 1000000, &rows, err, sizeof err));
+    T_OK(conf_num(p->path, b->node, "seconds", 0, 100, &secs, err, sizeof err));
+    T_EQ(rows, 500);
+    T_CHECK(secs == 0.5);
+    /* the file's text is kept, for the store */
+    T_CHECK(p->text != NULL && p->text_len == strlen(p->text));
+    T_CHECK(strstr(p->text, "reject_threshold: {count: 100, rate: 0.05}") != NULL);
+    /* the graph: a batch stage ends the line */
+    char *g = graph(p);
+    T_CHECK(strstr(g, "v validate validate -> geo, final\n"));
+    T_CHECK(strstr(g, "seal batch final -> (batches for qload)\n"));
+    T_CHECK(!strstr(g, "final: end of the line"));
+    free(g);
+    pipeline_free(p);
+
+    /* http_extract's model: any name without models:, a declared one with */
+    p = load_ok(QUEUES "stages:\n  - name: x\n    kind: http_extract\n    input: a\n"
+                "    output: b\n    url: http://h/{id}\n    model: whatever\n");
+    T_CHECK(p->models == NULL);
+    pipeline_free(p);
+    p = load_ok(MODELS MQUEUES "stages:\n  - name: x\n    kind: http_extract\n"
+                "    input: validate\n    output: final\n    url: http://h/{id}\n"
+                "    model: tenants\n");
+    T_CHECK(p->models != NULL);
+    pipeline_free(p);
+}
+
+static void err_models(void)
+{
+    /* a bad model reference names the line, the closest name and the fix */
+    expect_err(VALIDATE("    model: usres\n"), 19, "stage 'v': model: model 'usres' is not "
+               "declared; did you mean 'users'? (or declare it under models:)");
+    expect_err(VALIDATE("    model: orders\n"), 19, "model: model 'orders' is not declared; "
+               "declare it under models: or fix the name");
+    expect_err(MODELS MQUEUES "stages:\n  - name: x\n    kind: http_extract\n"
+               "    input: validate\n    output: final\n    url: http://h/{id}\n"
+               "    model: tenant\n", 20, "stage 'x': model: model 'tenant' is not declared; "
+               "did you mean 'tenants'?");
+    expect_err(MODELS MQUEUES "stages:\n  - name: b\n    kind: batch\n    input: final\n"
+               "    model: user\n", 18, "stage 'b': model: model 'user' is not declared; did "
+               "you mean 'users'?");
+    /* validate and batch need models: */
+    expect_err(MQUEUES "stages:\n  - name: v\n    kind: validate\n    input: validate\n"
+               "    output: final\n    model: users\n", 10, "model: model 'users' is not "
+               "declared; declare it under models: (the pipeline has no models: section)");
+    expect_err(MQUEUES "stages:\n  - name: b\n    kind: batch\n    input: final\n", 6,
+               "stage 'b': a batch stage needs the models: section");
+    /* the validate and batch keys */
+    expect_err(VALIDATE(""), 15, "stage 'v': model: is required for a validate stage; name the "
+               "model");
+    expect_err(VALIDATE("    model: users\n    reject_threshold: {count: -1}\n"), 20,
+               "reject_threshold: count: expected a whole number from 0");
+    expect_err(VALIDATE("    model: users\n    reject_threshold: {rate: 1.5}\n"), 20,
+               "reject_threshold: rate: expected a number of rejected rows per row from 0 to 1 "
+               "(got '1.5')");
+    expect_err(VALIDATE("    model: users\n    reject_threshold: {cuont: 3}\n"), 20,
+               "unknown key 'cuont'; did you mean 'count'?");
+    expect_err(VALIDATE("    model: users\n    reject_threshold: 5\n"), 20,
+               "reject_threshold: expected a map like {count: 100, rate: 0.05} (got '5')");
+    expect_err(VALIDATE("    model: users\n    rows: 5\n"), 20, "unknown key 'rows' for a "
+               "validate stage; it belongs to batch stages");
+    expect_err(MODELS MQUEUES "stages:\n  - name: b\n    kind: batch\n    input: final\n"
+               "    rows: 0\n", 18, "rows: expected a whole number from 1 to 4294967295 "
+               "(got '0')");
+    expect_err(MODELS MQUEUES "stages:\n  - name: b\n    kind: batch\n    input: final\n"
+               "    seconds: soon\n", 18, "seconds: expected a number of seconds from 0.01");
+    expect_err(MODELS MQUEUES "stages:\n  - name: b\n    kind: batch\n    input: final\n"
+               "    output: geo\n", 18, "output: a batch stage has no output (it seals its "
+               "rows into batches for qload: the end of the line); remove output:");
+    expect_err(MODELS MQUEUES "stages:\n  - name: b\n    kind: batch\n    input: final\n"
+               "    reject_threshold: {count: 1}\n", 18, "unknown key 'reject_threshold' for "
+               "a batch stage; it belongs to validate stages");
+    expect_err(VALIDATE("    model: users\n    output: geo\n"), 20, "duplicate key 'output'");
+    expect_err(MODELS MQUEUES "stages:\n  - name: v\n    kind: validate\n"
+               "    input: validate\n    model: users\n", 15, "output: is required; name the "
+               "queue this stage writes (or a list: each gets every job)");
+    expect_err(MODELS MQUEUES "stages:\n  - name: v\n    kind: validat\n", 16,
+               "kind: unknown kind 'validat'; did you mean 'validate'?");
+    /* models: errors come from models_parse, with the line */
+    expect_err("models:\n  users:\n    properties:\n      id: {type: sreial}\n" MQUEUES
+               "stages:\n  - {name: n, kind: noop, input: validate, output: final}\n", 4,
+               "sreial");
+    /* target: is still refused */
+    expect_err(VALIDATE("    model: users\n") "target: postgres://x\n", 20,
+               "target: not supported by this version of pickline yet");
+}
+
+static void parse_from_memory(void)
+{
+    static const char text[] = VALIDATE("    model: users\n");
+    char err[512] = "";
+    Pipeline *p = NULL;
+    /* not NUL-terminated where it ends: len counts */
+    char buf[sizeof text + 8];
+    memcpy(buf, text, sizeof text - 1);
+    memcpy(buf + sizeof text - 1, "garbage", 8);
+    T_OK(pipeline_parse("stored.yml", buf, sizeof text - 1, &p, err, sizeof err));
+    T_CHECK(strcmp(p->path, "stored.yml") == 0);
+    T_EQ(p->text_len, sizeof text - 1);
+    T_CHECK(memcmp(p->text, text, sizeof text - 1) == 0 && p->text[p->text_len] == '\0');
+    T_CHECK(p->text != buf);
+    T_EQ(p->nstages, 1);
+    T_CHECK(models_find(p->models, "users") != NULL);
+    pipeline_free(p);
+
+    /* errors name the given name and the line */
+    static const char bad[] = "queues:\n  a:\nstages:\n  - {name: s, kind: nop, input: a, "
+                              "output: a}\n";
+    p = (Pipeline *)err;
+    T_ERR(pipeline_parse("stored.yml", bad, sizeof bad - 1, &p, err, sizeof err), PL_EINVAL);
+    T_CHECK(p == NULL);
+    if (strncmp(err, "stored.yml:4: ", 14) != 0 || !strstr(err, "did you mean 'noop'?"))
+        t_fail(__FILE__, __LINE__, "error: %s", err);
+    /* a NULL name still reads as something */
+    T_ERR(pipeline_parse(NULL, bad, sizeof bad - 1, &p, err, sizeof err), PL_EINVAL);
+    T_CHECK(strncmp(err, "(pipeline):4: ", 14) == 0);
+    /* pipeline_load keeps the text too */
+    p = load_ok(NOOP(""));
+    T_CHECK(p->text && strcmp(p->text, NOOP("")) == 0 && p->text_len == strlen(NOOP("")));
+    pipeline_free(p);
+}
+
 static const TCase cases[] = {
     T_CASE(example_loads),
     T_CASE(defaults_filled),
@@ -538,6 +697,9 @@ static const TCase cases[] = {
     T_CASE(err_route_cond),
     T_CASE(getters),
     T_CASE(graph_flow_order),
+    T_CASE(models_accepted),
+    T_CASE(err_models),
+    T_CASE(parse_from_memory),
     {NULL, NULL},
 };
 
