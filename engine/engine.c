@@ -11,6 +11,7 @@
  * second. A finished slot commits ack + outputs (or release, or bury) as one
  * EngineOp; the slot is free again when that commit is done. */
 #include "engine.h"
+#include "staging.h"
 #include "listen.h"
 #include "pl.h"
 #include "queue.h"
@@ -856,7 +857,13 @@ static int declare_queues(Txn *t, void *arg)
         if (rc)
             return rc;
     }
-    return 0;
+    /* Keep the file the engine runs (and the store's identity) in the
+     * store: qctl and qload read the models from it. */
+    char uuid[33];
+    int rc = staging_uuid(t, uuid);
+    if (!rc && a->p->text)
+        rc = staging_pipeline_put(t, a->p->path, a->p->text, a->p->text_len);
+    return rc;
 }
 
 int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err, size_t errlen)

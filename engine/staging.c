@@ -154,7 +154,7 @@ int staging_uuid(Txn *t, char out[33])
 
 /* ---------------------------------------------------------------- batches */
 
-int batch_put(Txn *t, const BatchRec *b)
+int batch_save(Txn *t, const BatchRec *b)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -277,7 +277,7 @@ static int open_batch(Txn *t, const char *model, int create, BatchRec *b)
     mv.mv_data = id;
     if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &mk, &mv, 0)) != 0)
         return rc;
-    return batch_put(t, b);
+    return batch_save(t, b);
 }
 
 /* seal_now closes b: sealed, or held when its rejects pass the policy. */
@@ -309,7 +309,7 @@ static int seal_now(Txn *t, BatchRec *b, const SealPolicy *p)
                  (unsigned long long)(b->rows + b->rejects), 100.0 * p->max_reject_rate, b->model,
                  (unsigned long long)b->id, (unsigned long long)b->id);
     }
-    return batch_put(t, b);
+    return batch_save(t, b);
 }
 
 int staging_append(Txn *t, const char *model, const void *row, size_t len,
@@ -332,7 +332,7 @@ int staging_append(Txn *t, const char *model, const void *row, size_t len,
     if (policy && policy->rows && b.rows >= policy->rows)
         rc = seal_now(t, &b, policy);
     else
-        rc = batch_put(t, &b);
+        rc = batch_save(t, &b);
     if (rc)
         return txn_fail(t, rc);
     if (out)
@@ -347,7 +347,7 @@ int staging_note_reject(Txn *t, const char *model)
     if (rc)
         return rc;
     b.rejects++;
-    if ((rc = batch_put(t, &b)) != 0)
+    if ((rc = batch_save(t, &b)) != 0)
         return txn_fail(t, rc);
     return 0;
 }
@@ -499,7 +499,7 @@ int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uin
         rc = mdb_del(t->mdb, txn_dbi(t, DB_STAGE), &k, NULL);
         if (!rc) {
             b.removed++;
-            rc = batch_put(t, &b);
+            rc = batch_save(t, &b);
         }
         if (rc)
             rc = txn_fail(t, rc);

@@ -72,7 +72,7 @@ int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int fo
                      uint64_t *sealed);
 
 int batch_get(Txn *t, uint64_t id, BatchRec *out);   /* PL_ENOJOB if none */
-int batch_put(Txn *t, const BatchRec *b);
+int batch_save(Txn *t, const BatchRec *b);
 
 /* batch_each calls fn for every batch in id order (all states when state
  * is -1); a non-zero return from fn stops and is returned. */
