@@ -28,11 +28,7 @@
 #include "../engine/model.h"
 #include "../engine/pl.h"
 #include "../engine/queue.h"
-/* staging.h's batch_put (batch records) collides with stage.h's (a source's
- * Batch); this file uses neither, so name the first out of the way. */
-#define batch_put staging_batch_put
 #include "../engine/staging.h"
-#undef batch_put
 
 #include <stdarg.h>
 #include <stdio.h>

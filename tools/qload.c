@@ -413,7 +413,7 @@ static int mark_loading_fn(Txn *t, void *arg)
     b.state = BATCH_LOADING;
     b.attempts++;
     *mk->out = b;
-    return batch_put(t, &b);
+    return batch_save(t, &b);
 }
 
 static int mark_fn(Txn *t, void *arg)
@@ -432,7 +432,7 @@ static int mark_fn(Txn *t, void *arg)
         snprintf(b.error, sizeof b.error, "%s", mk->error);
     if (mk->out)
         *mk->out = b;
-    return batch_put(t, &b);
+    return batch_save(t, &b);
 }
 
 typedef struct Drop {
