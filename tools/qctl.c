@@ -9,10 +9,16 @@
  * disk. No transaction is held across a sleep or a wait for the user; only
  * export holds its read transaction while it writes (a consistent snapshot,
  * see there). Output is a tidy table for people, or JSON with --json.
+ * The staging commands (schema, batches, rejects) read the models of the
+ * pipeline kept in the store and the batches and rejects of staging.h.
  * Exit status: 0 ok, 1 failure, 2 usage (bad command, flag or number). */
 #include "../engine/json.h"
+#include "../engine/model.h"
+#include "../engine/pipeline.h"
 #include "../engine/pl.h"
 #include "../engine/queue.h"
+#include "../engine/row.h"
+#include "../engine/staging.h"
 #include "../engine/store.h"
 
 #include <dirent.h>
@@ -1971,6 +1977,1414 @@ fail:
     return rc;
 }
 
+/* ----------------------------------------------- models, batches, rejects */
+
+/* The staging side of the line (staging.h): the models of the pipeline the
+ * engine runs (kept in the store), the batches of staged rows that qload
+ * loads, and the rejected rows. Output gathered inside a transaction goes
+ * into a Strbuf first (views die with the transaction) and is printed after. */
+
+#define DEFAULT_FAIL_REASON "failed by an operator (qctl)"
+#define REPLAY_CHUNK 500u        /* rejects per transaction: replay --all */
+#define ROW_LIMIT (64u << 20)    /* --row -: the largest fixed row read from stdin */
+
+static const char *const type_names[] = {"serial", "integer", "bigint", "decimal", "boolean",
+                                         "string", "text", "datetime", "date", "json"};
+static const char *const drift_names[] = {"reject", "ignore", "keep"};
+static const char *const format_names[] = {"none", "email", "url", "regex"};
+
+/* arg_model checks a model name: a letter first, at most 127 bytes. */
+static int arg_model(const Ctx *c, const char *m)
+{
+    size_t n = strlen(m);
+    if (n == 0 || n > 127 || !((m[0] >= 'a' && m[0] <= 'z') || (m[0] >= 'A' && m[0] <= 'Z')))
+        return usage(c, "invalid model name '%s': a model's name starts with a letter and has "
+                        "at most 127 bytes (see 'qctl schema')", m);
+    return ST_OK;
+}
+
+static int arg_batch(const Ctx *c, const char *s, uint64_t *id)
+{
+    if (parse_u64(s, 1, UINT64_MAX, id))
+        return usage(c, "batch id '%s' is not a whole number from 1", s);
+    return ST_OK;
+}
+
+static int arg_reject(const Ctx *c, const char *s, uint64_t *id)
+{
+    if (parse_u64(s, 1, UINT64_MAX, id))
+        return usage(c, "reject id '%s' is not a whole number from 1", s);
+    return ST_OK;
+}
+
+/* sb_json_text appends a JSON text kept in the store (a reject's errors or
+ * job) on one line; should it not be valid JSON, as a string instead. */
+static void sb_json_text(Strbuf *b, const char *s, size_t n, const char *none)
+{
+    if (!s || !n) {
+        sb_adds(b, none);
+        return;
+    }
+    if (json_validate(s, n, NULL, 0) != 0) {
+        sb_add_json_string(b, s, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) /* raw CR/LF in valid JSON is whitespace */
+        sb_add(b, s[i] == '\n' || s[i] == '\r' ? " " : &s[i], 1);
+}
+
+/* sb_row appends a msgpack row as JSON, or null when it does not decode. */
+static void sb_row(Strbuf *b, const void *mp, size_t n)
+{
+    if (!mp || !n || row_to_json(mp, n, b) != 0)
+        sb_adds(b, "null");
+}
+
+static void sb_opt_u64(Strbuf *b, const char *name, uint64_t v)
+{
+    if (v)
+        sb_addf(b, ",\"%s\":%" PRIu64, name, v);
+    else
+        sb_addf(b, ",\"%s\":null", name);
+}
+
+/* models_read reads the models: from --pipeline FILE when given (the data
+ * directory is not needed then), else from the pipeline kept in the store. */
+static int models_read(Ctx *c, const char *file, Pipeline **p)
+{
+    char err[1024] = "";
+    int rc;
+    *p = NULL;
+    if (file) {
+        rc = pipeline_load(file, p, err, sizeof err);
+    } else {
+        if ((rc = ctx_open(c, OPEN_READ)))
+            return rc;
+        rc = pipeline_from_store(c->s, NULL, p, err, sizeof err);
+    }
+    if (rc)
+        return errorf("%s", err[0] ? err : pl_strerror(rc));
+    if (!(*p)->models || (*p)->models->n == 0) {
+        errorf("pipeline '%s' declares no models; declare them under models: (see 'qctl "
+               "schema --help'), or pass --pipeline FILE", (*p)->path ? (*p)->path : "?");
+        pipeline_free(*p);
+        *p = NULL;
+        return ST_FAIL;
+    }
+    return ST_OK;
+}
+
+/* field_rules describes a field's rules in one line for people. */
+static void field_rules(const Field *f, Strbuf *b)
+{
+    if (f->key)
+        sb_adds(b, " key");
+    if (f->required)
+        sb_adds(b, " required");
+    if (f->unique)
+        sb_adds(b, " unique");
+    if (f->paranoid)
+        sb_adds(b, " paranoid");
+    if (f->has_length) {
+        if (f->len_min == 0)
+            sb_addf(b, " length<=%" PRIu64, f->len_max);
+        else
+            sb_addf(b, " length %" PRIu64 "..%" PRIu64, f->len_min, f->len_max);
+    }
+    if (f->has_min)
+        sb_addf(b, " min %.17g", f->min);
+    if (f->has_max)
+        sb_addf(b, " max %.17g", f->max);
+    if (f->format == FF_REGEX)
+        sb_addf(b, " format %s", f->regex_src ? f->regex_src : "regex");
+    else if (f->format != FF_NONE)
+        sb_addf(b, " format %s", format_names[f->format]);
+    if (f->has_default)
+        sb_addf(b, " default %s", f->default_text ? f->default_text : "?");
+    for (int r = 0; r < RULE_COUNT; r++)
+        if (f->messages[r])
+            sb_addf(b, " message(%s)", rule_name((Rule)r));
+}
+
+static const char *const schema_head[] = {"  FIELD", "TYPE", "RULES"};
+
+static void schema_human(const Models *ms)
+{
+    Strbuf b;
+    sb_init(&b);
+    for (size_t k = 0; k < ms->n; k++) {
+        const Model *m = &ms->m[ms->order ? ms->order[k] : k];
+        Table t = {.ncol = 3, .head = schema_head, .align = "lll"};
+        sb_reset(&b);
+        for (size_t i = 0; i < m->nkey; i++)
+            sb_addf(&b, "%s%s", i ? ", " : "", m->fields[m->key[i]].name);
+        printf("%smodel %s  (table %s; key %s; drift %s", k ? "\n" : "", m->name, m->table,
+               m->nkey ? b.buf : "none", drift_names[m->drift]);
+        if (m->drift == DRIFT_KEEP)
+            printf(" into %s", m->drift_column ? m->drift_column : "extra");
+        puts(")");
+        for (size_t i = 0; i < m->nfields; i++) {
+            const Field *f = &m->fields[i];
+            sb_reset(&b);
+            field_rules(f, &b);
+            table_add(&t, "  %s", f->name);
+            if (f->type == FT_DECIMAL && f->precision)
+                table_add(&t, "decimal(%u,%u)", f->precision, f->scale);
+            else
+                table_add(&t, "%s", type_names[f->type]);
+            table_add(&t, "%s", b.len ? b.buf + 1 : "-");
+        }
+        table_print(&t, stdout);
+        table_free(&t);
+        for (size_t i = 0; i < m->nrels; i++) {
+            const Relation *r = &m->rels[i];
+            if (r->has_n) {
+                printf("  has n %s -> %s", r->name, r->model);
+                if (r->through)
+                    printf(" through %s", r->through);
+                putchar('\n');
+            } else {
+                printf("  belongs_to %s -> %s (", r->name, r->model);
+                for (size_t j = 0; j < r->nfields; j++)
+                    printf("%s%s", j ? ", " : "", r->fields[j]);
+                puts(")");
+            }
+        }
+    }
+    fputs("\nload order:", stdout);
+    for (size_t k = 0; k < ms->n; k++)
+        printf(" %s", ms->m[ms->order ? ms->order[k] : k].name);
+    putchar('\n');
+    sb_free(&b);
+}
+
+static int cmd_schema(Ctx *c)
+{
+    Pipeline *p;
+    Strbuf b;
+    int ddl = opt(c, "ddl") != NULL, rc;
+
+    if (ddl && c->json)
+        return usage(c, "--json and --ddl each choose the output; give one of them");
+    if ((rc = models_read(c, opt(c, "pipeline"), &p)))
+        return rc;
+    sb_init(&b);
+    if (c->json) {
+        models_json(p->models, &b);
+        fwrite(b.buf, 1, b.len, stdout);
+        putchar('\n');
+    } else if (ddl) {
+        models_ddl(p->models, &b);
+        fwrite(b.buf, 1, b.len, stdout);
+        if (b.len && b.buf[b.len - 1] != '\n')
+            putchar('\n');
+    } else {
+        schema_human(p->models);
+    }
+    sb_free(&b);
+    pipeline_free(p);
+    return ST_OK;
+}
+
+/* ---------------------------------------------------------------- batches */
+
+static void batch_members(Strbuf *b, const BatchRec *r)
+{
+    sb_addf(b, "\"id\":%" PRIu64 ",\"model\":", r->id);
+    sb_add_json_string(b, r->model, strnlen(r->model, sizeof r->model));
+    sb_addf(b, ",\"state\":\"%s\",\"rows\":%" PRIu64 ",\"removed\":%" PRIu64 ",\"rejects\":%"
+               PRIu64 ",\"created_ms\":%" PRIu64,
+            batch_state_name(r->state), r->rows, r->removed, r->rejects, r->created_ms);
+    sb_opt_u64(b, "sealed_ms", r->sealed_ms);
+    sb_opt_u64(b, "loaded_ms", r->loaded_ms);
+    sb_addf(b, ",\"attempts\":%" PRIu32 ",\"error\":", r->attempts);
+    if (r->error[0])
+        sb_add_json_string(b, r->error, strnlen(r->error, sizeof r->error));
+    else
+        sb_adds(b, "null");
+}
+
+static void batch_json(Strbuf *b, const BatchRec *r)
+{
+    sb_adds(b, "{");
+    batch_members(b, r);
+    sb_adds(b, "}");
+}
+
+static uint64_t live_rows(const BatchRec *r)
+{
+    return r->rows > r->removed ? r->rows - r->removed : 0;
+}
+
+/* BatchList: the batches that match, the newest `limit` of them kept in a
+ * ring (0: all), and totals over every match. */
+typedef struct BatchList {
+    int state;
+    const char *model;
+    size_t limit;
+    BatchRec *v;
+    size_t n, cap, start;
+    uint64_t total, rows, rejects, by_state[BATCH_FAILED + 1];
+    uint64_t now;
+} BatchList;
+
+static int blist_add(const BatchRec *b, void *arg)
+{
+    BatchList *l = arg;
+    if (l->model && strcmp(b->model, l->model) != 0)
+        return 0;
+    l->total++;
+    l->rows += live_rows(b);
+    l->rejects += b->rejects;
+    if (b->state >= 0 && b->state <= BATCH_FAILED)
+        l->by_state[b->state]++;
+    if (l->limit && l->n == l->limit) { /* full: the oldest goes */
+        l->v[l->start] = *b;
+        l->start = (l->start + 1) % l->limit;
+        return 0;
+    }
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        if (l->limit && l->cap > l->limit)
+            l->cap = l->limit;
+        l->v = xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = *b;
+    return 0;
+}
+
+static int blist_fn(Txn *t, void *arg)
+{
+    BatchList *l = arg;
+    l->n = l->start = 0;
+    l->total = l->rows = l->rejects = 0;
+    memset(l->by_state, 0, sizeof l->by_state);
+    l->now = pl_now_ms();
+    return batch_each(t, l->state, blist_add, l);
+}
+
+static const BatchRec *blist_at(const BatchList *l, size_t i)
+{
+    return &l->v[l->limit ? (l->start + i) % l->limit : i];
+}
+
+static const char *const batch_head[] = {"ID", "MODEL", "STATE", "ROWS", "REJECTS", "AGE",
+                                         "ERROR"};
+
+static int cmd_batches(Ctx *c)
+{
+    const char *sname = opt(c, "state");
+    BatchList l = {.state = -1, .model = opt(c, "model")};
+    Table t = {.ncol = 7, .head = batch_head, .align = "rllrrrl"};
+    uint64_t limit;
+    int rc;
+
+    if ((rc = flag_u64(c, "limit", 0, 1000000000, 20, &limit)) ||
+        (l.model && (rc = arg_model(c, l.model))))
+        return rc;
+    if (sname && strcmp(sname, "all") != 0 && (l.state = batch_state_parse(sname)) < 0)
+        return usage(c, "--state: unknown state '%s'; use open, sealed, held, loading, loaded, "
+                        "failed or all", sname);
+    l.limit = (size_t)limit;
+    if ((rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    if ((rc = store_read(c->s, blist_fn, &l)) != 0) {
+        rc = errorf("cannot list the batches of '%s': %s", c->dir, pl_strerror(rc));
+        goto done;
+    }
+    if (c->json) {
+        Strbuf b;
+        sb_init(&b);
+        sb_adds(&b, "[");
+        for (size_t i = 0; i < l.n; i++) {
+            sb_adds(&b, i ? ",\n" : "\n");
+            batch_json(&b, blist_at(&l, i));
+        }
+        sb_adds(&b, l.n ? "\n]\n" : "]\n");
+        fwrite(b.buf, 1, b.len, stdout);
+        sb_free(&b);
+        rc = ST_OK;
+        goto done;
+    }
+    if (l.n == 0) {
+        printf("no %s%sbatches%s%s%s yet; the engine (or qload) makes them from staged rows\n",
+               l.state >= 0 ? batch_state_name(l.state) : "", l.state >= 0 ? " " : "",
+               l.model ? " of model '" : "", l.model ? l.model : "", l.model ? "'" : "");
+        rc = ST_OK;
+        goto done;
+    }
+    for (size_t i = 0; i < l.n; i++) {
+        const BatchRec *b = blist_at(&l, i);
+        char *e = b->error[0] ? excerpt(b->error, strlen(b->error), 48) : xstrdup("-");
+        table_add(&t, "%" PRIu64, b->id);
+        table_add(&t, "%s", b->model);
+        table_add(&t, "%s", batch_state_name(b->state));
+        table_add(&t, "%" PRIu64, live_rows(b));
+        table_add(&t, "%" PRIu64, b->rejects);
+        table_add(&t, "%s", dur(l.now > b->created_ms ? l.now - b->created_ms : 0).s);
+        table_add(&t, "%s", e);
+        free(e);
+    }
+    table_print(&t, stdout);
+    printf("\n%" PRIu64 " batch%s, %" PRIu64 " row%s, %" PRIu64 " rejects (open %" PRIu64
+           ", sealed %" PRIu64 ", held %" PRIu64 ", loading %" PRIu64 ", loaded %" PRIu64
+           ", failed %" PRIu64 ")\n",
+           l.total, l.total == 1 ? "" : "es", l.rows, l.rows == 1 ? "" : "s", l.rejects,
+           l.by_state[BATCH_OPEN],
+           l.by_state[BATCH_SEALED], l.by_state[BATCH_HELD], l.by_state[BATCH_LOADING],
+           l.by_state[BATCH_LOADED], l.by_state[BATCH_FAILED]);
+    if (l.n < l.total)
+        printf("showing the newest %zu; --limit 0 shows all\n", l.n);
+    rc = ST_OK;
+done:
+    table_free(&t);
+    free(l.v);
+    return rc;
+}
+
+static int batch_missing(uint64_t id)
+{
+    return errorf("batch %" PRIu64 " does not exist; see 'qctl batches' for the ids", id);
+}
+
+/* BatchShow: one batch and its first rows, gathered in one read. */
+typedef struct BatchShow {
+    uint64_t id;
+    uint32_t max;
+    int json;
+    BatchRec b;
+    Strbuf out;
+    size_t n;
+} BatchShow;
+
+static int bshow_row(uint32_t seq, const void *mp, size_t len, void *arg)
+{
+    BatchShow *s = arg;
+    if (s->json) {
+        sb_addf(&s->out, "%s{\"seq\":%" PRIu32 ",\"row\":", s->n ? ",\n " : "\n ", seq);
+        sb_row(&s->out, mp, len);
+        sb_adds(&s->out, "}");
+    } else {
+        sb_addf(&s->out, "%6" PRIu32 "  ", seq);
+        sb_row(&s->out, mp, len);
+        sb_adds(&s->out, "\n");
+    }
+    s->n++;
+    return 0;
+}
+
+static int bshow_fn(Txn *t, void *arg)
+{
+    BatchShow *s = arg;
+    int rc;
+    sb_reset(&s->out);
+    s->n = 0;
+    if ((rc = batch_get(t, s->id, &s->b)) != 0)
+        return rc;
+    if (s->max == 0)
+        return 0;
+    return batch_rows(t, s->id, 0, s->max, bshow_row, s);
+}
+
+static int cmd_batches_show(Ctx *c)
+{
+    BatchShow s = {.json = c->json};
+    const BatchRec *b = &s.b;
+    uint64_t rows, now;
+    int rc;
+
+    if ((rc = arg_batch(c, c->pos[0], &s.id)) ||
+        (rc = flag_u64(c, "rows", 0, UINT32_MAX, 10, &rows)))
+        return rc;
+    s.max = (uint32_t)rows;
+    sb_init(&s.out);
+    if ((rc = ctx_open(c, OPEN_READ)))
+        goto done;
+    rc = store_read(c->s, bshow_fn, &s);
+    if (rc == PL_ENOJOB) {
+        rc = batch_missing(s.id);
+        goto done;
+    }
+    if (rc) {
+        rc = errorf("cannot read batch %" PRIu64 ": %s", s.id, pl_strerror(rc));
+        goto done;
+    }
+    if (c->json) {
+        Strbuf j;
+        sb_init(&j);
+        sb_adds(&j, "{");
+        batch_members(&j, b);
+        sb_adds(&j, ",\"data\":[");
+        sb_add(&j, s.out.buf, s.out.len);
+        sb_adds(&j, s.n ? "\n]}\n" : "]}\n");
+        fwrite(j.buf, 1, j.len, stdout);
+        sb_free(&j);
+        rc = ST_OK;
+        goto done;
+    }
+    now = pl_now_ms();
+    printf("batch     %" PRIu64 "\n", b->id);
+    printf("model     %s\n", b->model);
+    printf("state     %s\n", batch_state_name(b->state));
+    printf("rows      %" PRIu64 " (%" PRIu64 " appended, %" PRIu64 " moved to the rejects "
+           "by qload)\n", live_rows(b), b->rows, b->removed);
+    printf("rejects   %" PRIu64 " rows of the model rejected while it was open\n", b->rejects);
+    printf("created   %s, %s ago\n", clock_str(b->created_ms).s,
+           dur(now > b->created_ms ? now - b->created_ms : 0).s);
+    printf("sealed    %s\n", b->sealed_ms ? clock_str(b->sealed_ms).s : "-");
+    printf("loaded    %s\n", b->loaded_ms ? clock_str(b->loaded_ms).s : "-");
+    printf("attempts  %" PRIu32 " load%s\n", b->attempts, b->attempts == 1 ? "" : "s");
+    fputs("error     ", stdout);
+    if (b->error[0])
+        put_text(stdout, b->error, strlen(b->error));
+    else
+        fputs("-", stdout);
+    putchar('\n');
+    if (s.max == 0) {
+        rc = ST_OK;
+        goto done;
+    }
+    if (s.n == 0) {
+        printf("\nno rows%s\n", b->state == BATCH_LOADED ? " (a loaded batch's rows are "
+                                                         "dropped: they are in the warehouse)"
+                                                       : "");
+    } else {
+        printf("\nfirst %zu row%s (seq, row):\n", s.n, s.n == 1 ? "" : "s");
+        fwrite(s.out.buf, 1, s.out.len, stdout);
+        if ((uint64_t)s.n < live_rows(b))
+            printf("... %" PRIu64 " more; --rows N shows more\n", live_rows(b) - s.n);
+    }
+    rc = ST_OK;
+done:
+    sb_free(&s.out);
+    return rc;
+}
+
+/* The operator's transitions of a batch (staging.h's states). */
+enum { BOP_RELEASE, BOP_RETRY, BOP_FAIL };
+
+typedef struct BatchOp {
+    int op;
+    uint64_t id;
+    const char *reason;
+    BatchRec b;     /* after (or as found, when refused) */
+    int was;
+} BatchOp;
+
+static int batchop_fn(Txn *t, void *arg)
+{
+    BatchOp *o = arg;
+    int rc, ok;
+    if ((rc = batch_get(t, o->id, &o->b)) != 0)
+        return rc;
+    o->was = o->b.state;
+    ok = o->op == BOP_RELEASE ? o->was == BATCH_HELD
+       : o->op == BOP_RETRY   ? o->was == BATCH_FAILED
+                              : o->was == BATCH_HELD || o->was == BATCH_SEALED;
+    if (!ok)
+        return PL_ESTATE;
+    if (o->op == BOP_FAIL) {
+        o->b.state = BATCH_FAILED;
+        snprintf(o->b.error, sizeof o->b.error, "%s", o->reason);
+    } else {
+        /* Accepted again: qload picks it up as any sealed batch; the
+         * error said why it stopped, which no longer holds. */
+        o->b.state = BATCH_SEALED;
+        o->b.error[0] = '\0';
+        if (!o->b.sealed_ms)
+            o->b.sealed_ms = t->now;
+    }
+    return batch_save(t, &o->b);
+}
+
+static int batchop_run(Ctx *c, int op)
+{
+    static const char *const verb[] = {"release", "retry", "fail"};
+    BatchOp o = {.op = op};
+    const char *reason = op == BOP_FAIL ? opt(c, "reason") : NULL;
+    const char *was;
+    int rc;
+
+    if ((rc = arg_batch(c, c->pos[0], &o.id)) ||
+        (reason && (rc = arg_text(c, "reason", reason, 500))))
+        return rc;
+    o.reason = reason ? reason : DEFAULT_FAIL_REASON;
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    rc = store_run(c->s, batchop_fn, &o);
+    if (rc == PL_ENOJOB)
+        return batch_missing(o.id);
+    if (rc == PL_ESTATE) {
+        was = batch_state_name(o.was);
+        if (op == BOP_RELEASE && o.was == BATCH_FAILED)
+            return errorf("batch %" PRIu64 " is failed, not held; only a held batch can be "
+                          "released; to load it again: 'qctl batches retry %" PRIu64 "'",
+                          o.id, o.id);
+        if (op == BOP_RETRY && o.was == BATCH_HELD)
+            return errorf("batch %" PRIu64 " is held, not failed; only a failed batch can be "
+                          "retried; to accept it: 'qctl batches release %" PRIu64 "'", o.id, o.id);
+        if (op == BOP_RELEASE)
+            return errorf("batch %" PRIu64 " is %s; only a held batch can be released", o.id, was);
+        if (op == BOP_RETRY)
+            return errorf("batch %" PRIu64 " is %s; only a failed batch can be retried", o.id, was);
+        return errorf("batch %" PRIu64 " is %s; only a held or sealed batch can be failed%s",
+                      o.id, was, o.was == BATCH_OPEN ? " (seal it first: 'qctl batches seal "
+                                                       "MODEL')" : "");
+    }
+    if (rc)
+        return errorf("cannot %s batch %" PRIu64 ": %s", verb[op], o.id, pl_strerror(rc));
+    if (c->json) {
+        Strbuf b;
+        sb_init(&b);
+        batch_json(&b, &o.b);
+        b.buf[b.len - 1] = ','; /* one more member: the state before */
+        sb_addf(&b, "\"was\":\"%s\"}\n", batch_state_name(o.was));
+        fwrite(b.buf, 1, b.len, stdout);
+        sb_free(&b);
+    } else {
+        printf("batch %" PRIu64 " (model %s): %s -> %s\n", o.id, o.b.model,
+               batch_state_name(o.was), batch_state_name(o.b.state));
+    }
+    return ST_OK;
+}
+
+static int cmd_batches_release(Ctx *c)
+{
+    return batchop_run(c, BOP_RELEASE);
+}
+
+static int cmd_batches_retry(Ctx *c)
+{
+    return batchop_run(c, BOP_RETRY);
+}
+
+static int cmd_batches_fail(Ctx *c)
+{
+    return batchop_run(c, BOP_FAIL);
+}
+
+/* SealOp: the open batches (of one model or all) sealed now. */
+typedef struct SealOp {
+    const char *model;
+    BatchRec *v;
+    size_t n, cap;
+} SealOp;
+
+static int seal_collect(const BatchRec *b, void *arg)
+{
+    SealOp *o = arg;
+    if (b->rows == 0 || (o->model && strcmp(b->model, o->model) != 0))
+        return 0;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->v = xrealloc(o->v, o->cap * sizeof *o->v);
+    }
+    o->v[o->n++] = *b;
+    return 0;
+}
+
+static int seal_fn(Txn *t, void *arg)
+{
+    /* An operator's seal: now, whatever the age, and without the hold
+     * threshold (that is the validate stage's, and the operator is the one
+     * who would look at a held batch). */
+    const SealPolicy pol = {.rows = 0, .after_s = 0, .max_rejects = UINT64_MAX,
+                            .max_reject_rate = 1.0};
+    SealOp *o = arg;
+    size_t k = 0;
+    int rc;
+
+    o->n = 0;
+    if ((rc = batch_each(t, BATCH_OPEN, seal_collect, o)) != 0)
+        return rc;
+    for (size_t i = 0; i < o->n; i++) {
+        uint64_t id = 0;
+        if ((rc = staging_seal_due(t, o->v[i].model, &pol, 1, &id)) != 0)
+            return rc;
+        if (id && (rc = batch_get(t, id, &o->v[k])) == 0)
+            k++;
+        else if (id)
+            return rc;
+    }
+    o->n = k;
+    return 0;
+}
+
+static int cmd_batches_seal(Ctx *c)
+{
+    SealOp o = {.model = c->npos ? c->pos[0] : NULL};
+    int all = opt(c, "all") != NULL, rc;
+
+    if (all == (o.model != NULL))
+        return usage(c, "give a MODEL to seal its open batch, or --all for every model's");
+    if (o.model && (rc = arg_model(c, o.model)))
+        return rc;
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    if ((rc = store_run(c->s, seal_fn, &o)) != 0) {
+        rc = errorf("cannot seal %s%s%s: %s", o.model ? "the open batch of model '" :
+                    "the open batches", o.model ? o.model : "", o.model ? "'" : "",
+                    pl_strerror(rc));
+        goto done;
+    }
+    if (c->json) {
+        Strbuf b;
+        sb_init(&b);
+        sb_adds(&b, "[");
+        for (size_t i = 0; i < o.n; i++) {
+            sb_adds(&b, i ? ",\n" : "\n");
+            batch_json(&b, &o.v[i]);
+        }
+        sb_adds(&b, o.n ? "\n]\n" : "]\n");
+        fwrite(b.buf, 1, b.len, stdout);
+        sb_free(&b);
+    } else if (o.n == 0) {
+        if (o.model)
+            printf("model '%s' has no open batch with rows; nothing sealed (see 'qctl "
+                   "batches --model %s')\n", o.model, o.model);
+        else
+            puts("no open batch has rows; nothing sealed");
+    } else {
+        for (size_t i = 0; i < o.n; i++)
+            printf("%s batch %" PRIu64 " of model %s: %" PRIu64 " rows\n",
+                   o.v[i].state == BATCH_HELD ? "held" : "sealed", o.v[i].id, o.v[i].model,
+                   live_rows(&o.v[i]));
+    }
+    rc = ST_OK;
+done:
+    free(o.v);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- rejects */
+
+/* errors_text appends the failed rules of a reject's errors (a JSON array
+ * of {field, rule, message}) for people: "field rule: message", joined by
+ * sep; a text that is not such an array is appended as it is. */
+static void errors_text(const char *json, size_t n, const char *sep, Strbuf *out)
+{
+    msgpack_sbuffer mp;
+    RowView v;
+    size_t start = out->len;
+
+    if (!json || !n) {
+        sb_adds(out, "-");
+        return;
+    }
+    msgpack_sbuffer_init(&mp);
+    if (row_from_json(json, n, &mp, NULL, 0) != 0 || row_view(&v, mp.data, mp.size) != 0) {
+        sb_add(out, json, n);
+        msgpack_sbuffer_destroy(&mp);
+        return;
+    }
+    if (v.root.type != MSGPACK_OBJECT_ARRAY) {
+        sb_add(out, json, n);
+    } else {
+        for (uint32_t i = 0; i < v.root.via.array.size; i++) {
+            const msgpack_object *e = &v.root.via.array.ptr[i];
+            if (i)
+                sb_adds(out, sep);
+            if (e->type != MSGPACK_OBJECT_MAP) {
+                sb_adds(out, "?");
+                continue;
+            }
+            if (row_field_text(e, "field", out) != 0)
+                sb_adds(out, "(row)");
+            sb_adds(out, " ");
+            if (row_field_text(e, "rule", out) != 0)
+                sb_adds(out, "?");
+            sb_adds(out, ": ");
+            if (row_field_text(e, "message", out) != 0)
+                sb_adds(out, "?");
+        }
+        if (out->len == start)
+            sb_adds(out, "-");
+    }
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+}
+
+static void reject_json(Strbuf *b, const RejectRead *r)
+{
+    sb_addf(b, "{\"id\":%" PRIu64 ",\"model\":", r->r.id);
+    sb_add_json_string(b, r->model, strlen(r->model));
+    sb_adds(b, ",\"key\":");
+    sb_add_json_string(b, r->key, strlen(r->key));
+    sb_adds(b, ",\"stage\":");
+    sb_add_json_string(b, r->stage, strlen(r->stage));
+    sb_adds(b, ",\"queue\":");
+    if (r->queue[0])
+        sb_add_json_string(b, r->queue, strlen(r->queue));
+    else
+        sb_adds(b, "null");
+    sb_opt_u64(b, "batch", r->r.batch);
+    sb_addf(b, ",\"time_ms\":%" PRIu64 ",\"row\":", r->r.time_ms);
+    sb_row(b, r->r.row, r->r.row_len);
+    sb_adds(b, ",\"errors\":");
+    sb_json_text(b, r->r.errors, r->r.errors_len, "[]");
+    sb_adds(b, ",\"job\":");
+    sb_json_text(b, r->r.job, r->r.job_len, "null");
+    sb_adds(b, "}");
+}
+
+static int reject_missing(uint64_t id)
+{
+    return errorf("reject %" PRIu64 " does not exist (replayed, dropped, or never stored); "
+                  "see 'qctl rejects' for the ids", id);
+}
+
+/* RejList: the listing (limit at most), or the export (every one, written
+ * while the read transaction is open: one consistent snapshot). */
+typedef struct RejList {
+    const char *model;
+    size_t limit;
+    int json, export;
+    uint64_t now, total;
+    size_t n;
+    Strbuf out;
+    Table tab;
+    int werr;
+} RejList;
+
+static int rlist_add(const RejectRead *r, void *arg)
+{
+    RejList *l = arg;
+    l->total++;
+    if (l->export) {
+        sb_reset(&l->out);
+        reject_json(&l->out, r);
+        sb_adds(&l->out, "\n");
+        if (fwrite(l->out.buf, 1, l->out.len, stdout) != l->out.len || ferror(stdout)) {
+            l->werr = errno ? errno : EIO;
+            return l->werr;
+        }
+        l->n++;
+        return 0;
+    }
+    if (l->limit && l->n >= l->limit)
+        return 0;
+    if (l->json) {
+        sb_adds(&l->out, l->n ? ",\n" : "\n");
+        reject_json(&l->out, r);
+    } else {
+        Strbuf e;
+        char *ex;
+        sb_init(&e);
+        errors_text(r->r.errors, r->r.errors_len, "; ", &e);
+        ex = excerpt(e.buf, e.len, 72);
+        table_add(&l->tab, "%" PRIu64, r->r.id);
+        table_add(&l->tab, "%s", r->model);
+        table_add(&l->tab, "%s", r->key[0] ? r->key : "-");
+        table_add(&l->tab, "%s", r->stage);
+        table_add(&l->tab, "%s", dur(l->now > r->r.time_ms ? l->now - r->r.time_ms : 0).s);
+        table_add(&l->tab, "%s", ex);
+        free(ex);
+        sb_free(&e);
+    }
+    l->n++;
+    return 0;
+}
+
+static int rlist_fn(Txn *t, void *arg)
+{
+    RejList *l = arg;
+    l->n = 0;
+    l->total = 0;
+    l->now = pl_now_ms();
+    sb_reset(&l->out);
+    table_free(&l->tab);
+    return reject_each(t, l->model, rlist_add, l);
+}
+
+static const char *const reject_head[] = {"ID", "MODEL", "KEY", "STAGE", "AGE", "ERRORS"};
+
+static int cmd_rejects(Ctx *c)
+{
+    RejList l = {.model = c->npos ? c->pos[0] : NULL, .json = c->json};
+    uint64_t limit;
+    int rc;
+
+    l.tab = (Table){.ncol = 6, .head = reject_head, .align = "rlllrl"};
+    if ((rc = flag_u64(c, "limit", 0, 1000000000, 20, &limit)) ||
+        (l.model && (rc = arg_model(c, l.model))))
+        return rc;
+    l.limit = (size_t)limit;
+    sb_init(&l.out);
+    if ((rc = ctx_open(c, OPEN_READ)))
+        goto done;
+    if ((rc = store_read(c->s, rlist_fn, &l)) != 0) {
+        rc = errorf("cannot list the rejects of '%s': %s", c->dir, pl_strerror(rc));
+        goto done;
+    }
+    if (c->json) {
+        fputs("[", stdout);
+        fwrite(l.out.buf, 1, l.out.len, stdout);
+        fputs(l.n ? "\n]\n" : "]\n", stdout);
+    } else if (l.n == 0) {
+        printf("no rejects%s%s%s\n", l.model ? " of model '" : "", l.model ? l.model : "",
+               l.model ? "'" : "");
+    } else {
+        table_print(&l.tab, stdout);
+        printf("\n%zu of %" PRIu64 " reject%s%s%s%s%s\n", l.n, l.total, l.total == 1 ? "" : "s",
+               l.model ? " of model '" : "", l.model ? l.model : "", l.model ? "'" : "",
+               (uint64_t)l.n < l.total ? "; --limit N shows more" : "");
+        puts("fix one: 'qctl rejects show ID', then 'qctl rejects replay ID [--row JSON]' or "
+             "'qctl rejects drop ID'");
+    }
+    rc = ST_OK;
+done:
+    table_free(&l.tab);
+    sb_free(&l.out);
+    return rc;
+}
+
+static int cmd_rejects_export(Ctx *c)
+{
+    RejList l = {.model = c->npos ? c->pos[0] : NULL, .export = 1};
+    int rc;
+
+    if ((l.model && (rc = arg_model(c, l.model))))
+        return rc;
+    if (c->json)
+        return usage(c, "export always writes JSON (one object per line); drop --json");
+    sb_init(&l.out);
+    if ((rc = ctx_open(c, OPEN_READ)))
+        goto done;
+    rc = store_read(c->s, rlist_fn, &l);
+    if (rc && l.werr)
+        rc = errorf("cannot write the export of the rejects: %s", strerror(l.werr));
+    else if (rc)
+        rc = errorf("cannot read the rejects of '%s': %s", c->dir, pl_strerror(rc));
+    else if (isatty(STDERR_FILENO))
+        note("exported %zu reject%s", l.n, l.n == 1 ? "" : "s");
+    rc = rc ? rc : ST_OK;
+done:
+    sb_free(&l.out);
+    return rc;
+}
+
+/* RejShow: one reject, copied out as text. */
+typedef struct RejShow {
+    uint64_t id;
+    char model[128], key[256], stage[128], queue[128];
+    uint64_t batch, time_ms;
+    Strbuf json, row, errors, job;
+} RejShow;
+
+static int rshow_fn(Txn *t, void *arg)
+{
+    RejShow *s = arg;
+    RejectRead r;
+    int rc;
+    if ((rc = reject_get(t, s->id, &r)) != 0)
+        return rc;
+    memcpy(s->model, r.model, sizeof s->model);
+    memcpy(s->key, r.key, sizeof s->key);
+    memcpy(s->stage, r.stage, sizeof s->stage);
+    memcpy(s->queue, r.queue, sizeof s->queue);
+    s->batch = r.r.batch;
+    s->time_ms = r.r.time_ms;
+    sb_reset(&s->json);
+    sb_reset(&s->row);
+    sb_reset(&s->errors);
+    sb_reset(&s->job);
+    reject_json(&s->json, &r);
+    sb_row(&s->row, r.r.row, r.r.row_len);
+    errors_text(r.r.errors, r.r.errors_len, "\n          ", &s->errors);
+    sb_json_text(&s->job, r.r.job, r.r.job_len, "-");
+    return 0;
+}
+
+static void rshow_free(RejShow *s)
+{
+    sb_free(&s->json);
+    sb_free(&s->row);
+    sb_free(&s->errors);
+    sb_free(&s->job);
+}
+
+static int cmd_rejects_show(Ctx *c)
+{
+    RejShow s;
+    uint64_t now;
+    int rc;
+
+    memset(&s, 0, sizeof s);
+    if ((rc = arg_reject(c, c->pos[0], &s.id)))
+        return rc;
+    sb_init(&s.json);
+    sb_init(&s.row);
+    sb_init(&s.errors);
+    sb_init(&s.job);
+    if ((rc = ctx_open(c, OPEN_READ)))
+        goto done;
+    rc = store_read(c->s, rshow_fn, &s);
+    if (rc == PL_ENOJOB) {
+        rc = reject_missing(s.id);
+        goto done;
+    }
+    if (rc) {
+        rc = errorf("cannot read reject %" PRIu64 ": %s", s.id, pl_strerror(rc));
+        goto done;
+    }
+    if (c->json) {
+        fwrite(s.json.buf, 1, s.json.len, stdout);
+        putchar('\n');
+        rc = ST_OK;
+        goto done;
+    }
+    now = pl_now_ms();
+    printf("reject    %" PRIu64 "\n", s.id);
+    printf("model     %s\n", s.model);
+    fputs("key       ", stdout);
+    put_text(stdout, s.key[0] ? s.key : "-", s.key[0] ? strlen(s.key) : 1);
+    printf("\nstage     %s\n", s.stage);
+    if (s.queue[0])
+        printf("queue     %s (a replay puts the job back there)\n", s.queue);
+    else
+        printf("queue     - (a replay appends the row to the open batch of model %s)\n",
+               s.model);
+    if (s.batch)
+        printf("batch     %" PRIu64 "\n", s.batch);
+    printf("time      %s, %s ago\n", clock_str(s.time_ms).s,
+           dur(now > s.time_ms ? now - s.time_ms : 0).s);
+    fputs("errors    ", stdout);
+    put_text(stdout, s.errors.buf, s.errors.len);
+    fputs("\nrow       ", stdout);
+    fwrite(s.row.buf, 1, s.row.len, stdout);
+    fputs("\njob       ", stdout);
+    fwrite(s.job.buf, 1, s.job.len, stdout);
+    printf("\n\nreplay it: 'qctl rejects replay %" PRIu64 "' (or with a fixed row: --row "
+           "JSON); drop it: 'qctl rejects drop %" PRIu64 "'\n", s.id, s.id);
+    rc = ST_OK;
+done:
+    rshow_free(&s);
+    return rc;
+}
+
+typedef struct DropOp {
+    uint64_t id;
+} DropOp;
+
+static int drop_fn(Txn *t, void *arg)
+{
+    return reject_del(t, ((DropOp *)arg)->id);
+}
+
+static int cmd_rejects_drop(Ctx *c)
+{
+    DropOp o;
+    int rc;
+    if ((rc = arg_reject(c, c->pos[0], &o.id)) || (rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    rc = store_run(c->s, drop_fn, &o);
+    if (rc == PL_ENOJOB)
+        return reject_missing(o.id);
+    if (rc)
+        return errorf("cannot drop reject %" PRIu64 ": %s", o.id, pl_strerror(rc));
+    if (c->json)
+        printf("{\"id\":%" PRIu64 ",\"dropped\":true}\n", o.id);
+    else
+        printf("dropped reject %" PRIu64 "\n", o.id);
+    return ST_OK;
+}
+
+/* Replay. A reject with a queue goes back on the line: its row becomes the
+ * staged row and its job goes on the queue, where the stages (validation
+ * first) take it as any other. A reject without one (qload's, or a row
+ * refused before it had a job) goes straight into its model's open batch,
+ * which holds only valid, normalised rows: so that row is validated here
+ * with the model, and a row that breaks a rule is refused and stays. */
+typedef struct Replay {
+    uint64_t id;
+    const Models *ms;           /* NULL: no pipeline read (no row needs it) */
+    const char *pipeline;       /* the pipeline's name, for messages */
+    const void *fixed;          /* --row: the fixed row (msgpack) */
+    size_t fixed_len;
+    /* out */
+    uint64_t job, batch;
+    char model[128];
+    int direct;                 /* no queue: appended to a batch */
+    int need_models;            /* found a direct reject with ms NULL */
+    int undeclared;             /* its model is not in ms */
+    int invalid;                /* the row breaks the model's rules (errors) */
+    Strbuf errors;
+} Replay;
+
+static const Models no_models; /* what a pipeline without a models: section declares */
+
+/* newest_batch finds the id of model's newest batch: its open one, which
+ * a replay appended to (ids grow, and a model has one open batch at most). */
+typedef struct Newest {
+    const char *model;
+    uint64_t id;
+} Newest;
+
+static int newest_add(const BatchRec *b, void *arg)
+{
+    Newest *n = arg;
+    if (strcmp(b->model, n->model) == 0 && b->id > n->id)
+        n->id = b->id;
+    return 0;
+}
+
+/* replay_one replays reject r->id in t; on a refusal (PL_EINVAL: invalid,
+ * or a pipeline is needed) nothing is written. */
+static int replay_one(Txn *t, Replay *r)
+{
+    RejectRead rr;
+    msgpack_sbuffer norm;
+    const void *row = r->fixed;
+    size_t len = r->fixed_len;
+    int rc;
+
+    r->job = r->batch = 0;
+    r->invalid = r->need_models = r->direct = r->undeclared = 0;
+    sb_reset(&r->errors);
+    if ((rc = reject_get(t, r->id, &rr)) != 0)
+        return rc;
+    memcpy(r->model, rr.model, sizeof r->model);
+    msgpack_sbuffer_init(&norm);
+    if (!rr.queue[0]) {
+        const Model *m;
+        RowView v;
+        size_t nerr = 0;
+        r->direct = 1;
+        if (!r->ms) {
+            r->need_models = 1;
+            rc = PL_EINVAL;
+            goto out;
+        }
+        if (!(m = r->ms->n ? models_find(r->ms, rr.model) : NULL)) {
+            sb_addf(&r->errors, "model '%s' is not declared in %s", rr.model,
+                    r->pipeline ? r->pipeline : "the pipeline");
+            r->invalid = r->undeclared = 1;
+            rc = PL_EINVAL;
+            goto out;
+        }
+        if (!row) {
+            row = rr.r.row;
+            len = rr.r.row_len;
+        }
+        if ((rc = row_view(&v, row, len)) != 0) {
+            sb_adds(&r->errors, "the row does not decode");
+            r->invalid = 1;
+            rc = PL_EINVAL;
+            goto out;
+        }
+        sb_adds(&r->errors, "[");
+        rc = model_validate(m, &v.root, &norm, &r->errors, &nerr);
+        sb_adds(&r->errors, "]");
+        row_view_free(&v);
+        if (rc != 0) {
+            r->invalid = 1;
+            rc = PL_EINVAL;
+            goto out;
+        }
+        sb_reset(&r->errors);
+        row = norm.data;
+        len = norm.size;
+    }
+    if ((rc = reject_replay(t, r->id, row, len, &r->job)) != 0)
+        goto out;
+    if (r->direct) {
+        Newest n = {.model = r->model};
+        if ((rc = batch_each(t, -1, newest_add, &n)) != 0)
+            goto out;
+        r->batch = n.id;
+    }
+out:
+    msgpack_sbuffer_destroy(&norm);
+    return rc;
+}
+
+static int replay_fn(Txn *t, void *arg)
+{
+    return replay_one(t, arg);
+}
+
+/* need_fn tells whether reject id goes straight to a batch (no queue). */
+typedef struct NeedOp {
+    uint64_t id;
+    int direct;
+} NeedOp;
+
+static int need_fn(Txn *t, void *arg)
+{
+    NeedOp *n = arg;
+    RejectRead r;
+    int rc = reject_get(t, n->id, &r);
+    if (rc == 0)
+        n->direct = r.queue[0] == '\0';
+    return rc;
+}
+
+/* ReplayAll: the ids of the rejects to replay, and what became of them. */
+typedef struct ReplayAll {
+    const char *model;
+    uint64_t *ids;
+    size_t n, cap, next, done, jobs, appended, invalid, gone;
+    int direct;
+    Replay r;
+    uint64_t first_invalid;
+    Strbuf first_errors;
+} ReplayAll;
+
+static int rall_collect(const RejectRead *r, void *arg)
+{
+    ReplayAll *a = arg;
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 256;
+        a->ids = xrealloc(a->ids, a->cap * sizeof *a->ids);
+    }
+    a->ids[a->n++] = r->r.id;
+    a->direct |= r->queue[0] == '\0';
+    return 0;
+}
+
+static int rall_list_fn(Txn *t, void *arg)
+{
+    ReplayAll *a = arg;
+    a->n = 0;
+    a->direct = 0;
+    return reject_each(t, a->model, rall_collect, a);
+}
+
+/* rall_chunk replays up to REPLAY_CHUNK rejects from a->next in one
+ * transaction; the counts are added to only after it commits (the
+ * caller), so a retried transaction counts nothing twice. */
+typedef struct Chunk {
+    ReplayAll *a;
+    size_t done, jobs, appended, invalid, gone, end;
+    uint64_t first_invalid;
+    Strbuf first_errors;
+} Chunk;
+
+static int rall_chunk_fn(Txn *t, void *arg)
+{
+    Chunk *k = arg;
+    ReplayAll *a = k->a;
+    int rc;
+    k->done = k->jobs = k->appended = k->invalid = k->gone = 0;
+    k->first_invalid = 0;
+    sb_reset(&k->first_errors);
+    k->end = a->next + REPLAY_CHUNK < a->n ? a->next + REPLAY_CHUNK : a->n;
+    for (size_t i = a->next; i < k->end; i++) {
+        a->r.id = a->ids[i];
+        rc = replay_one(t, &a->r);
+        if (rc == PL_ENOJOB) { /* dropped or replayed by someone else since */
+            k->gone++;
+            continue;
+        }
+        if (rc == PL_EINVAL && a->r.invalid) {
+            if (!k->invalid++) {
+                k->first_invalid = a->r.id;
+                sb_add(&k->first_errors, a->r.errors.buf, a->r.errors.len);
+            }
+            continue;
+        }
+        if (rc)
+            return rc;
+        k->done++;
+        if (a->r.direct)
+            k->appended++;
+        else
+            k->jobs++;
+    }
+    return 0;
+}
+
+static int replay_all(Ctx *c, const char *model, const char *pipe)
+{
+    ReplayAll a = {.model = model};
+    Chunk k = {.a = &a};
+    Pipeline *p = NULL;
+    int rc;
+
+    sb_init(&a.r.errors);
+    sb_init(&a.first_errors);
+    sb_init(&k.first_errors);
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        goto done;
+    if ((rc = store_read(c->s, rall_list_fn, &a)) != 0) {
+        rc = errorf("cannot list the rejects of '%s': %s", c->dir, pl_strerror(rc));
+        goto done;
+    }
+    if (a.direct || pipe) { /* rows that go straight to a batch are validated */
+        char err[1024] = "";
+        if ((rc = pipeline_from_store(c->s, pipe, &p, err, sizeof err)) != 0) {
+            rc = errorf("%s", err[0] ? err : pl_strerror(rc));
+            goto done;
+        }
+        a.r.ms = p->models ? p->models : &no_models;
+        a.r.pipeline = p->path;
+    }
+    while (a.next < a.n) {
+        if ((rc = store_run(c->s, rall_chunk_fn, &k)) != 0) {
+            rc = errorf("cannot replay reject %" PRIu64 ": %s; %zu replayed before it",
+                        a.r.id, pl_strerror(rc), a.done);
+            goto done;
+        }
+        a.done += k.done;
+        a.jobs += k.jobs;
+        a.appended += k.appended;
+        a.gone += k.gone;
+        if (k.invalid && !a.invalid) {
+            a.first_invalid = k.first_invalid;
+            sb_add(&a.first_errors, k.first_errors.buf, k.first_errors.len);
+        }
+        a.invalid += k.invalid;
+        a.next = k.end;
+    }
+    if (c->json) {
+        printf("{\"replayed\":%zu,\"jobs\":%zu,\"appended\":%zu,\"invalid\":%zu,\"gone\":%zu}\n",
+               a.done, a.jobs, a.appended, a.invalid, a.gone);
+    } else {
+        printf("replayed %zu reject%s: %zu job%s put back on their queues, %zu row%s appended "
+               "to open batches\n", a.done, a.done == 1 ? "" : "s", a.jobs,
+               a.jobs == 1 ? "" : "s", a.appended, a.appended == 1 ? "" : "s");
+        if (a.gone)
+            printf("%zu were gone already (replayed or dropped meanwhile)\n", a.gone);
+    }
+    rc = ST_OK;
+    if (a.invalid) {
+        Strbuf e;
+        sb_init(&e);
+        errors_text(a.first_errors.buf, a.first_errors.len, "; ", &e);
+        errorf("%zu reject%s left in place: %s row still breaks its model's rules (first: "
+               "reject %" PRIu64 ": %s); fix each with 'qctl rejects replay ID --row JSON' "
+               "or drop it", a.invalid, a.invalid == 1 ? "" : "s",
+               a.invalid == 1 ? "its" : "their", a.first_invalid, e.buf);
+        sb_free(&e);
+        rc = ST_FAIL;
+    }
+done:
+    pipeline_free(p);
+    free(a.ids);
+    sb_free(&a.r.errors);
+    sb_free(&a.first_errors);
+    sb_free(&k.first_errors);
+    return rc;
+}
+
+static int cmd_rejects_replay(Ctx *c)
+{
+    const char *src = opt(c, "row"), *pipe = opt(c, "pipeline");
+    Replay r = {0};
+    NeedOp need = {0};
+    Pipeline *p = NULL;
+    msgpack_sbuffer fixed;
+    Buf in = {0};
+    char err[1024] = "";
+    int rc;
+
+    if (opt(c, "all")) {
+        if (src)
+            return usage(c, "--row fixes one reject; replay --all replays the stored rows");
+        if (c->npos && (rc = arg_model(c, c->pos[0])))
+            return rc;
+        return replay_all(c, c->npos ? c->pos[0] : NULL, pipe);
+    }
+    if (!c->npos)
+        return usage(c, "missing ID (or --all [MODEL])");
+    if ((rc = arg_reject(c, c->pos[0], &r.id)))
+        return rc;
+    msgpack_sbuffer_init(&fixed);
+    sb_init(&r.errors);
+    if (src) {
+        const char *text = src;
+        size_t n = strlen(src);
+        if (strcmp(src, "-") == 0) {
+            if (isatty(STDIN_FILENO))
+                note("reading the fixed row from the terminal; end it with Ctrl-D");
+            if ((rc = buf_read(&in, stdin, ROW_LIMIT)) != 0) {
+                rc = errorf("cannot read the fixed row from stdin: %s",
+                            rc == EFBIG ? "over 64 MiB" : strerror(rc));
+                goto done;
+            }
+            text = in.p;
+            n = in.n;
+        }
+        if (row_from_json_object(text, n, &fixed, err, sizeof err) != 0) {
+            rc = usage(c, "--row: %s; give the fixed row as one JSON object", err);
+            goto done;
+        }
+        r.fixed = fixed.data;
+        r.fixed_len = fixed.size;
+    }
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        goto done;
+    need.id = r.id;
+    rc = store_read(c->s, need_fn, &need);
+    if (rc == PL_ENOJOB) {
+        rc = reject_missing(r.id);
+        goto done;
+    }
+    if (rc) {
+        rc = errorf("cannot read reject %" PRIu64 ": %s", r.id, pl_strerror(rc));
+        goto done;
+    }
+    if (need.direct || pipe) {
+        if ((rc = pipeline_from_store(c->s, pipe, &p, err, sizeof err)) != 0) {
+            rc = errorf("%s", err[0] ? err : pl_strerror(rc));
+            goto done;
+        }
+        r.ms = p->models ? p->models : &no_models;
+        r.pipeline = p->path;
+    }
+    rc = store_run(c->s, replay_fn, &r);
+    if (rc == PL_ENOJOB) {
+        rc = reject_missing(r.id);
+        goto done;
+    }
+    if (rc == PL_EINVAL && r.need_models) { /* became direct since: read the models */
+        rc = errorf("reject %" PRIu64 " changed while it was read; run the replay again", r.id);
+        goto done;
+    }
+    if (rc == PL_EINVAL && r.undeclared) {
+        rc = errorf("reject %" PRIu64 " stays: %s; pass --pipeline FILE with the model",
+                    r.id, r.errors.buf);
+        goto done;
+    }
+    if (rc == PL_EINVAL && r.invalid) {
+        Strbuf e;
+        sb_init(&e);
+        errors_text(r.errors.buf, r.errors.len, "; ", &e);
+        rc = errorf("reject %" PRIu64 " stays: its %s row breaks the rules of model '%s': %s; "
+                    "fix the row and give it with --row JSON", r.id, r.fixed ? "fixed" : "stored",
+                    r.model, e.buf);
+        sb_free(&e);
+        goto done;
+    }
+    if (rc) {
+        rc = errorf("cannot replay reject %" PRIu64 ": %s", r.id, pl_strerror(rc));
+        goto done;
+    }
+    if (c->json) {
+        printf("{\"id\":%" PRIu64 ",\"model\":", r.id);
+        json_put_string(stdout, r.model, strlen(r.model));
+        if (r.job)
+            printf(",\"job\":%" PRIu64, r.job);
+        else
+            fputs(",\"job\":null", stdout);
+        if (r.direct && r.batch)
+            printf(",\"batch\":%" PRIu64 "}\n", r.batch);
+        else
+            puts(",\"batch\":null}");
+    } else if (r.direct) {
+        printf("appended to batch %" PRIu64 "\n", r.batch);
+    } else {
+        printf("%" PRIu64 "\n", r.job);
+    }
+    rc = ST_OK;
+done:
+    pipeline_free(p);
+    free(in.p);
+    sb_free(&r.errors);
+    msgpack_sbuffer_destroy(&fixed);
+    return rc;
+}
+
 /* ------------------------------------------------------------------- top */
 
 /* The one piece of global state besides the options: a signal handler can
@@ -1989,6 +3403,9 @@ typedef struct Frame {
     ListOp list;
     StoreInfo info;
     uint64_t ns;
+    int staged;                         /* the counts below were read */
+    uint64_t batches[BATCH_FAILED + 1]; /* by state */
+    uint64_t rejects;
 } Frame;
 
 static const QueueStats *frame_find(const Frame *f, const char *name)
@@ -2043,6 +3460,12 @@ static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev,
             i->map_size ? 100.0 * (double)used / (double)i->map_size : 0,
             i->map_max ? size_str(i->map_max).s : "none", size_str(i->file_size).s,
             i->free_pages, i->readers, i->max_readers);
+    if (cur->staged)
+        fprintf(f, "batches  open %" PRIu64 ", sealed %" PRIu64 ", held %" PRIu64 ", loading %"
+                   PRIu64 ", loaded %" PRIu64 ", failed %" PRIu64 "; rejects %" PRIu64 "\n",
+                cur->batches[BATCH_OPEN], cur->batches[BATCH_SEALED], cur->batches[BATCH_HELD],
+                cur->batches[BATCH_LOADING], cur->batches[BATCH_LOADED],
+                cur->batches[BATCH_FAILED], cur->rejects);
     table_free(&t);
 }
 
@@ -2097,9 +3520,33 @@ static int top_wait(int *keys, uint64_t ms, const sigset_t *mask)
     }
 }
 
+static int top_batch(const BatchRec *b, void *arg)
+{
+    Frame *f = arg;
+    if (b->state >= 0 && b->state <= BATCH_FAILED)
+        f->batches[b->state]++;
+    return 0;
+}
+
+static int top_reject(const RejectRead *r, void *arg)
+{
+    (void)r;
+    ((Frame *)arg)->rejects++;
+    return 0;
+}
+
+/* top_fn reads a frame: the queues, then the batches and rejects (a scan of
+ * their records; a frame without them still draws the queues). */
 static int top_fn(Txn *t, void *arg)
 {
-    return list_fn(t, arg);
+    Frame *f = arg;
+    int rc;
+    if ((rc = list_fn(t, &f->list)) != 0)
+        return rc;
+    memset(f->batches, 0, sizeof f->batches);
+    f->rejects = 0;
+    f->staged = batch_each(t, -1, top_batch, f) == 0 && reject_each(t, NULL, top_reject, f) == 0;
+    return 0;
 }
 
 static int cmd_top(Ctx *c)
@@ -2150,7 +3597,7 @@ static int cmd_top(Ctx *c)
         FILE *mem;
 
         /* Each refresh is its own short read transaction; none spans a wait. */
-        if ((rc = store_read(c->s, top_fn, &cur->list)) != 0 ||
+        if ((rc = store_read(c->s, top_fn, cur)) != 0 ||
             (rc = store_info(c->s, &cur->info)) != 0) {
             rc = errorf("cannot read '%s': %s", c->dir, pl_strerror(rc));
             break;
@@ -2375,9 +3822,101 @@ static const Cmd cmds[] = {
      "a bad line imports nothing.\n"
      "--json: {\"queue\":\"Q\",\"imported\":N,\"existed\":N}",
      1, 1, {{NULL, NULL, NULL}}},
+    {"schema", cmd_schema, "[--pipeline FILE] [--json | --ddl]",
+     "the models: fields, rules, keys, relations, load order",
+     "Prints the models of the pipeline the engine runs (kept in the data\n"
+     "directory; --pipeline FILE reads a file instead, and then needs no data\n"
+     "directory) in load order, parents first: per model its table, key and drift\n"
+     "policy, one line per field with its type and rules, and its relations.\n"
+     "--ddl: the CREATE TABLE statements qload --create-tables runs.\n"
+     "--json: {\"models\":[{\"name\",\"table\",\"drift\",\"key\":[..],\"fields\":[..],\n"
+     "  \"belongs_to\":[..],\"has_n\":[..]}],\"load_order\":[..]}",
+     0, 0,
+     {{"pipeline", "FILE", "read the models from FILE, not from the data directory"},
+      {"ddl", NULL, "print the SQL DDL of the models"}}},
+    {"batches", cmd_batches, "[show|seal|release|retry|fail] [--state S] [--model M] [--limit N]",
+     "staged batches: list, show, seal, release, retry, fail",
+     "Lists the batches of staged rows, the newest last: id, model, state, rows\n"
+     "(appended less those qload moved to the rejects), rejects counted while open,\n"
+     "age and error; then the totals by state. States: open (taking rows), sealed\n"
+     "(ready for qload), held (too many rejects: an operator releases or fails it),\n"
+     "loading, loaded, failed (qload gave up; retry seals it again).\n"
+     "--json: an array of {\"id\":N,\"model\":\"M\",\"state\":\"S\",\"rows\":N,\"removed\":N,\n"
+     "  \"rejects\":N,\"created_ms\":T,\"sealed_ms\":T|null,\"loaded_ms\":T|null,\n"
+     "  \"attempts\":N,\"error\":\"E\"|null}  (the newest N with --limit)",
+     0, 0,
+     {{"state", "S", "open, sealed, held, loading, loaded, failed or all (default)"},
+      {"model", "M", "only the batches of model M"},
+      {"limit", "N", "the newest N batches (default 20; 0: all)"}}},
+    {"batches show", cmd_batches_show, "ID [--rows N]", "one batch and its first rows",
+     "Prints batch ID and its first N rows (seq and the row as JSON). A loaded\n"
+     "batch's rows are dropped: they are in the warehouse.\n"
+     "--json: the batch object of 'qctl batches --json' with one more member,\n"
+     "  \"data\":[{\"seq\":N,\"row\":{...}}]",
+     1, 1, {{"rows", "N", "print the first N rows (default 10; 0: none)"}}},
+    {"batches seal", cmd_batches_seal, "MODEL | --all", "seal the open batch now",
+     "Seals the open batch of MODEL (or of every model with --all) now, whatever\n"
+     "its size and age, so that qload loads it. An open batch without rows is\n"
+     "left open. The hold threshold is not applied: the operator decided.\n"
+     "--json: an array of the sealed batches (as 'qctl batches --json')",
+     0, 1, {{"all", NULL, "seal the open batch of every model"}}},
+    {"batches release", cmd_batches_release, "ID", "accept a held batch (held -> sealed)",
+     "Accepts held batch ID after a look at its rejects: it becomes sealed and\n"
+     "qload loads it. Only a held batch can be released.\n"
+     "--json: the batch object, and \"was\":\"held\"",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"batches retry", cmd_batches_retry, "ID", "load a failed batch again (failed -> sealed)",
+     "Seals failed batch ID again so that qload retries it (fix the cause first:\n"
+     "'qctl batches show ID' says the last error). Only a failed batch can be\n"
+     "retried.\n--json: the batch object, and \"was\":\"failed\"",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"batches fail", cmd_batches_fail, "ID [--reason R]", "give up a held or sealed batch",
+     "Marks held or sealed batch ID failed, with the reason, so that qload\n"
+     "leaves it ('qctl batches retry ID' takes it back).\n"
+     "--json: the batch object, and \"was\":\"held|sealed\"",
+     1, 1, {{"reason", "R", "why (default: \"" DEFAULT_FAIL_REASON "\")"}}},
+    {"rejects", cmd_rejects, "[show|export|replay|drop] [MODEL] [--limit N]",
+     "rejected rows: list, show, export, replay, drop",
+     "Lists the rejected rows (of MODEL, or all), oldest first: id, model, key,\n"
+     "the stage that rejected it, age, and the failed rules with their messages.\n"
+     "A model named like a subcommand goes after --: 'qctl rejects -- show'.\n"
+     "--json: an array of {\"id\":N,\"model\":\"M\",\"key\":\"K\",\"stage\":\"S\",\n"
+     "  \"queue\":\"Q\"|null,\"batch\":N|null,\"time_ms\":T,\"row\":{...},\n"
+     "  \"errors\":[{\"field\",\"rule\",\"message\"}],\"job\":JSON|null}",
+     0, 1, {{"limit", "N", "at most N rejects (default 20; 0: all)"}}},
+    {"rejects show", cmd_rejects_show, "ID", "one reject in full",
+     "Prints reject ID: its model, key, stage, the queue a replay puts its job on\n"
+     "(none: a replay appends the row to its model's open batch), errors, the row\n"
+     "and the job.\n--json: one object, as 'qctl rejects --json'",
+     1, 1, {{NULL, NULL, NULL}}},
+    {"rejects export", cmd_rejects_export, "[MODEL] > rejects.ndjson",
+     "write the rejects as NDJSON",
+     "Writes every reject (of MODEL, or all) to stdout, one JSON object per line\n"
+     "(the shape of 'qctl rejects --json'), as one consistent snapshot.",
+     0, 1, {{NULL, NULL, NULL}}},
+    {"rejects replay", cmd_rejects_replay, "ID [--row JSON|-] | --all [MODEL]",
+     "put a reject back on the line",
+     "Puts reject ID back on the line in one transaction and deletes it: its row\n"
+     "(or the fixed row of --row, a JSON object; '-' reads stdin) becomes the\n"
+     "staged row and its job goes back on its queue; prints the new job's id.\n"
+     "A reject without a queue (qload's) goes into its model's open batch\n"
+     "instead: the row is first checked against the model (a row that breaks a\n"
+     "rule is refused and the reject stays); prints \"appended to batch N\".\n"
+     "--all replays every reject (of MODEL) with its stored row; those whose row\n"
+     "is still invalid stay (exit status 1).\n"
+     "--json: {\"id\":N,\"model\":\"M\",\"job\":N|null,\"batch\":N|null}; --all:\n"
+     "  {\"replayed\":N,\"jobs\":N,\"appended\":N,\"invalid\":N,\"gone\":N}",
+     0, 1,
+     {{"row", "JSON", "the fixed row, a JSON object ('-': read it from stdin)"},
+      {"all", NULL, "replay every reject (of MODEL)"},
+      {"pipeline", "FILE", "the models from FILE, not from the data directory"}}},
+    {"rejects drop", cmd_rejects_drop, "ID", "delete a reject for good",
+     "Deletes reject ID: its row is not replayed.\n--json: {\"id\":N,\"dropped\":true}",
+     1, 1, {{NULL, NULL, NULL}}},
     {"top", cmd_top, "[--interval S] [--iterations N]", "live view of the queues",
      "Redraws the queues (jobs by state, put/reserve/ack rates per second, oldest\n"
-     "ready) and the data map every interval, until 'q', Ctrl-C or SIGTERM.",
+     "ready), the data map, and the batches by state and the rejects every\n"
+     "interval, until 'q', Ctrl-C or SIGTERM.",
      0, 0,
      {{"interval", "S", "seconds between refreshes (default 1)"},
       {"iterations", "N", "stop after N refreshes (default: until q)"}}},
@@ -2394,9 +3933,11 @@ static const Cmd cmds[] = {
 static void help_main(FILE *f)
 {
     fputs("usage: qctl [--data DIR] [--json] COMMAND [ARGS]\n\n"
-          "Inspects and repairs pickline's durable job queues.\n\ncommands:\n", f);
+          "Inspects and repairs pickline's durable job queues, staged batches and\n"
+          "rejected rows.\n\ncommands:\n", f);
     for (size_t i = 0; i < NCMDS; i++)
-        fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
+        if (!strchr(cmds[i].name, ' ')) /* subcommands: in their command's help */
+            fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
     fputs("\nglobal flags (before or after the command):\n"
           "  --data DIR  the data directory (default: $PICKLINE_DATA, else "
           DEFAULT_DIR ")\n"
@@ -2419,6 +3960,14 @@ static void help_cmd(const Cmd *cmd, FILE *f)
             fprintf(f, "  %-20s %s\n", left, cmd->flags[i].help);
         }
     }
+    for (size_t i = 0, n = strlen(cmd->name), first = 1; i < NCMDS; i++) {
+        if (strncmp(cmds[i].name, cmd->name, n) != 0 || cmds[i].name[n] != ' ')
+            continue;
+        if (first)
+            fputs("\nsubcommands ('qctl CMD SUB --help' for one):\n", f);
+        first = 0;
+        fprintf(f, "  %-16s %s\n", cmds[i].name, cmds[i].summary);
+    }
     fputs("\nglobal flags: --data DIR (default: $PICKLINE_DATA, else " DEFAULT_DIR "), --json\n", f);
 }
 
@@ -2428,6 +3977,17 @@ static const Cmd *cmd_find(const char *name)
 {
     for (size_t i = 0; i < NCMDS; i++)
         if (strcmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+/* sub_find finds subcommand a of cmd ("batches" "show": "batches show"). */
+static const Cmd *sub_find(const Cmd *cmd, const char *a)
+{
+    size_t n = strlen(cmd->name);
+    for (size_t i = 0; i < NCMDS; i++)
+        if (strncmp(cmds[i].name, cmd->name, n) == 0 && cmds[i].name[n] == ' ' &&
+            strcmp(cmds[i].name + n + 1, a) == 0)
             return &cmds[i];
     return NULL;
 }
@@ -2458,6 +4018,7 @@ static void seterr(char *err, size_t cap, const char *fmt, ...)
  * to the first problem (empty when none). */
 static void args_parse(Ctx *c, int argc, char **argv, int *help, char *err, size_t cap)
 {
+    const Cmd *sub;
     int flags = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -2506,8 +4067,18 @@ static void args_parse(Ctx *c, int argc, char **argv, int *help, char *err, size
                 seterr(err, cap, "unknown command '%s'", a);
                 return;
             }
+        } else if (flags && c->npos == 0 && (sub = sub_find(c->cmd, a)) != NULL) {
+            /* A subcommand: its flags are its own, so they go after it. */
+            for (int k = 0; k < MAX_FLAGS; k++)
+                if (c->val[k])
+                    seterr(err, cap, "the flags of '%s' go after it", sub->name);
+            memset(c->val, 0, sizeof c->val);
+            c->cmd = sub;
         } else if (c->npos < c->cmd->max_pos) {
             c->pos[c->npos++] = a;
+        } else if (c->npos == 0 && sub_find(c->cmd, "show")) {
+            seterr(err, cap, "'%s' is not a subcommand of '%s'; see 'qctl %s --help'", a,
+                   c->cmd->name, c->cmd->name);
         } else {
             seterr(err, cap, "unexpected argument '%s'", a);
         }
