@@ -653,6 +653,13 @@ void batch_cursor(Batch *b, const void *value, size_t len)
     act_bytes(&b->acts, value, len);
 }
 
+void batch_extra(Batch *b, int (*fn)(Txn *t, void *arg), void *arg)
+{
+    sb_add(&b->acts, "X", 1);
+    sb_add(&b->acts, &fn, sizeof fn);
+    sb_add(&b->acts, &arg, sizeof arg);
+}
+
 size_t batch_count(const Batch *b)
 {
     return b->n;

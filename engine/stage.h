@@ -115,6 +115,10 @@ void slot_bury(Slot *s, const char *reason);
 Batch *batch_new(Stage *s);
 void batch_put(Batch *b, const char *queue, const void *body, size_t len, const char *key);
 void batch_cursor(Batch *b, const void *value, size_t len);
+/* batch_extra runs fn in the batch's transaction, in order with the other
+ * changes (a source's staging writes: rows appended to batches); fn follows
+ * CommitOp.apply's rules and arg must live until done runs. */
+void batch_extra(Batch *b, int (*fn)(Txn *t, void *arg), void *arg);
 /* batch_commit commits b and frees it; done(arg, rc) runs on the loop. */
 void batch_commit(Batch *b, void (*done)(void *arg, int rc), void *arg);
 size_t batch_count(const Batch *b);
