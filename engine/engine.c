@@ -407,6 +407,21 @@ void slot_extra(Slot *s, int (*fn)(Txn *t, void *arg), void *arg)
     sb_add(&s->acts, &arg, sizeof arg);
 }
 
+/* forward_of: if a slot's only output is its own body, unkeyed, to one
+ * queue (noop, route), that queue's name in q, else 0. */
+static int forward_of(const Slot *s, char *q, size_t qn)
+{
+    const char *p = s->acts.buf, *end = p + s->acts.len, *fa, *fb, *fc;
+    size_t a, b, c;
+    if (s->acts.len == 0 || *p++ != 'P' || !(fa = take(&p, end, &a)) ||
+        !(fb = take(&p, end, &b)) || !(fc = take(&p, end, &c)) || p != end || b != 0 ||
+        c != s->body.len || a >= qn || memcmp(fc, s->body.buf, c) != 0)
+        return 0;
+    memcpy(q, fa, a);
+    q[a] = '\0';
+    return 1;
+}
+
 static int slot_apply(Txn *t, CommitOp *op)
 {
     SlotOp *so = (SlotOp *)op;
@@ -416,6 +431,10 @@ static int slot_apply(Txn *t, CommitOp *op)
         return queue_release(t, s->id, s->lease, so->delay_ms, so->why.buf, NULL);
     if (so->end == END_BURY)
         return queue_bury(t, s->id, s->lease, so->why.buf);
+    /* The same job handed on unchanged: move it in place. */
+    char fq[QUEUE_NAME_MAX + 1];
+    if (forward_of(s, fq, sizeof fq))
+        return queue_forward(t, s->id, s->lease, fq);
     /* The ack first: if the lease was lost, nothing else happens. */
     if ((rc = queue_ack(t, s->id, s->lease)) != 0)
         return rc;

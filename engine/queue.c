@@ -840,6 +840,36 @@ int queue_ack(Txn *t, uint64_t id, uint64_t lease)
     return 0;
 }
 
+int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue)
+{
+    JobRec j;
+    QRec *q, *dq;
+    const void *body;
+    size_t len;
+    int rc;
+    if ((rc = q_find(t, queue, 1, NULL, &dq)) != 0 || (rc = leased(t, id, lease, &j, &q)) != 0)
+        return rc;
+    if (j.state != JOB_RESERVED)
+        return PL_ESTATE;
+    if ((rc = body_get(t, id, &body, &len)) != 0)
+        return rc;
+    if (len > dq->s.conf.max_body)
+        return PL_ETOOBIG;
+    if ((rc = store_room(t)) != 0)
+        return rc;
+    if ((rc = state_leave(t, q, id, &j)) != 0 || (rc = key_del(t, id, &j)) != 0)
+        return txn_fail(t, rc);
+    q->s.acks++;
+    JobRec n = {
+        .qid = dq->s.qid, .pri = 0, .created_ms = t->now, .ttr_ms = dq->s.conf.ttr_ms,
+    };
+    if ((rc = state_enter(t, dq, id, &n, JOB_READY, 0)) != 0 ||
+        (rc = job_store(t, id, &n, 0)) != 0)
+        return txn_fail(t, rc);
+    dq->s.puts++;
+    return 0;
+}
+
 int queue_release(Txn *t, uint64_t id, uint64_t lease, int64_t delay_ms, const char *error,
                   int *buried)
 {

@@ -793,6 +793,60 @@ static void compact_copy(void)
     store_close(s);
 }
 
+/* queue_forward: ack + put of the same body, in place. */
+static void forward_in_place(void)
+{
+    Store *s = open_store(NULL);
+    Txn *t = wbegin(s);
+    QueueConf small;
+    queue_conf_default(&small);
+    small.max_body = 4;
+    T_OK(queue_create(t, "tiny", &small));
+    PutArgs a = {.pri = 7, .body = "{\"k\":1}", .len = 7, .key = "key-1", .keylen = 5};
+    uint64_t id, other;
+    T_OK(queue_put(t, "a", &a, &id, NULL));
+    other = put(t, "b", 0, "{\"first\":true}");
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    Job j;
+    T_OK(queue_reserve(t, "a", 0, &j));
+    T_EQ(j.id, id);
+    uint64_t lease = j.lease;
+    /* A stale lease and a queue too small for the body change nothing. */
+    T_ERR(queue_forward(t, id, lease + 1, "b"), PL_ELEASE);
+    T_ERR(queue_forward(t, id, lease, "tiny"), PL_ETOOBIG);
+    T_OK(queue_forward(t, id, lease, "b"));
+    T_ERR(queue_forward(t, id, lease, "b"), PL_ELEASE);
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    QueueStats sa, sb;
+    T_OK(queue_stats(t, "a", &sa));
+    T_OK(queue_stats(t, "b", &sb));
+    T_EQ(sa.ready + sa.reserved + sa.delayed + sa.buried, 0);
+    T_EQ(sa.acks, 1);
+    T_EQ(sb.ready, 2);
+    T_EQ(sb.puts, 2);
+    /* Its key is gone with its old queue: the same key makes a new job. */
+    uint64_t again;
+    int existed = 1;
+    T_OK(queue_put(t, "a", &a, &again, &existed));
+    T_EQ(existed, 0);
+    T_CHECK(again != id);
+    /* In b it starts afresh with its body intact; FIFO by id puts it first. */
+    T_OK(queue_reserve(t, "b", 0, &j));
+    T_EQ(j.id, id);
+    T_EQ(j.attempts, 1);
+    T_EQ(j.pri, 0);
+    T_CHECK(j.len == 7 && memcmp(j.body, "{\"k\":1}", 7) == 0);
+    T_CHECK(j.keylen == 0);
+    T_OK(queue_reserve(t, "b", 0, &j));
+    T_EQ(j.id, other);
+    T_OK(store_txn_commit(t));
+    store_close(s);
+}
+
 static const TCase cases[] = {
     T_CASE(put_reserve_ack),
     T_CASE(priority_then_fifo),
@@ -817,6 +871,7 @@ static const TCase cases[] = {
     T_CASE(two_processes_one_queue),
     T_CASE(read_only_store_refuses_writes),
     T_CASE(compact_copy),
+    T_CASE(forward_in_place),
     {NULL, NULL},
 };
 
