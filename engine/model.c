@@ -2024,7 +2024,8 @@ static int parse_messages(const Ld *l, Field *f, const ConfNode *n)
             return errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; the rules are %s",
                          k, word_list(rule_names, lb, sizeof lb));
         }
-        if ((rc = v_text(l, k, n->kids[i], &f->messages[r])))
+        snprintf(buf, sizeof buf, "messages: %s", k);
+        if ((rc = v_text(l, buf, n->kids[i], &f->messages[r])))
             return rc;
     }
     return 0;
