@@ -11,6 +11,10 @@ after.
 import json
 import os
 import re
+import signal
+import socket
+import subprocess
+import time
 import unittest
 
 import plhelp
@@ -53,6 +57,17 @@ models:
 
 # The same models, but an email is any string: the rejected rows pass.
 RELAXED = PIPELINE.replace("        format: email\n", "")
+
+# For the engine: the validate stage holds a batch with more than one
+# reject; the batch stage seals every 2 rows.
+ENGINE = PIPELINE.replace("    output: final\n",
+                          "    output: final\n    reject_threshold: {count: 1}\n") \
+                 .replace("rows: 1000", "rows: 2") + """\
+listen:
+  address: 127.0.0.1
+  port: 1
+drain: 2
+"""
 
 NO_MODELS = """\
 queues:
@@ -558,6 +573,103 @@ class HelpTest(StagingCase):
         r = self.ok("top", "--iterations", "1")
         self.assertIn("batches  open 1, sealed 1, held 0, loading 0, loaded 0, failed 0; "
                       "rejects 1", r.out)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EngineTest(StagingCase):
+    """Held batches and rejects with a queue come from the engine's validate
+    and batch stages: run the real engine."""
+
+    def start_engine(self):
+        path = self.write("engine.yml", ENGINE)
+        err = open(os.path.join(self.tmp, "engine.err"), "wb")
+        proc = subprocess.Popen([plhelp.binary("pickline"), "run", path, "--data", self.data,
+                                 "--port", str(free_port())],
+                                stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+
+        def stop():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15 * plhelp.SLOW)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            err.close()
+        self.addCleanup(stop)
+        self.engine_err = err.name
+        self.wait(lambda: os.path.exists(os.path.join(self.data, "data.mdb")) and
+                  "validate" in self.q("stats", "--json").out, "the engine's queues", proc)
+        return proc
+
+    def wait(self, pred, what, proc, timeout=20):
+        end = time.monotonic() + timeout * plhelp.SLOW
+        while time.monotonic() < end:
+            if proc.poll() is not None:
+                break
+            v = pred()
+            if v:
+                return v
+            time.sleep(0.05)
+        with open(self.engine_err, "rb") as f:
+            tail = f.read()[-4000:].decode("utf-8", "replace")
+        self.fail("timed out waiting for %s (engine exit %s)\n%s" % (what, proc.poll(), tail))
+
+    def put(self, row):
+        self.ok("put", "validate", json.dumps({"model": "users", "row": row}))
+
+    def test_held_batch_and_replay_to_the_queue(self):
+        proc = self.start_engine()
+        # the engine keeps its pipeline in the store: schema needs no file
+        self.assertIn("model users", self.ok("schema").out)
+        bad1, bad2 = user(1, email="one"), user(2, tenant=-5)
+        for row in (bad1, bad2):
+            self.put(row)
+        self.wait(lambda: len(self.rejects()) == 2, "two rejects", proc)
+        for row in (user(3), user(4)):
+            self.put(row)
+        held = self.wait(lambda: self.batches("--state", "held"), "a held batch", proc)
+        [b] = held
+        self.assertEqual((b["model"], b["rows"], b["rejects"]), ("users", 2, 2))
+        self.assertIn("qctl batches release %d" % b["id"], b["error"])
+
+        rs = self.rejects()
+        self.assertEqual([r["row"] for r in rs], [bad1, bad2])
+        for r in rs:
+            self.assertEqual((r["stage"], r["queue"], r["batch"]), ("check", "validate", None))
+            self.assertIsNotNone(r["job"])
+
+        # held: only release or fail; refusals change nothing
+        before = self.snapshot()
+        r = self.fails(1, "batches", "retry", str(b["id"]))
+        self.assertIn("is held, not failed", r.err)
+        self.assertIn("qctl batches release %d" % b["id"], r.err)
+        self.assertUnchanged(before)
+        r = self.ok("batches", "release", str(b["id"]), "--json").json()
+        self.assertEqual((r["state"], r["was"], r["error"]), ("sealed", "held", None))
+
+        # a reject with a queue: the fixed row goes back through validation
+        r = self.ok("rejects", "replay", str(rs[0]["id"]), "--row",
+                    json.dumps(user(1, email="one@example.com")))
+        self.assertRegex(r.out, r"^\d+\n$")
+        self.wait(lambda: [x for x in self.batches("--state", "open", "--model", "users")
+                           if x["rows"] == 1], "the fixed row in a batch", proc)
+        [o] = self.batches("--state", "open")
+        self.assertEqual(self.batch(o["id"])["data"][0]["row"]["email"], "one@example.com")
+        # the stored row, still invalid: validated again and rejected again
+        r = self.ok("rejects", "replay", str(rs[1]["id"]), "--json").json()
+        self.assertIsInstance(r["job"], int)
+        self.assertIsNone(r["batch"])
+        again = self.wait(lambda: [x for x in self.rejects() if x["id"] > rs[1]["id"]],
+                          "the row rejected again", proc)
+        self.assertEqual([x["row"] for x in again], [bad2])
+        self.assertEqual([x["id"] for x in self.rejects()], [again[0]["id"]])
+        self.assertIn("rejects 1", self.ok("top", "--iterations", "1").out)
 
 
 if __name__ == "__main__":
