@@ -1449,9 +1449,54 @@ static void csv_json(Strbuf *out, const msgpack_object *v)
     sb_add(out, "\"", 1);
 }
 
-static void csv_value(Strbuf *out, const msgpack_object *v, int json)
+/* sb_room makes room for n more bytes and the NUL (row.c's growth rule:
+ * cap counts the NUL; cap 0 means buf is not ours), so the hot path below
+ * writes bytes directly instead of calling sb_add per piece. */
+static void sb_room(Strbuf *b, size_t n)
 {
-    char t[40];
+    size_t need, cap;
+
+    if (b->len + n + 1 <= b->cap)
+        return;
+    PL_ASSERT(n < SIZE_MAX / 2 - b->len, "a Strbuf stays under SIZE_MAX / 2");
+    need = b->len + n + 1;
+    cap = b->cap ? b->cap : 64;
+    while (cap < need)
+        cap *= 2;
+    if (b->cap) {
+        b->buf = xrealloc(b->buf, cap);
+    } else {
+        PL_ASSERT(b->len == 0, "a Strbuf without storage is empty");
+        b->buf = xmalloc(cap);
+    }
+    b->cap = cap;
+}
+
+/* put_digits writes the decimal digits of mag (and a '-' when neg) at p;
+ * returns the end. */
+static char *put_digits(char *p, uint64_t mag, int neg)
+{
+    char t[21];
+    size_t i = sizeof t;
+    do {
+        t[--i] = (char)('0' + mag % 10);
+        mag /= 10;
+    } while (mag);
+    if (neg)
+        t[--i] = '-';
+    memcpy(p, t + i, sizeof t - i);
+    return p + (sizeof t - i);
+}
+
+/* csv_value appends sep (when not 0) and v as one CSV field; json: the
+ * column is json, so any value is written as its JSON text. */
+static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
+{
+    char t[40], *p;
+
+    sb_room(out, 24);
+    if (sep)
+        out->buf[out->len++] = sep;
     if (!v || v->type == MSGPACK_OBJECT_NIL)
         return;
     if (json) {
@@ -1459,17 +1504,30 @@ static void csv_value(Strbuf *out, const msgpack_object *v, int json)
         return;
     }
     switch (v->type) {
-    case MSGPACK_OBJECT_STR:
-        csv_quoted(out, v->via.str.ptr, v->via.str.size);
+    case MSGPACK_OBJECT_STR: {
+        size_t n = v->via.str.size;
+        if (memchr(v->via.str.ptr, '"', n)) {
+            csv_quoted(out, v->via.str.ptr, n);
+            break;
+        }
+        sb_room(out, n + 2);
+        p = out->buf + out->len;
+        *p++ = '"';
+        memcpy(p, v->via.str.ptr, n);
+        p[n] = '"';
+        out->len += n + 2;
         break;
+    }
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        put_u64(out, v->via.u64, 0);
+        out->len = (size_t)(put_digits(out->buf + out->len, v->via.u64, 0) - out->buf);
         break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        put_i64(out, v->via.i64);
+        out->len = (size_t)(put_digits(out->buf + out->len, v->via.i64 < 0 ? (uint64_t)0 -
+                                       (uint64_t)v->via.i64 : (uint64_t)v->via.i64,
+                                       v->via.i64 < 0) - out->buf);
         break;
     case MSGPACK_OBJECT_BOOLEAN:
-        sb_add(out, v->via.boolean ? "t" : "f", 1);
+        out->buf[out->len++] = v->via.boolean ? 't' : 'f';
         break;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
@@ -1511,9 +1569,7 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
             inorder = 0;
             v = member(row, f->name);
         }
-        if (i)
-            sb_add(out, ",", 1);
-        csv_value(out, v, f->type == FT_JSON);
+        csv_value(out, v, f->type == FT_JSON, i ? ',' : 0);
     }
     if (m->drift == DRIFT_KEEP) {
         size_t i = m->nfields;
@@ -1524,21 +1580,21 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
             inorder = 0;
             v = member(row, m->drift_column);
         }
-        if (i)
-            sb_add(out, ",", 1);
-        csv_value(out, v, 1);
+        csv_value(out, v, 1, i ? ',' : 0);
     }
+    sb_room(out, 3);
     if (op) {
         /* A row whose members are exactly the columns in order has no
          * "_deleted" member; any other row is searched for it. */
         const msgpack_object *d = NULL;
         if (!inorder || size != m->nfields + (m->drift == DRIFT_KEEP))
             d = member(row, "_deleted");
-        int isdel = d && d->type == MSGPACK_OBJECT_BOOLEAN && d->via.boolean;
-        sb_adds(out, m->nfields || m->drift == DRIFT_KEEP ? (isdel ? ",d" : ",u")
-                                                          : (isdel ? "d" : "u"));
+        if (m->nfields || m->drift == DRIFT_KEEP)
+            out->buf[out->len++] = ',';
+        out->buf[out->len++] = d && d->type == MSGPACK_OBJECT_BOOLEAN && d->via.boolean ? 'd' : 'u';
     }
-    sb_add(out, "\n", 1);
+    out->buf[out->len++] = '\n';
+    out->buf[out->len] = '\0';
     return 0;
 }
 
