@@ -198,6 +198,17 @@ class ValidateTest(unittest.TestCase):
         self.assertTrue(any("is for model 'orders'" in r for r in reasons), reasons)
         self.assertTrue(any("staged row users/404: not found" in r for r in reasons), reasons)
         self.assertTrue(any("job body" in r and "JSON object" in r for r in reasons), reasons)
+        # the batch stage buries what it cannot put in a batch, with the reason
+        for body in ({"model": "users", "key": "999"}, {"model": "tenants", "key": "1"},
+                     {"row": valid_row(5)}):
+            r = eng.put("final", body)
+            self.assertEqual(r.status, 202, r)
+        self.wait(lambda: depth(eng.stats(), "final", ("buried",)) == 3, 10, "3 buried on final", eng)
+        reasons = sorted(j["error"] for j in eng.peek("final", "buried"))
+        self.assertTrue(any("staged row users/999: not found" in r for r in reasons), reasons)
+        self.assertTrue(any("model 'tenants' is not declared" in r for r in reasons), reasons)
+        self.assertTrue(any("not a staged-row reference" in r for r in reasons), reasons)
+        self.assertEqual(len(self.seal_lines(eng)), 2)
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0)
 
@@ -255,6 +266,8 @@ class ValidateTest(unittest.TestCase):
         self.assertIn({"id": 100, "email": "fixed@example.com", "name": None, "permission": 1},
                       self.batch_rows(eng, bs[-1]["id"]))
         self.assertEqual(len(self.rejects(eng)), 3)
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
 
     @unittest.skipUnless(HAS_BATCHES, NEEDS)
     def test_3_references_to_staged_rows_are_normalised_in_place(self):
@@ -321,6 +334,8 @@ class ValidateTest(unittest.TestCase):
                        10, "the second batch to close", eng)
         self.assertEqual((bs[0]["state"], bs[0]["rows"], bs[0]["rejects"]), ("held", 3, 2), bs)
         self.assertIn("over the threshold of 25.0%", bs[0]["error"])
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
 
     @unittest.skipUnless(HAS_BATCHES and HAS_REJECTS, NEEDS)
     def test_6_sigkill_mid_run_then_restart_every_valid_row_in_exactly_one_batch(self):
@@ -372,7 +387,8 @@ class ValidateTest(unittest.TestCase):
         total = n_good + len(bad_ids)
         self.assertTrue(any(v < total and v + f > 0 for v, f in kills),
                         "no kill came in the middle of the work; " + msg)
-        sys.stderr.write("\n  sigkill test: %s\n" % msg)
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
 
 
 if __name__ == "__main__":
