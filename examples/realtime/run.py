@@ -1,0 +1,501 @@
+#!/usr/bin/env python3
+"""run.py: the reference pipeline end to end, on one machine, for real.
+
+Starts a throwaway PostgreSQL (the warehouse), the stand-ins of the
+third-party services (fixtures.py), `pickline run examples/realtime/pipeline.yml`
+and `qload --follow --create-tables --mode merge`; feeds N user records
+(--records, default 2000) through the changes feed (A.1) and the internal
+database's notices (A.2), a few of them deliberately invalid; waits until
+the warehouse holds every valid record and every invalid one is a reject
+(`qctl rejects`), checks what landed value by value, prints it, and stops
+everything it started. Exit status 0 only when everything matched; 1 when
+something did not or the run timed out (--timeout, default 300 s: it names
+the queue or batch that is stuck and prints `qctl stats`); 2 for usage.
+
+    python3 examples/realtime/run.py [--records N] [--timeout S] [--keep]
+
+Binaries come from $PICKLINE_BUILD (default build/release). Standard
+library only, plus tests/pgfix.py for the throwaway PostgreSQL.
+"""
+import argparse
+import collections
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+
+import fixtures  # noqa: E402
+import pgfix  # noqa: E402
+
+# pgfix.query_json reads the whole result as one CSV field: let it be big.
+csv.field_size_limit(1 << 30)
+
+# The loopback ports written in pipeline.yml, moved to free ones at run time.
+PORTS = {"listen": 7381, "feed": 18081, "records": 18082, "geocoder": 18083, "identity": 18084}
+
+
+class RunError(Exception):
+    """The run failed; the message says what and where to look."""
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def tail(path, n=25):
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "(no %s)" % path
+    return "\n".join("    " + l for l in lines[-n:])
+
+
+def json_items(text):
+    """The objects of a --json answer: a JSON array, an object holding one
+    array, or one JSON object per line."""
+    text = text.strip()
+    if not text:
+        return []
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return [json.loads(l) for l in text.splitlines() if l.strip()]
+    if isinstance(v, list):
+        return v
+    if isinstance(v, dict):
+        for k in ("rejects", "batches", "items"):
+            if isinstance(v.get(k), list):
+                return v[k]
+        return [v]
+    return []
+
+
+class Run:
+    def __init__(self, args):
+        self.args = args
+        build = os.environ.get("PICKLINE_BUILD") or "build/release"
+        self.build = build if os.path.isabs(build) else os.path.join(ROOT, build)
+        self.bins = {}
+        for b in ("pickline", "qctl", "qload"):
+            p = os.path.join(self.build, b)
+            if not os.access(p, os.X_OK):
+                raise RunError("%s is not built; build it with `scons -Q variant=release` (or set "
+                               "PICKLINE_BUILD to the build directory that has it)" % p)
+            self.bins[b] = p
+        self.work = tempfile.mkdtemp(prefix="pickline-realtime.")
+        self.data = os.path.join(self.work, "data")
+        self.procs = {}       # name -> (Popen, log path)
+        self.fx = []
+        self.notices = None
+        self.pg = None
+        self.ok = False
+
+    # ------------------------------------------------------------ processes
+
+    def start(self, name, argv):
+        log = os.path.join(self.work, name + ".log")
+        f = open(log, "wb")
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                             cwd=self.work)
+        f.close()
+        self.procs[name] = (p, log)
+        return p
+
+    def check_alive(self):
+        for name, (p, log) in self.procs.items():
+            if p.poll() is not None:
+                raise RunError("%s exited with status %s while the run was going on; its log "
+                               "(%s) ends:\n%s" % (name, p.returncode, log, tail(log)))
+
+    def stop(self):
+        # qload first (it may be mid-COPY: SIGTERM lets it finish the batch),
+        # then the engine (SIGTERM drains), then the services and PostgreSQL.
+        for name in ("qload", "pickline"):
+            if name not in self.procs:
+                continue
+            p, log = self.procs[name]
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(30)
+                except subprocess.TimeoutExpired:
+                    say("%s did not exit within 30 s of SIGTERM; killing it (log: %s)" % (name, log))
+                    p.kill()
+                    p.wait()
+        if self.notices:
+            self.notices.close()
+        for f in self.fx:
+            try:
+                f.close()
+            except Exception:
+                pass
+        if self.pg:
+            try:
+                self.pg.close()
+            except Exception as e:
+                say("stopping PostgreSQL: %s" % e)
+
+    def qctl(self, *args):
+        p = subprocess.run([self.bins["qctl"], "--data", self.data] + list(args),
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=60)
+        if p.returncode != 0:
+            raise RunError("qctl %s failed (exit %d): %s" % (" ".join(args), p.returncode,
+                                                            p.stderr.strip()))
+        return p.stdout
+
+    # ------------------------------------------------------------ warehouse
+
+    def counts(self):
+        """{table: rows} in the warehouse; a table qload has not created yet counts 0."""
+        out = {}
+        for t in ("tenants", "users"):
+            try:
+                out[t] = int(self.pg.scalar("SELECT count(*) FROM %s" % t, self.dsn))
+            except pgfix.PgFixError:
+                out[t] = 0
+        return out
+
+    def rejects(self):
+        return json_items(self.qctl("rejects", "--json", "--limit", "0"))
+
+    def batches(self):
+        return json_items(self.qctl("batches", "--json", "--limit", "0"))
+
+    # ------------------------------------------------------------ the run
+
+    def setup(self):
+        a = self.args
+        say("== pickline: the reference pipeline end to end (examples/realtime)")
+        say("work directory %s; binaries from %s" % (self.work, self.build))
+        self.pg = pgfix.PgCluster()
+        self.dsn = self.pg.create_db("warehouse")
+        say("warehouse: a throwaway PostgreSQL in %s" % self.pg.dir)
+
+        self.feed = fixtures.ChangesFeed(page_size=a.page_size)
+        self.api = fixtures.RecordAPI()
+        self.geo = fixtures.Geocoder()
+        self.idn = fixtures.Identity(delay=a.callback_delay)
+        self.fx = [self.feed, self.api, self.geo, self.idn]
+        ports = {"listen": free_port(), "feed": self.feed.port, "records": self.api.port,
+                 "geocoder": self.geo.port, "identity": self.idn.port}
+        with open(os.path.join(HERE, "pipeline.yml"), encoding="utf-8") as f:
+            text = f.read()
+        for k, old in PORTS.items():
+            text = text.replace(":%d/" % old, ":%d/" % ports[k])
+        text = text.replace("port: %d" % PORTS["listen"], "port: %d" % ports["listen"])
+        self.pipeline = os.path.join(self.work, "pipeline.yml")
+        with open(self.pipeline, "w", encoding="utf-8") as f:
+            f.write(text)
+        self.base = "http://127.0.0.1:%d" % ports["listen"]
+
+        p = subprocess.run([self.bins["pickline"], "check", self.pipeline], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        if p.returncode != 0:
+            raise RunError("pickline check refused the pipeline:\n%s" % p.stdout)
+
+        self.start("pickline", [self.bins["pickline"], "run", self.pipeline, "--data", self.data,
+                                 "--port", str(ports["listen"])])
+        deadline = time.monotonic() + 30
+        while True:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(self.base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RunError("pickline did not answer GET %s/health within 30 s; its log ends:\n%s"
+                               % (self.base, tail(self.procs["pickline"][1])))
+            time.sleep(0.05)
+        self.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.dsn,
+                             "--follow", "--create-tables", "--mode", "merge"])
+        self.notices = fixtures.NoticeSender(self.base)
+        say("started: pickline run (listener %s), qload --follow --create-tables --mode merge, "
+            "and the services (feed, records, geocoder, identity, internal-db notices)" % self.base)
+
+    def feed_all(self):
+        """Tenants first, through the internal database's notices (A.2), and
+        wait for them to land: users refer to them (a foreign key). Then the
+        users: most through the changes feed (A.1), every tenth as a notice."""
+        d = self.d
+        for t in d.tenants:
+            self.api.add("tenants", t)
+        for u in d.users:
+            self.api.add("users", u)
+        self.notices.notify("tenants", [t["id"] for t in d.tenants])
+        self.wait(lambda c, r: c["tenants"] >= len(d.tenants), "the tenants in the warehouse",
+                  progress=False)
+        self.t0 = time.monotonic()
+        notice = set(d.via_notice)
+        chunk = []
+        for u in d.users:
+            if u["id"] in notice:
+                self.notices.notify("users", [u["id"]])
+            else:
+                chunk.append(u["id"])
+            if len(chunk) >= 100:
+                self.feed.append("users", chunk)
+                chunk = []
+        if chunk:
+            self.feed.append("users", chunk)
+
+    def wait(self, done, what, progress=True):
+        """Polls the warehouse and the rejects until done(counts, rejects) or
+        the timeout; then raises RunError naming what is stuck."""
+        last_print = 0.0
+        while True:
+            self.check_alive()
+            c = self.counts()
+            r = self.rejects()
+            if done(c, r):
+                return c, r
+            now = time.monotonic()
+            if progress and now - last_print >= self.args.progress:
+                last_print = now
+                say("  %5.1fs  users %d/%d  tenants %d/%d  rejects %d/%d  in flight: %s" % (
+                    now - self.t0, c["users"], len(self.d.valid_users), c["tenants"],
+                    len(self.d.tenants), len(r), len(self.d.invalid), self.in_flight()))
+            if now > self.deadline:
+                self.stuck(what, c, r)
+            time.sleep(0.25)
+
+    def in_flight(self):
+        """The queues holding jobs now, like "geocode 12, _w.identity 40"
+        (_w.STAGE: rows waiting for their callback)."""
+        stats = json.loads(self.qctl("stats", "--json"))
+        held = []
+        for q, st in sorted(stats.items()):
+            n = sum(st.get(k, 0) for k in ("ready", "delayed", "reserved", "buried"))
+            if n:
+                held.append("%s %d" % (q, n))
+        return ", ".join(held) or "nothing"
+
+    def stuck(self, what, c, r):
+        lines = ["timed out after %.0f s waiting for %s: the warehouse holds %d/%d users and "
+                 "%d/%d tenants; %d/%d rejects" % (self.args.timeout, what, c["users"],
+                                                    len(self.d.valid_users), c["tenants"],
+                                                    len(self.d.tenants), len(r), len(self.d.invalid))]
+        try:
+            stats = json.loads(self.qctl("stats", "--json"))
+            for q, s in sorted(stats.items()):
+                held = {k: s.get(k, 0) for k in ("ready", "delayed", "reserved", "buried")}
+                if any(held.values()):
+                    lines.append("stuck: queue '%s' holds %s" % (q, ", ".join(
+                        "%d %s" % (v, k) for k, v in held.items() if v)))
+            for b in self.batches():
+                if b.get("state") != "loaded":
+                    lines.append("stuck: batch %s of %s is %s (%s rows)%s" % (
+                        b.get("id"), b.get("model"), b.get("state"), b.get("rows"),
+                        ": " + b["error"] if b.get("error") else ""))
+            lines.append("feed: %d changes, %d pages served; identity: %d submitted, %d called "
+                         "back, %d waiting; notices: %d sent, %d left" % (
+                             len(self.feed.changes), self.feed.pages, self.idn.submitted,
+                             self.idn.delivered, self.idn.pending(), self.notices.sent,
+                             len(self.notices.todo)))
+            lines.append("qctl stats:\n" + self.qctl("stats"))
+        except Exception as e:  # the report must not hide the timeout
+            lines.append("(qctl could not say more: %s)" % e)
+        for name, (p, log) in self.procs.items():
+            lines.append("%s log (%s) ends:\n%s" % (name, log, tail(log, 15)))
+        raise RunError("\n".join(lines))
+
+    def run(self):
+        a = self.args
+        self.d = fixtures.make_dataset(a.records)
+        d = self.d
+        self.deadline = time.monotonic() + a.timeout
+        self.t0 = time.monotonic()
+        self.setup()
+        say("feeding %d users (%d valid, %d invalid; %d as internal-db notices, the rest through "
+            "the changes feed) and %d tenants" % (len(d.users), len(d.valid_users), len(d.invalid),
+                                                  len(d.via_notice), len(d.tenants)))
+        self.feed_all()
+        nvalid, ninvalid = len(d.valid_users), len(d.invalid)
+        c, r = self.wait(lambda c, r: c["users"] >= nvalid and len(r) >= ninvalid,
+                         "every valid user in the warehouse and every invalid one a reject")
+        elapsed = time.monotonic() - self.t0
+        self.report(c, r, elapsed)
+
+    # ------------------------------------------------------------ checking
+
+    def report(self, c, rejects, elapsed):
+        d = self.d
+        problems = []
+        q = self.pg.query_json
+        users = {u["id"]: u for u in q(
+            "SELECT id, tenant, first_name, last_name, title, email, permission, mobile, city, "
+            "lat::text AS lat, lon::text AS lon, person_id, match_score::text AS match_score, "
+            "to_char(deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS deleted_at FROM users",
+            self.dsn)}
+        tenants = {t["id"]: t for t in q("SELECT id, name FROM tenants", self.dsn)}
+
+        # every valid user, value by value; no invalid one
+        src = {u["id"]: u for u in d.users}
+        want = set(d.valid_users)
+        if set(users) != want:
+            problems.append("users in the warehouse differ: %d missing (%s), %d unexpected (%s)" % (
+                len(want - set(users)), sorted(want - set(users))[:10],
+                len(set(users) - want), sorted(set(users) - want)[:10]))
+        geo_ok = id_ok = 0
+        for i in sorted(want & set(users)):
+            u, s = users[i], src[i]
+            for f in ("tenant", "first_name", "last_name", "email", "mobile", "city"):
+                if u[f] != s.get(f):
+                    problems.append("user %d: %s is %r, the record API sent %r" % (i, f, u[f], s.get(f)))
+            if u["title"] != s.get("title"):
+                problems.append("user %d: title is %r, expected %r" % (i, u["title"], s.get("title")))
+            if u["permission"] != s.get("permission", 1):
+                problems.append("user %d: permission is %r, expected %r (the default is 1)"
+                                % (i, u["permission"], s.get("permission", 1)))
+            if u["deleted_at"] != "2999-12-31":
+                problems.append("user %d: deleted_at is %r, expected the default 2999-12-31"
+                                % (i, u["deleted_at"]))
+            if s.get("city") is not None:
+                lat, lon = fixtures.CITIES[(s["city"], s["country"])]
+                if (u["lat"], u["lon"]) == (lat, lon):
+                    geo_ok += 1
+                else:
+                    problems.append("user %d: lat/lon %s/%s, the geocoder answered %s/%s"
+                                    % (i, u["lat"], u["lon"], lat, lon))
+            elif u["lat"] is not None:
+                problems.append("user %d has no city but lat %s" % (i, u["lat"]))
+            if u["person_id"] == fixtures.person_id(s["email"]):
+                id_ok += 1
+            else:
+                problems.append("user %d: person_id %r, the identity service called back %r"
+                                % (i, u["person_id"], fixtures.person_id(s["email"])))
+            if len(problems) > 20:
+                break
+        if len(tenants) != len(d.tenants) or any(tenants.get(t["id"], {}).get("name") != t["name"]
+                                                 for t in d.tenants):
+            problems.append("tenants differ: %r" % tenants)
+
+        # every invalid user is a reject naming the broken rule
+        by_key = {}
+        for rj in rejects:
+            by_key[str(rj.get("key"))] = rj
+        groups = collections.Counter()
+        for i, (field, rule, what) in sorted(d.invalid.items()):
+            rj = next((v for k, v in by_key.items() if k == str(i) or k.split("/")[0] == str(i)), None)
+            if rj is None:
+                problems.append("user %d (%s) is not among the rejects" % (i, what))
+                continue
+            errs = rj.get("errors")
+            if isinstance(errs, str):
+                errs = json.loads(errs)
+            hit = [e for e in errs or [] if e.get("field") == field and e.get("rule") == rule]
+            if not hit:
+                problems.append("the reject of user %d (%s) does not name %s/%s: %r"
+                                % (i, what, field, rule, errs))
+        for rj in rejects:
+            errs = rj.get("errors")
+            if isinstance(errs, str):
+                errs = json.loads(errs)
+            for e in errs or []:
+                groups[(rj.get("model"), e.get("field"), e.get("rule"), e.get("message"))] += 1
+        if len(rejects) != len(d.invalid):
+            problems.append("%d rejects, expected %d" % (len(rejects), len(d.invalid)))
+
+        batches = self.batches()
+        bstate = collections.Counter((b.get("model"), b.get("state")) for b in batches)
+        brows = collections.Counter()
+        for b in batches:
+            brows[b.get("model")] += int(b.get("rows") or 0)
+
+        say("")
+        say("== landed in the warehouse")
+        say("  %-8s %8s %9s" % ("table", "rows", "expected"))
+        say("  %-8s %8d %9d" % ("tenants", len(tenants), len(d.tenants)))
+        say("  %-8s %8d %9d" % ("users", len(users), len(d.valid_users)))
+        say("  users geocoded (C.1): %d with lat/lon as the geocoder answered (of %d with a city)"
+            % (geo_ok, len(d.geocoded)))
+        say("  users matched (C.2): %d with the person_id of the identity callback" % id_ok)
+        say("")
+        say("== rejects: %d, by reason (qctl rejects)" % len(rejects))
+        for (model, field, rule, msg), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
+            say("  %4d  %s.%s  %-8s %s" % (n, model, field, rule, msg))
+        say("")
+        say("== batches (qctl batches)")
+        for (model, state), n in sorted(bstate.items()):
+            say("  %-8s %-8s %4d batches, %d rows" % (model, state, n, brows[model]))
+        say("")
+        rate = len(d.users) / elapsed if elapsed > 0 else 0.0
+        say("== time: %.2f s from the first change in the feed to the last row in the warehouse:"
+            " %.0f records/s (%d users)" % (elapsed, rate, len(d.users)))
+        if any(s != "loaded" for (_, s) in bstate):
+            problems.append("not every batch is loaded: %r" % dict(bstate))
+        if problems:
+            raise RunError("what landed does not match what was fed:\n  " + "\n  ".join(problems[:25]))
+        say("OK: every valid record landed as it was sent, enriched by C.1 and C.2; every invalid "
+            "one is a reject with its reason")
+        self.ok = True
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Run the reference pipeline end to end: a throwaway "
+                                 "PostgreSQL, loopback services, pickline run and qload --follow.")
+    ap.add_argument("--records", type=int, default=2000, help="users to feed (default 2000)")
+    ap.add_argument("--timeout", type=float, default=300.0,
+                    help="seconds before a stuck run is ended (default 300)")
+    ap.add_argument("--page-size", type=int, default=100, help="changes per feed page (default 100)")
+    ap.add_argument("--callback-delay", type=float, default=0.3,
+                    help="seconds the identity service takes to call back (default 0.3)")
+    ap.add_argument("--progress", type=float, default=2.0, help="seconds between progress lines")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
+    args = ap.parse_args()
+    if args.records < 1 or args.timeout <= 0 or args.page_size < 1:
+        ap.error("--records and --page-size take a positive count, --timeout positive seconds")
+
+    # SIGTERM (a test's timeout, a CI cancel) stops everything like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    run = None
+    code = 1
+    try:
+        run = Run(args)
+        run.run()
+        code = 0
+    except RunError as e:
+        say("FAILED: %s" % e)
+    except pgfix.PgFixError as e:
+        say("FAILED: the throwaway PostgreSQL: %s" % e)
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        code = 130
+    except Exception:
+        import traceback
+        say("FAILED: run.py itself broke:\n%s" % traceback.format_exc())
+    finally:
+        if run:
+            run.stop()
+            if code == 0 and not args.keep:
+                import shutil
+                shutil.rmtree(run.work, ignore_errors=True)
+            else:
+                say("logs and data kept in %s" % run.work)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
