@@ -34,6 +34,7 @@ typedef struct SlotOp {
     int end;
     int64_t delay_ms;
     Strbuf why;
+    int in_actions;  /* the last apply failed in the outputs, after the ack */
 } SlotOp;
 
 typedef struct Reserver {
@@ -427,6 +428,7 @@ static int slot_apply(Txn *t, CommitOp *op)
     SlotOp *so = (SlotOp *)op;
     Slot *s = so->slot;
     int rc;
+    so->in_actions = 0;
     if (so->end == END_RELEASE)
         return queue_release(t, s->id, s->lease, so->delay_ms, so->why.buf, NULL);
     if (so->end == END_BURY)
@@ -438,8 +440,10 @@ static int slot_apply(Txn *t, CommitOp *op)
     /* The ack first: if the lease was lost, nothing else happens. */
     if ((rc = queue_ack(t, s->id, s->lease)) != 0)
         return rc;
-    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name)) != 0)
+    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name)) != 0) {
+        so->in_actions = 1;
         return txn_fail(t, rc); /* after the ack: all or nothing */
+    }
     return 0;
 }
 
@@ -484,7 +488,7 @@ static void slot_committed(EngineOp *eo, int rc)
         return;
     }
     st->ctr.failed_commits++;
-    if (rc == PL_ELEASE || rc == PL_ENOJOB) {
+    if ((rc == PL_ELEASE || rc == PL_ENOJOB) && !so->in_actions) {
         stage_log(st, PL_LOG_WARN, s->id, "lease lost before the commit (it expired?): "
                   "nothing written; the job will be worked again");
         slot_free(s);
@@ -494,7 +498,8 @@ static void slot_committed(EngineOp *eo, int rc)
         /* The outputs could not be written: a full disk is retried later,
          * anything else (too big for the next queue, a row gone) buried. */
         char why[300];
-        snprintf(why, sizeof why, "could not hand off: %s", pl_strerror(rc));
+        snprintf(why, sizeof why, "could not hand off: %s",
+                 rc == PL_ENOJOB ? "the staged row it names is missing" : pl_strerror(rc));
         stage_log(st, PL_LOG_ERROR, s->id, "%s", why);
         if (rc == PL_EFULL || rc == ENOSPC || rc == MDB_MAP_FULL || rc == EIO)
             slot_end(s, END_RELEASE, 30000, why);
