@@ -527,6 +527,11 @@ class QloadTest(unittest.TestCase):
         if p.poll() is None:
             p.kill()
         p.wait()
+        if not p.stdin.closed:
+            try:
+                p.stdin.close()
+            except OSError:
+                pass
 
     def qload_waiting(self):
         return self.one("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
@@ -561,12 +566,12 @@ class QloadTest(unittest.TestCase):
 
     def test_follow_survives_warehouse_restart(self):
         self.sql("CREATE TABLE events (id integer, payload text)")
+        self.stage("events", [{"id": i, "payload": "a"} for i in range(0, 100)])
         q = subprocess.Popen([self.qload_bin, "--data", self.data, "--target", self.dsn,
                               "--follow", "--poll", "0.1", "--json"],
                              env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.addCleanup(lambda: q.poll() is None and q.kill())
         count = lambda: int(self.one("SELECT count(*) FROM events"))  # noqa: E731
-        self.stage("events", [{"id": i, "payload": "a"} for i in range(0, 100)])
         self.assertTrue(pgfix.wait_until(lambda: count() == 100, 30 * SLOW))
         # a batch in flight (waiting on a lock) when the warehouse stops
         locker = self.hold_lock("events")

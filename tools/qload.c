@@ -1072,7 +1072,7 @@ static int load_batch(Loader *L, const Item *it)
     Mark mk = {L, it->id, 0, NULL, &L->b};
     uint64_t t0 = pl_mono_ns();
     int k, rc, careful = 0;
-    char msg[sizeof L->b.error];
+    char msg[2048]; /* cut to the batch record's error field when stored */
 
     if ((rc = store_run(L->s, mark_loading_fn, &mk)) != 0) {
         snprintf(L->err, sizeof L->err, "batch %" PRIu64 ": cannot mark it loading: %s",
@@ -1256,7 +1256,8 @@ static int pass(Loader *L)
         free(c.items);
         return K_LOCAL;
     }
-    qsort(c.items, c.n, sizeof *c.items, item_cmp);
+    if (c.n > 1)
+        qsort(c.items, c.n, sizeof *c.items, item_cmp);
     L->pass_done = 0;
     L->pass_total = c.n;
     L->pass_rows = 0;
