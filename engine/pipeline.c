@@ -675,6 +675,27 @@ static const Key batch_keys[] = {
     {"seconds", K_SECS, 0, 0.01, SECS_MAX, NULL},
     {NULL, 0, 0, 0, 0, NULL},
 };
+#define DSN_HINT "give a libpq conninfo, or env:NAME to read it from $NAME"
+static const Key pg_extract_keys[] = {
+    {"dsn", K_STR, 1, 0, 0, DSN_HINT},
+    {"table", K_STR, 0, 0, 0, NULL},
+    {"model", K_MODEL, 1, 0, 0, MODEL_HINT},
+    {"updated_column", K_STR, 1, 0, 0, "name the column the source sets on every change, "
+                                       "like updated_column: updated_at"},
+    {"interval", K_SECS, 0, 0.01, SECS_MAX, NULL},
+    {"page", K_UINT, 0, 1, 1000000, NULL},
+    {"since", K_UINT, 0, 1, 400000000, NULL},
+    {"where", K_STR, 0, 0, 0, NULL},
+    {"rows", K_UINT, 0, 1, UINT32_MAX, NULL},
+    {"seconds", K_SECS, 0, 0.01, SECS_MAX, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
+static const Key pg_notify_keys[] = {
+    {"dsn", K_STR, 1, 0, 0, DSN_HINT},
+    {"channels", K_STRS, 1, 0, 0, "list the channels the source's triggers NOTIFY on"},
+    {"wake", K_STR, 0, 0, 0, NULL},
+    {NULL, 0, 0, 0, 0, NULL},
+};
 static const Key no_keys[] = {{NULL, 0, 0, 0, 0, NULL}};
 
 static const Kind kinds[] = {
@@ -686,9 +707,12 @@ static const Kind kinds[] = {
     {"validate", "a", 0, 0, 0, 0, 1, validate_keys},
     {"batch", "a", 0, 0, 0, 1, 0, batch_keys},
     {"noop", "a", 0, 0, 0, 0, 0, no_keys},
+    {"pg_extract", "a", 0, 0, 0, 1, 0, pg_extract_keys},
+    {"pg_notify", "a", 1, 0, 0, 0, 0, pg_notify_keys},
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
-#define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, validate, batch, noop"
+#define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, validate, batch, " \
+    "pg_notify, pg_extract, noop"
 
 static const char *const top_keys[] = {"data", "listen", "drain", "queues", "stages",
                                        "models", "target", NULL};

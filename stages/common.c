@@ -9,7 +9,7 @@
 
 static const StageKind *const kinds[] = {
     &kind_noop, &kind_route, &kind_http_extract, &kind_http_enrich, &kind_http_poll, &kind_async_submit,
-    &kind_validate, &kind_batch,
+    &kind_validate, &kind_batch, &kind_pg_extract, &kind_pg_notify,
 };
 
 const StageKind *stage_kind_find(const char *name)

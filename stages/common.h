@@ -33,5 +33,16 @@ void idem_header(const Slot *s, char *buf, size_t n);
 /* The kinds. */
 extern const StageKind kind_noop, kind_route, kind_http_extract, kind_http_enrich, kind_http_poll,
     kind_async_submit, kind_validate, kind_batch;
+extern const StageKind kind_pg_extract, kind_pg_notify;
+
+/* pg_extract_wake asks pg_extract stage s for a watermark extract now (a
+ * change notice came, or a pg_notify stage reconnected: catch up). A no-op
+ * when s is draining. s must be a pg_extract stage. */
+void pg_extract_wake(Stage *s);
+
+/* pg_dsn resolves a stage's dsn setting into *out (free it): "env:NAME"
+ * reads $NAME, anything else is the libpq conninfo itself. PL_EINVAL with
+ * err naming the stage when the variable is not set. */
+int pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,1319 @@
+/* pg_extract.c: incremental extract from a PostgreSQL table into a model's
+ * batches (step B of the reference pipeline for an internal database), and
+ * the "edge copy" of a table.
+ *
+ *   - name: users_src
+ *     kind: pg_extract
+ *     input: pg_keys              # key notices (pg_notify's output), see below
+ *     dsn: "env:SOURCE_DSN"       # libpq conninfo, or env:NAME to read $NAME
+ *     table: users                # source table (schema.table allowed)
+ *     model: users                # rows are validated against it, staged in its batches
+ *     updated_column: updated_at  # the watermark; order is (updated_column, key columns)
+ *     interval: 1                 # seconds between watermark polls (a notice wakes it early)
+ *     page: 5000                  # rows per page
+ *     since: 7776000              # optional: only rows updated in the last N seconds
+ *     where: "tenant <> 0"        # optional row filter (SQL, trusted configuration)
+ *     rows: 10000                 # seal policy of the batches it fills (as the batch kind)
+ *     seconds: 1
+ *
+ * Watermark extract. The cursor (stored with the stage, JSON
+ * {"ts":TEXT,"key":[TEXT,...]}) is the (updated_column, key columns) of
+ * the last row committed. A page is
+ *
+ *   SELECT <model columns> FROM t WHERE (upd, k1, k2..) > ($ts, $k1, ..)
+ *       [AND (where)] [AND upd > now() - interval 'N seconds']
+ *   ORDER BY upd, k1, k2.. LIMIT page
+ *
+ * so rows sharing a timestamp are neither skipped nor repeated across pages
+ * (the key breaks the tie). The first page has no cursor and takes
+ * `upd IS NOT NULL` instead: rows whose updated column is NULL are never in
+ * a watermark extract (only a key notice brings them). Each value arrives as
+ * PostgreSQL's text (the session runs DateStyle ISO and TimeZone UTC, so
+ * timestamps are exact ISO 8601 text) and becomes the model's type in the
+ * msgpack row: integers as ints, decimal as a ROW_EXT_NUMBER, booleans, json
+ * parsed, the rest as strings. model_validate checks each row: a valid row is
+ * appended to the model's open batch (staging_append with the seal policy),
+ * an invalid one becomes a reject with its reasons (it does not stop the
+ * extract). The staging writes of a page and the new cursor commit in ONE
+ * Batch (batch_extra + batch_cursor), and the next page is requested only
+ * after that commit: a crash re-reads at most one uncommitted page, and never
+ * stages a row twice. An empty page commits nothing. A full page asks for the
+ * next one at once; otherwise the stage polls every `interval` seconds, or
+ * earlier when pg_extract_wake (a pg_notify stage) says something changed.
+ * A timer commits staging_seal_due for the model, sealing open batches older
+ * than `seconds`.
+ *
+ * Deletes are soft: the model's paranoid column is updated in the source
+ * (with updated_column), and the row flows like any other update; qload
+ * --mode merge carries it to the target.
+ *
+ * Key notices. Jobs on the input queue are {"table":T,"key":{col:val,...}}
+ * (a pg_notify stage's output). A watermark extract misses a row whose
+ * transaction commits after a later timestamp was extracted (updated_at is
+ * set at the start of a transaction, and can commit late); a notice,
+ * delivered at commit, catches it. A job is worked by reading the row by key
+ * with the page's filters, and one more column: whether the row is still
+ * ahead of the cursor. A row gone (hard-deleted or filtered out) means
+ * nothing to do; a row ahead of the cursor (or with no cursor yet) is left to
+ * the watermark extract; a row version the watermark extract staged in this
+ * run (a table of recent (key, ts) hashes) is not staged again; any other row
+ * is validated and staged (or rejected) in the commit that acks the job
+ * (slot_extra). A body that is not a notice for this table is buried with
+ * the reason. Duplicates across a restart are possible and harmless: qload's
+ * merge keeps the last row of a key.
+ *
+ * Order. All reads of a stage go through its one connection, one query at a
+ * time, and each read's commit is submitted before the next query is sent;
+ * the committer applies operations in submission order, so the batches hold
+ * a key's versions in the order they were read and merge's "last row wins"
+ * is the newest. No other query runs while a page commits.
+ *
+ * The loop never blocks on PostgreSQL: PQconnectStart/PQconnectPoll, then
+ * PQsendQueryParams in single-row mode, PQconsumeInput/PQisBusy/PQgetResult,
+ * all driven by one ev_io on PQsocket (PQfinish is the only call that may
+ * write synchronously, and only a few bytes). A failure closes the
+ * connection and reconnects after a backoff (0.2 s doubling to 30 s); it is
+ * logged once when the stage goes down and once when it is back up. Pending
+ * key jobs are released for a later attempt while the source is down.
+ *
+ * The kind has an input queue (the engine gives input stages their jobs in
+ * slots); the watermark extract runs from its own timers, started at init.
+ * A pipeline that has no notices names a queue nobody writes. */
+#include "common.h"
+#include "../engine/engine.h"
+#include "../engine/model.h"
+#include "../engine/pl.h"
+#include "../engine/staging.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PAGE_DEFAULT 5000
+#define INTERVAL_DEFAULT 1.0
+#define ROWS_DEFAULT 10000
+#define SECONDS_DEFAULT 5.0
+#define BACKOFF_MIN 0.2
+#define BACKOFF_MAX 30.0
+#define SEEN_SLOTS 65536 /* recent (key, ts) of watermark rows, for key jobs */
+
+enum { ST_DOWN, ST_CONNECTING, ST_SETUP, ST_IDLE, ST_PAGE, ST_KEY };
+
+typedef struct PgxKd PgxKd;
+
+/* Staged: what one read brings to a commit: valid rows (normalised) and
+ * rejects, each length-prefixed in one buffer. Owned by the commit until
+ * its done runs; apply only reads it (it may run twice). */
+typedef struct Staged {
+    Strbuf rows;      /* [u32 len][msgpack] ... */
+    Strbuf rejects;   /* [u32 keylen][key][u32 rowlen][row][u32 errlen][errors] ... */
+    size_t nrows, nrejects;
+    const char *model, *stage;
+    const SealPolicy *pol;
+    uint64_t sealed;  /* set by apply: a batch it sealed (for the log) */
+} Staged;
+
+/* KJob: a key job (one per slot). */
+typedef struct KJob {
+    PgxKd *k;
+    Slot *slot;
+    Staged st;
+    Strbuf *key;      /* nkey texts of the notice's key */
+} KJob;
+
+struct PgxKd {
+    Stage *stage;
+    const Model *m;
+    const char *table, *updated, *where;
+    char *conninfo;
+    double interval;
+    unsigned long long page, since;
+    SealPolicy pol;
+    size_t upd_col;          /* index of the updated column in the select list */
+    PGconn *conn;
+    int state, up, down_logged, stopped, committing, wm_due, have_cursor, flushing;
+    int qfailed;                 /* the query in flight returned an error */
+    char sqlstate[6], qerror[600];
+    double backoff;
+    ev_io io;
+    ev_timer retry, poll, seal;
+    /* watermark */
+    Strbuf cur_ts, *cur_key;     /* the committed cursor */
+    Strbuf nxt_ts, *nxt_key;     /* the last row of the page being read */
+    Strbuf cursor_json;
+    Strbuf sql_first, sql_next, sql_key;
+    size_t page_rows;
+    Staged *page_st;
+    /* key jobs waiting for the connection, in order */
+    KJob **pending;
+    size_t npending, cap;
+    KJob *kcur;
+    int k_found;
+    /* per-row scratch */
+    msgpack_sbuffer raw, norm;
+    Strbuf errors, keytext;
+    /* seal timer */
+    int seal_busy, seal_dirty;
+    Staged seal_st;
+    uint64_t *seen;              /* SEEN_SLOTS pairs (key hash, ts hash) */
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ c[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void put_u32(Strbuf *b, size_t n)
+{
+    unsigned char be[4];
+    pl_put_be32(be, (uint32_t)n);
+    sb_add(b, be, 4);
+}
+
+static void staged_reset(Staged *s)
+{
+    sb_reset(&s->rows);
+    sb_reset(&s->rejects);
+    s->nrows = s->nrejects = 0;
+    s->sealed = 0;
+}
+
+static void staged_init(Staged *s, const PgxKd *k)
+{
+    sb_init(&s->rows);
+    sb_init(&s->rejects);
+    s->model = k->m->name;
+    s->stage = k->stage->conf->name;
+    s->pol = &k->pol;
+    staged_reset(s);
+}
+
+static void staged_free(Staged *s)
+{
+    sb_free(&s->rows);
+    sb_free(&s->rejects);
+}
+
+/* staged_apply writes s into t: rows appended to the model's batches, the
+ * rejects added (and noted against the open batch). */
+static int staged_apply(Txn *t, void *arg)
+{
+    Staged *s = arg;
+    const unsigned char *p = (const unsigned char *)s->rows.buf, *end = p + s->rows.len;
+    BatchRec b;
+    int rc;
+    s->sealed = 0;
+    while (p && p < end) {
+        uint32_t n = pl_get_be32(p);
+        if ((rc = staging_append(t, s->model, p + 4, n, s->pol, &b)) != 0)
+            return rc;
+        if (b.state != BATCH_OPEN)
+            s->sealed = b.id;
+        p += 4 + n;
+    }
+    p = (const unsigned char *)s->rejects.buf;
+    end = p + s->rejects.len;
+    while (p && p < end) {
+        uint32_t kl = pl_get_be32(p);
+        const char *key = (const char *)p + 4;
+        p += 4 + kl;
+        uint32_t rl = pl_get_be32(p);
+        const void *row = p + 4;
+        p += 4 + rl;
+        uint32_t el = pl_get_be32(p);
+        const char *errs = (const char *)p + 4;
+        p += 4 + el;
+        char kbuf[256];
+        snprintf(kbuf, sizeof kbuf, "%.*s", (int)kl, key);
+        RejectRec r = {.model = s->model, .key = kbuf, .stage = s->stage, .queue = "",
+                       .row = row, .row_len = rl, .errors = errs, .errors_len = el};
+        uint64_t rid;
+        if ((rc = reject_add(t, &r, &rid)) != 0 || (rc = staging_note_reject(t, s->model)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int is_json_number(const char *s)
+{
+    const char *p = s;
+    if (*p == '-')
+        p++;
+    if (*p < '0' || *p > '9')
+        return 0;
+    while (*p >= '0' && *p <= '9')
+        p++;
+    if (*p == '.') {
+        p++;
+        if (*p < '0' || *p > '9')
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        if (*p < '0' || *p > '9')
+            return 0;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    return *p == 0;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s, size_t n)
+{
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+/* pack_value packs PostgreSQL's text v (len n) as field f's type. */
+static void pack_value(msgpack_packer *pk, msgpack_sbuffer *buf, const Field *f, const char *v,
+                       size_t n)
+{
+    char *end;
+    switch (f->type) {
+    case FT_SERIAL:
+    case FT_INTEGER:
+    case FT_BIGINT: {
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (n && !*end && !errno)
+            msgpack_pack_int64(pk, x);
+        else
+            pack_str(pk, v, n); /* the validator names the type error */
+        return;
+    }
+    case FT_DECIMAL:
+        if (is_json_number(v)) {
+            msgpack_pack_ext(pk, n, ROW_EXT_NUMBER);
+            msgpack_pack_ext_body(pk, v, n);
+        } else {
+            pack_str(pk, v, n); /* NaN, Infinity: a type error */
+        }
+        return;
+    case FT_BOOLEAN:
+        if (n == 1 && (*v == 't' || *v == 'f')) {
+            if (*v == 't')
+                msgpack_pack_true(pk);
+            else
+                msgpack_pack_false(pk);
+        } else {
+            pack_str(pk, v, n);
+        }
+        return;
+    case FT_JSON:
+        if (row_from_json(v, n, buf, NULL, 0) != 0)
+            pack_str(pk, v, n);
+        return;
+    default:
+        pack_str(pk, v, n);
+        return;
+    }
+}
+
+/* row_of packs the current single-row result (model columns first) into
+ * k->raw as a map. */
+static void row_of(PgxKd *k, const PGresult *r)
+{
+    msgpack_packer pk;
+    const Model *m = k->m;
+    k->raw.size = 0;
+    msgpack_packer_init(&pk, &k->raw, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, m->nfields);
+    for (size_t i = 0; i < m->nfields; i++) {
+        const Field *f = &m->fields[i];
+        pack_str(&pk, f->name, strlen(f->name));
+        if (PQgetisnull(r, 0, (int)i))
+            msgpack_pack_nil(&pk);
+        else
+            pack_value(&pk, &k->raw, f, PQgetvalue(r, 0, (int)i),
+                       (size_t)PQgetlength(r, 0, (int)i));
+    }
+}
+
+/* stage_row_into validates k->raw and adds it to st (a row or a reject);
+ * returns 1 when valid. The key text of the row is left in k->keytext. */
+static int stage_row_into(PgxKd *k, Staged *st)
+{
+    RowView v;
+    size_t nerr = 0;
+    int valid = 0;
+    sb_reset(&k->keytext);
+    sb_reset(&k->errors);
+    k->norm.size = 0;
+    if (row_view(&v, k->raw.data, k->raw.size) != 0)
+        return 0; /* we packed it: cannot happen */
+    model_row_key(k->m, &v.root, &k->keytext);
+    sb_adds(&k->errors, "[");
+    int rc = model_validate(k->m, &v.root, &k->norm, &k->errors, &nerr);
+    row_view_free(&v);
+    if (rc == 0) {
+        put_u32(&st->rows, k->norm.size);
+        sb_add(&st->rows, k->norm.data, k->norm.size);
+        st->nrows++;
+        valid = 1;
+    } else {
+        sb_adds(&k->errors, "]");
+        put_u32(&st->rejects, k->keytext.len);
+        sb_add(&st->rejects, k->keytext.buf, k->keytext.len);
+        put_u32(&st->rejects, k->raw.size);
+        sb_add(&st->rejects, k->raw.data, k->raw.size);
+        put_u32(&st->rejects, k->errors.len);
+        sb_add(&st->rejects, k->errors.buf, k->errors.len);
+        st->nrejects++;
+        stage_log(k->stage, PL_LOG_WARN, 0, "rejected %s/%s from %s: %.300s", k->m->name,
+                  k->keytext.len ? k->keytext.buf : "(no key)", k->table, k->errors.buf);
+    }
+    return valid;
+}
+
+/* seen_* remember the (key, ts) of rows the watermark read in this run. */
+static size_t seen_slot(const PgxKd *k, const PGresult *r, uint64_t *kh, uint64_t *th)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < k->m->nkey; i++) {
+        int c = (int)k->m->key[i];
+        h = fnv(PQgetvalue(r, 0, c), (size_t)PQgetlength(r, 0, c) + 1, h);
+    }
+    *kh = h | 1; /* 0 marks an empty slot */
+    *th = fnv(PQgetvalue(r, 0, (int)k->upd_col), (size_t)PQgetlength(r, 0, (int)k->upd_col),
+              0xcbf29ce484222325ull);
+    return (size_t)(h % SEEN_SLOTS);
+}
+
+static void seen_add(PgxKd *k, const PGresult *r)
+{
+    uint64_t kh, th;
+    size_t i = seen_slot(k, r, &kh, &th);
+    k->seen[2 * i] = kh;
+    k->seen[2 * i + 1] = th;
+}
+
+static int seen_has(const PgxKd *k, const PGresult *r)
+{
+    uint64_t kh, th;
+    size_t i = seen_slot(k, r, &kh, &th);
+    return k->seen[2 * i] == kh && k->seen[2 * i + 1] == th;
+}
+
+static void bury(Slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void bury(Slot *s, const char *fmt, ...)
+{
+    char why[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    slot_bury(s, why);
+}
+
+/* ---------------------------------------------------------------- cursor */
+
+static void cursor_json(const PgxKd *k, const Strbuf *ts, const Strbuf *key, Strbuf *out)
+{
+    sb_reset(out);
+    sb_adds(out, "{\"ts\":");
+    sb_add_json_string(out, ts->buf ? ts->buf : "", ts->len);
+    sb_adds(out, ",\"key\":[");
+    for (size_t i = 0; i < k->m->nkey; i++) {
+        if (i)
+            sb_adds(out, ",");
+        sb_add_json_string(out, key[i].buf ? key[i].buf : "", key[i].len);
+    }
+    sb_adds(out, "]}");
+}
+
+/* cursor_load reads the stored cursor; 0, or an error (logged). */
+static int cursor_load(PgxKd *k)
+{
+    Strbuf st;
+    sb_init(&st);
+    int rc = stage_cursor(k->stage, &st);
+    k->have_cursor = 0;
+    if (rc) {
+        stage_log(k->stage, PL_LOG_ERROR, 0, "cannot read the cursor: %s", pl_strerror(rc));
+        sb_free(&st);
+        return rc;
+    }
+    if (st.len) {
+        msgpack_sbuffer mp;
+        msgpack_sbuffer_init(&mp);
+        RowView v;
+        const msgpack_object *ts, *key;
+        if (row_from_json_object(st.buf, st.len, &mp, NULL, 0) == 0 &&
+            row_view(&v, mp.data, mp.size) == 0) {
+            ts = row_field(&v.root, "ts");
+            key = row_field(&v.root, "key");
+            if (ts && ts->type == MSGPACK_OBJECT_STR && key && key->type == MSGPACK_OBJECT_ARRAY &&
+                key->via.array.size == k->m->nkey) {
+                sb_reset(&k->cur_ts);
+                sb_add(&k->cur_ts, ts->via.str.ptr, ts->via.str.size);
+                k->have_cursor = 1;
+                for (size_t i = 0; i < k->m->nkey; i++) {
+                    const msgpack_object *o = &key->via.array.ptr[i];
+                    sb_reset(&k->cur_key[i]);
+                    if (o->type == MSGPACK_OBJECT_STR)
+                        sb_add(&k->cur_key[i], o->via.str.ptr, o->via.str.size);
+                    else
+                        k->have_cursor = 0;
+                }
+            }
+            row_view_free(&v);
+        }
+        msgpack_sbuffer_destroy(&mp);
+        if (!k->have_cursor)
+            stage_log(k->stage, PL_LOG_WARN, 0, "the stored cursor '%.200s' is not {\"ts\":..,"
+                      "\"key\":[..]} for model '%s'; starting from the beginning", st.buf,
+                      k->m->name);
+    }
+    sb_free(&st);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- connection */
+
+static void next_work(PgxKd *k);
+static void start_connect(PgxKd *k);
+
+static void io_want(PgxKd *k, int events)
+{
+    int fd = k->conn ? PQsocket(k->conn) : -1;
+    if (ev_is_active(&k->io) && k->io.fd == fd && (k->io.events & (EV_READ | EV_WRITE)) == events)
+        return;
+    ev_io_stop(k->stage->loop, &k->io);
+    if (fd < 0 || !events)
+        return;
+    ev_io_set(&k->io, fd, events);
+    ev_io_start(k->stage->loop, &k->io);
+}
+
+static void release_pending(PgxKd *k, const char *why)
+{
+    char msg[400];
+    snprintf(msg, sizeof msg, "source database: %s", why);
+    for (size_t i = 0; i < k->npending; i++)
+        slot_retry(k->pending[i]->slot, k->backoff, msg);
+    k->npending = 0;
+}
+
+/* link_down closes the connection after a failure and schedules a
+ * reconnect: logged once when the stage goes down. */
+static void link_down(PgxKd *k, const char *what)
+{
+    char why[600];
+    const char *pq = k->conn ? PQerrorMessage(k->conn) : "";
+    snprintf(why, sizeof why, "%s%s%.*s", what, *pq ? ": " : "",
+             (int)(strlen(pq) && pq[strlen(pq) - 1] == '\n' ? strlen(pq) - 1 : strlen(pq)), pq);
+    k->backoff = k->backoff ? k->backoff * 2 : BACKOFF_MIN;
+    if (k->backoff > BACKOFF_MAX)
+        k->backoff = BACKOFF_MAX;
+    if (!k->down_logged)
+        stage_log(k->stage, PL_LOG_WARN, 0, "source %s down: %s; reconnecting with backoff "
+                  "(%.1f s up to %.0f s)", k->table, why, k->backoff, BACKOFF_MAX);
+    else
+        stage_log(k->stage, PL_LOG_DEBUG, 0, "source %s still down: %s", k->table, why);
+    k->up = 0;
+    k->down_logged = 1;
+    io_want(k, 0);
+    if (k->conn)
+        PQfinish(k->conn);
+    k->conn = NULL;
+    if (k->kcur) { /* its read is lost: put it back first */
+        KJob *j = k->kcur;
+        k->kcur = NULL;
+        slot_retry(j->slot, k->backoff, "source database went away while the row was read");
+    }
+    release_pending(k, why);
+    if (k->page_st)
+        staged_reset(k->page_st);
+    k->state = ST_DOWN;
+    if (!k->stopped) {
+        ev_timer_stop(k->stage->loop, &k->retry);
+        ev_timer_set(&k->retry, k->backoff, 0);
+        ev_timer_start(k->stage->loop, &k->retry);
+    }
+}
+
+static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, retry));
+    if (k->state == ST_DOWN && !k->stopped)
+        start_connect(k);
+}
+
+static void connect_step(PgxKd *k)
+{
+    switch (PQconnectPoll(k->conn)) {
+    case PGRES_POLLING_READING:
+        io_want(k, EV_READ);
+        return;
+    case PGRES_POLLING_WRITING:
+        io_want(k, EV_WRITE);
+        return;
+    case PGRES_POLLING_OK:
+        break;
+    default:
+        link_down(k, "cannot connect");
+        return;
+    }
+    /* Exact text for every value: ISO dates in UTC, all float digits. */
+    if (!PQsendQuery(k->conn, "SET DateStyle = ISO; SET TimeZone = 'UTC'; "
+                     "SET IntervalStyle = iso_8601; SET extra_float_digits = 3")) {
+        link_down(k, "cannot set up the session");
+        return;
+    }
+    k->state = ST_SETUP;
+    io_want(k, EV_READ);
+}
+
+static void start_connect(PgxKd *k)
+{
+    k->conn = PQconnectStart(k->conninfo);
+    if (!k->conn || PQstatus(k->conn) == CONNECTION_BAD) {
+        link_down(k, "cannot connect");
+        return;
+    }
+    PQsetnonblocking(k->conn, 1);
+    k->state = ST_CONNECTING;
+    connect_step(k);
+}
+
+/* send_query sends sql with params in single-row mode. */
+static int send_query(PgxKd *k, const char *sql, int n, const char *const *vals)
+{
+    if (!PQsendQueryParams(k->conn, sql, n, NULL, vals, NULL, NULL, 0))
+        return -1;
+    PQsetSingleRowMode(k->conn);
+    int f = PQflush(k->conn);
+    if (f < 0)
+        return -1;
+    k->flushing = f == 1;
+    io_want(k, EV_READ | (k->flushing ? EV_WRITE : 0));
+    return 0;
+}
+
+/* ---------------------------------------------------------------- watermark */
+
+static void page_done(void *arg, int rc);
+
+/* poll_again: the next watermark poll in `interval` seconds. */
+static void poll_again(PgxKd *k)
+{
+    if (!k->stopped)
+        ev_timer_again(k->stage->loop, &k->poll);
+}
+
+static void page_start(PgxKd *k)
+{
+    const char *vals[65];
+    int n = 0;
+    if (k->have_cursor) {
+        vals[n++] = k->cur_ts.buf;
+        for (size_t i = 0; i < k->m->nkey; i++)
+            vals[n++] = k->cur_key[i].buf ? k->cur_key[i].buf : "";
+    }
+    k->wm_due = 0;
+    k->page_rows = 0;
+    staged_reset(k->page_st);
+    if (send_query(k, k->have_cursor ? k->sql_next.buf : k->sql_first.buf, n, vals) != 0) {
+        link_down(k, "cannot send the extract query");
+        return;
+    }
+    k->state = ST_PAGE;
+}
+
+static void page_row(PgxKd *k, const PGresult *r)
+{
+    k->page_rows++;
+    row_of(k, r);
+    stage_row_into(k, k->page_st);
+    seen_add(k, r);
+    sb_reset(&k->nxt_ts);
+    sb_add(&k->nxt_ts, PQgetvalue(r, 0, (int)k->upd_col),
+           (size_t)PQgetlength(r, 0, (int)k->upd_col));
+    for (size_t i = 0; i < k->m->nkey; i++) {
+        int c = (int)k->m->key[i];
+        sb_reset(&k->nxt_key[i]);
+        sb_add(&k->nxt_key[i], PQgetvalue(r, 0, c), (size_t)PQgetlength(r, 0, c));
+    }
+}
+
+/* page_end commits the page just read (rows, rejects and cursor). */
+static void page_end(PgxKd *k)
+{
+    k->state = ST_IDLE;
+    if (k->page_rows == 0) {
+        poll_again(k);
+        return;
+    }
+    Batch *b = batch_new(k->stage);
+    batch_extra(b, staged_apply, k->page_st);
+    cursor_json(k, &k->nxt_ts, k->nxt_key, &k->cursor_json);
+    batch_cursor(b, k->cursor_json.buf, k->cursor_json.len);
+    k->committing = 1;
+    batch_commit(b, page_done, k);
+}
+
+static void page_done(void *arg, int rc)
+{
+    PgxKd *k = arg;
+    Staged *st = k->page_st;
+    k->committing = 0;
+    if (rc) {
+        /* The store kept the old cursor: read the page again later. */
+        stage_log(k->stage, PL_LOG_ERROR, 0, "commit of a page of %zu rows failed: %s; reading "
+                  "it again", k->page_rows, pl_strerror(rc));
+        poll_again(k);
+    } else {
+        sb_reset(&k->cur_ts);
+        sb_add(&k->cur_ts, k->nxt_ts.buf, k->nxt_ts.len);
+        for (size_t i = 0; i < k->m->nkey; i++) {
+            sb_reset(&k->cur_key[i]);
+            sb_add(&k->cur_key[i], k->nxt_key[i].buf, k->nxt_key[i].len);
+        }
+        k->have_cursor = 1;
+        k->seal_dirty = 1;
+        stage_log(k->stage, PL_LOG_DEBUG, 0, "extracted %zu rows (%zu rejected) up to %s",
+                  st->nrows, st->nrejects, k->cursor_json.buf);
+        if (st->sealed)
+            stage_log(k->stage, PL_LOG_INFO, 0, "batch %llu (%s) sealed",
+                      (unsigned long long)st->sealed, k->m->name);
+        if (k->page_rows >= k->page)
+            k->wm_due = 1; /* a full page: there may be more */
+        else
+            poll_again(k);
+    }
+    staged_reset(st);
+    next_work(k);
+}
+
+static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, poll));
+    k->wm_due = 1;
+    next_work(k);
+}
+
+void pg_extract_wake(Stage *s)
+{
+    PgxKd *k = s->kd;
+    if (!k || k->stopped)
+        return;
+    k->wm_due = 1;
+    if (k->state == ST_DOWN) { /* the source is likely back: try now */
+        ev_timer_stop(s->loop, &k->retry);
+        ev_timer_set(&k->retry, 0, 0);
+        ev_timer_start(s->loop, &k->retry);
+        return;
+    }
+    next_work(k);
+}
+
+/* ---------------------------------------------------------------- key jobs */
+
+static void key_start(PgxKd *k, KJob *j)
+{
+    const char *vals[130];
+    int n = 0;
+    for (size_t i = 0; i < k->m->nkey; i++)
+        vals[n++] = j->key[i].buf;
+    vals[n++] = k->cur_ts.buf;
+    for (size_t i = 0; i < k->m->nkey; i++)
+        vals[n++] = k->cur_key[i].buf ? k->cur_key[i].buf : "";
+    k->kcur = j;
+    k->k_found = 0;
+    staged_reset(&j->st);
+    if (send_query(k, k->sql_key.buf, n, vals) != 0) {
+        link_down(k, "cannot send the key query");
+        return;
+    }
+    k->state = ST_KEY;
+}
+
+static void key_row(PgxKd *k, const PGresult *r)
+{
+    KJob *j = k->kcur;
+    k->k_found++;
+    const char *ahead = PQgetvalue(r, 0, (int)k->m->nfields);
+    if (ahead[0] == 't') /* the watermark extract will bring it */
+        return;
+    if (seen_has(k, r)) /* this very version was staged by the watermark */
+        return;
+    row_of(k, r);
+    stage_row_into(k, &j->st);
+}
+
+static void key_end(PgxKd *k)
+{
+    KJob *j = k->kcur;
+    k->kcur = NULL;
+    k->state = ST_IDLE;
+    if (j->st.nrows || j->st.nrejects) {
+        k->seal_dirty = 1;
+        slot_extra(j->slot, staged_apply, &j->st);
+        stage_log(k->stage, PL_LOG_DEBUG, j->slot->id, "key notice: staged %zu rows, %zu rejected",
+                  j->st.nrows, j->st.nrejects);
+    }
+    slot_done(j->slot);
+}
+
+#define NOTICE_SHAPE "a key notice is {\"table\":T,\"key\":{column:value,...}}"
+
+/* table_is tells whether the notice's table t names the stage's table
+ * (schema.table, or table alone). */
+static int table_is(const PgxKd *k, const char *t)
+{
+    if (!strcmp(t, k->table))
+        return 1;
+    const char *dot = strrchr(k->table, '.');
+    if (dot && !strcmp(t, dot + 1))
+        return 1;
+    const char *td = strrchr(t, '.');
+    return !dot && td && !strncmp(t, "public.", 7) && !strcmp(td + 1, k->table);
+}
+
+static void pgx_start(Slot *s)
+{
+    PgxKd *k = s->stage->kd;
+    KJob *j = s->kd;
+    char err[256];
+    msgpack_sbuffer mp;
+    RowView v;
+    Strbuf t;
+    msgpack_sbuffer_init(&mp);
+    sb_init(&t);
+    j->slot = s;
+    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
+        msgpack_sbuffer_destroy(&mp);
+        bury(s, "job body: %s; " NOTICE_SHAPE, err);
+        return;
+    }
+    row_view(&v, mp.data, mp.size);
+    const msgpack_object *key = row_field(&v.root, "key");
+    if (row_field_text(&v.root, "table", &t) != 0 || !key || key->type != MSGPACK_OBJECT_MAP) {
+        bury(s, "job body has no \"table\" or no \"key\" object; " NOTICE_SHAPE);
+        goto out;
+    }
+    if (!table_is(k, t.buf)) {
+        bury(s, "the notice is for table '%.100s' but stage '%s' extracts '%s'; send it to the "
+             "pg_extract stage of that table", t.buf, s->stage->conf->name, k->table);
+        goto out;
+    }
+    for (size_t i = 0; i < k->m->nkey; i++) {
+        const char *name = k->m->fields[k->m->key[i]].name;
+        const msgpack_object *o = row_field(key, name);
+        sb_reset(&j->key[i]);
+        if (!o || o->type == MSGPACK_OBJECT_NIL || row_field_text(key, name, &j->key[i]) != 0) {
+            bury(s, "the notice's key has no value for key column '%s' of model '%s'; "
+                 NOTICE_SHAPE, name, k->m->name);
+            goto out;
+        }
+    }
+    if (k->stopped) {
+        slot_retry(s, 0, "engine draining");
+        goto out;
+    }
+    if (!k->have_cursor) { /* the watermark extract has not begun: it brings every row */
+        slot_done(s);
+        goto out;
+    }
+    if (k->npending == k->cap) {
+        k->cap = k->cap ? 2 * k->cap : 16;
+        k->pending = xrealloc(k->pending, k->cap * sizeof *k->pending);
+    }
+    k->pending[k->npending++] = j;
+    next_work(k);
+out:
+    row_view_free(&v);
+    sb_free(&t);
+    msgpack_sbuffer_destroy(&mp);
+}
+
+/* ---------------------------------------------------------------- driving */
+
+/* next_work starts the next query when the connection is idle: key jobs
+ * first (they are few and short), then a due watermark page. */
+static void next_work(PgxKd *k)
+{
+    if (k->state != ST_IDLE || k->committing || !k->conn)
+        return;
+    if (k->npending) {
+        KJob *j = k->pending[0];
+        memmove(k->pending, k->pending + 1, --k->npending * sizeof *k->pending);
+        key_start(k, j);
+        return;
+    }
+    if (k->wm_due && !k->stopped)
+        page_start(k);
+}
+
+static void result(PgxKd *k, PGresult *r)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_SINGLE_TUPLE) {
+        if (k->state == ST_PAGE)
+            page_row(k, r);
+        else if (k->state == ST_KEY)
+            key_row(k, r);
+        return;
+    }
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return;
+    /* An error: the query is over; PQgetResult returns NULL next. */
+    char why[600];
+    const char *msg = PQresultErrorMessage(r);
+    snprintf(why, sizeof why, "%s", msg);
+    size_t n = strlen(why);
+    if (n && why[n - 1] == '\n')
+        why[n - 1] = 0;
+    k->qfailed = 1;
+    const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(k->sqlstate, sizeof k->sqlstate, "%s", ss ? ss : "");
+    snprintf(k->qerror, sizeof k->qerror, "%s", why);
+    if (k->state != ST_KEY || strncmp(k->sqlstate, "22", 2) != 0)
+        stage_log(k->stage, PL_LOG_ERROR, 0, "query on %s failed: %s", k->table, why);
+}
+
+/* query_over: PQgetResult returned NULL. */
+static void query_over(PgxKd *k)
+{
+    int failed = k->qfailed, st = k->state;
+    k->qfailed = 0;
+    k->state = ST_IDLE;
+    if (failed && st == ST_KEY && !strncmp(k->sqlstate, "22", 2)) {
+        /* The notice's key is not a value of the key column's type. */
+        KJob *j = k->kcur;
+        k->kcur = NULL;
+        bury(j->slot, "the notice's key does not fit table %s: %s", k->table, k->qerror);
+        return;
+    }
+    if (failed) {
+        /* A statement error (a missing column, a bad filter): back off as
+         * for a connection failure, logged above. */
+        if (st == ST_SETUP)
+            link_down(k, "session setup failed");
+        else
+            link_down(k, "the query failed");
+        return;
+    }
+    switch (st) {
+    case ST_SETUP:
+        stage_log(k->stage, PL_LOG_INFO, 0, "connected to the "
+                  "source%s; extracting %s into model %s", k->down_logged ? " again" : "",
+                  k->table, k->m->name);
+        k->up = 1;
+        k->down_logged = 0;
+        k->backoff = 0;
+        k->wm_due = 1; /* catch up at once after every (re)connect */
+        break;
+    case ST_PAGE:
+        page_end(k);
+        break;
+    case ST_KEY:
+        key_end(k);
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, io));
+    if (!k->conn)
+        return;
+    if (k->state == ST_CONNECTING) {
+        connect_step(k);
+        return;
+    }
+    if ((revents & EV_WRITE) && k->flushing) {
+        int f = PQflush(k->conn);
+        if (f < 0) {
+            link_down(k, "lost the connection");
+            return;
+        }
+        k->flushing = f == 1;
+        io_want(k, EV_READ | (k->flushing ? EV_WRITE : 0));
+    }
+    if (!(revents & EV_READ))
+        return;
+    if (!PQconsumeInput(k->conn)) {
+        link_down(k, "lost the connection");
+        return;
+    }
+    while (k->conn && !PQisBusy(k->conn)) {
+        PGresult *r = PQgetResult(k->conn);
+        if (!r) {
+            if (k->state == ST_IDLE)
+                break; /* nothing was asked */
+            query_over(k);
+            break;
+        }
+        result(k, r);
+        PQclear(r);
+    }
+    if (k->conn && PQstatus(k->conn) == CONNECTION_BAD) {
+        link_down(k, "lost the connection");
+        return;
+    }
+    next_work(k);
+}
+
+/* ---------------------------------------------------------------- sealing */
+
+static int still_open(const BatchRec *b, void *arg)
+{
+    Staged *s = arg;
+    if (!strcmp(b->model, s->model) && b->rows > 0)
+        s->nrows = 1;
+    return 0;
+}
+
+/* seal_apply seals the model's open batch when due, and notes (nrows)
+ * whether a non-empty one is still open: the timer checks again then. */
+static int seal_apply(Txn *t, void *arg)
+{
+    Staged *s = arg;
+    uint64_t id = 0;
+    int rc = staging_seal_due(t, s->model, s->pol, 0, &id);
+    s->sealed = id;
+    s->nrows = 0;
+    if (!rc)
+        rc = batch_each(t, BATCH_OPEN, still_open, s);
+    return rc;
+}
+
+static void seal_done(void *arg, int rc)
+{
+    PgxKd *k = arg;
+    k->seal_busy = 0;
+    if (rc) {
+        stage_log(k->stage, PL_LOG_ERROR, 0, "sealing due batches failed: %s; trying again",
+                  pl_strerror(rc));
+        k->seal_dirty = 1;
+        return;
+    }
+    if (k->seal_st.sealed)
+        stage_log(k->stage, PL_LOG_INFO, 0, "batch %llu (%s) sealed after %g s",
+                  (unsigned long long)k->seal_st.sealed, k->m->name, k->pol.after_s);
+    if (k->seal_st.nrows)
+        k->seal_dirty = 1;
+}
+
+static void on_seal(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, seal));
+    if (k->seal_busy || !k->seal_dirty || k->stopped)
+        return;
+    /* seal_dirty: a batch of the model may be open. A check that finds
+     * none open clears it; staging sets it again. */
+    k->seal_dirty = 0;
+    k->seal_busy = 1;
+    k->seal_st.sealed = 0;
+    Batch *b = batch_new(k->stage);
+    batch_extra(b, seal_apply, &k->seal_st);
+    batch_commit(b, seal_done, k);
+}
+
+/* ---------------------------------------------------------------- init */
+
+static void add_table(Strbuf *b, const char *table)
+{
+    const char *dot = strchr(table, '.');
+    if (dot) {
+        char *schema = xstrndup(table, (size_t)(dot - table));
+        sql_ident(b, schema);
+        free(schema);
+        sb_adds(b, ".");
+        sql_ident(b, dot + 1);
+    } else {
+        sql_ident(b, table);
+    }
+}
+
+/* build_sql writes the three statements (see the header). */
+static void build_sql(PgxKd *k)
+{
+    const Model *m = k->m;
+    Strbuf cols, order, filt;
+    sb_init(&cols);
+    sb_init(&order);
+    sb_init(&filt);
+    for (size_t i = 0; i < m->nfields; i++) {
+        if (i)
+            sb_adds(&cols, ", ");
+        sql_ident(&cols, m->fields[i].name);
+    }
+    sql_ident(&order, k->updated);
+    for (size_t i = 0; i < m->nkey; i++) {
+        sb_adds(&order, ", ");
+        sql_ident(&order, m->fields[m->key[i]].name);
+    }
+    if (k->where)
+        sb_addf(&filt, " AND (%s)", k->where);
+    if (k->since) {
+        sb_adds(&filt, " AND ");
+        sql_ident(&filt, k->updated);
+        sb_addf(&filt, " > now() - interval '%llu seconds'", k->since);
+    }
+    /* first page: no cursor */
+    Strbuf *b = &k->sql_first;
+    sb_addf(b, "SELECT %s FROM ", cols.buf);
+    add_table(b, k->table);
+    sb_adds(b, " WHERE ");
+    sql_ident(b, k->updated);
+    sb_addf(b, " IS NOT NULL%s ORDER BY %s LIMIT %llu", filt.buf ? filt.buf : "", order.buf,
+            k->page);
+    /* next pages: after the cursor ($1 ts, $2.. key) */
+    b = &k->sql_next;
+    sb_addf(b, "SELECT %s FROM ", cols.buf);
+    add_table(b, k->table);
+    sb_addf(b, " WHERE (%s) > (", order.buf);
+    for (size_t i = 0; i <= m->nkey; i++)
+        sb_addf(b, "%s$%zu", i ? ", " : "", i + 1);
+    sb_addf(b, ")%s ORDER BY %s LIMIT %llu", filt.buf ? filt.buf : "", order.buf, k->page);
+    /* key: $1..$n the key, then the cursor; the last column says "ahead" */
+    b = &k->sql_key;
+    sb_addf(b, "SELECT %s, (%s) > (", cols.buf, order.buf);
+    for (size_t i = 0; i <= m->nkey; i++)
+        sb_addf(b, "%s$%zu", i ? ", " : "", m->nkey + i + 1);
+    sb_adds(b, ") FROM ");
+    add_table(b, k->table);
+    sb_adds(b, " WHERE ");
+    for (size_t i = 0; i < m->nkey; i++) {
+        if (i)
+            sb_adds(b, " AND ");
+        sql_ident(b, m->fields[m->key[i]].name);
+        sb_addf(b, " = $%zu", i + 1);
+    }
+    sb_addf(b, "%s", filt.buf ? filt.buf : "");
+    sb_free(&cols);
+    sb_free(&order);
+    sb_free(&filt);
+}
+
+static int fail(char *err, size_t errlen, const Stage *s, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, const Stage *s, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(err, errlen, "%s:%d: stage '%s': %s", engine_pipeline(s->engine)->path, s->conf->line,
+             s->conf->name, msg);
+    return PL_EINVAL;
+}
+
+/* pg_dsn resolves a dsn setting: "env:NAME" reads $NAME. */
+int pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!strncmp(dsn, "env:", 4)) {
+        const char *v = getenv(dsn + 4);
+        if (!v || !*v)
+            return fail(err, errlen, s, "dsn: environment variable %s is not set; export it "
+                        "(a libpq conninfo like \"host=db dbname=app\") or write the conninfo "
+                        "in dsn:", dsn + 4);
+        *out = xstrdup(v);
+        return 0;
+    }
+    *out = xstrdup(dsn);
+    return 0;
+}
+
+static int pgx_init(Stage *s, char *err, size_t errlen)
+{
+    const Pipeline *p = engine_pipeline(s->engine);
+    const char *file = p->path, *dsn = NULL, *model = NULL;
+    unsigned long long rows = ROWS_DEFAULT;
+    double secs = SECONDS_DEFAULT;
+    int rc;
+    PgxKd *k = xcalloc(1, sizeof *k);
+    s->kd = k;
+    k->stage = s;
+    k->interval = INTERVAL_DEFAULT;
+    k->page = PAGE_DEFAULT;
+    if ((rc = conf_str(file, s->conf->node, "dsn", &dsn, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "table", &k->table, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "model", &model, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "updated_column", &k->updated, err, errlen)) != 0 ||
+        (rc = conf_num(file, s->conf->node, "interval", 0.01, 86400, &k->interval, err, errlen)) != 0 ||
+        (rc = conf_uint(file, s->conf->node, "page", 1000000, &k->page, err, errlen)) != 0 ||
+        (rc = conf_uint(file, s->conf->node, "since", 400000000ull, &k->since, err, errlen)) != 0 ||
+        (rc = conf_str(file, s->conf->node, "where", &k->where, err, errlen)) != 0 ||
+        (rc = conf_uint(file, s->conf->node, "rows", UINT32_MAX, &rows, err, errlen)) != 0 ||
+        (rc = conf_num(file, s->conf->node, "seconds", 0.01, 86400, &secs, err, errlen)) != 0)
+        return rc;
+    if (!dsn)
+        return fail(err, errlen, s, "dsn: is required; give a libpq conninfo or env:NAME");
+    if (!model || !p->models || !(k->m = models_find(p->models, model)))
+        return fail(err, errlen, s, "model '%s' is not declared; declare it under models:",
+                    model ? model : "");
+    if (!k->table)
+        k->table = k->m->table;
+    if (k->m->nkey == 0 || k->m->nkey > 60)
+        return fail(err, errlen, s, "model '%s' has no key; mark its key columns key: true (the "
+                    "extract orders rows by (%s, key))", k->m->name,
+                    k->updated ? k->updated : "updated_column");
+    if (!k->updated)
+        return fail(err, errlen, s, "updated_column: is required; name the column the source "
+                    "sets on every insert and update, like updated_column: updated_at");
+    k->upd_col = SIZE_MAX;
+    for (size_t i = 0; i < k->m->nfields; i++)
+        if (!strcmp(k->m->fields[i].name, k->updated))
+            k->upd_col = i;
+    if (k->upd_col == SIZE_MAX)
+        return fail(err, errlen, s, "updated_column '%s' is not a property of model '%s'; "
+                    "declare it (type: datetime) or name another column", k->updated,
+                    k->m->name);
+    if (k->page == 0)
+        k->page = PAGE_DEFAULT;
+    if ((rc = pg_dsn(s, dsn, &k->conninfo, err, errlen)) != 0)
+        return rc;
+    k->pol.rows = rows ? rows : ROWS_DEFAULT;
+    k->pol.after_s = secs;
+    k->pol.max_rejects = UINT64_MAX;
+    k->pol.max_reject_rate = 1.0;
+    k->cur_key = xcalloc(k->m->nkey, sizeof *k->cur_key);
+    k->nxt_key = xcalloc(k->m->nkey, sizeof *k->nxt_key);
+    for (size_t i = 0; i < k->m->nkey; i++) {
+        sb_init(&k->cur_key[i]);
+        sb_init(&k->nxt_key[i]);
+    }
+    sb_init(&k->cur_ts);
+    sb_init(&k->nxt_ts);
+    sb_init(&k->cursor_json);
+    sb_init(&k->sql_first);
+    sb_init(&k->sql_next);
+    sb_init(&k->sql_key);
+    sb_init(&k->errors);
+    sb_init(&k->keytext);
+    msgpack_sbuffer_init(&k->raw);
+    msgpack_sbuffer_init(&k->norm);
+    k->page_st = xcalloc(1, sizeof *k->page_st);
+    staged_init(k->page_st, k);
+    staged_init(&k->seal_st, k);
+    k->seen = xcalloc(2 * SEEN_SLOTS, sizeof *k->seen);
+    build_sql(k);
+    for (unsigned i = 0; i < s->nslots; i++) {
+        KJob *j = xcalloc(1, sizeof *j);
+        j->k = k;
+        staged_init(&j->st, k);
+        j->key = xcalloc(k->m->nkey, sizeof *j->key);
+        for (size_t q = 0; q < k->m->nkey; q++)
+            sb_init(&j->key[q]);
+        s->slots[i].kd = j;
+    }
+    if ((rc = cursor_load(k)) != 0)
+        return fail(err, errlen, s, "cannot read its cursor: %s", pl_strerror(rc));
+    k->seal_dirty = 1; /* an open batch may be left from the last run */
+    ev_io_init(&k->io, on_io, -1, 0);
+    ev_timer_init(&k->retry, on_retry, 0, 0);
+    ev_timer_init(&k->poll, on_poll, 0, k->interval);
+    double every = secs / 4 < 1.0 ? secs / 4 : 1.0;
+    ev_timer_init(&k->seal, on_seal, every, every);
+    ev_timer_start(s->loop, &k->seal);
+    k->state = ST_DOWN;
+    ev_timer_start(s->loop, &k->retry); /* connect as soon as the loop runs */
+    stage_log(s, PL_LOG_INFO, 0, "extracting %s into model %s by (%s, key), %llu rows a page%s",
+              k->table, k->m->name, k->updated, k->page, k->have_cursor ? " from the cursor" : "");
+    return 0;
+}
+
+static void pgx_stop(Stage *s)
+{
+    PgxKd *k = s->kd;
+    if (!k)
+        return;
+    k->stopped = 1;
+    ev_timer_stop(s->loop, &k->poll);
+    ev_timer_stop(s->loop, &k->retry);
+    ev_timer_stop(s->loop, &k->seal);
+    for (size_t i = 0; i < k->npending; i++)
+        slot_retry(k->pending[i]->slot, 0, "engine draining");
+    k->npending = 0;
+    /* A page being read is dropped (read again next run); a key read in
+     * flight finishes and acks its job. */
+    if (k->state != ST_KEY) {
+        io_want(k, 0);
+        if (k->conn)
+            PQfinish(k->conn);
+        k->conn = NULL;
+        k->state = ST_DOWN;
+    }
+}
+
+static void pgx_fini(Stage *s)
+{
+    PgxKd *k = s->kd;
+    if (!k)
+        return;
+    ev_timer_stop(s->loop, &k->poll);
+    ev_timer_stop(s->loop, &k->retry);
+    ev_timer_stop(s->loop, &k->seal);
+    io_want(k, 0);
+    if (k->conn)
+        PQfinish(k->conn);
+    k->conn = NULL;
+    /* A commit still in flight (a forced stop) reads these: leave them. */
+    if (k->committing || k->seal_busy || s->in_flight)
+        return;
+    for (unsigned i = 0; i < s->nslots; i++) {
+        KJob *j = s->slots[i].kd;
+        if (!j)
+            continue;
+        staged_free(&j->st);
+        for (size_t q = 0; k->m && q < k->m->nkey; q++)
+            sb_free(&j->key[q]);
+        free(j->key);
+        free(j);
+        s->slots[i].kd = NULL;
+    }
+    for (size_t i = 0; k->cur_key && i < k->m->nkey; i++) {
+        sb_free(&k->cur_key[i]);
+        sb_free(&k->nxt_key[i]);
+    }
+    free(k->cur_key);
+    free(k->nxt_key);
+    sb_free(&k->cur_ts);
+    sb_free(&k->nxt_ts);
+    sb_free(&k->cursor_json);
+    sb_free(&k->sql_first);
+    sb_free(&k->sql_next);
+    sb_free(&k->sql_key);
+    sb_free(&k->errors);
+    sb_free(&k->keytext);
+    msgpack_sbuffer_destroy(&k->raw);
+    msgpack_sbuffer_destroy(&k->norm);
+    if (k->page_st)
+        staged_free(k->page_st);
+    free(k->page_st);
+    staged_free(&k->seal_st);
+    free(k->seen);
+    free(k->pending);
+    free(k->conninfo);
+    free(k);
+    s->kd = NULL;
+}
+
+const StageKind kind_pg_extract = {.name = "pg_extract", .init = pgx_init, .start = pgx_start,
+                                   .stop = pgx_stop, .fini = pgx_fini};
