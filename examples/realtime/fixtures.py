@@ -36,6 +36,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: with Nagle on, the second waits
+    # for the client's delayed ACK (40 ms) on every kept-alive answer.
+    disable_nagle_algorithm = True
     fx = None  # the Fixture, set per subclass
 
     def log_message(self, fmt, *args):
@@ -220,7 +223,7 @@ class Identity(Fixture):
     {"person_id": .., "score": ..} to U, and retries every `retry` seconds
     until a 2xx (a 404 for a token the engine no longer waits on ends it)."""
 
-    def __init__(self, delay=0.3, retry=0.5, senders=4, port=0):
+    def __init__(self, delay=0.3, retry=0.5, senders=8, port=0):
         super().__init__(port)
         self.delay = delay
         self.retry = retry

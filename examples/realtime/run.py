@@ -22,6 +22,7 @@ import collections
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -195,7 +196,7 @@ class Run:
         self.feed = fixtures.ChangesFeed(page_size=a.page_size)
         self.api = fixtures.RecordAPI()
         self.geo = fixtures.Geocoder()
-        self.idn = fixtures.Identity(delay=a.callback_delay)
+        self.idn = fixtures.Identity(delay=1e9 if a.silent_identity else a.callback_delay)
         self.fx = [self.feed, self.api, self.geo, self.idn]
         ports = {"listen": free_port(), "feed": self.feed.port, "records": self.api.port,
                  "geocoder": self.geo.port, "identity": self.idn.port}
@@ -204,6 +205,7 @@ class Run:
         for k, old in PORTS.items():
             text = text.replace(":%d/" % old, ":%d/" % ports[k])
         text = text.replace("port: %d" % PORTS["listen"], "port: %d" % ports["listen"])
+        self.pipeline_text = text
         self.pipeline = os.path.join(self.work, "pipeline.yml")
         with open(self.pipeline, "w", encoding="utf-8") as f:
             f.write(text)
@@ -292,25 +294,51 @@ class Run:
                 held.append("%s %d" % (q, n))
         return ", ".join(held) or "nothing"
 
+    def readers(self):
+        """{queue: stage} from the pipeline file: which stage works each queue."""
+        out, name = {}, None
+        for line in self.pipeline_text.splitlines():
+            m = re.match(r"\s*- name:\s*(\S+)", line)
+            if m:
+                name = m.group(1)
+            m = re.match(r"\s+input:\s*(\S+)", line)
+            if m and name:
+                out[m.group(1)] = name
+        return out
+
     def stuck(self, what, c, r):
-        lines = ["timed out after %.0f s waiting for %s: the warehouse holds %d/%d users and "
+        lines = ["timed out after %g s waiting for %s: the warehouse holds %d/%d users and "
                  "%d/%d tenants; %d/%d rejects" % (self.args.timeout, what, c["users"],
                                                     len(self.d.valid_users), c["tenants"],
                                                     len(self.d.tenants), len(r), len(self.d.invalid))]
         try:
-            stats = json.loads(self.qctl("stats", "--json"))
-            for q, s in sorted(stats.items()):
-                held = {k: s.get(k, 0) for k in ("ready", "delayed", "reserved", "buried")}
-                if any(held.values()):
-                    lines.append("stuck: queue '%s' holds %s" % (q, ", ".join(
-                        "%d %s" % (v, k) for k, v in held.items() if v)))
+            # Two looks a second apart: a queue that holds work and acked
+            # nothing meanwhile is stuck; one that acked is merely slow.
+            s1 = json.loads(self.qctl("stats", "--json"))
+            time.sleep(1.0)
+            s2 = json.loads(self.qctl("stats", "--json"))
+            readers = self.readers()
+            for q, st in sorted(s2.items()):
+                held = {k: st.get(k, 0) for k in ("ready", "delayed", "reserved", "buried")}
+                if not any(held.values()):
+                    continue
+                acked = st.get("acks", 0) - s1.get(q, {}).get("acks", 0)
+                stage = readers.get(q) or (q[3:] if q.startswith("_w.") else None)
+                lines.append("%s: queue '%s'%s holds %s; %s" % (
+                    "stuck" if acked == 0 else "busy", q,
+                    " (stage %s%s)" % (stage, ", waiting for callbacks" if q.startswith("_w.") else "")
+                    if stage else "",
+                    ", ".join("%d %s" % (v, k) for k, v in held.items() if v),
+                    "%d acked in the last second" % acked if acked else "nothing acked in the last second"
+                    + ("; `qctl peek %s --state buried` shows why" % q if held["buried"] else "")))
             for b in self.batches():
-                if b.get("state") != "loaded":
-                    lines.append("stuck: batch %s of %s is %s (%s rows)%s" % (
+                if b.get("state") != "loaded" and (b.get("rows") or b.get("state") != "open"):
+                    lines.append("%s: batch %s of %s is %s (%s rows)%s" % (
+                        "stuck" if b.get("state") in ("held", "failed") else "waiting",
                         b.get("id"), b.get("model"), b.get("state"), b.get("rows"),
                         ": " + b["error"] if b.get("error") else ""))
-            lines.append("feed: %d changes, %d pages served; identity: %d submitted, %d called "
-                         "back, %d waiting; notices: %d sent, %d left" % (
+            lines.append("services: feed %d changes, %d pages served; identity %d submitted, %d "
+                         "called back, %d callbacks waiting; notices %d sent, %d not yet" % (
                              len(self.feed.changes), self.feed.pages, self.idn.submitted,
                              self.idn.delivered, self.idn.pending(), self.notices.sent,
                              len(self.notices.todo)))
@@ -434,8 +462,9 @@ class Run:
         say("  users matched (C.2): %d with the person_id of the identity callback" % id_ok)
         say("")
         say("== rejects: %d, by reason (qctl rejects)" % len(rejects))
+        w = max([len("%s.%s" % (k[0], k[1])) for k in groups] + [0])
         for (model, field, rule, msg), n in sorted(groups.items(), key=lambda kv: (-kv[1], kv[0])):
-            say("  %4d  %s.%s  %-8s %s" % (n, model, field, rule, msg))
+            say("  %4d  %-*s  %-8s  %s" % (n, w, "%s.%s" % (model, field), rule, msg))
         say("")
         say("== batches (qctl batches)")
         for (model, state), n in sorted(bstate.items()):
@@ -462,6 +491,9 @@ def main():
     ap.add_argument("--page-size", type=int, default=100, help="changes per feed page (default 100)")
     ap.add_argument("--callback-delay", type=float, default=0.3,
                     help="seconds the identity service takes to call back (default 0.3)")
+    ap.add_argument("--silent-identity", action="store_true",
+                    help="the identity service accepts but never calls back: shows how --timeout "
+                    "reports a stuck stage")
     ap.add_argument("--progress", type=float, default=2.0, help="seconds between progress lines")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, data)")
     args = ap.parse_args()
