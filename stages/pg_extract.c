@@ -502,7 +502,7 @@ static void io_want(PgxKd *k, int events)
 static void release_pending(PgxKd *k, const char *why)
 {
     char msg[400];
-    snprintf(msg, sizeof msg, "source database: %s", why);
+    snprintf(msg, sizeof msg, "source database: %.300s", why);
     for (size_t i = 0; i < k->npending; i++)
         slot_retry(k->pending[i]->slot, k->backoff, msg);
     k->npending = 0;
