@@ -48,14 +48,16 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
-#include <math.h>
 #include <msgpack.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -65,8 +67,9 @@ enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
 
 #define DEFAULT_DIR "./pickline-data"
 #define PAGE_ROWS 20000u            /* rows per read transaction */
-#define SEND_BYTES (1u << 20)       /* CSV bytes per PQputCopyData */
-#define DROP_CHUNK 10000u           /* rows deleted per write transaction */
+#define SEND_BYTES (512u << 10)     /* CSV bytes per page and per PQputCopyData */
+#define UNMAP_PAGES 8               /* give back the map's pages every 8 pages read */
+#define DROP_CHUNK 50000u           /* rows deleted per write transaction (~10 ms) */
 #define CAREFUL_RANGE 8192u         /* careful path: rows per first attempt */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 10000
@@ -177,8 +180,8 @@ typedef struct Loader {
     char err[1024];
     long line;              /* COPY context line of the last error, or 0 */
 
-    /* reused buffers */
-    Strbuf buf, sql, tmp;
+    /* reused buffers: bufs for the sender (double buffering) */
+    Strbuf bufs[2], sql, tmp;
     msgpack_zone zone;
 
     /* totals */
@@ -435,6 +438,29 @@ static int mark_fn(Txn *t, void *arg)
     return batch_save(t, &b);
 }
 
+/* unmap_store gives back the pages of the store's map that reading touched
+ * (they stay in the page cache): LMDB maps data.mdb read-only and shared, so
+ * this loses nothing, and qload's resident size stays flat however big the
+ * batch. The map is found in /proc/self/maps by data.mdb's inode (LMDB does
+ * not tell its address). No transaction of this process may be open. */
+static void unmap_store(Loader *L)
+{
+    char path[4096], line[4096];
+    struct stat sb;
+    FILE *f;
+
+    snprintf(path, sizeof path, "%s/data.mdb", store_path(L->s));
+    if (stat(path, &sb) != 0 || !(f = fopen("/proc/self/maps", "r")))
+        return;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long lo, hi, ino;
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %lu", &lo, &hi, &ino) == 3 &&
+            ino == (unsigned long)sb.st_ino && strstr(line, "data.mdb"))
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+    fclose(f);
+}
+
 typedef struct Drop {
     uint64_t id;
     int more;
@@ -451,8 +477,10 @@ static int drop_rows(Loader *L, uint64_t id)
 {
     Drop d = {id, 1};
     int rc = 0;
-    while (d.more && rc == 0)
+    while (d.more && rc == 0) {
         rc = store_run(L->s, drop_fn, &d);
+        unmap_store(L);
+    }
     return rc;
 }
 
@@ -487,6 +515,7 @@ typedef struct Stream {
     uint32_t found;         /* the seq of line `find` */
     int bad;                /* a row that is not a map: its seq in bad_seq */
     uint32_t bad_seq;
+    Strbuf *out;            /* where rows are encoded */
 } Stream;
 
 enum { PAGE_FULL = 1, PAGE_FOUND = 2, PAGE_BAD = 3 };
@@ -526,18 +555,18 @@ static int row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
     }
     msgpack_zone_clear(&L->zone);
     if (msgpack_unpack(mp, len, &off, &L->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
-        model_csv_row(L->m, &o, st->op, &L->buf) != 0) {
+        model_csv_row(L->m, &o, st->op, st->out) != 0) {
         st->bad = 1;
         st->bad_seq = seq;
         return PAGE_BAD;
     }
     if (st->seq)
-        add_seq(&L->buf, seq);
+        add_seq(st->out, seq);
     L->sent++;
     L->live++;
     if (st->limit && L->sent >= st->limit)
         return PAGE_FULL;
-    return L->buf.len >= SEND_BYTES ? PAGE_FULL : 0;
+    return st->out->len >= SEND_BYTES ? PAGE_FULL : 0;
 }
 
 static int page_fn(Txn *t, void *arg)
@@ -547,14 +576,86 @@ static int page_fn(Txn *t, void *arg)
     return batch_rows(t, st->L->b.id, st->from, PAGE_ROWS, row_fn, st);
 }
 
+/* Sender: a thread that hands filled buffers to PQputCopyData while the
+ * main thread reads and encodes the next page (double buffering), so that
+ * reading the store and writing CSV overlap with PostgreSQL's parsing
+ * instead of taking turns with it. The connection belongs to the sender
+ * from sender_start to sender_stop; the store stays with the main thread. */
+typedef struct Sender {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    PGconn *pg;
+    Strbuf *buf;            /* the Loader's two buffers */
+    int full[2];            /* buffer i waits to be sent */
+    int quit, failed;
+    pthread_t th;
+} Sender;
+
+static void *sender_main(void *arg)
+{
+    Sender *s = arg;
+    int i = 0;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->full[i] && !s->quit)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->full[i])
+            break;
+        int skip = s->failed;
+        pthread_mutex_unlock(&s->mu);
+        int ok = skip || PQputCopyData(s->pg, s->buf[i].buf, (int)s->buf[i].len) == 1;
+        pthread_mutex_lock(&s->mu);
+        if (!ok)
+            s->failed = 1;
+        s->full[i] = 0;
+        pthread_cond_broadcast(&s->cv);
+        i ^= 1;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+/* sender_wait waits until buffer i is free (i < 0: both); returns failed. */
+static int sender_wait(Sender *s, int i)
+{
+    pthread_mutex_lock(&s->mu);
+    while (i < 0 ? s->full[0] || s->full[1] : s->full[i])
+        pthread_cond_wait(&s->cv, &s->mu);
+    int failed = s->failed;
+    pthread_mutex_unlock(&s->mu);
+    return failed;
+}
+
+static void sender_give(Sender *s, int i)
+{
+    pthread_mutex_lock(&s->mu);
+    s->full[i] = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* sender_stop sends what is queued, ends the thread; returns failed. */
+static int sender_stop(Sender *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->quit = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->th, NULL);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    return s->failed;
+}
+
 /* copy_rows runs copy_sql (a COPY ... FROM STDIN) and streams the batch's
  * rows into it. K_OK, or the kind of the failure with L->err. */
 static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
 {
     Stream st = {.L = L, .op = op, .seq = seq};
+    Sender snd = {.pg = L->pg, .buf = L->bufs};
     PGresult *res = PQexec(L->pg, copy_sql);
-    int k = K_OK, rc, more = 1;
-    uint64_t half = 0;
+    int k = K_OK, rc, more = 1, cur = 0, failed;
+    unsigned pages = 0;
 
     if (!res || PQresultStatus(res) != PGRES_COPY_IN) {
         k = classify(L, res);
@@ -564,12 +665,28 @@ static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
     PQclear(res);
     L->sent = 0;
     if (L->crash == CRASH_DURING_COPY) {
-        half = (L->b.rows - L->b.removed + 1) / 2;
+        uint64_t half = (L->b.rows - L->b.removed + 1) / 2;
         st.limit = half ? half : 1;
     }
+    pthread_mutex_init(&snd.mu, NULL);
+    pthread_cond_init(&snd.cv, NULL);
+    if ((rc = pthread_create(&snd.th, NULL, sender_main, &snd)) != 0) {
+        pthread_mutex_destroy(&snd.mu);
+        pthread_cond_destroy(&snd.cv);
+        snprintf(L->err, sizeof L->err, "cannot start the sender thread: %s", strerror(rc));
+        PQputCopyEnd(L->pg, "qload could not start its sender");
+        while ((res = PQgetResult(L->pg)) != NULL)
+            PQclear(res);
+        return K_LOCAL;
+    }
     while (more) {
-        sb_reset(&L->buf);
+        if (sender_wait(&snd, cur))
+            break;
+        st.out = &L->bufs[cur];
+        sb_reset(st.out);
         rc = store_read(L->s, page_fn, &st);
+        if (++pages % UNMAP_PAGES == 0)
+            unmap_store(L);
         if (rc == PAGE_BAD) {
             snprintf(L->err, sizeof L->err,
                      "row %" PRIu32 " of batch %" PRIu64 " is not a row of model %s (a damaged "
@@ -584,18 +701,21 @@ static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
             break;
         }
         more = rc == PAGE_FULL || st.in_page == PAGE_ROWS;
-        if (L->buf.len && PQputCopyData(L->pg, L->buf.buf, (int)L->buf.len) != 1) {
-            k = classify(L, NULL);
-            break;
+        if (st.out->len) {
+            sender_give(&snd, cur);
+            cur ^= 1;
         }
         if (st.limit && L->sent >= st.limit) {
             /* The seam: half the rows are on their way. */
+            sender_wait(&snd, -1);
             PQflush(L->pg);
             raise(SIGKILL);
         }
         progress(L, 0);
     }
-    if (PQstatus(L->pg) == CONNECTION_BAD)
+    failed = sender_stop(&snd);
+    unmap_store(L);
+    if (failed || PQstatus(L->pg) == CONNECTION_BAD)
         return classify(L, NULL);
     if (PQputCopyEnd(L->pg, k == K_OK ? NULL : "qload gave up on this COPY") != 1)
         return classify(L, NULL);
@@ -1448,7 +1568,8 @@ int main(int argc, char **argv)
                           "before_commit or after_commit", getenv("PICKLINE_QLOAD_CRASH"));
     L.tty = isatty(STDERR_FILENO);
     L.t0 = pl_mono_ns();
-    sb_init(&L.buf);
+    sb_init(&L.bufs[0]);
+    sb_init(&L.bufs[1]);
     sb_init(&L.sql);
     sb_init(&L.tmp);
     if (!msgpack_zone_init(&L.zone, ZONE_CHUNK)) {
@@ -1520,7 +1641,8 @@ out:
         free(L.types[i]);
     free(L.cols);
     free(L.types);
-    sb_free(&L.buf);
+    sb_free(&L.bufs[0]);
+    sb_free(&L.bufs[1]);
     sb_free(&L.sql);
     sb_free(&L.tmp);
     msgpack_zone_destroy(&L.zone);
