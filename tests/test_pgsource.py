@@ -87,6 +87,7 @@ ${notify}
     page: ${page}
     rows: ${rows}
     seconds: 0.3
+${extra}
 """
 
 NOTIFY = """
@@ -175,10 +176,10 @@ class PgSourceTest(unittest.TestCase):
 
     # -- helpers
 
-    def engine(self, notify=True, page=5000, interval=0.2, rows=1000):
+    def engine(self, notify=True, page=5000, interval=0.2, rows=1000, extra=""):
         eng = self.fx.engine(self.dir, PIPE, subst={
             "dsn": self.edsn, "notify": NOTIFY if notify else "", "page": page,
-            "interval": interval, "rows": rows})
+            "interval": interval, "rows": rows, "extra": extra})
         eng.check()
         return eng.start(timeout=15)
 
@@ -240,6 +241,13 @@ class PgSourceTest(unittest.TestCase):
             bs = self.batches(eng)
             return bs and all(b["state"] == "loaded" for b in bs if b["rows"] > 0)
         self.assertTrue(wait_for_quiet(done, timeout), self.batches(eng))
+
+    def wait_keys_done(self, eng):
+        """Waits until every key notice on pg_keys is worked (none buried)."""
+        def drained():
+            st = eng.stats().get("pg_keys", {})
+            return sum(st.get(k, 0) for k in ("ready", "reserved", "delayed", "buried")) == 0
+        self.assertTrue(wait_for_quiet(drained, 10), eng.stats())
 
     # -- tests
 
@@ -397,6 +405,28 @@ class PgSourceTest(unittest.TestCase):
         self.assertIn("does not fit table users", errors)
         self.assertIn("job body", errors)
 
+    def test_filter_and_since(self):
+        """where: and since: (the last 90 days) limit the copy, for the
+        watermark extract and for key notices alike."""
+        self.src.psql(insert_sql(1, 101) + insert_sql(1, 51, tenant=3) +
+                      "UPDATE users SET updated_at = now() - interval '200 days' "
+                      "WHERE id > 90;", self.sdb)
+        eng = self.engine(page=20, extra='    since: 7776000\n    where: "tenant <> 3"')
+        self.loader(eng)
+        where = "WHERE tenant <> 3 AND updated_at > now() - interval '90 days'"
+        rows = self.wait_equal(eng, where=where)
+        self.assertEqual(len(rows), 90)
+        self.src.psql("UPDATE users SET title = 'n' WHERE id = 5 AND tenant = 3;"
+                      "UPDATE users SET title = 'old' WHERE id = 95 AND tenant = 1;" +
+                      insert_sql(200, 210), self.sdb)
+        rows = self.wait_equal(eng, where=where)
+        self.assertEqual(len(rows), 100)
+        self.wait_keys_done(eng)
+        time.sleep(0.5)  # a wrongly staged row would be sealed and loaded by now
+        self.assertEqual(self.dst.scalar("SELECT count(*) FROM users", self.tdb), "100")
+        self.assertEqual(self.dst.scalar("SELECT count(*) FROM users WHERE tenant = 3 OR id > 90 "
+                                         "AND id < 200", self.tdb), "0")
+
     def test_late_commit_arrives_by_notice(self):
         """A row changed with an updated_at behind the watermark (a
         transaction that committed late) is missed by the watermark extract
@@ -414,11 +444,7 @@ class PgSourceTest(unittest.TestCase):
         # A hard delete is not carried (only soft deletes are): row 8 stays
         # as it was last extracted, or with its 'gone' title.
         self.assertEqual(self.dst.scalar("SELECT count(*) FROM users WHERE id = 8", self.tdb), "1")
-
-        def drained():
-            st = eng.stats().get("pg_keys", {})
-            return sum(st.get(k, 0) for k in ("ready", "reserved", "delayed", "buried")) == 0
-        self.assertTrue(wait_for_quiet(drained, 10), eng.stats())
+        self.wait_keys_done(eng)
 
 
 def wait_for_quiet(fn, timeout, interval=0.1):
