@@ -611,5 +611,61 @@ class QloadTest(unittest.TestCase):
         # the open batch is not loaded; the ledger exists and is empty
         self.assertEqual(self.ledger(), [])
 
+    def test_sigterm_finishes_the_current_batch(self):
+        self.sql("CREATE TABLE events (id integer, payload text)")
+        self.stage("events", [{"id": i, "payload": "a"} for i in range(500)])
+        self.stage("events", [{"id": i, "payload": "b"} for i in range(500, 600)])
+        locker = self.hold_lock("events")
+        q = subprocess.Popen([self.qload_bin, "--data", self.data, "--target", self.dsn,
+                              "--follow", "--json"],
+                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: q.poll() is None and q.kill())
+        self.assertTrue(pgfix.wait_until(self.qload_waiting, 20 * SLOW), "qload never waited")
+        q.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        self.assertIsNone(q.poll(), "qload left its batch half done")
+        locker.stdin.write(b"COMMIT;\n")
+        locker.stdin.close()
+        out, err = q.communicate(timeout=30 * SLOW)
+        self.assertEqual(q.returncode, 0, err)
+        # the batch in flight finished; the next one was left for later
+        self.assertEqual(json.loads(out)["batches"], 1, err)
+        self.assertEqual(self.one("SELECT count(*) FROM events"), "500")
+        res = self.load_ok()
+        self.assertEqual((res["batches"], res["rows"]), (1, 100), res)
+        self.assertEqual(self.one("SELECT count(*) FROM events"), "600")
+
+    def test_progress_line_on_a_terminal(self):
+        import pty
+        self.stage("events", [{"id": i, "payload": "p"} for i in range(2000)], batch_rows=500)
+        self.create_tables()
+        master, slave = pty.openpty()
+        try:
+            p = subprocess.Popen([self.qload_bin, "--data", self.data, "--target", self.dsn],
+                                 env=self.env, stdout=subprocess.PIPE, stderr=slave)
+            os.close(slave)
+            slave = None
+            out, _ = p.communicate(timeout=60 * SLOW)
+            chunks = []
+            while True:
+                try:
+                    b = os.read(master, 65536)
+                except OSError:
+                    break
+                if not b:
+                    break
+                chunks.append(b)
+        finally:
+            os.close(master)
+            if slave is not None:
+                os.close(slave)
+        err = b"".join(chunks).decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, err)
+        self.assertIn("\rqload: batches 4/4, 2000 rows", err)
+        self.assertIn("rows/s", err)
+        # the human summary goes to stdout
+        self.assertRegex(out.decode(), r"loaded 4 batches, 2000 rows in [0-9.]+ s")
+        self.assertEqual(self.one("SELECT count(*) FROM events"), "2000")
+
 if __name__ == "__main__":
     unittest.main()
