@@ -386,6 +386,25 @@ class QloadTest(unittest.TestCase):
         # the other columns of a soft-deleted row stay as they were
         self.assertEqual((got[2]["first_name"], got[2]["email"]), ("F2", "user2@example.com"))
 
+    def test_merge_refused_rows_rejected_rest_merged(self):
+        self.stage("tenants", [{"id": 1, "name": "one"}])
+        self.stage("users", [user(i) for i in range(1, 11)])
+        self.create_tables()
+        self.load_ok("--mode", "merge")
+        self.sql("ALTER TABLE users ADD CONSTRAINT no_bob CHECK (first_name <> 'Bob')")
+        self.stage("users", [user(2, first_name="Bob"), user(3, first_name="Carol"),
+                             user(11, first_name="Bob"), user(12), user(3, title="Ms"),
+                             {"id": 5, "tenant": 1, "_deleted": True}])
+        r = self.qload("--mode", "merge", "--json")
+        self.assertEqual(r.code, 1, r)
+        self.assertEqual(r.json()["rejected"], 2, r)
+        got = {x["id"]: x for x in self.rows("SELECT * FROM users")}
+        self.assertEqual(sorted(got), list(range(1, 11)) + [12])
+        self.assertEqual(got[2]["first_name"], "F2")             # Bob refused
+        self.assertEqual((got[3]["first_name"], got[3]["title"]), ("F3", "Ms"))  # last row wins
+        self.assertNotEqual(got[5]["deleted_at"], "2999-12-31T00:00:00+00:00")
+        self.assertEqual(got[6]["deleted_at"], "2999-12-31T00:00:00+00:00")
+
     def test_merge_without_unique_index_fails_batch(self):
         self.stage("events", [{"id": 1, "payload": "x"}])
         self.sql("CREATE TABLE events (id integer, payload text)")

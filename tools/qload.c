@@ -324,10 +324,7 @@ static int pg_check(Loader *L, PGresult *res)
 /* pg_exec runs one or more statements with no result rows wanted. */
 static int pg_exec(Loader *L, const char *sql)
 {
-    PGresult *res = PQexec(L->pg, sql);
-    int k = pg_check(L, res);
-    /* A multi-statement string leaves nothing more to read; be sure. */
-    return k;
+    return pg_check(L, PQexec(L->pg, sql));
 }
 
 static void pg_close(Loader *L)
