@@ -4,6 +4,7 @@ with a small number of records: a real PostgreSQL, the loopback services,
 against what was fed; this test checks that it says so, and that the
 counts it prints are the dataset's (fixtures.make_dataset), so a run.py
 that printed OK without looking would fail here."""
+import importlib.util
 import os
 import re
 import subprocess
@@ -12,11 +13,13 @@ import unittest
 
 import plhelp
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 EXAMPLE = os.path.join(plhelp.ROOT, "examples", "realtime")
-sys.path.insert(0, EXAMPLE)
 
-import fixtures  # noqa: E402  (examples/realtime/fixtures.py)
+# examples/realtime/fixtures.py under its own name (no sys.path change that
+# could shadow the other test files' modules).
+_spec = importlib.util.spec_from_file_location("realtime_fixtures", os.path.join(EXAMPLE, "fixtures.py"))
+fixtures = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(fixtures)
 
 # Sanitizer builds run several times slower: fewer records there.
 RECORDS = 200 if plhelp.SLOW == 1.0 else 120

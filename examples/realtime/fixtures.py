@@ -217,6 +217,11 @@ def person_id(email):
     return "P-" + hashlib.sha1(email.lower().encode("utf-8")).hexdigest()[:12]
 
 
+def match_score(email):
+    """The score the identity service answers for email, as written: "0.NNN"."""
+    return "0.%03d" % (int(person_id(email)[2:5], 16) % 1000)
+
+
 class Identity(Fixture):
     """POST /match {..., "callback_url": U} -> 202 {"status":"queued"} at
     once. After `delay` seconds one of `senders` threads POSTs
@@ -248,7 +253,7 @@ class Identity(Fixture):
         except (ValueError, KeyError, TypeError):
             return req.reply(400, {"error": "need a JSON body with callback_url"})
         pid = person_id(email)
-        score = "0.%03d" % (int(pid[2:5], 16) % 1000)
+        score = match_score(email)
         res = ('{"person_id": %s, "score": %s}' % (json.dumps(pid), score)).encode("utf-8")
         with self._cv:
             self.submitted += 1

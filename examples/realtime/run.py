@@ -20,6 +20,7 @@ library only, plus tests/pgfix.py for the throwaway PostgreSQL.
 import argparse
 import collections
 import csv
+import datetime
 import json
 import os
 import re
@@ -96,6 +97,8 @@ class Run:
         self.args = args
         build = os.environ.get("PICKLINE_BUILD") or "build/release"
         self.build = build if os.path.isabs(build) else os.path.join(ROOT, build)
+        # Sanitizer builds run several times slower: their waits are scaled.
+        self.slow = 4.0 if "asan" in os.path.basename(os.path.normpath(self.build)) else 1.0
         self.bins = {}
         for b in ("pickline", "qctl", "qload"):
             p = os.path.join(self.build, b)
@@ -129,6 +132,9 @@ class Run:
                                "(%s) ends:\n%s" % (name, p.returncode, log, tail(log)))
 
     def stop(self):
+        """Stops everything; returns the problems seen on the way (a
+        program that did not exit 0 on SIGTERM, or needed a SIGKILL)."""
+        problems = []
         # qload first (it may be mid-COPY: SIGTERM lets it finish the batch),
         # then the engine (SIGTERM drains), then the services and PostgreSQL.
         for name in ("qload", "pickline"):
@@ -138,9 +144,12 @@ class Run:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
-                    p.wait(30)
+                    if p.wait(30 * self.slow) != 0:
+                        problems.append("%s exited with status %d on SIGTERM (expected 0); its "
+                                        "log (%s) ends:\n%s" % (name, p.returncode, log, tail(log)))
                 except subprocess.TimeoutExpired:
-                    say("%s did not exit within 30 s of SIGTERM; killing it (log: %s)" % (name, log))
+                    problems.append("%s did not exit within %d s of SIGTERM; killed it (log: %s)"
+                                    % (name, 30 * self.slow, log))
                     p.kill()
                     p.wait()
         if self.notices:
@@ -154,7 +163,8 @@ class Run:
             try:
                 self.pg.close()
             except Exception as e:
-                say("stopping PostgreSQL: %s" % e)
+                problems.append("stopping PostgreSQL: %s" % e)
+        return problems
 
     def qctl(self, *args):
         p = subprocess.run([self.bins["qctl"], "--data", self.data] + list(args),
@@ -218,7 +228,7 @@ class Run:
 
         self.start("pickline", [self.bins["pickline"], "run", self.pipeline, "--data", self.data,
                                  "--port", str(ports["listen"])])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 30 * self.slow
         while True:
             self.check_alive()
             try:
@@ -228,8 +238,8 @@ class Run:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise RunError("pickline did not answer GET %s/health within 30 s; its log ends:\n%s"
-                               % (self.base, tail(self.procs["pickline"][1])))
+                raise RunError("pickline did not answer GET %s/health within %d s; its log ends:\n%s"
+                               % (self.base, 30 * self.slow, tail(self.procs["pickline"][1])))
             time.sleep(0.05)
         self.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.dsn,
                              "--follow", "--create-tables", "--mode", "merge"])
@@ -373,7 +383,10 @@ class Run:
         problems = []
         q = self.pg.query_json
         users = {u["id"]: u for u in q(
-            "SELECT id, tenant, first_name, last_name, title, email, permission, mobile, city, "
+            "SELECT id, tenant, first_name, last_name, title, email, passhash, salt, permission, "
+            "phone, mobile, manager, address, city, country, "
+            "extract(epoch FROM created_at)::text AS created_at, "
+            "extract(epoch FROM updated_at)::text AS updated_at, "
             "lat::text AS lat, lon::text AS lon, person_id, match_score::text AS match_score, "
             "to_char(deleted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS deleted_at FROM users",
             self.dsn)}
@@ -389,9 +402,20 @@ class Run:
         geo_ok = id_ok = 0
         for i in sorted(want & set(users)):
             u, s = users[i], src[i]
-            for f in ("tenant", "first_name", "last_name", "email", "mobile", "city"):
+            for f in ("tenant", "first_name", "last_name", "email", "passhash", "salt", "phone",
+                      "mobile", "manager", "address", "city", "country"):
                 if u[f] != s.get(f):
                     problems.append("user %d: %s is %r, the record API sent %r" % (i, f, u[f], s.get(f)))
+            for f in ("created_at", "updated_at"):
+                sent = s.get(f)
+                want_t = (datetime.datetime.fromisoformat(sent.replace("Z", "+00:00")).timestamp()
+                          if sent else None)
+                got = float(u[f]) if u[f] is not None else None
+                if (got is None) != (want_t is None) or (got is not None and abs(got - want_t) > 1e-6):
+                    problems.append("user %d: %s is %s (epoch), the record API sent %r" % (i, f, u[f], sent))
+            if u["match_score"] != fixtures.match_score(s["email"]):
+                problems.append("user %d: match_score %r, the identity service called back %r"
+                                % (i, u["match_score"], fixtures.match_score(s["email"])))
             if u["title"] != s.get("title"):
                 problems.append("user %d: title is %r, expected %r" % (i, u["title"], s.get("title")))
             if u["permission"] != s.get("permission", 1):
@@ -520,7 +544,11 @@ def main():
         say("FAILED: run.py itself broke:\n%s" % traceback.format_exc())
     finally:
         if run:
-            run.stop()
+            problems = run.stop()
+            for p in problems:
+                say("FAILED: %s" % p)
+            if problems and code == 0:
+                code = 1
             if code == 0 and not args.keep:
                 import shutil
                 shutil.rmtree(run.work, ignore_errors=True)
