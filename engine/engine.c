@@ -965,7 +965,9 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
                          .connect_timeout_s = st->conf->connect_timeout_s,
                          .timeout_s = st->conf->timeout_s, .insecure = st->conf->insecure};
         st->http = http_class_new(e->http, st->conf->name, &hp);
-        if (!st->kind->source) {
+        /* A stage with an input queue works jobs in slots; a kind may
+         * also produce on its own (begin), with or without one. */
+        if (st->conf->input) {
             st->nslots = st->conf->concurrency ? st->conf->concurrency : 1;
             st->slots = xcalloc(st->nslots, sizeof *st->slots);
             for (unsigned k = 0; k < st->nslots; k++) {
@@ -1006,9 +1008,9 @@ int engine_run(Engine *e)
     ev_timer_start(e->loop, &e->tick);
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
-        if (st->kind->source && st->kind->begin)
+        if (st->kind->begin)
             st->kind->begin(st);
-        else
+        if (st->conf->input)
             reserver_kick(st);
     }
     pl_log(PL_LOG_INFO, "engine: running %zu stages on %s%s%s", e->nstages, store_path(e->store),

@@ -616,6 +616,7 @@ typedef struct Kind {
     int sink;            /* no output: (the end of the line: batches) */
     int fan_out;         /* output: may name several queues (each gets every job) */
     const Key *keys;     /* its own keys, ending with a NULL name */
+    int input_optional;  /* works an input queue when given one, produces on its own anyway */
 } Kind;
 
 #define HEADERS {"headers", K_HEADERS, 0, 0, 0, NULL}
@@ -699,16 +700,16 @@ static const Key pg_notify_keys[] = {
 static const Key no_keys[] = {{NULL, 0, 0, 0, 0, NULL}};
 
 static const Kind kinds[] = {
-    {"http_poll", "an", 1, 0, 0, 0, 0, poll_keys},
-    {"http_extract", "an", 0, 0, 0, 0, 0, extract_keys},
-    {"http_enrich", "an", 0, 0, 0, 0, 0, enrich_keys},
-    {"async_submit", "an", 0, 0, 1, 0, 0, submit_keys},
-    {"route", "a", 0, 1, 0, 0, 0, route_keys},
-    {"validate", "a", 0, 0, 0, 0, 1, validate_keys},
-    {"batch", "a", 0, 0, 0, 1, 0, batch_keys},
-    {"noop", "a", 0, 0, 0, 0, 0, no_keys},
-    {"pg_extract", "a", 0, 0, 0, 1, 0, pg_extract_keys},
-    {"pg_notify", "a", 1, 0, 0, 0, 0, pg_notify_keys},
+    {"http_poll", "an", 1, 0, 0, 0, 0, poll_keys, 0},
+    {"http_extract", "an", 0, 0, 0, 0, 0, extract_keys, 0},
+    {"http_enrich", "an", 0, 0, 0, 0, 0, enrich_keys, 0},
+    {"async_submit", "an", 0, 0, 1, 0, 0, submit_keys, 0},
+    {"route", "a", 0, 1, 0, 0, 0, route_keys, 0},
+    {"validate", "a", 0, 0, 0, 0, 1, validate_keys, 0},
+    {"batch", "a", 0, 0, 0, 1, 0, batch_keys, 0},
+    {"noop", "a", 0, 0, 0, 0, 0, no_keys, 0},
+    {"pg_extract", "a", 0, 0, 0, 1, 0, pg_extract_keys, 1},
+    {"pg_notify", "a", 1, 0, 0, 0, 0, pg_notify_keys, 0},
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 #define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, validate, batch, " \
@@ -1316,10 +1317,12 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
         return rc;
 
     if (!k->source) {
-        if (!(v = conf_get(n, "input")))
-            return errat(&sl, n->line, "input: is required; name the queue this stage reads");
-        if ((rc = qref(&sl, p, "input", v, &s->input)))
+        if (!(v = conf_get(n, "input"))) {
+            if (!k->input_optional)
+                return errat(&sl, n->line, "input: is required; name the queue this stage reads");
+        } else if ((rc = qref(&sl, p, "input", v, &s->input))) {
             return rc;
+        }
     }
     if (!k->route && !k->sink) {
         if (!(v = conf_get(n, "output")))

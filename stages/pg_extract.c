@@ -4,7 +4,7 @@
  *
  *   - name: users_src
  *     kind: pg_extract
- *     input: pg_keys              # key notices (pg_notify's output), see below
+ *     input: pg_keys              # optional: key notices (pg_notify's output), see below
  *     dsn: "env:SOURCE_DSN"       # libpq conninfo, or env:NAME to read $NAME
  *     table: users                # source table (schema.table allowed)
  *     model: users                # rows are validated against it, staged in its batches
@@ -76,9 +76,9 @@
  * logged once when the stage goes down and once when it is back up. Pending
  * key jobs are released for a later attempt while the source is down.
  *
- * The kind has an input queue (the engine gives input stages their jobs in
- * slots); the watermark extract runs from its own timers, started at init.
- * A pipeline that has no notices names a queue nobody writes. */
+ * With an input queue the engine gives the stage key-notice jobs in slots;
+ * without one it only runs the watermark extract, from its own timers,
+ * started at init. */
 #include "common.h"
 #include "../engine/engine.h"
 #include "../engine/model.h"

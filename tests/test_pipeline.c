@@ -679,6 +679,29 @@ static void parse_from_memory(void)
     pipeline_free(p);
 }
 
+/* pg_extract may have an input queue (key notices) or none (watermark
+ * only); other workers may not go without one. */
+static void pg_extract_input_optional(void)
+{
+    Pipeline *p = load_ok(MODELS MQUEUES "stages:\n  - name: src\n    kind: pg_extract\n"
+                          "    dsn: \"host=/tmp\"\n    table: users\n    model: users\n"
+                          "    updated_column: updated_at\n");
+    T_EQ(p->nstages, 1);
+    T_CHECK(p->stages[0].input == NULL);
+    pipeline_free(p);
+    p = load_ok(MODELS MQUEUES "stages:\n  - name: src\n    kind: pg_extract\n"
+                "    input: validate\n    dsn: \"host=/tmp\"\n    table: users\n"
+                "    model: users\n    updated_column: updated_at\n");
+    T_CHECK(p->stages[0].input && strcmp(p->stages[0].input, "validate") == 0);
+    pipeline_free(p);
+    char err[512];
+    static const char bad[] = "queues:\n  a:\nstages:\n  - {name: s, kind: noop, output: a}\n";
+    T_ERR(pipeline_parse("x.yml", bad, sizeof bad - 1, &p, err, sizeof err), PL_EINVAL);
+    if (!strstr(err, "input: is required"))
+        t_fail(__FILE__, __LINE__, "error: %s", err);
+}
+
+
 static const TCase cases[] = {
     T_CASE(example_loads),
     T_CASE(defaults_filled),
@@ -700,6 +723,7 @@ static const TCase cases[] = {
     T_CASE(models_accepted),
     T_CASE(err_models),
     T_CASE(parse_from_memory),
+    T_CASE(pg_extract_input_optional),
     {NULL, NULL},
 };
 
