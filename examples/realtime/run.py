@@ -526,6 +526,7 @@ def main():
 
     # SIGTERM (a test's timeout, a CI cancel) stops everything like Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     run = None
     code = 1
     try:
