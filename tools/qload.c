@@ -1274,8 +1274,20 @@ static int load_batch(Loader *L, const Item *it)
 
 /* ------------------------------------------------------------ a pass */
 
+typedef struct HasRow {
+    int any;
+} HasRow;
+
+static int has_row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
+{
+    (void)seq, (void)mp, (void)len;
+    ((HasRow *)arg)->any = 1;
+    return 1;
+}
+
 typedef struct Collect {
     Loader *L;
+    Txn *t;
     Item *items;
     size_t n, cap;
     int leftovers;          /* also list loaded batches (to drop leftover rows) */
@@ -1297,6 +1309,14 @@ static int collect_fn(const BatchRec *b, void *arg)
         return 0;
     if (c->L->o.model && strcmp(c->L->o.model, b->model) != 0)
         return 0;
+    if (c->leftovers) {
+        HasRow h = {0};
+        int rc = batch_rows(c->t, b->id, 0, 1, has_row_fn, &h);
+        if (rc != 0 && rc != 1)
+            return rc;
+        if (!h.any)
+            return 0;
+    }
     if (c->n == c->cap) {
         c->cap = c->cap ? c->cap * 2 : 64;
         c->items = xrealloc(c->items, c->cap * sizeof *c->items);
@@ -1311,6 +1331,7 @@ static int collect_fn(const BatchRec *b, void *arg)
 
 static int collect_tx(Txn *t, void *arg)
 {
+    ((Collect *)arg)->t = t;
     return batch_each(t, -1, collect_fn, arg);
 }
 
@@ -1322,43 +1343,14 @@ static int item_cmp(const void *x, const void *y)
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-typedef struct HasRow {
-    int any;
-} HasRow;
-
-static int has_row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
-{
-    (void)seq, (void)mp, (void)len;
-    ((HasRow *)arg)->any = 1;
-    return 1;
-}
-
-typedef struct Leftover {
-    uint64_t id;
-    int any;
-} Leftover;
-
-static int leftover_tx(Txn *t, void *arg)
-{
-    Leftover *lo = arg;
-    HasRow h = {0};
-    int rc = batch_rows(t, lo->id, 0, 1, has_row_fn, &h);
-    lo->any = h.any;
-    return rc == 1 ? 0 : rc;
-}
-
 /* drop_leftovers drops the rows of batches marked loaded whose rows a
  * crash kept (between the mark and the drop). */
 static void drop_leftovers(Loader *L)
 {
     Collect c = {.L = L, .leftovers = 1};
-    if (store_read(L->s, collect_tx, &c) == 0) {
-        for (size_t i = 0; i < c.n; i++) {
-            Leftover lo = {c.items[i].id, 0};
-            if (store_read(L->s, leftover_tx, &lo) == 0 && lo.any)
-                drop_rows(L, lo.id);
-        }
-    }
+    if (store_read(L->s, collect_tx, &c) == 0)
+        for (size_t i = 0; i < c.n; i++)
+            drop_rows(L, c.items[i].id);
     free(c.items);
 }
 
