@@ -238,7 +238,8 @@ class Run:
                 raise RunError("pickline made no data directory in %s within 15 s" % self.data)
             time.sleep(0.05)
         self.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.edsn,
-                             "--follow", "--mode", "merge", "--create-tables", "--poll", "0.2"])
+                             "--pipeline", os.path.join(HERE, "pipeline.yml"), "--follow", "--mode", "merge",
+                             "--create-tables", "--poll", "0.2"])
 
     def wh_sql(self, sql):
         self.wh.psql(sql, self.wdsn)
