@@ -159,6 +159,12 @@ class QloadTest(unittest.TestCase):
         env.update(env_extra or {})
         return plhelp.run(argv, env=env, timeout=timeout)
 
+    def qctl_json(self, *args):
+        r = plhelp.run([plhelp.binary("qctl"), "--data", self.data] + list(args) + ["--json"],
+                       env=self.env)
+        self.assertEqual(r.code, 0, r)
+        return r.json()
+
     def load_ok(self, *args):
         r = self.qload("--json", *args)
         self.assertEqual(r.code, 0, r)
@@ -314,6 +320,9 @@ class QloadTest(unittest.TestCase):
         led = self.ledger()
         self.assertEqual([r["batch"] for r in led], ids)
         self.assertEqual([r["rows"] for r in led], [per] * 3)
+        bat = self.qctl_json("batches")
+        self.assertEqual([b["state"] for b in bat], ["loaded"] * 3)
+        self.assertEqual(bat[0]["attempts"], 2)
         # Everything is marked loaded in the store: a third run finds nothing.
         res = self.load_ok()
         self.assertEqual((res["batches"], res["rows"]), (0, 0), res)
@@ -438,16 +447,19 @@ class QloadTest(unittest.TestCase):
         self.assertEqual(got, want)
         led = self.ledger()
         self.assertEqual([(x["rows"], x["rejected"]) for x in led], [(196, 4), (99, 1)])
-        # The refused rows are in the rejects, with PostgreSQL's reason.
-        qctl = os.path.join(plhelp.BUILD, "qctl")
-        q = plhelp.run([qctl, "--data", self.data, "rejects", "--json"], env=self.env) \
-            if os.access(qctl, os.X_OK) else None
-        if q is not None and q.code != 2:  # qctl rejects exists
-            self.assertEqual(q.code, 0, q)
-            text = q.out
-            self.assertIn("check constraint", text)
-            self.assertIn("duplicate key", text)
-            self.assertIn("too long", text)
+        # The refused rows are in the rejects, as staged, with PostgreSQL's reason.
+        rej = self.qctl_json("rejects")
+        self.assertEqual(sorted((x["batch"], x["row"]["id"]) for x in rej),
+                         [(1, 17), (1, 43), (1, 77), (1, 150), (2, 299)])
+        why = {x["row"]["id"]: x["errors"][0]["message"] for x in rej}
+        self.assertIn("check constraint", why[17])
+        self.assertIn("duplicate key", why[43])
+        self.assertIn("too long", why[77])
+        self.assertEqual({x["row"]["id"]: x["row"]["payload"] for x in rej}[150], "forbidden")
+        self.assertEqual([x["stage"] for x in rej], ["qload"] * 5)
+        bat = self.qctl_json("batches")
+        self.assertEqual([(b["state"], b["rows"], b["removed"]) for b in bat],
+                         [("loaded", 200, 4), ("loaded", 100, 1)])
         # Nothing is loaded twice by a rerun.
         res = self.load_ok()
         self.assertEqual((res["batches"], res["rows"]), (0, 0))
@@ -463,6 +475,10 @@ class QloadTest(unittest.TestCase):
         self.assertEqual((res["batches"], res["failed"], res["rows"]), (1, 1, 1), r)
         self.assertIn("table events does not exist; run qload --create-tables or create it",
                       r.err)
+        states = {b["model"]: b for b in self.qctl_json("batches")}
+        self.assertEqual(states["events"]["state"], "failed")
+        self.assertIn("table events does not exist", states["events"]["error"])
+        self.assertEqual(states["subscriptions"]["state"], "loaded")
         self.assertEqual(self.sql("SELECT id, name FROM subscriptions"), [["1", "news"]])
 
     def test_column_mismatch_fails_batch(self):
