@@ -1026,17 +1026,23 @@ void engine_close(Engine *e)
 {
     if (!e)
         return;
+    /* The order matters after a forced stop (a second signal), when work
+     * is still in flight: first everything that may call into the stages
+     * (the listener's handlers answer or get 503; canceled requests call
+     * their stage's done, which may submit ops), then the writer finishes
+     * every op submitted (their apply may read stage data; completions that
+     * arrive now are dropped with the loop), and only then the stages free
+     * their data. */
+    listener_close(e->listener);
+    for (size_t i = 0; i < e->nstages; i++)
+        http_class_free(e->stages[i].http);
+    http_close(e->http);
+    committer_close(e->cm);
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
         if (st->kind && st->kind->fini)
             st->kind->fini(st);
-        http_class_free(st->http);
     }
-    http_close(e->http);
-    listener_close(e->listener);
-    /* Finish what the writer holds; completions that arrive now are dropped
-     * with the loop (their slots are freed below). */
-    committer_close(e->cm);
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
         for (unsigned k = 0; k < st->nslots; k++) {

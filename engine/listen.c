@@ -68,6 +68,7 @@ struct Listener {
     size_t nroutes, cap;
     Exchange *held;    /* exchanges a handler holds (doubly linked) */
     int running;       /* inside MHD_run */
+    int shutdown;      /* listener_close runs: no new request reaches a handler */
     unsigned closing;  /* 503s from listener_close not yet sent */
 };
 
@@ -455,6 +456,13 @@ static enum MHD_Result take(Exchange *x, const char *data, size_t n)
 static enum MHD_Result dispatch(Exchange *x)
 {
     const Route *r = &x->l->routes[x->route];
+    if (x->l->shutdown) {
+        /* A request that completes while listener_close drains would be
+         * held past the daemon's end: refuse it (the sender retries). */
+        struct MHD_Response *resp = make_error("the listener is shutting down");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+        return queue(x, 503, resp);
+    }
     hold(x);
     x->in_handler = 1;
     r->fn(r->arg, x);
@@ -695,6 +703,7 @@ void listener_close(Listener *l)
     if (!l)
         return;
     PL_ASSERT(!l->running, "listener_close is not called from a handler");
+    l->shutdown = 1;
     ev_io_stop(l->loop, &l->io);
     ev_timer_stop(l->loop, &l->tm);
     /* In external mode the quiesced listen socket is ours to close at once:
