@@ -521,11 +521,10 @@ int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more)
     MDB_val k = {sizeof kb, kb}, v;
     size_t n = 0;
     *more = 0;
-    for (;;) {
-        k.mv_size = sizeof kb;
-        k.mv_data = kb;
-        if ((rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)) != 0)
-            break;
+    /* After mdb_cursor_del the cursor stands on the next record, and
+     * MDB_NEXT returns it (LMDB's delete-while-walking idiom): one seek. */
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         const unsigned char *p = k.mv_data;
         if (k.mv_size != 13 || p[0] != TAG_ROW || pl_get_be64(p + 1) != id)
             break;

@@ -276,6 +276,49 @@ static void row_reject_and_drop(void)
     store_close(s);
 }
 
+static int count_rows(uint32_t seq, const void *mp, size_t len, void *arg)
+{
+    (void)seq, (void)mp, (void)len;
+    (*(size_t *)arg)++;
+    return 0;
+}
+
+/* Dropping walks many pages with one seek: every row of the batch goes,
+ * the neighbours' rows stay. */
+static void drop_many_pages(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    Txn *t = wbegin(s);
+    BatchRec a, c;
+    for (int i = 0; i < 6000; i++) {
+        row(&b, i, "a longer value so that the rows fill a good many pages of the tree");
+        T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &a));
+        T_OK(staging_append(t, "tenants", b.data, b.size, &no_limits, &c));
+    }
+    T_OK(store_txn_commit(t));
+    t = wbegin(s);
+    int more = 1;
+    T_OK(batch_drop_rows(t, a.id, 1000, &more));
+    T_EQ(more, 1);
+    size_t n = 0;
+    T_OK(batch_rows(t, a.id, 0, 0, count_rows, &n));
+    T_EQ(n, 5000);
+    T_OK(batch_drop_rows(t, a.id, 0, &more));
+    T_EQ(more, 0);
+    n = 0;
+    T_OK(batch_rows(t, a.id, 0, 0, count_rows, &n));
+    T_EQ(n, 0);
+    n = 0;
+    T_OK(batch_rows(t, c.id, 0, 0, count_rows, &n));
+    T_EQ(n, 6000);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+
 static int count_rejects(const RejectRead *r, void *arg)
 {
     (void)r;
@@ -378,7 +421,7 @@ int main(int argc, char **argv)
     static const TCase cases[] = {
         T_CASE(append_and_read), T_CASE(seal_by_rows_and_time), T_CASE(hold_on_rejects),
         T_CASE(row_reject_and_drop), T_CASE(reject_replay_to_queue), T_CASE(uuid_stable),
-        T_CASE(states_named), {NULL, NULL},
+        T_CASE(states_named), T_CASE(drop_many_pages), {NULL, NULL},
     };
     return t_main(argc, argv, "staging", cases);
 }
