@@ -3,7 +3,7 @@
  * "edge"; pickline and qload run as child processes found next to this
  * program.
  *
- *   edgebench [--rows N] [--rate R] [--seconds S] [--senders K] [--page N]
+ *   edgebench [--rows N] [--rate R] [--seconds S] [--senders K] [--page N] [--batch-rows N]
  *             [--seal S] [--no-latency] [--no-phases] [--json] [--keep]
  *
  * Initial copy. A users table of N rows (the seed's users model, 14 columns
@@ -14,7 +14,7 @@
  * into a fresh database of the edge cluster with the same DDL (the model's:
  * primary key, unique email). Then pickline copies it into another fresh
  * database: `pickline run` (pg_notify + pg_extract, page rows a page, batches
- * sealed at 10,000 rows or S seconds) and `qload --follow --mode merge
+ * sealed at --batch-rows rows (10,000) or S seconds) and `qload --follow --mode merge
  * --create-tables`, started together; the time runs from the engine's start
  * until the target's ledger holds every row. The extract phase ends when
  * every row is staged (the store's batches, read-only); the load phase when
@@ -62,7 +62,7 @@
 #include <unistd.h>
 
 static int opt_json, opt_keep, opt_latency = 1, opt_phases = 1;
-static size_t opt_rows = 1000000, opt_page = 10000;
+static size_t opt_rows = 1000000, opt_page = 10000, opt_batch = 10000;
 static unsigned opt_rate = 1000, opt_seconds = 10, opt_senders = 4;
 static double opt_seal = 0.2;
 
@@ -213,9 +213,9 @@ static void write_pipeline(void)
             "    updated_column: updated_at\n"
             "    interval: 1\n"
             "    page: %zu\n"
-            "    rows: 10000\n"
+            "    rows: %zu\n"
             "    seconds: %g\n",
-            model_yaml, opt_page, opt_seal);
+            model_yaml, opt_page, opt_batch, opt_seal);
     if (fclose(f) != 0)
         die(yaml_path, strerror(errno));
 }
@@ -505,8 +505,8 @@ static double bench_copy(void)
     char params[300], cmd[2000], label[120];
     size_t n = opt_rows;
     Digest ref, d;
-    snprintf(params, sizeof params, "\"rows\":%zu,\"columns\":%zu,\"page\":%zu,\"batch_rows\":10000,"
-             "\"seal_s\":%g,\"mode\":\"merge\"", n, users->nfields, opt_page, opt_seal);
+    snprintf(params, sizeof params, "\"rows\":%zu,\"columns\":%zu,\"page\":%zu,\"batch_rows\":%zu,"
+             "\"seal_s\":%g,\"mode\":\"merge\"", n, users->nfields, opt_page, opt_batch, opt_seal);
     digest(src, &ref);
 
     /* The peer: psql COPY out | psql COPY in, into a fresh database with
@@ -705,8 +705,8 @@ static void bench_latency(void)
     if (n > opt_rows)
         n = opt_rows;
     snprintf(params, sizeof params, "\"rate\":%u,\"seconds\":%u,\"updates\":%zu,\"senders\":%u,"
-             "\"rows\":%zu,\"seal_s\":%g,\"batch_rows\":10000,\"qload_poll_s\":0.05,"
-             "\"page\":%zu", opt_rate, opt_seconds, n, opt_senders, opt_rows, opt_seal, opt_page);
+             "\"rows\":%zu,\"seal_s\":%g,\"batch_rows\":%zu,\"qload_poll_s\":0.05,"
+             "\"page\":%zu", opt_rate, opt_seconds, n, opt_senders, opt_rows, opt_seal, opt_batch, opt_page);
     for (stride = 7919; gcd(stride, opt_rows) != 1; stride += 2) {
     }
     sql_do(src, notify_sql);
@@ -877,8 +877,8 @@ static void bench_phases(double prps)
     char params[300], dir[400], dir2[400], cmd[1000];
     size_t n = opt_rows;
     Digest ref;
-    snprintf(params, sizeof params, "\"rows\":%zu,\"columns\":%zu,\"page\":%zu,\"batch_rows\":10000,"
-             "\"seal_s\":%g", n, users->nfields, opt_page, opt_seal);
+    snprintf(params, sizeof params, "\"rows\":%zu,\"columns\":%zu,\"page\":%zu,\"batch_rows\":%zu,"
+             "\"seal_s\":%g", n, users->nfields, opt_page, opt_batch, opt_seal);
     snprintf(dir, sizeof dir, "%s/data-phases", basedir);
     snprintf(dir2, sizeof dir2, "%s/data-phases-append", basedir);
     digest(src, &ref);
@@ -935,12 +935,14 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: edgebench [--rows N] [--rate R] [--seconds S] [--senders K] [--page N]\n"
+            "                 [--batch-rows N]\n"
             "                 [--seal S] [--no-latency] [--no-phases] [--json] [--keep]\n"
             "  --rows N      rows of the users table copied (default 1000000)\n"
             "  --rate R      updates a second in the latency run (default 1000)\n"
             "  --seconds S   seconds of updates (default 10)\n"
             "  --senders K   connections sending the updates (default 4)\n"
             "  --page N      pg_extract's page (default 10000)\n"
+            "  --batch-rows N  seal a batch at N rows (default 10000)\n"
             "  --seal S      seal a batch S seconds after its first row (default 0.2)\n"
             "  --no-latency  no change latency run\n"
             "  --no-phases   no run of the copy's phases one at a time (the engine alone,\n"
@@ -1015,6 +1017,8 @@ int main(int argc, char **argv)
             opt_seconds = (unsigned)parse_count(a, argv[++i]);
         else if (!strcmp(a, "--senders") && i + 1 < argc)
             opt_senders = (unsigned)parse_count(a, argv[++i]);
+        else if (!strcmp(a, "--batch-rows") && i + 1 < argc)
+            opt_batch = (size_t)parse_count(a, argv[++i]);
         else if (!strcmp(a, "--page") && i + 1 < argc)
             opt_page = (size_t)parse_count(a, argv[++i]);
         else if (!strcmp(a, "--seal") && i + 1 < argc) {
