@@ -37,8 +37,12 @@ typedef struct SlotOp {
     int in_actions;  /* the last apply failed in the outputs, after the ack */
 } SlotOp;
 
+/* The most jobs one reserve takes (a stage's batch: is capped here). */
+#define RSV_MAX 256
+
 typedef struct Reserver {
     EngineOp eo;
+    Job *js;         /* RSV_MAX: the views reserve_n gives, copied out in apply */
     Stage *stage;
     Slot **want;     /* slots being filled by the op in flight */
     size_t nwant, got;
@@ -565,8 +569,8 @@ void slot_retry(Slot *s, double after_s, const char *error)
 static int rsv_apply(Txn *t, CommitOp *op)
 {
     Reserver *r = (Reserver *)op;
-    Job js[64];
-    size_t n = r->nwant < 64 ? r->nwant : 64, got = 0;
+    Job *js = r->js;
+    size_t n = r->nwant < RSV_MAX ? r->nwant : RSV_MAX, got = 0;
     r->got = 0;
     int rc = queue_reserve_n(t, r->queue, n, r->ttr_ms, js, &got);
     if (rc == PL_EPAUSED)
@@ -628,7 +632,7 @@ static void reserver_kick(Stage *st)
         return;
     size_t n = 0;
     unsigned want = st->conf->batch ? st->conf->batch : 1;
-    for (unsigned i = 0; i < st->nslots && n < want && n < 64; i++)
+    for (unsigned i = 0; i < st->nslots && n < want && n < RSV_MAX; i++)
         if (st->slots[i].state == SLOT_FREE) {
             st->slots[i].state = SLOT_RESERVING;
             st->reserving++;
@@ -983,7 +987,8 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
             Reserver *r = xcalloc(1, sizeof *r);
             r->stage = st;
             r->queue = st->conf->input;
-            r->want = xcalloc(64, sizeof *r->want);
+            r->want = xcalloc(RSV_MAX, sizeof *r->want);
+            r->js = xcalloc(RSV_MAX, sizeof *r->js);
             st->rsv = r;
         }
         if (st->kind->init && (rc = st->kind->init(st, err, errlen)) != 0)
@@ -1057,6 +1062,7 @@ void engine_close(Engine *e)
         free(st->slots);
         if (st->rsv) {
             free(((Reserver *)st->rsv)->want);
+            free(((Reserver *)st->rsv)->js);
             free(st->rsv);
         }
     }
