@@ -70,7 +70,8 @@ static int apply_cycle(Txn *t, CommitOp *op)
     Job js[MAXB];
     size_t got = 0;
     int rc = queue_reserve_n(t, "crash", w->k, 0, js, &got);
-    if (rc && rc != PL_EEMPTY)
+    /* Before the producer's first commit the queue does not exist yet. */
+    if (rc && rc != PL_EEMPTY && rc != PL_ENOQUEUE)
         return txn_fail(t, rc);
     for (size_t i = 0; i < got; i++) {
         w->ids[i] = js[i].id;
