@@ -85,8 +85,18 @@ enum {
     K_DONE,      /* the ledger already holds the batch */
     K_SKIP,      /* the batch is no longer ours to load (its state changed) */
     K_LINE,      /* careful COPY refused one line: reject it, then try again */
-    K_LOCAL      /* the store failed */
+    K_LOCAL,     /* the store failed */
+    K_NODIRECT   /* a direct merge met a soft delete: merge through the temp table */
 };
+
+/* A merge first tries to COPY straight into the table (as fast as append)
+ * inside a savepoint: that works whenever no key of the batch is in the
+ * table yet (an initial copy, new rows). A key that is there (a unique
+ * violation) or a soft delete in the batch rolls back to the savepoint and
+ * merges through the temp table; the model then skips the direct try for
+ * its next DIRECT_BACKOFF batches, so a stream of updates does not pay for
+ * a failed try every time. */
+#define DIRECT_BACKOFF 16
 
 /* Crash-test seams (PICKLINE_QLOAD_CRASH). */
 enum { CRASH_NONE, CRASH_BEFORE_COPY, CRASH_DURING_COPY, CRASH_BEFORE_COMMIT,
@@ -171,6 +181,8 @@ typedef struct Loader {
     uint64_t live;          /* rows sent for this batch, for the progress line */
     uint64_t rejected;      /* rows of this batch moved to the rejects (all attempts) */
     uint64_t att_rejected;  /* of those, found by this attempt's ranges */
+    unsigned *direct_skip;  /* per model (index in ms->m): batches to merge without trying direct */
+    signed char *keyed;     /* per model: its table has a unique index on the key (1), not (-1), unknown (0) */
     char **cols;            /* the model's columns (views), and their cast types */
     char **types;
     size_t ncols;
@@ -504,6 +516,7 @@ static int uuid_fn(Txn *t, void *arg)
 typedef struct Stream {
     Loader *L;
     int op, seq;            /* model_csv_row's op column; a _seq column */
+    int direct;             /* straight into the table: a soft delete stops it */
     uint32_t from;          /* next seq to read */
     uint32_t in_page;       /* rows read by this page */
     uint64_t limit;         /* stop the page after this many rows sent (seam), or 0 */
@@ -515,7 +528,7 @@ typedef struct Stream {
     Strbuf *out;            /* where rows are encoded */
 } Stream;
 
-enum { PAGE_FULL = 1, PAGE_FOUND = 2, PAGE_BAD = 3 };
+enum { PAGE_FULL = 1, PAGE_FOUND = 2, PAGE_BAD = 3, PAGE_DELETE = 4 };
 
 static void add_seq(Strbuf *b, uint32_t seq)
 {
@@ -551,8 +564,17 @@ static int row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
         return 0;
     }
     msgpack_zone_clear(&L->zone);
-    if (msgpack_unpack(mp, len, &off, &L->zone, &o) != MSGPACK_UNPACK_SUCCESS ||
-        model_csv_row(L->m, &o, st->op, st->out) != 0) {
+    if (msgpack_unpack(mp, len, &off, &L->zone, &o) != MSGPACK_UNPACK_SUCCESS) {
+        st->bad = 1;
+        st->bad_seq = seq;
+        return PAGE_BAD;
+    }
+    if (st->direct) {
+        const msgpack_object *d = row_field(&o, "_deleted");
+        if (d && d->type == MSGPACK_OBJECT_BOOLEAN && d->via.boolean)
+            return PAGE_DELETE;
+    }
+    if (model_csv_row(L->m, &o, st->op, st->out) != 0) {
         st->bad = 1;
         st->bad_seq = seq;
         return PAGE_BAD;
@@ -646,9 +668,9 @@ static int sender_stop(Sender *s)
 
 /* copy_rows runs copy_sql (a COPY ... FROM STDIN) and streams the batch's
  * rows into it. K_OK, or the kind of the failure with L->err. */
-static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
+static int copy_rows(Loader *L, const char *copy_sql, int op, int seq, int direct)
 {
-    Stream st = {.L = L, .op = op, .seq = seq};
+    Stream st = {.L = L, .op = op, .seq = seq, .direct = direct};
     Sender snd = {.pg = L->pg, .buf = L->bufs};
     PGresult *res = PQexec(L->pg, copy_sql);
     int k = K_OK, rc, more = 1, cur = 0, failed;
@@ -684,6 +706,10 @@ static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
         rc = store_read(L->s, page_fn, &st);
         if (++pages % UNMAP_PAGES == 0)
             unmap_store(L);
+        if (rc == PAGE_DELETE) {
+            k = K_NODIRECT;
+            break;
+        }
         if (rc == PAGE_BAD) {
             snprintf(L->err, sizeof L->err,
                      "row %" PRIu32 " of batch %" PRIu64 " is not a row of model %s (a damaged "
@@ -721,6 +747,8 @@ static int copy_rows(Loader *L, const char *copy_sql, int op, int seq)
         if (k == K_OK)
             k = k2;
     }
+    if (k == K_NODIRECT && PQstatus(L->pg) == CONNECTION_BAD)
+        return classify(L, NULL);
     return k;
 }
 
@@ -908,6 +936,50 @@ static int ledger_finish(Loader *L, uint64_t rows, uint64_t rejected)
                                     4, NULL, v, NULL, NULL, 0));
 }
 
+/* key_indexed tells whether the model's table has a unique index (or
+ * primary key) on exactly the model's key: only then can a direct COPY
+ * stand for a merge (a second row of a key is refused, not added). */
+static int key_indexed(Loader *L, signed char *out)
+{
+    const Model *m = L->m;
+    Strbuf keys;
+    sb_init(&keys);
+    sb_adds(&keys, "{");
+    /* sorted, to compare as sets */
+    const char *names[64];
+    size_t n = m->nkey < 64 ? m->nkey : 64;
+    for (size_t i = 0; i < n; i++)
+        names[i] = m->fields[m->key[i]].name;
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && strcmp(names[j - 1], names[j]) > 0; j--) {
+            const char *x = names[j];
+            names[j] = names[j - 1];
+            names[j - 1] = x;
+        }
+    for (size_t i = 0; i < n; i++) {
+        sb_adds(&keys, i ? ",\"" : "\"");
+        sb_adds(&keys, names[i]);
+        sb_adds(&keys, "\"");
+    }
+    sb_adds(&keys, "}");
+    sb_reset(&L->tmp);
+    add_ident(&L->tmp, m->table);
+    const char *v[2] = {L->tmp.buf, keys.buf};
+    PGresult *res = PQexecParams(
+        L->pg,
+        "SELECT 1 FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique"
+        " AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname::text)"
+        " FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey))"
+        " = $2::text[] AND i.indnatts = cardinality($2::text[])",
+        2, NULL, v, NULL, NULL, 0);
+    sb_free(&keys);
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+        return pg_check(L, res);
+    *out = PQntuples(res) > 0 ? 1 : -1;
+    PQclear(res);
+    return K_OK;
+}
+
 /* fast: COPY straight into the table (append), or into a typed temp table
  * and merge from there. */
 static int load_fast(Loader *L)
@@ -923,7 +995,32 @@ static int load_fast(Loader *L)
         model_columns(m, &L->sql);
         sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
         crash_point(L, CRASH_BEFORE_COPY);
-        return copy_rows(L, L->sql.buf, 0, 0);
+        return copy_rows(L, L->sql.buf, 0, 0, 0);
+    }
+    unsigned *skip = &L->direct_skip[m - L->ms->m];
+    signed char *keyed = &L->keyed[m - L->ms->m];
+    if (!*keyed && (k = key_indexed(L, keyed)) != K_OK)
+        return k;
+    if (*skip || *keyed < 0) {
+        --*skip;
+    } else {
+        if ((k = pg_exec(L, "SAVEPOINT pl_direct")) != K_OK)
+            return k;
+        sb_adds(&L->sql, "COPY ");
+        add_ident(&L->sql, m->table);
+        sb_adds(&L->sql, " (");
+        model_columns(m, &L->sql);
+        sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
+        crash_point(L, CRASH_BEFORE_COPY);
+        k = copy_rows(L, L->sql.buf, 0, 0, 1);
+        if (k == K_OK)
+            return pg_exec(L, "RELEASE SAVEPOINT pl_direct");
+        if (k != K_NODIRECT && !(k == K_ROW && !strcmp(L->state, "23505")))
+            return k;
+        if ((k = pg_exec(L, "ROLLBACK TO SAVEPOINT pl_direct")) != K_OK)
+            return k;
+        *skip = DIRECT_BACKOFF;
+        sb_reset(&L->sql);
     }
     /* CREATE ... AS SELECT copies the column types and no constraints
      * (soft deletes leave required columns NULL). */
@@ -939,7 +1036,7 @@ static int load_fast(Loader *L)
     add_cols(L, &L->sql, NULL);
     sb_adds(&L->sql, ", _op, _seq) FROM STDIN (FORMAT csv)");
     crash_point(L, CRASH_BEFORE_COPY);
-    if ((k = copy_rows(L, L->sql.buf, 1, 1)) != K_OK)
+    if ((k = copy_rows(L, L->sql.buf, 1, 1, 0)) != K_OK)
         return k;
     sb_reset(&L->sql);
     load_sql(L, &L->sql, "pl_load", 0, 1, 0);
@@ -1073,7 +1170,7 @@ static int load_careful(Loader *L)
     sb_adds(&L->sql, L->o.merge ? ", _op, _seq" : ", _seq");
     sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
     crash_point(L, CRASH_BEFORE_COPY);
-    k = copy_rows(L, L->sql.buf, L->o.merge, 1);
+    k = copy_rows(L, L->sql.buf, L->o.merge, 1, 0);
     if (k == K_ROW)
         /* Text takes anything but bytes the encoding refuses (a NUL):
          * the COPY's context names the line. */
@@ -1513,6 +1610,8 @@ static int open_store(Loader *L)
         return ST_FAIL;
     }
     L->ms = L->p->models;
+    L->direct_skip = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->direct_skip);
+    L->keyed = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->keyed);
     if (L->o.model && !models_find(L->ms, L->o.model)) {
         fail_usage("model '%s' is not declared in the pipeline; pass one of its models",
                    L->o.model);
@@ -1635,6 +1734,8 @@ out:
     sb_free(&L.sql);
     sb_free(&L.tmp);
     msgpack_zone_destroy(&L.zone);
+    free(L.direct_skip);
+    free(L.keyed);
     pipeline_free(L.p);
     store_close(L.s);
     return st;
