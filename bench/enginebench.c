@@ -238,6 +238,13 @@ static void bench_chain(void)
     row("chain_ops_per_commit", "  ops per commit (mean)", params,
         cs.commits ? (double)cs.ops / (double)cs.commits : 0, "ops", NULL, 0);
     row("chain_loop_block_max", "  longest loop block", params, block, "ms", NULL, 0);
+    row("chain_commit_mean", "  mean commit (apply + 2 flushes)", params,
+        cs.commits ? (double)cs.commit_ns_total / (double)cs.commits / 1e6 : 0, "ms", NULL, 0);
+    row("chain_apply_share", "  of which running the ops", params,
+        cs.commit_ns_total ? 100.0 * (double)cs.apply_ns_total / (double)cs.commit_ns_total : 0,
+        "%", NULL, 0);
+    row("chain_writer_busy", "  writer thread busy (in commits)", params,
+        100.0 * (double)cs.commit_ns_total / 1e9 / dt, "%", NULL, 0);
 }
 
 /* ---------------------------------------------------------------- enrich */

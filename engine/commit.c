@@ -92,6 +92,7 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
         }
         for (CommitOp *op = batch; op && !t->failed; op = op->next)
             op->rc = op->apply(t, op);
+        uint64_t t_applied = pl_mono_ns();
         int failed = t->failed;
         if (failed) {
             store_txn_abort(t);
@@ -116,6 +117,7 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
         if (n > c->st.max_ops_per_commit)
             c->st.max_ops_per_commit = n;
         c->st.commit_ns_total += dt;
+        c->st.apply_ns_total += t_applied - t0;
         if (dt > c->st.commit_ns_max)
             c->st.commit_ns_max = dt;
         pthread_mutex_unlock(&c->mu);

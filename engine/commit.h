@@ -59,6 +59,7 @@ int committer_run(Committer *c, CommitOp *op);
 typedef struct CommitStats {
     uint64_t commits, ops, max_ops_per_commit, retries;
     uint64_t commit_ns_total, commit_ns_max;
+    uint64_t apply_ns_total;   /* of commit_ns_total: running the ops (the rest: flushes) */
 } CommitStats;
 void committer_stats(Committer *c, CommitStats *out);
 

@@ -39,6 +39,8 @@ typedef struct SlotOp {
 
 /* The most jobs one reserve takes (a stage's batch: is capped here). */
 #define RSV_MAX 256
+/* The most reserves of one stage in flight at once. */
+#define RSV_COUNT_MAX 4
 
 typedef struct Reserver {
     EngineOp eo;
@@ -624,29 +626,45 @@ static void rsv_done(EngineOp *eo, int rc)
         check_drained(st->engine);
 }
 
-/* reserver_kick asks for jobs when slots are free and no reserve waits. */
+/* reserver_kick asks for jobs when slots are free: with no reserve in
+ * flight, for whatever is free; with some, another reserver only when a
+ * whole batch of slots is free (no trickle of one-job reserves). */
 static void reserver_kick(Stage *st)
 {
-    Reserver *r = st->rsv;
-    if (!r || r->active || st->draining || st->engine->draining)
+    Reserver *rs = st->rsv;
+    if (!rs || st->draining || st->engine->draining)
         return;
-    size_t n = 0;
     unsigned want = st->conf->batch ? st->conf->batch : 1;
-    for (unsigned i = 0; i < st->nslots && n < want && n < RSV_MAX; i++)
-        if (st->slots[i].state == SLOT_FREE) {
-            st->slots[i].state = SLOT_RESERVING;
-            st->reserving++;
-            r->want[n++] = &st->slots[i];
-        }
-    if (!n)
-        return;
-    r->nwant = n;
-    r->active = 1;
-    r->eo.op.apply = rsv_apply;
-    r->eo.op.park = 1;
-    r->eo.op.deadline_ns = pl_mono_ns() + 1000000000ull;
-    r->eo.loop_done = rsv_done;
-    engine_submit(st->engine, &r->eo);
+    if (want > RSV_MAX)
+        want = RSV_MAX;
+    for (unsigned k = 0; k < st->nrsv; k++) {
+        Reserver *r = &rs[k];
+        if (r->active)
+            continue;
+        unsigned active = 0;
+        for (unsigned j = 0; j < st->nrsv; j++)
+            active += rs[j].active;
+        unsigned used = st->in_flight + st->reserving;
+        unsigned free_slots = used < st->nslots ? st->nslots - used : 0;
+        if (free_slots == 0 || (active && free_slots < want))
+            return;
+        size_t n = 0;
+        for (unsigned i = 0; i < st->nslots && n < want; i++)
+            if (st->slots[i].state == SLOT_FREE) {
+                st->slots[i].state = SLOT_RESERVING;
+                st->reserving++;
+                r->want[n++] = &st->slots[i];
+            }
+        if (!n)
+            return;
+        r->nwant = n;
+        r->active = 1;
+        r->eo.op.apply = rsv_apply;
+        r->eo.op.park = 1;
+        r->eo.op.deadline_ns = pl_mono_ns() + 1000000000ull;
+        r->eo.loop_done = rsv_done;
+        engine_submit(st->engine, &r->eo);
+    }
 }
 
 /* ---------------------------------------------------------------- sources */
@@ -984,12 +1002,23 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
                 sb_init(&so->why);
                 s->op = so;
             }
-            Reserver *r = xcalloc(1, sizeof *r);
-            r->stage = st;
-            r->queue = st->conf->input;
-            r->want = xcalloc(RSV_MAX, sizeof *r->want);
-            r->js = xcalloc(RSV_MAX, sizeof *r->js);
-            st->rsv = r;
+            /* Enough reservers that all the slots can be refilled at once,
+             * `batch` jobs per reserve, a few at most. */
+            unsigned b = st->conf->batch ? st->conf->batch : 1;
+            if (b > RSV_MAX)
+                b = RSV_MAX;
+            st->nrsv = (st->nslots + b - 1) / b;
+            if (st->nrsv > RSV_COUNT_MAX)
+                st->nrsv = RSV_COUNT_MAX;
+            Reserver *rs = xcalloc(st->nrsv, sizeof *rs);
+            for (unsigned k = 0; k < st->nrsv; k++) {
+                Reserver *r = &rs[k];
+                r->stage = st;
+                r->queue = st->conf->input;
+                r->want = xcalloc(RSV_MAX, sizeof *r->want);
+                r->js = xcalloc(RSV_MAX, sizeof *r->js);
+            }
+            st->rsv = rs;
         }
         if (st->kind->init && (rc = st->kind->init(st, err, errlen)) != 0)
             goto fail;
@@ -1061,8 +1090,11 @@ void engine_close(Engine *e)
         }
         free(st->slots);
         if (st->rsv) {
-            free(((Reserver *)st->rsv)->want);
-            free(((Reserver *)st->rsv)->js);
+            Reserver *rs = st->rsv;
+            for (unsigned k = 0; k < st->nrsv; k++) {
+                free(rs[k].want);
+                free(rs[k].js);
+            }
             free(st->rsv);
         }
     }

@@ -63,7 +63,8 @@ struct Stage {
     Slot *slots;
     unsigned nslots;
     unsigned reserving;     /* slots waiting for the reserver */
-    void *rsv;
+    void *rsv;              /* nrsv reservers (engine.c) */
+    unsigned nrsv;
 };
 
 struct Slot {
