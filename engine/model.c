@@ -309,39 +309,13 @@ static int errat(const Ld *l, int line, const char *fmt, ...)
     return PL_EINVAL;
 }
 
-/* dist is the edit distance of a and b (with swaps of neighbours). */
-static size_t dist(const char *a, const char *b)
-{
-    enum { W = 40 };
-    size_t n = strlen(a), m = strlen(b), d[W + 1][W + 1];
-    if (n > W || m > W)
-        return SIZE_MAX;
-    for (size_t i = 0; i <= n; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= m; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= n; i++)
-        for (size_t j = 1; j <= m; j++) {
-            size_t c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c)
-                c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c)
-                c = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < c)
-                c = d[i - 2][j - 2] + 1;
-            d[i][j] = c;
-        }
-    return d[n][m];
-}
-
 /* nearest returns the word of list closest to w (edit distance <= 2), or NULL. */
 static const char *nearest(const char *w, const char *const *list)
 {
     const char *best = NULL;
     size_t bd = 3;
     for (; *list; list++) {
-        size_t d = dist(w, *list);
+        size_t d = conf_edit_distance(w, *list);
         if (d < bd) {
             bd = d;
             best = *list;
@@ -2332,7 +2306,7 @@ static int model_ref(const Ld *l, const Models *ms, const char *key, const ConfN
     const char *best = NULL;
     size_t bd = 3;
     for (size_t i = 0; i < ms->n; i++) {
-        size_t d = dist(s, ms->m[i].name);
+        size_t d = conf_edit_distance(s, ms->m[i].name);
         if (d < bd) {
             bd = d;
             best = ms->m[i].name;

@@ -61,9 +61,7 @@ static Ld ld_new(const char *file, char *err, size_t errlen)
     return l;
 }
 
-/* dist is the edit distance of a and b (insertions, deletions, changes and
- * swaps of neighbours each count 1); long words count as far apart. */
-static size_t dist(const char *a, const char *b)
+size_t conf_edit_distance(const char *a, const char *b)
 {
     enum { W = 40 };
     size_t n = strlen(a), m = strlen(b), d[W + 1][W + 1];
@@ -96,7 +94,7 @@ typedef struct Near {
 
 static void near_try(Near *nr, const char *cand)
 {
-    size_t d = dist(nr->word, cand);
+    size_t d = conf_edit_distance(nr->word, cand);
     if (d <= 2 && d < nr->d) {
         nr->d = d;
         nr->best = cand;

@@ -42,6 +42,11 @@ int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, 
  * array of views (free the array, not the strings). */
 int conf_strs(const char *file, const ConfNode *map, const char *key, const char ***out, size_t *n, char *err, size_t errlen);
 
+/* conf_edit_distance is the edit distance of a and b (insertions,
+ * deletions, changes and swaps of neighbours each count 1), for "did you
+ * mean" hints; words over 40 bytes count as far apart (SIZE_MAX). */
+size_t conf_edit_distance(const char *a, const char *b);
+
 /* ---------------------------------------------------------------- pipeline */
 
 typedef struct QueueDecl {
