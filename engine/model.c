@@ -113,38 +113,6 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* is_json_number says whether s[0..n) is a number by RFC 8259's grammar. */
-static int is_json_number(const char *s, size_t n)
-{
-    size_t i = 0, d;
-
-    if (i < n && s[i] == '-')
-        i++;
-    if (i >= n || !is_digit(s[i]))
-        return 0;
-    if (s[i++] != '0')
-        while (i < n && is_digit(s[i]))
-            i++;
-    if (i < n && s[i] == '.') {
-        d = ++i;
-        while (i < n && is_digit(s[i]))
-            i++;
-        if (i == d)
-            return 0;
-    }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            i++;
-        d = i;
-        while (i < n && is_digit(s[i]))
-            i++;
-        if (i == d)
-            return 0;
-    }
-    return i == n;
-}
-
 /* fmt_double writes d in the shortest %g form that reads back as d. */
 static void fmt_double(char *t, size_t size, double d)
 {
@@ -243,7 +211,7 @@ static void put_json(Strbuf *b, const msgpack_object *o)
         put_base64(b, (const unsigned char *)o->via.bin.ptr, o->via.bin.size);
         break;
     case MSGPACK_OBJECT_EXT:
-        if (o->via.ext.type == ROW_EXT_NUMBER && is_json_number(o->via.ext.ptr, o->via.ext.size))
+        if (o->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(o->via.ext.ptr, o->via.ext.size))
             sb_add(b, o->via.ext.ptr, o->via.ext.size);
         else
             sb_adds(b, "null");
@@ -613,7 +581,7 @@ static int int_of(const msgpack_object *v, int64_t *x)
         size_t n = v->via.ext.size, i = 0;
         uint64_t mag = 0;
         int neg = 0, big = 0;
-        if (v->via.ext.type != ROW_EXT_NUMBER || !is_json_number(s, n))
+        if (v->via.ext.type != ROW_EXT_NUMBER || !row_is_json_number(s, n))
             return 1;
         if (s[0] == '-') {
             neg = 1;
@@ -865,7 +833,7 @@ static int json_ok(const msgpack_object *v)
         return json_utf8_bad(v->via.str.ptr, v->via.str.size) == v->via.str.size &&
                !memchr(v->via.str.ptr, 0, v->via.str.size);
     case MSGPACK_OBJECT_EXT:
-        return v->via.ext.type == ROW_EXT_NUMBER && is_json_number(v->via.ext.ptr, v->via.ext.size);
+        return v->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(v->via.ext.ptr, v->via.ext.size);
     case MSGPACK_OBJECT_BIN:
         return 0;
     case MSGPACK_OBJECT_FLOAT32:
@@ -993,13 +961,13 @@ static int check_value(const Field *f, const msgpack_object *v, msgpack_packer *
                 return 1;
             break;
         case MSGPACK_OBJECT_EXT:
-            if (v->via.ext.type != ROW_EXT_NUMBER || !is_json_number(v->via.ext.ptr, v->via.ext.size))
+            if (v->via.ext.type != ROW_EXT_NUMBER || !row_is_json_number(v->via.ext.ptr, v->via.ext.size))
                 goto notnum;
             if (check_decimal(f, v, v->via.ext.ptr, v->via.ext.size, c))
                 return 1;
             break;
         case MSGPACK_OBJECT_STR:
-            if (!is_json_number(v->via.str.ptr, v->via.str.size))
+            if (!row_is_json_number(v->via.str.ptr, v->via.str.size))
                 goto notnum;
             if (check_decimal(f, v, v->via.str.ptr, v->via.str.size, c))
                 return 1;
@@ -1513,7 +1481,7 @@ static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
         }
         break;
     case MSGPACK_OBJECT_EXT:
-        if (v->via.ext.type == ROW_EXT_NUMBER && is_json_number(v->via.ext.ptr, v->via.ext.size))
+        if (v->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(v->via.ext.ptr, v->via.ext.size))
             sb_add(out, v->via.ext.ptr, v->via.ext.size);
         else if (v->via.ext.type == ROW_EXT_NUMBER) /* let the warehouse refuse it, visibly */
             csv_quoted(out, v->via.ext.ptr, v->via.ext.size);
@@ -1607,7 +1575,7 @@ static void put_default(Strbuf *out, const Field *f)
     } else if (o->type == MSGPACK_OBJECT_STR) {
         sql_literal(out, o->via.str.ptr, o->via.str.size);
     } else if (o->type == MSGPACK_OBJECT_EXT) {
-        if (o->via.ext.type == ROW_EXT_NUMBER && is_json_number(o->via.ext.ptr, o->via.ext.size))
+        if (o->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(o->via.ext.ptr, o->via.ext.size))
             sb_add(out, o->via.ext.ptr, o->via.ext.size);
         else
             sql_literal(out, o->via.ext.ptr, o->via.ext.size);
@@ -1963,7 +1931,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
         break;
     }
     case FT_DECIMAL:
-        if (!is_json_number(s, len)) {
+        if (!row_is_json_number(s, len)) {
             rc = errat(l, n->line, "default: expected a number like 12.50 (got %s)",
                        desc(n, buf, sizeof buf));
             goto out;

@@ -264,8 +264,7 @@ static int is_digit(char c)
     return c >= '0' && c <= '9';
 }
 
-/* is_json_number says whether s[0..n) is a number by RFC 8259's grammar. */
-static int is_json_number(const char *s, size_t n)
+int row_is_json_number(const char *s, size_t n)
 {
     size_t i = 0, d;
 
@@ -594,7 +593,7 @@ static int put_value(Strbuf *b, const msgpack_object *o)
         }
         /* Written verbatim: it must be a JSON number, or the output would
          * not be JSON. */
-        if (!is_json_number(o->via.ext.ptr, o->via.ext.size))
+        if (!row_is_json_number(o->via.ext.ptr, o->via.ext.size))
             return PL_EFORMAT;
         sb_add(b, o->via.ext.ptr, o->via.ext.size);
         return 0;

@@ -88,6 +88,9 @@ int row_field_text(const msgpack_object *map, const char *name, Strbuf *out);
 int row_merge(const msgpack_object *base, const msgpack_object *src, const char *const *from,
               const char *const *to, size_t n, msgpack_sbuffer *out, size_t *missing);
 
+/* row_is_json_number says whether s[0..n) is a number by RFC 8259's grammar. */
+int row_is_json_number(const char *s, size_t n);
+
 /* row_pack_object packs o into pk (a copy of a decoded value). */
 void row_pack_object(msgpack_packer *pk, const msgpack_object *o);
 
