@@ -8,7 +8,7 @@ pkgs=(
   liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev libmicrohttpd-dev
   postgresql postgresql-client
   beanstalkd wrk
-  python3
+  python3 openssl ca-certificates
 )
 
 missing=()
