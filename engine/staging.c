@@ -542,6 +542,24 @@ int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more)
     return txn_fail(t, rc);
 }
 
+int batch_forget(Txn *t, uint64_t id)
+{
+    BatchRec b;
+    int rc, more = 0;
+    if ((rc = batch_get(t, id, &b)) != 0)
+        return rc;
+    if (b.state != BATCH_LOADED)
+        return PL_ESTATE;
+    if ((rc = batch_drop_rows(t, id, 0, &more)) != 0)
+        return rc;
+    unsigned char k[10];
+    batch_key(k, id);
+    MDB_val mk = {sizeof k, k};
+    if ((rc = mdb_del(t->mdb, txn_dbi(t, DB_META), &mk, NULL)) != 0)
+        return txn_fail(t, rc);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- rejects */
 
 int reject_add(Txn *t, const RejectRec *r, uint64_t *id)

@@ -91,6 +91,11 @@ int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *le
  * warehouse's message (rule "warehouse"), and counts it as removed. */
 int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uint64_t *rid);
 
+/* batch_forget deletes the record of loaded batch id and any rows left of
+ * it (`qctl batches prune`: the ledger in the warehouse keeps the history).
+ * PL_ESTATE for a batch that is not loaded, PL_ENOJOB if none. */
+int batch_forget(Txn *t, uint64_t id);
+
 /* batch_drop_rows deletes the rows of batch id (after it was loaded),
  * at most max per call (0: all); *more is set when some are left. */
 int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more);

@@ -372,6 +372,29 @@ class QloadTest(unittest.TestCase):
         self.assertEqual((changed[0]["title"], changed[0]["phone"]), ("Dr.", "+1 555"))
         self.assertEqual([r for r in after if r["id"] != 3], [r for r in first if r["id"] != 3])
 
+    def test_prune_forgets_only_loaded_batches(self):
+        self.stage("tenants", [{"id": 1, "name": "one"}])
+        self.stage("users", [user(i) for i in range(1, 31)], batch_rows=10)
+        self.create_tables()
+        self.load_ok("--mode", "merge")
+        # One more batch, sealed but not loaded, and an open one.
+        self.stage("users", [user(i) for i in range(31, 36)])
+        self.stage("users", [user(40)], seal=False)
+        before = self.qctl_json("batches", "--limit", "0")
+        states = sorted(b["state"] for b in before)
+        self.assertEqual(states, ["loaded"] * 4 + ["open", "sealed"], before)
+        # Loaded a moment ago: the default (a week) keeps them.
+        self.assertEqual(self.qctl_json("batches", "prune"), {"pruned": 0})
+        self.assertEqual(len(self.qctl_json("batches", "--limit", "0")), 6)
+        self.assertEqual(self.qctl_json("batches", "prune", "--older-than", "0"), {"pruned": 4})
+        after = self.qctl_json("batches", "--limit", "0")
+        self.assertEqual(sorted(b["state"] for b in after), ["open", "sealed"], after)
+        # The warehouse and its ledger are untouched; the rest still loads.
+        self.assertEqual(int(self.one("SELECT count(*) FROM users")), 30)
+        self.assertEqual(len(self.ledger()), 4)
+        self.load_ok("--mode", "merge")
+        self.assertEqual(int(self.one("SELECT count(*) FROM users")), 35)
+
     def test_merge_soft_delete(self):
         self.stage("tenants", [{"id": 1, "name": "one"}])
         self.stage("users", [user(i) for i in range(1, 6)])

@@ -319,6 +319,33 @@ static void drop_many_pages(void)
 }
 
 
+static void forget_loaded_only(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    Txn *t = wbegin(s);
+    BatchRec br;
+    row(&b, 1, "x");
+    T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &br));
+    uint64_t sealed;
+    T_OK(staging_seal_due(t, "users", &no_limits, 1, &sealed));
+    T_ERR(batch_forget(t, sealed), PL_ESTATE);
+    T_ERR(batch_forget(t, sealed + 100), PL_ENOJOB);
+    T_OK(batch_get(t, sealed, &br));
+    br.state = BATCH_LOADED;
+    T_OK(batch_save(t, &br));
+    T_OK(batch_forget(t, sealed));
+    T_ERR(batch_get(t, sealed, &br), PL_ENOJOB);
+    size_t n = 0;
+    T_OK(batch_rows(t, sealed, 0, 0, count_rows, &n));
+    T_EQ(n, 0);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+
 static int count_rejects(const RejectRead *r, void *arg)
 {
     (void)r;
@@ -421,7 +448,7 @@ int main(int argc, char **argv)
     static const TCase cases[] = {
         T_CASE(append_and_read), T_CASE(seal_by_rows_and_time), T_CASE(hold_on_rejects),
         T_CASE(row_reject_and_drop), T_CASE(reject_replay_to_queue), T_CASE(uuid_stable),
-        T_CASE(states_named), T_CASE(drop_many_pages), {NULL, NULL},
+        T_CASE(states_named), T_CASE(drop_many_pages), T_CASE(forget_loaded_only), {NULL, NULL},
     };
     return t_main(argc, argv, "staging", cases);
 }

@@ -2656,6 +2656,84 @@ done:
     return rc;
 }
 
+/* PruneOp: loaded batches older than a cutoff, forgotten in chunks. */
+typedef struct PruneOp {
+    uint64_t cutoff_ms;     /* loaded before this */
+    uint64_t *ids;
+    size_t n, cap, done;
+} PruneOp;
+
+#define PRUNE_CHUNK 1000
+
+static int prune_collect(const BatchRec *b, void *arg)
+{
+    PruneOp *o = arg;
+    if (b->loaded_ms >= o->cutoff_ms)
+        return 0;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 64;
+        o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
+    }
+    o->ids[o->n++] = b->id;
+    return 0;
+}
+
+static int prune_list(Txn *t, void *arg)
+{
+    PruneOp *o = arg;
+    o->n = 0;
+    if (!o->cutoff_ms)
+        o->cutoff_ms = t->now;
+    return batch_each(t, BATCH_LOADED, prune_collect, o);
+}
+
+static int prune_fn(Txn *t, void *arg)
+{
+    PruneOp *o = arg;
+    size_t end = o->done + PRUNE_CHUNK < o->n ? o->done + PRUNE_CHUNK : o->n;
+    for (size_t i = o->done; i < end; i++) {
+        int rc = batch_forget(t, o->ids[i]);
+        /* Gone or changed since the listing (another qctl): skip it. */
+        if (rc && rc != PL_ENOJOB && rc != PL_ESTATE)
+            return rc;
+    }
+    return 0;
+}
+
+static int cmd_batches_prune(Ctx *c)
+{
+    uint64_t older_ms;
+    PruneOp o = {0};
+    int rc;
+
+    if ((rc = flag_ms(c, "older-than", 0, UINT64_MAX / 2, 7ull * 86400 * 1000, &older_ms)))
+        return rc;
+    if ((rc = ctx_open(c, OPEN_WRITE)))
+        return rc;
+    uint64_t now = pl_now_ms();
+    o.cutoff_ms = now > older_ms ? now - older_ms : 1;
+    if ((rc = store_read(c->s, prune_list, &o)) != 0) {
+        rc = errorf("cannot list the loaded batches: %s", pl_strerror(rc));
+        goto done;
+    }
+    while (o.done < o.n) {
+        if ((rc = store_run(c->s, prune_fn, &o)) != 0) {
+            rc = errorf("pruned %zu of %zu loaded batches, then: %s", o.done, o.n, pl_strerror(rc));
+            goto done;
+        }
+        o.done = o.done + PRUNE_CHUNK < o.n ? o.done + PRUNE_CHUNK : o.n;
+    }
+    if (c->json)
+        printf("{\"pruned\":%zu}\n", o.n);
+    else
+        printf("pruned %zu loaded batches (loaded more than %s s ago); the warehouse's "
+               "pickline_ledger keeps their history\n", o.n, secs(older_ms).s);
+    rc = ST_OK;
+done:
+    free(o.ids);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- rejects */
 
 /* errors_text appends the failed rules of a reject's errors (a JSON array
@@ -3834,8 +3912,8 @@ static const Cmd cmds[] = {
      0, 0,
      {{"pipeline", "FILE", "read the models from FILE, not from the data directory"},
       {"ddl", NULL, "print the SQL DDL of the models"}}},
-    {"batches", cmd_batches, "[show|seal|release|retry|fail] [--state S] [--model M] [--limit N]",
-     "staged batches: list, show, seal, release, retry, fail",
+    {"batches", cmd_batches, "[show|seal|release|retry|fail|prune] [--state S] [--model M] [--limit N]",
+     "staged batches: list, show, seal, release, retry, fail, prune",
      "Lists the batches of staged rows, the newest last: id, model, state, rows\n"
      "(appended less those qload moved to the rejects), rejects counted while open,\n"
      "age and error; then the totals by state. States: open (taking rows), sealed\n"
@@ -3875,6 +3953,12 @@ static const Cmd cmds[] = {
      "leaves it ('qctl batches retry ID' takes it back).\n"
      "--json: the batch object, and \"was\":\"held|sealed\"",
      1, 1, {{"reason", "R", "why (default: \"" DEFAULT_FAIL_REASON "\")"}}},
+    {"batches prune", cmd_batches_prune, "[--older-than S]", "forget loaded batches",
+     "Deletes the records of batches loaded more than S seconds ago (default\n"
+     "604800, a week), and any rows left of them. A loaded batch is in the\n"
+     "warehouse and its ledger (pickline_ledger) keeps the history; other states\n"
+     "are never touched.\n--json: {\"pruned\":N}",
+     0, 0, {{"older-than", "S", "only batches loaded more than S seconds ago (0: all)"}}},
     {"rejects", cmd_rejects, "[show|export|replay|drop] [MODEL] [--limit N]",
      "rejected rows: list, show, export, replay, drop",
      "Lists the rejected rows (of MODEL, or all), oldest first: id, model, key,\n"
