@@ -1111,9 +1111,6 @@ class TestConcurrency(QctlCase):
         self.assertEqual(sorted(got[0] + got[1]), list(range(n)))
         self.assertEqual(self.counts("q"), (0, 0, n, 0))
 
-    @unittest.skip("known race, under investigation: one of two concurrent keyed "
-                   "put loops on a fresh directory sometimes gets 'not a pickline data "
-                   "directory' (see the issue-2 closing note)")
     def test_two_writers_same_keys(self):
         n = 50
         a, b = self.loops(KEYLOOP, n)
