@@ -252,30 +252,7 @@ static void put_json(Strbuf *b, const msgpack_object *o)
 
 /* ================================================================ errors */
 
-/* Ld: where parse errors go; pfx names the part being checked. */
-typedef struct Ld {
-    const char *file;
-    char *err;
-    size_t errlen;
-    char pfx[200];
-} Ld;
-
-static int errat(const Ld *l, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* errat writes "FILE:LINE: PFX message" into l->err and returns PL_EINVAL. */
-static int errat(const Ld *l, int line, const char *fmt, ...)
-{
-    if (!l->err || l->errlen == 0)
-        return PL_EINVAL;
-    int k = snprintf(l->err, l->errlen, "%s:%d: %s", l->file, line, l->pfx);
-    if (k >= 0 && (size_t)k < l->errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(l->err + k, l->errlen - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return PL_EINVAL;
-}
+typedef ConfErr Ld; /* pipeline.h: where parse errors go */
 
 /* nearest returns the word of list closest to w (edit distance <= 2), or NULL. */
 static const char *nearest(const char *w, const char *const *list)
@@ -346,9 +323,9 @@ static int keys_check(const Ld *l, const ConfNode *map, const char *what,
         if (lookup(names, key) >= 0)
             continue;
         if ((near = nearest(key, names)))
-            return errat(l, map->kids[i]->line, "unknown key '%.64s'; did you mean '%s'?", key,
+            return conf_errat(l, map->kids[i]->line, "unknown key '%.64s'; did you mean '%s'?", key,
                          near);
-        return errat(l, map->kids[i]->line, "unknown key '%.64s'; %s takes %s", key, what,
+        return conf_errat(l, map->kids[i]->line, "unknown key '%.64s'; %s takes %s", key, what,
                      word_list(names, list, sizeof list));
     }
     return 0;
@@ -363,7 +340,7 @@ static int v_bool(const Ld *l, const char *key, const ConfNode *n, int *out)
             *out = strcasecmp(n->value, yes[i]) == 0;
             return 0;
         }
-    return errat(l, n->line, "%s: expected true or false (got %s)", key, desc(n, buf, sizeof buf));
+    return conf_errat(l, n->line, "%s: expected true or false (got %s)", key, desc(n, buf, sizeof buf));
 }
 
 static int parse_u64(const char *s, unsigned long long *out)
@@ -390,7 +367,7 @@ static int v_uint(const Ld *l, const char *key, const ConfNode *n, unsigned long
         *out = v;
         return 0;
     }
-    return errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)", key, min,
+    return conf_errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)", key, min,
                  max, desc(n, buf, sizeof buf));
 }
 
@@ -420,14 +397,14 @@ static int v_num(const Ld *l, const char *key, const ConfNode *n, double *out)
     char buf[64];
     if (n->type == CONF_SCALAR && !n->quoted && parse_num(n->value, out))
         return 0;
-    return errat(l, n->line, "%s: expected a number (got %s)", key, desc(n, buf, sizeof buf));
+    return conf_errat(l, n->line, "%s: expected a number (got %s)", key, desc(n, buf, sizeof buf));
 }
 
 static int v_text(const Ld *l, const char *key, const ConfNode *n, const char **out)
 {
     char buf[64];
     if (n->type != CONF_SCALAR || is_null(n) || !n->value[0])
-        return errat(l, n->line, "%s: expected a non-empty string (got %s)", key,
+        return conf_errat(l, n->line, "%s: expected a non-empty string (got %s)", key,
                      n->type == CONF_SCALAR && !n->value[0] ? "an empty string"
                                                             : desc(n, buf, sizeof buf));
     *out = n->value;
@@ -453,7 +430,7 @@ static int v_ident(const Ld *l, const char *key, const ConfNode *n, const char *
     if (rc)
         return rc;
     if (!ident_ok(*out))
-        return errat(l, n->line, "%s: '%.64s' is not a valid name; use 1 to %d of letters, "
+        return conf_errat(l, n->line, "%s: '%.64s' is not a valid name; use 1 to %d of letters, "
                      "digits and _, starting with a letter or _", key, *out, NAME_LEN_MAX);
     return 0;
 }
@@ -1886,8 +1863,8 @@ static int pick(const Ld *l, const char *key, const ConfNode *n, const char *con
         return 0;
     }
     if ((near = nearest(s, list)))
-        return errat(l, n->line, "%s: unknown %s '%.64s'; did you mean '%s'?", key, key, s, near);
-    return errat(l, n->line, "%s: unknown %s '%.64s'; use one of %s", key, key, s,
+        return conf_errat(l, n->line, "%s: unknown %s '%.64s'; did you mean '%s'?", key, key, s, near);
+    return conf_errat(l, n->line, "%s: unknown %s '%.64s'; use one of %s", key, key, s,
                  word_list(list, lb, sizeof lb));
 }
 
@@ -1905,11 +1882,11 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
     int rc = 0;
 
     if (n->type != CONF_SCALAR)
-        return errat(l, n->line, "default: expected a single value (got %s)%s",
+        return conf_errat(l, n->line, "default: expected a single value (got %s)%s",
                      desc(n, buf, sizeof buf), f->type == FT_JSON ? "; write a json default as "
                      "JSON text in quotes, like default: '{\"a\": 1}'" : "");
     if (is_null(n))
-        return errat(l, n->line, "default: is empty; give a value or remove default:");
+        return conf_errat(l, n->line, "default: is empty; give a value or remove default:");
     len = strlen(s);
     msgpack_sbuffer_init(&raw);
     msgpack_packer_init(&pk, &raw, msgpack_sbuffer_write);
@@ -1923,7 +1900,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
         x = strtoll(s, &end, 10);
         if (!(is_digit(s[0]) || ((s[0] == '-' || s[0] == '+') && is_digit(s[1]))) || *end ||
             errno) {
-            rc = errat(l, n->line, "default: expected a whole number for %s property (got %s)",
+            rc = conf_errat(l, n->line, "default: expected a whole number for %s property (got %s)",
                        type_names[f->type], desc(n, buf, sizeof buf));
             goto out;
         }
@@ -1932,7 +1909,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
     }
     case FT_DECIMAL:
         if (!row_is_json_number(s, len)) {
-            rc = errat(l, n->line, "default: expected a number like 12.50 (got %s)",
+            rc = conf_errat(l, n->line, "default: expected a number like 12.50 (got %s)",
                        desc(n, buf, sizeof buf));
             goto out;
         }
@@ -1950,7 +1927,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
     }
     case FT_JSON:
         if (row_from_json(s, len, &raw, jerr, sizeof jerr)) {
-            rc = errat(l, n->line, "default: is not valid JSON (%s); write JSON text in quotes, "
+            rc = conf_errat(l, n->line, "default: is not valid JSON (%s); write JSON text in quotes, "
                        "like default: '{\"a\": 1}'", jerr);
             goto out;
         }
@@ -1960,7 +1937,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
         msgpack_pack_str_body(&pk, s, len);
     }
     if (row_view(&v, raw.data, raw.size)) {
-        rc = errat(l, n->line, "default: cannot be stored; write a simpler value");
+        rc = conf_errat(l, n->line, "default: cannot be stored; write a simpler value");
         goto out;
     }
     msgpack_packer_init(&pk, &f->default_mp, msgpack_sbuffer_write);
@@ -1968,7 +1945,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
     check_value(f, &v.root, &pk, &c);
     row_view_free(&v);
     if (c.n) {
-        rc = errat(l, n->line, "default: %.64s breaks the property's own rules: %s; fix the "
+        rc = conf_errat(l, n->line, "default: %.64s breaks the property's own rules: %s; fix the "
                    "default or the rule", s, msg);
         goto out;
     }
@@ -1993,10 +1970,10 @@ static int parse_length(const Ld *l, Field *f, const ConfNode *n)
             (rc = v_uint(l, "length's maximum", n->kids[1], 1, VARCHAR_MAX, &b)))
             return rc;
         if (a > b)
-            return errat(l, n->line, "length: the minimum %llu is more than the maximum %llu; "
+            return conf_errat(l, n->line, "length: the minimum %llu is more than the maximum %llu; "
                          "write [min, max]", a, b);
     } else {
-        return errat(l, n->line, "length: expected a number of characters or [min, max] "
+        return conf_errat(l, n->line, "length: expected a number of characters or [min, max] "
                      "(got %s)", desc(n, buf, sizeof buf));
     }
     f->has_length = 1;
@@ -2010,16 +1987,16 @@ static int parse_messages(const Ld *l, Field *f, const ConfNode *n)
     char buf[64], lb[200];
     int rc;
     if (n->type != CONF_MAP)
-        return errat(l, n->line, "messages: expected a map of rule: text, like {length: "
+        return conf_errat(l, n->line, "messages: expected a map of rule: text, like {length: "
                      "\"...\"} (got %s)", desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         const char *near, *k = n->keys[i];
         int r = lookup(rule_names, k);
         if (r < 0) {
             if ((near = nearest(k, rule_names)))
-                return errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; did you "
+                return conf_errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; did you "
                              "mean '%s'?", k, near);
-            return errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; the rules are %s",
+            return conf_errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; the rules are %s",
                          k, word_list(rule_names, lb, sizeof lb));
         }
         snprintf(buf, sizeof buf, "messages: %s", k);
@@ -2042,19 +2019,19 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
     f->name = name;
     f->line = n->line;
     if (!ident_ok(name))
-        return errat(&l, n->line, "'%.64s' is not a valid property name; use 1 to %d of "
+        return conf_errat(&l, n->line, "'%.64s' is not a valid property name; use 1 to %d of "
                      "letters, digits and _, starting with a letter or _", name, NAME_LEN_MAX);
     if (strcmp(name, "_deleted") == 0)
-        return errat(&l, n->line, "_deleted is reserved for soft deletes; rename the property");
+        return conf_errat(&l, n->line, "_deleted is reserved for soft deletes; rename the property");
     if (n->type == CONF_SCALAR && !is_null(n)) {
         tn = n; /* the short form, name: string */
     } else if (n->type == CONF_MAP) {
         if ((rc = keys_check(&l, n, "a property", prop_keys)))
             return rc;
         if (!(tn = conf_get(n, "type")))
-            return errat(&l, n->line, "type: is required; use one of " TYPE_LIST);
+            return conf_errat(&l, n->line, "type: is required; use one of " TYPE_LIST);
     } else {
-        return errat(&l, n->line, "expected a map like {type: string, required: true} "
+        return conf_errat(&l, n->line, "expected a map like {type: string, required: true} "
                      "(got %s)", desc(n, buf, sizeof buf));
     }
     if ((rc = v_text(&l, "type", tn, &tname)))
@@ -2062,9 +2039,9 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
     if ((t = lookup(type_names, tname)) < 0) {
         const char *near = nearest(tname, type_names);
         if (near)
-            return errat(&l, tn->line, "type: unknown type '%.64s'; did you mean '%s'?", tname,
+            return conf_errat(&l, tn->line, "type: unknown type '%.64s'; did you mean '%s'?", tname,
                          near);
-        return errat(&l, tn->line, "type: unknown type '%.64s'; use one of %s", tname,
+        return conf_errat(&l, tn->line, "type: unknown type '%.64s'; use one of %s", tname,
                      word_list(type_names, lb, sizeof lb));
     }
     f->type = (FieldType)t;
@@ -2077,24 +2054,24 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
         ((v = conf_get(n, "paranoid")) && (rc = v_bool(&l, "paranoid", v, &f->paranoid))))
         return rc;
     if (f->key && f->type == FT_JSON)
-        return errat(&l, conf_get(n, "key")->line, "key: a json property cannot be part of the "
+        return conf_errat(&l, conf_get(n, "key")->line, "key: a json property cannot be part of the "
                      "key; use a scalar type (string, integer, ...)");
     if (f->paranoid) {
         if (f->type != FT_DATETIME)
-            return errat(&l, conf_get(n, "paranoid")->line, "paranoid: a soft-delete property "
+            return conf_errat(&l, conf_get(n, "paranoid")->line, "paranoid: a soft-delete property "
                          "must be a datetime (this one is %s); change type: to datetime",
                          type_names[f->type]);
         if (f->key)
-            return errat(&l, conf_get(n, "paranoid")->line, "paranoid: the soft-delete "
+            return conf_errat(&l, conf_get(n, "paranoid")->line, "paranoid: the soft-delete "
                          "property cannot be part of the key; remove key: or paranoid:");
         if (m->paranoid >= 0)
-            return errat(&l, conf_get(n, "paranoid")->line, "paranoid: model already has a "
+            return conf_errat(&l, conf_get(n, "paranoid")->line, "paranoid: model already has a "
                          "soft-delete property '%s'; keep one", m->fields[m->paranoid].name);
         m->paranoid = (int)(f - m->fields);
     }
     if ((v = conf_get(n, "length"))) {
         if (f->type != FT_STRING && f->type != FT_TEXT)
-            return errat(&l, v->line, "length: only string and text properties have a length "
+            return conf_errat(&l, v->line, "length: only string and text properties have a length "
                          "(this one is %s); remove it%s", type_names[f->type],
                          is_num_type(f->type) ? " or use min: and max:" : "");
         if ((rc = parse_length(&l, f, v)))
@@ -2105,7 +2082,7 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
         if (!(v = conf_get(n, k)))
             continue;
         if (!is_num_type(f->type))
-            return errat(&l, v->line, "%s: only number properties have a %s (this one is %s)%s",
+            return conf_errat(&l, v->line, "%s: only number properties have a %s (this one is %s)%s",
                          k, k, type_names[f->type], f->type == FT_STRING || f->type == FT_TEXT
                          ? "; use length: for the number of characters" : "; remove it");
         if ((rc = v_num(&l, k, v, mx ? &f->max : &f->min)))
@@ -2113,7 +2090,7 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
         *(mx ? &f->has_max : &f->has_min) = 1;
     }
     if (f->has_min && f->has_max && f->min > f->max)
-        return errat(&l, conf_get(n, "max")->line, "max: %g is less than min: %g; swap them",
+        return conf_errat(&l, conf_get(n, "max")->line, "max: %g is less than min: %g; swap them",
                      f->max, f->min);
     for (int pr = 0; pr < 2; pr++) {
         const char *k = pr ? "scale" : "precision";
@@ -2121,35 +2098,35 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
         if (!(v = conf_get(n, k)))
             continue;
         if (f->type != FT_DECIMAL)
-            return errat(&l, v->line, "%s: only decimal properties have a %s (this one is %s); "
+            return conf_errat(&l, v->line, "%s: only decimal properties have a %s (this one is %s); "
                          "remove it", k, k, type_names[f->type]);
         if ((rc = v_uint(&l, k, v, pr ? 0 : 1, NUMERIC_PREC_MAX, &u)))
             return rc;
         *(pr ? &f->scale : &f->precision) = (unsigned)u;
     }
     if (conf_get(n, "scale") && !f->precision)
-        return errat(&l, conf_get(n, "scale")->line, "scale: needs precision: too (the total "
+        return conf_errat(&l, conf_get(n, "scale")->line, "scale: needs precision: too (the total "
                      "number of digits), like {precision: 10, scale: 2}");
     if (f->scale > f->precision)
-        return errat(&l, conf_get(n, "scale")->line, "scale: %u is more than precision: %u; "
+        return conf_errat(&l, conf_get(n, "scale")->line, "scale: %u is more than precision: %u; "
                      "scale counts the digits after the point, precision all of them",
                      f->scale, f->precision);
     if ((v = conf_get(n, "format")) || conf_get(n, "regex")) {
         const ConfNode *rn = conf_get(n, "regex");
         int fmt = FF_REGEX;
         if (f->type != FT_STRING && f->type != FT_TEXT)
-            return errat(&l, (v ? v : rn)->line, "%s: only string and text properties have a "
+            return conf_errat(&l, (v ? v : rn)->line, "%s: only string and text properties have a "
                          "format (this one is %s); remove it", v ? "format" : "regex",
                          type_names[f->type]);
         if (v && (rc = pick(&l, "format", v, format_names, &fmt)))
             return rc;
         if (fmt == FF_NONE)
-            return errat(&l, v->line, "format: none is the same as no format; remove format:");
+            return conf_errat(&l, v->line, "format: none is the same as no format; remove format:");
         if (fmt == FF_REGEX && !rn)
-            return errat(&l, v->line, "format: regex needs regex: too, like regex: "
+            return conf_errat(&l, v->line, "format: regex needs regex: too, like regex: "
                          "\"^[A-Z]{2}[0-9]+$\" (a POSIX extended regex)");
         if (fmt != FF_REGEX && rn)
-            return errat(&l, rn->line, "regex: only with format: regex (this one is format: "
+            return conf_errat(&l, rn->line, "regex: only with format: regex (this one is format: "
                          "%s); remove one of them", format_names[fmt]);
         if (fmt == FF_REGEX) {
             char rerr[200];
@@ -2159,7 +2136,7 @@ static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const
             if (e) {
                 regerror(e, &f->regex, rerr, sizeof rerr);
                 regfree(&f->regex);
-                return errat(&l, rn->line, "regex: cannot compile '%.100s': %s; write a POSIX "
+                return conf_errat(&l, rn->line, "regex: cannot compile '%.100s': %s; write a POSIX "
                              "extended regex, like ^[A-Z]{2}[0-9]+$", f->regex_src, rerr);
             }
         }
@@ -2193,10 +2170,10 @@ static int parse_model(const Ld *ml, Models *ms, size_t i, const char *name, con
     m->paranoid = -1;
     m->drift_column = "extra";
     if (!ident_ok(name))
-        return errat(&l, n->line, "'%.64s' is not a valid model name; use 1 to %d of letters, "
+        return conf_errat(&l, n->line, "'%.64s' is not a valid model name; use 1 to %d of letters, "
                      "digits and _, starting with a letter or _", name, NAME_LEN_MAX);
     if (n->type != CONF_MAP)
-        return errat(&l, n->line, "expected a map with properties: (got %s)",
+        return conf_errat(&l, n->line, "expected a map with properties: (got %s)",
                      desc(n, buf, sizeof buf));
     if ((rc = keys_check(&l, n, "a model", model_keys)))
         return rc;
@@ -2204,15 +2181,15 @@ static int parse_model(const Ld *ml, Models *ms, size_t i, const char *name, con
         if ((rc = v_text(&l, "table", v, &m->table)))
             return rc;
         if (strchr(m->table, '.'))
-            return errat(&l, v->line, "table: '%.64s' names a schema; give the table alone and "
+            return conf_errat(&l, v->line, "table: '%.64s' names a schema; give the table alone and "
                          "choose the schema with the target's search_path", m->table);
         if (strlen(m->table) > NAME_LEN_MAX)
-            return errat(&l, v->line, "table: '%.64s...' is longer than %d bytes, which "
+            return conf_errat(&l, v->line, "table: '%.64s...' is longer than %d bytes, which "
                          "PostgreSQL would cut; shorten it", m->table, NAME_LEN_MAX);
     }
     for (size_t j = 0; j < i; j++)
         if (strcmp(ms->m[j].table, m->table) == 0)
-            return errat(&l, v ? v->line : n->line, "table '%s' is already the table of model "
+            return conf_errat(&l, v ? v->line : n->line, "table '%s' is already the table of model "
                          "'%s'; give each model its own table:", m->table, ms->m[j].name);
     if ((v = conf_get(n, "drift"))) {
         if ((rc = pick(&l, "drift", v, drift_names, &d)))
@@ -2221,16 +2198,16 @@ static int parse_model(const Ld *ml, Models *ms, size_t i, const char *name, con
     }
     if ((v = conf_get(n, "drift_column"))) {
         if (m->drift != DRIFT_KEEP)
-            return errat(&l, v->line, "drift_column: is only used with drift: keep; remove it "
+            return conf_errat(&l, v->line, "drift_column: is only used with drift: keep; remove it "
                          "or set drift: keep");
         if ((rc = v_ident(&l, "drift_column", v, &m->drift_column)))
             return rc;
     }
     if (!(props = conf_get(n, "properties")))
-        return errat(&l, n->line, "properties: is required; declare the fields, like "
+        return conf_errat(&l, n->line, "properties: is required; declare the fields, like "
                      "properties: {id: {type: serial, key: true}}");
     if (props->type != CONF_MAP || props->n == 0)
-        return errat(&l, props->line, "properties: expected a map of name: {type: ...} (got %s)",
+        return conf_errat(&l, props->line, "properties: expected a map of name: {type: ...} (got %s)",
                      props->type == CONF_MAP ? "an empty map" : desc(props, buf, sizeof buf));
     m->fields = xcalloc(props->n, sizeof *m->fields);
     m->nfields = props->n;
@@ -2244,7 +2221,7 @@ static int parse_model(const Ld *ml, Models *ms, size_t i, const char *name, con
     if (m->drift == DRIFT_KEEP)
         for (size_t j = 0; j < m->nfields; j++)
             if (strcmp(m->fields[j].name, m->drift_column) == 0)
-                return errat(&l, m->fields[j].line, "property '%s' is also the drift column "
+                return conf_errat(&l, m->fields[j].line, "property '%s' is also the drift column "
                              "(drift_column: %s); give drift_column: another name",
                              m->drift_column, m->drift_column);
     return 0;
@@ -2281,9 +2258,9 @@ static int model_ref(const Ld *l, const Models *ms, const char *key, const ConfN
         }
     }
     if (best)
-        return errat(l, v->line, "%s: model '%.64s' is not declared; did you mean '%s'?", key, s,
+        return conf_errat(l, v->line, "%s: model '%.64s' is not declared; did you mean '%s'?", key, s,
                      best);
-    return errat(l, v->line, "%s: model '%.64s' is not declared; declare it under models: or "
+    return conf_errat(l, v->line, "%s: model '%.64s' is not declared; declare it under models: or "
                  "fix the name", key, s);
 }
 
@@ -2300,15 +2277,15 @@ static int parse_belongs_to(const Ld *ml, const Models *ms, const Model *m, Rela
     r->name = name;
     r->line = n->line;
     if (!ident_ok(name))
-        return errat(&l, n->line, "'%.64s' is not a valid relation name; use letters, digits "
+        return conf_errat(&l, n->line, "'%.64s' is not a valid relation name; use letters, digits "
                      "and _", name);
     if (n->type != CONF_MAP)
-        return errat(&l, n->line, "expected a map like {model: tenants, fields: [tenant_id]} "
+        return conf_errat(&l, n->line, "expected a map like {model: tenants, fields: [tenant_id]} "
                      "(got %s)", desc(n, buf, sizeof buf));
     if ((rc = keys_check(&l, n, "a belongs_to", bt_keys)))
         return rc;
     if (!(v = conf_get(n, "model")))
-        return errat(&l, n->line, "model: is required; name the parent model");
+        return conf_errat(&l, n->line, "model: is required; name the parent model");
     if ((rc = model_ref(&l, ms, "model", v, &r->model)))
         return rc;
     p = models_find(ms, r->model);
@@ -2321,10 +2298,10 @@ static int parse_belongs_to(const Ld *ml, const Models *ms, const Model *m, Rela
         o += (size_t)w;
     }
     if (p->nkey == 0)
-        return errat(&l, v->line, "model '%s' has no key to refer to; mark its identifying "
+        return conf_errat(&l, v->line, "model '%s' has no key to refer to; mark its identifying "
                      "fields with key: true", p->name);
     if (!(v = conf_get(n, "fields")))
-        return errat(&l, n->line, "fields: is required; list this model's columns that hold "
+        return conf_errat(&l, n->line, "fields: is required; list this model's columns that hold "
                      "the key of '%s' (%s), like fields: [%s_id]", p->name, keys, name);
     if (v->type == CONF_SCALAR && !is_null(v)) {
         r->fields = xcalloc(1, sizeof *r->fields);
@@ -2336,22 +2313,22 @@ static int parse_belongs_to(const Ld *ml, const Models *ms, const Model *m, Rela
             if ((rc = v_text(&l, "fields item", v->kids[k], &r->fields[r->nfields++])))
                 return rc;
     } else {
-        return errat(&l, v->line, "fields: expected a list of this model's columns (got %s)",
+        return conf_errat(&l, v->line, "fields: expected a list of this model's columns (got %s)",
                      desc(v, buf, sizeof buf));
     }
     if (r->nfields != p->nkey)
-        return errat(&l, v->line, "fields: lists %zu column%s but the key of '%s' has %zu (%s); "
+        return conf_errat(&l, v->line, "fields: lists %zu column%s but the key of '%s' has %zu (%s); "
                      "list one column per key field, in that order", r->nfields,
                      r->nfields == 1 ? "" : "s", p->name, p->nkey, keys);
     for (size_t k = 0; k < r->nfields; k++) {
         int fi = field_index(m, SIZE_MAX, r->fields[k], strlen(r->fields[k]));
         const Field *pf = &p->fields[p->key[k]];
         if (fi < 0)
-            return errat(&l, v->line, "fields: '%.64s' is not a property of model '%s'; "
+            return conf_errat(&l, v->line, "fields: '%.64s' is not a property of model '%s'; "
                          "declare it under properties: (like {type: %s})", r->fields[k],
                          m->name, type_names[pf->type == FT_SERIAL ? FT_BIGINT : pf->type]);
         if (!same_kind(m->fields[fi].type, pf->type))
-            return errat(&l, v->line, "fields: '%s' is %s but the key field '%s' of '%s' is %s; "
+            return conf_errat(&l, v->line, "fields: '%s' is %s but the key field '%s' of '%s' is %s; "
                          "make the types match", r->fields[k], type_names[m->fields[fi].type],
                          pf->name, p->name, type_names[pf->type]);
     }
@@ -2371,7 +2348,7 @@ static int parse_has_n(const Ld *ml, const Models *ms, Relation *r, const char *
     r->line = n->line;
     r->has_n = 1;
     if (n->type != CONF_MAP && !is_null(n))
-        return errat(&l, n->line, "expected a map like {model: authorities, through: ...} "
+        return conf_errat(&l, n->line, "expected a map like {model: authorities, through: ...} "
                      "(got %s)", desc(n, buf, sizeof buf));
     if (n->type == CONF_MAP && (rc = keys_check(&l, n, "a has_n", hn_keys)))
         return rc;
@@ -2381,7 +2358,7 @@ static int parse_has_n(const Ld *ml, const Models *ms, Relation *r, const char *
     } else if (models_find(ms, name)) {
         r->model = models_find(ms, name)->name;
     } else {
-        return errat(&l, n->line, "model '%.64s' is not declared; declare it under models: or "
+        return conf_errat(&l, n->line, "model '%.64s' is not declared; declare it under models: or "
                      "give model:", name);
     }
     if ((v = conf_get(n, "through")) && (rc = model_ref(&l, ms, "through", v, &r->through)))
@@ -2400,10 +2377,10 @@ static int parse_rels(const Ld *ml, Models *ms, size_t i, const ConfNode *n)
 
     snprintf(l.pfx, sizeof l.pfx, "model '%.64s': ", m->name);
     if (bt && bt->type != CONF_MAP)
-        return errat(&l, bt->line, "belongs_to: expected a map of name: {model: ..., fields: "
+        return conf_errat(&l, bt->line, "belongs_to: expected a map of name: {model: ..., fields: "
                      "[...]} (got %s)", desc(bt, buf, sizeof buf));
     if (hn && hn->type != CONF_MAP)
-        return errat(&l, hn->line, "has_n: expected a map of name: {model: ...} (got %s)",
+        return conf_errat(&l, hn->line, "has_n: expected a map of name: {model: ...} (got %s)",
                      desc(hn, buf, sizeof buf));
     size_t nb = bt ? bt->n : 0, nh = hn ? hn->n : 0;
     m->rels = xcalloc(nb + nh + 1, sizeof *m->rels);
@@ -2413,7 +2390,7 @@ static int parse_rels(const Ld *ml, Models *ms, size_t i, const ConfNode *n)
             return rc;
     for (size_t k = 0; k < nh; k++) {
         if (bt && conf_get(bt, hn->keys[k]))
-            return errat(&l, hn->kids[k]->line, "'%.64s' is both a belongs_to and a has_n; "
+            return conf_errat(&l, hn->kids[k]->line, "'%.64s' is both a belongs_to and a has_n; "
                          "rename one", hn->keys[k]);
         if ((rc = parse_has_n(&l, ms, &m->rels[nb + k], hn->keys[k], hn->kids[k])))
             return rc;
@@ -2479,7 +2456,7 @@ static int order_models(const Ld *l, Models *ms)
                 o += (size_t)w;
             }
             const Relation *first = parent_pending(ms, path[start], placed);
-            rc = errat(l, first->line, "belongs_to makes a cycle between models: %s; a parent "
+            rc = conf_errat(l, first->line, "belongs_to makes a cycle between models: %s; a parent "
                        "is loaded before its children, so one of these must be a plain column "
                        "instead of a belongs_to", cyc);
             goto out;
@@ -2504,7 +2481,7 @@ int models_parse(const char *file, const ConfNode *node, Models **out, char *err
     if (err && errlen)
         err[0] = '\0';
     if (!node || node->type != CONF_MAP || node->n == 0)
-        return errat(&l, node ? node->line : 1, "models: expected a map of models, like models: "
+        return conf_errat(&l, node ? node->line : 1, "models: expected a map of models, like models: "
                      "{users: {properties: {id: {type: serial, key: true}}}} (got %s)",
                      !node ? "nothing" : node->type == CONF_MAP ? "an empty map"
                                                                 : desc(node, buf, sizeof buf));

@@ -29,19 +29,9 @@
 
 /* ================================================================ errors */
 
-/* Ld: where messages go while loading. pfx names the part being checked
- * ("stage 'extract': ") and is copied into nested contexts. */
-typedef struct Ld {
-    const char *file;
-    char *err;
-    size_t errlen;
-    char pfx[200];
-} Ld;
+typedef ConfErr Ld;
 
-static int errat(const Ld *l, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* errat writes "FILE:LINE: PFX message" into l->err and returns PL_EINVAL. */
-static int errat(const Ld *l, int line, const char *fmt, ...)
+int conf_errat(const ConfErr *l, int line, const char *fmt, ...)
 {
     if (!l->err || l->errlen == 0)
         return PL_EINVAL;
@@ -207,24 +197,24 @@ static int yaml_fail(Rd *r)
     const yaml_parser_t *p = &r->yp;
     size_t line = p->problem_mark.line + 1;
     if (p->error == YAML_MEMORY_ERROR)
-        return errat(r->l, (int)line, "out of memory reading the YAML");
+        return conf_errat(r->l, (int)line, "out of memory reading the YAML");
     if (p->error == YAML_READER_ERROR) { /* no mark: count the lines up to the offset */
         line = 1;
         for (size_t i = 0; i < p->problem_offset && i < r->len; i++)
             line += r->text[i] == '\n';
-        return errat(r->l, (int)line, "invalid text: %s (byte %zu); save the file as UTF-8",
+        return conf_errat(r->l, (int)line, "invalid text: %s (byte %zu); save the file as UTF-8",
                      p->problem ? p->problem : "unreadable", p->problem_offset);
     }
     const char *s = line_at(r, line), *end = r->text + r->len;
     for (; s && s < end && (*s == ' ' || *s == '\t'); s++)
         if (*s == '\t')
-            return errat(r->l, (int)line, "tab in the indentation; YAML indents with spaces "
+            return conf_errat(r->l, (int)line, "tab in the indentation; YAML indents with spaces "
                          "only (libyaml: %s)", p->problem ? p->problem : "error");
     if (p->context && p->context_mark.line != p->problem_mark.line)
-        return errat(r->l, (int)line, "invalid YAML: %s (%s at line %zu); check the "
+        return conf_errat(r->l, (int)line, "invalid YAML: %s (%s at line %zu); check the "
                      "indentation and the quoting", p->problem ? p->problem : "error",
                      p->context, p->context_mark.line + 1);
-    return errat(r->l, (int)line, "invalid YAML: %s%s%s%s; check the indentation and the "
+    return conf_errat(r->l, (int)line, "invalid YAML: %s%s%s%s; check the indentation and the "
                  "quoting", p->problem ? p->problem : "error", p->context ? " (" : "",
                  p->context ? p->context : "", p->context ? ")" : "");
 }
@@ -246,7 +236,7 @@ static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
     const yaml_char_t *anchor = NULL, *tag = NULL;
 
     if (ev->type == YAML_ALIAS_EVENT) {
-        rc = errat(r->l, line, "aliases (*%s) are not supported; write the value out",
+        rc = conf_errat(r->l, line, "aliases (*%s) are not supported; write the value out",
                    (const char *)ev->data.alias.anchor);
         goto fail;
     }
@@ -260,22 +250,22 @@ static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
         anchor = ev->data.mapping_start.anchor;
         tag = ev->data.mapping_start.tag;
     } else {
-        rc = errat(r->l, line, "unexpected YAML event %d", (int)ev->type);
+        rc = conf_errat(r->l, line, "unexpected YAML event %d", (int)ev->type);
         goto fail;
     }
     if (anchor) {
-        rc = errat(r->l, line, "anchors (&%s) are not supported; write the value out",
+        rc = conf_errat(r->l, line, "anchors (&%s) are not supported; write the value out",
                    (const char *)anchor);
         goto fail;
     }
     if (depth > DEPTH_MAX) {
-        rc = errat(r->l, line, "nested deeper than %d levels; a pipeline file is flatter",
+        rc = conf_errat(r->l, line, "nested deeper than %d levels; a pipeline file is flatter",
                    DEPTH_MAX);
         goto fail;
     }
     if (tag && !(ev->type == YAML_SCALAR_EVENT &&
                  strcmp((const char *)tag, YAML_STR_TAG) == 0)) {
-        rc = errat(r->l, line, "tags (%s) are not supported; remove it (quote a value to "
+        rc = conf_errat(r->l, line, "tags (%s) are not supported; remove it (quote a value to "
                    "make it a string)", (const char *)tag);
         goto fail;
     }
@@ -285,7 +275,7 @@ static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
         n = node_new(CONF_SCALAR, line);
         n->c.value = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
         if (strlen(n->c.value) != ev->data.scalar.length) {
-            rc = errat(r->l, line, "a value contains a NUL character; remove it");
+            rc = conf_errat(r->l, line, "a value contains a NUL character; remove it");
             goto fail;
         }
         n->c.quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || tag;
@@ -318,7 +308,7 @@ static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
             int kline = (int)e.start_mark.line + 1;
             if (e.type != YAML_SCALAR_EVENT || e.data.scalar.anchor || e.data.scalar.tag) {
                 yaml_event_delete(&e);
-                rc = errat(r->l, kline, "a key must be plain text (no list, map, anchor or "
+                rc = conf_errat(r->l, kline, "a key must be plain text (no list, map, anchor or "
                            "tag); write it as name:");
                 goto fail;
             }
@@ -326,7 +316,7 @@ static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
             yaml_event_delete(&e);
             int dup = key_index(&n->c, key);
             if (dup >= 0) {
-                rc = errat(r->l, kline, "duplicate key '%.64s' (also at line %d); remove one",
+                rc = conf_errat(r->l, kline, "duplicate key '%.64s' (also at line %d); remove one",
                            key, n->klines[dup]);
                 free(key);
                 goto fail;
@@ -362,7 +352,7 @@ static int tree_parse(const Ld *l, const char *text, size_t len, ConfNode **root
 
     *root = NULL;
     if (!yaml_parser_initialize(&r.yp))
-        return errat(l, 1, "cannot start the YAML parser (out of memory)");
+        return conf_errat(l, 1, "cannot start the YAML parser (out of memory)");
     yaml_parser_set_input_string(&r.yp, (const unsigned char *)text, len);
     if ((rc = next(&r, &e)))
         goto fail;
@@ -379,7 +369,7 @@ static int tree_parse(const Ld *l, const char *text, size_t len, ConfNode **root
         if ((rc = next(&r, &e)))
             goto fail;
         if (e.type == YAML_DOCUMENT_START_EVENT) {
-            rc = errat(l, (int)e.start_mark.line + 1, "a second YAML document (---); keep the "
+            rc = conf_errat(l, (int)e.start_mark.line + 1, "a second YAML document (---); keep the "
                        "whole pipeline in one document");
             yaml_event_delete(&e);
             goto fail;
@@ -464,7 +454,7 @@ static int v_str(const Ld *l, const char *key, const ConfNode *n, const char **o
 {
     char buf[64];
     if (n->type != CONF_SCALAR || is_null(n))
-        return errat(l, n->line, "%s: expected a string (got %s)", key, desc(n, buf, sizeof buf));
+        return conf_errat(l, n->line, "%s: expected a string (got %s)", key, desc(n, buf, sizeof buf));
     *out = n->value;
     return 0;
 }
@@ -474,7 +464,7 @@ static int v_name(const Ld *l, const char *key, const ConfNode *n, const char **
 {
     int rc = v_str(l, key, n, out);
     if (!rc && !**out)
-        return errat(l, n->line, "%s: is empty; give a value or remove the key", key);
+        return conf_errat(l, n->line, "%s: is empty; give a value or remove the key", key);
     return rc;
 }
 
@@ -487,7 +477,7 @@ static int v_uint(const Ld *l, const char *key, const ConfNode *n, unsigned long
         *out = v;
         return 0;
     }
-    return errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)%s", key, min,
+    return conf_errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)%s", key, min,
                  max, desc(n, buf, sizeof buf), unquote_hint(n));
 }
 
@@ -501,7 +491,7 @@ static int v_num(const Ld *l, const char *key, const ConfNode *n, double min, do
         *out = v;
         return 0;
     }
-    return errat(l, n->line, "%s: expected a number%s%s from %g to %g (got %s)%s", key,
+    return conf_errat(l, n->line, "%s: expected a number%s%s from %g to %g (got %s)%s", key,
                  unit ? " of " : "", unit ? unit : "", min, max, desc(n, buf, sizeof buf),
                  unquote_hint(n));
 }
@@ -515,7 +505,7 @@ static int v_bool(const Ld *l, const char *key, const ConfNode *n, int *out)
             *out = strcasecmp(n->value, yes[i]) == 0;
             return 0;
         }
-    return errat(l, n->line, "%s: expected true or false (got %s)%s", key,
+    return conf_errat(l, n->line, "%s: expected true or false (got %s)%s", key,
                  desc(n, buf, sizeof buf), unquote_hint(n));
 }
 
@@ -537,7 +527,7 @@ static int v_strs(const Ld *l, const char *key, const ConfNode *n, const char **
                 goto fail;
         }
     } else {
-        return errat(l, n->line, "%s: expected a string or a list of strings (got %s)", key,
+        return conf_errat(l, n->line, "%s: expected a string or a list of strings (got %s)", key,
                      desc(n, buf, sizeof buf));
     }
     *out = a;
@@ -767,10 +757,10 @@ static int keys_check(const Ld *l, const ConfNode *map, const char *what,
         for (const Key *k = kk; k && k->name; k++)
             near_try(&nr, k->name);
         if (nr.best)
-            return errat(l, line, "unknown key '%.64s'; did you mean '%s'?", key, nr.best);
+            return conf_errat(l, line, "unknown key '%.64s'; did you mean '%s'?", key, nr.best);
         for (size_t j = 0; kk && j < NKINDS; j++)
             if (in_keys(kinds[j].keys, key))
-                return errat(l, line, "unknown key '%.64s' for %s; it belongs to %s stages",
+                return conf_errat(l, line, "unknown key '%.64s' for %s; it belongs to %s stages",
                              key, what, kinds[j].name);
         char list[400] = "";
         size_t m = 0;
@@ -778,7 +768,7 @@ static int keys_check(const Ld *l, const ConfNode *map, const char *what,
             join(list, sizeof list, &m, *a);
         for (const Key *k = kk; k && k->name; k++)
             join(list, sizeof list, &m, k->name);
-        return errat(l, line, "unknown key '%.64s'; %s takes %s", key, what, list);
+        return conf_errat(l, line, "unknown key '%.64s'; %s takes %s", key, what, list);
     }
     return 0;
 }
@@ -809,7 +799,7 @@ static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
     if (is_null(n))
         return 0;
     if (n->type != CONF_MAP)
-        return errat(l, n->line, "listen: expected a map of address, port, token, max_body "
+        return conf_errat(l, n->line, "listen: expected a map of address, port, token, max_body "
                      "(got %s)", desc(n, buf, sizeof buf));
     if ((rc = keys_check(l, n, "listen", listen_keys, NULL)))
         return rc;
@@ -832,13 +822,13 @@ static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
         if (strncmp(t, "env:", 4) == 0) {
             const char *name = t + 4, *val;
             if (!*name)
-                return errat(l, v->line, "listen: token: env: needs a variable name, like "
+                return conf_errat(l, v->line, "listen: token: env: needs a variable name, like "
                              "env:PICKLINE_TOKEN");
             if (!(val = getenv(name)))
-                return errat(l, v->line, "listen: token: environment variable %.64s is not "
+                return conf_errat(l, v->line, "listen: token: environment variable %.64s is not "
                              "set; export it before starting pickline", name);
             if (!*val)
-                return errat(l, v->line, "listen: token: environment variable %.64s is "
+                return conf_errat(l, v->line, "listen: token: environment variable %.64s is "
                              "empty; set it to the token", name);
             /* The tree is ours: keep the token itself in it, so it lives as long. */
             ConfNode *w = (ConfNode *)v;
@@ -863,7 +853,7 @@ static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
     if (is_null(n))
         return 0;
     if (n->type != CONF_MAP)
-        return errat(l, n->line, "expected a map of ttr, max_attempts, backoff, backoff_max, "
+        return conf_errat(l, n->line, "expected a map of ttr, max_attempts, backoff, backoff_max, "
                      "max_body, or nothing for the defaults (got %s)", desc(n, buf, sizeof buf));
     if ((rc = keys_check(l, n, "a queue", queue_keys, NULL)))
         return rc;
@@ -893,7 +883,7 @@ static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
         q->conf.max_body = (uint32_t)u;
     }
     if (q->conf.backoff_max_ms < q->conf.backoff_ms)
-        return errat(l, n->line, "backoff_max (%g s) is less than backoff (%g s); raise "
+        return conf_errat(l, n->line, "backoff_max (%g s) is less than backoff (%g s); raise "
                      "backoff_max", q->conf.backoff_max_ms / 1000.0, q->conf.backoff_ms / 1000.0);
     return 0;
 }
@@ -905,7 +895,7 @@ static int check_queues(const Ld *l, Pipeline *p, const ConfNode *n)
     if (is_null(n))
         return 0;
     if (n->type != CONF_MAP)
-        return errat(l, n->line, "queues: expected a map of queue names (got %s); write "
+        return conf_errat(l, n->line, "queues: expected a map of queue names (got %s); write "
                      "queues: {retrieve: , final: }", desc(n, buf, sizeof buf));
     p->queues = xcalloc(n->n, sizeof *p->queues);
     for (size_t i = 0; i < n->n; i++) {
@@ -914,7 +904,7 @@ static int check_queues(const Ld *l, Pipeline *p, const ConfNode *n)
         q->name = n->keys[i];
         q->line = key_line(n, (int)i);
         if (!queue_name_ok(q->name))
-            return errat(l, q->line, "queue name '%.64s' is invalid; use 1 to %d of A-Z a-z "
+            return conf_errat(l, q->line, "queue name '%.64s' is invalid; use 1 to %d of A-Z a-z "
                          "0-9 _ . -", q->name, QUEUE_NAME_MAX);
         snprintf(ql.pfx, sizeof ql.pfx, "queue '%s': ", q->name);
         if ((rc = check_queue(&ql, q, n->kids[i])))
@@ -949,9 +939,9 @@ static int qref(const Ld *l, const Pipeline *p, const char *key, const ConfNode 
         for (size_t i = 0; i < p->nqueues; i++)
             near_try(&nr, p->queues[i].name);
         if (nr.best)
-            return errat(l, n->line, "%s queue '%.64s' is not declared; did you mean '%s'? "
+            return conf_errat(l, n->line, "%s queue '%.64s' is not declared; did you mean '%s'? "
                          "(or add it under queues:)", key, q, nr.best);
-        return errat(l, n->line, "%s queue '%.64s' is not declared; add it under queues:", key, q);
+        return conf_errat(l, n->line, "%s queue '%.64s' is not declared; add it under queues:", key, q);
     }
     *out = q;
     return 0;
@@ -970,7 +960,7 @@ static int qrefs(const Ld *l, const Pipeline *p, const char *key, const ConfNode
         return 0;
     }
     if (n->type != CONF_SEQ || n->n == 0)
-        return errat(l, n->line, "%s: expected a queue name or a list of queue names (got %s)",
+        return conf_errat(l, n->line, "%s: expected a queue name or a list of queue names (got %s)",
                      key, n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         if ((rc = qref(l, p, key, n->kids[i], &q)))
@@ -988,16 +978,16 @@ static int check_url(const Ld *l, const char *key, const ConfNode *n, int tmpl)
     if ((rc = v_name(l, key, n, &u)))
         return rc;
     if (!((strncmp(u, "http://", 7) == 0 && u[7]) || (strncmp(u, "https://", 8) == 0 && u[8])))
-        return errat(l, n->line, "%s: expected an http:// or https:// URL (got '%.64s')", key, u);
+        return conf_errat(l, n->line, "%s: expected an http:// or https:// URL (got '%.64s')", key, u);
     for (const char *p = u; tmpl && (p = strchr(p, '{')); ) {
         size_t m = strcspn(p + 1, "{}");
         if (p[1 + m] != '}' || m == 0)
-            return errat(l, n->line, "%s: bad template field at '%.20s'; write fields of the "
+            return conf_errat(l, n->line, "%s: bad template field at '%.20s'; write fields of the "
                          "job as {name} or {a.b}", key, p);
         p += m + 2;
     }
     if (!tmpl && strchr(u, '{'))
-        return errat(l, n->line, "%s: this URL is not a template; remove the { }", key);
+        return conf_errat(l, n->line, "%s: this URL is not a template; remove the { }", key);
     return 0;
 }
 
@@ -1007,14 +997,14 @@ static int check_map_of_strs(const Ld *l, const char *key, const ConfNode *n, in
     const char *s;
     int rc;
     if (n->type != CONF_MAP || (nonempty && n->n == 0))
-        return errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
+        return conf_errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
                      n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         snprintf(k, sizeof k, "%s: %.64s", key, n->keys[i]);
         if ((rc = nonempty ? v_name(l, k, n->kids[i], &s) : v_str(l, k, n->kids[i], &s)))
             return rc;
         if (!n->keys[i][0] || strpbrk(n->keys[i], " \t:\r\n"))
-            return errat(l, key_line(n, (int)i), "%s: '%.64s' is not a valid name", key,
+            return conf_errat(l, key_line(n, (int)i), "%s: '%.64s' is not a valid name", key,
                          n->keys[i]);
     }
     return 0;
@@ -1029,19 +1019,19 @@ static int check_cond(const Ld *l, const ConfNode *n)
     int rc, b;
 
     if (n->type != CONF_MAP)
-        return errat(l, n->line, "when: expected a map like {field: country, equals: NL} "
+        return conf_errat(l, n->line, "when: expected a map like {field: country, equals: NL} "
                      "(got %s)", desc(n, buf, sizeof buf));
     if ((rc = keys_check(l, n, "when", cond_keys, NULL)))
         return rc;
     if (!(v = conf_get(n, "field")))
-        return errat(l, n->line, "when: field: is required; name the field of the job to test");
+        return conf_errat(l, n->line, "when: field: is required; name the field of the job to test");
     if ((rc = v_name(l, "when: field", v, &s)))
         return rc;
     for (const char *const *o = ops; *o; o++) {
         if (!(v = conf_get(n, *o)))
             continue;
         if (op)
-            return errat(l, key_line(n, key_index(n, *o)), "when: has both '%s' and '%s'; give "
+            return conf_errat(l, key_line(n, key_index(n, *o)), "when: has both '%s' and '%s'; give "
                          "exactly one of equals, not_equals, exists, in", op, *o);
         op = *o;
         if (strcmp(op, "exists") == 0) {
@@ -1049,20 +1039,20 @@ static int check_cond(const Ld *l, const ConfNode *n)
                 return rc;
         } else if (strcmp(op, "in") == 0) {
             if (v->type != CONF_SEQ || v->n == 0)
-                return errat(l, v->line, "when: in: expected a list of values (got %s)",
+                return conf_errat(l, v->line, "when: in: expected a list of values (got %s)",
                              v->type == CONF_SEQ ? "an empty list" : desc(v, buf, sizeof buf));
             for (size_t i = 0; i < v->n; i++)
                 if (v->kids[i]->type != CONF_SCALAR || is_null(v->kids[i]))
-                    return errat(l, v->kids[i]->line, "when: in: item %zu: expected a single "
+                    return conf_errat(l, v->kids[i]->line, "when: in: item %zu: expected a single "
                                  "value (got %s)", i + 1, desc(v->kids[i], buf, sizeof buf));
         } else if (v->type != CONF_SCALAR || is_null(v)) {
-            return errat(l, v->line, "when: %s: expected a single value (got %s)%s", op,
+            return conf_errat(l, v->line, "when: %s: expected a single value (got %s)%s", op,
                          desc(v, buf, sizeof buf), v->type == CONF_SEQ ? "; use in: for a list" :
                          is_null(v) ? "; use exists: false for a missing field" : "");
         }
     }
     if (!op)
-        return errat(l, n->line, "when: needs one of equals, not_equals, exists, in");
+        return conf_errat(l, n->line, "when: needs one of equals, not_equals, exists, in");
     return 0;
 }
 
@@ -1072,24 +1062,24 @@ static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, Stage
     const ConfNode *v;
     int rc;
     if (n->type != CONF_SEQ || n->n == 0)
-        return errat(l, n->line, "routes: expected a list of {when: ..., to: ...} (got %s)",
+        return conf_errat(l, n->line, "routes: expected a list of {when: ..., to: ...} (got %s)",
                      n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         const ConfNode *r = n->kids[i];
         Ld rl = *l;
         snprintf(rl.pfx, sizeof rl.pfx, "%.150sroutes item %zu: ", l->pfx, i + 1);
         if (r->type != CONF_MAP)
-            return errat(&rl, r->line, "expected a map {when: ..., to: ...} (got %s)",
+            return conf_errat(&rl, r->line, "expected a map {when: ..., to: ...} (got %s)",
                          desc(r, buf, sizeof buf));
         if ((rc = keys_check(&rl, r, "a route", rule_keys, NULL)))
             return rc;
         if (!(v = conf_get(r, "when")))
-            return errat(&rl, r->line, "when: is required; give a condition like "
+            return conf_errat(&rl, r->line, "when: is required; give a condition like "
                          "{field: country, equals: NL}");
         if ((rc = check_cond(&rl, v)))
             return rc;
         if (!(v = conf_get(r, "to")))
-            return errat(&rl, r->line, "to: is required; name the queue (or list of queues) "
+            return conf_errat(&rl, r->line, "to: is required; name the queue (or list of queues) "
                          "the matching jobs go to");
         if ((rc = qrefs(&rl, p, "to", v, s)))
             return rc;
@@ -1110,7 +1100,7 @@ static int check_model_ref(const Ld *l, const Pipeline *p, const char *key, cons
     if (!p->models) {
         if (!need_models)
             return 0;
-        return errat(l, n->line, "%s: model '%.64s' is not declared; declare it under models: "
+        return conf_errat(l, n->line, "%s: model '%.64s' is not declared; declare it under models: "
                      "(the pipeline has no models: section)", key, m);
     }
     if (models_find(p->models, m))
@@ -1119,9 +1109,9 @@ static int check_model_ref(const Ld *l, const Pipeline *p, const char *key, cons
     for (size_t i = 0; i < p->models->n; i++)
         near_try(&nr, p->models->m[i].name);
     if (nr.best)
-        return errat(l, n->line, "%s: model '%.64s' is not declared; did you mean '%s'? (or "
+        return conf_errat(l, n->line, "%s: model '%.64s' is not declared; did you mean '%s'? (or "
                      "declare it under models:)", key, m, nr.best);
-    return errat(l, n->line, "%s: model '%.64s' is not declared; declare it under models: or "
+    return conf_errat(l, n->line, "%s: model '%.64s' is not declared; declare it under models: or "
                  "fix the name", key, m);
 }
 
@@ -1134,7 +1124,7 @@ static int check_threshold(const Ld *l, const char *key, const ConfNode *n)
     double d;
     int rc;
     if (n->type != CONF_MAP || n->n == 0)
-        return errat(l, n->line, "%s: expected a map like {count: 100, rate: 0.05} (got %s)", key,
+        return conf_errat(l, n->line, "%s: expected a map like {count: 100, rate: 0.05} (got %s)", key,
                      n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
     if ((rc = keys_check(l, n, "reject_threshold", threshold_keys, NULL)))
         return rc;
@@ -1160,7 +1150,7 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
     for (const Key *key = k->keys; key->name && !rc; key++) {
         if (!(v = conf_get(n, key->name))) {
             if (key->required)
-                return errat(l, n->line, "%s: is required for %s %s stage; %s", key->name,
+                return conf_errat(l, n->line, "%s: is required for %s %s stage; %s", key->name,
                              k->a, k->name, key->hint);
             continue;
         }
@@ -1179,7 +1169,7 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
             if (!(rc = v_strs(l, key->name, v, &strs, &m))) {
                 for (size_t i = 0; i < m && !rc; i++)
                     if (!strs[i][0])
-                        rc = errat(l, v->line, "%s: has an empty name; remove it", key->name);
+                        rc = conf_errat(l, v->line, "%s: has an empty name; remove it", key->name);
                 free(strs);
             }
             break;
@@ -1191,7 +1181,7 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
             break;
         case K_METHOD:
             if (!(rc = v_name(l, key->name, v, &str)) && strcmp(str, "GET") && strcmp(str, "POST"))
-                rc = errat(l, v->line, "method: expected GET or POST (got '%.64s')", str);
+                rc = conf_errat(l, v->line, "method: expected GET or POST (got '%.64s')", str);
             break;
         case K_ROUTES:
             rc = check_routes(l, p, v, s);
@@ -1237,7 +1227,7 @@ static int check_common(const Ld *l, const ConfNode *n, StageConf *s)
         if ((rc = v_uint(l, "batch", v, 1, CONC_MAX, &u)))
             return rc;
         if (u > s->concurrency)
-            return errat(l, v->line, "batch: %llu is more than concurrency (%u); a stage "
+            return conf_errat(l, v->line, "batch: %llu is more than concurrency (%u); a stage "
                          "reserves at most concurrency jobs at a time", u, s->concurrency);
         s->batch = (unsigned)u;
     }
@@ -1267,26 +1257,26 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
 
     snprintf(sl.pfx, sizeof sl.pfx, "stage %zu: ", idx + 1);
     if (n->type != CONF_MAP)
-        return errat(&sl, n->line, "expected a map with name:, kind: and the stage's settings "
+        return conf_errat(&sl, n->line, "expected a map with name:, kind: and the stage's settings "
                      "(got %s)", desc(n, buf, sizeof buf));
     s->node = n;
     s->line = n->line;
     if (!(v = conf_get(n, "name")))
-        return errat(&sl, n->line, "name: is required; give the stage a name (1 to %d of "
+        return conf_errat(&sl, n->line, "name: is required; give the stage a name (1 to %d of "
                      "A-Z a-z 0-9 _ . -)", QUEUE_NAME_MAX);
     if ((rc = v_name(&sl, "name", v, &s->name)))
         return rc;
     if (!queue_name_ok(s->name))
-        return errat(&sl, v->line, "name: '%.64s' is invalid; use 1 to %d of A-Z a-z 0-9 _ . -",
+        return conf_errat(&sl, v->line, "name: '%.64s' is invalid; use 1 to %d of A-Z a-z 0-9 _ . -",
                      s->name, QUEUE_NAME_MAX);
     for (size_t j = 0; j + 1 < p->nstages; j++)
         if (strcmp(p->stages[j].name, s->name) == 0)
-            return errat(&sl, v->line, "stage name '%s' is already used at line %d; give each "
+            return conf_errat(&sl, v->line, "stage name '%s' is already used at line %d; give each "
                          "stage its own name", s->name, p->stages[j].line);
     snprintf(sl.pfx, sizeof sl.pfx, "stage '%s': ", s->name);
 
     if (!(v = conf_get(n, "kind")))
-        return errat(&sl, n->line, "kind: is required; use one of " KIND_LIST);
+        return conf_errat(&sl, n->line, "kind: is required; use one of " KIND_LIST);
     if ((rc = v_name(&sl, "kind", v, &kind)))
         return rc;
     if (!(k = kind_find(kind))) {
@@ -1294,20 +1284,20 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
         for (size_t j = 0; j < NKINDS; j++)
             near_try(&nr, kinds[j].name);
         if (nr.best)
-            return errat(&sl, v->line, "kind: unknown kind '%.64s'; did you mean '%s'?", kind,
+            return conf_errat(&sl, v->line, "kind: unknown kind '%.64s'; did you mean '%s'?", kind,
                          nr.best);
-        return errat(&sl, v->line, "kind: unknown kind '%.64s'; use one of " KIND_LIST, kind);
+        return conf_errat(&sl, v->line, "kind: unknown kind '%.64s'; use one of " KIND_LIST, kind);
     }
     s->kind = k->name;
 
     if (k->source && (i = key_index(n, "input")) >= 0)
-        return errat(&sl, key_line(n, i), "input: %s %s stage has no input (it is a source); "
+        return conf_errat(&sl, key_line(n, i), "input: %s %s stage has no input (it is a source); "
                      "remove input:", k->a, k->name);
     if (k->route && (i = key_index(n, "output")) >= 0)
-        return errat(&sl, key_line(n, i), "output: a route stage has no output:; it writes the "
+        return conf_errat(&sl, key_line(n, i), "output: a route stage has no output:; it writes the "
                      "queues named in routes: (to:) and default:");
     if (k->sink && (i = key_index(n, "output")) >= 0)
-        return errat(&sl, key_line(n, i), "output: %s %s stage has no output (it seals its "
+        return conf_errat(&sl, key_line(n, i), "output: %s %s stage has no output (it seals its "
                      "rows into batches for qload: the end of the line); remove output:", k->a,
                      k->name);
     snprintf(what, sizeof what, "%s %s stage", k->a, k->name);
@@ -1317,17 +1307,17 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
     if (!k->source) {
         if (!(v = conf_get(n, "input"))) {
             if (!k->input_optional)
-                return errat(&sl, n->line, "input: is required; name the queue this stage reads");
+                return conf_errat(&sl, n->line, "input: is required; name the queue this stage reads");
         } else if ((rc = qref(&sl, p, "input", v, &s->input))) {
             return rc;
         }
     }
     if (!k->route && !k->sink) {
         if (!(v = conf_get(n, "output")))
-            return errat(&sl, n->line, "output: is required; name the queue this stage writes%s",
+            return conf_errat(&sl, n->line, "output: is required; name the queue this stage writes%s",
                          k->fan_out ? " (or a list: each gets every job)" : "");
         if (v->type == CONF_SEQ && v->n != 1 && !k->fan_out)
-            return errat(&sl, v->line, "output: %s %s stage writes exactly one queue (got %zu)",
+            return conf_errat(&sl, v->line, "output: %s %s stage writes exactly one queue (got %zu)",
                          k->a, k->name, v->n);
         if ((rc = qrefs(&sl, p, "output", v, s)))
             return rc;
@@ -1335,7 +1325,7 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
     if ((rc = check_common(&sl, n, s)) || (rc = check_kind_keys(&sl, p, k, n, s)))
         return rc;
     if (k->sink && !p->models)
-        return errat(&sl, n->line, "%s %s stage needs the models: section (qload loads batches "
+        return conf_errat(&sl, n->line, "%s %s stage needs the models: section (qload loads batches "
                      "by their model); declare the model of its rows under models:", k->a,
                      k->name);
     if (k->listener)
@@ -1348,7 +1338,7 @@ static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n)
     char buf[64];
     int rc;
     if (n->type != CONF_SEQ || n->n == 0)
-        return errat(l, n->line, "stages: expected a list of stages (- name: ..., kind: ...) "
+        return conf_errat(l, n->line, "stages: expected a list of stages (- name: ..., kind: ...) "
                      "(got %s)", n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
     p->stages = xcalloc(n->n, sizeof *p->stages);
     for (size_t i = 0; i < n->n; i++)
@@ -1364,16 +1354,16 @@ static int check_top(const Ld *l, Pipeline *p)
     int rc;
 
     if (!root || is_null(root))
-        return errat(l, root ? root->line : 1, "the file has no pipeline in it; it needs at "
+        return conf_errat(l, root ? root->line : 1, "the file has no pipeline in it; it needs at "
                      "least queues: and stages:");
     if (root->type != CONF_MAP)
-        return errat(l, root->line, "expected a map with queues:, stages: ... at the top level "
+        return conf_errat(l, root->line, "expected a map with queues:, stages: ... at the top level "
                      "(got %s)", desc(root, buf, sizeof buf));
     if ((rc = keys_check(l, root, "the top level", top_keys, NULL)))
         return rc;
     for (size_t i = 0; i < root->n; i++)
         if (strcmp(root->keys[i], "target") == 0)
-            return errat(l, key_line(root, (int)i), "%s: not supported by this version of "
+            return conf_errat(l, key_line(root, (int)i), "%s: not supported by this version of "
                          "pickline yet; remove it for now (give qload --target DSN)",
                          root->keys[i]);
     if ((v = conf_get(root, "data")) && (rc = v_name(l, "data", v, &p->data_dir)))
@@ -1390,7 +1380,7 @@ static int check_top(const Ld *l, Pipeline *p)
         (rc = models_parse(l->file, v, &p->models, l->err, l->errlen)))
         return rc;
     if (!(v = conf_get(root, "stages")))
-        return errat(l, root->line, "stages: is required; list the stages of the pipeline");
+        return conf_errat(l, root->line, "stages: is required; list the stages of the pipeline");
     return check_stages(l, p, v);
 }
 
@@ -1419,7 +1409,7 @@ static int read_all(const Ld *l, const char *path, char **out, size_t *len)
         size_t got = fread(buf + n, 1, cap - n, f);
         n += got;
         if (n > FILE_MAX) {
-            rc = errat(l, 1, "the file is over %u MiB; a pipeline file is small", FILE_MAX >> 20);
+            rc = conf_errat(l, 1, "the file is over %u MiB; a pipeline file is small", FILE_MAX >> 20);
             goto fail;
         }
         if (got == 0)
@@ -1492,7 +1482,7 @@ int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **ou
         err[0] = '\0';
     p->path = xstrdup(l.file);
     if (len > FILE_MAX) {
-        rc = errat(&l, 1, "the file is over %u MiB; a pipeline file is small", FILE_MAX >> 20);
+        rc = conf_errat(&l, 1, "the file is over %u MiB; a pipeline file is small", FILE_MAX >> 20);
         goto fail;
     }
     char *copy = xmalloc(len + 1);

@@ -42,6 +42,18 @@ int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, 
  * array of views (free the array, not the strings). */
 int conf_strs(const char *file, const ConfNode *map, const char *key, const char ***out, size_t *n, char *err, size_t errlen);
 
+/* ConfErr: where a loader's messages go (pipeline.c, model.c); pfx names
+ * the part being checked ("stage 'extract': ") and is copied into nested
+ * contexts. conf_errat writes "FILE:LINE: PFX message" into err and
+ * returns PL_EINVAL. */
+typedef struct ConfErr {
+    const char *file;
+    char *err;
+    size_t errlen;
+    char pfx[200];
+} ConfErr;
+int conf_errat(const ConfErr *l, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* conf_edit_distance is the edit distance of a and b (insertions,
  * deletions, changes and swaps of neighbours each count 1), for "did you
  * mean" hints; words over 40 bytes count as far apart (SIZE_MAX). */
