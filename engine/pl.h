@@ -23,6 +23,8 @@ enum {
     PL_EFORMAT,            /* an on-disk record of an unknown format version */
     PL_ENOTDATA,           /* the directory is not a pickline data directory */
     PL_EUNUSABLE,          /* a transaction that failed earlier; abort it */
+    PL_ECORRUPT,           /* an on-disk record that does not decode (damaged store) */
+    PL_ENOROW,             /* no staged row (model, key) */
     PL_ELAST
 };
 
@@ -43,9 +45,14 @@ char *xstrndup(const char *s, size_t n);
 uint64_t pl_now_ms(void);
 uint64_t pl_mono_ns(void);
 
-/* pl_random64 returns a random non-zero 64-bit number (lease tokens);
- * seeded from getrandom() once per thread. */
+/* pl_random64 returns a random non-zero 64-bit number from a fast
+ * generator (xorshift128+, seeded from getrandom() once per thread): for
+ * jitter and lease tokens, never for a secret an outsider must not guess. */
 uint64_t pl_random64(void);
+
+/* pl_random_bytes fills buf with n bytes from the kernel's CSPRNG
+ * (getrandom(2)); for secrets (callback tokens). Returns 0 or an errno. */
+int pl_random_bytes(void *buf, size_t n);
 
 /* Logging: one line per event to stderr, "time level message". */
 enum { PL_LOG_ERROR, PL_LOG_WARN, PL_LOG_INFO, PL_LOG_DEBUG };

@@ -69,6 +69,8 @@ static const char *const names[PL_ELAST - PL_EFIRST] = {
     [PL_EFORMAT - PL_EFIRST] = "record of an unknown format version (written by a newer pickline?)",
     [PL_ENOTDATA - PL_EFIRST] = "not a pickline data directory",
     [PL_EUNUSABLE - PL_EFIRST] = "transaction is unusable after an earlier error",
+    [PL_ECORRUPT - PL_EFIRST] = "damaged record in the store (run `qctl verify` for details)",
+    [PL_ENOROW - PL_EFIRST] = "no such staged row",
 };
 
 const char *pl_strerror(int err)
@@ -117,6 +119,22 @@ uint64_t pl_random64(void)
         if (r)
             return r;
     }
+}
+
+int pl_random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
 }
 
 void pl_log(int level, const char *fmt, ...)
