@@ -110,6 +110,19 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
             c->st.retries++;
             continue;
         }
+        if (rc && n > 1 && rc != MDB_PANIC) {
+            /* The commit itself failed (the disk refused the pages, an I/O
+             * error): nothing was written. Run the ops one per transaction,
+             * so that one op's fault does not fail its neighbours (small
+             * ones, acks and releases, still fit where a big batch did not). */
+            pl_log(PL_LOG_ERROR, "commit: commit of %u operations failed: %s; "
+                   "trying them one by one", n, pl_strerror(rc));
+            c->st.retries++;
+            for (CommitOp *op = batch; op; op = op->next)
+                op->rc = run_one(c, op);
+            finish(c, batch, 0);
+            return;
+        }
         uint64_t dt = pl_mono_ns() - t0;
         pthread_mutex_lock(&c->mu);
         c->st.commits++;

@@ -35,6 +35,7 @@ typedef struct SlotOp {
     int64_t delay_ms;
     Strbuf why;
     int in_actions;  /* the last apply failed in the outputs, after the ack */
+    char fail[320];  /* what failed in the last apply (writer thread; read in done) */
 } SlotOp;
 
 /* The most jobs one reserve takes (a stage's batch: is capped here). */
@@ -49,9 +50,16 @@ typedef struct Reserver {
     Slot **want;     /* slots being filled by the op in flight */
     size_t nwant, got;
     int active;
+    int paused;      /* after a failed reserve, until pause fires */
+    ev_timer pause;
     const char *queue;
     uint32_t ttr_ms;
 } Reserver;
+
+/* After a reserve fails (not "nothing ready": a store error), its reserver
+ * waits this long before it asks again, so a broken store is not hammered
+ * in a loop. */
+#define RSV_PAUSE_S 1.0
 
 struct Engine {
     const Pipeline *p;
@@ -284,7 +292,27 @@ static int apply_row_merge(Txn *t, const char *model, size_t ml, const char *key
     return rc;
 }
 
-static int apply_actions(Txn *t, const Strbuf *acts, const char *stage)
+/* put_failure describes why queue_put of an output of len bytes (key of
+ * keylen) to queue q failed with rc, naming the limit and the fix. */
+static void put_failure(Txn *t, const char *q, size_t len, size_t keylen, int rc, char *fail,
+                        size_t failn)
+{
+    QueueStats st;
+    if (rc == PL_ETOOBIG && keylen > QUEUE_KEY_MAX)
+        snprintf(fail, failn, "the output's idempotency key (%zu bytes) is over %d bytes", keylen,
+                 QUEUE_KEY_MAX);
+    else if (rc == PL_ETOOBIG && queue_stats(t, q, &st) == 0)
+        snprintf(fail, failn, "the output (%zu bytes) is over queue '%s' max_body (%u bytes); "
+                 "raise max_body of '%s' in the pipeline file, then kick the job",
+                 len, q, st.conf.max_body, q);
+    else
+        snprintf(fail, failn, "queue '%s' refused the output: %s", q, pl_strerror(rc));
+}
+
+/* apply_actions applies a slot's or a source's recorded outputs in t. On
+ * failure it returns the error and, when it can say more than the code
+ * (which queue refused a put, and why), writes that into fail. */
+static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, char *fail, size_t failn)
 {
     const char *p = acts->buf, *end = acts->buf + acts->len;
     int rc = 0;
@@ -303,7 +331,8 @@ static int apply_actions(Txn *t, const Strbuf *acts, const char *stage)
             snprintf(q, sizeof q, "%.*s", (int)a, fa);
             PutArgs pa = {.pri = 0, .body = fc, .len = c, .key = b ? fb : NULL, .keylen = b};
             uint64_t id;
-            rc = queue_put(t, q, &pa, &id, NULL);
+            if ((rc = queue_put(t, q, &pa, &id, NULL)) != 0)
+                put_failure(t, q, c, b, rc, fail, failn);
             break;
         }
         case 'R': {
@@ -435,18 +464,22 @@ static int slot_apply(Txn *t, CommitOp *op)
     Slot *s = so->slot;
     int rc;
     so->in_actions = 0;
+    so->fail[0] = '\0';
     if (so->end == END_RELEASE)
         return queue_release(t, s->id, s->lease, so->delay_ms, so->why.buf, NULL);
     if (so->end == END_BURY)
         return queue_bury(t, s->id, s->lease, so->why.buf);
     /* The same job handed on unchanged: move it in place. */
     char fq[QUEUE_NAME_MAX + 1];
-    if (forward_of(s, fq, sizeof fq))
-        return queue_forward(t, s->id, s->lease, fq);
+    if (forward_of(s, fq, sizeof fq)) {
+        if ((rc = queue_forward(t, s->id, s->lease, fq)) != 0 && rc != PL_ELEASE && rc != PL_ENOJOB)
+            put_failure(t, fq, s->body.len, 0, rc, so->fail, sizeof so->fail);
+        return rc;
+    }
     /* The ack first: if the lease was lost, nothing else happens. */
     if ((rc = queue_ack(t, s->id, s->lease)) != 0)
         return rc;
-    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name)) != 0) {
+    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name, so->fail, sizeof so->fail)) != 0) {
         so->in_actions = 1;
         return txn_fail(t, rc); /* after the ack: all or nothing */
     }
@@ -456,6 +489,38 @@ static int slot_apply(Txn *t, CommitOp *op)
 static const double lat_bounds[11] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
 static void reserver_kick(Stage *s);
+
+/* A failed hand-off is retried no sooner than this: the faults that pass
+ * (a full disk, an I/O error) do not pass in milliseconds. */
+#define HANDOFF_RETRY_MIN_MS 5000
+
+/* commit_fault_transient tells whether a commit that failed with rc may
+ * succeed later unchanged: no room (map limit, disk), I/O, memory. */
+static int commit_fault_transient(int rc)
+{
+    return rc == PL_EFULL || rc == ENOSPC || rc == EDQUOT || rc == MDB_MAP_FULL || rc == EIO ||
+           rc == ENOMEM || rc == EAGAIN || rc == EINTR || rc == MDB_READERS_FULL;
+}
+
+/* retry_delay_ms: the input queue's exponential backoff for the slot's
+ * attempt, with jitter (+-20%), at least min_ms. */
+static uint64_t retry_delay_ms(const Slot *s, uint64_t min_ms)
+{
+    const Stage *st = s->stage;
+    const QueueDecl *qd = pipeline_queue(st->engine->p, st->conf->input);
+    QueueConf c;
+    if (qd)
+        c = qd->conf;
+    else
+        queue_conf_default(&c);
+    double d = c.backoff_ms;
+    for (uint32_t i = 1; i < s->attempts && d < c.backoff_max_ms; i++)
+        d *= 2;
+    if (d > c.backoff_max_ms)
+        d = c.backoff_max_ms;
+    d *= 0.8 + 0.4 * (double)(pl_random64() % 1000) / 1000.0; /* jitter */
+    return d < (double)min_ms ? min_ms : (uint64_t)d;
+}
 
 static void slot_free(Slot *s)
 {
@@ -501,16 +566,25 @@ static void slot_committed(EngineOp *eo, int rc)
         return;
     }
     if (so->end == END_ACK) {
-        /* The outputs could not be written: a full disk is retried later,
-         * anything else (too big for the next queue, a row gone) buried. */
-        char why[300];
+        /* The hand-off could not be written. Nothing of it was (a failed
+         * apply poisons its transaction), and the job is still leased to
+         * this slot: set it aside with the reason, never stop the line. A
+         * fault that may pass (no room, an I/O error) releases it for a
+         * later attempt with backoff; one that cannot pass (an output too
+         * big for its queue, a row gone) buries it. */
+        char why[400];
         snprintf(why, sizeof why, "could not hand off: %s",
-                 rc == PL_ENOJOB ? "the staged row it names is missing" : pl_strerror(rc));
-        stage_log(st, PL_LOG_ERROR, s->id, "%s", why);
-        if (rc == PL_EFULL || rc == ENOSPC || rc == MDB_MAP_FULL || rc == EIO)
-            slot_end(s, END_RELEASE, 30000, why);
-        else
+                 so->fail[0] ? so->fail
+                 : rc == PL_ENOROW || (rc == PL_ENOJOB && so->in_actions) ? "the staged row it names is missing"
+                 : pl_strerror(rc));
+        s->state = SLOT_WORKING; /* it ends again, now as a release or a bury */
+        if (commit_fault_transient(rc)) {
+            stage_log(st, PL_LOG_ERROR, s->id, "%s; released for a later attempt", why);
+            slot_end(s, END_RELEASE, retry_delay_ms(s, HANDOFF_RETRY_MIN_MS), why);
+        } else {
+            stage_log(st, PL_LOG_ERROR, s->id, "%s; buried", why);
             slot_end(s, END_BURY, 0, why);
+        }
         return;
     }
     stage_log(st, PL_LOG_ERROR, s->id, "cannot %s the job: %s; its lease will expire",
@@ -547,18 +621,7 @@ void slot_bury(Slot *s, const char *reason)
 void slot_retry(Slot *s, double after_s, const char *error)
 {
     Stage *st = s->stage;
-    const QueueDecl *qd = pipeline_queue(st->engine->p, st->conf->input);
-    QueueConf c;
-    if (qd)
-        c = qd->conf;
-    else
-        queue_conf_default(&c);
-    double d = c.backoff_ms;
-    for (uint32_t i = 1; i < s->attempts && d < c.backoff_max_ms; i++)
-        d *= 2;
-    if (d > c.backoff_max_ms)
-        d = c.backoff_max_ms;
-    d *= 0.8 + 0.4 * (double)(pl_random64() % 1000) / 1000.0; /* jitter */
+    double d = (double)retry_delay_ms(s, 0);
     if (after_s * 1000 > d)
         d = after_s * 1000;
     stage_log(st, PL_LOG_INFO, s->id, "retry in %.1f s (attempt %u): %s", d / 1000, s->attempts,
@@ -597,8 +660,13 @@ static void rsv_done(EngineOp *eo, int rc)
     Reserver *r = (Reserver *)eo;
     Stage *st = r->stage;
     r->active = 0;
-    if (rc && rc != PL_EEMPTY)
-        stage_log(st, PL_LOG_ERROR, 0, "reserve from '%s' failed: %s", r->queue, pl_strerror(rc));
+    if (rc && rc != PL_EEMPTY) {
+        stage_log(st, PL_LOG_ERROR, 0, "reserve from '%s' failed: %s; trying again in %.0f s",
+                  r->queue, pl_strerror(rc), RSV_PAUSE_S);
+        r->paused = 1;
+        ev_timer_set(&r->pause, RSV_PAUSE_S, 0);
+        ev_timer_start(st->loop, &r->pause);
+    }
     size_t got = rc ? 0 : r->got;
     for (size_t i = 0; i < r->nwant; i++) {
         Slot *s = r->want[i];
@@ -626,6 +694,14 @@ static void rsv_done(EngineOp *eo, int rc)
         check_drained(st->engine);
 }
 
+static void on_rsv_pause(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    Reserver *r = (Reserver *)((char *)w - offsetof(Reserver, pause));
+    r->paused = 0;
+    reserver_kick(r->stage);
+}
+
 /* reserver_kick asks for jobs when slots are free: with no reserve in
  * flight, for whatever is free; with some, another reserver only when a
  * whole batch of slots is free (no trickle of one-job reserves). */
@@ -639,7 +715,7 @@ static void reserver_kick(Stage *st)
         want = RSV_MAX;
     for (unsigned k = 0; k < st->nrsv; k++) {
         Reserver *r = &rs[k];
-        if (r->active)
+        if (r->active || r->paused)
             continue;
         unsigned active = 0;
         for (unsigned j = 0; j < st->nrsv; j++)
@@ -714,7 +790,8 @@ size_t batch_count(const Batch *b)
 static int batch_apply(Txn *t, CommitOp *op)
 {
     Batch *b = (Batch *)op;
-    int rc = apply_actions(t, &b->acts, b->stage->conf->name);
+    char fail[320];
+    int rc = apply_actions(t, &b->acts, b->stage->conf->name, fail, sizeof fail);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -1017,6 +1094,7 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
                 r->queue = st->conf->input;
                 r->want = xcalloc(RSV_MAX, sizeof *r->want);
                 r->js = xcalloc(RSV_MAX, sizeof *r->js);
+                ev_timer_init(&r->pause, on_rsv_pause, RSV_PAUSE_S, 0);
             }
             st->rsv = rs;
         }
@@ -1092,6 +1170,8 @@ void engine_close(Engine *e)
         if (st->rsv) {
             Reserver *rs = st->rsv;
             for (unsigned k = 0; k < st->nrsv; k++) {
+                if (e->loop)
+                    ev_timer_stop(e->loop, &rs[k].pause);
                 free(rs[k].want);
                 free(rs[k].js);
             }
