@@ -2,7 +2,9 @@
  *
  *   POST /queues/NAME/jobs   a change notice: the JSON body becomes a job of a
  *                            declared queue; 202 {"id":N} only after commit.
- *                            Idempotency-Key header; ?pri=N&delay=S.
+ *                            Idempotency-Key header (a retry with a key seen
+ *                            within the queue's key_retention: 200, the first
+ *                            job's id, "existed":true); ?pri=N&delay=S.
  *   GET  /queues             depths by state of every queue (JSON)
  *   GET  /health             liveness (no token needed)
  *   GET  /metrics            Prometheus text: queue depths by state, per
@@ -45,10 +47,16 @@ static void put_done(EngineOp *eo, int rc)
 {
     PutReq *r = (PutReq *)eo;
     if (rc == 0) {
+        /* 202: a new job, on disk. 200: the Idempotency-Key came before (a
+         * retry): nothing added; the id is the first job's, which is still
+         * queued ("done":false) or was already worked ("done":true). */
         char out[96];
-        int n = snprintf(out, sizeof out, "{\"id\":%llu,\"existed\":%s}\n", (unsigned long long)r->id,
-                         r->existed ? "true" : "false");
-        exchange_respond(r->x, 202, "application/json", out, (size_t)n);
+        int n = r->existed
+                    ? snprintf(out, sizeof out, "{\"id\":%llu,\"existed\":true,\"done\":%s}\n",
+                               (unsigned long long)r->id, r->existed == 2 ? "true" : "false")
+                    : snprintf(out, sizeof out, "{\"id\":%llu,\"existed\":false}\n",
+                               (unsigned long long)r->id);
+        exchange_respond(r->x, r->existed ? 200 : 202, "application/json", out, (size_t)n);
     } else {
         char msg[256];
         unsigned status = 500;

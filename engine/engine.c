@@ -476,6 +476,14 @@ static int slot_apply(Txn *t, CommitOp *op)
             put_failure(t, fq, s->body.len, 0, rc, so->fail, sizeof so->fail);
         return rc;
     }
+    /* Room for the outputs is asked before anything is written, so that a
+     * full disk refuses this hand-off alone, cleanly (the transaction stays
+     * good for the others of the group commit). */
+    if (s->acts.len && (rc = store_reserve(t, s->acts.len)) != 0) {
+        snprintf(so->fail, sizeof so->fail, "no room for its outputs (%zu bytes): %s", s->acts.len,
+                 pl_strerror(rc));
+        return rc;
+    }
     /* The ack first: if the lease was lost, nothing else happens. */
     if ((rc = queue_ack(t, s->id, s->lease)) != 0)
         return rc;

@@ -707,7 +707,7 @@ static const char *const top_keys[] = {"data", "listen", "drain", "queues", "sta
                                        "models", "target", NULL};
 static const char *const listen_keys[] = {"address", "port", "token", "max_body", NULL};
 static const char *const queue_keys[] = {"ttr", "max_attempts", "backoff", "backoff_max",
-                                         "max_body", NULL};
+                                         "max_body", "key_retention", NULL};
 static const char *const stage_keys[] = {"name", "kind", "input", "output", "concurrency",
                                          "batch", "rate", "timeout", "connect_timeout",
                                          "insecure", NULL};
@@ -854,7 +854,7 @@ static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
         return 0;
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "expected a map of ttr, max_attempts, backoff, backoff_max, "
-                     "max_body, or nothing for the defaults (got %s)", desc(n, buf, sizeof buf));
+                     "max_body, key_retention, or nothing for the defaults (got %s)", desc(n, buf, sizeof buf));
     if ((rc = keys_check(l, n, "a queue", queue_keys, NULL)))
         return rc;
     if ((v = conf_get(n, "ttr"))) {
@@ -881,6 +881,11 @@ static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
         if ((rc = v_uint(l, "max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
             return rc;
         q->conf.max_body = (uint32_t)u;
+    }
+    if ((v = conf_get(n, "key_retention"))) {
+        if ((rc = v_num(l, "key_retention", v, 0, QUEUE_KEY_RETENTION_MAX, "seconds", &s)))
+            return rc;
+        q->conf.key_retention_s = (uint32_t)s;
     }
     if (q->conf.backoff_max_ms < q->conf.backoff_ms)
         return conf_errat(l, n->line, "backoff_max (%g s) is less than backoff (%g s); raise "

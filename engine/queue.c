@@ -117,6 +117,7 @@ void queue_conf_default(QueueConf *c)
     c->backoff_ms = 1000;
     c->backoff_max_ms = 3600000;
     c->max_body = 1u << 20;
+    c->key_retention_s = 86400;
 }
 
 int queue_name_ok(const char *name)
@@ -134,7 +135,7 @@ int queue_name_ok(const char *name)
 static int conf_ok(const QueueConf *c)
 {
     return c->ttr_ms >= 1 && c->max_body >= 1 && c->max_body <= QUEUE_BODY_LIMIT &&
-           c->backoff_max_ms >= c->backoff_ms;
+           c->backoff_max_ms >= c->backoff_ms && c->key_retention_s <= QUEUE_KEY_RETENTION_MAX;
 }
 
 /* q_find returns the cached record of queue name, loading it, or creating
@@ -431,22 +432,126 @@ static int move(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint64_t due
     return 0;
 }
 
-static int key_del(Txn *t, uint64_t id, const JobRec *j)
+/* ---------------------------------------------------------------- keys */
+
+/* An idempotency key lives in DB_KEYS under (qid, key). While its job
+ * lives, the value is the job's id (8 bytes). When the job goes (ack,
+ * forward, delete, purge), the key stays for the queue's retention with
+ * the value (id, forget-at ms) (16 bytes), and an index entry 'k'
+ * (forget-at, qid, key) lets queue_sweep_keys forget it in order. A
+ * retained key whose time passed but was not swept yet counts as absent. */
+enum { KEYV_LIVE = 8, KEYV_RETAINED = 16 };
+
+static size_t keys_key(unsigned char *b, uint32_t qid, const char *key, size_t keylen)
+{
+    pl_put_be32(b, qid);
+    memcpy(b + 4, key, keylen);
+    return 4 + keylen;
+}
+
+static size_t retain_key(unsigned char *b, uint64_t forget_at, uint32_t qid, const char *key,
+                         size_t keylen)
+{
+    b[0] = 'k';
+    pl_put_be64(b + 1, forget_at);
+    return 9 + keys_key(b + 9, qid, key, keylen);
+}
+
+/* key_release: job id is going; keep its key (if it still names id) for
+ * the queue's retention, or delete it when the queue keeps none. */
+static int key_release(Txn *t, const QRec *q, uint64_t id, const JobRec *j)
 {
     if (!j->key)
         return 0;
     unsigned char b[4 + QUEUE_KEY_MAX];
-    pl_put_be32(b, j->qid);
-    memcpy(b + 4, j->key, j->keylen);
-    MDB_val k = {4 + j->keylen, b}, v;
+    MDB_val k = {keys_key(b, j->qid, j->key, j->keylen), b}, v;
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &k, &v);
     if (rc == MDB_NOTFOUND)
         return 0;
     if (rc)
         return rc;
-    if (v.mv_size == 8 && pl_get_be64(v.mv_data) == id)
+    if (v.mv_size != KEYV_LIVE || pl_get_be64(v.mv_data) != id)
+        return 0;
+    uint32_t keep_s = q->s.conf.key_retention_s;
+    if (!keep_s)
         return mdb_del(t->mdb, txn_dbi(t, DB_KEYS), &k, NULL);
+    uint64_t forget_at = t->now + (uint64_t)keep_s * 1000;
+    unsigned char rv[KEYV_RETAINED], ib[9 + 4 + QUEUE_KEY_MAX];
+    pl_put_be64(rv, id);
+    pl_put_be64(rv + 8, forget_at);
+    MDB_val nv = {KEYV_RETAINED, rv}, ik = {retain_key(ib, forget_at, j->qid, j->key, j->keylen), ib},
+            iv = {0, NULL};
+    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_KEYS), &k, &nv, 0)) != 0)
+        return rc;
+    return mdb_put(t->mdb, txn_dbi(t, DB_INDEX), &ik, &iv, 0);
+}
+
+/* key_find looks up key in queue qid: 0 with *id and *live (1: a job holds
+ * it, 0: retained after its job), or MDB_NOTFOUND (never seen, or its
+ * retention is over). */
+static int key_find(Txn *t, uint32_t qid, const char *key, size_t keylen, uint64_t *id, int *live)
+{
+    unsigned char b[4 + QUEUE_KEY_MAX];
+    MDB_val k = {keys_key(b, qid, key, keylen), b}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &k, &v);
+    if (rc)
+        return rc;
+    if (v.mv_size == KEYV_LIVE) {
+        *id = pl_get_be64(v.mv_data);
+        *live = 1;
+        return 0;
+    }
+    if (v.mv_size != KEYV_RETAINED) {
+        pl_log(PL_LOG_ERROR, "store: idempotency key record of queue id %u is %zu bytes "
+               "(expected 8 or 16)", qid, v.mv_size);
+        return PL_ECORRUPT;
+    }
+    if (pl_get_be64((unsigned char *)v.mv_data + 8) <= t->now)
+        return MDB_NOTFOUND;
+    *id = pl_get_be64(v.mv_data);
+    *live = 0;
     return 0;
+}
+
+int queue_sweep_keys(Txn *t, size_t max, size_t *n)
+{
+    size_t done = 0;
+    int rc = 0;
+    if (n)
+        *n = 0;
+    if (!t->write)
+        return EACCES;
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
+    if (!c)
+        return ENOMEM;
+    static const unsigned char pre[1] = {'k'};
+    while (done < max) {
+        MDB_val k;
+        if ((rc = idx_seek(c, pre, 1, 1, &k)) != 0)
+            break;
+        if (k.mv_size < 13 || k.mv_size > 13 + QUEUE_KEY_MAX) {
+            rc = PL_ECORRUPT;
+            break;
+        }
+        const unsigned char *kb = k.mv_data;
+        uint64_t forget_at = pl_get_be64(kb + 1);
+        if (forget_at > t->now)
+            break;
+        /* The key may have been taken again by a new job since (its
+         * retention ended before it was swept): then it is not ours. */
+        MDB_val kk = {k.mv_size - 9, (void *)(kb + 9)}, kv;
+        rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &kk, &kv);
+        if (rc == 0 && kv.mv_size == KEYV_RETAINED && pl_get_be64((unsigned char *)kv.mv_data + 8) == forget_at)
+            rc = mdb_del(t->mdb, txn_dbi(t, DB_KEYS), &kk, NULL);
+        else if (rc == MDB_NOTFOUND || rc == 0)
+            rc = 0;
+        if (rc || (rc = mdb_cursor_del(c, 0)) != 0)
+            return txn_fail(t, rc);
+        done++;
+    }
+    if (n)
+        *n = done;
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* drop deletes job id entirely (ack, delete, purge). */
@@ -456,7 +561,7 @@ static int drop(Txn *t, QRec *q, uint64_t id, JobRec *j)
     job_key(kb, id, JK_HEADER);
     MDB_val k = {9, kb};
     int rc;
-    if ((rc = state_leave(t, q, id, j)) != 0 || (rc = key_del(t, id, j)) != 0 ||
+    if ((rc = state_leave(t, q, id, j)) != 0 || (rc = key_release(t, q, id, j)) != 0 ||
         (rc = mdb_del(t->mdb, txn_dbi(t, DB_JOBS), &k, NULL)) != 0)
         return txn_fail(t, rc);
     kb[8] = JK_BODY;
@@ -583,25 +688,26 @@ int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *ex
         return rc;
     if (a->len > q->s.conf.max_body)
         return PL_ETOOBIG;
-    if ((rc = store_room(t)) != 0)
-        return rc;
 
     unsigned char kb[4 + QUEUE_KEY_MAX];
     MDB_val kk = {0, kb}, kv;
     if (a->key) {
-        pl_put_be32(kb, q->s.qid);
-        memcpy(kb + 4, a->key, a->keylen);
-        kk.mv_size = 4 + a->keylen;
-        rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &kk, &kv);
-        if (rc == 0 && kv.mv_size == 8) {
-            *id = pl_get_be64(kv.mv_data);
+        uint64_t had;
+        int live;
+        rc = key_find(t, q->s.qid, a->key, a->keylen, &had, &live);
+        if (rc == 0) {
+            *id = had;
             if (existed)
-                *existed = 1;
+                *existed = live ? 1 : 2;
             return 0;
         }
-        if (rc && rc != MDB_NOTFOUND)
+        if (rc != MDB_NOTFOUND)
             return rc;
+        kk.mv_size = keys_key(kb, q->s.qid, a->key, a->keylen);
     }
+    /* Room is asked last: a retry of a known key is answered on a full disk. */
+    if ((rc = store_reserve(t, a->len + 2 * a->keylen + 64)) != 0)
+        return rc;
 
     uint64_t nid = next_id(t);
     JobRec j = {
@@ -694,8 +800,9 @@ int queue_tick(Txn *t, size_t max, size_t *moved)
     int rc = 0;
     if (!t->write)
         return EACCES;
-    if ((rc = tick_state(t, JOB_DELAYED, max, &n)) == 0)
-        rc = tick_state(t, JOB_RESERVED, max, &n);
+    if ((rc = tick_state(t, JOB_DELAYED, max, &n)) == 0 &&
+        (rc = tick_state(t, JOB_RESERVED, max, &n)) == 0)
+        rc = queue_sweep_keys(t, max, NULL);
     if (moved)
         *moved = n;
     return rc;
@@ -855,9 +962,9 @@ int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue)
         return rc;
     if (len > dq->s.conf.max_body)
         return PL_ETOOBIG;
-    if ((rc = store_room(t)) != 0)
+    if ((rc = store_reserve(t, 64)) != 0) /* the body stays where it is */
         return rc;
-    if ((rc = state_leave(t, q, id, &j)) != 0 || (rc = key_del(t, id, &j)) != 0)
+    if ((rc = state_leave(t, q, id, &j)) != 0 || (rc = key_release(t, q, id, &j)) != 0)
         return txn_fail(t, rc);
     q->s.acks++;
     JobRec n = {
@@ -1004,19 +1111,11 @@ int queue_lookup_key(Txn *t, const char *queue, const char *key, size_t keylen, 
     int rc = q_find(t, queue, 0, NULL, &q);
     if (rc)
         return rc;
-    unsigned char kb[4 + QUEUE_KEY_MAX];
-    pl_put_be32(kb, q->s.qid);
-    memcpy(kb + 4, key, keylen);
-    MDB_val k = {4 + keylen, kb}, v;
-    rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &k, &v);
-    if (rc == MDB_NOTFOUND)
+    int live;
+    rc = key_find(t, q->s.qid, key, keylen, id, &live);
+    if (rc == MDB_NOTFOUND || (rc == 0 && !live))
         return PL_ENOJOB;
-    if (rc)
-        return rc;
-    if (v.mv_size != 8)
-        return PL_EFORMAT;
-    *id = pl_get_be64(v.mv_data);
-    return 0;
+    return rc;
 }
 
 int queue_get(Txn *t, uint64_t id, Job *out)

@@ -35,7 +35,10 @@ typedef struct QueueConf {
     uint32_t backoff_ms;     /* first retry delay for release with backoff; default 1 s */
     uint32_t backoff_max_ms; /* ceiling of the exponential backoff; default 1 h */
     uint32_t max_body;       /* largest body accepted by put; default 1 MiB */
+    uint32_t key_retention_s; /* an idempotency key outlives its job by this; default 24 h; 0: not */
 } QueueConf;
+
+#define QUEUE_KEY_RETENTION_MAX (366u * 86400u)
 
 /* queue_conf_default fills c with the defaults above. */
 void queue_conf_default(QueueConf *c);
@@ -92,10 +95,14 @@ int queue_create(Txn *t, const char *name, const QueueConf *conf);
 int queue_configure(Txn *t, const char *name, const QueueConf *conf);
 
 /* queue_put adds a job to queue (created with defaults if missing) and sets
- * *id. With a key that a live job of the queue holds, it adds nothing, sets
- * *id to that job and *existed to 1. Errors: PL_EINVAL (bad name),
- * PL_ETOOBIG (body over the queue's max_body, key over QUEUE_KEY_MAX),
- * PL_EFULL/ENOSPC (no room: see store_room). existed may be NULL. */
+ * *id. With an idempotency key the queue has seen, it adds nothing and sets
+ * *id to the job that came with the key first: *existed is 1 when that job
+ * is still in the queue, 2 when it was already acked or deleted (a key
+ * outlives its job by the queue's key_retention_s, so that a client's retry
+ * after the answer was lost does not add the record twice). Errors:
+ * PL_EINVAL (bad name), PL_ETOOBIG (body over the queue's max_body, key over
+ * QUEUE_KEY_MAX), PL_EFULL/ENOSPC (no room: see store_room). existed may be
+ * NULL. */
 int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *existed);
 
 /* queue_reserve leases the most urgent ready job of queue for ttr_ms (0: the
@@ -151,7 +158,9 @@ int queue_kick(Txn *t, const char *queue, size_t n, size_t *kicked);
 int queue_kick_job(Txn *t, uint64_t id);
 
 /* queue_lookup_key sets *id to the live job of queue holding idempotency
- * key (keylen bytes). Returns 0, PL_ENOJOB or PL_ENOQUEUE. */
+ * key (keylen bytes). Returns 0, PL_ENOJOB (no live job holds it: never
+ * seen, or its job is gone and only the retained key is left) or
+ * PL_ENOQUEUE. */
 int queue_lookup_key(Txn *t, const char *queue, const char *key, size_t keylen, uint64_t *id);
 
 /* queue_get reads job id into *out. Returns 0 or PL_ENOJOB. */
@@ -178,9 +187,15 @@ typedef int (*QueueFn)(const QueueStats *s, void *arg);
 int queue_list(Txn *t, QueueFn fn, void *arg);
 
 /* queue_tick promotes delayed jobs whose time came and returns expired
- * leases to ready (or buries them past max_attempts), at most max of each;
- * sets *moved (may be NULL). */
+ * leases to ready (or buries them past max_attempts), and forgets retained
+ * idempotency keys past their retention, at most max of each; sets *moved
+ * (may be NULL) to the jobs moved. */
 int queue_tick(Txn *t, size_t max, size_t *moved);
+
+/* queue_sweep_keys forgets up to max retained idempotency keys whose
+ * retention ended (oldest first) and sets *n (may be NULL) to how many;
+ * *n == max means there may be more. Bounded: call it again. */
+int queue_sweep_keys(Txn *t, size_t max, size_t *n);
 
 /* queue_next_due sets *ms to the earliest ready-at or lease end stored, or
  * 0 when there is none (for the engine's timer). */

@@ -3,10 +3,12 @@
  * Job header, version 1:
  *   [1, qid, pri, state, attempts, kicks, created_ms, due_ms, ttr_ms, lease,
  *    key (bin or nil), error (str or nil)]
- * Queue record, version 1:
- *   [1, qid, name, created_ms, ttr_ms, max_attempts, backoff_ms,
+ * Queue record, version 2 (version 1 lacks key_retention_s, read as the
+ * default: 24 h):
+ *   [2, qid, name, created_ms, ttr_ms, max_attempts, backoff_ms,
  *    backoff_max_ms, max_body, paused, ready, delayed, reserved, buried,
- *    puts, reserves, acks, releases, buries, kicks, expiries, deletes] */
+ *    puts, reserves, acks, releases, buries, kicks, expiries, deletes,
+ *    key_retention_s] */
 #include "rec.h"
 #include "pl.h"
 
@@ -14,6 +16,7 @@
 
 #define JOB_V1_FIELDS 12
 #define QUEUE_V1_FIELDS 22
+#define QUEUE_V2_FIELDS 23
 
 void rec_init(Rec *r)
 {
@@ -66,17 +69,89 @@ void rec_job_encode(Rec *r, const JobRec *j, size_t *key_off, size_t *err_off)
     }
 }
 
+/* Bytes of the header (after the type byte) and of the body of a scalar,
+ * string, bin or ext, and the number of elements a container holds. */
+static int mp_head(const unsigned char *p, size_t left, size_t *head, uint64_t *body, uint64_t *items)
+{
+    unsigned c = p[0];
+    *head = 0, *body = 0, *items = 0;
+    if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
+        return 0;
+    if (c <= 0x8f) {
+        *items = 2u * (c & 0x0f);
+        return 0;
+    }
+    if (c <= 0x9f) {
+        *items = c & 0x0f;
+        return 0;
+    }
+    if (c <= 0xbf) {
+        *body = c & 0x1f;
+        return 0;
+    }
+    size_t w;
+    switch (c) {
+    case 0xc4: case 0xc5: case 0xc6: w = 1u << (c - 0xc4); break;        /* bin: len */
+    case 0xc7: case 0xc8: case 0xc9: w = 1u << (c - 0xc7); break;        /* ext: len, type */
+    case 0xca: *body = 4; return 0;
+    case 0xcb: *body = 8; return 0;
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: *body = 1u << (c - 0xcc); return 0;
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: *body = 1u << (c - 0xd0); return 0;
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: *body = 1 + (1u << (c - 0xd4)); return 0;
+    case 0xd9: case 0xda: case 0xdb: w = 1u << (c - 0xd9); break;        /* str: len */
+    case 0xdc: case 0xdd: w = 2u << (c - 0xdc); break;                   /* array: count */
+    case 0xde: case 0xdf: w = 2u << (c - 0xde); break;                   /* map: count */
+    default: return -1;                                                   /* 0xc1 */
+    }
+    if (left < 1 + w)
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < w; i++)
+        v = v << 8 | p[1 + i];
+    *head = w;
+    if (c >= 0xdc)
+        *items = c >= 0xde ? 2 * v : v;
+    else
+        *body = v + (c >= 0xc7 && c <= 0xc9); /* ext: its type byte */
+    return 0;
+}
+
+int rec_wellformed(const void *buf, size_t len)
+{
+    const unsigned char *p = buf;
+    size_t off = 0;
+    uint64_t pending = 1; /* values still to read */
+    while (pending) {
+        size_t head;
+        uint64_t body, items;
+        if (off >= len || mp_head(p + off, len - off, &head, &body, &items) != 0)
+            return PL_ECORRUPT;
+        off += 1 + head;
+        /* Every value takes at least a byte: a count or a length beyond
+         * what is left is damage, and must never size an allocation. */
+        if (body > len - off)
+            return PL_ECORRUPT;
+        off += (size_t)body;
+        if (items > len - off || pending - 1 + items > len - off)
+            return PL_ECORRUPT;
+        pending = pending - 1 + items;
+    }
+    return off == len ? 0 : PL_ECORRUPT;
+}
+
 /* Decode buf into the zone's object; the zone is cleared each time, so only
- * its first chunk is ever used for records this small. */
+ * its first chunk is ever used for records this small. buf is checked
+ * first: msgpack_unpack allocates what a container's count says. */
 static int unpack_array(Rec *r, const void *buf, size_t len, msgpack_object **items, uint32_t *n)
 {
     msgpack_object obj;
     size_t off = 0;
     msgpack_zone_clear(&r->zone);
-    if (msgpack_unpack(buf, len, &off, &r->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
+    if (rec_wellformed(buf, len) != 0 ||
+        msgpack_unpack(buf, len, &off, &r->zone, &obj) != MSGPACK_UNPACK_SUCCESS ||
         obj.type != MSGPACK_OBJECT_ARRAY || obj.via.array.size < 1 ||
         obj.via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return PL_EFORMAT;
+        return PL_ECORRUPT;
     *items = obj.via.array.ptr;
     *n = obj.via.array.size;
     return 0;
@@ -127,15 +202,17 @@ int rec_job_decode(Rec *r, const void *buf, size_t len, JobRec *j)
     int rc = unpack_array(r, buf, len, &a, &n);
     if (rc)
         return rc;
-    if (a[0].via.u64 != 1 || n < JOB_V1_FIELDS)
+    if (a[0].via.u64 > 1)
         return PL_EFORMAT;
+    if (a[0].via.u64 != 1 || n < JOB_V1_FIELDS)
+        return PL_ECORRUPT;
     if (get_u32(&a[1], &j->qid) || get_u32(&a[2], &j->pri) || get_u64(&a[3], &state) ||
         get_u32(&a[4], &j->attempts) || get_u32(&a[5], &j->kicks) ||
         get_u64(&a[6], &j->created_ms) || get_u64(&a[7], &j->due_ms) ||
         get_u32(&a[8], &j->ttr_ms) || get_u64(&a[9], &j->lease) ||
         get_bytes(&a[10], &j->key, &j->keylen) || get_bytes(&a[11], &j->error, &j->errorlen) ||
         state < JOB_READY || state > JOB_BURIED)
-        return PL_EFORMAT;
+        return PL_ECORRUPT;
     j->state = (int)state;
     return 0;
 }
@@ -145,8 +222,8 @@ void rec_queue_encode(Rec *r, const QueueStats *q)
     msgpack_packer *pk = &r->pk;
     size_t nl = strlen(q->name);
     r->sb.size = 0;
-    msgpack_pack_array(pk, QUEUE_V1_FIELDS);
-    pack_u64(pk, 1);
+    msgpack_pack_array(pk, QUEUE_V2_FIELDS);
+    pack_u64(pk, 2);
     pack_u64(pk, q->qid);
     msgpack_pack_str(pk, nl);
     msgpack_pack_str_body(pk, q->name, nl);
@@ -161,6 +238,7 @@ void rec_queue_encode(Rec *r, const QueueStats *q)
                           q->acks, q->releases, q->buries, q->kicks, q->expiries, q->deletes};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         pack_u64(pk, c[i]);
+    pack_u64(pk, q->conf.key_retention_s);
 }
 
 int rec_queue_decode(Rec *r, const void *buf, size_t len, QueueStats *q)
@@ -173,15 +251,18 @@ int rec_queue_decode(Rec *r, const void *buf, size_t len, QueueStats *q)
     int rc = unpack_array(r, buf, len, &a, &n);
     if (rc)
         return rc;
-    if (a[0].via.u64 != 1 || n < QUEUE_V1_FIELDS)
+    uint64_t ver = a[0].via.u64;
+    if (ver > 2)
         return PL_EFORMAT;
+    if (ver < 1 || n < (ver == 1 ? QUEUE_V1_FIELDS : QUEUE_V2_FIELDS))
+        return PL_ECORRUPT;
     memset(q, 0, sizeof *q);
     if (get_u32(&a[1], &q->qid) || get_bytes(&a[2], &name, &nl) || !name ||
         nl > QUEUE_NAME_MAX || get_u64(&a[3], &q->created_ms) ||
         get_u32(&a[4], &q->conf.ttr_ms) || get_u32(&a[5], &q->conf.max_attempts) ||
         get_u32(&a[6], &q->conf.backoff_ms) || get_u32(&a[7], &q->conf.backoff_max_ms) ||
         get_u32(&a[8], &q->conf.max_body) || get_u64(&a[9], &paused))
-        return PL_EFORMAT;
+        return PL_ECORRUPT;
     memcpy(q->name, name, nl);
     q->name[nl] = '\0';
     q->paused = paused != 0;
@@ -189,6 +270,9 @@ int rec_queue_decode(Rec *r, const void *buf, size_t len, QueueStats *q)
                      &q->acks, &q->releases, &q->buries, &q->kicks, &q->expiries, &q->deletes};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
         if (get_u64(&a[10 + i], c[i]))
-            return PL_EFORMAT;
+            return PL_ECORRUPT;
+    q->conf.key_retention_s = 86400;
+    if (ver >= 2 && get_u32(&a[22], &q->conf.key_retention_s))
+        return PL_ECORRUPT;
     return 0;
 }

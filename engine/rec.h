@@ -40,11 +40,17 @@ typedef struct JobRec {
  * the stored copy can be made without decoding again. */
 void rec_job_encode(Rec *r, const JobRec *j, size_t *key_off, size_t *err_off);
 
-/* rec_job_decode decodes a header; j's views point into buf. Returns 0 or
- * PL_EFORMAT (unknown version or a malformed record). */
+/* rec_wellformed checks that buf[0..len) is exactly one well-formed msgpack
+ * value whose every count and length fits in what is left, without
+ * allocating. Returns 0 or PL_ECORRUPT. */
+int rec_wellformed(const void *buf, size_t len);
+
+/* rec_job_decode decodes a header; j's views point into buf. Returns 0,
+ * PL_EFORMAT (a newer format version) or PL_ECORRUPT (a malformed record). */
 int rec_job_decode(Rec *r, const void *buf, size_t len, JobRec *j);
 
-/* rec_queue_encode / rec_queue_decode: a queue record (conf and counters). */
+/* rec_queue_encode / rec_queue_decode: a queue record (conf and counters);
+ * decode errors as rec_job_decode's. */
 void rec_queue_encode(Rec *r, const QueueStats *q);
 int rec_queue_decode(Rec *r, const void *buf, size_t len, QueueStats *q);
 

@@ -276,7 +276,7 @@ int store_txn_begin(Store *s, int write, Txn **out)
     Txn *t = xcalloc(1, sizeof *t);
     t->store = s;
     t->write = write;
-    t->room = 1;
+    t->free_bytes = SIZE_MAX;
     int rc;
     for (int tries = 0;; tries++) {
         pthread_rwlock_rdlock(&s->resize);
@@ -412,42 +412,76 @@ static size_t free_pages(MDB_env *env, int usable)
     return n;
 }
 
-int store_room(Txn *t)
+/* txn_free_bytes: the bytes of the freelist's reusable pages, read once
+ * per transaction (a walk of the freelist). */
+static size_t txn_free_bytes(Txn *t)
 {
-    if (t->room != 1)
-        return t->room;
+    if (t->free_bytes == SIZE_MAX)
+        t->free_bytes = free_pages(t->store->env, 1) * t->store->psize;
+    return t->free_bytes;
+}
+
+/* The estimate of what an operation adds: LMDB pages are about half to
+ * fully used, and the first write to a page in a transaction copies it
+ * (a page per operation covers a key landing in a page of its own). */
+static size_t grow_estimate(const Store *s, size_t bytes)
+{
+    return 2 * bytes + 256 + s->psize;
+}
+
+int store_reserve(Txn *t, size_t bytes)
+{
     Store *s = t->store;
-    MDB_envinfo ei;
-    mdb_env_info(s->env, &ei);
-    size_t used = (ei.me_last_pgno + 1) * s->psize;
-    int room = 0;
-    if (s->o.map_max && used + s->o.headroom > s->o.map_max) {
-        /* Past the high-water mark: count what the freelist gives back. */
-        size_t fp = free_pages(s->env, 1) * s->psize;
-        if (used - (fp < used ? fp : used) + s->o.headroom > s->o.map_max)
-            room = PL_EFULL;
+    if (!t->write)
+        return EACCES;
+    if (!t->used) {
+        MDB_envinfo ei;
+        mdb_env_info(s->env, &ei);
+        t->used = (ei.me_last_pgno + 1) * s->psize;
     }
-    if (!room && s->fd >= 0) {
-        off_t need = (off_t)(used + s->o.headroom);
+    size_t grow = t->grow + grow_estimate(s, bytes), used = t->used, room = s->o.headroom;
+    if (s->o.map_max && used + grow + room > s->o.map_max) {
+        /* Past the high-water mark: count what the freelist gives back. */
+        size_t fb = txn_free_bytes(t);
+        if (used - (fb < used ? fb : used) + grow + room > s->o.map_max)
+            return PL_EFULL;
+    }
+    if (s->fd >= 0) {
+        off_t need = (off_t)(used + grow + room);
+        int refuse = 0;
         pthread_mutex_lock(&s->alloc_mu);
         if (need > s->alloc_end) {
             off_t want = need + ALLOC_CHUNK;
             if (s->o.map_max && want > (off_t)s->o.map_max)
                 want = need;
             int e = s->falloc(s->fd, 0, want);
-            if (e && want != need)
-                e = s->falloc(s->fd, 0, need);
-            if (e == 0)
-                s->alloc_end = want;
-            else if ((e == ENOSPC || e == EDQUOT) &&
-                     free_pages(s->env, 1) * s->psize < s->o.headroom)
-                room = ENOSPC; /* neither the disk nor the file's free pages hold the headroom */
+            if (e && want != need) {
+                want = need;
+                e = s->falloc(s->fd, 0, want);
+            }
+            if (e == 0) {
+                s->alloc_end = want; /* what was really reserved */
+            } else if (e == ENOSPC || e == EDQUOT) {
+                /* The disk is full. What is reserved may still do, when
+                 * the freelist's pages take the growth. */
+                size_t fb = txn_free_bytes(t);
+                size_t beyond = grow > fb ? grow - fb : 0;
+                if ((off_t)(used + beyond + room) > s->alloc_end)
+                    refuse = ENOSPC;
+            }
             /* Filesystems without fallocate (EOPNOTSUPP): nothing to reserve. */
         }
         pthread_mutex_unlock(&s->alloc_mu);
+        if (refuse)
+            return refuse;
     }
-    t->room = room;
-    return room;
+    t->grow = grow;
+    return 0;
+}
+
+int store_room(Txn *t)
+{
+    return store_reserve(t, 0);
 }
 
 int store_grow(Store *s)

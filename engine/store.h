@@ -28,8 +28,10 @@ enum {
                * 'r' (qid u32, pri u32, id u64)  ready: FIFO within a priority
                * 'd' (ready-at ms u64, id u64)   delayed
                * 'l' (lease-until ms u64, id u64) reserved
-               * 'b' (qid u32, id u64)           buried */
-    DB_KEYS,  /* (qid u32, idempotency key) -> id u64 */
+               * 'b' (qid u32, id u64)           buried
+               * 'k' (forget-at ms u64, qid u32, key) a retained key's end */
+    DB_KEYS,  /* (qid u32, idempotency key) -> id u64 while its job lives;
+               * (id u64, forget-at ms u64) once the job is gone (retained) */
     DB_STAGE, /* staged rows: (model, 0, row key) -> msgpack map (row.h) */
     DB_COUNT
 };
@@ -74,7 +76,9 @@ struct Txn {
     uint64_t now;          /* the time all operations of this txn see (ms) */
     /* private */
     int failed;            /* an operation failed after writing: commit refuses */
-    int room;              /* 1 unknown, 0 puts allowed, else the refusal code */
+    size_t used;           /* bytes the last commit used (0: not read yet), for store_reserve */
+    size_t grow;           /* bytes this txn's reservations may add (an estimate) */
+    size_t free_bytes;     /* reusable pages' bytes on LMDB's freelist; SIZE_MAX: unknown */
     MDB_cursor *cur[DB_COUNT];
     TxnHook precommit;     /* run once before commit (queue counters) */
     void *precommit_arg;
@@ -111,10 +115,19 @@ MDB_cursor *txn_cursor(Txn *t, int which);
  * err, so callers write `return txn_fail(t, rc);`. */
 int txn_fail(Txn *t, int err);
 
-/* store_room tells whether t may add data (puts): 0 if it may, PL_EFULL when
- * the map limit less the headroom is reached, ENOSPC when the disk cannot
- * hold the headroom. Deletes, acks and purges never ask: the headroom is
- * theirs. Computed once per transaction. */
+/* store_reserve asks whether write transaction t may add data of about
+ * bytes (a put: its body, key and header) and counts it against the
+ * transaction: 0 if it may, PL_EFULL when the map limit less the headroom
+ * would be passed, ENOSPC when the disk cannot back the data plus the
+ * headroom (data.mdb is fallocated ahead, so that a commit never meets a
+ * full disk halfway). Asked per operation, before it writes: a refused
+ * operation changes nothing and leaves the transaction usable, so it never
+ * fails its neighbours in a group commit. Deletes, acks, releases and
+ * purges never ask: the headroom is theirs. After room returns (space
+ * freed on the disk, or pages on the freelist), puts are taken again. */
+int store_reserve(Txn *t, size_t bytes);
+
+/* store_room is store_reserve for an operation of unknown size (a page). */
 int store_room(Txn *t);
 
 /* store_grow grows the map after MDB_MAP_FULL (no transaction of this

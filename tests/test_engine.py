@@ -270,12 +270,12 @@ stages:
         self.assertIn(a["id"], jobs)
         self.assertEqual(jobs[a["id"]]["body"], body)
 
-        # Idempotency-Key: the second put returns the first job.
+        # Idempotency-Key: the second put returns the first job (200: nothing added).
         r1 = eng.put("retrieve", {"id": "u2"}, key="change-42")
         r2 = eng.put("retrieve", {"id": "u2", "again": True}, key="change-42")
-        self.assertEqual((r1.status, r2.status), (202, 202), (r1, r2))
+        self.assertEqual((r1.status, r2.status), (202, 200), (r1, r2))
         self.assertEqual(r1.json()["existed"], False)
-        self.assertEqual(r2.json(), {"id": r1.json()["id"], "existed": True})
+        self.assertEqual(r2.json(), {"id": r1.json()["id"], "existed": True, "done": False})
         jobs = {j["id"]: j for j in eng.peek("retrieve")}
         self.assertEqual(len(jobs), 2)
         self.assertEqual(jobs[r1.json()["id"]]["body"], {"id": "u2"})

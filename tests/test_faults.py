@@ -3,6 +3,7 @@ hand-off whose commit fails, a client that retries after the ack, a full disk,
 a damaged data directory. Real binaries, real files, real SIGKILLs.
 
 Set PICKLINE_KEEP_TEST_DIRS=1 to keep the temp dirs for a look afterwards."""
+import collections
 import json
 import os
 import subprocess
@@ -91,6 +92,170 @@ stages:
         e.start()
         time.sleep(0.5)
         self.assertTrue(e.running(), e.stderr_tail())
+        rc, _ = e.terminate()
+        self.assertEqual(rc, 0, e.stderr_tail())
+
+
+
+class RetryAfterAckTest(FaultTest):
+    """Issue 9.2: a client that retries with the same Idempotency-Key after
+    its job was already worked (the answer was lost: the engine was killed
+    after the commit, before the 202 left) gets the first job back, across a
+    SIGKILL and a restart, and no second record enters the line."""
+
+    PIPE = """
+listen:
+  address: 127.0.0.1
+  port: ${port}
+drain: 2
+queues:
+  notices: {ttr: 10}
+  final: {}
+  short: {key_retention: 1}
+stages:
+  - name: pass
+    kind: noop
+    input: notices
+    output: final
+"""
+
+    def test_retry_after_ack_returns_the_first_job(self):
+        e = self.engine(self.PIPE).start()
+        r1 = e.put("notices", json.dumps({"n": 1}), key="order-17")
+        self.assertEqual(r1.status, 202, r1)
+        first = r1.json()["id"]
+        # worked: forwarded out of "notices" and acked at the end of the line
+        wait_for(lambda: len(qctl_peek(e.data, "final", "ready")) == 1, 15 * SLOW, 0.1, "the hand-off")
+        got = json.loads(self.qctl_ok("reserve", "final", "--json"))
+        self.qctl_ok("ack", got["id"])
+        self.assertEqual(e.stats()["notices"]["puts"], 1)
+        # the answer was lost: the engine dies; the client retries later
+        e.kill()
+        e.start()
+        r2 = e.put("notices", json.dumps({"n": 1}), key="order-17")
+        self.assertEqual(r2.status, 200, r2)
+        self.assertEqual(r2.json(), {"id": first, "existed": True, "done": True})
+        time.sleep(0.3)
+        st = e.stats()
+        self.assertEqual(st["notices"]["puts"], 1, st)
+        self.assertEqual(st["final"]["puts"], 1, st)
+        # qctl put --key says the same and adds nothing
+        p = qctl(e.data, "put", "notices", "--key", "order-17", "--json", '{"n": 1}')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout), {"id": first, "existed": True})
+        self.assertIn("already done", p.stderr)
+        self.assertEqual(e.stats()["notices"]["puts"], 1)
+        # a queue keeping keys 1 s: after that a key is free again, and swept
+        self.assertEqual(qctl(e.data, "put", "short", "--key", "k", "{}").returncode, 0)
+        got = json.loads(self.qctl_ok("reserve", "short", "--json"))
+        self.qctl_ok("ack", got["id"])
+        p = qctl(e.data, "put", "short", "--key", "k", "--json", "{}")
+        self.assertTrue(json.loads(p.stdout)["existed"], p.stdout)
+        time.sleep(1.2)
+        p = qctl(e.data, "put", "short", "--key", "k", "--json", "{}")
+        self.assertFalse(json.loads(p.stdout)["existed"], p.stdout)
+        rc, _ = e.terminate()
+        self.assertEqual(rc, 0, e.stderr_tail())
+
+
+
+def mount_tmpfs(path, size_mib):
+    """Mounts a tmpfs of size_mib at path; returns None, or why it cannot."""
+    if os.geteuid() != 0:
+        return "not root: cannot mount a small tmpfs for a full disk"
+    os.makedirs(path, exist_ok=True)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dm" % size_mib, "tmpfs", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        return "cannot mount a tmpfs (%s)" % p.stderr.strip()
+    return None
+
+
+class FullDiskTest(FaultTest):
+    """Issue 9.4: on a full disk puts are refused with 507 before space runs
+    out, acks and deletes still work, a refused put never fails its
+    neighbours, and puts resume once there is room again. On a real (small)
+    tmpfs."""
+
+    PIPE = """
+listen:
+  address: 127.0.0.1
+  port: ${port}
+  max_body: 1048576
+drain: 2
+queues:
+  notices: {ttr: 10}
+  out: {ttr: 10}
+stages:
+  - name: pass
+    kind: noop
+    input: notices
+    output: out
+    concurrency: 16
+"""
+
+    def setUp(self):
+        super().setUp()
+        self.mnt = os.path.join(self.dir, "mnt")
+        why = mount_tmpfs(self.mnt, 48)
+        if why:
+            self.skipTest(why)
+        self.addCleanup(lambda: subprocess.run(["umount", "-l", self.mnt]))
+
+    def post_many(self, e, n, size, par=1):
+        """Posts n bodies of about size bytes (par at a time); returns the
+        statuses and the ids accepted."""
+        import concurrent.futures
+        body = json.dumps({"pad": "x" * size})
+
+        def one(i):
+            r = e.put("notices", body, key="k-%d-%d" % (time.monotonic_ns(), i))
+            return r.status, (r.json().get("id") if r.status in (200, 202) else None), r.text
+        with concurrent.futures.ThreadPoolExecutor(par) as ex:
+            return list(ex.map(one, range(n)))
+
+    def test_full_disk_refuses_puts_with_507_and_recovers(self):
+        data = os.path.join(self.mnt, "data")
+        e = self.fx.engine(self.dir, self.PIPE, data=data)
+        e.check()
+        e.start()
+        # Leave a little room on the disk: a filler file takes the rest.
+        st = os.statvfs(self.mnt)
+        free = st.f_bavail * st.f_frsize
+        filler = os.path.join(self.mnt, "filler")
+        with open(filler, "wb") as f:
+            f.write(b"\0" * max(0, free - 20 * 2**20))
+        accepted, statuses = set(), []
+        # Big bodies from many clients at once: one group commit holds
+        # more than the headroom, so room must be asked per put.
+        for round_ in range(40):
+            res = self.post_many(e, 32, 400 * 1024, par=32)
+            statuses += [s for s, _, _ in res]
+            accepted |= {i for s, i, _ in res if s == 202}
+            if all(s == 507 for s, _, _ in res):
+                break
+        self.assertTrue(e.running(), e.stderr_tail())
+        bad = collections.Counter(s for s in statuses if s not in (202, 507))
+        self.assertEqual(bad, {}, "answers other than 202/507 on a full disk\n" + e.stderr_tail())
+        self.assertIn(507, statuses, "the disk never filled (%d puts)" % len(statuses))
+        self.assertTrue(all(s == 507 for s, _, _ in res), "the last round was not refused whole")
+        self.assertIn("no room", res[0][2])
+        self.assertIn("disk full", res[0][2])
+        # Every job that got a 202 is on disk, none more.
+        wait_for(lambda: e.stats()["notices"]["reserved"] == 0, 10 * SLOW, 0.1, "hand-offs to settle")
+        stt = e.stats()
+        self.assertEqual(stt["notices"]["puts"], len(accepted), stt)
+        self.assertEqual(stt["notices"]["ready"] + stt["out"]["ready"], len(accepted), stt)
+        self.assertEqual(stt["notices"]["buried"], 0, stt)
+        # Acks and deletes still work on the full disk: the headroom is theirs.
+        p = qctl(data, "purge", "out")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # The engine is up; once there is room again, puts resume.
+        self.assertEqual(e.request("GET", "/health").status, 200)
+        os.unlink(filler)
+        ok = []
+        wait_for(lambda: ok.append(self.post_many(e, 1, 1024)[0][0]) or ok[-1] == 202, 10 * SLOW, 0.2,
+                 "puts to resume")
         rc, _ = e.terminate()
         self.assertEqual(rc, 0, e.stderr_tail())
 

@@ -346,14 +346,100 @@ static void idempotency_key(void)
     T_OK(queue_put(t, "q", &a, &id2, &ex)); /* still live while reserved */
     T_EQ(ex, 1);
     T_OK(queue_ack(t, id1, j.lease));
-    T_OK(queue_put(t, "q", &a, &id2, &ex)); /* finished: the key is free again */
+    /* Done, but a client's retry must not add the record twice: the key
+     * outlives its job for the queue's retention (default 24 h). */
+    T_OK(queue_put(t, "q", &a, &id2, &ex));
+    T_EQ(ex, 2);
+    T_EQ(id2, id1);
+    T_ERR(queue_lookup_key(t, "q", "order-17", 8, &id2), PL_ENOJOB); /* no live job holds it */
+    T_OK(queue_stats(t, "q", &st));
+    T_EQ(st.ready + st.reserved, 0);
+    T_OK(store_txn_commit(t));
+    fake_now += 86400ull * 1000 - 1; /* a moment before the end */
+    t = wbegin(s);
+    T_OK(queue_put(t, "q", &a, &id2, &ex));
+    T_EQ(ex, 2);
+    T_OK(store_txn_commit(t));
+    fake_now += 1; /* its retention is over: the key is free again */
+    t = wbegin(s);
+    T_OK(queue_put(t, "q", &a, &id2, &ex));
     T_EQ(ex, 0);
     T_CHECK(id2 > id1);
+    /* The sweep forgets the old retained entry, not the new job's key. */
+    size_t swept;
+    T_OK(queue_sweep_keys(t, 100, &swept));
+    T_EQ(swept, 1);
+    T_OK(queue_lookup_key(t, "q", "order-17", 8, &id3));
+    T_EQ(id3, id2);
     char big[QUEUE_KEY_MAX + 1];
     memset(big, 'k', sizeof big);
     a.key = big;
     a.keylen = sizeof big;
     T_ERR(queue_put(t, "q", &a, &id3, &ex), PL_ETOOBIG);
+    T_OK(store_txn_commit(t));
+    store_close(s);
+}
+
+/* Retained keys are forgotten in bounded steps, oldest first; a queue
+ * with no retention frees a key with its job. */
+static void key_retention_sweep(void)
+{
+    Store *s = open_store(NULL);
+    Txn *t = wbegin(s);
+    QueueConf none;
+    queue_conf_default(&none);
+    none.key_retention_s = 0;
+    T_OK(queue_create(t, "plain", &none));
+    QueueConf hour;
+    queue_conf_default(&hour);
+    hour.key_retention_s = 3600;
+    T_OK(queue_create(t, "q", &hour));
+    char key[32];
+    uint64_t id;
+    int ex;
+    for (int i = 0; i < 2500; i++) {
+        snprintf(key, sizeof key, "k%05d", i);
+        PutArgs a = {.key = key, .keylen = strlen(key), .body = "{}", .len = 2};
+        T_OK(queue_put(t, "q", &a, &id, &ex));
+        T_OK(queue_put(t, "plain", &a, &id, &ex));
+    }
+    T_OK(store_txn_commit(t));
+    /* Delete every job (the operator's delete counts like an ack). */
+    t = wbegin(s);
+    size_t n;
+    T_OK(queue_purge(t, "q", 0, 5000, &n));
+    T_EQ(n, 2500);
+    T_OK(queue_purge(t, "plain", 0, 5000, &n));
+    T_EQ(n, 2500);
+    PutArgs a = {.key = "k00007", .keylen = 6, .body = "{}", .len = 2};
+    T_OK(queue_put(t, "plain", &a, &id, &ex)); /* not retained: a new job */
+    T_EQ(ex, 0);
+    T_OK(queue_put(t, "q", &a, &id, &ex));      /* retained */
+    T_EQ(ex, 2);
+    T_OK(queue_sweep_keys(t, 1000, &n));        /* nothing is due yet */
+    T_EQ(n, 0);
+    T_OK(store_txn_commit(t));
+    MDB_stat ms;
+    t = wbegin(s);
+    T_OK(mdb_stat(t->mdb, txn_dbi(t, DB_KEYS), &ms));
+    T_EQ(ms.ms_entries, 2501);
+    store_txn_abort(t);
+    fake_now += 3600ull * 1000;
+    size_t total = 0, rounds = 0;
+    do {
+        t = wbegin(s);
+        T_OK(queue_sweep_keys(t, 1000, &n));
+        T_OK(store_txn_commit(t));
+        total += n;
+        rounds++;
+    } while (n == 1000);
+    T_EQ(total, 2500);
+    T_EQ(rounds, 3);
+    t = wbegin(s);
+    T_OK(mdb_stat(t->mdb, txn_dbi(t, DB_KEYS), &ms));
+    T_EQ(ms.ms_entries, 1); /* the live job's key in "plain" */
+    T_OK(queue_put(t, "q", &a, &id, &ex));
+    T_EQ(ex, 0);
     T_OK(store_txn_commit(t));
     store_close(s);
 }
@@ -828,12 +914,12 @@ static void forward_in_place(void)
     T_EQ(sa.acks, 1);
     T_EQ(sb.ready, 2);
     T_EQ(sb.puts, 2);
-    /* Its key is gone with its old queue: the same key makes a new job. */
+    /* Its key stays with its old queue, retained: a retry adds nothing. */
     uint64_t again;
-    int existed = 1;
+    int existed = 0;
     T_OK(queue_put(t, "a", &a, &again, &existed));
-    T_EQ(existed, 0);
-    T_CHECK(again != id);
+    T_EQ(existed, 2);
+    T_EQ(again, id);
     /* In b it starts afresh with its body intact; FIFO by id puts it first. */
     T_OK(queue_reserve(t, "b", 0, &j));
     T_EQ(j.id, id);
@@ -858,6 +944,7 @@ static const TCase cases[] = {
     T_CASE(touch_extends),
     T_CASE(bury_and_kick),
     T_CASE(idempotency_key),
+    T_CASE(key_retention_sweep),
     T_CASE(batch_reserve_n_ack_n),
     T_CASE(reserve_n_bodies_intact),
     T_CASE(pause_resume),

@@ -49,7 +49,7 @@ enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
 #define MAX_DELAY_MS (10ull * 365 * 86400 * 1000) /* ten years */
 #define MAX_TIMEOUT_MS (365ull * 86400 * 1000)
 #define DEFAULT_REASON "buried by an operator (qctl)"
-#define MAX_FLAGS 6
+#define MAX_FLAGS 8
 #define MAX_POS 3
 
 /* ---------------------------------------------------- options, commands */
@@ -522,8 +522,9 @@ static void job_json(FILE *f, const Job *j)
 static void conf_json(FILE *f, const QueueConf *cf)
 {
     fprintf(f, "{\"ttr_ms\":%" PRIu32 ",\"max_attempts\":%" PRIu32 ",\"backoff_ms\":%" PRIu32
-               ",\"backoff_max_ms\":%" PRIu32 ",\"max_body\":%" PRIu32 "}",
-            cf->ttr_ms, cf->max_attempts, cf->backoff_ms, cf->backoff_max_ms, cf->max_body);
+               ",\"backoff_max_ms\":%" PRIu32 ",\"max_body\":%" PRIu32 ",\"key_retention_s\":%" PRIu32 "}",
+            cf->ttr_ms, cf->max_attempts, cf->backoff_ms, cf->backoff_max_ms, cf->max_body,
+            cf->key_retention_s);
 }
 
 /* ---------------------------------------------------------------- jobs */
@@ -879,8 +880,11 @@ static int cmd_put(Ctx *c)
                     "written to stdout: %s", op.id, q, strerror(errno));
         goto fail;
     }
-    if (op.existed)
+    if (op.existed == 1)
         note("job %" PRIu64 " of queue '%s' already holds key '%s'; nothing added", op.id, q, key);
+    else if (op.existed)
+        note("key '%s' came with job %" PRIu64 " of queue '%s', already done; nothing added "
+             "(keys are kept for the queue's key retention)", key, op.id, q);
     rc = ST_OK;
 fail:
     free(body.p);
@@ -1473,27 +1477,30 @@ static int cmd_resume(Ctx *c)
 /* ConfSet: the settings given on the command line, to lay over a conf. */
 typedef struct ConfSet {
     int any;
-    const char *ttr, *attempts, *backoff, *backoff_max, *max_body; /* given or NULL */
+    const char *ttr, *attempts, *backoff, *backoff_max, *max_body, *keep; /* given or NULL */
     QueueConf v;
 } ConfSet;
 
 static int conf_parse(const Ctx *c, ConfSet *cs)
 {
-    uint64_t ttr, att, bo, bomax, body;
+    uint64_t ttr, att, bo, bomax, body, keep;
     int rc;
     if ((rc = flag_ms(c, "ttr", 1, UINT32_MAX, 0, &ttr)) ||
         (rc = flag_u64(c, "max-attempts", 0, UINT32_MAX, 0, &att)) ||
         (rc = flag_ms(c, "backoff", 0, UINT32_MAX, 0, &bo)) ||
         (rc = flag_ms(c, "backoff-max", 0, UINT32_MAX, 0, &bomax)) ||
-        (rc = flag_u64(c, "max-body", 1, QUEUE_BODY_LIMIT, 0, &body)))
+        (rc = flag_u64(c, "max-body", 1, QUEUE_BODY_LIMIT, 0, &body)) ||
+        (rc = flag_u64(c, "key-retention", 0, QUEUE_KEY_RETENTION_MAX, 0, &keep)))
         return rc;
     cs->ttr = opt(c, "ttr");
     cs->attempts = opt(c, "max-attempts");
     cs->backoff = opt(c, "backoff");
     cs->backoff_max = opt(c, "backoff-max");
     cs->max_body = opt(c, "max-body");
-    cs->any = cs->ttr || cs->attempts || cs->backoff || cs->backoff_max || cs->max_body;
-    cs->v = (QueueConf){(uint32_t)ttr, (uint32_t)att, (uint32_t)bo, (uint32_t)bomax, (uint32_t)body};
+    cs->keep = opt(c, "key-retention");
+    cs->any = cs->ttr || cs->attempts || cs->backoff || cs->backoff_max || cs->max_body || cs->keep;
+    cs->v = (QueueConf){(uint32_t)ttr, (uint32_t)att, (uint32_t)bo, (uint32_t)bomax, (uint32_t)body,
+                        (uint32_t)keep};
     return ST_OK;
 }
 
@@ -1509,6 +1516,8 @@ static void conf_apply(const ConfSet *cs, QueueConf *cf)
         cf->backoff_max_ms = cs->v.backoff_max_ms;
     if (cs->max_body)
         cf->max_body = cs->v.max_body;
+    if (cs->keep)
+        cf->key_retention_s = cs->v.key_retention_s;
 }
 
 /* conf_bad says what is inconsistent in cf, or returns NULL. */
@@ -1538,6 +1547,10 @@ static void conf_print(const Ctx *c, const char *q, const QueueConf *cf, const c
     printf("  backoff       %ss, doubling up to %ss\n", secs(cf->backoff_ms).s,
            secs(cf->backoff_max_ms).s);
     printf("  max body      %" PRIu32 " bytes (%s)\n", cf->max_body, size_str(cf->max_body).s);
+    if (cf->key_retention_s)
+        printf("  keys kept     %ss after their job is done\n", secs((uint64_t)cf->key_retention_s * 1000).s);
+    else
+        printf("  keys kept     only while their job is in the queue\n");
 }
 
 typedef struct ConfOp {
@@ -3772,7 +3785,8 @@ static int cmd_compact(Ctx *c)
     {"max-attempts", "N", "reserves before a failing job is buried; 0: no limit (default 10)"}, \
     {"backoff", "S", "first retry delay of release --backoff (default 1)"},               \
     {"backoff-max", "S", "ceiling of the doubling backoff (default 3600)"},               \
-    {"max-body", "BYTES", "largest body a put accepts (default 1048576)"}
+    {"max-body", "BYTES", "largest body a put accepts (default 1048576)"},               \
+    {"key-retention", "S", "seconds an idempotency key outlives its job; 0: not (default 86400)"}
 
 static const Cmd cmds[] = {
     {"put", cmd_put, "QUEUE [--pri N] [--delay S] [--ttr S] [--key K] [JSON|-]",
@@ -3860,14 +3874,16 @@ static const Cmd cmds[] = {
     {"resume", cmd_resume, "QUEUE", "hand out jobs of a paused queue again",
      "Resumes QUEUE.\n--json: {\"queue\":\"Q\",\"paused\":false}", 1, 1, {{NULL, NULL, NULL}}},
     {"create", cmd_create,
-     "QUEUE [--ttr S] [--max-attempts N] [--backoff S] [--backoff-max S] [--max-body BYTES]",
+     "QUEUE [--ttr S] [--max-attempts N] [--backoff S] [--backoff-max S] [--max-body BYTES]\n"
+     "      [--key-retention S]",
      "create a queue with settings",
      "Creates QUEUE; settings not given take the defaults.\n"
      "--json: {\"queue\":\"Q\",\"conf\":{\"ttr_ms\":N,\"max_attempts\":N,\"backoff_ms\":N,\n"
-     "  \"backoff_max_ms\":N,\"max_body\":N}}",
+     "  \"backoff_max_ms\":N,\"max_body\":N,\"key_retention_s\":N}}",
      1, 1, {CONF_FLAGS}},
     {"configure", cmd_configure,
-     "QUEUE [--ttr S] [--max-attempts N] [--backoff S] [--backoff-max S] [--max-body BYTES]",
+     "QUEUE [--ttr S] [--max-attempts N] [--backoff S] [--backoff-max S] [--max-body BYTES]\n"
+     "      [--key-retention S]",
      "change (or show) a queue's settings",
      "Changes only the settings given; with none, shows them. Jobs already put\n"
      "keep their own ttr.\n--json: as create",
