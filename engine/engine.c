@@ -1018,7 +1018,8 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
     StoreOpts sopt = {.create = 1};
     int rc = store_open(dir, &sopt, &e->store);
     if (rc) {
-        snprintf(err, errlen, "cannot open data directory '%s': %s", dir, pl_strerror(rc));
+        snprintf(err, errlen, "cannot open data directory '%s': %s", dir,
+                 *store_error() ? store_error() : pl_strerror(rc));
         goto fail;
     }
     QArg qa = {p};

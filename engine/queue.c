@@ -155,8 +155,11 @@ static int q_find(Txn *t, const char *name, int create, const QueueConf *conf, Q
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
     QueueStats s;
     if (rc == 0) {
-        if ((rc = rec_queue_decode(&c->rec, v.mv_data, v.mv_size, &s)) != 0)
+        if ((rc = rec_queue_decode(&c->rec, v.mv_data, v.mv_size, &s)) != 0) {
+            pl_log(PL_LOG_ERROR, "store: queue '%s': its record (%zu bytes) is %s; run `qctl "
+                   "verify`", name, v.mv_size, rc == PL_EFORMAT ? "of a newer format" : "damaged");
             return rc;
+        }
         *out = qc_add(c, &s);
         return 0;
     }
@@ -237,7 +240,11 @@ static int job_load(Txn *t, uint64_t id, JobRec *j)
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_JOBS), &k, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? PL_ENOJOB : rc;
-    return rec_job_decode(&qc(t)->rec, v.mv_data, v.mv_size, j);
+    if ((rc = rec_job_decode(&qc(t)->rec, v.mv_data, v.mv_size, j)) != 0)
+        pl_log(PL_LOG_ERROR, "store: job %llu: its header record (%zu bytes) is %s; run `qctl "
+               "verify`", (unsigned long long)id, v.mv_size,
+               rc == PL_EFORMAT ? "of a newer format" : "damaged");
+    return rc;
 }
 
 /* job_store writes j's header and points j's views into the stored copy

@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <dirent.h>
+#include <stdarg.h>
 
 #define FORMAT_VERSION 1u
 #define MiB ((size_t)1 << 20)
@@ -63,7 +64,30 @@ static int falloc_real(int fd, off_t off, off_t len)
     return posix_fallocate(fd, off, len); /* returns the errno value */
 }
 
-/* A directory is ours if it has data.mdb; fresh if it is empty. */
+/* Why the last store_open of this thread failed, in words (store_error). */
+static _Thread_local char open_err[512];
+
+static int open_fail(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int open_fail(int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(open_err, sizeof open_err, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+const char *store_error(void)
+{
+    return open_err;
+}
+
+#define NEW_DIR ".pickline-new" /* where a new environment is made (see store_create) */
+
+/* dir_check: 0 when dir holds data.mdb (a store to open); ENOENT when it
+ * has none and holds nothing else (a store may be created there: the
+ * directory itself is made when create is set); PL_ENOTDATA when it holds
+ * other files; errno values. */
 static int dir_check(const char *dir, int create)
 {
     struct stat st;
@@ -72,13 +96,13 @@ static int dir_check(const char *dir, int create)
             return errno;
         if (mkdir(dir, 0750) != 0 && errno != EEXIST)
             return errno;
-        return 0;
+        return ENOENT;
     }
     if (!S_ISDIR(st.st_mode))
-        return PL_ENOTDATA;
+        return open_fail(PL_ENOTDATA, "'%s' is not a directory", dir);
     char p[4096];
     snprintf(p, sizeof p, "%s/data.mdb", dir);
-    if (access(p, F_OK) == 0)
+    if (lstat(p, &st) == 0)
         return 0;
     DIR *d = opendir(dir);
     if (!d)
@@ -86,54 +110,127 @@ static int dir_check(const char *dir, int create)
     struct dirent *e;
     int other = 0;
     while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock.mdb"))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock.mdb") &&
+            strcmp(e->d_name, NEW_DIR) && strcmp(e->d_name, "engine.lock"))
             other = 1;
     closedir(d);
     if (other)
-        return PL_ENOTDATA;
-    return create ? 0 : ENOENT;
+        return open_fail(PL_ENOTDATA, "'%s' holds other files and no data.mdb: not a pickline "
+                         "data directory; pass an empty directory or a pickline one", dir);
+    return ENOENT;
 }
 
-static int meta_init(Store *s, MDB_txn *txn)
+static int meta_check(Store *s, MDB_txn *txn)
 {
     MDB_val k = {5, "magic"}, v;
     int rc = mdb_get(txn, s->dbi[DB_META], &k, &v);
-    if (rc == 0) {
-        if (v.mv_size != 8 || memcmp(v.mv_data, "pickline", 8) != 0)
-            return PL_ENOTDATA;
-        MDB_val fk = {6, "format"}, fv;
-        if ((rc = mdb_get(txn, s->dbi[DB_META], &fk, &fv)) != 0)
-            return rc == MDB_NOTFOUND ? PL_ENOTDATA : rc;
-        if (fv.mv_size != 4 || pl_get_be32(fv.mv_data) > FORMAT_VERSION)
-            return PL_EFORMAT;
-        return 0;
+    if (rc == MDB_NOTFOUND || (rc == 0 && (v.mv_size != 8 || memcmp(v.mv_data, "pickline", 8) != 0)))
+        return open_fail(PL_ENOTDATA, "%s/data.mdb has no pickline magic record: it is not a "
+                         "pickline store, or it is damaged; it is never re-created over: "
+                         "restore it from a backup, or move it away to start empty", s->path);
+    if (rc)
+        return rc;
+    MDB_val fk = {6, "format"}, fv;
+    if ((rc = mdb_get(txn, s->dbi[DB_META], &fk, &fv)) != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if (rc == MDB_NOTFOUND || fv.mv_size != 4)
+        return open_fail(PL_ECORRUPT, "%s/data.mdb has no valid format record: damaged; run "
+                         "`qctl verify`, restore it from a backup", s->path);
+    if (pl_get_be32(fv.mv_data) > FORMAT_VERSION)
+        return open_fail(PL_EFORMAT, "%s/data.mdb was written by a newer pickline (format %u, "
+                         "this one reads up to %u): use a newer pickline", s->path,
+                         pl_get_be32(fv.mv_data), FORMAT_VERSION);
+    return 0;
+}
+
+/* store_create makes a new environment for dir, whole or not at all: in a
+ * directory of its own (NEW_DIR) with every sub-database and the magic
+ * record, committed, then data.mdb is renamed into dir. A crash halfway
+ * leaves no data.mdb, only NEW_DIR (made again next time), so a data.mdb
+ * that is not a valid store always means damage, never an unfinished
+ * creation: it is refused, never re-created. Runs under the directory lock. */
+static int store_create(const char *dir)
+{
+    char nd[4096], p[4200], q[4200];
+    if ((size_t)snprintf(nd, sizeof nd, "%s/" NEW_DIR, dir) >= sizeof nd)
+        return ENAMETOOLONG;
+    snprintf(p, sizeof p, "%s/data.mdb", nd);
+    unlink(p);
+    snprintf(q, sizeof q, "%s/lock.mdb", nd);
+    unlink(q);
+    if (mkdir(nd, 0750) != 0 && errno != EEXIST)
+        return errno;
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    int rc;
+    if ((rc = mdb_env_create(&env)) != 0)
+        goto out;
+    mdb_env_set_maxdbs(env, DB_COUNT + 2);
+    if ((rc = mdb_env_open(env, nd, MDB_NOTLS, 0640)) != 0 ||
+        (rc = mdb_txn_begin(env, NULL, 0, &txn)) != 0)
+        goto out;
+    for (int i = 0; i < DB_COUNT; i++) {
+        MDB_dbi dbi;
+        if ((rc = mdb_dbi_open(txn, dbnames[i], MDB_CREATE, &dbi)) != 0)
+            goto out;
+        if (i == DB_META) {
+            unsigned char f[4];
+            pl_put_be32(f, FORMAT_VERSION);
+            MDB_val mk = {5, "magic"}, mv = {8, "pickline"}, fk = {6, "format"}, fv = {4, f};
+            if ((rc = mdb_put(txn, dbi, &mk, &mv, 0)) != 0 || (rc = mdb_put(txn, dbi, &fk, &fv, 0)) != 0)
+                goto out;
+        }
     }
-    if (rc != MDB_NOTFOUND)
-        return rc;
-    if (s->o.readonly)
-        return PL_ENOTDATA;
-    /* A new environment: anything in the main database means not ours. */
-    MDB_stat st;
-    MDB_dbi main;
-    if ((rc = mdb_dbi_open(txn, NULL, 0, &main)) != 0)
-        return rc;
-    if ((rc = mdb_stat(txn, main, &st)) != 0)
-        return rc;
-    if (st.ms_entries > DB_COUNT)
-        return PL_ENOTDATA;
-    v.mv_size = 8;
-    v.mv_data = "pickline";
-    if ((rc = mdb_put(txn, s->dbi[DB_META], &k, &v, 0)) != 0)
-        return rc;
-    unsigned char f[4];
-    pl_put_be32(f, FORMAT_VERSION);
-    MDB_val fk = {6, "format"}, fv = {4, f};
-    return mdb_put(txn, s->dbi[DB_META], &fk, &fv, 0);
+    rc = mdb_txn_commit(txn); /* durable: LMDB flushes the data and the meta page */
+    txn = NULL;
+    if (rc)
+        goto out;
+    mdb_env_close(env);
+    env = NULL;
+    char dst[4096];
+    snprintf(dst, sizeof dst, "%s/data.mdb", dir);
+    if (rename(p, dst) != 0) {
+        rc = errno;
+        goto out;
+    }
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd); /* the rename is durable too */
+        close(dfd);
+    }
+out:
+    if (txn)
+        mdb_txn_abort(txn);
+    if (env)
+        mdb_env_close(env);
+    unlink(q);
+    rmdir(nd);
+    return rc;
+}
+
+/* file_check refuses a data.mdb that cannot be an environment (shorter than
+ * its two meta pages: empty or cut) before LMDB sees it (LMDB would make a
+ * new environment over an empty file). */
+static int file_check(const char *dir)
+{
+    char p[4096];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/data.mdb", dir);
+    if (stat(p, &st) != 0)
+        return errno;
+    if (!S_ISREG(st.st_mode))
+        return open_fail(PL_ENOTDATA, "%s is not a regular file: not a pickline store", p);
+    if (st.st_size < 2 * 4096)
+        return open_fail(PL_ECORRUPT, "%s is %lld bytes, too short to be a store (empty or cut "
+                         "short); it is never re-created over: restore it from a backup, or move "
+                         "it away to start empty", p, (long long)st.st_size);
+    return 0;
 }
 
 int store_open(const char *dir, const StoreOpts *o, Store **out)
 {
     *out = NULL;
+    open_err[0] = '\0';
     StoreOpts opts = o ? *o : (StoreOpts){0};
     if (!opts.map_initial)
         opts.map_initial = 64 * MiB;
@@ -141,21 +238,34 @@ int store_open(const char *dir, const StoreOpts *o, Store **out)
         opts.headroom = 8 * MiB;
     if (opts.map_max && opts.map_initial > opts.map_max)
         opts.map_initial = opts.map_max;
-    int rc = dir_check(dir, opts.create && !opts.readonly);
-    if (rc)
+    int create = opts.create && !opts.readonly;
+    int rc = dir_check(dir, create);
+    if (rc && rc != ENOENT)
         return rc;
+    if (rc == ENOENT && !create)
+        return open_fail(ENOENT, "no pickline data in '%s'", dir);
     /* Two processes creating one directory at once must not see each
      * other's half-made environment: opening is serialised by a lock on the
      * directory itself, held until the environment is set up. */
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return errno;
-    if (flock(dfd, LOCK_EX) != 0 || (rc = dir_check(dir, 0)) == PL_ENOTDATA) {
-        rc = rc ? rc : errno;
+    if (flock(dfd, LOCK_EX) != 0) {
+        rc = errno;
         close(dfd);
         return rc;
     }
-    rc = 0;
+    rc = dir_check(dir, 0);
+    if (rc == ENOENT && create)
+        rc = store_create(dir);
+    else if (rc == ENOENT)
+        rc = open_fail(ENOENT, "no pickline data in '%s'", dir);
+    if (rc == 0)
+        rc = file_check(dir);
+    if (rc) {
+        close(dfd);
+        return rc;
+    }
 
     Store *s = xcalloc(1, sizeof *s);
     s->path = xstrdup(dir);
@@ -180,26 +290,59 @@ int store_open(const char *dir, const StoreOpts *o, Store **out)
      * loop and writer thread share the Store). Sync stays on: a commit is
      * durable when it returns. */
     unsigned flags = MDB_NOTLS | (opts.readonly ? MDB_RDONLY : 0);
-    if ((rc = mdb_env_open(s->env, dir, flags, 0640)) != 0)
+    if ((rc = mdb_env_open(s->env, dir, flags, 0640)) != 0) {
+        if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH || rc == MDB_CORRUPTED)
+            rc = open_fail(PL_ECORRUPT, "%s/data.mdb is not a readable LMDB environment (%s): "
+                           "damaged, or not a pickline store; restore it from a backup, or move "
+                           "it away to start empty", dir, mdb_strerror(rc));
         goto fail;
+    }
     MDB_envinfo ei;
     MDB_stat est;
     mdb_env_info(s->env, &ei);
     mdb_env_stat(s->env, &est);
     s->psize = est.ms_psize;
+    /* A file cut short would be mapped past its end: the first page read
+     * there kills the process with SIGBUS. Compare before touching any. */
+    {
+        char p[4096];
+        struct stat st;
+        snprintf(p, sizeof p, "%s/data.mdb", dir);
+        size_t need = (ei.me_last_pgno + 1) * s->psize;
+        if (stat(p, &st) != 0) {
+            rc = errno;
+            goto fail;
+        }
+        if ((size_t)st.st_size < need) {
+            rc = open_fail(PL_ECORRUPT, "%s is truncated: %lld bytes, but its pages reach %zu "
+                           "bytes; restore it from a backup (pickline does not read a cut store)",
+                           p, (long long)st.st_size, need);
+            goto fail;
+        }
+    }
     if (ei.me_mapsize < opts.map_initial)
         mdb_env_set_mapsize(s->env, opts.map_initial);
 
     if ((rc = mdb_txn_begin(s->env, NULL, opts.readonly ? MDB_RDONLY : 0, &txn)) != 0)
         goto fail;
     for (int i = 0; i < DB_COUNT; i++) {
-        rc = mdb_dbi_open(txn, dbnames[i], opts.readonly ? 0 : MDB_CREATE, &s->dbi[i]);
-        if (rc == MDB_NOTFOUND)
-            rc = PL_ENOTDATA;
+        /* A store older than a sub-database gets it made (a write open); a
+         * store without its meta database is not ours. */
+        unsigned f = opts.readonly || i == DB_META ? 0 : MDB_CREATE;
+        rc = mdb_dbi_open(txn, dbnames[i], f, &s->dbi[i]);
+        if (rc == MDB_NOTFOUND && i == DB_META)
+            rc = open_fail(PL_ENOTDATA, "%s/data.mdb has no pickline meta database: not a "
+                           "pickline store", dir);
+        else if (rc == MDB_NOTFOUND)
+            rc = open_fail(PL_ENOTDATA, "%s/data.mdb has no '%s' database (open it once for "
+                           "writing to add it)", dir, dbnames[i]);
+        else if (rc == MDB_INCOMPATIBLE)
+            rc = open_fail(PL_ECORRUPT, "%s/data.mdb: '%s' is not a database: damaged or not "
+                           "a pickline store", dir, dbnames[i]);
         if (rc)
             goto fail;
     }
-    if ((rc = meta_init(s, txn)) != 0)
+    if ((rc = meta_check(s, txn)) != 0)
         goto fail;
     rc = mdb_txn_commit(txn);
     txn = NULL;

@@ -44,12 +44,22 @@ typedef struct StoreOpts {
     int readonly;       /* open for reading only */
 } StoreOpts;
 
-/* store_open opens (or with o->create, creates) the data directory dir.
- * Returns 0 and *out, or: ENOENT (no such directory and !create),
- * PL_ENOTDATA (the directory holds something that is not ours), PL_EFORMAT
- * (written by a newer format), EACCES/EROFS (cannot write where we must), or
- * an LMDB error. On failure *out is NULL. */
+/* store_open opens the data directory dir. With o->create it creates the
+ * store when, and only when, dir has no data.mdb and nothing else of
+ * another program (the new environment appears whole or not at all); a
+ * data.mdb that is not a valid pickline store is never re-created over.
+ * Returns 0 and *out, or: ENOENT (no store there and !create), PL_ENOTDATA
+ * (dir holds something that is not ours, or data.mdb lacks our magic),
+ * PL_ECORRUPT (data.mdb is empty, truncated or unreadable: found before any
+ * page is touched), PL_EFORMAT (written by a newer format), EACCES/EROFS
+ * (cannot write where we must), or an LMDB error. On failure *out is NULL
+ * and store_error() says what is wrong, naming the file. */
 int store_open(const char *dir, const StoreOpts *o, Store **out);
+
+/* store_error returns why the last store_open of this thread failed, in
+ * words that name the file and the fix ("" when it has nothing to add to
+ * pl_strerror of the code). Valid until the next store_open. */
+const char *store_error(void);
 
 /* store_close closes the environment; NULL is a no-op. No transaction of
  * this process may be open. */

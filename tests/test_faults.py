@@ -260,5 +260,66 @@ stages:
         self.assertEqual(rc, 0, e.stderr_tail())
 
 
+
+class DamagedStoreTest(FaultTest):
+    """Issue 9.5: a data directory that is not a valid store is refused with
+    a clear error naming the file; it is never re-created over, a cut file
+    never kills a command with SIGBUS, a damaged record is named."""
+
+    def fill(self, n=300):
+        data = os.path.join(self.dir, "data")
+        body = "\n".join(json.dumps({"body": {"n": i, "pad": "x" * 600}}) for i in range(n)) + "\n"
+        p = qctl(data, "import", "q", input=body)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return data
+
+    def assert_refused(self, data, *words):
+        for argv in (["stats"], ["put", "q", "{}"]):
+            p = qctl(data, *argv)
+            self.assertEqual(p.returncode, 1, "qctl %s: rc %d\n%s" % (argv, p.returncode, p.stderr))
+            for w in words:
+                self.assertIn(w, p.stderr, "qctl %s" % argv)
+        pipe = os.path.join(self.dir, "p.yml")
+        with open(pipe, "w") as f:
+            f.write("queues:\n  q: {}\n  q2: {}\nstages:\n  - {name: s, kind: noop, input: q, output: q2}\n")
+        p = subprocess.run([binary("pickline"), "run", pipe, "--data", data], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
+        self.assertEqual(p.returncode, 1, "pickline run: rc %d\n%s" % (p.returncode, p.stderr))
+        for w in words:
+            self.assertIn(w, p.stderr)
+
+    def test_truncated_store_is_refused_without_sigbus(self):
+        data = self.fill(3000)
+        f = os.path.join(data, "data.mdb")
+        os.truncate(f, 512 * 1024)
+        self.assert_refused(data, "data.mdb", "truncated")
+        self.assertEqual(os.path.getsize(f), 512 * 1024)
+
+    def test_empty_store_file_is_refused_not_recreated(self):
+        data = os.path.join(self.dir, "data")
+        os.makedirs(data)
+        open(os.path.join(data, "data.mdb"), "wb").close()
+        self.assert_refused(data, "data.mdb", "0 bytes")
+        self.assertEqual(os.path.getsize(os.path.join(data, "data.mdb")), 0)
+
+    def test_damaged_record_is_named_and_verify_finds_it(self):
+        data = self.fill(5)
+        # Job 3's header becomes a msgpack array claiming 4 billion items.
+        dump = ("VERSION=3\nformat=bytevalue\ndatabase=jobs\ntype=btree\nHEADER=END\n"
+                " 000000000000000300\n ddffffffff010203\nDATA=END\n")
+        p = subprocess.run(["mdb_load", "-s", "jobs", data], input=dump, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = qctl(data, "show", "3")
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("damaged", p.stderr)
+        self.assertIn("job 3", p.stderr)
+        self.assertNotIn("newer pickline", p.stderr)
+        self.assertEqual(qctl(data, "show", "2").returncode, 0)
+        p = qctl(data, "verify")
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("job 3", p.stdout)
+
+
 if __name__ == "__main__":
     unittest.main()

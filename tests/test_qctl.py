@@ -18,7 +18,7 @@ SLOW = plhelp.SLOW
 # Every command `qctl --help` lists (the test also checks the list itself).
 COMMANDS = ["put", "reserve", "ack", "delete", "release", "bury", "touch", "kick",
             "kick-job", "peek", "show", "purge", "pause", "resume", "create", "configure",
-            "stats", "queues", "info", "export", "import", "top", "compact", "schema", "batches", "rejects"]
+            "stats", "queues", "info", "export", "import", "top", "compact", "schema", "batches", "rejects", "verify"]
 
 STATE_KEYS = ("ready", "delayed", "reserved", "buried")
 
@@ -501,7 +501,7 @@ class TestJobOps(QctlCase):
         out = self.ok("create", "c", "--ttr", "2.5", "--max-attempts", "3", "--backoff", "0.5",
                       "--backoff-max", "10", "--max-body", "100", "--json").json()
         conf = {"ttr_ms": 2500, "max_attempts": 3, "backoff_ms": 500, "backoff_max_ms": 10000,
-                "max_body": 100}
+                "max_body": 100, "key_retention_s": 86400}
         self.assertEqual(out, {"queue": "c", "conf": conf})
         self.assertEqual(self.stats()["c"]["conf"], conf)
         self.assertEqual(self.counts("c"), (0, 0, 0, 0))
@@ -537,7 +537,7 @@ class TestJobOps(QctlCase):
         # defaults of a created queue
         d = self.ok("create", "d", "--json").json()["conf"]
         self.assertEqual(d, {"ttr_ms": 60000, "max_attempts": 10, "backoff_ms": 1000,
-                             "backoff_max_ms": 3600000, "max_body": 1048576})
+                             "backoff_max_ms": 3600000, "max_body": 1048576, "key_retention_s": 86400})
 
     def test_idempotency_key(self):
         first = self.put("k", '{"v":1}', "--key", "order-17")
@@ -558,11 +558,20 @@ class TestJobOps(QctlCase):
         j = self.reserve("k")
         self.assertEqual(j["id"], first)
         self.assertEqual(self.put("k", '{"v":6}', "--key", "order-17"), first)
-        # once acked, the key is free again
+        # once acked, the key stays for the queue's key retention: a retry adds nothing
         self.ok("ack", str(first), "--lease", j["lease"])
-        again = self.put("k", '{"v":7}', "--key", "order-17")
-        self.assertNotIn(again, (first, other, elsewhere))
-        self.assertEqual(self.counts("k"), (2, 0, 0, 0))
+        r = self.ok("put", "k", "--key", "order-17", "--json", '{"v":7}')
+        self.assertEqual(r.json(), {"id": first, "existed": True})
+        self.assertIn("already done", r.err)
+        self.assertEqual(self.counts("k"), (1, 0, 0, 0))
+        # a queue that keeps no keys frees it with its job
+        self.ok("create", "nokeep", "--key-retention", "0")
+        once = self.put("nokeep", '{"v":8}', "--key", "order-17")
+        j = self.reserve("nokeep")
+        self.ok("ack", str(once), "--lease", j["lease"])
+        again = self.put("nokeep", '{"v":9}', "--key", "order-17")
+        self.assertNotIn(again, (first, other, elsewhere, once))
+        self.put("k", '{"v":10}')
         # a key over 200 bytes is a usage error
         self.fails(2, "put", "k", "--key", "x" * 201, "1")
         self.fails(2, "put", "k", "--key", "", "1")

@@ -20,6 +20,7 @@
 #include "../engine/row.h"
 #include "../engine/staging.h"
 #include "../engine/store.h"
+#include "../engine/verify.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -583,6 +584,9 @@ static int open_fail(const Ctx *c, int rc)
         return errorf("no data directory at '%s'; it is created by the first 'qctl put', "
                       "or pass --data DIR or set PICKLINE_DATA", c->dir);
     case PL_ENOTDATA:
+    case PL_ECORRUPT:
+        if (*store_error())
+            return errorf("%s", store_error());
         return errorf("'%s' is not a pickline data directory (it holds other files); "
                       "pass --data with an empty or pickline directory", c->dir);
     case ENOTDIR:
@@ -597,6 +601,8 @@ static int open_fail(const Ctx *c, int rc)
         return errorf("data directory '%s' is on a read-only file system: qctl needs to "
                       "write its lock file; copy it somewhere writable", c->dir);
     case PL_EFORMAT:
+        if (*store_error())
+            return errorf("%s", store_error());
         return errorf("data directory '%s' was written by a newer pickline (unknown "
                       "format); use a newer qctl", c->dir);
     case ENOSPC:
@@ -3776,6 +3782,68 @@ static int cmd_compact(Ctx *c)
     return ST_OK;
 }
 
+/* ---------------------------------------------------------------- verify */
+
+typedef struct VerifyOut {
+    const Ctx *c;
+    int first;
+} VerifyOut;
+
+static void verify_report(void *arg, const char *what, const char *why)
+{
+    VerifyOut *o = arg;
+    if (o->c->json) {
+        fputs(o->first ? "" : ",", stdout);
+        fputs("{\"record\":", stdout);
+        json_put_string(stdout, what, strlen(what));
+        fputs(",\"problem\":", stdout);
+        json_put_string(stdout, why, strlen(why));
+        fputc('}', stdout);
+    } else {
+        printf("%s: %s\n", what, why);
+    }
+    o->first = 0;
+}
+
+static int cmd_verify(Ctx *c)
+{
+    uint64_t max;
+    int rc;
+    if ((rc = flag_u64(c, "max-problems", 1, UINT64_MAX, 1000, &max)))
+        return rc;
+    if ((rc = ctx_open(c, OPEN_READ)))
+        return rc;
+    VerifyCounts vc;
+    VerifyOut o = {c, 1};
+    if (c->json)
+        fputs("{\"problems\":[", stdout);
+    rc = store_verify(c->s, verify_report, &o, max, &vc);
+    if (rc) {
+        if (c->json)
+            puts("]}");
+        return errorf("verify of '%s' stopped: %s", c->dir, pl_strerror(rc));
+    }
+    if (c->json) {
+        printf("],\"problem_count\":%" PRIu64 ",\"records\":%" PRIu64 ",\"queues\":%" PRIu64
+               ",\"jobs\":%" PRIu64 ",\"bodies\":%" PRIu64 ",\"index\":%" PRIu64 ",\"keys\":%" PRIu64
+               ",\"retained_keys\":%" PRIu64 ",\"staged\":%" PRIu64 ",\"ok\":%s}\n",
+               vc.problems, vc.records, vc.queues, vc.jobs, vc.bodies, vc.index, vc.keys,
+               vc.retained_keys, vc.staged, vc.problems ? "false" : "true");
+    } else {
+        if (vc.problems > max)
+            printf("... and %" PRIu64 " more\n", vc.problems - max);
+        printf("%s: %" PRIu64 " records read: %" PRIu64 " queues, %" PRIu64 " jobs, %" PRIu64
+               " index entries, %" PRIu64 " keys (%" PRIu64 " retained), %" PRIu64 " staged\n",
+               c->dir, vc.records, vc.queues, vc.jobs, vc.index, vc.keys + vc.retained_keys,
+               vc.retained_keys, vc.staged);
+        if (vc.problems)
+            printf("%" PRIu64 " problem%s found\n", vc.problems, vc.problems == 1 ? "" : "s");
+        else
+            printf("no problems found\n");
+    }
+    return vc.problems ? ST_FAIL : ST_OK;
+}
+
 /* ------------------------------------------------------------------ help */
 
 #define LEASE_FLAG {"lease", "T", "act only while this lease (from reserve) is held"}
@@ -4020,6 +4088,15 @@ static const Cmd cmds[] = {
      0, 0,
      {{"interval", "S", "seconds between refreshes (default 1)"},
       {"iterations", "N", "stop after N refreshes (default: until q)"}}},
+    {"verify", cmd_verify, "[--max-problems N]", "check every record of the data directory",
+     "Reads every record of the data directory in one snapshot (the engine may\n"
+     "run) and checks it: every record decodes, every job has its one index entry\n"
+     "and its queue, every index entry and key names a job that agrees, and each\n"
+     "queue's counters equal its jobs. Prints one line per problem (the record and\n"
+     "what is wrong), then a summary; exits 1 when it found any. Repairs nothing.\n"
+     "--json: {\"problems\":[{\"record\":\"job 3\",\"problem\":\"...\"}],\n"
+     "  \"problem_count\":N,\"records\":N,...,\"ok\":BOOL}",
+     0, 0, {{"max-problems", "N", "print at most N problems (default 1000)"}}},
     {"compact", cmd_compact, "DEST_DIR", "write a compacted copy of the data",
      "Writes a compacted copy of the data directory into DEST_DIR (new or empty)\n"
      "and prints the sizes before and after. The engine may keep running.\n"

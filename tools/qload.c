@@ -1597,7 +1597,8 @@ static int open_store(Loader *L)
         return ST_FAIL;
     }
     if (rc) {
-        say(L, "cannot open data directory '%s': %s", L->o.dir, pl_strerror(rc));
+        say(L, "cannot open data directory '%s': %s", L->o.dir,
+            *store_error() ? store_error() : pl_strerror(rc));
         return ST_FAIL;
     }
     if ((rc = pipeline_from_store(L->s, L->o.pipeline, &L->p, err, sizeof err)) != 0) {
