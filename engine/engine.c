@@ -83,6 +83,7 @@ struct Engine {
     pthread_mutex_t mu;
     EngineOp *done_head, *done_tail;
     int draining, drain_expired, drained;
+    int fatal;             /* the store is unusable (MDB_PANIC): stop, restart recovers */
     unsigned ops_in_flight;
 };
 
@@ -150,6 +151,15 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
     while (o) {
         EngineOp *next = o->next_done;
         e->ops_in_flight--;
+        if (o->rc == MDB_PANIC && !e->fatal) {
+            /* LMDB failed to write its meta page: every later transaction
+             * of this process fails too. Nothing committed is lost; stop
+             * at once (no drain can commit) and let a restart recover. */
+            e->fatal = 1;
+            pl_log(PL_LOG_ERROR, "engine: the store failed fatally (%s); stopping now: "
+                   "restart pickline (nothing acknowledged is lost)", pl_strerror(o->rc));
+            ev_break(e->loop, EVBREAK_ALL);
+        }
         o->loop_done(o, o->rc);
         o = next;
     }
@@ -1140,7 +1150,7 @@ int engine_run(Engine *e)
     /* A signal belongs to one loop at a time: let it go with this run. */
     ev_signal_stop(e->loop, &e->sigterm);
     ev_signal_stop(e->loop, &e->sigint);
-    return 0;
+    return e->fatal ? MDB_PANIC : 0;
 }
 
 void engine_close(Engine *e)

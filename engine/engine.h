@@ -25,7 +25,8 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
 
 /* engine_run runs the loop until SIGTERM or SIGINT, then drains: stops
  * reserving, lets in-flight jobs finish for the pipeline's drain time,
- * releases the rest, commits, and returns 0. */
+ * releases the rest, commits, and returns 0. It returns MDB_PANIC at once
+ * when the store failed fatally (a restart recovers). */
 int engine_run(Engine *e);
 
 /* engine_stop asks a running engine to drain and return from engine_run,
