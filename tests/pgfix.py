@@ -6,6 +6,7 @@
     pg.psql("SELECT 1", dsn=db) # rows as lists of strings (None for NULL)
     pg.query_json(sql, dsn=db)  # rows as dicts, values typed by JSON (exact)
     pg.stop(); pg.start()       # a restart while a client runs (same socket)
+    pg.crash(); pg.start()      # a crash (pg_ctl stop -m immediate), then recovery
     pg.close()                  # stop (pg_ctl stop -m fast) and remove everything
 
 The cluster lives in a fresh directory (tempfile.mkdtemp, short so the socket
@@ -15,8 +16,12 @@ $PGTMP_BINDIR, else the highest /usr/lib/postgresql/*/bin (Debian layout),
 else $PATH. Authentication is trust, the superuser 'postgres', locale C,
 UTF8. When the tests run as root, initdb, postgres and pg_ctl run as the
 'postgres' user (runuser) and the directory is chowned to it, as in
-bench/pgtmp.c. The cluster trades durability for speed (fsync=off): tests
-kill clients, never the server. Standard library only.
+bench/pgtmp.c. The cluster trades durability for speed (fsync=off,
+synchronous_commit=off): a crash of the server process (crash(): pg_ctl stop
+-m immediate, every backend killed, shared memory gone) loses the commits
+whose WAL was still in its buffers, but not what reached the kernel, so a
+client that commits durably (synchronous_commit=on in its own session) loses
+nothing; a crash of the machine would. Standard library only.
 
 Share one cluster per test class (setUpClass) and give each test a fresh
 database (create_db) to keep the suite fast.
@@ -148,6 +153,16 @@ class PgCluster:
         except (PgFixError, subprocess.TimeoutExpired):
             self._server(["pg_ctl", "stop", "-D", self.data, "-m", "immediate", "-w"],
                          "pg_ctl stop -m immediate")
+
+    def crash(self):
+        """Crashes the server: pg_ctl stop -m immediate (the postmaster
+        SIGQUITs every backend; no shutdown checkpoint, WAL buffers lost). The
+        next start() runs crash recovery."""
+        if not self.running:
+            return
+        self.running = False
+        self._server(["pg_ctl", "stop", "-D", self.data, "-m", "immediate", "-w", "-t", "30"],
+                     "pg_ctl stop -m immediate")
 
     def close(self):
         """Stops the server and removes the directory; safe to call twice."""
