@@ -16,6 +16,42 @@
  * crash anywhere leaves it loading, and the next pass loads it again or finds
  * it in the ledger.
  *
+ * Durability. qload forgets a batch's rows (marks it loaded, then drops its
+ * rows from the store) only after a COMMIT the warehouse made durable. The
+ * session sets synchronous_commit = on (a server, database or role default
+ * of off, common on tuned servers, would let COMMIT return before its WAL
+ * is flushed, and a crash of PostgreSQL lose it) and reads it back: a
+ * session that does not keep it (a pooler passing statements to other
+ * server connections) is refused; each load transaction sets it again with
+ * SET LOCAL, which no pooler can separate from the COMMIT. A ledger row
+ * found already there (an earlier run, or a COMMIT whose answer a crash
+ * lost) is made durable before the rows go: the claiming transaction takes
+ * a transaction id, so its synchronous COMMIT flushes the WAL past the
+ * commit it saw, whoever made that commit and however. Batches a crash left
+ * marked loaded with their rows are checked against the ledger once per
+ * connection, before anything loads: their rows are dropped when the ledger
+ * holds them; a batch the ledger lacks (the warehouse lost it: an
+ * asynchronous commit and a crash, a restore from a backup) is sealed again
+ * and loads again from the rows the store kept. What qload cannot fix it
+ * says: fsync = off or full_page_writes = off on the server is warned about
+ * once (a crash of the machine can lose or tear what was committed; only
+ * the server's settings can help that); an UNLOGGED ledger or table is
+ * refused (a crash empties it while the ledger, or the store, keeps saying
+ * loaded). A replica promoted after a failover may lack commits the old
+ * primary made durable: only synchronous replication on the server
+ * (synchronous_standby_names) covers that.
+ *
+ * The table. Before its first batch of a model on a connection (and again
+ * after a batch of that model failed), qload compares the table with the
+ * model: every column of the model is there, not a generated column, and of
+ * a type that can hold the model's values (numbers: a numeric, string or
+ * json type; booleans: boolean or string; datetime and date: a date/time or
+ * string type; json: json, jsonb or string; strings: any type); every other
+ * column NOT NULL has a default or is an identity or generated column; the
+ * table is not UNLOGGED. A difference fails the batch (state failed, every
+ * difference in its error, `qctl batches` shows it) without rejecting a row;
+ * fix the table, then `qctl batches retry ID`.
+ *
  * LMDB transactions are short and never span PostgreSQL I/O: rows are read in
  * pages (at most PAGE_ROWS rows or SEND_BYTES of CSV per read transaction),
  * encoded into one reused buffer, and sent with PQputCopyData after the read
@@ -29,6 +65,23 @@
  * found. Each refused row moves to the rejects in the store (with
  * PostgreSQL's message) before the PostgreSQL COMMIT, and the others load in
  * the same transaction.
+ *
+ * Systematic refusals. A table that refuses every row (a CHECK no row
+ * passes, a type every value misses) should fail the batch, not turn it
+ * into rejects. So the first REFUSE_SAMPLE (32) refused rows are held back,
+ * and the rule decides once 32 are held, or at the end of the batch if
+ * fewer were refused: when one error (the same SQLSTATE, constraint, column
+ * and message, the values in it aside) refused at least REFUSE_MIN (8) of
+ * the held rows, more than half of them, and more than half of the rows
+ * tried so far, and, when the sample was full before the end of the batch,
+ * also more than half of REFUSE_PROBES (8) single rows probed across the
+ * rest of the batch (so that a burst of bad rows at its head is not taken
+ * for the table's fault), the transaction is rolled back and the batch
+ * fails with that error and no reject. Otherwise the held rows become
+ * rejects, and so does every row refused after them. A batch with fewer
+ * than 8 refused rows, or with no more than half of its rows refused,
+ * gives rejects as before; a batch refused as a whole costs a few dozen
+ * statements, not one or two per row.
  *
  * Errors are classified by SQLSTATE: class 22/23 a row's fault; class 08,
  * 40, 53, 57, 58 and a broken connection are transient (the batch stays
@@ -86,8 +139,18 @@ enum {
     K_SKIP,      /* the batch is no longer ours to load (its state changed) */
     K_LINE,      /* careful COPY refused one line: reject it, then try again */
     K_LOCAL,     /* the store failed */
-    K_NODIRECT   /* a direct merge met a soft delete: merge through the temp table */
+    K_NODIRECT,  /* a direct merge met a soft delete: merge through the temp table */
+    K_TABLE      /* the table refuses the batch as a whole (systematic refusals) */
 };
+
+/* Systematic refusals (see the header): the careful path holds back the
+ * first REFUSE_SAMPLE refused rows before they become rejects, and fails
+ * the batch when at least REFUSE_MIN of them share one error and that error
+ * refused more than half of the held rows and of the rows tried so far. */
+#define REFUSE_SAMPLE 32
+#define REFUSE_MIN 8
+#define REFUSE_PROBES 8             /* rows probed further on when the sample decides early */
+#define SIG_LEN 192                 /* an error's signature (classify) */
 
 /* A merge first tries to COPY straight into the table (as fast as append)
  * inside a savepoint: that works whenever no key of the batch is in the
@@ -100,7 +163,7 @@ enum {
 
 /* Crash-test seams (PICKLINE_QLOAD_CRASH). */
 enum { CRASH_NONE, CRASH_BEFORE_COPY, CRASH_DURING_COPY, CRASH_BEFORE_COMMIT,
-       CRASH_AFTER_COMMIT };
+       CRASH_AFTER_COMMIT, CRASH_AFTER_MARK };
 
 static const char usage_text[] =
     "usage: qload [--data DIR] --target DSN [--follow] [--create-tables]\n"
@@ -136,18 +199,27 @@ static const char usage_text[] =
     "\n"
     "Rows PostgreSQL refuses (bad data, a constraint) go to the rejects with its\n"
     "message (see `qctl rejects`); the rest of the batch loads. A batch that\n"
-    "cannot load (no such table, columns that differ) is marked failed with the\n"
-    "reason; fix it and run `qctl batches retry ID`.\n"
+    "cannot load (no such table, a table that does not match the model: a\n"
+    "missing column, a type that cannot hold the model's values, a NOT NULL\n"
+    "column without default the model does not fill, an UNLOGGED table) or\n"
+    "that the table refuses as a whole (most rows refused with one error, such\n"
+    "as a CHECK no row passes) is marked failed with the reason and no row\n"
+    "rejected; fix it and run `qctl batches retry ID`.\n"
+    "\n"
+    "Durability: qload commits with synchronous_commit = on (whatever the\n"
+    "server's default) and drops a batch's rows from the store only after that\n"
+    "COMMIT; it warns once when the server runs with fsync = off or\n"
+    "full_page_writes = off, and refuses an UNLOGGED ledger.\n"
     "\n"
     "Exit status: 0 everything loaded, nothing rejected; 1 rows rejected,\n"
     "batches failed or the warehouse unreachable (the batch stays loadable);\n"
     "2 usage.\n"
     "\n"
     "Test seam: with PICKLINE_QLOAD_CRASH set to before_copy, during_copy (half\n"
-    "the rows sent), before_commit (rows and ledger row written, not committed)\n"
-    "or after_commit (committed, not yet marked loaded in the store), qload\n"
-    "kills itself with SIGKILL at that point of its first batch. For crash tests\n"
-    "only.\n";
+    "the rows sent), before_commit (rows and ledger row written, not committed),\n"
+    "after_commit (committed, not yet marked loaded in the store) or after_mark\n"
+    "(marked loaded, its rows not yet dropped from the store), qload kills\n"
+    "itself with SIGKILL at that point of its first batch. For crash tests only.\n";
 
 /* ------------------------------------------------------------ state */
 
@@ -156,6 +228,14 @@ typedef struct Opts {
     int follow, create_tables, merge, json, quiet;
     double poll_s;
 } Opts;
+
+/* A row the careful path found refused, held back (see REFUSE_SAMPLE). */
+typedef struct Refused {
+    uint32_t seq;
+    char sig[SIG_LEN];      /* classify's signature of its error */
+    char err[1024];         /* the whole error, for its reject */
+    char prim[256];         /* the primary message, for the batch's error */
+} Refused;
 
 /* Item: a batch to load in this pass. */
 typedef struct Item {
@@ -190,7 +270,19 @@ typedef struct Loader {
     /* PostgreSQL's last error */
     char state[6];
     char err[1024];
+    char sig[SIG_LEN];      /* what makes it the same error for another row (classify) */
+    char prim[256];         /* its primary message alone */
     long line;              /* COPY context line of the last error, or 0 */
+
+    /* per connection */
+    signed char *checked;   /* per model: its table matched the model on this connection */
+    int sync_local;         /* SET LOCAL synchronous_commit in each load transaction */
+    int leftovers_done;     /* loaded batches with rows left were checked against the ledger */
+
+    /* the careful path's refused rows, held back until the rule decides */
+    struct Refused *held;   /* REFUSE_SAMPLE of them, allocated once */
+    size_t nheld;
+    int holding;
 
     /* reused buffers: bufs for the sender (double buffering) */
     Strbuf bufs[2], sql, tmp;
@@ -286,6 +378,29 @@ static void sleep_ms(long ms)
 
 /* ------------------------------------------------------------ PostgreSQL */
 
+/* signature writes what makes two rows' errors the same error: the
+ * SQLSTATE, the constraint and column PostgreSQL names, and the primary
+ * message without its quoted values and without what follows a colon
+ * ('invalid input syntax for type integer: "x"'). */
+static void signature(Loader *L, const PGresult *res, const char *prim)
+{
+    const char *con = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : NULL;
+    const char *col = res ? PQresultErrorField(res, PG_DIAG_COLUMN_NAME) : NULL;
+    int r = snprintf(L->sig, sizeof L->sig, "%s|%s|%s|", L->state, con ? con : "",
+                     col ? col : "");
+    size_t n = r < 0 ? 0 : (size_t)r < sizeof L->sig ? (size_t)r : sizeof L->sig - 1;
+    int quoted = 0;
+    for (const char *p = prim ? prim : ""; *p && n + 1 < sizeof L->sig; p++) {
+        if (*p == '"')
+            quoted = !quoted;
+        else if (*p == ':' && !quoted)
+            break;
+        if (!quoted || *p == '"')
+            L->sig[n++] = *p;
+    }
+    L->sig[n] = '\0';
+}
+
 /* classify names the kind of PostgreSQL's error (res may be NULL). */
 static int classify(Loader *L, const PGresult *res)
 {
@@ -296,6 +411,8 @@ static int classify(Loader *L, const PGresult *res)
     const char *cm;
 
     snprintf(L->state, sizeof L->state, "%s", st ? st : "");
+    snprintf(L->prim, sizeof L->prim, "%s", prim ? prim : "");
+    signature(L, res, prim);
     L->line = 0;
     if (ctx && (cm = strstr(ctx, ", line ")) != NULL)
         L->line = strtol(cm + 7, NULL, 10);
@@ -351,6 +468,79 @@ static void notice_ignore(void *arg, const char *msg)
     (void)arg, (void)msg;
 }
 
+/* durable makes this session's COMMITs wait for the WAL flush and checks
+ * what else could make a COMMIT non-durable. synchronous_commit is SET for
+ * the session (overriding a server, database or role default of off) and
+ * read back: a session that does not keep it (a pooler handing statements
+ * to other server connections) is refused; each load transaction sets it
+ * again with SET LOCAL. fsync = off or full_page_writes = off on the server
+ * are warned about once (a crash of the machine can still lose or tear
+ * what was committed; qload cannot help that). An UNLOGGED ledger is
+ * refused (a crash empties it). A target without synchronous_commit (not
+ * PostgreSQL) gets a warning. K_OK, K_CONN or K_PERM with L->err. */
+static int durable(Loader *L)
+{
+    static int warned_nosync, warned_settings;
+    PGresult *res;
+    int k = pg_exec(L, "SET synchronous_commit = on");
+
+    L->sync_local = 1;
+    if (k == K_PERM && !strcmp(L->state, "42704")) {
+        L->sync_local = 0;
+        if (!warned_nosync++)
+            say(L, "warning: the target has no synchronous_commit setting (%s): qload cannot "
+                "make sure a COMMIT is durable before it drops the batch's rows from the store",
+                L->err);
+    } else if (k != K_OK) {
+        return k;
+    }
+    res = PQexec(L->pg, "SELECT (SELECT setting FROM pg_settings WHERE name ="
+                        " 'synchronous_commit'), (SELECT setting FROM pg_settings WHERE name ="
+                        " 'fsync'), (SELECT setting FROM pg_settings WHERE name ="
+                        " 'full_page_writes'), (SELECT relpersistence FROM pg_class WHERE oid ="
+                        " 'pickline_ledger'::regclass)");
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        k = pg_check(L, res);
+        if (k == K_CONN)
+            return k;
+        if (!warned_settings++)
+            say(L, "warning: cannot read the target's settings (%s): qload cannot check that "
+                "its COMMITs are durable", L->err);
+        return K_OK;
+    }
+    const char *sync = PQgetvalue(res, 0, 0), *fs = PQgetvalue(res, 0, 1);
+    const char *fpw = PQgetvalue(res, 0, 2), *ledger = PQgetvalue(res, 0, 3);
+    if (L->sync_local && !PQgetisnull(res, 0, 0) && !strcmp(sync, "off")) {
+        snprintf(L->err, sizeof L->err,
+                 "the target's session keeps synchronous_commit = off although qload set it on "
+                 "(a connection pooler that does not keep session settings?): its COMMIT could "
+                 "return before the batch is durable, and qload would drop rows the warehouse can "
+                 "still lose; connect qload to PostgreSQL directly or through a session pool");
+        PQclear(res);
+        return K_PERM;
+    }
+    if (!strcmp(ledger, "u")) {
+        snprintf(L->err, sizeof L->err,
+                 "the ledger pickline_ledger is UNLOGGED: PostgreSQL empties it after a crash, "
+                 "and the batches it recorded would load again; run ALTER TABLE pickline_ledger "
+                 "SET LOGGED");
+        PQclear(res);
+        return K_PERM;
+    }
+    if (!warned_settings && (!strcmp(fs, "off") || !strcmp(fpw, "off"))) {
+        warned_settings = 1;
+        say(L, "warning: the warehouse runs with %s%s%s: qload makes its COMMITs wait for the WAL "
+            "flush, but a crash of the warehouse's machine (power, kernel) can still lose or "
+            "corrupt batches qload has marked loaded and dropped from the store; set %s on the "
+            "server", !strcmp(fs, "off") ? "fsync = off" : "",
+            !strcmp(fs, "off") && !strcmp(fpw, "off") ? " and " : "",
+            !strcmp(fpw, "off") ? "full_page_writes = off" : "",
+            !strcmp(fs, "off") && !strcmp(fpw, "off") ? "both" : "it");
+    }
+    PQclear(res);
+    return K_OK;
+}
+
 /* pg_connect connects and prepares the session: UTC, UTF-8, the ledger, and
  * with --create-tables the models' tables. K_OK, K_CONN or K_PERM (with
  * L->err). */
@@ -377,11 +567,15 @@ static int pg_connect(Loader *L)
         return k;
     }
     PQsetNoticeProcessor(L->pg, notice_ignore, NULL);
+    memset(L->checked, 0, L->ms->n ? L->ms->n : 1);
+    L->leftovers_done = 0;
     k = pg_exec(L, "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8';"
                    " SET client_min_messages = warning;"
                    " CREATE TABLE IF NOT EXISTS pickline_ledger (store text, batch bigint,"
                    " model text, rows bigint, rejected bigint,"
                    " loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (store, batch))");
+    if (k == K_OK)
+        k = durable(L);
     if (k == K_OK && L->o.create_tables) {
         sb_reset(&L->sql);
         models_ddl(L->ms, &L->sql);
@@ -900,6 +1094,23 @@ static void crash_point(Loader *L, int which)
     }
 }
 
+/* pg_begin begins a transaction whose COMMIT waits for the WAL flush. */
+static int pg_begin(Loader *L)
+{
+    return pg_exec(L, L->sync_local ? "BEGIN; SET LOCAL synchronous_commit = on" : "BEGIN");
+}
+
+/* flush_past makes the open transaction's COMMIT flush the WAL past every
+ * commit it has seen: it takes a transaction id, so the COMMIT writes a
+ * record and, synchronous, waits until the WAL up to it is on disk. A
+ * ledger row found there (an earlier run's, or a COMMIT whose answer was
+ * lost) is then durable before the store forgets the batch's rows, even if
+ * the transaction that wrote it committed asynchronously. */
+static int flush_past(Loader *L)
+{
+    return L->sync_local ? pg_exec(L, "SELECT txid_current()") : K_OK;
+}
+
 /* ledger_claim begins the transaction and inserts the batch's ledger row:
  * K_DONE when it was there already (committed by an earlier run). */
 static int ledger_claim(Loader *L)
@@ -910,7 +1121,7 @@ static int ledger_claim(Loader *L)
     int k;
 
     snprintf(id, sizeof id, "%" PRIu64, L->b.id);
-    if ((k = pg_exec(L, "BEGIN")) != K_OK)
+    if ((k = pg_begin(L)) != K_OK)
         return k;
     res = PQexecParams(L->pg,
                        "INSERT INTO pickline_ledger (store, batch, model, rows, rejected)"
@@ -918,7 +1129,7 @@ static int ledger_claim(Loader *L)
                        3, NULL, v, NULL, NULL, 0);
     if (res && PQresultStatus(res) == PGRES_COMMAND_OK && !strcmp(PQcmdTuples(res), "0")) {
         PQclear(res);
-        return K_DONE;
+        return (k = flush_past(L)) != K_OK ? k : K_DONE;
     }
     return pg_check(L, res);
 }
@@ -1082,6 +1293,143 @@ static int col_types(Loader *L)
     return k;
 }
 
+/* ------------------------------------------------------------ the table */
+
+static const char *const type_names[] = {
+    [FT_SERIAL] = "serial",   [FT_INTEGER] = "integer", [FT_BIGINT] = "bigint",
+    [FT_DECIMAL] = "decimal", [FT_BOOLEAN] = "boolean", [FT_STRING] = "string",
+    [FT_TEXT] = "text",       [FT_DATETIME] = "datetime", [FT_DATE] = "date",
+    [FT_JSON] = "json",
+};
+
+/* type_fits tells whether a column of PostgreSQL type category cat (pg_type.
+ * typcategory; base: the type's name, a domain's base type's) can hold
+ * values of model type t, as model_csv_row writes them. Strings fit any
+ * type with a text input (a uuid, an enum, json): whether they do is the
+ * rows' business. */
+static int type_fits(FieldType t, char cat, const char *base)
+{
+    int json = !strcmp(base, "json") || !strcmp(base, "jsonb");
+    switch (t) {
+    case FT_STRING:
+    case FT_TEXT:
+        return 1;
+    case FT_SERIAL:
+    case FT_INTEGER:
+    case FT_BIGINT:
+    case FT_DECIMAL:
+        return cat == 'N' || cat == 'S' || json;
+    case FT_BOOLEAN:
+        return cat == 'B' || cat == 'S';
+    case FT_DATETIME:
+    case FT_DATE:
+        return cat == 'D' || cat == 'S';
+    default:
+        return cat == 'S' || json;
+    }
+}
+
+/* diff_add appends one difference to d ("; " between them); when d is
+ * nearly full, the rest are only counted. */
+static void diff_add(Strbuf *d, size_t *more, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void diff_add(Strbuf *d, size_t *more, const char *fmt, ...)
+{
+    char one[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(one, sizeof one, fmt, ap);
+    va_end(ap);
+    if (d->len + strlen(one) > 320) {
+        ++*more;
+        return;
+    }
+    if (d->len)
+        sb_adds(d, "; ");
+    sb_adds(d, one);
+}
+
+/* table_check compares the model's table with the model before its first
+ * batch on a connection: every column of the model is there, of a type
+ * that can hold the model's values (type_fits), and is no generated
+ * column; every other column NOT NULL has a default (or is an identity or
+ * generated column); the table is not UNLOGGED (a crash would empty it
+ * while the ledger keeps its batches loaded). K_OK; K_PERM with the whole
+ * batch error in msg (msg empty: L->err, L->state from PostgreSQL, e.g. no
+ * such table); K_CONN. */
+static int table_check(Loader *L, char *msg, size_t n)
+{
+    const Model *m = L->m;
+    int ver = PQserverVersion(L->pg);
+    PGresult *res;
+    Strbuf d;
+    size_t more = 0;
+    int k = K_OK;
+
+    msg[0] = '\0';
+    sb_reset(&L->sql);
+    sb_addf(&L->sql,
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory,"
+            " coalesce(bt.typname, t.typname), a.attnotnull, a.atthasdef, %s, %s,"
+            " c.relpersistence FROM pg_class c"
+            " LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
+            " AND NOT a.attisdropped LEFT JOIN pg_type t ON t.oid = a.atttypid"
+            " LEFT JOIN pg_type bt ON bt.oid = t.typbasetype WHERE c.oid = $1::regclass",
+            ver >= 100000 ? "a.attidentity::text" : "''::text",
+            ver >= 120000 ? "a.attgenerated::text" : "''::text");
+    sb_reset(&L->tmp);
+    add_ident(&L->tmp, m->table);
+    const char *v[1] = {L->tmp.buf};
+    res = PQexecParams(L->pg, L->sql.buf, 1, NULL, v, NULL, NULL, 0);
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK)
+        return pg_check(L, res);
+    int nr = PQntuples(res);
+    sb_init(&d);
+    if (nr > 0 && !strcmp(PQgetvalue(res, 0, 8), "u"))
+        diff_add(&d, &more, "it is UNLOGGED: PostgreSQL empties it after a crash while the ledger "
+                 "keeps its batches loaded (ALTER TABLE %s SET LOGGED)", m->table);
+    for (size_t i = 0; i < L->ncols; i++) {
+        FieldType ft = i < m->nfields ? m->fields[i].type : FT_JSON;
+        int r;
+        for (r = 0; r < nr; r++)
+            if (!PQgetisnull(res, r, 0) && !strcmp(PQgetvalue(res, r, 0), L->cols[i]))
+                break;
+        if (r == nr) {
+            diff_add(&d, &more, "no column %s (the model's %s field)", L->cols[i],
+                     type_names[ft]);
+            continue;
+        }
+        if (!type_fits(ft, PQgetvalue(res, r, 2)[0], PQgetvalue(res, r, 3)))
+            diff_add(&d, &more, "column %s is %s, which cannot hold the model's %s values",
+                     L->cols[i], PQgetvalue(res, r, 1), type_names[ft]);
+        else if (*PQgetvalue(res, r, 7))
+            diff_add(&d, &more, "column %s is a generated column, which cannot take the "
+                     "model's %s values", L->cols[i], type_names[ft]);
+    }
+    for (int r = 0; r < nr; r++) {
+        const char *col = PQgetvalue(res, r, 0);
+        size_t i;
+        if (PQgetisnull(res, r, 0))
+            continue;
+        for (i = 0; i < L->ncols && strcmp(L->cols[i], col) != 0; i++)
+            ;
+        if (i == L->ncols && !strcmp(PQgetvalue(res, r, 4), "t") &&
+            !strcmp(PQgetvalue(res, r, 5), "f") && !*PQgetvalue(res, r, 6) &&
+            !*PQgetvalue(res, r, 7))
+            diff_add(&d, &more, "column %s is NOT NULL without a default, and model %s has no "
+                     "field %s to fill it", col, m->name, col);
+    }
+    PQclear(res);
+    if (d.len) {
+        snprintf(msg, n, "table %s does not match model %s: %s%s; alter the table (or fix the "
+                 "model), then run `qctl batches retry %" PRIu64 "`", m->table, m->name, d.buf,
+                 more ? "; and more" : "", L->b.id);
+        k = K_PERM;
+    }
+    sb_free(&d);
+    return k;
+}
+
 /* reject moves row seq to the rejects with L->err (in the store, before
  * the PostgreSQL COMMIT: a crash in between never loses it). */
 static int reject(Loader *L, uint32_t seq)
@@ -1104,23 +1452,125 @@ static int reject(Loader *L, uint32_t seq)
     return K_OK;
 }
 
-/* try_range loads rows [a, z] of pl_text in a savepoint; a refused range
- * is halved down to the single rows, which go to the rejects. */
-static int try_range(Loader *L, uint64_t a, uint64_t z)
+/* load_sql_exec runs pre, the careful load of rows [a, z] of pl_text, and
+ * post (NULL: nothing). */
+static int load_sql_exec(Loader *L, const char *pre, uint64_t a, uint64_t z, const char *post)
 {
+    sb_reset(&L->sql);
+    sb_adds(&L->sql, pre);
+    load_sql(L, &L->sql, "pl_text", 1, a, z);
+    if (post)
+        sb_adds(&L->sql, post);
+    return pg_exec(L, L->sql.buf);
+}
+
+/* probe tries single rows spread over seqs [from, top] of pl_text, each in
+ * a savepoint rolled back whatever came of it, and counts in *agree those
+ * refused with error signature sig, out of *tried. K_OK, or a failure that
+ * is not a refused row. */
+static int probe(Loader *L, const char *sig, uint64_t from, uint64_t top, unsigned *agree,
+                 unsigned *tried)
+{
+    uint64_t span = top - from + 1;
+    unsigned n = span < REFUSE_PROBES ? (unsigned)span : REFUSE_PROBES;
     int k;
 
-    sb_reset(&L->sql);
-    sb_adds(&L->sql, "SAVEPOINT pl; ");
-    load_sql(L, &L->sql, "pl_text", 1, a, z);
-    sb_adds(&L->sql, " RELEASE SAVEPOINT pl");
-    k = pg_exec(L, L->sql.buf);
+    *agree = *tried = 0;
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t seq = from + span * (2 * i + 1) / (2 * n);
+        k = load_sql_exec(L, "SAVEPOINT pl_probe; ", seq, seq, NULL);
+        if (k != K_OK && k != K_ROW)
+            return k;
+        ++*tried;
+        if (k == K_ROW && !strcmp(L->sig, sig))
+            ++*agree;
+        if ((k = pg_exec(L, "ROLLBACK TO SAVEPOINT pl_probe; RELEASE SAVEPOINT pl_probe")) != K_OK)
+            return k;
+    }
+    return K_OK;
+}
+
+/* decide applies the rule for systematic refusals to the held rows, tried
+ * being the rows of the batch tried so far: when one error refused at
+ * least REFUSE_MIN of them, more than half of them, and more than half of
+ * the rows tried (and, when rows are left, more than half of the rows
+ * probed among them), the table refuses the batch as a whole: K_TABLE,
+ * with L->err saying so (no row was rejected). Otherwise the held rows
+ * become rejects, and so does every row refused after them (K_OK,
+ * K_LOCAL, or the failure of a probe). */
+static int decide(Loader *L, uint64_t tried)
+{
+    size_t best = 0, nbest = 0, n = L->nheld;
+    uint64_t top = L->b.rows ? L->b.rows - 1 : 0;
+    unsigned agree = 0, probed = 0;
+    char more[96] = "";
+    int k = K_OK;
+
+    L->holding = 0;
+    L->nheld = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t same = 0;
+        for (size_t j = 0; j < n; j++)
+            same += !strcmp(L->held[i].sig, L->held[j].sig);
+        if (same > nbest) {
+            nbest = same;
+            best = i;
+        }
+    }
+    int systematic = nbest >= REFUSE_MIN && 2 * nbest > n && 2 * (uint64_t)nbest > tried;
+    if (systematic && tried < top + 1) {
+        /* Decided before the end of the batch: a burst of bad rows at its
+         * head looks the same. Rows further on must agree. */
+        if ((k = probe(L, L->held[best].sig, tried, top, &agree, &probed)) != K_OK)
+            return k;
+        systematic = 2 * agree > probed;
+        snprintf(more, sizeof more, " (and %u of %u rows probed further on)", agree, probed);
+    }
+    if (systematic) {
+        const Refused *r = &L->held[best];
+        snprintf(L->err, sizeof L->err,
+                 "table %s refused %zu of %" PRIu64 " rows tried%s with one error: %.200s "
+                 "(SQLSTATE %.5s); no row was rejected: fix the table (or the rows upstream), "
+                 "then run `qctl batches retry %" PRIu64 "`",
+                 L->m->table, nbest, tried, more, r->prim, r->sig, L->b.id);
+        return K_TABLE;
+    }
+    for (size_t i = 0; i < n && k == K_OK; i++) {
+        memcpy(L->err, L->held[i].err, sizeof L->err);
+        k = reject(L, L->held[i].seq);
+    }
+    return k;
+}
+
+/* refused deals with row seq, which PostgreSQL refused on the careful path
+ * (L->err and L->sig say why): held back while the rule for systematic
+ * refusals has not decided, else a reject. K_OK, K_TABLE or K_LOCAL. */
+static int refused(Loader *L, uint32_t seq)
+{
+    if (!L->holding)
+        return reject(L, seq);
+    Refused *r = &L->held[L->nheld++];
+    r->seq = seq;
+    memcpy(r->sig, L->sig, sizeof r->sig);
+    memcpy(r->err, L->err, sizeof r->err);
+    memcpy(r->prim, L->prim, sizeof r->prim);
+    if (L->nheld < REFUSE_SAMPLE)
+        return K_OK;
+    /* Ranges go in seq order: every row up to seq has been tried. */
+    return decide(L, (uint64_t)seq + 1);
+}
+
+/* try_range loads rows [a, z] of pl_text in a savepoint; a refused range
+ * is halved down to the single rows, which are refused (see refused). */
+static int try_range(Loader *L, uint64_t a, uint64_t z)
+{
+    int k = load_sql_exec(L, "SAVEPOINT pl; ", a, z, " RELEASE SAVEPOINT pl");
     if (k != K_ROW)
         return k;
     if ((k = pg_exec(L, "ROLLBACK TO SAVEPOINT pl; RELEASE SAVEPOINT pl")) != K_OK)
         return k;
     if (a == z) /* L->err still holds the row's error */
-        return reject(L, (uint32_t)a);
+        return refused(L, (uint32_t)a);
     uint64_t mid = a + (z - a) / 2;
     if ((k = try_range(L, a, mid)) != K_OK)
         return k;
@@ -1179,6 +1629,10 @@ static int load_careful(Loader *L)
         return k;
     if ((k = pg_exec(L, "CREATE INDEX ON pl_text (_seq)")) != K_OK)
         return k;
+    if (!L->held)
+        L->held = xcalloc(REFUSE_SAMPLE, sizeof *L->held);
+    L->nheld = 0;
+    L->holding = 1;
     for (uint64_t a = 0; a <= top && L->b.rows; a += CAREFUL_RANGE) {
         uint64_t z = a + CAREFUL_RANGE - 1;
         if (z > top)
@@ -1186,7 +1640,8 @@ static int load_careful(Loader *L)
         if ((k = try_range(L, a, z)) != K_OK)
             return k;
     }
-    return K_OK;
+    /* Fewer refused rows than the sample: decide on the whole batch. */
+    return L->holding && L->nheld ? decide(L, L->sent) : K_OK;
 }
 
 /* attempt is one PostgreSQL transaction for the batch. */
@@ -1286,6 +1741,7 @@ static int load_batch(Loader *L, const Item *it)
     Mark mk = {L, it->id, 0, NULL, &L->b};
     uint64_t t0 = pl_mono_ns();
     int k, rc, careful = 0;
+    size_t mi;
     char msg[2048]; /* cut to the batch record's error field when stored */
 
     if ((rc = store_run(L->s, mark_loading_fn, &mk)) != 0) {
@@ -1311,6 +1767,18 @@ static int load_batch(Loader *L, const Item *it)
         return fail_batch(L, msg);
     }
     set_columns(L, L->m);
+    mi = (size_t)(L->m - L->ms->m);
+    if (!L->checked[mi]) {
+        k = table_check(L, msg, sizeof msg);
+        if (k == K_CONN)
+            return K_CONN;
+        if (k != K_OK) {
+            if (!msg[0])
+                perm_message(L, msg, sizeof msg);
+            return fail_batch(L, msg);
+        }
+        L->checked[mi] = 1;
+    }
 
     for (;;) {
         L->att_rejected = 0;
@@ -1339,7 +1807,12 @@ static int load_batch(Loader *L, const Item *it)
                 continue;
             }
         }
-        perm_message(L, msg, sizeof msg);
+        /* The table may have changed: check it again for the next batch. */
+        L->checked[mi] = 0;
+        if (k == K_TABLE)
+            snprintf(msg, sizeof msg, "%s", L->err);
+        else
+            perm_message(L, msg, sizeof msg);
         return fail_batch(L, msg);
     }
 
@@ -1352,6 +1825,7 @@ static int load_batch(Loader *L, const Item *it)
                  pl_strerror(rc));
         return K_LOCAL;
     }
+    crash_point(L, CRASH_AFTER_MARK);
     if ((rc = drop_rows(L, it->id)) != 0)
         say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the next run "
             "drops them)", it->id, pl_strerror(rc));
@@ -1440,23 +1914,118 @@ static int item_cmp(const void *x, const void *y)
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-/* drop_leftovers drops the rows of batches marked loaded whose rows a
- * crash kept (between the mark and the drop). */
-static void drop_leftovers(Loader *L)
+/* reseal_fn: loaded -> sealed again, for a batch the warehouse lost. */
+static int reseal_fn(Txn *t, void *arg)
+{
+    Mark *mk = arg;
+    BatchRec b;
+    int rc = batch_get(t, mk->id, &b);
+    if (rc)
+        return rc;
+    if (b.state != BATCH_LOADED)
+        return 0;
+    b.state = BATCH_SEALED;
+    b.loaded_ms = 0;
+    snprintf(b.error, sizeof b.error, "%s", mk->error);
+    return batch_save(t, &b);
+}
+
+/* settle_leftovers deals with the batches marked loaded whose rows a crash
+ * (between the mark and the drop) kept in the store, once per connection:
+ * their rows are dropped only after the ledger was seen to hold them, in a
+ * transaction whose synchronous COMMIT flushed the WAL past that (see
+ * flush_past). A batch the ledger lacks was lost by the warehouse after
+ * qload marked it (an asynchronous commit and a crash, a restore from a
+ * backup): it is sealed again and loads again from the rows the store
+ * kept. K_OK, K_CONN or K_LOCAL. */
+static int settle_leftovers(Loader *L)
 {
     Collect c = {.L = L, .leftovers = 1};
-    if (store_read(L->s, collect_tx, &c) == 0)
+    unsigned char *found = NULL;
+    PGresult *res = NULL;
+    int rc = store_read(L->s, collect_tx, &c), k = K_OK;
+
+    if (rc) {
+        snprintf(L->err, sizeof L->err, "reading the batches: %s", pl_strerror(rc));
+        k = K_LOCAL;
+        goto out;
+    }
+    if (c.n == 0)
+        goto done;
+    found = xcalloc(c.n, 1);
+    sb_reset(&L->tmp);
+    sb_adds(&L->tmp, "{");
+    for (size_t i = 0; i < c.n; i++)
+        sb_addf(&L->tmp, "%s%" PRIu64, i ? "," : "", c.items[i].id);
+    sb_adds(&L->tmp, "}");
+    if ((k = pg_begin(L)) != K_OK)
+        goto out;
+    const char *v[2] = {L->uuid, L->tmp.buf};
+    res = PQexecParams(L->pg, "SELECT batch FROM pickline_ledger WHERE store = $1"
+                              " AND batch = ANY ($2::bigint[])",
+                       2, NULL, v, NULL, NULL, 0);
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        k = pg_check(L, res);
+        res = NULL;
+        goto out;
+    }
+    for (int r = 0; r < PQntuples(res); r++) {
+        uint64_t id = strtoull(PQgetvalue(res, r, 0), NULL, 10);
         for (size_t i = 0; i < c.n; i++)
-            drop_rows(L, c.items[i].id);
+            if (c.items[i].id == id)
+                found[i] = 1;
+    }
+    if ((k = flush_past(L)) != K_OK || (k = pg_exec(L, "COMMIT")) != K_OK)
+        goto out;
+    for (size_t i = 0; i < c.n; i++) {
+        char msg[400];
+        Mark mk = {L, c.items[i].id, BATCH_SEALED, msg, NULL};
+        if (found[i]) {
+            if ((rc = drop_rows(L, c.items[i].id)) != 0)
+                say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the next "
+                    "run drops them)", c.items[i].id, pl_strerror(rc));
+            continue;
+        }
+        snprintf(msg, sizeof msg, "marked loaded, but not in the warehouse (its ledger has no "
+                 "row for it: the warehouse lost the commit); loading it again from the rows the "
+                 "store kept");
+        say(L, "batch %" PRIu64 " (%s) was %s", c.items[i].id, c.items[i].model, msg);
+        if ((rc = store_run(L->s, reseal_fn, &mk)) != 0) {
+            snprintf(L->err, sizeof L->err, "batch %" PRIu64 " is not in the warehouse and "
+                     "cannot be sealed again in the store: %s", c.items[i].id, pl_strerror(rc));
+            k = K_LOCAL;
+            goto out;
+        }
+    }
+done:
+    L->leftovers_done = 1;
+out:
+    PQclear(res);
+    if (k == K_PERM) {
+        /* Not a reason to stop loading: the rows stay, and say why. */
+        say(L, "checking the ledger for batches marked loaded: %s; their rows stay in the store",
+            L->err);
+        L->leftovers_done = 1;
+        k = rollback(L);
+    } else if (k == K_CONN) {
+        rollback(L);
+    }
+    free(found);
     free(c.items);
+    return k;
 }
 
 /* pass loads every sealed or loading batch once. K_OK, K_CONN or K_LOCAL. */
 static int pass(Loader *L)
 {
     Collect c = {.L = L};
-    int rc = store_read(L->s, collect_tx, &c), k = K_OK;
+    int rc, k = K_OK;
 
+    /* First the batches a crash left loaded with their rows (some may
+     * become loadable again). */
+    if (!L->leftovers_done && (k = settle_leftovers(L)) != K_OK)
+        return k;
+    rc = store_read(L->s, collect_tx, &c);
     if (rc) {
         snprintf(L->err, sizeof L->err, "reading the batches: %s", pl_strerror(rc));
         free(c.items);
@@ -1563,6 +2132,8 @@ static int crash_seam(void)
         return CRASH_BEFORE_COMMIT;
     if (!strcmp(e, "after_commit"))
         return CRASH_AFTER_COMMIT;
+    if (!strcmp(e, "after_mark"))
+        return CRASH_AFTER_MARK;
     return -1;
 }
 
@@ -1613,6 +2184,7 @@ static int open_store(Loader *L)
     L->ms = L->p->models;
     L->direct_skip = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->direct_skip);
     L->keyed = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->keyed);
+    L->checked = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->checked);
     if (L->o.model && !models_find(L->ms, L->o.model)) {
         fail_usage("model '%s' is not declared in the pipeline; pass one of its models",
                    L->o.model);
@@ -1654,7 +2226,8 @@ int main(int argc, char **argv)
         return st;
     if ((L.crash = crash_seam()) < 0)
         return fail_usage("PICKLINE_QLOAD_CRASH='%s': expected before_copy, during_copy, "
-                          "before_commit or after_commit", getenv("PICKLINE_QLOAD_CRASH"));
+                          "before_commit, after_commit or after_mark",
+                          getenv("PICKLINE_QLOAD_CRASH"));
     L.tty = isatty(STDERR_FILENO);
     L.t0 = pl_mono_ns();
     sb_init(&L.bufs[0]);
@@ -1673,7 +2246,6 @@ int main(int argc, char **argv)
 
     if ((st = open_store(&L)) != ST_OK)
         goto out;
-    drop_leftovers(&L);
 
     k = reconnect(&L);
     if (k != K_OK) {
@@ -1737,6 +2309,8 @@ out:
     msgpack_zone_destroy(&L.zone);
     free(L.direct_skip);
     free(L.keyed);
+    free(L.checked);
+    free(L.held);
     pipeline_free(L.p);
     store_close(L.s);
     return st;
