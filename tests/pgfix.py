@@ -228,7 +228,10 @@ class PgCluster:
         wrapped = "SELECT coalesce(json_agg(q), '[]')::text FROM (%s) q" % sql
         p = self.psql_raw("\\pset tuples_only on\n" + wrapped, dsn)
         text = p.stdout.decode("utf-8")
-        # --csv quotes the one field: read it back with csv.
+        # --csv quotes the one field: read it back with csv (a big result is
+        # one big field: csv's default limit is 128 KiB).
+        if len(text) >= csv.field_size_limit():
+            csv.field_size_limit(len(text) + 1)
         rows = list(csv.reader(io.StringIO(text, newline="")))
         return json.loads(rows[0][0], parse_float=decimal.Decimal)
 
