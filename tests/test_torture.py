@@ -759,9 +759,10 @@ class Run:
         # staged rows left in the store (issue 9, item 7)
         self.staged_left = self.stage_entries()
         if self.staged_left:
-            self.problems.append("%d entries left in the store's staging (mdb_stat -s stage) after "
-                                 "every batch loaded; wanted 0 (one per key ever seen stays?)"
-                                 % self.staged_left)
+            self.problems.append("STAGED ROWS LEFT: %d entries in the store's staging (mdb_stat -s "
+                                 "stage) after every batch loaded, for %d keys sent; wanted 0 (no "
+                                 "batch row, no reject, no staged row in flight)"
+                                 % (self.staged_left, len(c.sent)))
 
         # the run did what it says, or it proves little
         kills = self.pickline.kills + self.qload.kills
@@ -799,7 +800,9 @@ class Run:
                % (self.label, self.seed, self.pickline.kills + self.qload.kills, self.pickline.kills,
                   self.qload.kills, sum(self.seam_kills.values()), dict(self.seam_kills),
                   self.faults["restart warehouse"], self.faults["crash warehouse"],
-                  self.self_exits["pickline"], self.self_exits["qload"], self.elapsed()),
+                  self.self_exits["pickline"], self.self_exits["qload"], self.elapsed())
+               + ("" if not hasattr(self, "drain_s") else
+                  " (faults %.1f s, drain %.1f s)" % (self.chaos_s, self.drain_s)),
                "  records: %d sent, %d acked (%d after a retry, %d answered existed:true), %d abandoned "
                "by impatient clients; %d attempts got no answer after reaching pickline; answers %s"
                % (sent, acked, retried, existed, abandoned, ambiguous, outcomes)]
@@ -820,8 +823,9 @@ class Run:
         self.setup()
         self.clients = Clients(self, threads=4, seed=self.seed)
         self.clients.start()
+        t = time.monotonic()
         self.chaos()
-        self.chaos_s = self.elapsed()
+        self.chaos_s = time.monotonic() - t
         self.drain()
         self.check()
         text = self.summary()
