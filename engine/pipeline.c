@@ -6,9 +6,11 @@
  * the stage's node later with the conf_* getters; everything a stage kind
  * takes is checked here already, so `pickline check` catches it. */
 #include "pipeline.h"
+#include "http.h"
 #include "model.h"
 #include "pl.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -17,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <libpq-fe.h>
 #include <yaml.h>
 
 #define FILE_MAX (16u << 20)   /* a pipeline file is small; refuse anything huge */
@@ -645,7 +648,12 @@ int conf_strs(const char *file, const ConfNode *map, const char *key, const char
 
 /* Types of a stage kind's own keys. */
 enum { K_STR, K_URL, K_TMPL, K_SECS, K_STRS, K_HEADERS, K_MERGE, K_METHOD, K_ROUTES, K_QUEUES,
-       K_UINT, K_MODEL, K_MODEL_OPT, K_THRESHOLD };
+       K_UINT, K_MODEL, K_MODEL_OPT, K_THRESHOLD, K_QNAME, K_DSN, K_BASE };
+/* K_URL, K_TMPL, K_BASE (callback_base: a URL the callback path is
+ * appended to), K_HEADERS, K_QNAME (a name pickline writes into a URL's
+ * query as it is) and K_DSN (a libpq conninfo) are everything a stage sends
+ * or connects to: they are checked so that no value in them can change the
+ * request (see http_url_check). */
 /* K_MODEL names a model declared under models: (which must be there);
  * K_MODEL_OPT is checked against the declared models only when there are
  * some (http_extract stages rows before models existed). */
@@ -677,7 +685,7 @@ typedef struct Kind {
 static const Key poll_keys[] = {
     {"url", K_URL, 1, 0, 0, URL_HINT "changes"},
     {"interval", K_SECS, 0, 0.01, SECS_MAX, NULL},
-    {"cursor_param", K_STR, 0, 0, 0, NULL},
+    {"cursor_param", K_QNAME, 0, 0, 0, NULL},
     {"cursor_field", K_STR, 0, 0, 0, NULL},
     {"items_field", K_STR, 0, 0, 0, NULL},
     {"next_field", K_STR, 0, 0, 0, NULL},
@@ -701,11 +709,11 @@ static const Key enrich_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const Key submit_keys[] = {
-    {"url", K_TMPL, 1, 0, 0, URL_HINT "match"},
+    {"url", K_URL, 1, 0, 0, URL_HINT "match"},  /* sent as written: no {field}s */
     {"deadline", K_SECS, 0, 0.1, 30 * SECS_MAX, NULL},
     {"send", K_STRS, 0, 0, 0, NULL},
     {"merge", K_MERGE, 1, 0, 0, MERGE_HINT},
-    {"callback_base", K_URL, 0, 0, 0, NULL},
+    {"callback_base", K_BASE, 0, 0, 0, NULL},
     HEADERS,
     {NULL, 0, 0, 0, 0, NULL},
 };
@@ -729,7 +737,7 @@ static const Key batch_keys[] = {
 };
 #define DSN_HINT "give a libpq conninfo, or env:NAME to read it from $NAME"
 static const Key pg_extract_keys[] = {
-    {"dsn", K_STR, 1, 0, 0, DSN_HINT},
+    {"dsn", K_DSN, 1, 0, 0, DSN_HINT},
     {"table", K_STR, 0, 0, 0, NULL},
     {"model", K_MODEL, 1, 0, 0, MODEL_HINT},
     {"updated_column", K_STR, 1, 0, 0, "name the column the source sets on every change, "
@@ -743,7 +751,7 @@ static const Key pg_extract_keys[] = {
     {NULL, 0, 0, 0, 0, NULL},
 };
 static const Key pg_notify_keys[] = {
-    {"dsn", K_STR, 1, 0, 0, DSN_HINT},
+    {"dsn", K_DSN, 1, 0, 0, DSN_HINT},
     {"channels", K_STRS, 1, 0, 0, "list the channels the source's triggers NOTIFY on"},
     {"wake", K_STR, 0, 0, 0, NULL},
     {NULL, 0, 0, 0, 0, NULL},
@@ -1038,25 +1046,164 @@ static int qrefs(const Ld *l, const Pipeline *p, const char *key, const ConfNode
     return 0;
 }
 
-/* check_url: http:// or https://; a template's {field}s must be closed and named. */
-static int check_url(const Ld *l, const char *key, const ConfNode *n, int tmpl)
+static const char *show(char *buf, size_t size, const char *s)
 {
+    return http_printable(buf, size, s, strlen(s));
+}
+
+/* check_url: an http:// or https:// URL that no value can change (see
+ * http_url_check); a template's {field}s only in the path and the query.
+ * A callback base (base set) is a prefix: no query. */
+static int check_url(const Ld *l, const char *key, const ConfNode *n, int tmpl, int base)
+{
+    char why[400];
     const char *u;
     int rc;
     if ((rc = v_name(l, key, n, &u)))
         return rc;
-    if (!((strncmp(u, "http://", 7) == 0 && u[7]) || (strncmp(u, "https://", 8) == 0 && u[8])))
-        return conf_errat(l, n->line, "%s: expected an http:// or https:// URL (got '%.64s')", key, u);
-    for (const char *p = u; tmpl && (p = strchr(p, '{')); ) {
-        size_t m = strcspn(p + 1, "{}");
-        if (p[1 + m] != '}' || m == 0)
-            return conf_errat(l, n->line, "%s: bad template field at '%.20s'; write fields of the "
-                         "job as {name} or {a.b}", key, p);
-        p += m + 2;
-    }
-    if (!tmpl && strchr(u, '{'))
-        return conf_errat(l, n->line, "%s: this URL is not a template; remove the { }", key);
+    if (http_url_check(u, tmpl, why, sizeof why))
+        return conf_errat(l, n->line, "%s: %s", key, why);
+    if (base && strchr(u, '?'))
+        return conf_errat(l, n->line, "%s: has a query (?...); the callback path is appended to "
+                     "it, so give scheme://host:port and at most a path", key);
     return 0;
+}
+
+/* check_headers: a map of header names to values a stage sends with each
+ * request (see http_header_check); at most HEADERS_MAX (the stages' header
+ * arrays hold that many besides their own, and drop none). */
+#define HEADERS_MAX 30
+static int check_headers(const Ld *l, const char *key, int kline, const ConfNode *n)
+{
+    char buf[64], why[400];
+    const char *s;
+    int rc;
+    if (n->type != CONF_MAP)
+        return conf_errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
+                     desc(n, buf, sizeof buf));
+    if (n->n > HEADERS_MAX)
+        return conf_errat(l, kline, "%s: %zu headers; a stage sends at most %d", key, n->n,
+                     HEADERS_MAX);
+    for (size_t i = 0; i < n->n; i++) {
+        char k[96];
+        snprintf(k, sizeof k, "%s: %.64s", key, show(buf, sizeof buf, n->keys[i]));
+        if ((rc = v_str(l, k, n->kids[i], &s)))
+            return rc;
+        if (http_header_check(n->keys[i], "", why, sizeof why))
+            return conf_errat(l, key_line(n, (int)i), "%s: %s", key, why);
+        if (http_header_check(n->keys[i], s, why, sizeof why))
+            return conf_errat(l, n->kids[i]->line, "%s: %s", k, why);
+    }
+    return 0;
+}
+
+/* check_qname: a name written into a URL's query as it is (cursor_param):
+ * unreserved characters only, so it cannot add parameters or end the URL. */
+static int check_qname(const Ld *l, const char *key, const ConfNode *n)
+{
+    char buf[300];
+    const char *s;
+    int rc;
+    if ((rc = v_name(l, key, n, &s)))
+        return rc;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("-._~", *p))
+            return conf_errat(l, n->line, "%s: '%s' cannot be a query parameter name; use "
+                         "letters, digits, - . _ ~", key, show(buf, sizeof buf, s));
+    return 0;
+}
+
+/* dsn_list checks each item of a comma-separated conninfo value (host,
+ * hostaddr, port) with one (returns 0 or writes why). */
+static int dsn_list(const Ld *l, const char *key, const ConfNode *n, const char *what,
+                    const char *val, int (*one)(const char *s, size_t len, char *why, size_t wn))
+{
+    char why[400];
+    for (const char *p = val;;) {
+        size_t len = strcspn(p, ",");
+        if (len && one(p, len, why, sizeof why))
+            return conf_errat(l, n->line, "%s: %s%s", key, strcmp(what, "port") == 0 ? "" : what,
+                         why);
+        if (!p[len])
+            return 0;
+        p += len + 1;
+    }
+}
+
+static int dsn_host(const char *s, size_t len, char *why, size_t n)
+{
+    char ip[64], buf[300];
+    unsigned char a[16];
+    if (s[0] == '/' || s[0] == '@') /* a Unix socket's directory, or an abstract one */
+        return 0;
+    if (!memchr(s, ':', len))
+        return http_host_check(s, len, why, n);
+    snprintf(ip, sizeof ip, "%.*s", (int)(len < sizeof ip ? len : sizeof ip - 1), s);
+    if (len < sizeof ip && inet_pton(AF_INET6, ip, a) == 1)
+        return 0;
+    snprintf(why, n, "host '%s' is not a valid IPv6 address", show(buf, sizeof buf, ip));
+    return PL_EINVAL;
+}
+
+static int dsn_hostaddr(const char *s, size_t len, char *why, size_t n)
+{
+    char ip[64], buf[300];
+    unsigned char a[16];
+    snprintf(ip, sizeof ip, "%.*s", (int)(len < sizeof ip ? len : sizeof ip - 1), s);
+    if (len < sizeof ip && (inet_pton(AF_INET, ip, a) == 1 || inet_pton(AF_INET6, ip, a) == 1))
+        return 0;
+    snprintf(why, n, "hostaddr '%s' is not a valid IP address", show(buf, sizeof buf, ip));
+    return PL_EINVAL;
+}
+
+/* check_dsn: a libpq conninfo (keywords or a postgresql:// URI) whose hosts
+ * and ports are valid, or env:NAME (read when the stage starts). */
+static int check_dsn(const Ld *l, const char *key, const ConfNode *n)
+{
+    const char *s;
+    char *msg = NULL;
+    int rc;
+    if ((rc = v_name(l, key, n, &s)))
+        return rc;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\r' || c == '\n')
+            return conf_errat(l, n->line, "%s: has a line break (CR or LF) at byte %zu; a "
+                         "connection string is one line", key, (size_t)(p - s) + 1);
+        if (c < 0x20 || c == 0x7f)
+            return conf_errat(l, n->line, "%s: has a control character (0x%02X) at byte %zu; "
+                         "remove it", key, c, (size_t)(p - s) + 1);
+    }
+    if (strncmp(s, "env:", 4) == 0) {
+        if (!s[4])
+            return conf_errat(l, n->line, "%s: env: needs a variable name, like env:SOURCE_DSN",
+                         key);
+        return 0;
+    }
+    PQconninfoOption *opts = PQconninfoParse(s, &msg);
+    if (!opts) {
+        char m[200] = "out of memory";
+        if (msg) {
+            snprintf(m, sizeof m, "%s", msg);
+            m[strcspn(m, "\n")] = '\0';
+            PQfreemem(msg);
+        }
+        return conf_errat(l, n->line, "%s: is not a valid libpq connection string (libpq: %s); "
+                     "write keyword=value pairs or a postgresql:// URI", key, m);
+    }
+    rc = 0;
+    for (PQconninfoOption *o = opts; o->keyword && !rc; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            rc = dsn_list(l, key, n, "", o->val, dsn_host);
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            rc = dsn_list(l, key, n, "", o->val, dsn_hostaddr);
+        else if (strcmp(o->keyword, "port") == 0)
+            rc = dsn_list(l, key, n, "port", o->val, http_port_check);
+    }
+    PQconninfoFree(opts);
+    return rc;
 }
 
 static int check_map_of_strs(const Ld *l, const char *key, const ConfNode *n, int nonempty)
@@ -1228,7 +1375,14 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
             break;
         case K_URL:
         case K_TMPL:
-            rc = check_url(l, key->name, v, key->type == K_TMPL);
+        case K_BASE:
+            rc = check_url(l, key->name, v, key->type == K_TMPL, key->type == K_BASE);
+            break;
+        case K_QNAME:
+            rc = check_qname(l, key->name, v);
+            break;
+        case K_DSN:
+            rc = check_dsn(l, key->name, v);
             break;
         case K_SECS:
             rc = v_num(l, key->name, v, key->min, key->max, "seconds", &d);
@@ -1242,7 +1396,7 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
             }
             break;
         case K_HEADERS:
-            rc = check_map_of_strs(l, key->name, v, 0);
+            rc = check_headers(l, key->name, key_line(n, key_index(n, key->name)), v);
             break;
         case K_MERGE:
             rc = check_map_of_strs(l, key->name, v, 1);

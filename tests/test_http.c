@@ -548,6 +548,43 @@ static void bad_urls(void)
     teardown();
 }
 
+/* A CR or LF in a URL or a header (built at run time: a server's next-page
+ * URL, a header echoing an answer) is refused before anything is sent: it
+ * would end the line and start a header of its own. A tab in a header
+ * value is fine (HTTP allows it). */
+static void injection_refused(void)
+{
+    setup();
+    HttpClass *c = klass(0, 0, 0);
+    Got g[4] = {{0}};
+    const char *inject[] = {"X-Test: hello\r\nX-Injected: 1", NULL};
+    const char *lf[] = {"X-Test: a\nb", NULL};
+    const char *tab[] = {"X-Test: a\tb", NULL};
+    HttpRequest r0 = {.method = "POST", .url = U("/echo"), .headers = inject};
+    HttpRequest r1 = {.method = "POST", .url = U("/echo"), .headers = lf};
+    HttpRequest r2 = {.method = "GET", .url = U("/ok\r\nX-Injected: 1")};
+    HttpRequest r3 = {.method = "POST", .url = U("/echo"), .headers = tab};
+    submit(c, &r0, got_done, &g[0], NULL);
+    submit(c, &r1, got_done, &g[1], NULL);
+    submit(c, &r2, got_done, &g[2], NULL);
+    submit(c, &r3, got_done, &g[3], NULL);
+    run(4, 10);
+    T_EQ(g[0].outcome, HTTP_PERMANENT);
+    T_EQ(g[0].status, 0);
+    if (!strstr(g[0].error, "bad header: a control character (0x0D) at byte 14,") ||
+        !strstr(g[0].error, "X-Test: hello\\r\\nX-Injected: 1"))
+        t_fail(__FILE__, __LINE__, "error: %s", g[0].error);
+    T_EQ(g[1].outcome, HTTP_PERMANENT);
+    T_CHECK(strncmp(g[1].error, "bad header: a control character (0x0A)", 38) == 0);
+    T_EQ(g[2].outcome, HTTP_PERMANENT);
+    T_EQ(g[2].status, 0);
+    T_CHECK(strncmp(g[2].error, "bad URL: a control character (0x0D)", 35) == 0);
+    T_EQ(g[3].outcome, HTTP_OK);
+    T_CHECK(strcmp(g[3].body, "POST|a\tb|pickline/0|0|") == 0);
+    http_class_free(c);
+    teardown();
+}
+
 /* A chain: each done starts the next request (100 in a row). */
 typedef struct Chain {
     HttpClass *c;
@@ -837,6 +874,7 @@ int main(int argc, char **argv)
         T_CASE(closed_without_answer),
         T_CASE(dns_failure),
         T_CASE(bad_urls),
+        T_CASE(injection_refused),
         T_CASE(keepalive_reuse),
         T_CASE(concurrency_limit),
         T_CASE(rate_limit),

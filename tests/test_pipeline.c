@@ -702,6 +702,216 @@ static void pg_extract_input_optional(void)
 }
 
 
+/* ---------------------------------------------------- outgoing requests */
+
+/* A source stage whose url: is at line 9, and an extract stage whose url:
+ * is at line 10. */
+#define POLL(url) QUEUES "stages:\n  - name: p\n    kind: http_poll\n    output: b\n" \
+                  "    url: " url "\n"
+#define EXTRACT(url) QUEUES "stages:\n  - name: x\n    kind: http_extract\n    input: a\n" \
+                     "    output: b\n    url: " url "\n"
+
+static void load_free(const char *text)
+{
+    pipeline_free(load_ok(text));
+}
+
+/* CR/LF and other control characters in a URL are refused at check time:
+ * they would end the request line and start headers of the job's choosing. */
+static void err_url_control_chars(void)
+{
+    expect_err(POLL("\"http://h/x\\r\\nX-Evil: 1\""), 9, "stage 'p': url: has a line break "
+               "(CR or LF) at byte 11; a URL is one line");
+    expect_err(POLL("\"http://h/x\\nHost: evil\""), 9, "url: has a line break (CR or LF) at "
+               "byte 11");
+    expect_err(EXTRACT("\"http://h/records/{id}\\r\\n\""), 10, "stage 'x': url: has a line break");
+    expect_err(POLL("\"http://h/\\tx\""), 9, "url: has a control character (0x09) at byte 10");
+    expect_err(POLL("\"http://h/\\x7fx\""), 9, "url: has a control character (0x7F)");
+    expect_err(POLL("\"http://h/a b\""), 9, "url: has a space at byte 11; write it as %20");
+    expect_err(POLL("\"http://h/caf\\u00e9\""), 9, "url: has a byte that is not ASCII (0xC3) at "
+               "byte 13; percent-encode it");
+    expect_err(POLL("\"http://h\\\\x/\""), 9, "url: has a backslash at byte 9");
+    expect_err(POLL("\"http://h/a%zz\""), 9, "url: '%zz' at byte 11 is not a percent-escape");
+    expect_err(POLL("\"http://h/a#frag\""), 9, "url: has a #fragment");
+    /* the callback base is a URL too */
+    expect_err(QUEUES "stages:\n  - name: i\n    kind: async_submit\n    input: a\n"
+               "    output: b\n    url: http://h/verify\n    merge: {a: b}\n"
+               "    callback_base: \"http://127.0.0.1:7380\\r\\nX: 1\"\n", 12,
+               "callback_base: has a line break (CR or LF)");
+}
+
+/* Hosts and ports that are not what they look like are refused. */
+static void err_url_hosts_ports(void)
+{
+    expect_err(POLL("http://999.1.1.1/"), 9, "url: host '999.1.1.1' is not a valid IPv4 "
+               "address; each of its 4 parts is a number from 0 to 255");
+    expect_err(POLL("http://1.2.3/"), 9, "host '1.2.3' is not a valid IPv4 address");
+    expect_err(POLL("http://127.1/"), 9, "host '127.1' is not a valid IPv4 address");
+    expect_err(POLL("http://010.0.0.1/"), 9, "host '010.0.0.1' is not a valid IPv4 address");
+    expect_err(POLL("http://0x7f.0.0.1/"), 9, "host '0x7f.0.0.1' is not a valid IPv4 address");
+    expect_err(POLL("http://a..b/"), 9, "url: host 'a..b' is not a valid host name");
+    expect_err(POLL("http://-a.example/"), 9, "host '-a.example' is not a valid host name");
+    expect_err(POLL("http://a_b.example/"), 9, "host 'a_b.example' is not a valid host name");
+    expect_err(POLL("http:///x"), 9, "url: has no host");
+    expect_err(POLL("\"http://[::1/\""), 9, "url: host '[::1' is not a valid [IPv6] address");
+    expect_err(POLL("\"http://[zz::1]/\""), 9, "host '[zz::1]' is not a valid [IPv6] address");
+    expect_err(POLL("\"http://::1:8080/\""), 9, "write an IPv6 address in brackets");
+    expect_err(POLL("http://h:07380/"), 9, "url: port '07380' is not valid; write a number from "
+               "1 to 65535 without leading zeros");
+    expect_err(POLL("http://h:99999/"), 9, "url: port '99999' is not valid");
+    expect_err(POLL("http://h:0/"), 9, "url: port '0' is not valid");
+    expect_err(POLL("http://h:/"), 9, "url: port '' is not valid");
+    expect_err(POLL("http://h:80a/"), 9, "url: port '80a' is not valid");
+    expect_err(POLL("http://user:pw@h/"), 9, "url: has user:password@ in it");
+    expect_err(POLL("http://h.example@evil.example/"), 9, "url: has user:password@ in it");
+    /* a job may fill in the path and the query, never the host or port */
+    expect_err(EXTRACT("http://{host}/records/{id}"), 10, "url: the host and port cannot come "
+               "from a {field}");
+    expect_err(EXTRACT("http://h:{port}/records/{id}"), 10, "url: the host and port cannot "
+               "come from a {field}");
+    expect_err(EXTRACT("http://h.{tenant}.example/x"), 10, "cannot come from a {field}");
+    /* async_submit's url is sent as written: it takes no {field} */
+    expect_err(QUEUES "stages:\n  - name: i\n    kind: async_submit\n    input: a\n"
+               "    output: b\n    url: http://h/verify/{id}\n    merge: {a: b}\n", 10,
+               "url: this URL is not a template; remove the { }");
+    /* the callback path is appended to callback_base */
+    expect_err(QUEUES "stages:\n  - name: i\n    kind: async_submit\n    input: a\n"
+               "    output: b\n    url: http://h/verify\n    merge: {a: b}\n"
+               "    callback_base: http://127.0.0.1:7380/cb?x=1\n", 12,
+               "callback_base: has a query (?...)");
+    expect_err(QUEUES "stages:\n  - name: i\n    kind: async_submit\n    input: a\n"
+               "    output: b\n    url: http://h/verify\n    merge: {a: b}\n"
+               "    callback_base: http://127.0.0.1:073800\n", 12, "callback_base: port "
+               "'073800' is not valid");
+
+    /* what is fine stays fine */
+    load_free(POLL("http://h/"));
+    load_free(POLL("http://127.0.0.1:8080/changes?since=0&x=%41"));
+    load_free(POLL("https://api.example.com/v1/changes"));
+    load_free(POLL("HTTP://Example.COM./x"));
+    load_free(POLL("\"http://[::1]:7380/x\""));
+    load_free(POLL("\"http://[2001:db8::7]/\""));
+    load_free(POLL("http://localhost:65535"));
+    load_free(POLL("http://0.0.0.0:1/"));
+    load_free(POLL("http://255.255.255.255/"));
+    load_free(POLL("http://xn--zrich-kva.example/"));
+    load_free(POLL("http://a1.example/a/../b"));
+    load_free(POLL("http://9host.example/"));
+    load_free(EXTRACT("http://h:8080/records/{id}?t={tenant}&q={a.b}"));
+    load_free(QUEUES "stages:\n  - name: i\n    kind: async_submit\n    input: a\n"
+              "    output: b\n    url: http://h/verify\n    merge: {a: b}\n"
+              "    callback_base: https://cb.example.com/pickline\n");
+}
+
+/* Header names are tokens and values one line: no CR/LF (header injection),
+ * no other control characters, and not the headers that frame the body. */
+static void err_header_values(void)
+{
+#define H(h) POLL("http://h/") "    headers:\n" h
+    expect_err(H("      X-Api-Key: \"abc\\r\\nX-Evil: 1\"\n"), 11, "stage 'p': headers: "
+               "X-Api-Key: has a line break (CR or LF); a header value is one line");
+    expect_err(H("      X-A: ok\n      X-B: \"v\\nHost: evil\"\n"), 12, "headers: X-B: has a "
+               "line break (CR or LF)");
+    expect_err(H("      X-A: \"a\\u0001b\"\n"), 11, "headers: X-A: has a control character "
+               "(0x01)");
+    expect_err(H("      X-A: \"a\\x7fb\"\n"), 11, "headers: X-A: has a control character (0x7F)");
+    expect_err(H("      \"X\\r\\nY\": v\n"), 11, "headers: 'X\\r\\nY' is not a valid header name");
+    expect_err(H("      \"X(Y)\": v\n"), 11, "headers: 'X(Y)' is not a valid header name; use "
+               "letters, digits and");
+    expect_err(H("      \"X\\u00e9\": v\n"), 11, "is not a valid header name");
+    expect_err(H("      Content-Length: \"5\"\n"), 11, "headers: Content-Length is set by "
+               "pickline for each request; remove it");
+    expect_err(H("      transfer-encoding: chunked\n"), 11, "headers: transfer-encoding is set "
+               "by pickline for each request");
+    /* a stage sends at most 30 headers of its own (no silent drop beyond) */
+    char text[4096];
+    int k = snprintf(text, sizeof text, "%s", H(""));
+    for (int i = 0; i < 31; i++)
+        k += snprintf(text + k, sizeof text - (size_t)k, "      X-H%d: v\n", i);
+    expect_err(text, 10, "headers: 31 headers; a stage sends at most 30");
+    /* a tab inside a value is allowed (HTTP allows it), and so is UTF-8 */
+    load_free(H("      X-A: \"a\\tb\"\n      X-B: \"caf\\u00e9\"\n      Accept: \"\"\n"
+                "      \"X-Ok!#$%&'*+-.^_`|~\": v\n"));
+#undef H
+}
+
+/* Names pickline writes into the URL as they are must not change it. */
+static void err_cursor_param(void)
+{
+    expect_err(POLL("http://h/") "    cursor_param: \"since&admin=1\"\n", 10,
+               "cursor_param: 'since&admin=1' cannot be a query parameter name; use letters, "
+               "digits, - . _ ~");
+    expect_err(POLL("http://h/") "    cursor_param: \"a\\r\\nX: 1\"\n", 10, "cursor_param:");
+    expect_err(POLL("http://h/") "    cursor_param: \"a#b\"\n", 10, "cursor_param: 'a#b'");
+    load_free(POLL("http://h/") "    cursor_param: since.v-2_x~\n");
+}
+
+/* A database's address is checked like a URL's: host, port, no CR/LF. */
+static void err_dsn_hosts(void)
+{
+#define PGX(dsn) MODELS MQUEUES "stages:\n  - name: src\n    kind: pg_extract\n" \
+                 "    dsn: " dsn "\n    table: users\n    model: users\n" \
+                 "    updated_column: updated_at\n"
+    expect_err(PGX("\"host=999.1.1.1 dbname=src\""), 17, "stage 'src': dsn: host '999.1.1.1' "
+               "is not a valid IPv4 address");
+    expect_err(PGX("\"host=db.example port=07380\""), 17, "dsn: port '07380' is not valid");
+    expect_err(PGX("\"host=db.example port=99999\""), 17, "dsn: port '99999' is not valid");
+    expect_err(PGX("\"postgresql://u@db.example:99999/src\""), 17, "dsn: port '99999' is not "
+               "valid");
+    expect_err(PGX("\"postgresql://u@999.1.1.1/src\""), 17, "dsn: host '999.1.1.1'");
+    expect_err(PGX("\"host=a,b..c dbname=src\""), 17, "dsn: host 'b..c' is not a valid host");
+    expect_err(PGX("\"host=db.example\\r\\ndbname=src\""), 17, "dsn: has a line break (CR or LF)");
+    expect_err(PGX("\"host=db.example dbname='unclosed\""), 17, "dsn: is not a valid libpq "
+               "connection string");
+    expect_err(PGX("\"hostaddr=1.2.3.400 dbname=src\""), 17, "dsn: hostaddr '1.2.3.400' is not "
+               "a valid IP address");
+    expect_err(MQUEUES "stages:\n  - name: n\n    kind: pg_notify\n    output: validate\n"
+               "    dsn: \"host=db.example port=0\"\n    channels: [c]\n", 9,
+               "stage 'n': dsn: port '0' is not valid");
+    load_free(PGX("\"host=/var/run/postgresql dbname=src\""));
+    load_free(PGX("\"host=db1.example,10.0.0.7,::1 port=5432,5433,5434 dbname=src user=u\""));
+    load_free(PGX("\"postgresql://u:pw@[::1]:5432,db.example/src?sslmode=require\""));
+    load_free(PGX("\"hostaddr=10.0.0.7 port=5432\""));
+    load_free(PGX("\"dbname=src\""));
+    load_free(PGX("env:SOME_DSN_NOT_SET_AT_CHECK_TIME"));
+#undef PGX
+}
+
+/* A map with 200,000 keys: a duplicate deep inside is found and named with
+ * both lines (the check is a hash set, not a scan per key: see
+ * tests/test_check.py for the bound on the work). */
+static void err_duplicate_key_deep(void)
+{
+    enum { N = 200000 };
+    size_t cap = (size_t)N * 16 + 256, k = 0;
+    char *text = xmalloc(cap), err[512];
+    Pipeline *p = NULL;
+    k += (size_t)snprintf(text + k, cap - k, "queues:\n");
+    for (int i = 0; i < N; i++)
+        k += (size_t)snprintf(text + k, cap - k, "  q%d:\n", i);
+    size_t body = k;
+    k += (size_t)snprintf(text + k, cap - k, "stages:\n  - {name: s, kind: noop, input: q0, "
+                          "output: q1}\n");
+    T_OK(pipeline_parse("big.yml", text, k, &p, err, sizeof err));
+    T_EQ(p->nqueues, N);
+    T_CHECK(pipeline_queue(p, "q199999") != NULL && pipeline_queue(p, "q200000") == NULL);
+    pipeline_free(p);
+    /* the same file with q123456 again at its end (line N + 2) */
+    k = body;
+    k += (size_t)snprintf(text + k, cap - k, "  q123456:\nstages:\n  - {name: s, kind: noop, "
+                          "input: q0, output: q1}\n");
+    T_ERR(pipeline_parse("big.yml", text, k, &p, err, sizeof err), PL_EINVAL);
+    T_CHECK(p == NULL);
+    if (!strstr(err, "big.yml:200002: duplicate key 'q123456' (also at line 123458); remove one"))
+        t_fail(__FILE__, __LINE__, "error: %s", err);
+    /* keys that differ only in case, or by a prefix, are different keys */
+    p = load_ok("queues:\n  a:\n  A:\n  aa:\n  a.:\nstages:\n  - {name: s, kind: noop, "
+                "input: a, output: A}\n");
+    T_EQ(p->nqueues, 4);
+    pipeline_free(p);
+    free(text);
+}
+
 static const TCase cases[] = {
     T_CASE(example_loads),
     T_CASE(defaults_filled),
@@ -724,6 +934,12 @@ static const TCase cases[] = {
     T_CASE(err_models),
     T_CASE(parse_from_memory),
     T_CASE(pg_extract_input_optional),
+    T_CASE(err_url_control_chars),
+    T_CASE(err_url_hosts_ports),
+    T_CASE(err_header_values),
+    T_CASE(err_cursor_param),
+    T_CASE(err_dsn_hosts),
+    T_CASE(err_duplicate_key_deep),
     {NULL, NULL},
 };
 
