@@ -1,6 +1,7 @@
 /* common.c: helpers shared by the stage kinds, and the registry of kinds. */
 #include "common.h"
 #include "../engine/engine.h"
+#include "../engine/http.h"
 #include "../engine/pl.h"
 
 #include <stdio.h>
@@ -125,13 +126,18 @@ void idem_header(const Slot *s, char *buf, size_t n)
     snprintf(buf, n, "Idempotency-Key: pickline-%s-%llu", s->stage->conf->name, (unsigned long long)s->id);
 }
 
+/* url_escape writes s[0..n) percent-encoded: all but the unreserved
+ * characters (A-Z a-z 0-9 - _ . ~), and the dots too of a value that is
+ * "." or ".." (libcurl and servers resolve such a segment: /records/..
+ * would be sent as /). */
 static void url_escape(Strbuf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
+    int dots = (n == 1 && s[0] == '.') || (n == 2 && s[0] == '.' && s[1] == '.');
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-            c == '_' || c == '.' || c == '~') {
+        if (((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+             c == '_' || c == '.' || c == '~') && !(c == '.' && dots)) {
             sb_add(out, &s[i], 1);
         } else {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
@@ -140,11 +146,36 @@ static void url_escape(Strbuf *out, const char *s, size_t n)
     }
 }
 
+/* dot_segment: some piece of s[0..n) between slashes or backslashes is "."
+ * or "..". Escaped as %2F, %5C and %2E, such a value still moves a request
+ * on a server or proxy that decodes before it resolves dot segments (RFC
+ * 3986 6.2.2 normalisation; nginx does): "../admin" -> /admin. */
+static int dot_segment(const char *s, size_t n)
+{
+    for (size_t i = 0; i <= n;) {
+        size_t j = i;
+        while (j < n && s[j] != '/' && s[j] != '\\')
+            j++;
+        if ((j - i == 1 && s[i] == '.') || (j - i == 2 && s[i] == '.' && s[i + 1] == '.'))
+            return 1;
+        i = j + 1;
+    }
+    return 0;
+}
+
 int stage_template(const char *tmpl, const msgpack_object *fields, Strbuf *out, char *err, size_t errlen)
 {
+    char shown[300];
     Strbuf v;
     sb_init(&v);
     sb_reset(out);
+    /* Fields up to path_end stand in the path: there a value may not be
+     * empty (/records/ is another resource) nor hold a dot segment. A
+     * checked template has none in the scheme, host or port. */
+    size_t path_end = http_url_path_end(tmpl);
+    const char *host = strstr(tmpl, "://");
+    host = host ? host + 3 : tmpl;
+    const char *host_end = host + strcspn(host, "/?#");
     for (const char *p = tmpl; *p;) {
         const char *o = strchr(p, '{');
         if (!o) {
@@ -155,20 +186,43 @@ int stage_template(const char *tmpl, const msgpack_object *fields, Strbuf *out, 
         const char *c = strchr(o, '}');
         if (!c) {
             snprintf(err, errlen, "url template '%s': '{' without '}'", tmpl);
-            sb_free(&v);
-            return PL_EINVAL;
+            goto fail;
         }
         char name[128];
         snprintf(name, sizeof name, "%.*s", (int)(c - o - 1), o + 1);
+        if (o < host_end) {
+            snprintf(err, errlen, "url template '%s': field '%s' in the host or port", tmpl, name);
+            goto fail;
+        }
         sb_reset(&v);
         if (row_field_text(fields, name, &v) != 0) {
             snprintf(err, errlen, "url template field '%s' is missing or not a scalar in the job", name);
-            sb_free(&v);
-            return PL_EINVAL;
+            goto fail;
+        }
+        int in_path = (size_t)(o - tmpl) < path_end;
+        if (memchr(v.buf, '\0', v.len)) {
+            snprintf(err, errlen, "url template field '%s' holds a NUL byte, which a server may "
+                     "cut the URL's path or query at; fix the job and kick it", name);
+            goto fail;
+        }
+        if (in_path && v.len == 0) {
+            snprintf(err, errlen, "url template field '%s' is empty: in the URL's path that sends "
+                     "the request to another resource; fix the job and kick it", name);
+            goto fail;
+        }
+        if (in_path && dot_segment(v.buf, v.len)) {
+            snprintf(err, errlen, "url template field '%s' is '%s', a dot segment: in the URL's "
+                     "path it would move the request to another path (servers read %%2E%%2E as "
+                     ".. too); fix the job and kick it", name,
+                     http_printable(shown, sizeof shown, v.buf, v.len));
+            goto fail;
         }
         url_escape(out, v.buf, v.len);
         p = c + 1;
     }
     sb_free(&v);
     return 0;
+fail:
+    sb_free(&v);
+    return PL_EINVAL;
 }
