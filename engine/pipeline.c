@@ -34,17 +34,37 @@
 
 typedef ConfErr Ld;
 
+/* conf_errat keeps a message one line of printable text: a value quoted in
+ * it may hold anything (a CR, a tab, a NUL escape), which shows as \r, \n,
+ * \t or \xNN. */
 int conf_errat(const ConfErr *l, int line, const char *fmt, ...)
 {
+    char msg[1024];
     if (!l->err || l->errlen == 0)
         return PL_EINVAL;
-    int k = snprintf(l->err, l->errlen, "%s:%d: %s", l->file, line, l->pfx);
-    if (k >= 0 && (size_t)k < l->errlen) {
+    int k = snprintf(msg, sizeof msg, "%s:%d: %s", l->file, line, l->pfx);
+    if (k >= 0 && (size_t)k < sizeof msg) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(l->err + k, l->errlen - (size_t)k, fmt, ap);
+        vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
         va_end(ap);
     }
+    size_t o = 0;
+    for (const char *p = msg; *p && o + 1 < l->errlen; p++) {
+        unsigned char c = (unsigned char)*p;
+        char esc[8];
+        if (c >= 0x20 && c != 0x7f) {
+            l->err[o++] = (char)c;
+            continue;
+        }
+        int m = snprintf(esc, sizeof esc, c == '\r' ? "\\r" : c == '\n' ? "\\n" : c == '\t' ?
+                         "\\t" : "\\x%02X", c);
+        if (o + (size_t)m + 1 > l->errlen)
+            break;
+        memcpy(l->err + o, esc, (size_t)m);
+        o += (size_t)m;
+    }
+    l->err[o] = '\0';
     return PL_EINVAL;
 }
 
