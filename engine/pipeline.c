@@ -396,7 +396,13 @@ static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
                 goto fail;
             }
             char *key = xstrndup((const char *)e.data.scalar.value, e.data.scalar.length);
+            int nul = strlen(key) != e.data.scalar.length;
             yaml_event_delete(&e);
+            if (nul) {
+                rc = conf_errat(r->l, kline, "a key contains a NUL character; remove it");
+                free(key);
+                goto fail;
+            }
             int dup = keyset_find(&ks, &n->c, key);
             if (dup >= 0) {
                 rc = conf_errat(r->l, kline, "duplicate key '%.64s' (also at line %d); remove one",

@@ -819,6 +819,8 @@ static void err_header_values(void)
     expect_err(H("      \"X(Y)\": v\n"), 11, "headers: 'X(Y)' is not a valid header name; use "
                "letters, digits and");
     expect_err(H("      \"X\\u00e9\": v\n"), 11, "is not a valid header name");
+    /* a NUL in a key is refused, not cut off there (X-A\0B is not X-A) */
+    expect_err(H("      \"X-A\\u0000B\": v\n"), 11, "a key contains a NUL character; remove it");
     expect_err(H("      Content-Length: \"5\"\n"), 11, "headers: Content-Length is set by "
                "pickline for each request; remove it");
     expect_err(H("      transfer-encoding: chunked\n"), 11, "headers: transfer-encoding is set "
