@@ -86,7 +86,11 @@ typedef struct HttpRequest {
 
 /* http_request queues rq (everything copied) in class c. done(arg, result)
  * runs exactly once, on the loop thread, never from inside http_request.
- * *out (may be NULL) is a handle for http_cancel, valid until done runs. */
+ * *out (may be NULL) is a handle for http_cancel, valid until done runs.
+ * A URL that is not http(s), or a URL or header line with a control
+ * character in it (a CR or LF would start a header of its own; a header
+ * may hold a tab) is never sent: done gets HTTP_PERMANENT with "bad URL: "
+ * or "bad header: " and the reason. */
 void http_request(HttpClass *c, const HttpRequest *rq, HttpDone done, void *arg, HttpReq **out);
 
 /* http_cancel stops a queued or running request; its done runs (now) with

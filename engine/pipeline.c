@@ -1140,16 +1140,15 @@ static int check_qname(const Ld *l, const char *key, const ConfNode *n)
 }
 
 /* dsn_list checks each item of a comma-separated conninfo value (host,
- * hostaddr, port) with one (returns 0 or writes why). */
-static int dsn_list(const Ld *l, const char *key, const ConfNode *n, const char *what,
-                    const char *val, int (*one)(const char *s, size_t len, char *why, size_t wn))
+ * hostaddr, port: one per host) with one. */
+static int dsn_list(const Ld *l, const char *key, const ConfNode *n, const char *val,
+                    int (*one)(const char *s, size_t len, char *why, size_t wn))
 {
     char why[400];
     for (const char *p = val;;) {
         size_t len = strcspn(p, ",");
         if (len && one(p, len, why, sizeof why))
-            return conf_errat(l, n->line, "%s: %s%s", key, strcmp(what, "port") == 0 ? "" : what,
-                         why);
+            return conf_errat(l, n->line, "%s: %s", key, why);
         if (!p[len])
             return 0;
         p += len + 1;
@@ -1222,11 +1221,11 @@ static int check_dsn(const Ld *l, const char *key, const ConfNode *n)
         if (!o->val)
             continue;
         if (strcmp(o->keyword, "host") == 0)
-            rc = dsn_list(l, key, n, "", o->val, dsn_host);
+            rc = dsn_list(l, key, n, o->val, dsn_host);
         else if (strcmp(o->keyword, "hostaddr") == 0)
-            rc = dsn_list(l, key, n, "", o->val, dsn_hostaddr);
+            rc = dsn_list(l, key, n, o->val, dsn_hostaddr);
         else if (strcmp(o->keyword, "port") == 0)
-            rc = dsn_list(l, key, n, "port", o->val, http_port_check);
+            rc = dsn_list(l, key, n, o->val, http_port_check);
     }
     PQconninfoFree(opts);
     return rc;
