@@ -17,6 +17,7 @@
 #include "queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -24,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 enum { SLOT_FREE, SLOT_RESERVING, SLOT_WORKING, SLOT_COMMITTING };
 enum { END_ACK, END_RELEASE, END_BURY };
@@ -84,6 +87,7 @@ struct Engine {
     EngineOp *done_head, *done_tail;
     int draining, drain_expired, drained;
     int fatal;             /* the store is unusable (MDB_PANIC): stop, restart recovers */
+    int lock_fd;           /* DIR/engine.lock, flocked while the engine runs; -1 none */
     unsigned ops_in_flight;
 };
 
@@ -1014,6 +1018,43 @@ static int declare_queues(Txn *t, void *arg)
     return rc;
 }
 
+/* engine_lock makes e the one engine of data directory dir: an exclusive
+ * flock on DIR/engine.lock, held until the process ends (a SIGKILL lets
+ * it go: no stale lock to clean). The file says who holds it, so a second
+ * engine is refused naming the first. qctl and qload never take it. */
+static int engine_lock(Engine *e, const char *dir, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/engine.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        return errno;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int er = errno;
+        char who[600] = "";
+        ssize_t n = pread(fd, who, sizeof who - 1, 0);
+        who[n > 0 ? n : 0] = '\0';
+        who[strcspn(who, "\n")] = '\0';
+        if (er == EWOULDBLOCK)
+            snprintf(err, errlen, "data directory '%s' is in use by another pickline engine (%s); "
+                     "stop it first, or give this one another data directory (--data DIR)",
+                     dir, *who ? who : "it did not say which");
+        else
+            snprintf(err, errlen, "cannot lock '%s': %s", path, strerror(er));
+        close(fd);
+        return er == EWOULDBLOCK ? EBUSY : er;
+    }
+    char who[600];
+    int n = snprintf(who, sizeof who, "pid %ld, pipeline %s\n", (long)getpid(),
+                     e->p->path ? e->p->path : "?");
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, who, (size_t)n, 0) != n)
+        pl_log(PL_LOG_WARN, "engine: cannot write who runs into %s: %s", path, strerror(errno));
+    e->lock_fd = fd;
+    return 0;
+}
+
 int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -1025,6 +1066,7 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
         dir = getenv("PICKLINE_DATA");
     if (!dir || !*dir)
         dir = "pickline-data";
+    e->lock_fd = -1;
     StoreOpts sopt = {.create = 1};
     int rc = store_open(dir, &sopt, &e->store);
     if (rc) {
@@ -1032,6 +1074,8 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
                  *store_error() ? store_error() : pl_strerror(rc));
         goto fail;
     }
+    if ((rc = engine_lock(e, dir, err, errlen)) != 0)
+        goto fail;
     QArg qa = {p};
     if ((rc = store_run(e->store, declare_queues, &qa)) != 0) {
         snprintf(err, errlen, "cannot declare the queues in '%s': %s", dir, pl_strerror(rc));
@@ -1201,6 +1245,8 @@ void engine_close(Engine *e)
     if (e->loop)
         ev_loop_destroy(e->loop);
     store_close(e->store);
+    if (e->lock_fd >= 0)
+        close(e->lock_fd); /* lets the lock go */
     pthread_mutex_destroy(&e->mu);
     free(e);
 }

@@ -321,5 +321,55 @@ class DamagedStoreTest(FaultTest):
         self.assertIn("job 3", p.stdout)
 
 
+
+class OneEngineTest(FaultTest):
+    """Issue 13.3: one engine per data directory. A second `pickline run`
+    on the same directory is refused naming the first (its pid and pipeline
+    file), and changes nothing (the stored pipeline stays the first's);
+    qctl works beside the engine; after the first is SIGKILLed, the lock is
+    gone with it."""
+
+    PIPE = """
+listen:
+  address: 127.0.0.1
+  port: ${port}
+drain: 2
+models:
+  ${model}:
+    properties:
+      id: {type: integer, key: true}
+queues:
+  q: {}
+  q2: {}
+stages:
+  - name: pass
+    kind: noop
+    input: q
+    output: q2
+"""
+
+    def test_second_engine_is_refused(self):
+        data = os.path.join(self.dir, "data")
+        a = self.fx.engine(self.dir, self.PIPE, subst={"model": "first"}, data=data, name="a")
+        b = self.fx.engine(self.dir, self.PIPE, subst={"model": "second"}, data=data, name="b")
+        a.start()
+        p = subprocess.run([binary("pickline"), "run", b.path, "--data", data, "--port", str(b.port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("in use by another pickline engine", p.stderr)
+        self.assertIn("pid %d" % a.proc.pid, p.stderr)
+        self.assertIn(a.path, p.stderr)
+        schema = self.qctl_ok("schema", "--json", data=data)
+        self.assertIn("first", schema)
+        self.assertNotIn("second", schema)
+        self.assertEqual(a.put("q", "{}").status, 202)
+        self.assertEqual(qctl(data, "stats").returncode, 0)
+        a.kill()
+        b.start()
+        self.assertIn("second", self.qctl_ok("schema", "--json", data=data))
+        rc, _ = b.terminate()
+        self.assertEqual(rc, 0, b.stderr_tail())
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -94,6 +94,7 @@
 #include "../engine/model.h"
 #include "../engine/pipeline.h"
 #include "../engine/pl.h"
+#include "../engine/rec.h"
 #include "../engine/row.h"
 #include "../engine/staging.h"
 #include "../engine/store.h"
@@ -758,7 +759,9 @@ static int row_fn(uint32_t seq, const void *mp, size_t len, void *arg)
         return 0;
     }
     msgpack_zone_clear(&L->zone);
-    if (msgpack_unpack(mp, len, &off, &L->zone, &o) != MSGPACK_UNPACK_SUCCESS) {
+    /* Checked first: msgpack_unpack allocates what a damaged count says. */
+    if (rec_wellformed(mp, len) != 0 ||
+        msgpack_unpack(mp, len, &off, &L->zone, &o) != MSGPACK_UNPACK_SUCCESS) {
         st->bad = 1;
         st->bad_seq = seq;
         return PAGE_BAD;
