@@ -15,6 +15,18 @@
  * exchange_respond stores the response, resumes the connection, and the
  * access handler, called again by libmicrohttpd, queues it.
  *
+ * Suspension. A handler that keeps x leaves the connection waiting, but
+ * not suspended at once: libmicrohttpd (0.9.75) skips its bookkeeping of
+ * what a suspended connection waits for, and a connection suspended from
+ * the very call that completed the request still says "read" on resume.
+ * Resumed, it would read before it answers, and a client that had shut
+ * down its write side after the request (read EOF) would lose its answer
+ * although the handler did the work. So the handler's call returns without
+ * an answer (the connection is then marked as blocked, not reading), and
+ * libmicrohttpd's next run calls the access handler again at once, which
+ * suspends it: from the access handler, as the API asks. An answer that
+ * comes before that call is queued by it instead.
+ *
  * Who owns x: the handler while x->held, otherwise the listener until the
  * request completes (on_done). A suspended connection is out of
  * libmicrohttpd's epoll set, so a client that leaves is only noticed after
@@ -86,6 +98,7 @@ struct Exchange {
     unsigned held : 1;        /* a handler owns x */
     unsigned in_handler : 1;  /* inside the route's handler */
     unsigned suspended : 1;
+    unsigned to_suspend : 1;  /* held after the handler returned: suspend at the next call */
     unsigned answered : 1;    /* a response is queued or waiting in resp */
     unsigned gone : 1;        /* the request completed while held */
     unsigned closing : 1;     /* answered by listener_close */
@@ -226,12 +239,17 @@ static void answer(Exchange *x, unsigned status, struct MHD_Response *resp)
             x->answered = 0; /* the access handler closes the connection */
         return;
     }
-    PL_ASSERT(x->suspended, "a held exchange is in its handler or suspended");
+    PL_ASSERT(x->suspended || x->to_suspend, "a held exchange is in its handler, suspended or about to be");
     x->resp = resp;
     x->status = status;
     x->answered = 1;
-    x->suspended = 0;
-    MHD_resume_connection(x->c);
+    x->to_suspend = 0;
+    if (x->suspended) {
+        x->suspended = 0;
+        MHD_resume_connection(x->c);
+    }
+    /* Not suspended yet: libmicrohttpd calls the access handler again at its
+     * next run, which queues resp. */
     if (ev_is_active(&x->l->io)) /* not while listener_close drains */
         kick(x->l);
 }
@@ -468,8 +486,8 @@ static enum MHD_Result dispatch(Exchange *x)
     r->fn(r->arg, x);
     x->in_handler = 0;
     if (x->held) {
-        x->suspended = 1;
-        MHD_suspend_connection(x->c);
+        /* Not suspended yet: see "Suspension" at the top of this file. */
+        x->to_suspend = 1;
         return MHD_YES;
     }
     return x->answered ? MHD_YES : MHD_NO;
@@ -484,10 +502,18 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     Exchange *x = *ccls;
     if (!x)
         return begin(l, c, url, method, ccls);
-    if (x->resp) { /* resumed with its answer */
+    if (x->resp) { /* resumed with its answer, or answered before suspension */
         struct MHD_Response *resp = x->resp;
         x->resp = NULL;
         return queue(x, x->status, resp);
+    }
+    if (x->held) { /* the handler still owns x: suspend now (see "Suspension") */
+        if (x->to_suspend) {
+            x->to_suspend = 0;
+            x->suspended = 1;
+            MHD_suspend_connection(x->c);
+        }
+        return MHD_YES;
     }
     if (x->answered) /* refused early; nothing more to read */
         return MHD_YES;

@@ -857,12 +857,77 @@ static void open_errors(void)
     ev_loop_destroy(loop);
 }
 
+/* ---------------------------------------------------------------- half-closed clients */
+
+enum { HC_THREADS = 20, HC_EACH = 10 };
+static atomic_int hc_ok, hc_bad;
+
+/* hc_one sends one request, shuts its write side down at once (as a client
+ * that says "that was all" does), and reads the answer. */
+static void *hc_thread(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int k = 0; k < HC_EACH; k++) {
+        Conn c;
+        Resp r;
+        char target[64], body[64];
+        conn_open(&c);
+        snprintf(target, sizeof target, "/later?id=%d&ms=%d", id * 100 + k, 1 + (id + k) % 20);
+        int n = snprintf(body, sizeof body, "{\"n\":%d}", id * 100 + k);
+        send_req(&c, "POST", target, NULL, body, (size_t)n);
+        shutdown(c.fd, SHUT_WR);
+        if (read_resp(&c, &r) && r.status == 200 && atoi(r.body) == id * 100 + k)
+            atomic_fetch_add(&hc_ok, 1);
+        else
+            atomic_fetch_add(&hc_bad, 1);
+        if (r.body)
+            resp_free(&r);
+        conn_close(&c);
+    }
+    return NULL;
+}
+
+static void c_half_close(void)
+{
+    pthread_t th[HC_THREADS];
+    for (int i = 0; i < HC_THREADS; i++)
+        T_EQ(pthread_create(&th[i], NULL, hc_thread, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < HC_THREADS; i++)
+        pthread_join(th[i], NULL);
+    /* Answered at once (in the handler) after a half-close, too. */
+    for (int k = 0; k < 20; k++) {
+        Conn c;
+        Resp r;
+        conn_open(&c);
+        send_req(&c, "POST", "/echo", NULL, "abc", 3);
+        shutdown(c.fd, SHUT_WR);
+        T_CHECK(read_resp(&c, &r));
+        T_EQ(r.status, 200);
+        T_CHECK(body_is(&r, "abc"));
+        resp_free(&r);
+        conn_close(&c);
+    }
+}
+
+static void half_close(void)
+{
+    start(NULL);
+    listener_route(lis, "POST", "/later", 0, h_later, NULL);
+    listener_route(lis, "POST", "/echo", 0, h_echo, NULL);
+    run_client(c_half_close);
+    fprintf(stderr, "half-closed clients: %d answered, %d not\n", atomic_load(&hc_ok), atomic_load(&hc_bad));
+    T_EQ(atomic_load(&hc_bad), 0);
+    T_EQ(atomic_load(&hc_ok), HC_THREADS * HC_EACH);
+    finish();
+}
+
 int main(int argc, char **argv)
 {
     static const TCase cases[] = {
         T_CASE(routes),     T_CASE(token),     T_CASE(body_limit), T_CASE(later),
         T_CASE(many),       T_CASE(disconnect), T_CASE(query_headers), T_CASE(binary),
         T_CASE(keepalive),  T_CASE(close_suspended), T_CASE(limits), T_CASE(open_errors),
+        T_CASE(half_close),
         {NULL, NULL},
     };
     return t_main(argc, argv, "listen", cases);
