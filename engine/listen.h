@@ -7,7 +7,12 @@
  * (after a commit): the connection is suspended until then.
  *
  * Built in: a bearer token (401), the body size limit (413), unknown paths
- * (404) and methods (405), each with a JSON error body; loopback by default. */
+ * (404) and methods (405), requests whose framing is ambiguous (400: two
+ * Content-Lengths, Transfer-Encoding with Content-Length, HTTP/1.1 without
+ * Host, a malformed header name ...; 501: a transfer coding other than
+ * chunked), each with a JSON error body; loopback by default; limits on
+ * connections (in all and per client address) and on the time a request may
+ * take to arrive; TLS (GnuTLS through libmicrohttpd). */
 #ifndef PL_LISTEN_H
 #define PL_LISTEN_H
 
@@ -17,18 +22,40 @@
 typedef struct Listener Listener;
 typedef struct Exchange Exchange;
 
+/* LISTEN_TOKEN_MIN is the shortest bearer token accepted. */
+#define LISTEN_TOKEN_MIN 16
+
 typedef struct ListenOpts {
     const char *address;   /* NULL: "127.0.0.1" */
     unsigned port;         /* 0: any free port (see listener_port) */
     const char *token;     /* bearer token required on every route not public; NULL or "": none */
+    int insecure;          /* serve a non-loopback address without a token (logged as a warning) */
     size_t max_body;       /* 0: 1 MiB */
-    unsigned max_conns;    /* connections open at once, more wait in the backlog; 0: 1000 */
-    unsigned timeout_s;    /* an idle connection is closed after this; 0: 30 (suspended ones wait) */
+    unsigned max_conns;    /* connections open at once; 0: 1000 (see listener_open) */
+    unsigned max_conns_per_ip; /* from one client address (IPv6: one /64); 0: 128 */
+    unsigned timeout_s;    /* a silent or idle kept-alive connection is closed after this; 0: 30 */
+    unsigned request_timeout_s; /* a whole request (headers and body) must arrive within this; 0: 10 */
+    const char *tls_cert;  /* PEM text (not a file name) of the certificate chain; with tls_key: HTTPS */
+    const char *tls_key;   /* PEM text of its private key */
+    unsigned log_every_s;  /* refused and closed connections: one summary line at most this often; 0: 10 */
 } ListenOpts;
 
 /* listener_open binds and starts serving on loop. Returns 0 and *out, or an
- * errno value (EADDRINUSE, EADDRNOTAVAIL for an address that does not
- * resolve, ...). */
+ * errno value: EADDRINUSE, EADDRNOTAVAIL (an address that does not
+ * resolve), EINVAL (a token shorter than LISTEN_TOKEN_MIN, a certificate
+ * without its key or the reverse, a port over 65535), EACCES (an address
+ * beyond loopback without a token, and not insecure), ENOTSUP (TLS asked of
+ * a libmicrohttpd built without it), EPROTO (libmicrohttpd refused the
+ * certificate or key; the reason is logged).
+ *
+ * Admission: a client over max_conns_per_ip is answered 429 and closed
+ * (after its own oldest idle kept-alive connection, if it has one, made
+ * room). At max_conns a new client takes the place of the connection that
+ * waited longest without a complete request (idle kept-alive connections
+ * first); when every connection holds a complete request, new ones wait in
+ * the kernel's backlog. A request not complete within request_timeout_s of
+ * its connection's accept (or of its request line, on a kept-alive
+ * connection) is closed, however slowly its bytes keep coming. */
 int listener_open(struct ev_loop *loop, const ListenOpts *o, Listener **out);
 
 /* listener_close stops accepting, answers suspended exchanges with 503, and

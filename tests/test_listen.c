@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -414,9 +416,10 @@ static void routes(void)
 static void c_token(void)
 {
     Resp r;
-    static const char *bad[] = {NULL, "Authorization: Bearer s3creX\r\n", "Authorization: Bearer s3cre\r\n",
-                                "Authorization: Bearer s3cret1\r\n", "Authorization: Basic s3cret\r\n",
-                                "Authorization: Bearer \r\n"};
+    static const char *bad[] = {NULL, "Authorization: Bearer s3cret-0123456789X\r\n",
+                                "Authorization: Bearer s3cret-012345678\r\n",
+                                "Authorization: Bearer s3cret-01234567891\r\n",
+                                "Authorization: Basic s3cret-0123456789\r\n", "Authorization: Bearer \r\n"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         get("GET", "/p", bad[i], &r);
         T_EQ(r.status, 401);
@@ -425,11 +428,11 @@ static void c_token(void)
         T_CHECK(strstr(r.body, "{\"error\":") == r.body);
         resp_free(&r);
     }
-    get("GET", "/p", "Authorization: Bearer s3cret\r\n", &r);
+    get("GET", "/p", "Authorization: Bearer s3cret-0123456789\r\n", &r);
     T_EQ(r.status, 200);
     T_CHECK(body_is(&r, "p"));
     resp_free(&r);
-    get("GET", "/p", "authorization: bearer s3cret\r\n", &r);
+    get("GET", "/p", "authorization: bearer s3cret-0123456789\r\n", &r);
     T_EQ(r.status, 200);
     resp_free(&r);
     get("GET", "/health", NULL, &r);
@@ -450,7 +453,7 @@ static void c_token(void)
 
 static void token(void)
 {
-    ListenOpts o = {.token = "s3cret"};
+    ListenOpts o = {.token = "s3cret-0123456789"};
     start(&o);
     listener_route(lis, NULL, "/p", 0, h_name, "p");
     listener_route(lis, "GET", "/health", 1, h_name, "health");
@@ -606,7 +609,8 @@ static void c_many(void)
 
 static void many(void)
 {
-    start(NULL);
+    ListenOpts o = {.max_conns_per_ip = NCONN};
+    start(&o);
     listener_route(lis, "GET", "/later", 0, h_later, NULL);
     run_client(c_many);
     T_EQ(atomic_load(&answered), 2 * NCONN + NPIPE * DEPTH);
@@ -805,25 +809,60 @@ static void c_idle(void)
     double dt = now_ms() - t0;
     T_CHECK(dt > 700 && dt < 3000);
     conn_close(&c);
+}
 
-    /* At the connection limit a new client waits until one leaves. */
-    Conn a, d, e;
+static void c_full(void)
+{
+    Conn a, d, e, f;
+    Resp r;
+    char b;
+    /* Both connections hold a request of ours: a new client waits in the
+     * backlog. */
     conn_open(&a);
-    rq(&a, "GET", "/a", NULL, NULL, 0, &r);
-    resp_free(&r);
+    send_req(&a, "GET", "/later?id=a&ms=600", NULL, NULL, 0);
     conn_open(&d);
-    rq(&d, "GET", "/a", NULL, NULL, 0, &r);
-    resp_free(&r);
+    send_req(&d, "GET", "/later?id=d&ms=1500", NULL, NULL, 0);
+    wait_held(2);
     conn_open(&e);
     send_req(&e, "GET", "/a", NULL, NULL, 0);
     struct pollfd p = {.fd = e.fd, .events = POLLIN};
     T_EQ(poll(&p, 1, 200), 0);
-    conn_close(&a);
+    /* a's answer leaves it idle (for 30 s): the waiting client takes its
+     * place at once. */
+    T_CHECK(read_resp(&a, &r));
+    T_CHECK(body_is(&r, "a"));
+    resp_free(&r);
     T_CHECK(read_resp(&e, &r));
     T_EQ(r.status, 200);
+    T_CHECK(body_is(&r, "a"));
     resp_free(&r);
+    T_EQ(recv(a.fd, &b, 1, 0), 0); /* closed to make room */
+    T_CHECK(read_resp(&d, &r));
+    T_CHECK(body_is(&r, "d"));
+    resp_free(&r);
+    /* Two idle connections: a new one replaces the one idle longest (e). */
+    conn_open(&f);
+    rq(&f, "GET", "/a", NULL, NULL, 0, &r);
+    T_EQ(r.status, 200);
+    resp_free(&r);
+    T_EQ(recv(e.fd, &b, 1, 0), 0);
+    rq(&d, "GET", "/a", NULL, NULL, 0, &r); /* d is still served */
+    T_EQ(r.status, 200);
+    resp_free(&r);
+    conn_close(&a);
     conn_close(&d);
     conn_close(&e);
+    conn_close(&f);
+}
+
+static void full(void)
+{
+    ListenOpts o = {.max_conns = 2};
+    start(&o);
+    listener_route(lis, "GET", "/a", 0, h_name, "a");
+    listener_route(lis, "GET", "/later", 0, h_later, NULL);
+    run_client(c_full);
+    finish();
 }
 
 static void limits(void)
@@ -921,13 +960,298 @@ static void half_close(void)
     finish();
 }
 
+/* ---------------------------------------------------------------- strict HTTP */
+
+/* raw sends text on a fresh connection and reads one answer into r;
+ * *closed says whether the server closed the connection after it. */
+static void raw(const char *text, Resp *r, int *closed)
+{
+    Conn c;
+    conn_open(&c);
+    send_str(&c, text);
+    T_CHECK(read_resp(&c, r));
+    /* Nothing more may come: a second answer would mean the rest of the
+     * bytes were taken as another request. */
+    struct timeval tv = {2, 0};
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char b[256];
+    ssize_t k = c.n ? 1 : recv(c.fd, b, sizeof b, 0);
+    *closed = k == 0 || (k < 0 && errno == ECONNRESET);
+    conn_close(&c);
+}
+
+static void c_strict(void)
+{
+    static const struct { const char *req; int status; const char *says; } bad[] = {
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+         400, "Content-Length"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nabcde",
+         400, "Content-Length"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "0\r\n\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n", 400, "Transfer-Encoding"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+         "0\r\n\r\n", 400, "Transfer-Encoding"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+         "0\r\n\r\n", 400, "Transfer-Encoding"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501,
+         "Transfer-Encoding"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", 501,
+         "Transfer-Encoding"},
+        {"POST /echo HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "HTTP/1.0"},
+        {"GET /a HTTP/1.1\r\n\r\n", 400, "Host"},
+        {"GET /a HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n", 400, "Host"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length : 5\r\n\r\nabcde", 400, "header name"},
+        {"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding\t: chunked\r\nContent-Length: 5\r\n\r\nabcde",
+         400, "header name"},
+        {"GET /a HTTP/1.1\r\nHost: t\r\nX-A: 1\rTransfer-Encoding: chunked\r\n\r\n", 400, "header"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        Resp r;
+        int closed;
+        raw(bad[i].req, &r, &closed);
+        if (r.status != bad[i].status || !strstr(r.body, bad[i].says))
+            fprintf(stderr, "request %zu: %d %.*s\n", i, r.status, (int)r.len, r.body);
+        T_EQ(r.status, bad[i].status);
+        T_CHECK(strcmp(header(&r, "Content-Type"), "application/json") == 0);
+        T_CHECK(strstr(r.body, "{\"error\":") == r.body);
+        T_CHECK(strstr(r.body, bad[i].says) != NULL);
+        T_CHECK(closed);
+        resp_free(&r);
+    }
+    /* Still fine: HTTP/1.0 without Host, and one of each header. */
+    Resp r;
+    int closed;
+    raw("GET /a HTTP/1.0\r\n\r\n", &r, &closed);
+    T_EQ(r.status, 200);
+    resp_free(&r);
+    raw("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nxyz", &r, &closed);
+    T_EQ(r.status, 200);
+    T_CHECK(body_is(&r, "xyz"));
+    resp_free(&r);
+    raw("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
+        "2\r\nxy\r\n0\r\n\r\n", &r, &closed);
+    T_EQ(r.status, 200);
+    T_CHECK(body_is(&r, "xy"));
+    resp_free(&r);
+}
+
+static void strict_http(void)
+{
+    start(NULL);
+    listener_route(lis, "GET", "/a", 0, h_name, "a");
+    listener_route(lis, "POST", "/echo", 0, h_echo, NULL);
+    run_client(c_strict);
+    T_EQ(atomic_load(&calls), 3); /* only the good ones reached a handler */
+    finish();
+}
+
+/* ---------------------------------------------------------------- slow clients */
+
+enum { SLOW_ADDRS = 11, SLOW_EACH = 100, SLOW_N = SLOW_ADDRS * SLOW_EACH, GREEDY = 140, PER_IP = 128 };
+static int slow_fd[SLOW_N + GREEDY];
+static int nslow;
+static atomic_int trickling;
+
+/* slow_open connects from 127.0.0.(2 + a) and starts a request that is never
+ * finished: even ones in their headers, odd ones in their body. */
+static int slow_open(int a, int i)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    T_CHECK(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000002u + (uint32_t)a);
+    T_EQ(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    T_EQ(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *start = i % 2 ? "POST /later HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n{"
+                              : "POST /later HTTP/1.1\r\nHost: t\r\nX-Slow: ";
+    send(fd, start, strlen(start), MSG_NOSIGNAL);
+    return fd;
+}
+
+/* trickle sends one byte to every slow connection every 200 ms: enough to
+ * keep any "seconds of silence" timeout from firing. */
+static void *trickle(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&trickling)) {
+        for (int i = 0; i < nslow; i++)
+            send(slow_fd[i], "a", 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        sleep_ms(200);
+    }
+    return NULL;
+}
+
+/* slow_closed says whether the server has closed slow connection i (none
+ * of them is ever answered, so anything to read means the end). */
+static int slow_closed(int i)
+{
+    struct pollfd p = {.fd = slow_fd[i], .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+static int slow_open_count(void)
+{
+    int n = 0;
+    for (int i = 0; i < nslow; i++)
+        n += !slow_closed(i);
+    return n;
+}
+
+/* quick_rq is rq from 127.0.0.1 that must be answered within 2 s. */
+static void quick_rq(const char *method, const char *target, const char *body, Resp *r)
+{
+    Conn c;
+    conn_open(&c);
+    struct timeval tv = {2, 0};
+    setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    send_req(&c, method, target, NULL, body, body ? strlen(body) : 0);
+    int ok = read_resp(&c, r);
+    if (!ok)
+        fprintf(stderr, "%s %s: no answer within 2 s (%s)\n", method, target, strerror(errno));
+    T_CHECK(ok);
+    conn_close(&c);
+}
+
+static void c_slow(void)
+{
+    /* 1,100 slow clients from 11 addresses fill the 1,000 connections. */
+    for (int a = 0; a < SLOW_ADDRS; a++)
+        for (int i = 0; i < SLOW_EACH; i++, nslow++)
+            slow_fd[nslow] = slow_open(a, nslow);
+    atomic_store(&trickling, 1);
+    pthread_t th;
+    T_EQ(pthread_create(&th, NULL, trickle, NULL), 0);
+    /* One greedy address opens more than its share: the ones over the
+     * limit are answered 429 and closed. */
+    int first_greedy = nslow;
+    for (int i = 0; i < GREEDY; i++, nslow++)
+        slow_fd[nslow] = slow_open(SLOW_ADDRS, nslow);
+    int refused = 0;
+    for (int i = first_greedy; i < nslow; i++) {
+        char b[512];
+        struct pollfd p = {.fd = slow_fd[i], .events = POLLIN};
+        if (poll(&p, 1, i < first_greedy + PER_IP ? 0 : 2000) != 1)
+            continue;
+        ssize_t k = recv(slow_fd[i], b, sizeof b - 1, 0);
+        if (k > 0) {
+            b[k] = 0;
+            T_CHECK(strncmp(b, "HTTP/1.1 429 ", 13) == 0);
+            T_CHECK(strstr(b, "{\"error\":\"too many connections from your address") != NULL);
+            refused++;
+        }
+    }
+    T_EQ(refused, GREEDY - PER_IP);
+
+    /* The connections are full of slow clients; others still get in. */
+    Resp r;
+    quick_rq("GET", "/health", NULL, &r);
+    T_EQ(r.status, 200);
+    T_CHECK(body_is(&r, "health"));
+    resp_free(&r);
+    quick_rq("POST", "/later?id=notice&ms=5", "{\"n\":1}", &r);
+    T_EQ(r.status, 200);
+    T_CHECK(body_is(&r, "notice"));
+    resp_free(&r);
+    int open = slow_open_count();
+    fprintf(stderr, "slow connections still open after /health and the notice: %d\n", open);
+    T_CHECK(open >= 990); /* they were served while the slow ones held the rest */
+
+    /* However steadily they trickle, their requests end at the deadline. */
+    for (int t = 0; t < 300 && slow_open_count() > 0; t++)
+        sleep_ms(50);
+    T_EQ(slow_open_count(), 0);
+
+    atomic_store(&trickling, 0);
+    pthread_join(th, NULL);
+    for (int i = 0; i < nslow; i++)
+        close(slow_fd[i]);
+}
+
+/* more_fds raises this process's descriptor limit: the test holds both
+ * ends of every connection. */
+static void more_fds(rlim_t want)
+{
+    struct rlimit rl;
+    T_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur >= want)
+        return;
+    struct rlimit up = {want, rl.rlim_max > want ? rl.rlim_max : want};
+    if (setrlimit(RLIMIT_NOFILE, &up) != 0) { /* not root: up to the hard limit */
+        up.rlim_cur = rl.rlim_max;
+        up.rlim_max = rl.rlim_max;
+        T_EQ(setrlimit(RLIMIT_NOFILE, &up), 0);
+    }
+    T_EQ(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur < want)
+        fprintf(stderr, "descriptor limit %llu is below the %llu this test needs\n",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)want);
+    T_CHECK(rl.rlim_cur >= want);
+}
+
+static void slow_clients(void)
+{
+    more_fds(4 * (SLOW_N + GREEDY));
+    /* The log goes to a file, to count its lines afterwards. */
+    char logf[300];
+    snprintf(logf, sizeof logf, "%s.log", t_dir());
+    fflush(stderr);
+    int saved = dup(2), lf = open(logf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    T_CHECK(saved >= 0 && lf >= 0);
+    dup2(lf, 2);
+    close(lf);
+    ListenOpts o = {.request_timeout_s = 6, .log_every_s = 2, .max_conns_per_ip = PER_IP};
+    start(&o);
+    listener_route(lis, "GET", "/health", 1, h_name, "health");
+    listener_route(lis, "POST", "/later", 0, h_later, NULL);
+    run_client(c_slow);
+    finish();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+
+    /* Some 2,500 connections refused or closed: a few lines said so. */
+    FILE *f = fopen(logf, "r");
+    T_CHECK(f != NULL);
+    char line[2048];
+    int lines = 0, refused = 0, expired = 0, evicted = 0;
+    while (fgets(line, sizeof line, f)) {
+        fputs(line, stderr);
+        if (!strstr(line, "listen:"))
+            continue;
+        lines++;
+        const char *p = strstr(line, "listen: in the last ");
+        if (!p)
+            continue;
+        for (const char *q = p; (q = strpbrk(q, "0123456789")) != NULL;) {
+            char *end;
+            long n = strtol(q, &end, 10);
+            if (!strncmp(end, " refused (over", 14))
+                refused += (int)n;
+            else if (!strncmp(end, " closed with a request unfinished", 33))
+                expired += (int)n;
+            else if (!strncmp(end, " closed to make room", 20))
+                evicted += (int)n;
+            q = end;
+        }
+    }
+    fclose(f);
+    fprintf(stderr, "log: %d lines from the listener; summed up: %d refused, %d closed to make room, "
+            "%d past the deadline\n", lines, refused, evicted, expired);
+    T_CHECK(lines <= 20);
+    T_EQ(refused, GREEDY - PER_IP);
+    T_CHECK(evicted >= SLOW_N + GREEDY - (GREEDY - PER_IP) - 1000);
+    T_CHECK(expired >= 900);
+}
+
 int main(int argc, char **argv)
 {
     static const TCase cases[] = {
         T_CASE(routes),     T_CASE(token),     T_CASE(body_limit), T_CASE(later),
         T_CASE(many),       T_CASE(disconnect), T_CASE(query_headers), T_CASE(binary),
-        T_CASE(keepalive),  T_CASE(close_suspended), T_CASE(limits), T_CASE(open_errors),
-        T_CASE(half_close),
+        T_CASE(keepalive),  T_CASE(close_suspended), T_CASE(limits), T_CASE(full), T_CASE(open_errors),
+        T_CASE(half_close), T_CASE(strict_http), T_CASE(slow_clients),
         {NULL, NULL},
     };
     return t_main(argc, argv, "listen", cases);
