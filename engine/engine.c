@@ -1099,14 +1099,23 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
     }
     if (p->listen_enabled) {
         ListenOpts lo = {.address = p->listen_address, .port = o && o->port ? o->port : p->listen_port,
-                         .token = p->listen_token, .max_body = p->listen_max_body};
+                         .token = p->listen_token, .insecure = p->listen_insecure,
+                         .max_body = p->listen_max_body, .max_conns = p->listen_max_conns,
+                         .max_conns_per_ip = p->listen_max_conns_per_ip,
+                         .timeout_s = p->listen_idle_timeout_s,
+                         .request_timeout_s = p->listen_request_timeout_s,
+                         .tls_cert = p->listen_tls_cert, .tls_key = p->listen_tls_key};
+        const char *addr = p->listen_address ? p->listen_address : "127.0.0.1";
+        int v6 = strchr(addr, ':') != NULL; /* an IPv6 address goes in brackets in a URL */
         if ((rc = listener_open(e->loop, &lo, &e->listener)) != 0) {
-            snprintf(err, errlen, "cannot listen on %s:%u: %s", p->listen_address ? p->listen_address : "127.0.0.1",
-                     lo.port, pl_strerror(rc));
+            snprintf(err, errlen, "cannot listen on %s%s%s:%u: %s%s", v6 ? "[" : "", addr, v6 ? "]" : "",
+                     lo.port, pl_strerror(rc),
+                     rc == EACCES ? " (an address beyond loopback needs listen: token, or insecure: true)"
+                     : rc == EPROTO ? " (the TLS certificate or key; the reason is logged above)" : "");
             goto fail;
         }
-        snprintf(e->callback_base, sizeof e->callback_base, "http://%s:%u",
-                 p->listen_address ? p->listen_address : "127.0.0.1", listener_port(e->listener));
+        snprintf(e->callback_base, sizeof e->callback_base, "%s://%s%s%s:%u", lo.tls_cert ? "https" : "http",
+                 v6 ? "[" : "", addr, v6 ? "]" : "", listener_port(e->listener));
         api_register(e);
     }
     e->nstages = p->nstages;

@@ -1332,8 +1332,8 @@ int listener_open(struct ev_loop *loop, const ListenOpts *o, Listener **out)
     if (!l->d) {
         rc = tls ? EPROTO : errno ? errno : EIO;
         if (tls)
-            pl_log(PL_LOG_ERROR, "listen: libmicrohttpd refused the TLS certificate or key (see the "
-                   "line above); check tls: cert and key (PEM, the key unencrypted, matching the certificate)");
+            pl_log(PL_LOG_ERROR, "listen: libmicrohttpd refused the TLS certificate or key (its reason "
+                   "is logged above); check tls: cert and key (PEM, the key unencrypted, matching the certificate)");
         goto fail;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(l->d, MHD_DAEMON_INFO_EPOLL_FD);

@@ -7,6 +7,7 @@
  * takes is checked here already, so `pickline check` catches it. */
 #include "pipeline.h"
 #include "http.h"
+#include "listen.h"
 #include "model.h"
 #include "pl.h"
 
@@ -15,6 +16,8 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -802,7 +805,8 @@ static const Kind kinds[] = {
 
 static const char *const top_keys[] = {"data", "listen", "drain", "queues", "stages",
                                        "models", "target", NULL};
-static const char *const listen_keys[] = {"address", "port", "token", "max_body", NULL};
+static const char *const listen_keys[] = {"address", "port", "token", "insecure", "max_body", "max_conns",
+                                          "max_conns_per_ip", "idle_timeout", "request_timeout", "tls", NULL};
 static const char *const queue_keys[] = {"ttr", "max_attempts", "backoff", "backoff_max",
                                          "max_body", "key_retention", NULL};
 static const char *const stage_keys[] = {"name", "kind", "input", "output", "concurrency",
@@ -885,22 +889,72 @@ static uint32_t to_ms(double s)
 
 /* ---------------------------------------------------------- top level */
 
+/* listen_address checks the listen: address (an IPv4 or IPv6 address, or
+ * a host name) and says in *loopback whether only this machine reaches it. */
+static int listen_address(const Ld *l, const ConfNode *v, const char *a, int *loopback)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    *loopback = 0;
+    if (inet_pton(AF_INET, a, buf) == 1) {
+        *loopback = buf[0] == 127;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, a, buf) == 1) {
+        static const unsigned char one[16] = {[15] = 1};
+        static const unsigned char mapped[12] = {[10] = 0xff, [11] = 0xff};
+        *loopback = !memcmp(buf, one, 16) || (!memcmp(buf, mapped, 12) && buf[12] == 127);
+        return 0;
+    }
+    size_t n = strlen(a);
+    if (strspn(a, "0123456789.") == n)
+        return conf_errat(l, v->line, "listen: address: '%.64s' is not an IPv4 address (four numbers "
+                          "0-255, like 127.0.0.1)", a);
+    if (a[0] == '[' || strchr(a, ':'))
+        return conf_errat(l, v->line, "listen: address: '%.64s' is not an IPv6 address (write it "
+                          "without brackets, like ::1)", a);
+    int ok = n <= 253 && a[0] != '-' && a[0] != '.' && a[n - 1] != '.';
+    for (size_t i = 0; ok && i < n; i++)
+        ok = isalnum((unsigned char)a[i]) || a[i] == '-' || (a[i] == '.' && a[i + 1] != '.');
+    if (!ok)
+        return conf_errat(l, v->line, "listen: address: '%.64s' is neither an IP address nor a host "
+                          "name", a);
+    *loopback = !strcasecmp(a, "localhost");
+    return 0;
+}
+
+/* token_error returns what is wrong with token t (NULL: nothing); the
+ * message never shows the token. */
+static const char *token_error(const char *t)
+{
+    size_t n = strlen(t);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)t[i] <= ' ' || (unsigned char)t[i] >= 0x7f)
+            return "holds a space, a control character or a non-ASCII byte; a token is "
+                   "printable ASCII (it goes into an Authorization header)";
+    if (n < LISTEN_TOKEN_MIN)
+        return "is shorter than 16 characters; use a random one, e.g. `openssl rand -hex 32`";
+    return NULL;
+}
+
 static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
 {
+    static const char *const tls_keys[] = {"cert", "key", NULL};
     char buf[64];
-    const ConfNode *v;
+    const ConfNode *v, *addr = NULL;
     unsigned long long u;
-    int rc;
+    int rc, loopback = 1;
 
     p->listen_enabled = 1;
     if (is_null(n))
         return 0;
     if (n->type != CONF_MAP)
-        return conf_errat(l, n->line, "listen: expected a map of address, port, token, max_body "
+        return conf_errat(l, n->line, "listen: expected a map of address, port, token, max_body ... "
                      "(got %s)", desc(n, buf, sizeof buf));
     if ((rc = keys_check(l, n, "listen", listen_keys, NULL)))
         return rc;
-    if ((v = conf_get(n, "address")) && (rc = v_name(l, "listen: address", v, &p->listen_address)))
+    if ((addr = conf_get(n, "address")) &&
+        ((rc = v_name(l, "listen: address", addr, &p->listen_address)) ||
+         (rc = listen_address(l, addr, p->listen_address, &loopback))))
         return rc;
     if ((v = conf_get(n, "port"))) {
         if ((rc = v_uint(l, "listen: port", v, 1, 65535, &u)))
@@ -912,28 +966,158 @@ static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
             return rc;
         p->listen_max_body = (size_t)u;
     }
+    static const struct { const char *key; size_t off; unsigned long long max; } nums[] = {
+        {"max_conns", offsetof(Pipeline, listen_max_conns), 100000},
+        {"max_conns_per_ip", offsetof(Pipeline, listen_max_conns_per_ip), 100000},
+        {"idle_timeout", offsetof(Pipeline, listen_idle_timeout_s), 86400},
+        {"request_timeout", offsetof(Pipeline, listen_request_timeout_s), 86400},
+    };
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "listen: %s", nums[i].key);
+        if ((v = conf_get(n, nums[i].key))) {
+            if ((rc = v_uint(l, key, v, 1, nums[i].max, &u)))
+                return rc;
+            *(unsigned *)((char *)p + nums[i].off) = (unsigned)u;
+        }
+    }
+    if ((v = conf_get(n, "insecure")) && (rc = v_bool(l, "listen: insecure", v, &p->listen_insecure)))
+        return rc;
     if ((v = conf_get(n, "token"))) {
-        const char *t;
-        if ((rc = v_name(l, "listen: token", v, &t)))
-            return rc;
+        const char *t, *why;
+        if (v->type != CONF_SCALAR || is_null(v) || !v->value[0])
+            return conf_errat(l, v->line, "listen: token: expected env:NAME, file:PATH or the token "
+                              "itself (got %s)", v->type == CONF_SCALAR && !is_null(v) ? "an empty string"
+                                                                           : desc(v, buf, sizeof buf));
+        t = v->value;
+        p->listen_has_token = 1;
         if (strncmp(t, "env:", 4) == 0) {
-            const char *name = t + 4, *val;
-            if (!*name)
+            const char *name = t + 4;
+            if (!*name || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                    strlen(name) || isdigit((unsigned char)*name))
                 return conf_errat(l, v->line, "listen: token: env: needs a variable name, like "
                              "env:PICKLINE_TOKEN");
-            if (!(val = getenv(name)))
-                return conf_errat(l, v->line, "listen: token: environment variable %.64s is not "
-                             "set; export it before starting pickline", name);
-            if (!*val)
-                return conf_errat(l, v->line, "listen: token: environment variable %.64s is "
-                             "empty; set it to the token", name);
-            /* The tree is ours: keep the token itself in it, so it lives as long. */
-            ConfNode *w = (ConfNode *)v;
-            free(w->value);
-            w->value = xstrdup(val);
-            t = w->value;
+        } else if (strncmp(t, "file:", 5) == 0) {
+            if (!t[5])
+                return conf_errat(l, v->line, "listen: token: file: needs a path, like "
+                                  "file:/etc/pickline/token");
+        } else if ((why = token_error(t)) != NULL) {
+            return conf_errat(l, v->line, "listen: token %s; better still, keep it out of this file "
+                              "(token: env:NAME or token: file:PATH)", why);
+        } else {
+            p->listen_token = t;
         }
-        p->listen_token = t;
+    }
+    if ((v = conf_get(n, "tls"))) {
+        if (v->type != CONF_MAP)
+            return conf_errat(l, v->line, "listen: tls: expected a map of cert and key (PEM files) "
+                              "(got %s)", desc(v, buf, sizeof buf));
+        if ((rc = keys_check(l, v, "listen: tls", tls_keys, NULL)))
+            return rc;
+        const char *f;
+        for (int i = 0; i < 2; i++) {
+            const ConfNode *w = conf_get(v, tls_keys[i]);
+            snprintf(buf, sizeof buf, "listen: tls: %s", tls_keys[i]);
+            if (!w)
+                return conf_errat(l, v->line, "listen: tls: needs both cert and key (PEM files); %s is "
+                                  "missing", tls_keys[i]);
+            if ((rc = v_name(l, buf, w, &f)))
+                return rc;
+        }
+        p->listen_tls = 1;
+    }
+    if (!loopback && !p->listen_has_token && !p->listen_insecure)
+        return conf_errat(l, addr->line, "listen: address %.64s is reachable from other machines: set "
+                          "token: (env:NAME or file:PATH, at least 16 characters), or insecure: true to "
+                          "serve it open on purpose", p->listen_address);
+    return 0;
+}
+
+/* read_small reads the file path (at most max bytes) into a new string. */
+static int read_small(const char *path, size_t max, char **out, size_t *len, char *why, size_t whylen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return -1;
+    }
+    char *b = xmalloc(max + 2);
+    size_t n = fread(b, 1, max + 1, f);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad || n > max) {
+        snprintf(why, whylen, bad ? "read error" : "over %zu bytes", max);
+        free(b);
+        return -1;
+    }
+    b[n] = 0;
+    *out = b;
+    *len = n;
+    return 0;
+}
+
+static void wipe_free(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
+/* listen_secrets reads what the listen: section points to: the token from
+ * the environment or a file, the TLS certificate and key. */
+static int listen_secrets(const Ld *l, Pipeline *p)
+{
+    const ConfNode *n = conf_get(p->root, "listen"), *v;
+    char why[128];
+    const char *bad;
+    size_t len;
+    if (!n || n->type != CONF_MAP)
+        return 0;
+    if ((v = conf_get(n, "token")) && !p->listen_token) {
+        const char *t = v->value;
+        char *val = NULL;
+        if (strncmp(t, "env:", 4) == 0) {
+            const char *e = getenv(t + 4);
+            if (!e)
+                return conf_errat(l, v->line, "listen: token: environment variable %.64s is not "
+                             "set; export it before starting pickline", t + 4);
+            if (!*e)
+                return conf_errat(l, v->line, "listen: token: environment variable %.64s is "
+                             "empty; set it to the token", t + 4);
+            val = xstrdup(e);
+        } else {
+            if (read_small(t + 5, 4096, &val, &len, why, sizeof why) != 0)
+                return conf_errat(l, v->line, "listen: token: cannot read %.200s: %s", t + 5, why);
+            while (len && (val[len - 1] == '\n' || val[len - 1] == '\r'))
+                val[--len] = 0; /* the newline an editor or echo leaves */
+        }
+        if ((bad = token_error(val)) != NULL) {
+            wipe_free(val);
+            return conf_errat(l, v->line, "listen: token: the token in %.200s %s", t, bad);
+        }
+        /* The tree is ours: keep the token in it, so it lives as long. */
+        ConfNode *w = (ConfNode *)v;
+        free(w->value);
+        w->value = val;
+        p->listen_token = val;
+    }
+    if ((v = conf_get(n, "tls"))) {
+        static const char *const keys[] = {"cert", "key"};
+        static const char *const marks[] = {"CERTIFICATE-----", "PRIVATE KEY-----"};
+        char **dst[] = {&p->listen_tls_cert, &p->listen_tls_key};
+        for (int i = 0; i < 2; i++) {
+            const ConfNode *w = conf_get(v, keys[i]);
+            char *pem;
+            if (read_small(w->value, 1u << 20, &pem, &len, why, sizeof why) != 0)
+                return conf_errat(l, w->line, "listen: tls: %s: cannot read %.200s: %s", keys[i], w->value, why);
+            if (!strstr(pem, "-----BEGIN ") || !strstr(pem, marks[i])) {
+                wipe_free(pem);
+                return conf_errat(l, w->line, "listen: tls: %s: %.200s is not a PEM %s (-----BEGIN %s)",
+                                  keys[i], w->value, i ? "private key" : "certificate", marks[i]);
+            }
+            *dst[i] = pem;
+        }
     }
     return 0;
 }
@@ -1706,7 +1890,8 @@ int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     p->path = xstrdup(path);
-    if ((rc = read_all(&l, path, &text, &len)) || (rc = parse(p, &l, text, len)))
+    if ((rc = read_all(&l, path, &text, &len)) || (rc = parse(p, &l, text, len)) ||
+        (rc = listen_secrets(&l, p)))
         goto fail;
     *out = p;
     return 0;
@@ -1756,6 +1941,8 @@ void pipeline_free(Pipeline *p)
     node_free(p->root);
     free(p->text);
     free(p->path);
+    free(p->listen_tls_cert);
+    wipe_free(p->listen_tls_key);
     free(p);
 }
 

@@ -94,8 +94,19 @@ typedef struct Pipeline {
     int listen_enabled;
     const char *listen_address; /* default 127.0.0.1 */
     unsigned listen_port;       /* default 7380 */
-    const char *listen_token;   /* NULL: none; "env:NAME" in the file: $NAME, read by load */
+    const char *listen_token;   /* NULL: none. "env:NAME" or "file:PATH" in the file: the
+                                 * token read by pipeline_load (pipeline_parse leaves NULL) */
+    int listen_has_token;       /* a token: key is given (even when not read) */
+    int listen_insecure;        /* insecure: true (a non-loopback address without a token) */
     size_t listen_max_body;     /* default 1 MiB */
+    unsigned listen_max_conns;  /* 0: the listener's default (listen.h), and so on */
+    unsigned listen_max_conns_per_ip;
+    unsigned listen_idle_timeout_s;
+    unsigned listen_request_timeout_s;
+    char *listen_tls_cert;      /* tls: the PEM text of cert and key, read by pipeline_load;
+                                 * NULL: plain HTTP (pipeline_parse leaves NULL) */
+    char *listen_tls_key;
+    int listen_tls;             /* a tls: section is given (even when not read) */
     double drain_s;             /* SIGTERM: how long in-flight work may finish; default 10 */
     QueueDecl *queues;
     size_t nqueues;
@@ -105,11 +116,15 @@ typedef struct Pipeline {
 } Pipeline;
 
 /* pipeline_load reads and checks path. Returns 0 and *out, or PL_EINVAL
- * (or an errno value) with a message in err: "FILE:LINE: what; hint". */
+ * (or an errno value) with a message in err: "FILE:LINE: what; hint".
+ * It also reads what the listen: section points to (the token from the
+ * environment or a file, the TLS certificate and key); no message ever
+ * shows a token. */
 int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen);
 
 /* pipeline_parse is pipeline_load for a file already read: text (len
- * bytes) named name in messages. The engine keeps the text of the file it
+ * bytes) named name in messages, without reading the token or TLS files
+ * (qctl and qload run no listener). The engine keeps the text of the file it
  * runs in the store, so qctl and qload read the same models. */
 int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **out, char *err,
                    size_t errlen);

@@ -238,7 +238,7 @@ stages:
 """
 
     def test_2_listener(self):
-        eng = self.engine(self.PIPE_LISTEN, token="s3cret-token")
+        eng = self.engine(self.PIPE_LISTEN, token="s3cret-token-0123456789")
         eng.start()
         # Hold the input queue so that the jobs put stay visible.
         p = qctl(eng.data, "pause", "retrieve")
@@ -251,7 +251,7 @@ stages:
 
         # The bearer token: missing or wrong -> 401 with a JSON error, nothing put.
         body = {"id": "u1", "note": "quote \" comma , newline \n backslash \\ unicode \u00e9\u2603"}
-        for h in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+        for h in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token-0123456789"}):
             r = eng.request("POST", "/queues/retrieve/jobs", body, headers=h, auth=False)
             self.assertEqual(r.status, 401, "%s with %s" % (r, h))
             self.assertIn("error", r.json())
@@ -508,7 +508,7 @@ stages:
         sink = self.fx.add(Sink())
         for n, rid in enumerate(("u1", "u2")):
             api.add(rid, hostile_record(rid, n))
-        eng = self.engine(self.PIPE_ASYNC, token="tok-4", records=api.url, identity=ident.url, sink=sink.url)
+        eng = self.engine(self.PIPE_ASYNC, token="tok-4-0123456789abcdef", records=api.url, identity=ident.url, sink=sink.url)
         eng.start()
 
         # Submit, callback (public: the service has no token), merge, on.

@@ -884,6 +884,28 @@ static void open_errors(void)
     T_CHECK(b == NULL);
     ListenOpts bad = {.address = "no-such-host.invalid"};
     T_ERR(listener_open(loop, &bad, &b), EADDRNOTAVAIL);
+    /* A token of 15 characters is refused; so is the wildcard address
+     * without a token, unless insecure says it is meant; a certificate
+     * needs its key. */
+    ListenOpts shorttok = {.token = "0123456789abcde"};
+    T_ERR(listener_open(loop, &shorttok, &b), EINVAL);
+    ListenOpts open_ = {.address = "0.0.0.0"};
+    T_ERR(listener_open(loop, &open_, &b), EACCES);
+    ListenOpts open6 = {.address = "::"};
+    int rc6 = listener_open(loop, &open6, &b);
+    T_CHECK(rc6 == EACCES || rc6 == EADDRNOTAVAIL || rc6 == EAFNOSUPPORT); /* no IPv6 here: fine */
+    ListenOpts certonly = {.tls_cert = "-----BEGIN CERTIFICATE-----\n"};
+    T_ERR(listener_open(loop, &certonly, &b), EINVAL);
+    ListenOpts badcert = {.tls_cert = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
+                          .tls_key = "-----BEGIN PRIVATE KEY-----\nnot base64\n-----END PRIVATE KEY-----\n"};
+    T_ERR(listener_open(loop, &badcert, &b), EPROTO);
+    Listener *c;
+    ListenOpts insecure = {.address = "0.0.0.0", .insecure = 1};
+    T_OK(listener_open(loop, &insecure, &c));
+    listener_close(c);
+    ListenOpts tok = {.address = "0.0.0.0", .token = "0123456789abcdef"};
+    T_OK(listener_open(loop, &tok, &c));
+    listener_close(c);
     /* The default address is loopback 127.0.0.1, not the wildcard: the
      * same port is still free on 127.0.0.2. */
     int fd = socket(AF_INET, SOCK_STREAM, 0);

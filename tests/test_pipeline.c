@@ -220,13 +220,13 @@ static void listener_needed(void)
 
 static void env_token(void)
 {
-    setenv("PL_TEST_TOKEN", "s3cret", 1);
+    setenv("PL_TEST_TOKEN", "s3cret-0123456789", 1);
     Pipeline *p = load_ok("listen:\n  port: 9000\n  token: env:PL_TEST_TOKEN\n" NOOP(""));
-    T_CHECK(p->listen_token && strcmp(p->listen_token, "s3cret") == 0);
+    T_CHECK(p->listen_token && strcmp(p->listen_token, "s3cret-0123456789") == 0);
     T_EQ(p->listen_port, 9000);
     pipeline_free(p);
-    p = load_ok("listen: {token: plain-token}\n" NOOP(""));
-    T_CHECK(strcmp(p->listen_token, "plain-token") == 0);
+    p = load_ok("listen: {token: plain-token-0123456789}\n" NOOP(""));
+    T_CHECK(strcmp(p->listen_token, "plain-token-0123456789") == 0);
     pipeline_free(p);
     unsetenv("PL_TEST_TOKEN");
     expect_err("listen:\n  port: 9000\n  token: env:PL_TEST_TOKEN\n" NOOP(""), 3,
