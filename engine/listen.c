@@ -131,6 +131,8 @@ struct Client {
     uint64_t deadline;        /* ms of pl_mono_ns: READING and IDLE */
     Client *prev, *next;      /* in l->reading or l->idle */
     Client *hnext;            /* in l->bucket[], unless evicted */
+    Client *fnext;            /* in l->fresh */
+    int fresh;                /* in l->fresh */
     unsigned char key[9];     /* family byte + IPv4 address or IPv6 /64 */
     unsigned char klen;
     char ip[INET6_ADDRSTRLEN];
@@ -169,6 +171,7 @@ struct Listener {
     CList reading, idle;
     Client *bucket[BUCKETS];
     Client *adding;    /* handed to MHD_add_connection, not started yet */
+    Client *fresh;     /* turned idle during this MHD_run (see run) */
     Tally tally;
     int quiet;         /* log libmicrohttpd's messages through the tally */
     Route *routes;
@@ -311,6 +314,11 @@ static void phase(Listener *l, Client *cl, unsigned p)
     if (q)
         list_del(q, cl);
     cl->phase = p;
+    if (p == C_IDLE && !cl->fresh && !l->tls) {
+        cl->fresh = 1;
+        cl->fnext = l->fresh;
+        l->fresh = cl;
+    }
     if ((q = list_of(l, cl)) != NULL) {
         cl->deadline = pl_mono_ns() / 1000000 + (p == C_READING ? l->request_ms : l->idle_ms);
         list_add(q, cl);
@@ -593,6 +601,12 @@ static void on_conn(void *cls, struct MHD_Connection *c, void **socket_context,
     if (!cl)
         return;
     *socket_context = NULL;
+    if (cl->fresh) {
+        Client **p = &l->fresh;
+        while (*p != cl)
+            p = &(*p)->fnext;
+        *p = cl->fnext;
+    }
     if (cl->phase == C_EVICTED) {
         l->evicting--;
     } else {
@@ -619,6 +633,27 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
 }
 
 /* ---------------------------------------------------------------- responses */
+
+/* printable copies s into buf for a log line: what a client sent may hold
+ * control characters (a forged log line, terminal escapes); those bytes,
+ * and any outside printable ASCII, become \xNN. Returns buf. */
+static const char *printable(const char *s, char *buf, size_t size)
+{
+    size_t n = 0;
+    for (; *s && n + 5 < size; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c >= 0x20 && c < 0x7f && c != '\\')
+            buf[n++] = (char)c;
+        else
+            n += (size_t)snprintf(buf + n, size - n, "\\x%02x", c);
+    }
+    if (*s && n + 4 <= size) {
+        memcpy(buf + n, "...", 3);
+        n += 3;
+    }
+    buf[n] = 0;
+    return buf;
+}
 
 /* json_error returns a new {"error":msg} body in *len; the caller frees it. */
 static char *json_error(const char *msg, size_t *len)
@@ -664,8 +699,11 @@ static enum MHD_Result queue(Exchange *x, unsigned status, struct MHD_Response *
     MHD_destroy_response(resp);
     x->answered = 1;
     phase(x->l, x->cl, C_BUSY);
-    if (rc != MHD_YES)
-        pl_log(PL_LOG_WARN, "listen: cannot queue the %u answer to %s %s", status, x->names, x->path);
+    if (rc != MHD_YES) {
+        char m[64], u[200];
+        pl_log(PL_LOG_WARN, "listen: cannot queue the %u answer to %s %s", status,
+               printable(x->names, m, sizeof m), printable(x->path, u, sizeof u));
+    }
     return rc;
 }
 
@@ -1118,6 +1156,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     }
     if (x->answered) /* refused early; nothing more to read */
         return MHD_YES;
+    if (data && !*len) /* not the last call (that one has no data): libmicrohttpd 0.9.75 makes this
+                        * one after "100 Continue" to a request without a body, with bytes after it */
+        return MHD_YES;
     if (*len) {
         size_t n = *len;
         *len = 0;
@@ -1160,11 +1201,12 @@ static void on_done(void *cls, struct MHD_Connection *c, void **ccls,
 static void on_log(void *cls, const char *fmt, va_list ap)
 {
     Listener *l = cls;
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r' || msg[n - 1] == '.'))
-        msg[--n] = 0;
+    char raw[512], msg[600];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    size_t n = strlen(raw);
+    while (n && (raw[n - 1] == '\n' || raw[n - 1] == '\r' || raw[n - 1] == '.'))
+        raw[--n] = 0;
+    printable(raw, msg, sizeof msg); /* some quote the request's URL */
     if (!l->quiet) {
         pl_log(PL_LOG_WARN, "listen: %s", msg);
         return;
@@ -1197,11 +1239,37 @@ static void arm(Listener *l)
     ev_timer_again(l->loop, &l->tm);
 }
 
+/* hung_up closes the connections that turned idle in this run and whose
+ * client has shut down its side: libmicrohttpd (0.9.75, edge-triggered)
+ * takes a short read for "no more data now" and would not read the EOF
+ * that came with the request, so the connection would wait idle_ms for
+ * nothing. A pipelined request in libmicrohttpd's buffer has had its
+ * request line parsed in the same run (its connection is reading, not
+ * idle), so only connections with nothing more to do are closed. Not with
+ * TLS: GnuTLS may hold a record the socket no longer shows. */
+static void hung_up(Listener *l)
+{
+    int n = 0;
+    while (l->fresh) {
+        Client *cl = l->fresh;
+        l->fresh = cl->fnext;
+        cl->fresh = 0;
+        char b;
+        if (cl->phase == C_IDLE && recv(cl->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0) {
+            evict(l, cl);
+            n++;
+        }
+    }
+    if (n)
+        kick(l);
+}
+
 static void run(Listener *l)
 {
     l->running = 1;
     MHD_run(l->d);
     l->running = 0;
+    hung_up(l);
     arm(l);
 }
 

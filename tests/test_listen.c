@@ -207,6 +207,18 @@ static int read_resp(Conn *c, Resp *r)
     return 1;
 }
 
+/* read_resp100 is read_resp after an optional "100 Continue". */
+static int read_resp100(Conn *c, Resp *r)
+{
+    char *end;
+    while (!c->buf || c->n < 25 || !(end = memmem(c->buf, c->n, "\r\n\r\n", 4)))
+        if (!fill(c))
+            break;
+    if (c->n >= 12 && !memcmp(c->buf, "HTTP/1.1 100", 12) && (end = memmem(c->buf, c->n, "\r\n\r\n", 4)))
+        consume(c, (size_t)(end - c->buf) + 4);
+    return read_resp(c, r);
+}
+
 static void resp_free(Resp *r)
 {
     free(r->body);
@@ -1267,13 +1279,43 @@ static void slow_clients(void)
     T_CHECK(expired >= 900);
 }
 
+/* A request without a body that asks for 100 Continue, with the next
+ * request right behind it (found by tests/test_fuzz_listen.c). */
+static void c_expect(void)
+{
+    Conn c;
+    Resp r;
+    conn_open(&c);
+    send_str(&c, "POST /echo HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n\r\n"
+                 "GET /a HTTP/1.1\r\nHost: t\r\n\r\n");
+    T_CHECK(read_resp100(&c, &r));
+    T_EQ(r.status, 200);
+    T_EQ(r.len, 0);
+    resp_free(&r);
+    T_CHECK(read_resp(&c, &r));
+    T_EQ(r.status, 200);
+    T_CHECK(body_is(&r, "a"));
+    resp_free(&r);
+    conn_close(&c);
+}
+
+static void expect_no_body(void)
+{
+    start(NULL);
+    listener_route(lis, "GET", "/a", 0, h_name, "a");
+    listener_route(lis, "POST", "/echo", 0, h_echo, NULL);
+    run_client(c_expect);
+    T_EQ(atomic_load(&calls), 2);
+    finish();
+}
+
 int main(int argc, char **argv)
 {
     static const TCase cases[] = {
         T_CASE(routes),     T_CASE(token),     T_CASE(body_limit), T_CASE(later),
         T_CASE(many),       T_CASE(disconnect), T_CASE(query_headers), T_CASE(binary),
         T_CASE(keepalive),  T_CASE(close_suspended), T_CASE(limits), T_CASE(full), T_CASE(open_errors),
-        T_CASE(half_close), T_CASE(strict_http), T_CASE(slow_clients),
+        T_CASE(half_close), T_CASE(strict_http), T_CASE(slow_clients), T_CASE(expect_no_body),
         {NULL, NULL},
     };
     return t_main(argc, argv, "listen", cases);
