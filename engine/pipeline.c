@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <libpq-fe.h>
 #include <yaml.h>
 
@@ -1033,12 +1036,25 @@ static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
     return 0;
 }
 
-/* read_small reads the file path (at most max bytes) into a new string. */
+/* read_small reads the regular file path (at most max bytes) into a new
+ * string (a FIFO or a device would block the check or never end). */
 static int read_small(const char *path, size_t max, char **out, size_t *len, char *why, size_t whylen)
 {
-    FILE *f = fopen(path, "rb");
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(why, whylen, "%s", strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(why, whylen, "not a regular file");
+        close(fd);
+        return -1;
+    }
+    FILE *f = fdopen(fd, "rb");
     if (!f) {
         snprintf(why, whylen, "%s", strerror(errno));
+        close(fd);
         return -1;
     }
     char *b = xmalloc(max + 2);

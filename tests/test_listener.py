@@ -143,6 +143,11 @@ class ListenerTest(unittest.TestCase):
         rc, out = self.check(listen_block(port=7390, token="file:" + os.path.join(self.dir, "nothing")))
         self.assertEqual(rc, 1, out)
         self.assertIn("pipeline.yml:4: listen: token: cannot read", out)
+        fifo = os.path.join(self.dir, "fifo")
+        os.mkfifo(fifo)  # would block a reader forever
+        rc, out = self.check(listen_block(port=7390, token="file:" + fifo))
+        self.assertEqual(rc, 1, out)
+        self.assertIn("cannot read %s: not a regular file" % fifo, out)
 
     def test_beyond_loopback_needs_a_token(self):
         rc, out = self.check(listen_block(address="0.0.0.0", port=7390))
