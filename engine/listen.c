@@ -138,7 +138,7 @@ struct Client {
     char ip[INET6_ADDRSTRLEN];
 };
 
-/* What was refused or closed since the last log line (see note). */
+/* What was refused or closed since the last log line (see noted). */
 typedef struct Tally {
     unsigned per_ip, evicted, expired, errors, mhd;
     char ip[INET6_ADDRSTRLEN]; /* last address refused */
