@@ -18,6 +18,7 @@
 #include "../engine/engine.h"
 #include "../engine/pl.h"
 #include "../engine/queue.h"
+#include "../engine/staging.h"
 #include "cycles.h"
 #include "peer.h"
 
@@ -148,22 +149,18 @@ static int fill_apply(Txn *t, void *arg)
 {
     Fill *f = arg;
     char body[128], key[64];
-    for (size_t i = f->from; i < f->from + f->n; i++) {
-        int kl = snprintf(key, sizeof key, "%zu", i);
-        int len = f->rows ? snprintf(body, sizeof body, "{\"model\":\"geo\",\"key\":\"%s\"}", key)
-                          : snprintf(body, sizeof body, "{\"change\":%zu,\"table\":\"users\",\"pad\":\"%s\"}", i,
-                                     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
-        PutArgs a = {.body = body, .len = (size_t)len};
-        uint64_t id;
-        int rc = queue_put(t, f->queue, &a, &id, NULL);
-        if (rc)
-            return rc;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int rc = 0;
+    for (size_t i = f->from; i < f->from + f->n && !rc; i++) {
+        int len;
+        snprintf(key, sizeof key, "%zu", i);
         if (f->rows) {
-            /* msgpack {"address": "street N"} */
-            msgpack_sbuffer sb;
-            msgpack_sbuffer_init(&sb);
+            /* The staged row {"address": "street N"} (a new instance, as an
+             * extract stage lands it) and the reference to it. */
             msgpack_packer pk;
             msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_sbuffer_clear(&sb);
             char addr[64];
             int al = snprintf(addr, sizeof addr, "street %zu", i);
             msgpack_pack_map(&pk, 1);
@@ -171,17 +168,21 @@ static int fill_apply(Txn *t, void *arg)
             msgpack_pack_str_body(&pk, "address", 7);
             msgpack_pack_str(&pk, (size_t)al);
             msgpack_pack_str_body(&pk, addr, (size_t)al);
-            char rk[80];
-            int rkl = snprintf(rk, sizeof rk, "geo%c%s", 0, key);
-            MDB_val mk = {(size_t)rkl, rk}, mv = {sb.size, sb.data};
-            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0);
-            msgpack_sbuffer_destroy(&sb);
-            if (rc)
-                return txn_fail(t, rc);
+            uint64_t row;
+            if ((rc = staging_row_new(t, "geo", key, sb.data, sb.size, 1, &row)) != 0)
+                break;
+            len = snprintf(body, sizeof body, "{\"model\":\"geo\",\"key\":\"%s\",\"row_id\":%llu}",
+                           key, (unsigned long long)row);
+        } else {
+            len = snprintf(body, sizeof body, "{\"change\":%zu,\"table\":\"users\",\"pad\":\"%s\"}", i,
+                           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
         }
-        (void)kl;
+        PutArgs a = {.body = body, .len = (size_t)len};
+        uint64_t id;
+        rc = queue_put(t, f->queue, &a, &id, NULL);
     }
-    return 0;
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
 }
 
 static void prefill(Run *r, const char *queue, size_t n, int rows)

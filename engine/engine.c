@@ -206,8 +206,9 @@ void engine_stop(Engine *e)
 /* ---------------------------------------------------------------- actions */
 
 /* A slot's outputs are recorded as a byte list of actions, applied in the
- * commit after the ack: 'P' put, 'R' row put, 'M' row merge, 'X' extra,
- * 'C' cursor. Fields are length-prefixed (u32). */
+ * commit after the ack: 'P' put, 'R' a landed row (a new staged row
+ * instance and the reference to it), 'M' row merge, 'X' extra, 'C' cursor.
+ * Fields are length-prefixed (u32); strings are recorded with their NUL. */
 static void act_bytes(Strbuf *b, const void *p, size_t n)
 {
     uint32_t l = (uint32_t)n;
@@ -231,79 +232,43 @@ static const char *take(const char **p, const char *end, size_t *n)
     return r;
 }
 
-static void row_key(Strbuf *k, const char *model, size_t ml, const char *key, size_t kl)
+/* act_str records string s with its NUL, so that apply reads it in place. */
+static void act_str(Strbuf *b, const char *s)
 {
-    sb_reset(k);
-    sb_add(k, model, ml);
-    sb_add(k, "", 1);
-    sb_add(k, key, kl);
+    act_bytes(b, s, strlen(s) + 1);
 }
 
-int stage_row_merge_txn(Txn *t, const char *model, const char *key, const void *src, size_t sl,
-                        const char *const *from, const char *const *to, size_t n)
+static const char *take_str(const char **p, const char *end)
 {
-    Strbuf k;
-    sb_init(&k);
-    row_key(&k, model, strlen(model), key, strlen(key));
-    MDB_val mk = {k.len, k.buf}, mv;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
-    if (rc == 0) {
-        RowView base, srcv;
-        msgpack_sbuffer out;
-        msgpack_sbuffer_init(&out);
-        rc = row_view(&base, mv.mv_data, mv.mv_size);
-        if (!rc) {
-            rc = row_view(&srcv, src, sl);
-            if (!rc) {
-                rc = row_merge(&base.root, &srcv.root, from, to, n, &out, NULL);
-                row_view_free(&srcv);
-            }
-            row_view_free(&base);
-        }
-        if (!rc) {
-            MDB_val v = {out.size, out.data};
-            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &v, 0);
-        }
-        msgpack_sbuffer_destroy(&out);
-    } else if (rc == MDB_NOTFOUND) {
-        rc = PL_ENOJOB;
-    }
-    sb_free(&k);
-    return rc;
+    size_t n = 0;
+    const char *s = take(p, end, &n);
+    return s && n && s[n - 1] == '\0' ? s : NULL;
 }
 
-static int apply_row_merge(Txn *t, const char *model, size_t ml, const char *key, size_t kl,
-                           const char *src, size_t sl, const char **p, const char *end)
+static int take_u64(const char **p, const char *end, uint64_t *v)
 {
-    uint32_t n = 0;
-    size_t len = 0;
-    const char *np = take(p, end, &len);
-    if (!np || len != 4)
+    size_t n = 0;
+    const char *b = take(p, end, &n);
+    if (!b || n != sizeof *v)
         return PL_EFORMAT;
-    memcpy(&n, np, 4);
-    if (n > 64)
+    memcpy(v, b, sizeof *v);
+    return 0;
+}
+
+/* apply_row_merge applies an 'M' action: model, key, row, src, then n
+ * pairs of field names (from, to). */
+static int apply_row_merge(Txn *t, const char **p, const char *end)
+{
+    const char *from[64], *to[64], *model = take_str(p, end), *key = take_str(p, end), *src;
+    uint64_t row, n;
+    size_t sl = 0;
+    if (!model || !key || take_u64(p, end, &row) || !(src = take(p, end, &sl)) ||
+        take_u64(p, end, &n) || n > 64)
         return PL_EFORMAT;
-    const char *from[64], *to[64];
-    char *own[130];
-    size_t nown = 0;
-    int rc = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        size_t a = 0, b = 0;
-        const char *fa = take(p, end, &a), *fb = take(p, end, &b);
-        if (!fa || !fb) {
-            rc = PL_EFORMAT;
-            n = i;
-            break;
-        }
-        from[i] = own[nown++] = xstrndup(fa, a);
-        to[i] = own[nown++] = xstrndup(fb, b);
-    }
-    char *m = own[nown++] = xstrndup(model, ml), *k = own[nown++] = xstrndup(key, kl);
-    if (!rc)
-        rc = stage_row_merge_txn(t, m, k, src, sl, from, to, n);
-    for (size_t i = 0; i < nown; i++)
-        free(own[i]);
-    return rc;
+    for (uint64_t i = 0; i < n; i++)
+        if (!(from[i] = take_str(p, end)) || !(to[i] = take_str(p, end)))
+            return PL_EFORMAT;
+    return staging_row_merge(t, model, key, row, src, sl, from, to, (size_t)n);
 }
 
 /* put_failure describes why queue_put of an output of len bytes (key of
@@ -321,6 +286,32 @@ static void put_failure(Txn *t, const char *q, size_t len, size_t keylen, int rc
                  len, q, st.conf.max_body, q);
     else
         snprintf(fail, failn, "queue '%s' refused the output: %s", q, pl_strerror(rc));
+}
+
+/* apply_row_land applies an 'R' action: model, key, queue, row: the row
+ * becomes a new instance and a reference to it goes on queue. */
+static int apply_row_land(Txn *t, const char **p, const char *end, char *fail, size_t failn)
+{
+    const char *model = take_str(p, end), *key = take_str(p, end), *q = take_str(p, end), *mp;
+    size_t len = 0;
+    uint64_t row, id;
+    int rc;
+    if (!model || !key || !q || !(mp = take(p, end, &len)))
+        return PL_EFORMAT;
+    if ((rc = staging_row_new(t, model, key, mp, len, 1, &row)) != 0) {
+        if (rc == PL_EINVAL)
+            snprintf(fail, failn, "cannot stage row %.60s/%.100s: a model name has at most %d "
+                     "bytes, a key at most %d", model, key, STAGING_MODEL_MAX, STAGING_KEY_MAX);
+        return rc;
+    }
+    Strbuf body;
+    sb_init(&body);
+    staging_ref_json(&body, model, key, row);
+    PutArgs pa = {.body = body.buf, .len = body.len};
+    if ((rc = queue_put(t, q, &pa, &id, NULL)) != 0)
+        put_failure(t, q, body.len, 0, rc, fail, failn);
+    sb_free(&body);
+    return rc;
 }
 
 /* apply_actions applies a slot's or a source's recorded outputs in t. On
@@ -349,27 +340,11 @@ static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, char *fa
                 put_failure(t, q, c, b, rc, fail, failn);
             break;
         }
-        case 'R': {
-            fa = take(&p, end, &a);
-            fb = take(&p, end, &b);
-            fc = take(&p, end, &c);
-            if (!fa || !fb || !fc)
-                return PL_EFORMAT;
-            Strbuf k;
-            sb_init(&k);
-            row_key(&k, fa, a, fb, b);
-            MDB_val mk = {k.len, k.buf}, mv = {c, (void *)fc};
-            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0);
-            sb_free(&k);
+        case 'R':
+            rc = apply_row_land(t, &p, end, fail, failn);
             break;
-        }
         case 'M':
-            fa = take(&p, end, &a);
-            fb = take(&p, end, &b);
-            fc = take(&p, end, &c);
-            if (!fa || !fb || !fc)
-                return PL_EFORMAT;
-            rc = apply_row_merge(t, fa, a, fb, b, fc, c, &p, end);
+            rc = apply_row_merge(t, &p, end);
             break;
         case 'X': {
             int (*fn)(Txn *, void *);
@@ -426,27 +401,31 @@ void slot_put(Slot *s, const char *queue, const void *body, size_t len, const ch
     acts_put(&s->acts, queue, body, len, key);
 }
 
-void slot_row_put(Slot *s, const char *model, const char *key, const void *mp, size_t len)
+void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, size_t len,
+                   const char *queue)
 {
+    PL_ASSERT(stage_writes(s->stage, queue), "a stage writes only the queues it declares");
     sb_add(&s->acts, "R", 1);
-    act_bytes(&s->acts, model, strlen(model));
-    act_bytes(&s->acts, key, strlen(key));
+    act_str(&s->acts, model);
+    act_str(&s->acts, key);
+    act_str(&s->acts, queue);
     act_bytes(&s->acts, mp, len);
 }
 
-void slot_row_merge(Slot *s, const char *model, const char *key, const void *src, size_t len,
-                    const char *const *from, const char *const *to, size_t n)
+void slot_row_merge(Slot *s, const char *model, const char *key, uint64_t row, const void *src,
+                    size_t len, const char *const *from, const char *const *to, size_t n)
 {
     PL_ASSERT(n <= 64, "a merge sets at most 64 fields");
+    uint64_t n64 = n;
     sb_add(&s->acts, "M", 1);
-    act_bytes(&s->acts, model, strlen(model));
-    act_bytes(&s->acts, key, strlen(key));
+    act_str(&s->acts, model);
+    act_str(&s->acts, key);
+    act_bytes(&s->acts, &row, sizeof row);
     act_bytes(&s->acts, src, len);
-    uint32_t n32 = (uint32_t)n;
-    act_bytes(&s->acts, &n32, 4);
+    act_bytes(&s->acts, &n64, sizeof n64);
     for (size_t i = 0; i < n; i++) {
-        act_bytes(&s->acts, from[i], strlen(from[i]));
-        act_bytes(&s->acts, to[i], strlen(to[i]));
+        act_str(&s->acts, from[i]);
+        act_str(&s->acts, to[i]);
     }
 }
 
@@ -872,16 +851,28 @@ int stage_cursor(Stage *s, Strbuf *out)
     return rc == PL_ENOJOB ? 0 : rc;
 }
 
-int stage_row(Stage *s, const char *model, const char *key, Strbuf *out)
+typedef struct RowRead {
+    const char *model, *key;
+    uint64_t row;
+    Strbuf *out;
+} RowRead;
+
+static int read_row(Txn *t, void *arg)
 {
-    Strbuf k;
-    sb_init(&k);
-    row_key(&k, model, strlen(model), key, strlen(key));
-    sb_reset(out);
-    ReadArg a = {k.buf, k.len, DB_STAGE, out};
-    int rc = store_read(s->engine->store, read_one, &a);
-    sb_free(&k);
+    RowRead *a = arg;
+    const void *mp;
+    size_t len;
+    int rc = staging_row_get(t, a->model, a->key, a->row, &mp, &len, NULL);
+    if (!rc)
+        sb_add(a->out, mp, len);
     return rc;
+}
+
+int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf *out)
+{
+    RowRead a = {model, key, row, out};
+    sb_reset(out);
+    return store_read(s->engine->store, read_row, &a);
 }
 
 void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)

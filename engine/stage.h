@@ -6,7 +6,7 @@
  * kind->start(slot) on the loop thread. The kind works the job without ever
  * blocking (HTTP through the stage's HttpClass) and ends it with exactly one
  * of slot_done, slot_retry or slot_bury. Output jobs and staging writes
- * recorded on the slot (slot_put, slot_row_put, slot_row_merge) commit in
+ * recorded on the slot (slot_put, slot_row_land, slot_row_merge) commit in
  * ONE transaction with the ack of the input job: a hand-off is atomic.
  *
  * A source (no input queue, e.g. http_poll) drives itself from timers and
@@ -86,22 +86,22 @@ struct Slot {
 /* Outputs of a slot, committed with its ack by slot_done. queue must be one
  * of the stage's declared outputs. key: an idempotency key or NULL. */
 void slot_put(Slot *s, const char *queue, const void *body, size_t len, const char *key);
-/* slot_row_put stores mp (a msgpack map) as the staged row (model, key). */
-void slot_row_put(Slot *s, const char *model, const char *key, const void *mp, size_t len);
-/* slot_row_merge sets fields to[i] of staged row (model, key) from fields
- * from[i] of src (msgpack map), in the commit (read-modify-write in the
- * transaction). A missing row fails the commit: the job is buried. */
-void slot_row_merge(Slot *s, const char *model, const char *key, const void *src, size_t len,
-                    const char *const *from, const char *const *to, size_t n);
+/* slot_row_land lands a row: mp (a msgpack map) becomes a new instance of
+ * the staged row (model, key) (staging.h), and a reference job naming it,
+ * {"model":M,"key":K,"row_id":N}, goes on queue (one of the stage's
+ * outputs). Two jobs that land the same key land two instances. */
+void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, size_t len,
+                   const char *queue);
+/* slot_row_merge sets fields to[i] of instance row of the staged row
+ * (model, key) (0: the legacy row) from fields from[i] of src (a msgpack
+ * map), in the commit (read-modify-write in the transaction). A missing
+ * row fails the commit with PL_ENOROW: the job is buried. */
+void slot_row_merge(Slot *s, const char *model, const char *key, uint64_t row, const void *src,
+                    size_t len, const char *const *from, const char *const *to, size_t n);
 /* slot_extra lets a kind run its own action in the same transaction (the
  * async callback registry); fn runs on the writer thread and must follow
  * CommitOp.apply's rules. arg must live until the slot ends. */
 void slot_extra(Slot *s, int (*fn)(Txn *t, void *arg), void *arg);
-
-/* stage_row_merge_txn is slot_row_merge's work, for a kind's own
- * transaction (an async callback): PL_ENOJOB when the row is missing. */
-int stage_row_merge_txn(Txn *t, const char *model, const char *key, const void *src, size_t len,
-                        const char *const *from, const char *const *to, size_t n);
 
 /* slot_done commits the ack and the outputs; the slot is free afterwards. */
 void slot_done(Slot *s);
@@ -127,9 +127,10 @@ size_t batch_count(const Batch *b);
 /* stage_cursor reads the stage's stored cursor into out (empty if none). */
 int stage_cursor(Stage *s, Strbuf *out);
 
-/* stage_row reads staged row (model, key) into out (msgpack). PL_ENOJOB if
- * none. A short read transaction on the loop thread. */
-int stage_row(Stage *s, const char *model, const char *key, Strbuf *out);
+/* stage_row reads instance row of the staged row (model, key) (0: the
+ * legacy row) into out (msgpack). PL_ENOROW if there is none. A short read
+ * transaction on the loop thread. */
+int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf *out);
 
 /* stage_log logs one line "stage=NAME job=ID msg". */
 void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)

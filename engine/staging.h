@@ -6,8 +6,11 @@
  *   DB_META  "next_bid", "next_rid" -> u64 counters; "uuid" -> 32 hex chars
  *   DB_STAGE 0x01 id u64 seq u32 -> a normalised row (msgpack map) of a batch
  *   DB_STAGE 0x02 id u64         -> reject record (msgpack)
- * Model names start with a letter, so these never meet the staged rows
- * (model, 0, key) of the stages.
+ *   DB_STAGE model 0 key 0 row u64 -> a staged row instance (see "staged rows")
+ *   DB_STAGE model 0 key         -> a legacy staged row (ditto)
+ *   DB_META  "next_row"          -> u64 counter of staged row instances
+ * Staging refuses a model name that starts with byte 0x01 or 0x02, so the
+ * batch rows and rejects never meet the staged rows of the stages.
  *
  * A batch is open while rows are appended, then sealed (at N rows or after
  * T seconds), or held (its rejects passed the validate stage's threshold:
@@ -19,8 +22,10 @@
 #ifndef PL_STAGING_H
 #define PL_STAGING_H
 
+#include "row.h"
 #include "store.h"
 
+#include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -100,6 +105,107 @@ int batch_forget(Txn *t, uint64_t id);
  * at most max per call (0: all); *more is set when some are left. */
 int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more);
 
+/* ---------------------------------------------------------------- staged rows
+ *
+ * The working rows of the line. A stage that lands a row (http_extract,
+ * validate with a raw row, a reject replay) stores a new INSTANCE of the
+ * staged row (model, key) and hands on reference jobs that name it:
+ * {"model":M,"key":K,"row_id":N}. Instance ids come from a counter and are
+ * never reused, so two jobs for the same key never share a row: each one
+ * merges into and batches its own. An instance counts the live reference
+ * jobs that name it (refs): a stage that sends one reference to several
+ * queues (route, validate with several outputs) holds one more per extra
+ * copy, and those jobs share the instance (their merges meet in it). A
+ * stage that consumes a reference (batch appends the row, validate rejects
+ * it) drops one, and the last drop deletes the instance in that same
+ * commit. So the staged rows are the rows in flight, and the store stays
+ * flat under a stream of new keys.
+ *
+ *   model 0 key 0 row -> [1, refs, row]: a msgpack array whose header has
+ *                        a fixed 12 bytes (0x93 0x01 0xce refs:u32 0xc6
+ *                        len:u32), then the row (a msgpack map) as the bin
+ *   model 0 key       -> the msgpack map: a LEGACY row, staged by a
+ *                        pickline before instances (references without
+ *                        row_id; every job of the key shared it). Read and
+ *                        merged as before; the line never deletes one (it
+ *                        cannot know that no job names it any more).
+ *
+ * Keys never hold a NUL byte, so the two layouts never collide. Row 0 names
+ * the legacy row. Errors: PL_ENOROW when the row is missing, PL_EINVAL for
+ * a model or key that cannot be staged (an empty model, one that starts
+ * with byte 0x01 or 0x02, a model over STAGING_MODEL_MAX or a key over
+ * STAGING_KEY_MAX bytes), PL_ECORRUPT for a record that does not decode. */
+
+#define STAGING_MODEL_MAX 127
+#define STAGING_KEY_MAX 255
+
+/* StagedRef: what a reference job names. */
+typedef struct StagedRef {
+    char model[STAGING_MODEL_MAX + 1];
+    char key[STAGING_KEY_MAX + 1];
+    uint64_t row;           /* the instance; 0: the legacy row (model, key) */
+} StagedRef;
+
+/* staging_ref_json appends the body of a reference job to out:
+ * {"model":M,"key":K,"row_id":N} (without row_id when row is 0). */
+void staging_ref_json(Strbuf *out, const char *model, const char *key, uint64_t row);
+
+/* staging_ref_parse reads a reference from a decoded job body (a msgpack
+ * map): "model" and "key" scalars (as text), and "row_id", a positive
+ * integer, when present (else 0: a legacy reference). PL_EINVAL when body
+ * is not a reference (a field missing, too long, or of the wrong type). */
+int staging_ref_parse(const msgpack_object *body, StagedRef *out);
+
+/* staging_row_new stores mp (a msgpack map) as a new instance of staged
+ * row (model, key) held by refs references (at least 1) and sets *row to
+ * its id. Refused like a put when there is no room (store_room). */
+int staging_row_new(Txn *t, const char *model, const char *key, const void *mp, size_t len,
+                    uint32_t refs, uint64_t *row);
+
+/* staging_row_get reads instance row of (model, key): *mp and *len view the
+ * row (valid until the next write in t or its end), *refs (may be NULL)
+ * gets its references (0 for a legacy row). */
+int staging_row_get(Txn *t, const char *model, const char *key, uint64_t row, const void **mp,
+                    size_t *len, uint32_t *refs);
+
+/* staging_row_put replaces the row of instance row, keeping its refs. Row 0
+ * writes the legacy row, created if missing (a reject replay of old). */
+int staging_row_put(Txn *t, const char *model, const char *key, uint64_t row, const void *mp,
+                    size_t len);
+
+/* staging_row_merge sets fields to[i] of the row from fields from[i] of src
+ * (a msgpack map), as row_merge does (fields missing in src are skipped);
+ * PL_EINVAL when the row or src is not a map. */
+int staging_row_merge(Txn *t, const char *model, const char *key, uint64_t row, const void *src,
+                      size_t len, const char *const *from, const char *const *to, size_t n);
+
+/* staging_row_hold adds n references to instance row (n more jobs name
+ * it). A no-op for the legacy row (0). */
+int staging_row_hold(Txn *t, const char *model, const char *key, uint64_t row, uint32_t n);
+
+/* staging_row_drop gives up one reference of instance row; the last one
+ * deletes the instance, and then *deleted (may be NULL) is set. The legacy
+ * row (0) is left as it is. */
+int staging_row_drop(Txn *t, const char *model, const char *key, uint64_t row, int *deleted);
+
+/* staging_row_del deletes instance row (the legacy row for 0) whatever its
+ * references. */
+int staging_row_del(Txn *t, const char *model, const char *key, uint64_t row);
+
+/* StagedCount: the staged rows of one model. */
+typedef struct StagedCount {
+    char model[STAGING_MODEL_MAX + 1];
+    uint64_t rows;          /* instances */
+    uint64_t refs;          /* the references they count */
+    uint64_t legacy;        /* legacy rows */
+    uint64_t bytes;         /* bytes of their rows (keys and headers not counted) */
+} StagedCount;
+
+/* staging_row_count calls fn once per model that has staged rows, in name
+ * order. It walks every staged row in one cursor pass (for qctl, never on
+ * the engine's hot path). A non-zero return from fn stops and is returned. */
+int staging_row_count(Txn *t, int (*fn)(const StagedCount *c, void *arg), void *arg);
+
 /* Rejects. Strings are views (in the transaction, or the caller's). */
 typedef struct RejectRec {
     uint64_t id;
@@ -129,11 +235,15 @@ int reject_get(Txn *t, uint64_t id, RejectRead *out);
 int reject_each(Txn *t, const char *model, int (*fn)(const RejectRead *r, void *arg), void *arg);
 int reject_del(Txn *t, uint64_t id);
 
-/* reject_replay puts the reject back on the line in one transaction: row
- * (the fixed row, msgpack; NULL: the stored one) becomes the staged row
- * (model, key) and the stored job goes on its queue; a qload reject (no
- * queue) is appended to its model's open batch instead. Then the reject is
- * deleted. *job (may be NULL) gets the new job's id, or 0. */
+/* reject_replay puts the reject back on the line in one transaction, with
+ * row (the fixed row, msgpack; NULL: the stored one): when the stored job
+ * is a reference, row becomes a new instance of the staged row (model, key)
+ * and a reference to it goes on the reject's queue; when it carries its row
+ * inline ({"model":M,"row":{...}}), it goes on the queue with row in place
+ * of the old one; any other job goes on the queue as it was stored. A
+ * qload reject (no queue) is appended to its model's open batch instead.
+ * Then the reject is deleted. *job (may be NULL) gets the new job's id, or
+ * 0. */
 int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *job);
 
 /* The pipeline file the engine runs, kept in the store (DB_META

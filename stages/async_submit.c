@@ -73,11 +73,8 @@ static void submit_done(void *arg, const HttpResult *r)
     if (http_outcome(s, r, j->url.buf))
         return;
     /* The waiting job remembers the reference and how many submissions. */
-    sb_reset(&j->waiting);
-    sb_adds(&j->waiting, "{\"model\":");
-    sb_add_json_string(&j->waiting, j->ref.model, strlen(j->ref.model));
-    sb_adds(&j->waiting, ",\"key\":");
-    sb_add_json_string(&j->waiting, j->ref.key, strlen(j->ref.key));
+    ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
+    j->waiting.len--; /* reopen the object */
     sb_addf(&j->waiting, ",\"tries\":%u}", j->tries + 1);
     slot_extra(s, put_waiting, j);
     slot_done(s);
@@ -107,10 +104,10 @@ static void async_start(Slot *s)
         sb_free(&t);
     }
     msgpack_sbuffer_destroy(&mp);
-    int rc = stage_row(s->stage, j->ref.model, j->ref.key, &j->row);
+    int rc = stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &j->row);
     if (rc) {
         snprintf(why, sizeof why, "staged row %s/%s: %s", j->ref.model, j->ref.key,
-                 rc == PL_ENOJOB ? "not found" : pl_strerror(rc));
+                 rc == PL_ENOROW ? "not found" : pl_strerror(rc));
         slot_bury(s, why);
         return;
     }
@@ -204,24 +201,15 @@ static int ref_of(const void *body, size_t len, JobRef *ref, uint32_t *tries)
     int rc = row_from_json_object(body, len, &mp, err, sizeof err);
     if (rc == 0) {
         RowView v;
-        Strbuf a, b, c;
-        sb_init(&a);
-        sb_init(&b);
+        Strbuf c;
         sb_init(&c);
         rc = row_view(&v, mp.data, mp.size);
         if (!rc) {
-            if (row_field_text(&v.root, "model", &a) || row_field_text(&v.root, "key", &b) ||
-                a.len >= sizeof ref->model || b.len >= sizeof ref->key)
+            if (staging_ref_parse(&v.root, ref) != 0)
                 rc = PL_EFORMAT;
-            else {
-                memcpy(ref->model, a.buf, a.len + 1);
-                memcpy(ref->key, b.buf, b.len + 1);
-            }
             *tries = row_field_text(&v.root, "tries", &c) == 0 ? (uint32_t)strtoul(c.buf, NULL, 10) : 0;
             row_view_free(&v);
         }
-        sb_free(&a);
-        sb_free(&b);
         sb_free(&c);
     }
     msgpack_sbuffer_destroy(&mp);
@@ -245,12 +233,12 @@ static int cb_apply(Txn *t, CommitOp *op)
         return rc;
     if ((rc = queue_ack(t, id, 0)) != 0)
         return rc;
-    if ((rc = stage_row_merge_txn(t, ref.model, ref.key, c->src.data, c->src.size, k->from, k->to,
-                                  k->nmerge)) != 0)
+    if ((rc = staging_row_merge(t, ref.model, ref.key, ref.row, c->src.data, c->src.size, k->from,
+                                k->to, k->nmerge)) != 0)
         return txn_fail(t, rc);
     Strbuf out;
     sb_init(&out);
-    ref_body(&out, ref.model, ref.key);
+    ref_body(&out, ref.model, ref.key, ref.row);
     PutArgs a = {.body = out.buf, .len = out.len};
     rc = queue_put(t, k->stage->conf->outputs[0], &a, &id, NULL);
     sb_free(&out);
@@ -332,10 +320,8 @@ static int expire_apply(Txn *t, CommitOp *op)
         /* Submit again: the reference goes back to the input queue. */
         Strbuf b;
         sb_init(&b);
-        sb_adds(&b, "{\"model\":");
-        sb_add_json_string(&b, ref.model, strlen(ref.model));
-        sb_adds(&b, ",\"key\":");
-        sb_add_json_string(&b, ref.key, strlen(ref.key));
+        ref_body(&b, ref.model, ref.key, ref.row);
+        b.len--; /* reopen the object */
         sb_addf(&b, ",\"tries\":%u}", tries);
         PutArgs a = {.body = b.buf, .len = b.len};
         uint64_t id;

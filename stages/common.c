@@ -33,19 +33,9 @@ int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
     RowView v;
     rc = row_view(&v, mp.data, mp.size);
     if (rc == 0) {
-        Strbuf m, k;
-        sb_init(&m);
-        sb_init(&k);
-        if (row_field_text(&v.root, "model", &m) || row_field_text(&v.root, "key", &k) ||
-            m.len >= sizeof ref->model || k.len >= sizeof ref->key) {
-            snprintf(err, errlen, "job body is not a staged-row reference {\"model\":...,\"key\":...}");
-            rc = PL_EINVAL;
-        } else {
-            memcpy(ref->model, m.buf, m.len + 1);
-            memcpy(ref->key, k.buf, k.len + 1);
-        }
-        sb_free(&m);
-        sb_free(&k);
+        if ((rc = staging_ref_parse(&v.root, ref)) != 0)
+            snprintf(err, errlen, "job body is not a staged-row reference "
+                     "{\"model\":...,\"key\":...,\"row_id\":...}");
         row_view_free(&v);
     } else {
         snprintf(err, errlen, "job body: %s", pl_strerror(rc));
@@ -54,14 +44,10 @@ int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
     return rc;
 }
 
-void ref_body(Strbuf *out, const char *model, const char *key)
+void ref_body(Strbuf *out, const char *model, const char *key, uint64_t row)
 {
     sb_reset(out);
-    sb_adds(out, "{\"model\":");
-    sb_add_json_string(out, model, strlen(model));
-    sb_adds(out, ",\"key\":");
-    sb_add_json_string(out, key, strlen(key));
-    sb_adds(out, "}");
+    staging_ref_json(out, model, key, row);
 }
 
 int conf_headers(const Stage *s, char ***out, char *err, size_t errlen)

@@ -3,19 +3,19 @@
 #define PL_STAGES_COMMON_H
 
 #include "../engine/stage.h"
+#include "../engine/staging.h"
 
-/* JobRef: a job body that points at a staged row: {"model":M,"key":K}. */
-typedef struct JobRef {
-    char model[128];
-    char key[256];
-} JobRef;
+/* JobRef: a job body that points at a staged row (engine/staging.h):
+ * {"model":M,"key":K,"row_id":N}, or a legacy one without row_id. */
+typedef StagedRef JobRef;
 
 /* job_ref reads a reference from the slot's body. Returns 0 or PL_EINVAL
  * with err set. */
 int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen);
 
-/* ref_body writes {"model":M,"key":K} into out. */
-void ref_body(Strbuf *out, const char *model, const char *key);
+/* ref_body writes the reference {"model":M,"key":K,"row_id":N} (row 0: a
+ * legacy one, without row_id) into out. */
+void ref_body(Strbuf *out, const char *model, const char *key, uint64_t row);
 
 /* conf_headers reads the optional `headers` map of a stage into a
  * NULL-terminated "Name: value" list (free with headers_free). */

@@ -106,7 +106,8 @@ static void enrich_done(void *arg, const HttpResult *r)
         slot_bury(s, why);
         return;
     }
-    slot_row_merge(s, j->ref.model, j->ref.key, mp.data, mp.size, k->from, k->to, k->nmerge);
+    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, mp.data, mp.size, k->from, k->to,
+                   k->nmerge);
     msgpack_sbuffer_destroy(&mp);
     slot_put(s, s->stage->conf->outputs[0], s->body.buf, s->body.len, NULL);
     slot_done(s);
@@ -148,10 +149,10 @@ static void enrich_start(Slot *s)
         slot_bury(s, err);
         return;
     }
-    int rc = stage_row(s->stage, j->ref.model, j->ref.key, &j->row);
+    int rc = stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &j->row);
     if (rc) {
         snprintf(why, sizeof why, "staged row %s/%s: %s", j->ref.model, j->ref.key,
-                 rc == PL_ENOJOB ? "not found" : pl_strerror(rc));
+                 rc == PL_ENOROW ? "not found" : pl_strerror(rc));
         slot_bury(s, why);
         return;
     }

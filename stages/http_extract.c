@@ -1,7 +1,8 @@
 /* http_extract.c: GET the record a job names (a URL template over the
- * job's fields), land the JSON object as a msgpack row in staging under
- * (model, key), and pass a reference {"model","key"} to the next queue, all
- * in the commit that acks the job.
+ * job's fields), land the JSON object as a msgpack row in staging (a new
+ * instance of the staged row (model, key): every fetch its own), and pass a
+ * reference {"model","key","row_id"} to the next queue, all in the commit
+ * that acks the job.
  *
  *   kind: http_extract
  *   url: http://127.0.0.1:9002/records/{id}
@@ -83,13 +84,8 @@ static void extract_done(void *arg, const HttpResult *r)
         slot_bury(s, why);
         return;
     }
-    slot_row_put(s, k->model, j->key.buf, mp.data, mp.size);
+    slot_row_land(s, k->model, j->key.buf, mp.data, mp.size, s->stage->conf->outputs[0]);
     msgpack_sbuffer_destroy(&mp);
-    Strbuf out;
-    sb_init(&out);
-    ref_body(&out, k->model, j->key.buf);
-    slot_put(s, s->stage->conf->outputs[0], out.buf, out.len, NULL);
-    sb_free(&out);
     slot_done(s);
 }
 
@@ -113,6 +109,10 @@ static void extract_start(Slot *s)
         sb_reset(&j->key);
         if (row_field_text(&v.root, k->key_field, &j->key) != 0) {
             snprintf(err, sizeof err, "key_field '%s' is missing in the job", k->key_field);
+            rc = PL_EINVAL;
+        } else if (j->key.len > STAGING_KEY_MAX || (j->key.len && memchr(j->key.buf, 0, j->key.len))) {
+            snprintf(err, sizeof err, "key_field '%s' of the job (%zu bytes) cannot key a staged "
+                     "row: at most %d bytes, no NUL", k->key_field, j->key.len, STAGING_KEY_MAX);
             rc = PL_EINVAL;
         }
     }

@@ -1,5 +1,8 @@
 /* route.c: sends each job to one or more queues by conditions on its
  * fields (those of the job's body, or of the staged row it points at).
+ * A reference sent to several queues is several jobs naming one staged row
+ * instance: the instance holds one more reference per extra queue, in the
+ * same commit (staging.h).
  *
  *   routes:
  *     - when: {field: address, exists: true}
@@ -25,6 +28,12 @@ typedef struct Route {
     const char **to;
     size_t nto;
 } Route;
+
+/* RouteJob: a slot's fan-out of a reference, for the commit. */
+typedef struct RouteJob {
+    JobRef ref;
+    uint32_t extra;         /* references more than the one taken in */
+} RouteJob;
 
 typedef struct RouteKd {
     Route *r;
@@ -70,12 +79,19 @@ static int route_init(Stage *s, char *err, size_t errlen)
         if (rc)
             return rc;
     }
+    for (unsigned i = 0; i < s->nslots; i++)
+        s->slots[i].kd = xcalloc(1, sizeof(RouteJob));
     return conf_strs(file, s->conf->node, "default", &k->dflt, &k->ndflt, err, errlen);
 }
 
 static void route_fini(Stage *s)
 {
     RouteKd *k = s->kd;
+    /* A commit still in flight (a forced stop) reads the jobs: leave them. */
+    for (unsigned i = 0; i < s->nslots && !s->in_flight; i++) {
+        free(s->slots[i].kd);
+        s->slots[i].kd = NULL;
+    }
     if (!k)
         return;
     for (size_t i = 0; i < k->n; i++) {
@@ -130,6 +146,13 @@ static void add_to(Slot *s, const char **to, size_t n, const char **sent, size_t
     }
 }
 
+/* hold runs in the commit: the jobs sent on name the same instance. */
+static int hold(Txn *t, void *arg)
+{
+    RouteJob *j = arg;
+    return staging_row_hold(t, j->ref.model, j->ref.key, j->ref.row, j->extra);
+}
+
 static void route_start(Slot *s)
 {
     RouteKd *k = s->stage->kd;
@@ -149,8 +172,9 @@ static void route_start(Slot *s)
     sb_init(&rb);
     sb_init(&v);
     row_view(&body, mp.data, mp.size);
-    JobRef ref;
-    if (job_ref(s, &ref, err, sizeof err) == 0 && stage_row(s->stage, ref.model, ref.key, &rb) == 0 &&
+    RouteJob *j = s->kd;
+    int is_ref = job_ref(s, &j->ref, err, sizeof err) == 0;
+    if (is_ref && stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &rb) == 0 &&
         row_view(&row, rb.buf, rb.len) == 0)
         have_row = 1;
     const char *sent[64];
@@ -166,10 +190,15 @@ static void route_start(Slot *s)
     sb_free(&rb);
     sb_free(&v);
     msgpack_sbuffer_destroy(&mp);
-    if (!nsent)
+    if (!nsent) {
         slot_bury(s, "no route matched and the stage has no default");
-    else
-        slot_done(s);
+        return;
+    }
+    if (is_ref && j->ref.row && nsent > 1) {
+        j->extra = (uint32_t)(nsent - 1);
+        slot_extra(s, hold, j);
+    }
+    slot_done(s);
 }
 
 const StageKind kind_route = {.name = "route", .init = route_init, .start = route_start, .fini = route_fini};

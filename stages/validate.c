@@ -7,22 +7,26 @@
  *   output: [geocode, identity]    # every valid row's job goes to every output
  *   reject_threshold: {count: 100, rate: 0.05}   # read by the batch stage
  *
- * A job is a reference {"model":M,"key":K} to a staged row, or carries the
- * row inline: {"model":M,"row":{...}} (its key is then model_row_key of
- * the normalised row). A valid row's normalised form (defaults filled in,
- * declared field order) replaces the staged row and a reference goes to
- * every output; an invalid row becomes a reject (`qctl rejects`) holding the
- * row as it was, the errors, this stage and its input queue, and a job to
- * replay; either way in ONE commit with the ack. A body that is neither is
- * buried with the reason. Nothing is dropped.
+ * A job is a reference {"model":M,"key":K,"row_id":N} to a staged row
+ * (staging.h), or carries the row inline: {"model":M,"row":{...}} (its key
+ * is then model_row_key of the normalised row). A valid row's normalised
+ * form (defaults filled in, declared field order) replaces the staged row
+ * (an inline one lands as a new instance) and a reference goes to every
+ * output (the instance holds one reference per output); an invalid row
+ * becomes a reject (`qctl rejects`) holding the row as it was, the errors,
+ * this stage and its input queue, and a job to replay (a replay stages the
+ * row again), and a reference's instance is let go; either way in ONE
+ * commit with the ack. A body that is neither is buried with the reason.
+ * Nothing is dropped.
  *
  * Where the row is read. A reference is read at start (stage_row, a short
  * read transaction on the loop) and validated on the loop, which keeps the
  * writer's transaction short and lets the reject be logged here. The
  * commit then compares the staged row with the bytes that were validated;
- * when another commit rewrote the row in between (a newer extract of the
- * same key), it validates the current row again inside the transaction, so
- * a stale normalisation never overwrites a newer row (no lost update). */
+ * when another commit rewrote the row in between (a job that shares the
+ * instance merged into it), it validates the current row again inside the
+ * transaction, so a stale normalisation never overwrites a newer row (no
+ * lost update). */
 #include "common.h"
 #include "../engine/engine.h"
 #include "../engine/model.h"
@@ -46,12 +50,13 @@ typedef struct VJob {
     uint64_t id;
     const Model *m;
     int ref;                  /* the body is a reference: check the row again in the commit */
+    uint64_t row_id;          /* ref: the instance it names (0: the legacy row) */
     int valid;
     Strbuf key;               /* the staged row's key */
     Strbuf row;               /* the row that was validated (msgpack) */
     msgpack_sbuffer norm;     /* valid: the normalised row */
     Strbuf errors;            /* invalid: "[...]" */
-    Strbuf out;               /* valid: the reference sent to the outputs */
+    Strbuf out;               /* valid: the reference sent to the outputs (the commit's) */
     Strbuf replay;            /* invalid: the job a replay puts back on the input queue */
     /* the commit's own copies when the row changed under it */
     Strbuf cur, errors2;
@@ -111,6 +116,24 @@ static void key_error(const Model *m, Strbuf *errors)
     sb_free(&names);
 }
 
+/* key_long writes the error of a valid row whose key is too long to stage. */
+static void key_long(const Model *m, size_t len, Strbuf *errors)
+{
+    sb_reset(errors);
+    sb_adds(errors, "[{\"field\":");
+    Strbuf names;
+    sb_init(&names);
+    for (size_t i = 0; i < m->nkey; i++) {
+        if (i)
+            sb_adds(&names, ",");
+        sb_adds(&names, m->fields[m->key[i]].name);
+    }
+    sb_add_json_string(errors, names.buf ? names.buf : "", names.len);
+    sb_addf(errors, ",\"rule\":\"length\",\"message\":\"the row's key is %zu bytes long; a staged "
+            "row's key holds at most %d\"}]", len, STAGING_KEY_MAX);
+    sb_free(&names);
+}
+
 /* check validates row (msgpack) against m: 1 when valid (norm filled), 0
  * when not (errors holds the JSON array). */
 static int check(const Model *m, const void *row, size_t len, msgpack_sbuffer *norm,
@@ -155,41 +178,30 @@ static int row_key_of(const Model *m, const void *mp, size_t len, Strbuf *key)
 
 /* ---------------------------------------------------------------- commit */
 
-static void stage_key(Strbuf *k, const char *model, const char *key, size_t kl)
-{
-    sb_reset(k);
-    sb_adds(k, model);
-    sb_add(k, "", 1);
-    sb_add(k, key, kl);
-}
-
 /* commit runs in the transaction that acks the job (slot_extra). */
 static int commit(Txn *t, void *arg)
 {
     VJob *j = arg;
-    const char *model = j->m->name;
+    const char *model = j->m->name, *key = j->key.buf ? j->key.buf : "";
     const void *row = j->row.buf;
     size_t rowlen = j->row.len;
     const msgpack_sbuffer *norm = &j->norm;
     const Strbuf *errors = &j->errors;
+    const StageConf *c = j->stage->conf;
+    uint64_t inst = j->row_id;
     int valid = j->valid, rc;
-    Strbuf k;
-    sb_init(&k);
-    stage_key(&k, model, j->key.buf, j->key.len);
-    MDB_val mk = {k.len, k.buf}, mv;
 
     if (j->ref) {
-        rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
-        if (rc) {
-            /* Gone since start (a purge?): fail the hand-off, the job is
-             * buried (not PL_ENOJOB: the engine reads that as a lost lease). */
-            sb_free(&k);
-            return rc == MDB_NOTFOUND ? PL_EINVAL : rc;
-        }
-        if (mv.mv_size != j->row.len || memcmp(mv.mv_data, j->row.buf, mv.mv_size) != 0) {
+        const void *cur;
+        size_t curlen;
+        /* Gone since start (a purge?): PL_ENOROW fails the hand-off and
+         * the job is buried with the reason. */
+        if ((rc = staging_row_get(t, model, key, inst, &cur, &curlen, NULL)) != 0)
+            return rc;
+        if (curlen != j->row.len || memcmp(cur, j->row.buf, curlen) != 0) {
             /* Rewritten since start: validate what is there now. */
             sb_reset(&j->cur);
-            sb_add(&j->cur, mv.mv_data, mv.mv_size);
+            sb_add(&j->cur, cur, curlen);
             row = j->cur.buf;
             rowlen = j->cur.len;
             valid = check(j->m, row, rowlen, &j->norm2, &j->errors2);
@@ -199,31 +211,43 @@ static int commit(Txn *t, void *arg)
                 char why[300];
                 first_error(errors, why, sizeof why);
                 stage_log(j->stage, PL_LOG_WARN, j->id, "rejected %s/%s (the row changed while "
-                          "it was checked; checked again): %s", model, j->key.buf, why);
+                          "it was checked; checked again): %s", model, key, why);
             }
         }
     }
     if (valid) {
-        MDB_val v = {norm->size, norm->data};
-        if ((rc = store_room(t)) == 0)
-            rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &v, 0);
-        const StageConf *c = j->stage->conf;
+        if (j->ref) {
+            /* Normalised in place; one reference in, one per output out. */
+            rc = staging_row_put(t, model, key, inst, norm->data, norm->size);
+            if (!rc && c->noutputs > 1)
+                rc = staging_row_hold(t, model, key, inst, (uint32_t)(c->noutputs - 1));
+            else if (!rc && c->noutputs == 0)
+                rc = staging_row_drop(t, model, key, inst, NULL);
+        } else if (c->noutputs) {
+            rc = staging_row_new(t, model, key, norm->data, norm->size, (uint32_t)c->noutputs,
+                                 &inst);
+        } else {
+            rc = 0;
+        }
+        sb_reset(&j->out);
+        ref_body(&j->out, model, key, inst);
         for (size_t i = 0; !rc && i < c->noutputs; i++) {
             PutArgs pa = {.body = j->out.buf, .len = j->out.len};
             uint64_t id;
             rc = queue_put(t, c->outputs[i], &pa, &id, NULL);
         }
     } else {
-        RejectRec r = {.model = model, .key = j->key.buf, .stage = j->stage->conf->name,
-                       .queue = j->stage->conf->input, .row = row, .row_len = rowlen,
-                       .errors = errors->buf, .errors_len = errors->len,
-                       .job = j->replay.buf, .job_len = j->replay.len};
+        RejectRec r = {.model = model, .key = key, .stage = c->name, .queue = c->input,
+                       .row = row, .row_len = rowlen, .errors = errors->buf,
+                       .errors_len = errors->len, .job = j->replay.buf, .job_len = j->replay.len};
         uint64_t rid;
         rc = reject_add(t, &r, &rid);
         if (!rc)
             rc = staging_note_reject(t, model);
+        /* The reject holds the row now: the reference is used up. */
+        if (!rc && j->ref)
+            rc = staging_row_drop(t, model, key, inst, NULL);
     }
-    sb_free(&k);
     return rc;
 }
 
@@ -256,6 +280,8 @@ static void validate_start(Slot *s)
 
     j->id = s->id;
     j->m = m;
+    j->ref = 0;
+    j->row_id = 0;
     sb_reset(&j->row);
     sb_reset(&j->key);
     msgpack_sbuffer_init(&mp);
@@ -286,10 +312,23 @@ static void validate_start(Slot *s)
         msgpack_sbuffer_destroy(&rb);
         j->ref = 0;
     } else if (row_field_text(&body.root, "key", &j->key) == 0) {
+        const msgpack_object *rid = row_field(&body.root, "row_id");
         j->ref = 1;
-        if ((rc = stage_row(s->stage, m->name, j->key.buf, &j->row)) != 0) {
+        j->row_id = 0;
+        if (rid && (rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || rid->via.u64 == 0)) {
+            bury(s, "job body: \"row_id\" is not a positive integer; " SHAPES);
+            goto out;
+        }
+        if (rid)
+            j->row_id = rid->via.u64;
+        if (j->key.len > STAGING_KEY_MAX || (j->key.len && memchr(j->key.buf, 0, j->key.len))) {
+            bury(s, "job body: \"key\" (%zu bytes) is not a staged row's key (at most %d "
+                 "bytes, no NUL); " SHAPES, j->key.len, STAGING_KEY_MAX);
+            goto out;
+        }
+        if ((rc = stage_row(s->stage, m->name, j->key.buf, j->row_id, &j->row)) != 0) {
             bury(s, "staged row %s/%.200s: %s", m->name, j->key.buf,
-                 rc == PL_ENOJOB ? "not found; the job points at a row nobody staged (or it "
+                 rc == PL_ENOROW ? "not found; the job points at a row nobody staged (or it "
                  "was purged)" : pl_strerror(rc));
             goto out;
         }
@@ -305,21 +344,23 @@ static void validate_start(Slot *s)
         if (j->valid && row_key_of(m, j->norm.data, j->norm.size, &j->key) != 0) {
             j->valid = 0;
             key_error(m, &j->errors);
+        } else if (j->valid && j->key.len > STAGING_KEY_MAX) {
+            j->valid = 0;
+            key_long(m, j->key.len, &j->errors);
         } else if (!j->valid && row_key_of(m, j->row.buf, j->row.len, &j->key) != 0) {
             sb_reset(&j->key);
             sb_adds(&j->key, "");
         }
     }
-    if (j->valid) {
-        ref_body(&j->out, m->name, j->key.buf);
-    } else {
+    if (!j->valid) {
         /* A replay puts back a reference when there is a key (the replay
-         * stages the row, possibly fixed, under it), else the job itself. */
-        if (j->ref || !j->key.len) {
+         * stages the row, possibly fixed, as a new instance), else the job
+         * itself. */
+        if ((!j->ref && !j->key.len) || j->key.len > STAGING_KEY_MAX) {
             sb_reset(&j->replay);
             sb_add(&j->replay, s->body.buf, s->body.len);
         } else {
-            ref_body(&j->replay, m->name, j->key.buf);
+            ref_body(&j->replay, m->name, j->key.buf, 0);
         }
         char why[300];
         first_error(&j->errors, why, sizeof why);

@@ -180,7 +180,11 @@ stages:
         keys = self.keys_of(jobs)
         self.assertEqual(dict(keys), {k: 1 for k in first + later})
         for j in jobs:
-            self.assertEqual(j["body"], {"model": "users", "key": j["body"]["key"]})
+            # A reference to the job's own staged row instance.
+            self.assertEqual(j["body"], {"model": "users", "key": j["body"]["key"],
+                                         "row_id": j["body"].get("row_id")})
+            self.assertIsInstance(j["body"]["row_id"], int)
+        self.assertEqual(len({j["body"]["row_id"] for j in jobs}), len(jobs))
         for q in ("retrieve", "staged", "to_geocode", "checked", "inspected"):
             self.assertEqual(depth(stats, q), 0, "queue %s not empty: %s" % (q, stats[q]))
 
@@ -410,7 +414,9 @@ stages:
         # Malformed JSON from the service buries with a reason naming JSON.
         b = self.wait(buried("b_rows", 1), 10, "the malformed-JSON job buried in b_rows", eng)
         self.assertEqual(len(b), 1, b)
-        self.assertEqual(b[0]["body"], {"model": "users", "key": "f2"})
+        self.assertEqual({k: v for k, v in b[0]["body"].items() if k != "row_id"},
+                         {"model": "users", "key": "f2"})
+        self.assertIsInstance(b[0]["body"]["row_id"], int)
         self.assertIn("JSON", b[0]["error"])
         self.assertEqual(flaky.modes_of("f2"), ["badjson"])
 

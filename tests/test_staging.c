@@ -353,6 +353,8 @@ static int count_rejects(const RejectRead *r, void *arg)
     return 0;
 }
 
+static void body_ref(const void *json, size_t n, StagedRef *ref);
+
 static void reject_replay_to_queue(void)
 {
     Store *s = open_store();
@@ -387,7 +389,8 @@ static void reject_replay_to_queue(void)
     n = 0;
     T_OK(reject_each(t, NULL, count_rejects, &n));
     T_EQ(n, 2);
-    /* Replay with a fixed row: the staged row is replaced and the job is back. */
+    /* Replay with a fixed row: the row is staged as a new instance and the
+     * job that goes back names it. */
     msgpack_sbuffer fixed;
     msgpack_sbuffer_init(&fixed);
     row(&fixed, 9, "fixed");
@@ -397,16 +400,342 @@ static void reject_replay_to_queue(void)
     Job j;
     T_OK(queue_get(t, jid, &j));
     T_CHECK(strcmp(j.queue, "validate") == 0);
-    T_CHECK(j.len == strlen(job) && memcmp(j.body, job, j.len) == 0);
-    MDB_val k = {strlen("users") + 1 + 1, "users\0" "1"}, v;
-    T_OK(mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &k, &v));
-    T_CHECK(v.mv_size == fixed.size && memcmp(v.mv_data, fixed.data, fixed.size) == 0);
+    StagedRef ref;
+    body_ref(j.body, j.len, &ref);
+    T_CHECK(strcmp(ref.model, "users") == 0 && strcmp(ref.key, "1") == 0 && ref.row != 0);
+    const void *mp;
+    size_t len;
+    uint32_t refs;
+    T_OK(staging_row_get(t, "users", "1", ref.row, &mp, &len, &refs));
+    T_CHECK(len == fixed.size && memcmp(mp, fixed.data, fixed.size) == 0);
+    T_EQ(refs, 1);
+    T_ERR(staging_row_get(t, "users", "1", 0, &mp, &len, NULL), PL_ENOROW);
     T_ERR(reject_replay(t, rid, NULL, 0, &jid), PL_ENOJOB);
     T_OK(reject_del(t, other));
     T_ERR(reject_del(t, other), PL_ENOJOB);
     T_OK(store_txn_commit(t));
     msgpack_sbuffer_destroy(&fixed);
     msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+/* ---------------------------------------------------------------- staged rows */
+
+/* body_ref parses the reference in a job body (JSON). */
+static void body_ref(const void *json, size_t n, StagedRef *ref)
+{
+    msgpack_sbuffer mp;
+    msgpack_sbuffer_init(&mp);
+    T_OK(row_from_json_object(json, n, &mp, NULL, 0));
+    RowView v;
+    T_OK(row_view(&v, mp.data, mp.size));
+    T_OK(staging_ref_parse(&v.root, ref));
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+}
+
+/* field_n returns field "n" of the row in mp, or -1. */
+static int field_n(const void *mp, size_t len)
+{
+    RowView v;
+    T_OK(row_view(&v, mp, len));
+    const msgpack_object *n = row_field(&v.root, "n");
+    int r = n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? (int)n->via.u64 : -1;
+    row_view_free(&v);
+    return r;
+}
+
+typedef struct Counts {
+    StagedCount c[8];
+    size_t n;
+} Counts;
+
+static int counts_add(const StagedCount *c, void *arg)
+{
+    Counts *cs = arg;
+    T_CHECK(cs->n < 8);
+    cs->c[cs->n++] = *c;
+    return 0;
+}
+
+static Counts count_staged(Txn *t)
+{
+    Counts cs;
+    memset(&cs, 0, sizeof cs);
+    T_OK(staging_row_count(t, counts_add, &cs));
+    return cs;
+}
+
+/* Every landing of a key is its own instance: two jobs of one key never
+ * share a row, and the last reference deletes it. */
+static void staged_rows_are_instances(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    Txn *t = wbegin(s);
+    uint64_t a, c, d;
+    row(&b, 1, "a");
+    T_OK(staging_row_new(t, "users", "7", b.data, b.size, 1, &a));
+    row(&b, 2, "c");
+    T_OK(staging_row_new(t, "users", "7", b.data, b.size, 1, &c));
+    row(&b, 3, "d");
+    T_OK(staging_row_new(t, "tenants", "7", b.data, b.size, 2, &d));
+    T_CHECK(a != 0 && c != a && d != c && d != a);
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    const void *mp;
+    size_t len;
+    uint32_t refs = 99;
+    T_OK(staging_row_get(t, "users", "7", a, &mp, &len, &refs));
+    T_EQ(field_n(mp, len), 1);
+    T_EQ(refs, 1);
+    T_OK(staging_row_get(t, "users", "7", c, &mp, &len, &refs));
+    T_EQ(field_n(mp, len), 2);
+    T_ERR(staging_row_get(t, "users", "7", d, &mp, &len, NULL), PL_ENOROW);
+    T_ERR(staging_row_get(t, "users", "8", a, &mp, &len, NULL), PL_ENOROW);
+    T_ERR(staging_row_get(t, "users", "7", 0, &mp, &len, NULL), PL_ENOROW);
+    Counts cs = count_staged(t);
+    T_EQ(cs.n, 2);
+    T_CHECK(strcmp(cs.c[0].model, "tenants") == 0 && strcmp(cs.c[1].model, "users") == 0);
+    T_EQ(cs.c[0].rows, 1);
+    T_EQ(cs.c[0].refs, 2);
+    T_EQ(cs.c[1].rows, 2);
+    T_EQ(cs.c[1].refs, 2);
+    T_EQ(cs.c[1].legacy, 0);
+
+    /* put replaces one instance's row, keeping its references. */
+    row(&b, 10, "a2");
+    T_OK(staging_row_put(t, "users", "7", a, b.data, b.size));
+    T_OK(staging_row_get(t, "users", "7", a, &mp, &len, &refs));
+    T_EQ(field_n(mp, len), 10);
+    T_EQ(refs, 1);
+    T_OK(staging_row_get(t, "users", "7", c, &mp, &len, NULL));
+    T_EQ(field_n(mp, len), 2);
+    T_ERR(staging_row_put(t, "users", "7", 12345, b.data, b.size), PL_ENOROW);
+
+    /* merge sets fields of that instance only. */
+    const char *src = "{\"lat\":52.5,\"x\":1}";
+    msgpack_sbuffer sm;
+    msgpack_sbuffer_init(&sm);
+    T_OK(row_from_json_object(src, strlen(src), &sm, NULL, 0));
+    const char *from[] = {"lat", "nope"}, *to[] = {"latitude", "nope"};
+    T_OK(staging_row_merge(t, "users", "7", c, sm.data, sm.size, from, to, 2));
+    T_OK(staging_row_get(t, "users", "7", c, &mp, &len, NULL));
+    Strbuf js;
+    sb_init(&js);
+    T_OK(row_to_json(mp, len, &js));
+    T_CHECK(strcmp(js.buf, "{\"n\":2,\"s\":\"c\",\"latitude\":52.5}") == 0);
+    T_OK(staging_row_get(t, "users", "7", a, &mp, &len, NULL));
+    sb_reset(&js);
+    T_OK(row_to_json(mp, len, &js));
+    T_CHECK(strcmp(js.buf, "{\"n\":10,\"s\":\"a2\"}") == 0);
+    T_ERR(staging_row_merge(t, "users", "7", 999, sm.data, sm.size, from, to, 2), PL_ENOROW);
+
+    /* A reference more, then the drops: the last one deletes. */
+    int deleted = -1;
+    T_OK(staging_row_hold(t, "users", "7", a, 2));
+    T_OK(staging_row_get(t, "users", "7", a, &mp, &len, &refs));
+    T_EQ(refs, 3);
+    T_EQ(field_n(mp, len), 10);
+    T_OK(staging_row_drop(t, "users", "7", a, &deleted));
+    T_EQ(deleted, 0);
+    T_OK(staging_row_drop(t, "users", "7", a, &deleted));
+    T_EQ(deleted, 0);
+    T_OK(staging_row_get(t, "users", "7", a, &mp, &len, &refs));
+    T_EQ(refs, 1);
+    T_OK(staging_row_drop(t, "users", "7", a, &deleted));
+    T_EQ(deleted, 1);
+    T_ERR(staging_row_get(t, "users", "7", a, &mp, &len, NULL), PL_ENOROW);
+    T_ERR(staging_row_drop(t, "users", "7", a, &deleted), PL_ENOROW);
+    T_OK(staging_row_get(t, "users", "7", c, &mp, &len, NULL)); /* the other job's row stays */
+    T_OK(staging_row_drop(t, "users", "7", c, NULL));
+    T_OK(staging_row_del(t, "tenants", "7", d));
+    T_ERR(staging_row_del(t, "tenants", "7", d), PL_ENOROW);
+    T_OK(store_txn_commit(t));
+
+    /* Nothing left: the store holds only rows in flight. */
+    T_OK(store_txn_begin(s, 0, &t));
+    cs = count_staged(t);
+    T_EQ(cs.n, 0);
+    store_txn_abort(t);
+
+    /* Ids are never reused, even after the rows are gone. */
+    t = wbegin(s);
+    uint64_t e;
+    T_OK(staging_row_new(t, "users", "7", b.data, b.size, 1, &e));
+    T_CHECK(e > d && e > c);
+    T_OK(store_txn_commit(t));
+    sb_free(&js);
+    msgpack_sbuffer_destroy(&sm);
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+/* A row staged by a pickline before instances, under (model, 0, key):
+ * read and merged through row 0, counted apart, never deleted by a drop. */
+static void staged_rows_legacy(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    row(&b, 5, "old");
+    Txn *t = wbegin(s);
+    MDB_val k = {strlen("users") + 1 + 2, "users\0" "42"}, v = {b.size, b.data};
+    T_OK(mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &k, &v, 0));
+    uint64_t inst;
+    T_OK(staging_row_new(t, "users", "42", b.data, b.size, 1, &inst));
+    T_OK(store_txn_commit(t));
+
+    t = wbegin(s);
+    const void *mp;
+    size_t len;
+    uint32_t refs = 7;
+    T_OK(staging_row_get(t, "users", "42", 0, &mp, &len, &refs));
+    T_EQ(field_n(mp, len), 5);
+    T_EQ(refs, 0);
+    const char *src = "{\"n\":6}";
+    msgpack_sbuffer sm;
+    msgpack_sbuffer_init(&sm);
+    T_OK(row_from_json_object(src, strlen(src), &sm, NULL, 0));
+    const char *f[] = {"n"};
+    T_OK(staging_row_merge(t, "users", "42", 0, sm.data, sm.size, f, f, 1));
+    T_OK(staging_row_get(t, "users", "42", 0, &mp, &len, NULL));
+    T_EQ(field_n(mp, len), 6);
+    T_OK(staging_row_get(t, "users", "42", inst, &mp, &len, NULL)); /* the instance: as it was */
+    T_EQ(field_n(mp, len), 5);
+    int deleted = -1;
+    T_OK(staging_row_hold(t, "users", "42", 0, 3));
+    T_OK(staging_row_drop(t, "users", "42", 0, &deleted));
+    T_EQ(deleted, 0);
+    T_OK(staging_row_get(t, "users", "42", 0, &mp, &len, NULL));
+    Counts cs = count_staged(t);
+    T_EQ(cs.n, 1);
+    T_EQ(cs.c[0].rows, 1);
+    T_EQ(cs.c[0].legacy, 1);
+    /* put of row 0 writes the legacy row, created if missing (a replay of old). */
+    T_OK(staging_row_put(t, "users", "43", 0, b.data, b.size));
+    T_OK(staging_row_get(t, "users", "43", 0, &mp, &len, NULL));
+    T_OK(staging_row_del(t, "users", "42", 0));
+    T_ERR(staging_row_get(t, "users", "42", 0, &mp, &len, NULL), PL_ENOROW);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&sm);
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+/* What cannot be staged is refused, and nothing is written; a damaged
+ * record is named as such. */
+static void staged_rows_refused(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    row(&b, 1, "x");
+    char longkey[STAGING_KEY_MAX + 2], longmodel[STAGING_MODEL_MAX + 2];
+    memset(longkey, 'k', sizeof longkey - 1);
+    longkey[sizeof longkey - 1] = '\0';
+    memset(longmodel, 'm', sizeof longmodel - 1);
+    longmodel[sizeof longmodel - 1] = '\0';
+    Txn *t = wbegin(s);
+    uint64_t id;
+    T_ERR(staging_row_new(t, "", "1", b.data, b.size, 1, &id), PL_EINVAL);
+    T_ERR(staging_row_new(t, "\x01users", "1", b.data, b.size, 1, &id), PL_EINVAL);
+    T_ERR(staging_row_new(t, "\x02users", "1", b.data, b.size, 1, &id), PL_EINVAL);
+    T_ERR(staging_row_new(t, "users", longkey, b.data, b.size, 1, &id), PL_EINVAL);
+    T_ERR(staging_row_new(t, longmodel, "1", b.data, b.size, 1, &id), PL_EINVAL);
+    T_ERR(staging_row_new(t, "users", "1", b.data, b.size, 0, &id), PL_EINVAL);
+    longkey[STAGING_KEY_MAX] = '\0'; /* the longest key: fine */
+    T_OK(staging_row_new(t, "users", longkey, b.data, b.size, 1, &id));
+    Counts cs = count_staged(t);
+    T_EQ(cs.n, 1);
+    T_EQ(cs.c[0].rows, 1);
+    /* A damaged instance record. */
+    unsigned char kb[16] = "users\0" "9\0";
+    pl_put_be64(kb + 8, 77);
+    MDB_val k = {16, kb}, v = {3, "\x93\x01\x00"};
+    T_OK(mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &k, &v, 0));
+    const void *mp;
+    size_t len;
+    T_ERR(staging_row_get(t, "users", "9", 77, &mp, &len, NULL), PL_ECORRUPT);
+    T_ERR(staging_row_drop(t, "users", "9", 77, NULL), PL_ECORRUPT);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
+/* The reference body: written and read back; a legacy one has no row_id. */
+static void staged_refs_round_trip(void)
+{
+    Strbuf js;
+    sb_init(&js);
+    staging_ref_json(&js, "users", "3/a\"b", 42);
+    T_CHECK(strcmp(js.buf, "{\"model\":\"users\",\"key\":\"3/a\\\"b\",\"row_id\":42}") == 0);
+    StagedRef r;
+    body_ref(js.buf, js.len, &r);
+    T_CHECK(strcmp(r.model, "users") == 0 && strcmp(r.key, "3/a\"b") == 0);
+    T_EQ(r.row, 42);
+    sb_reset(&js);
+    staging_ref_json(&js, "users", "7", 0);
+    T_CHECK(strcmp(js.buf, "{\"model\":\"users\",\"key\":\"7\"}") == 0);
+    body_ref(js.buf, js.len, &r);
+    T_EQ(r.row, 0);
+    const char *bad[] = {"{\"model\":\"users\",\"key\":\"7\",\"row_id\":0}",
+                         "{\"model\":\"users\",\"key\":\"7\",\"row_id\":-3}",
+                         "{\"model\":\"users\",\"key\":\"7\",\"row_id\":\"5\"}",
+                         "{\"model\":\"users\",\"key\":\"7\",\"row_id\":1.5}",
+                         "{\"key\":\"7\"}", "{\"model\":\"users\"}", "{\"model\":\"\",\"key\":\"7\"}",
+                         "{\"model\":\"users\",\"key\":\"a\\u0000b\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        msgpack_sbuffer mp;
+        msgpack_sbuffer_init(&mp);
+        T_OK(row_from_json_object(bad[i], strlen(bad[i]), &mp, NULL, 0));
+        RowView v;
+        T_OK(row_view(&v, mp.data, mp.size));
+        if (staging_ref_parse(&v.root, &r) != PL_EINVAL)
+            t_fail(__FILE__, __LINE__, "a reference: %s", bad[i]);
+        row_view_free(&v);
+        msgpack_sbuffer_destroy(&mp);
+    }
+    sb_free(&js);
+}
+
+/* A replay of an inline job carries the fixed row inline; a job that is
+ * not about a staged row goes back as it was, and nothing is staged. */
+static void reject_replay_inline_and_other(void)
+{
+    Store *s = open_store();
+    msgpack_sbuffer b, fixed;
+    msgpack_sbuffer_init(&b);
+    msgpack_sbuffer_init(&fixed);
+    row(&b, 1, "bad");
+    row(&fixed, 2, "fixed");
+    const char *errs = "[]";
+    const char *inl = "{\"model\":\"users\",\"row\":{\"n\":1,\"s\":\"bad\"}}";
+    const char *notice = "{\"table\":\"users\",\"key\":{\"id\":1}}";
+    Txn *t = wbegin(s);
+    RejectRec r = {.model = "users", .key = "", .stage = "v", .queue = "validate", .row = b.data,
+                   .row_len = b.size, .errors = errs, .errors_len = 2, .job = inl,
+                   .job_len = strlen(inl)};
+    uint64_t r1, r2, j1, j2;
+    T_OK(reject_add(t, &r, &r1));
+    r.job = notice;
+    r.job_len = strlen(notice);
+    T_OK(reject_add(t, &r, &r2));
+    T_OK(reject_replay(t, r1, fixed.data, fixed.size, &j1));
+    T_OK(reject_replay(t, r2, NULL, 0, &j2));
+    Job j;
+    T_OK(queue_get(t, j1, &j));
+    const char *want = "{\"model\":\"users\",\"row\":{\"n\":2,\"s\":\"fixed\"}}";
+    T_CHECK(j.len == strlen(want) && memcmp(j.body, want, j.len) == 0);
+    T_OK(queue_get(t, j2, &j));
+    T_CHECK(j.len == strlen(notice) && memcmp(j.body, notice, j.len) == 0);
+    Counts cs = count_staged(t);
+    T_EQ(cs.n, 0);
+    T_OK(store_txn_commit(t));
+    msgpack_sbuffer_destroy(&b);
+    msgpack_sbuffer_destroy(&fixed);
     store_close(s);
 }
 
@@ -448,7 +777,9 @@ int main(int argc, char **argv)
     static const TCase cases[] = {
         T_CASE(append_and_read), T_CASE(seal_by_rows_and_time), T_CASE(hold_on_rejects),
         T_CASE(row_reject_and_drop), T_CASE(reject_replay_to_queue), T_CASE(uuid_stable),
-        T_CASE(states_named), T_CASE(drop_many_pages), T_CASE(forget_loaded_only), {NULL, NULL},
+        T_CASE(states_named), T_CASE(drop_many_pages), T_CASE(forget_loaded_only),
+        T_CASE(staged_rows_are_instances), T_CASE(staged_rows_legacy), T_CASE(staged_rows_refused),
+        T_CASE(staged_refs_round_trip), T_CASE(reject_replay_inline_and_other), {NULL, NULL},
     };
     return t_main(argc, argv, "staging", cases);
 }

@@ -692,8 +692,48 @@ static int job_fail(const Ctx *c, int rc, uint64_t id, const char *verb)
     return ST_FAIL;
 }
 
-/* info_human and info_json describe the map (store_info). */
-static void info_human(FILE *f, const Ctx *c, const StoreInfo *i)
+/* Staged: the staged rows (the working rows of the line), by model. */
+typedef struct Staged {
+    StagedCount all;
+    StagedCount *v;
+    size_t n, cap;
+} Staged;
+
+static int staged_add(const StagedCount *sc, void *arg)
+{
+    Staged *st = arg;
+    if (st->n == st->cap) {
+        st->cap = st->cap ? st->cap * 2 : 8;
+        st->v = xrealloc(st->v, st->cap * sizeof *st->v);
+    }
+    st->v[st->n++] = *sc;
+    st->all.rows += sc->rows;
+    st->all.refs += sc->refs;
+    st->all.legacy += sc->legacy;
+    st->all.bytes += sc->bytes;
+    return 0;
+}
+
+static int staged_fn(Txn *t, void *arg)
+{
+    Staged *st = arg;
+    memset(&st->all, 0, sizeof st->all);
+    st->n = 0;
+    return staging_row_count(t, staged_add, st);
+}
+
+/* read_staged counts the staged rows: 0, or a message and ST_FAIL. */
+static int read_staged(Ctx *c, Staged *st)
+{
+    int rc = store_read(c->s, staged_fn, st);
+    if (rc)
+        return errorf("cannot count the staged rows of '%s': %s", c->dir, pl_strerror(rc));
+    return 0;
+}
+
+/* info_human and info_json describe the map (store_info) and the staged
+ * rows. */
+static void info_human(FILE *f, const Ctx *c, const StoreInfo *i, const Staged *st)
 {
     uint64_t used = (uint64_t)i->last_page * i->page_size;
     fprintf(f, "data dir    %s\n", c->dir);
@@ -706,18 +746,52 @@ static void info_human(FILE *f, const Ctx *c, const StoreInfo *i)
     fprintf(f, "file size   %s (headroom kept for acks and deletes: %s)\n",
             size_str(i->file_size).s, size_str(i->headroom).s);
     fprintf(f, "readers     %u of %u\n", i->readers, i->max_readers);
+    fprintf(f, "staged rows %" PRIu64, st->all.rows);
+    if (st->all.rows) {
+        fprintf(f, " (%s; rows in flight, deleted as batches take them:", size_str(st->all.bytes).s);
+        for (size_t k = 0; k < st->n; k++)
+            if (st->v[k].rows)
+                fprintf(f, " %s %" PRIu64, st->v[k].model, st->v[k].rows);
+        fputc(')', f);
+    }
+    fputc('\n', f);
+    if (st->all.legacy) {
+        fprintf(f, "legacy rows %" PRIu64 " (staged by a pickline before row instances; never "
+                "deleted by the line):", st->all.legacy);
+        for (size_t k = 0; k < st->n; k++)
+            if (st->v[k].legacy)
+                fprintf(f, " %s %" PRIu64, st->v[k].model, st->v[k].legacy);
+        fputc('\n', f);
+    }
 }
 
-static void info_json(FILE *f, const Ctx *c, const StoreInfo *i)
+static void staged_json(FILE *f, const StagedCount *sc)
+{
+    fprintf(f, "{\"rows\":%" PRIu64 ",\"refs\":%" PRIu64 ",\"legacy\":%" PRIu64
+            ",\"bytes\":%" PRIu64, sc->rows, sc->refs, sc->legacy, sc->bytes);
+}
+
+static void info_json(FILE *f, const Ctx *c, const StoreInfo *i, const Staged *st)
 {
     fputs("{\"path\":", f);
     json_put_string(f, c->dir, strlen(c->dir));
     fprintf(f, ",\"map_size\":%zu,\"map_max\":%zu,\"page_size\":%zu,\"used_pages\":%zu"
                ",\"used_bytes\":%" PRIu64 ",\"free_pages\":%zu,\"file_size\":%zu"
-               ",\"headroom\":%zu,\"readers\":%u,\"max_readers\":%u}",
+               ",\"headroom\":%zu,\"readers\":%u,\"max_readers\":%u,\"staged\":",
             i->map_size, i->map_max, i->page_size, i->last_page,
             (uint64_t)i->last_page * i->page_size, i->free_pages, i->file_size, i->headroom,
             i->readers, i->max_readers);
+    staged_json(f, &st->all);
+    fputs(",\"models\":{", f);
+    for (size_t k = 0; k < st->n; k++) {
+        if (k)
+            fputc(',', f);
+        json_put_string(f, st->v[k].model, strlen(st->v[k].model));
+        fputc(':', f);
+        staged_json(f, &st->v[k]);
+        fputc('}', f);
+    }
+    fputs("}}}", f);
 }
 
 /* ------------------------------------------------------------------ put */
@@ -1704,6 +1778,7 @@ static int cmd_stats(Ctx *c)
     ListOp o = {.queue = c->npos ? c->pos[0] : NULL};
     Table t = {.ncol = 11, .head = stats_head, .align = "lrrrrrrrrrl"};
     StoreInfo info;
+    Staged staged = {0};
     int rc;
 
     if ((o.queue && (rc = arg_queue(c, o.queue))) || (rc = ctx_open(c, OPEN_READ)))
@@ -1721,6 +1796,8 @@ static int cmd_stats(Ctx *c)
         rc = errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
         goto fail;
     }
+    if ((rc = read_staged(c, &staged)) != 0)
+        goto fail;
     for (size_t i = 0; i < o.n; i++) {
         const QueueStats *s = &o.v[i];
         table_add(&t, "%s", s->name);
@@ -1740,28 +1817,33 @@ static int cmd_stats(Ctx *c)
     else
         puts("no queues yet; 'qctl put QUEUE JSON' or 'qctl create QUEUE' makes one");
     putchar('\n');
-    info_human(stdout, c, &info);
+    info_human(stdout, c, &info, &staged);
     rc = ST_OK;
 fail:
     table_free(&t);
     free(o.v);
+    free(staged.v);
     return rc;
 }
 
 static int cmd_info(Ctx *c)
 {
     StoreInfo info;
+    Staged staged = {0};
     int rc;
     if ((rc = ctx_open(c, OPEN_READ)))
         return rc;
     if ((rc = store_info(c->s, &info)) != 0)
         return errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+    if ((rc = read_staged(c, &staged)) != 0)
+        return rc;
     if (c->json) {
-        info_json(stdout, c, &info);
+        info_json(stdout, c, &info, &staged);
         putchar('\n');
     } else {
-        info_human(stdout, c, &info);
+        info_human(stdout, c, &info, &staged);
     }
+    free(staged.v);
     return ST_OK;
 }
 
@@ -3958,20 +4040,26 @@ static const Cmd cmds[] = {
      1, 1, {CONF_FLAGS}},
     {"stats", cmd_stats, "[QUEUE]", "depths by state, totals, and the data map",
      "Prints per queue the jobs by state, the totals so far, the age of the oldest\n"
-     "ready job and whether it is paused; then the data map (as 'qctl info').\n"
-     "--json: one object keyed by queue name: {\"Q\":{\"ready\":N,\"delayed\":N,\n"
+     "ready job and whether it is paused; then the data map and the staged rows\n"
+     "(as 'qctl info').\n"
+     "--json: one object keyed by queue name (the staged rows are in\n"
+     "'qctl info --json'): {\"Q\":{\"ready\":N,\"delayed\":N,\n"
      "  \"reserved\":N,\"buried\":N,\"puts\":N,\"reserves\":N,\"acks\":N,\"releases\":N,\n"
      "  \"buries\":N,\"kicks\":N,\"expiries\":N,\"deletes\":N,\"paused\":false,\n"
      "  \"oldest_ready_ms\":N|null,\"created_ms\":T,\"conf\":{...}}}",
      0, 1, {{NULL, NULL, NULL}}},
     {"queues", cmd_stats, "[QUEUE]", "the same as stats", "The same as 'qctl stats'.",
      0, 1, {{NULL, NULL, NULL}}},
-    {"info", cmd_info, "", "the data map: size, use, free pages, readers",
+    {"info", cmd_info, "", "the data map: size, use, free pages, readers, staged rows",
      "Prints the LMDB map of the data directory: its size and limit, pages in\n"
-     "use and free, the file's size and the readers.\n"
+     "use and free, the file's size and the readers; and the staged rows: the\n"
+     "rows in flight between the stages, by model, which the batch stage deletes\n"
+     "as it appends them to batches (legacy rows, staged by a pickline before\n"
+     "row instances, are counted apart: the line never deletes them).\n"
      "--json: {\"path\":\"DIR\",\"map_size\":N,\"map_max\":N,\"page_size\":N,\n"
      "  \"used_pages\":N,\"used_bytes\":N,\"free_pages\":N,\"file_size\":N,\"headroom\":N,\n"
-     "  \"readers\":N,\"max_readers\":N}",
+     "  \"readers\":N,\"max_readers\":N,\"staged\":{\"rows\":N,\"refs\":N,\"legacy\":N,\n"
+     "  \"bytes\":N,\"models\":{\"M\":{\"rows\":N,\"refs\":N,\"legacy\":N,\"bytes\":N}}}}",
      0, 0, {{NULL, NULL, NULL}}},
     {"export", cmd_export, "QUEUE > jobs.ndjson", "write a queue's jobs as NDJSON",
      "Writes every job of QUEUE to stdout, one JSON object per line (the shape of\n"

@@ -1,0 +1,309 @@
+"""End-to-end tests of the staged rows (the working rows of the line): the
+real `pickline run` with extract -> validate -> geocode -> batch, a record
+API and a geocoder on loopback (tests/engine_fixtures.py), and the real
+`qload` into a throwaway PostgreSQL (tests/pgfix.py).
+
+  - under a steady stream of new keys the staged rows are deleted as their
+    batches take them: `qctl info --json` counts 0 staged rows after each
+    wave, and the store's used pages stop growing (compared between equal
+    waves, never timed);
+  - two jobs for the same key in flight at once each batch their own row,
+    exactly once, with their own merges.
+
+PICKLINE_KEEP_TEST_DIRS=1 keeps the temp dirs."""
+import collections
+import json
+import os
+import subprocess
+import sys
+import threading
+import unittest
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pgfix  # noqa: E402
+from engine_fixtures import (SLOW, Fixture, Fixtures, Geocoder, binary, depth, make_workdir,  # noqa: E402
+                             qctl, remove_workdir, wait_for)
+
+PIPE = """
+listen:
+  address: 127.0.0.1
+  port: ${port}
+drain: 5
+models:
+  users:
+    properties:
+      id: {type: integer, key: true}
+      email: {type: string, length: 99, required: true}
+      name: {type: string, length: 200}
+      address: {type: string, length: 200}
+      lat: {type: decimal}
+      lon: {type: decimal}
+queues:
+  retrieve: {ttr: 10, max_attempts: 50, backoff: 0.1}
+  validate: {ttr: 10, max_attempts: 50, backoff: 0.1}
+  geo: {ttr: 10, max_attempts: 50, backoff: 0.1}
+  final: {ttr: 10, max_attempts: 50, backoff: 0.1}
+stages:
+  - name: extract
+    kind: http_extract
+    input: retrieve
+    output: validate
+    url: ${records}/records/{id}
+    key_field: id
+    model: users
+    concurrency: 16
+  - name: check
+    kind: validate
+    input: validate
+    model: users
+    output: geo
+    concurrency: 32
+  - name: geocode
+    kind: http_enrich
+    input: geo
+    output: final
+    url: ${geo}/geocode?address={address}
+    merge: {lat: lat, lon: lon}
+    concurrency: 16
+  - name: seal
+    kind: batch
+    input: final
+    rows: 250
+    seconds: 0.5
+    concurrency: 32
+"""
+
+QUEUES = ("retrieve", "validate", "geo", "final")
+
+
+class VersionedRecords(Fixture):
+    """GET /records/ID -> a users record whose name says how many times ID
+    was fetched ("v1-...", "v2-...") and whose address says the same, so
+    every fetch of a key is a different row with a different geocode."""
+
+    def __init__(self):
+        super().__init__()
+        self.fetches = collections.Counter()
+
+    def handle(self, req):
+        if not req.url_path.startswith("/records/"):
+            return req.reply(404, {"error": "no such path"})
+        rid = urllib.parse.unquote(req.url_path[len("/records/"):])
+        with self.lock:
+            self.fetches[rid] += 1
+            v = self.fetches[rid]
+        req.reply(200, record(int(rid), v))
+
+
+def record(i, v):
+    return {"id": i, "email": "u%d@example.com" % i, "name": "v%d-%d-%s" % (v, i, "x" * 120),
+            "address": "%d street, version %d" % (i, v)}
+
+
+class StagedRowsTest(unittest.TestCase):
+    maxDiff = 4000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pgfix.PgCluster()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.close()
+
+    def setUp(self):
+        self.dir = make_workdir()
+        self.fx = Fixtures()
+        self.db = self.pg.create_db()
+
+    def tearDown(self):
+        failed = self._failed()
+        if failed:
+            for e in self.fx.engines:
+                sys.stderr.write("\n%s: pipeline %s\n%s\n" % (self.id(), e.path, e.stderr_tail(60)))
+        self.fx.close()
+        if failed:
+            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
+        else:
+            remove_workdir(self.dir)
+
+    def _failed(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is None:
+            return False
+        if not getattr(outcome, "success", True):
+            return True
+        res = getattr(outcome, "result", None)
+        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
+        return any(t is self for t, _ in errs)
+
+    # -- helpers
+
+    def engine(self):
+        self.records = self.fx.add(VersionedRecords())
+        self.geo = self.fx.add(Geocoder())
+        eng = self.fx.engine(self.dir, PIPE, subst={"records": self.records.url, "geo": self.geo.url})
+        eng.check()
+        return eng.start()
+
+    def wait(self, pred, timeout, what, eng):
+        try:
+            return wait_for(pred, timeout, 0.05, what)
+        except AssertionError as ex:
+            raise AssertionError("%s\n%s" % (ex, eng.stderr_tail())) from None
+
+    def put_many(self, eng, queue, bodies):
+        """Puts the bodies on queue in a few transactions (qctl import)."""
+        lines = "".join(json.dumps({"priority": 0, "key": None, "body": b}) + "\n" for b in bodies)
+        p = qctl(eng.data, "import", queue, input=lines)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+    def wait_idle(self, eng, timeout=60):
+        """Waits until every queue of the line is empty; returns the stats."""
+        box = {}
+
+        def ok():
+            box["s"] = eng.stats()
+            return all(depth(box["s"], q) == 0 for q in QUEUES) and box["s"]
+
+        try:
+            return wait_for(ok, timeout, 0.1, "the line to empty")
+        except AssertionError:
+            buried = {q: [(j["body"], j["error"]) for j in eng.peek(q, "buried")][:5] for q in QUEUES}
+            raise AssertionError("the line did not empty: %s\nburied: %s\n%s"
+                                 % ({q: box["s"].get(q) for q in QUEUES}, buried,
+                                    eng.stderr_tail())) from None
+
+    def info(self, eng):
+        p = qctl(eng.data, "info", "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)
+
+    def staged(self, eng):
+        """(instances, legacy rows) that `qctl info --json` counts (None
+        when it counts none: a qctl before staged-row counts)."""
+        s = self.info(eng).get("staged")
+        return (s["rows"], s["legacy"]) if s is not None else None
+
+    def load(self, eng):
+        """Seals what is open and runs qload once; returns its summary."""
+        p = qctl(eng.data, "batches", "seal", "--all")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = subprocess.run([binary("qload"), "--data", eng.data, "--target", self.db, "--create-tables",
+                            "--json", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, timeout=120 * SLOW)
+        self.assertEqual(p.returncode, 0, "qload: %s%s" % (p.stdout, p.stderr))
+        return json.loads(p.stdout)
+
+    def batches(self, eng):
+        p = qctl(eng.data, "batches", "--json", "--limit", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout or "[]")
+
+    def batch_rows(self, eng, bid):
+        p = qctl(eng.data, "batches", "show", bid, "--rows", "1000000", "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return [d["row"] for d in json.loads(p.stdout)["data"]]
+
+    # ------------------------------------------------------------ tests
+
+    def test_1_staged_rows_do_not_outlive_their_batches(self):
+        """Waves of new keys: after each one is batched and loaded, no staged
+        row is left, and the used pages of the store stop growing."""
+        eng = self.engine()
+        n = 1500
+        pages, staged, loaded = [], [], 0
+        for wave in range(4):
+            ids = range(wave * n + 1, (wave + 1) * n + 1)
+            self.put_many(eng, "retrieve", [{"id": i} for i in ids])
+            self.wait_idle(eng)
+            self.assertEqual(self.load(eng)["failed"], 0)
+            loaded += n
+            self.assertEqual(int(self.pg.scalar("SELECT count(*) FROM users", dsn=self.db)), loaded)
+            bs = self.batches(eng)
+            self.assertTrue(bs and all(b["state"] == "loaded" for b in bs), bs)
+            staged.append(self.staged(eng))
+            pages.append(self.info(eng)["used_pages"])
+        # What one wave's rows would take if they stayed: their bytes.
+        row_pages = n * len(json.dumps(record(n, 1))) // 4096
+        # The first waves grow the store to its working size; after that an
+        # equal wave reuses the pages the last one freed.
+        grow = [b - a for a, b in zip(pages, pages[1:])]
+        self.assertLessEqual(max(grow[1:]), row_pages // 4,
+                             "used pages per wave %s (a wave's rows: about %d pages)" % (pages, row_pages))
+        # Every staged row went with its batch: none is left after a wave.
+        self.assertEqual(staged, [(0, 0)] * 4)
+        # The human views say it too.
+        p = qctl(eng.data, "info")
+        self.assertRegex(p.stdout, r"staged rows +0\b", p.stdout)
+        p = qctl(eng.data, "stats")
+        self.assertRegex(p.stdout, r"staged rows +0\b", p.stdout)
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
+    def test_2_two_jobs_of_one_key_in_flight_batch_their_own_rows(self):
+        """Job A of key 7 waits in final while job B of key 7 is extracted
+        again and waits before its geocode; then A is batched, then B. Each
+        batches its own row once, with its own geocode, and B's merge still
+        finds its row."""
+        eng = self.engine()
+        p = qctl(eng.data, "pause", "final")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.put_many(eng, "retrieve", [{"id": 7}])
+        self.wait(lambda: depth(eng.stats(), "final") == 1, 20, "A in final", eng)
+        p = qctl(eng.data, "pause", "geo")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.put_many(eng, "retrieve", [{"id": 7}])
+        self.wait(lambda: depth(eng.stats(), "geo") == 1, 20, "B waiting for its geocode", eng)
+        self.assertEqual(self.records.fetches["7"], 2)
+        staged = [self.staged(eng)]  # two rows of key 7 in flight at once
+        self.assertEqual(qctl(eng.data, "resume", "final").returncode, 0)
+        self.wait(lambda: depth(eng.stats(), "final") == 0 and self.batches(eng), 20, "A batched", eng)
+        staged.append(self.staged(eng))
+        self.assertEqual(qctl(eng.data, "resume", "geo").returncode, 0)
+        self.wait_idle(eng)
+        p = qctl(eng.data, "batches", "seal", "--all")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = []
+        for b in self.batches(eng):
+            rows += self.batch_rows(eng, b["id"])
+        names = sorted(r["name"][:2] for r in rows)
+        self.assertEqual(names, ["v1", "v2"], [r["name"][:8] for r in rows])
+        for r in rows:
+            v = int(r["name"][1])
+            want = Geocoder.locate(record(7, v)["address"])
+            self.assertEqual((r["address"], r["lat"], r["lon"]), (record(7, v)["address"], want["lat"], want["lon"]))
+        for q in QUEUES:
+            self.assertEqual(eng.peek(q, "buried"), [], q)
+        staged.append(self.staged(eng))
+        self.assertEqual(staged, [(2, 0), (1, 0), (0, 0)])
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
+    def test_3_a_key_fetched_many_times_at_once(self):
+        """Many jobs of a few keys at once, through the whole line: every
+        fetch is batched exactly once, as it was fetched, and nothing stays."""
+        eng = self.engine()
+        keys = [11, 12, 13]
+        self.put_many(eng, "retrieve", [{"id": k} for _ in range(40) for k in keys])
+        self.wait_idle(eng)
+        p = qctl(eng.data, "batches", "seal", "--all")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = []
+        for b in self.batches(eng):
+            rows += self.batch_rows(eng, b["id"])
+        got = collections.Counter((r["id"], r["name"].split("-")[0]) for r in rows)
+        want = collections.Counter((k, "v%d" % v) for k in keys for v in range(1, 41))
+        self.assertEqual(got, want)
+        for r in rows:
+            loc = Geocoder.locate(r["address"])
+            self.assertEqual((r["lat"], r["lon"]), (loc["lat"], loc["lon"]), r["name"][:8])
+            self.assertEqual(r["address"].split("version ")[1], r["name"].split("-")[0][1:])
+        self.assertEqual(self.staged(eng), (0, 0))
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
+
+if __name__ == "__main__":
+    unittest.main()
