@@ -1237,6 +1237,35 @@ done:
     return 0;
 }
 
+int model_check_field(const Model *m, const char *name, const msgpack_object *v,
+                      msgpack_packer *pk, Strbuf *errors, size_t *nerrors)
+{
+    Vc c = {.errors = errors};
+    size_t nl = strlen(name);
+    int idx = field_index(m, 0, name, nl);
+    if (idx < 0) {
+        if (m->drift == DRIFT_REJECT)
+            vfail(&c, NULL, name, nl, RULE_DRIFT, "field '%.*s' is not declared in model '%s'; "
+                  "declare it under properties: or set drift: ignore or keep",
+                  (int)utf8_cut(name, nl, 64), name, m->name);
+        else
+            msgpack_pack_object(pk, *v);
+    } else {
+        const Field *f = &m->fields[idx];
+        if (v->type == MSGPACK_OBJECT_NIL) {
+            if (f->required || f->key)
+                vfail(&c, f, f->name, nl, RULE_REQUIRED, "%s is required", f->name);
+            else
+                msgpack_pack_nil(pk);
+        } else {
+            check_value(f, v, pk, &c);
+        }
+    }
+    if (nerrors)
+        *nerrors = c.n;
+    return c.n ? PL_EINVAL : 0;
+}
+
 /* put_key_part appends a key value as text; '/' and '%' are escaped as
  * %2F and %25 so that "a/b" in one field differs from "a" then "b". */
 static int put_key_part(Strbuf *out, const msgpack_object *v)

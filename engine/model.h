@@ -146,6 +146,18 @@ const Model *models_find(const Models *ms, const char *name);
 int model_validate(const Model *m, const msgpack_object *row, msgpack_sbuffer *out,
                    Strbuf *errors, size_t *nerrors);
 
+/* model_check_field checks value v for field name of m as model_validate
+ * checks it in a row (data from outside merged into a row: an async
+ * callback): the field's type and rules (nil fails a required or key
+ * field); for a name m does not declare, m's drift policy (reject fails,
+ * ignore and keep take the value). The value's normalised form is packed
+ * into pk (nothing when it fails). Each failed rule appends
+ * {"field","rule","message"} to errors (JSON array members, as
+ * model_validate) and counts in *nerrors (may be NULL). Returns 0 when v is
+ * valid, else PL_EINVAL. */
+int model_check_field(const Model *m, const char *name, const msgpack_object *v,
+                      msgpack_packer *pk, Strbuf *errors, size_t *nerrors);
+
 /* model_row_key writes the row's key as text ("7" or "3/7": key fields
  * joined by '/') for staging and rejects. PL_EINVAL if a key field is
  * missing or not a scalar. */

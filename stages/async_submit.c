@@ -1,15 +1,34 @@
 /* async_submit.c: POSTs the staged row to a service together with a
- * callback URL that carries an unguessable token, and does NOT wait: on the
- * service's 2xx the input job is acked and a waiting job (key: the token,
- * delayed until the deadline) is put on the stage's wait queue
- * "_w.STAGE", in one commit. No worker and no connection is held while
- * waiting. The listener's POST /callbacks/STAGE/TOKEN merges the callback's
- * fields into the row, deletes the waiting job and puts the reference on
- * the output queue, in one commit, then answers 200. An unknown, finished
- * or forged token gets 404 and changes nothing; a repeated callback finds
- * nothing and changes nothing. A waiting job whose deadline passes comes
+ * callback URL that carries a secret token, and does NOT wait: on the
+ * service's 2xx the input job is acked and a waiting job (delayed until the
+ * deadline) is put on the stage's wait queue "_w.STAGE", in one commit. No
+ * worker and no connection is held while waiting. The listener's POST
+ * /callbacks/STAGE/TOKEN checks the callback's fields against the row's
+ * model, merges them into the row (the instance the reference names),
+ * deletes the waiting job and puts the reference on the output queue, in
+ * one commit, then answers 200. A waiting job whose deadline passes comes
  * back ready: the stage resubmits the row (a new token) until the input
  * queue's max_attempts, then buries the waiting job with the reason.
+ *
+ * Tokens. Callbacks come from outside and skip the listener's bearer token,
+ * so the URL is the only secret. A token is 36 bytes from the kernel's
+ * CSPRNG (getrandom(2), never the xorshift generator), base64url: 48
+ * characters of [A-Za-z0-9_-]. Its first 16 (96 bits) are the selector,
+ * the waiting job's idempotency key, looked up; the other 32 (192 bits) are
+ * the verifier, kept in the waiting job and compared in constant time, so
+ * the lookup's timing tells nothing about the secret part. A token is good
+ * once, until the deadline: an unknown, forged or answered one gets 404, one
+ * past its deadline (or whose wait was given up or set aside) 410, and
+ * nothing changes. Tokens issued by a pickline before these (32 hex
+ * characters) are refused: their rows are submitted again at the deadline.
+ *
+ * Callback data is checked before it touches the row: each merged value
+ * against its field of the model (model_check_field: type, length, format,
+ * ...; an undeclared field by the model's drift policy), and merged in its
+ * normalised form. A callback that fails gets 422 with the reasons, the
+ * row stays as it was, and the waiting job is buried with the reason (`qctl
+ * peek _w.STAGE --state buried`; a kick submits the row again). When the
+ * pipeline declares no model of the row's name, values are merged as sent.
  *
  *   kind: async_submit
  *   url: http://127.0.0.1:9004/verify
@@ -19,6 +38,7 @@
 #include "common.h"
 #include "../engine/engine.h"
 #include "../engine/listen.h"
+#include "../engine/model.h"
 #include "../engine/pl.h"
 #include "../engine/queue.h"
 
@@ -41,25 +61,79 @@ typedef struct AsyncKd {
     ev_timer expire;
     EngineOp expire_op;
     int expire_busy;
+    struct ExpItem *items;  /* EXPIRE_MAX: the expire op's copies of the waiting jobs */
     uint32_t max_attempts;
 } AsyncKd;
 
 typedef struct AsyncJob {
     JobRef ref;
     uint32_t tries;         /* submissions so far, from the job body */
-    char token[33];
+    char token[CALLBACK_TOKEN_LEN + 1];
     Strbuf url, row, post, waiting;
     char idem[160];
     const char *hdr[35];
     AsyncKd *k;
 } AsyncJob;
 
+/* ---------------------------------------------------------------- tokens */
+
+#define SELECTOR_LEN 16
+#define VERIFIER_LEN (CALLBACK_TOKEN_LEN - SELECTOR_LEN)
+
+static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+int callback_token_new(char tok[CALLBACK_TOKEN_LEN + 1])
+{
+    unsigned char r[CALLBACK_TOKEN_LEN / 4 * 3];
+    int rc = pl_random_bytes(r, sizeof r);
+    if (rc)
+        return rc;
+    for (size_t i = 0, k = 0; i < sizeof r; i += 3) {
+        uint32_t v = (uint32_t)r[i] << 16 | (uint32_t)r[i + 1] << 8 | r[i + 2];
+        tok[k++] = b64url[v >> 18 & 63];
+        tok[k++] = b64url[v >> 12 & 63];
+        tok[k++] = b64url[v >> 6 & 63];
+        tok[k++] = b64url[v & 63];
+    }
+    tok[CALLBACK_TOKEN_LEN] = '\0';
+    memset(r, 0, sizeof r);
+    return 0;
+}
+
+int callback_token_ok(const char *s, size_t n)
+{
+    if (n != CALLBACK_TOKEN_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!memchr(b64url, s[i], sizeof b64url - 1) || !s[i])
+            return 0;
+    return 1;
+}
+
+int callback_secret_equal(const char *a, const char *b, size_t n)
+{
+    unsigned char d = 0;
+    for (size_t i = 0; i < n; i++)
+        d |= (unsigned char)(a[i] ^ b[i]);
+    return d == 0;
+}
+
 /* ---------------------------------------------------------------- submit */
 
+/* put_waiting runs in the commit that acks the input job: the waiting job
+ * holds the reference, the submissions so far, the token's verifier and
+ * its expiry, under the selector as its key. */
 static int put_waiting(Txn *t, void *arg)
 {
     AsyncJob *j = arg;
-    PutArgs a = {.delay_ms = (uint64_t)(j->k->deadline * 1000), .key = j->token, .keylen = 32,
+    uint64_t ms = (uint64_t)(j->k->deadline * 1000);
+    sb_reset(&j->waiting);
+    ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
+    j->waiting.len--; /* reopen the object */
+    sb_addf(&j->waiting, ",\"tries\":%u,\"verifier\":\"%.*s\",\"expires_ms\":%llu}",
+            j->tries + 1, VERIFIER_LEN, j->token + SELECTOR_LEN,
+            (unsigned long long)(t->now + ms));
+    PutArgs a = {.delay_ms = ms, .key = j->token, .keylen = SELECTOR_LEN,
                  .body = j->waiting.buf, .len = j->waiting.len};
     uint64_t id;
     return queue_put(t, j->k->wait_queue, &a, &id, NULL);
@@ -72,10 +146,6 @@ static void submit_done(void *arg, const HttpResult *r)
     s->req = NULL;
     if (http_outcome(s, r, j->url.buf))
         return;
-    /* The waiting job remembers the reference and how many submissions. */
-    ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
-    j->waiting.len--; /* reopen the object */
-    sb_addf(&j->waiting, ",\"tries\":%u}", j->tries + 1);
     slot_extra(s, put_waiting, j);
     slot_done(s);
 }
@@ -121,8 +191,12 @@ static void async_start(Slot *s)
         slot_bury(s, "staged row is not a msgpack map");
         return;
     }
-    snprintf(j->token, sizeof j->token, "%016llx%016llx", (unsigned long long)pl_random64(),
-             (unsigned long long)pl_random64());
+    if ((rc = callback_token_new(j->token)) != 0) {
+        row_view_free(&v);
+        snprintf(why, sizeof why, "cannot make a callback token: %s", pl_strerror(rc));
+        slot_retry(s, 1, why);
+        return;
+    }
     /* The body: the send fields (or the whole row) and the callback URL. */
     sb_reset(&j->post);
     sb_adds(&j->post, "{");
@@ -187,17 +261,29 @@ typedef struct CbOp {
     EngineOp eo;
     AsyncKd *k;
     Exchange *x;
-    char token[65];
-    msgpack_sbuffer src;
-    int status;
-    char msg[200];
+    char token[CALLBACK_TOKEN_LEN + 1];
+    msgpack_sbuffer src;        /* the callback's body */
+    msgpack_sbuffer norm;       /* the merged fields, checked and normalised */
+    Strbuf errors;              /* 422: the failed rules (JSON array members) */
+    uint64_t job;               /* the waiting job */
+    unsigned status;            /* the answer: 200, 404, 410 or 422 */
+    char msg[QUEUE_REASON_MAX];
 } CbOp;
 
-static int ref_of(const void *body, size_t len, JobRef *ref, uint32_t *tries)
+/* Waiting: what a waiting job's body holds. */
+typedef struct Waiting {
+    JobRef ref;
+    uint32_t tries;
+    char verifier[VERIFIER_LEN + 1];    /* "" in a waiting job of old */
+    uint64_t expires_ms;
+} Waiting;
+
+static int waiting_of(const void *body, size_t len, Waiting *w)
 {
     char err[128];
     msgpack_sbuffer mp;
     msgpack_sbuffer_init(&mp);
+    memset(w, 0, sizeof *w);
     int rc = row_from_json_object(body, len, &mp, err, sizeof err);
     if (rc == 0) {
         RowView v;
@@ -205,9 +291,16 @@ static int ref_of(const void *body, size_t len, JobRef *ref, uint32_t *tries)
         sb_init(&c);
         rc = row_view(&v, mp.data, mp.size);
         if (!rc) {
-            if (staging_ref_parse(&v.root, ref) != 0)
+            const msgpack_object *e = row_field(&v.root, "expires_ms");
+            if (staging_ref_parse(&v.root, &w->ref) != 0)
                 rc = PL_EFORMAT;
-            *tries = row_field_text(&v.root, "tries", &c) == 0 ? (uint32_t)strtoul(c.buf, NULL, 10) : 0;
+            if (row_field_text(&v.root, "tries", &c) == 0)
+                w->tries = (uint32_t)strtoul(c.buf, NULL, 10);
+            sb_reset(&c);
+            if (row_field_text(&v.root, "verifier", &c) == 0 && c.len == VERIFIER_LEN)
+                memcpy(w->verifier, c.buf, VERIFIER_LEN + 1);
+            if (e && e->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                w->expires_ms = e->via.u64;
             row_view_free(&v);
         }
         sb_free(&c);
@@ -216,51 +309,209 @@ static int ref_of(const void *body, size_t len, JobRef *ref, uint32_t *tries)
     return rc;
 }
 
+/* first_message writes the message of the first error in errors (JSON
+ * array members) into buf. */
+static void first_message(const Strbuf *errors, char *buf, size_t n)
+{
+    Strbuf a, m;
+    msgpack_sbuffer mp;
+    RowView v;
+    sb_init(&a);
+    sb_init(&m);
+    msgpack_sbuffer_init(&mp);
+    snprintf(buf, n, "a value breaks its field's rules");
+    sb_adds(&a, "[");
+    sb_add(&a, errors->buf, errors->len);
+    sb_adds(&a, "]");
+    if (row_from_json(a.buf, a.len, &mp, NULL, 0) == 0 && row_view(&v, mp.data, mp.size) == 0) {
+        if (v.root.type == MSGPACK_OBJECT_ARRAY && v.root.via.array.size > 0 &&
+            row_field_text(&v.root.via.array.ptr[0], "message", &m) == 0)
+            snprintf(buf, n, "%s%s", m.buf, v.root.via.array.size > 1 ? " (and more)" : "");
+        row_view_free(&v);
+    }
+    msgpack_sbuffer_destroy(&mp);
+    sb_free(&a);
+    sb_free(&m);
+}
+
+/* check_data checks the callback's merged fields against model m and packs
+ * them, normalised, into c->norm as a map {to: value} (a field named by
+ * several merges: the last one found). Returns 1 when they are all valid. */
+static int check_data(CbOp *c, const Model *m, const msgpack_object *src)
+{
+    AsyncKd *k = c->k;
+    const msgpack_object *val[64];
+    size_t n = k->nmerge < 64 ? k->nmerge : 64, kept = 0, nerr = 0;
+    msgpack_packer pk;
+    c->norm.size = 0;
+    sb_reset(&c->errors);
+    for (size_t i = 0; i < n; i++) {
+        val[i] = row_field(src, k->from[i]);
+        for (size_t j = i + 1; val[i] && j < n; j++)
+            if (!strcmp(k->to[i], k->to[j]) && row_field(src, k->from[j]))
+                val[i] = NULL; /* a later merge sets this field */
+        kept += val[i] != NULL;
+    }
+    msgpack_packer_init(&pk, &c->norm, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, (uint32_t)kept);
+    for (size_t i = 0; i < n; i++) {
+        if (!val[i])
+            continue;
+        size_t tl = strlen(k->to[i]), e = 0;
+        msgpack_pack_str(&pk, tl);
+        msgpack_pack_str_body(&pk, k->to[i], tl);
+        if (!m) {
+            msgpack_pack_object(&pk, *val[i]);
+            continue;
+        }
+        size_t before = c->norm.size;
+        if (model_check_field(m, k->to[i], val[i], &pk, &c->errors, &e) != 0) {
+            c->norm.size = before;
+            msgpack_pack_nil(&pk); /* a placeholder: the map is thrown away */
+            nerr += e;
+        }
+    }
+    return nerr == 0;
+}
+
+/* refuse sets the answer when nothing is written. */
+static int refuse(CbOp *c, unsigned status, const char *msg)
+{
+    c->status = status;
+    snprintf(c->msg, sizeof c->msg, "%s", msg);
+    return 0;
+}
+
+#define UNKNOWN "unknown or already answered callback token"
+
 static int cb_apply(Txn *t, CommitOp *op)
 {
     CbOp *c = (CbOp *)op;
     AsyncKd *k = c->k;
+    const Pipeline *p = engine_pipeline(k->stage->engine);
     uint64_t id;
-    int rc = queue_lookup_key(t, k->wait_queue, c->token, strlen(c->token), &id);
+    Job j;
+    Waiting w;
+    char why[QUEUE_REASON_MAX];
+    int rc;
+
+    c->status = 0;
+    c->msg[0] = '\0';
+    c->job = 0;
+    rc = queue_lookup_key(t, k->wait_queue, c->token, SELECTOR_LEN, &id);
+    if (rc == PL_ENOJOB || rc == PL_ENOQUEUE)
+        return refuse(c, 404, UNKNOWN);
     if (rc)
         return rc;
-    Job j;
-    if ((rc = queue_get(t, id, &j)) != 0)
+    if ((rc = queue_get(t, id, &j)) == PL_ENOJOB)
+        return refuse(c, 404, UNKNOWN);
+    if (rc)
         return rc;
-    JobRef ref;
-    uint32_t tries;
-    if ((rc = ref_of(j.body, j.len, &ref, &tries)) != 0)
+    c->job = id;
+    /* The secret half, in constant time: a forged verifier and an unknown
+     * selector get the same answer. */
+    if (waiting_of(j.body, j.len, &w) != 0 || !w.verifier[0] ||
+        !callback_secret_equal(w.verifier, c->token + SELECTOR_LEN, VERIFIER_LEN))
+        return refuse(c, 404, UNKNOWN);
+    if (j.state != JOB_DELAYED || t->now >= w.expires_ms) {
+        snprintf(why, sizeof why, "callback token expired: %s; the row is submitted again with a "
+                 "new token (or, past the attempts, the wait is buried in '%s')",
+                 j.state == JOB_BURIED ? "the wait for it was set aside"
+                 : "its deadline passed", k->wait_queue);
+        return refuse(c, 410, why);
+    }
+
+    RowView src;
+    if (row_view(&src, c->src.data, c->src.size) != 0)
+        return refuse(c, 400, "callback body does not decode");
+    const Model *m = p->models ? models_find(p->models, w.ref.model) : NULL;
+    int ok = check_data(c, m, &src.root);
+    row_view_free(&src);
+    const void *row;
+    size_t rowlen;
+    rc = staging_row_get(t, w.ref.model, w.ref.key, w.ref.row, &row, &rowlen, NULL);
+    if (rc && rc != PL_ENOROW)
         return rc;
+    if (!ok || rc == PL_ENOROW) {
+        /* Set the wait aside with the reason: the row is as it was. */
+        char first[300];
+        if (!ok) {
+            first_message(&c->errors, first, sizeof first);
+            snprintf(why, sizeof why, "callback data refused (model '%s'): %s; the row is as it "
+                     "was; kick this job to submit the row again", w.ref.model, first);
+        } else {
+            snprintf(why, sizeof why, "callback for staged row %s/%s: the row is gone (purged?); "
+                     "nothing to merge into", w.ref.model, w.ref.key);
+        }
+        if ((rc = queue_bury(t, id, 0, why)) != 0)
+            return rc;
+        c->status = ok ? 410 : 422;
+        snprintf(c->msg, sizeof c->msg, "%s", why);
+        return 0;
+    }
+
+    /* Good: the merge, the hand-on, and the wait is over: all or nothing. */
+    const char *const *names = m ? (const char *const *)k->to : (const char *const *)k->from;
     if ((rc = queue_ack(t, id, 0)) != 0)
         return rc;
-    if ((rc = staging_row_merge(t, ref.model, ref.key, ref.row, c->src.data, c->src.size, k->from,
-                                k->to, k->nmerge)) != 0)
+    if (m)
+        rc = staging_row_merge(t, w.ref.model, w.ref.key, w.ref.row, c->norm.data, c->norm.size,
+                               names, k->to, k->nmerge);
+    else
+        rc = staging_row_merge(t, w.ref.model, w.ref.key, w.ref.row, c->src.data, c->src.size,
+                               k->from, k->to, k->nmerge);
+    if (rc)
         return txn_fail(t, rc);
     Strbuf out;
     sb_init(&out);
-    ref_body(&out, ref.model, ref.key, ref.row);
+    ref_body(&out, w.ref.model, w.ref.key, w.ref.row);
     PutArgs a = {.body = out.buf, .len = out.len};
     rc = queue_put(t, k->stage->conf->outputs[0], &a, &id, NULL);
     sb_free(&out);
-    return rc ? txn_fail(t, rc) : 0;
+    if (rc)
+        return txn_fail(t, rc);
+    c->status = 200;
+    return 0;
+}
+
+static void cb_free(CbOp *c)
+{
+    msgpack_sbuffer_destroy(&c->src);
+    msgpack_sbuffer_destroy(&c->norm);
+    sb_free(&c->errors);
+    free(c);
 }
 
 static void cb_done(EngineOp *eo, int rc)
 {
     CbOp *c = (CbOp *)eo;
-    if (rc == 0) {
-        static const char ok[] = "{\"status\":\"accepted\"}\n";
-        exchange_respond(c->x, 200, "application/json", ok, sizeof ok - 1);
-        stage_log(c->k->stage, PL_LOG_INFO, 0, "callback %.8s... merged", c->token);
-    } else if (rc == PL_ENOJOB) {
-        exchange_error(c->x, 404, "unknown or already answered callback token");
-    } else {
+    Stage *st = c->k->stage;
+    if (rc) {
         char msg[200];
         snprintf(msg, sizeof msg, "cannot take the callback now: %s; retry later", pl_strerror(rc));
         exchange_error(c->x, 503, msg);
+    } else if (c->status == 200) {
+        static const char ok[] = "{\"status\":\"accepted\"}\n";
+        exchange_respond(c->x, 200, "application/json", ok, sizeof ok - 1);
+        stage_log(st, PL_LOG_INFO, c->job, "callback %.8s... merged", c->token);
+    } else if (c->status == 422) {
+        Strbuf b;
+        sb_init(&b);
+        sb_adds(&b, "{\"error\":");
+        sb_add_json_string(&b, c->msg, strlen(c->msg));
+        sb_adds(&b, ",\"errors\":[");
+        sb_add(&b, c->errors.buf, c->errors.len);
+        sb_adds(&b, "]}\n");
+        exchange_respond(c->x, 422, "application/json", b.buf, b.len);
+        sb_free(&b);
+        stage_log(st, PL_LOG_WARN, c->job, "callback %.8s... refused, the wait buried: %s",
+                  c->token, c->msg);
+    } else {
+        if (c->status == 410)
+            stage_log(st, PL_LOG_INFO, c->job, "callback %.8s... refused: %s", c->token, c->msg);
+        exchange_error(c->x, c->status, c->msg);
     }
-    msgpack_sbuffer_destroy(&c->src);
-    free(c);
+    cb_free(c);
 }
 
 static void on_callback(void *arg, Exchange *x)
@@ -268,8 +519,8 @@ static void on_callback(void *arg, Exchange *x)
     AsyncKd *k = arg;
     const char *token = exchange_path(x) + strlen(k->prefix);
     size_t tl = strlen(token);
-    if (tl != 32 || strspn(token, "0123456789abcdef") != 32) {
-        exchange_error(x, 404, "unknown or already answered callback token");
+    if (!callback_token_ok(token, tl)) {
+        exchange_error(x, 404, UNKNOWN);
         return;
     }
     size_t len;
@@ -279,11 +530,12 @@ static void on_callback(void *arg, Exchange *x)
     c->x = x;
     memcpy(c->token, token, tl);
     msgpack_sbuffer_init(&c->src);
+    msgpack_sbuffer_init(&c->norm);
+    sb_init(&c->errors);
     char err[200], msg[300];
     if (row_from_json_object(body, len, &c->src, err, sizeof err) != 0) {
         snprintf(msg, sizeof msg, "callback body must be a JSON object: %s", err);
-        msgpack_sbuffer_destroy(&c->src);
-        free(c);
+        cb_free(c);
         exchange_error(x, 400, msg);
         return;
     }
@@ -294,42 +546,58 @@ static void on_callback(void *arg, Exchange *x)
 
 /* ---------------------------------------------------------------- deadline */
 
+/* ExpItem: a waiting job past its deadline, copied out of the reserve (its
+ * views die with the first write). */
+typedef struct ExpItem {
+    uint64_t id, lease;
+    int ok;
+    Waiting w;
+} ExpItem;
+
+#define EXPIRE_MAX 64
+
 static int expire_apply(Txn *t, CommitOp *op)
 {
     AsyncKd *k = (AsyncKd *)((char *)op - offsetof(AsyncKd, expire_op));
-    Job js[64];
+    Job js[EXPIRE_MAX];
+    ExpItem *it = k->items;
     size_t got = 0;
-    int rc = queue_reserve_n(t, k->wait_queue, 64, 0, js, &got);
+    int rc = queue_reserve_n(t, k->wait_queue, EXPIRE_MAX, 0, js, &got);
     if (rc == PL_EEMPTY || rc == PL_EPAUSED)
         return 0;
     if (rc)
         return rc;
+    for (size_t i = 0; i < got; i++) {
+        it[i].id = js[i].id;
+        it[i].lease = js[i].lease;
+        it[i].ok = waiting_of(js[i].body, js[i].len, &it[i].w) == 0;
+    }
     for (size_t i = 0; i < got && rc == 0; i++) {
-        JobRef ref;
-        uint32_t tries = 0;
-        if (ref_of(js[i].body, js[i].len, &ref, &tries) != 0) {
-            rc = queue_bury(t, js[i].id, js[i].lease, "waiting job body is not a reference");
+        const Waiting *w = &it[i].w;
+        if (!it[i].ok) {
+            rc = queue_bury(t, it[i].id, it[i].lease, "waiting job body is not a reference");
             continue;
         }
-        if (k->max_attempts && tries >= k->max_attempts) {
+        if (k->max_attempts && w->tries >= k->max_attempts) {
             char why[200];
-            snprintf(why, sizeof why, "no callback within %.0f s after %u submissions", k->deadline, tries);
-            rc = queue_bury(t, js[i].id, js[i].lease, why);
+            snprintf(why, sizeof why, "no callback within %.0f s after %u submissions", k->deadline,
+                     w->tries);
+            rc = queue_bury(t, it[i].id, it[i].lease, why);
             continue;
         }
-        /* Submit again: the reference goes back to the input queue. */
+        /* Submit again: the reference goes back to the input queue (the
+         * token dies with the waiting job). */
         Strbuf b;
         sb_init(&b);
-        ref_body(&b, ref.model, ref.key, ref.row);
+        ref_body(&b, w->ref.model, w->ref.key, w->ref.row);
         b.len--; /* reopen the object */
-        sb_addf(&b, ",\"tries\":%u}", tries);
+        sb_addf(&b, ",\"tries\":%u}", w->tries);
         PutArgs a = {.body = b.buf, .len = b.len};
         uint64_t id;
-        uint64_t wid = js[i].id, wl = js[i].lease;
         rc = queue_put(t, k->stage->conf->input, &a, &id, NULL);
         sb_free(&b);
         if (!rc)
-            rc = queue_ack(t, wid, wl);
+            rc = queue_ack(t, it[i].id, it[i].lease);
     }
     return rc ? txn_fail(t, rc) : 0;
 }
@@ -422,6 +690,7 @@ static int async_init(Stage *s, char *err, size_t errlen)
         sb_init(&j->waiting);
         s->slots[i].kd = j;
     }
+    k->items = xcalloc(EXPIRE_MAX, sizeof *k->items);
     double every = k->deadline / 4 < 1 ? k->deadline / 4 : 1;
     ev_timer_init(&k->expire, on_expire, every, every);
     ev_timer_start(s->loop, &k->expire);
@@ -453,6 +722,7 @@ static void async_fini(Stage *s)
         free(k->send);
         free(k->from);
         free(k->to);
+        free(k->items);
         headers_free(k->headers);
     }
     free(k);

@@ -17,6 +17,17 @@ int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen);
  * legacy one, without row_id) into out. */
 void ref_body(Strbuf *out, const char *model, const char *key, uint64_t row);
 
+/* Callback tokens (async_submit.c): 36 bytes from the kernel's CSPRNG,
+ * base64url, CALLBACK_TOKEN_LEN characters of [A-Za-z0-9_-].
+ * callback_token_new writes a new one and its NUL into tok: 0 or an errno.
+ * callback_token_ok tells whether s[0..n) has a token's shape.
+ * callback_secret_equal compares n bytes in a time that does not depend on
+ * where they differ: 1 when equal. */
+#define CALLBACK_TOKEN_LEN 48
+int callback_token_new(char tok[CALLBACK_TOKEN_LEN + 1]);
+int callback_token_ok(const char *s, size_t n);
+int callback_secret_equal(const char *a, const char *b, size_t n);
+
 /* conf_headers reads the optional `headers` map of a stage into a
  * NULL-terminated "Name: value" list (free with headers_free). */
 int conf_headers(const Stage *s, char ***out, char *err, size_t errlen);

@@ -304,6 +304,29 @@ class StagedRowsTest(unittest.TestCase):
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0, eng.stderr_tail())
 
+    def test_4_a_row_sent_to_two_queues_is_one_row_until_both_are_done(self):
+        """validate sends each row to geo and to final: two jobs name one
+        instance (its geocode merge is seen by both); each is batched, and
+        the row is deleted when the second one is, not before."""
+        eng = self.fx.engine(self.dir, PIPE.replace("    output: geo\n", "    output: [geo, final]\n"),
+                             subst={"records": self.fx.add(VersionedRecords()).url,
+                                    "geo": self.fx.add(Geocoder()).url})
+        eng.check()
+        eng.start()
+        self.put_many(eng, "retrieve", [{"id": i} for i in range(1, 51)])
+        self.wait_idle(eng)
+        p = qctl(eng.data, "batches", "seal", "--all")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rows = []
+        for b in self.batches(eng):
+            rows += self.batch_rows(eng, b["id"])
+        self.assertEqual(collections.Counter(r["id"] for r in rows), {i: 2 for i in range(1, 51)})
+        for q in QUEUES:
+            self.assertEqual(eng.peek(q, "buried"), [], q)
+        self.assertEqual(self.staged(eng), (0, 0))
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
 
 if __name__ == "__main__":
     unittest.main()
