@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   build-essential scons pkg-config
-  liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev libmicrohttpd-dev
+  liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev libmicrohttpd-dev nettle-dev
   postgresql postgresql-client
   beanstalkd wrk
   python3 openssl ca-certificates

@@ -15,8 +15,9 @@
  * CSPRNG (getrandom(2), never the xorshift generator), base64url: 48
  * characters of [A-Za-z0-9_-]. Its first 16 (96 bits) are the selector,
  * the waiting job's idempotency key, looked up; the other 32 (192 bits) are
- * the verifier, kept in the waiting job and compared in constant time, so
- * the lookup's timing tells nothing about the secret part. A token is good
+ * the verifier, of which the waiting job keeps only the SHA-256 (so `qctl
+ * peek` or `export` of the waits never shows a usable token), compared in
+ * constant time, so the lookup's timing tells nothing about the secret part. A token is good
  * once, until the deadline: an unknown, forged or answered one gets 404, one
  * past its deadline (or whose wait was given up or set aside) 410, and
  * nothing changes. Tokens issued by a pickline before these (32 hex
@@ -43,6 +44,7 @@
 #include "../engine/queue.h"
 
 #include <errno.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +81,19 @@ typedef struct AsyncJob {
 
 #define SELECTOR_LEN 16
 #define VERIFIER_LEN (CALLBACK_TOKEN_LEN - SELECTOR_LEN)
+#define VHASH_LEN (2 * SHA256_DIGEST_SIZE)
+
+/* verifier_hash writes the lower-case hex SHA-256 of the n bytes of v. */
+static void verifier_hash(const char *v, size_t n, char out[VHASH_LEN + 1])
+{
+    struct sha256_ctx h;
+    uint8_t d[SHA256_DIGEST_SIZE];
+    sha256_init(&h);
+    sha256_update(&h, n, (const uint8_t *)v);
+    sha256_digest(&h, sizeof d, d);
+    for (size_t i = 0; i < sizeof d; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -130,9 +145,10 @@ static int put_waiting(Txn *t, void *arg)
     sb_reset(&j->waiting);
     ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
     j->waiting.len--; /* reopen the object */
-    sb_addf(&j->waiting, ",\"tries\":%u,\"verifier\":\"%.*s\",\"expires_ms\":%llu}",
-            j->tries + 1, VERIFIER_LEN, j->token + SELECTOR_LEN,
-            (unsigned long long)(t->now + ms));
+    char vh[VHASH_LEN + 1];
+    verifier_hash(j->token + SELECTOR_LEN, VERIFIER_LEN, vh);
+    sb_addf(&j->waiting, ",\"tries\":%u,\"verifier_sha256\":\"%s\",\"expires_ms\":%llu}",
+            j->tries + 1, vh, (unsigned long long)(t->now + ms));
     PutArgs a = {.delay_ms = ms, .key = j->token, .keylen = SELECTOR_LEN,
                  .body = j->waiting.buf, .len = j->waiting.len};
     uint64_t id;
@@ -274,7 +290,8 @@ typedef struct CbOp {
 typedef struct Waiting {
     JobRef ref;
     uint32_t tries;
-    char verifier[VERIFIER_LEN + 1];    /* "" in a waiting job of old */
+    char vhash[VHASH_LEN + 1];          /* the verifier's SHA-256 (hex) */
+    char verifier[VERIFIER_LEN + 1];    /* a wait written before the hash: the verifier itself */
     uint64_t expires_ms;
 } Waiting;
 
@@ -296,6 +313,9 @@ static int waiting_of(const void *body, size_t len, Waiting *w)
                 rc = PL_EFORMAT;
             if (row_field_text(&v.root, "tries", &c) == 0)
                 w->tries = (uint32_t)strtoul(c.buf, NULL, 10);
+            sb_reset(&c);
+            if (row_field_text(&v.root, "verifier_sha256", &c) == 0 && c.len == VHASH_LEN)
+                memcpy(w->vhash, c.buf, VHASH_LEN + 1);
             sb_reset(&c);
             if (row_field_text(&v.root, "verifier", &c) == 0 && c.len == VERIFIER_LEN)
                 memcpy(w->verifier, c.buf, VERIFIER_LEN + 1);
@@ -410,8 +430,11 @@ static int cb_apply(Txn *t, CommitOp *op)
     c->job = id;
     /* The secret half, in constant time: a forged verifier and an unknown
      * selector get the same answer. */
-    if (waiting_of(j.body, j.len, &w) != 0 || !w.verifier[0] ||
-        !callback_secret_equal(w.verifier, c->token + SELECTOR_LEN, VERIFIER_LEN))
+    char vh[VHASH_LEN + 1];
+    verifier_hash(c->token + SELECTOR_LEN, VERIFIER_LEN, vh);
+    if (waiting_of(j.body, j.len, &w) != 0 ||
+        !(w.vhash[0] ? callback_secret_equal(w.vhash, vh, VHASH_LEN)
+          : w.verifier[0] && callback_secret_equal(w.verifier, c->token + SELECTOR_LEN, VERIFIER_LEN)))
         return refuse(c, 404, UNKNOWN);
     if (j.state != JOB_DELAYED || t->now >= w.expires_ms) {
         snprintf(why, sizeof why, "callback token expired: %s; the row is submitted again with a "

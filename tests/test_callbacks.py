@@ -15,6 +15,7 @@ and the test posting the callbacks itself.
 
 PICKLINE_KEEP_TEST_DIRS=1 keeps the temp dirs."""
 import base64
+import hashlib
 import json
 import os
 import re
@@ -246,6 +247,16 @@ class CallbackTest(unittest.TestCase):
         eng = self.engine()
         url = self.submit(eng, 1)
         body = {"person": "p-1", "score": "0.875"}
+        # The store keeps only a hash of the token's secret half: what qctl
+        # shows (peek, export) cannot be turned into a callback.
+        tok = token_of(url)
+        waits = eng.peek("_w.verify")
+        self.assertEqual(len(waits), 1, waits)
+        shown = json.dumps(waits)
+        self.assertNotIn(tok[16:], shown)
+        self.assertEqual(waits[0]["body"]["verifier_sha256"],
+                         hashlib.sha256(tok[16:].encode()).hexdigest())
+        self.assertNotIn("verifier", {k for k in waits[0]["body"] if k != "verifier_sha256"})
         # Two deliveries of one callback at once: one lands, one is refused.
         out = []
         ts = [threading.Thread(target=lambda: out.append(self.callback(url, body))) for _ in range(2)]
