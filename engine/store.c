@@ -108,12 +108,17 @@ static int dir_check(const char *dir, int create)
     if (!d)
         return errno;
     struct dirent *e;
-    int other = 0;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock.mdb") &&
-            strcmp(e->d_name, NEW_DIR) && strcmp(e->d_name, "engine.lock"))
+    int other = 0, appeared = 0;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, "data.mdb"))
+            appeared = 1; /* made by another process since the lstat (it holds the lock) */
+        else if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock.mdb") &&
+                 strcmp(e->d_name, NEW_DIR) && strcmp(e->d_name, "engine.lock"))
             other = 1;
+    }
     closedir(d);
+    if (appeared)
+        return 0;
     if (other)
         return open_fail(PL_ENOTDATA, "'%s' holds other files and no data.mdb: not a pickline "
                          "data directory; pass an empty directory or a pickline one", dir);
