@@ -28,9 +28,16 @@ typedef struct Stage Stage;
 typedef struct Slot Slot;
 typedef struct Batch Batch;
 
+/* StageKind: a stage kind (one file in stages/).
+ *
+ * slot_size: a stage with an input queue has `concurrency` slots; before
+ * init the engine gives each slot a zeroed block of slot_size bytes as its
+ * kd (0: none), and frees them after fini. init sets up what it needs in
+ * them (buffers), fini releases that. */
 typedef struct StageKind {
     const char *name;
     int source;                                  /* no input queue */
+    size_t slot_size;
     int (*init)(Stage *s, char *err, size_t errlen); /* read conf; set s->kd */
     void (*start)(Slot *slot);                   /* work one job (not sources) */
     void (*begin)(Stage *s);                     /* sources: start producing */
@@ -74,7 +81,7 @@ struct Slot {
     uint32_t attempts;
     Strbuf body;            /* the job's body (JSON), NUL-terminated */
     /* read-write for kinds */
-    void *kd;
+    void *kd;               /* the kind's slot_size bytes, allocated by the engine */
     HttpReq *req;           /* the kind's request in flight, for drain to cancel */
     /* private */
     int state;

@@ -705,13 +705,12 @@ static int async_init(Stage *s, char *err, size_t errlen)
     }
     listener_route(engine_listener(s->engine), "POST", k->prefix, 1, on_callback, k);
     for (unsigned i = 0; i < s->nslots; i++) {
-        AsyncJob *j = xcalloc(1, sizeof *j);
+        AsyncJob *j = s->slots[i].kd;
         j->k = k;
         sb_init(&j->url);
         sb_init(&j->row);
         sb_init(&j->post);
         sb_init(&j->waiting);
-        s->slots[i].kd = j;
     }
     k->items = xcalloc(EXPIRE_MAX, sizeof *k->items);
     double every = k->deadline / 4 < 1 ? k->deadline / 4 : 1;
@@ -731,14 +730,10 @@ static void async_fini(Stage *s)
     AsyncKd *k = s->kd;
     for (unsigned i = 0; i < s->nslots; i++) {
         AsyncJob *j = s->slots[i].kd;
-        if (!j)
-            continue;
         sb_free(&j->url);
         sb_free(&j->row);
         sb_free(&j->post);
         sb_free(&j->waiting);
-        free(j);
-        s->slots[i].kd = NULL;
     }
     if (k) {
         ev_timer_stop(s->loop, &k->expire);
@@ -751,5 +746,6 @@ static void async_fini(Stage *s)
     free(k);
 }
 
-const StageKind kind_async_submit = {.name = "async_submit", .init = async_init, .start = async_start,
+const StageKind kind_async_submit = {.name = "async_submit", .slot_size = sizeof(AsyncJob),
+                                     .init = async_init, .start = async_start,
                                      .stop = async_stop, .fini = async_fini};

@@ -338,10 +338,9 @@ static int batch_init(Stage *s, char *err, size_t errlen)
         }
     }
     for (unsigned i = 0; i < s->nslots; i++) {
-        BJob *j = xcalloc(1, sizeof *j);
+        BJob *j = s->slots[i].kd;
         j->k = k;
         sb_init(&j->row);
-        s->slots[i].kd = j;
     }
     double every = secs / 4 < 1.0 ? secs / 4 : 1.0;
     ev_timer_init(&k->timer, on_timer, every, every);
@@ -371,11 +370,7 @@ static void batch_fini(Stage *s)
         return;
     for (unsigned i = 0; i < s->nslots; i++) {
         BJob *j = s->slots[i].kd;
-        if (!j)
-            continue;
         sb_free(&j->row);
-        free(j);
-        s->slots[i].kd = NULL;
     }
     free(k->op.in.v);
     free(k->op.out);
@@ -386,5 +381,5 @@ static void batch_fini(Stage *s)
     s->kd = NULL;
 }
 
-const StageKind kind_batch = {.name = "batch", .init = batch_init, .start = batch_start,
-                              .stop = batch_stop, .fini = batch_fini};
+const StageKind kind_batch = {.name = "batch", .slot_size = sizeof(BJob), .init = batch_init,
+                              .start = batch_start, .stop = batch_stop, .fini = batch_fini};

@@ -58,11 +58,10 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
     }
     k->nmerge = m->n;
     for (unsigned i = 0; i < s->nslots; i++) {
-        EnrichJob *j = xcalloc(1, sizeof *j);
+        EnrichJob *j = s->slots[i].kd;
         sb_init(&j->url);
         sb_init(&j->row);
         sb_init(&j->post);
-        s->slots[i].kd = j;
     }
     return 0;
 }
@@ -72,13 +71,9 @@ static void enrich_fini(Stage *s)
     EnrichKd *k = s->kd;
     for (unsigned i = 0; i < s->nslots; i++) {
         EnrichJob *j = s->slots[i].kd;
-        if (!j)
-            continue;
         sb_free(&j->url);
         sb_free(&j->row);
         sb_free(&j->post);
-        free(j);
-        s->slots[i].kd = NULL;
     }
     if (k) {
         free(k->send);
@@ -185,4 +180,5 @@ static void enrich_start(Slot *s)
 }
 
 const StageKind kind_http_enrich = {
-    .name = "http_enrich", .init = enrich_init, .start = enrich_start, .fini = enrich_fini};
+    .name = "http_enrich", .slot_size = sizeof(EnrichJob),
+    .init = enrich_init, .start = enrich_start, .fini = enrich_fini};

@@ -40,12 +40,10 @@ static int extract_init(Stage *s, char *err, size_t errlen)
         (rc = conf_str(file, s->conf->node, "model", &k->model, err, errlen)) != 0 ||
         (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
-    /* One ExtractJob per slot, allocated once. */
     for (unsigned i = 0; i < s->nslots; i++) {
-        ExtractJob *j = xcalloc(1, sizeof *j);
+        ExtractJob *j = s->slots[i].kd;
         sb_init(&j->url);
         sb_init(&j->key);
-        s->slots[i].kd = j;
     }
     return 0;
 }
@@ -55,12 +53,8 @@ static void extract_fini(Stage *s)
     ExtractKd *k = s->kd;
     for (unsigned i = 0; i < s->nslots; i++) {
         ExtractJob *j = s->slots[i].kd;
-        if (!j)
-            continue;
         sb_free(&j->url);
         sb_free(&j->key);
-        free(j);
-        s->slots[i].kd = NULL;
     }
     if (k)
         headers_free(k->headers);
@@ -134,4 +128,5 @@ static void extract_start(Slot *s)
 }
 
 const StageKind kind_http_extract = {
-    .name = "http_extract", .init = extract_init, .start = extract_start, .fini = extract_fini};
+    .name = "http_extract", .slot_size = sizeof(ExtractJob),
+    .init = extract_init, .start = extract_start, .fini = extract_fini};

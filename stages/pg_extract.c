@@ -1215,13 +1215,12 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     k->seen = xcalloc(2 * SEEN_SLOTS, sizeof *k->seen);
     build_sql(k);
     for (unsigned i = 0; i < s->nslots; i++) {
-        KJob *j = xcalloc(1, sizeof *j);
+        KJob *j = s->slots[i].kd;
         j->k = k;
         staged_init(&j->st, k);
         j->key = xcalloc(k->m->nkey, sizeof *j->key);
         for (size_t q = 0; q < k->m->nkey; q++)
             sb_init(&j->key[q]);
-        s->slots[i].kd = j;
     }
     if ((rc = cursor_load(k)) != 0)
         return fail(err, errlen, s, "cannot read its cursor: %s", pl_strerror(rc));
@@ -1279,14 +1278,12 @@ static void pgx_fini(Stage *s)
         return;
     for (unsigned i = 0; i < s->nslots; i++) {
         KJob *j = s->slots[i].kd;
-        if (!j)
-            continue;
+        if (!j->k)
+            continue; /* init stopped before the slots */
         staged_free(&j->st);
-        for (size_t q = 0; k->m && q < k->m->nkey; q++)
+        for (size_t q = 0; q < k->m->nkey; q++)
             sb_free(&j->key[q]);
         free(j->key);
-        free(j);
-        s->slots[i].kd = NULL;
     }
     for (size_t i = 0; k->cur_key && i < k->m->nkey; i++) {
         sb_free(&k->cur_key[i]);
@@ -1315,5 +1312,5 @@ static void pgx_fini(Stage *s)
     s->kd = NULL;
 }
 
-const StageKind kind_pg_extract = {.name = "pg_extract", .init = pgx_init, .start = pgx_start,
-                                   .stop = pgx_stop, .fini = pgx_fini};
+const StageKind kind_pg_extract = {.name = "pg_extract", .slot_size = sizeof(KJob), .init = pgx_init,
+                                   .start = pgx_start, .stop = pgx_stop, .fini = pgx_fini};

@@ -79,19 +79,12 @@ static int route_init(Stage *s, char *err, size_t errlen)
         if (rc)
             return rc;
     }
-    for (unsigned i = 0; i < s->nslots; i++)
-        s->slots[i].kd = xcalloc(1, sizeof(RouteJob));
     return conf_strs(file, s->conf->node, "default", &k->dflt, &k->ndflt, err, errlen);
 }
 
 static void route_fini(Stage *s)
 {
     RouteKd *k = s->kd;
-    /* A commit still in flight (a forced stop) reads the jobs: leave them. */
-    for (unsigned i = 0; i < s->nslots && !s->in_flight; i++) {
-        free(s->slots[i].kd);
-        s->slots[i].kd = NULL;
-    }
     if (!k)
         return;
     for (size_t i = 0; i < k->n; i++) {
@@ -201,4 +194,5 @@ static void route_start(Slot *s)
     slot_done(s);
 }
 
-const StageKind kind_route = {.name = "route", .init = route_init, .start = route_start, .fini = route_fini};
+const StageKind kind_route = {.name = "route", .slot_size = sizeof(RouteJob), .init = route_init,
+                              .start = route_start, .fini = route_fini};

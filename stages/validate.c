@@ -392,7 +392,7 @@ static int validate_init(Stage *s, char *err, size_t errlen)
         return PL_EINVAL;
     }
     for (unsigned i = 0; i < s->nslots; i++) {
-        VJob *j = xcalloc(1, sizeof *j);
+        VJob *j = s->slots[i].kd;
         j->stage = s;
         sb_init(&j->key);
         sb_init(&j->row);
@@ -403,7 +403,6 @@ static int validate_init(Stage *s, char *err, size_t errlen)
         sb_init(&j->errors2);
         msgpack_sbuffer_init(&j->norm);
         msgpack_sbuffer_init(&j->norm2);
-        s->slots[i].kd = j;
     }
     return 0;
 }
@@ -413,8 +412,6 @@ static void validate_fini(Stage *s)
     /* A commit still in flight (a forced stop) reads the jobs: leave them. */
     for (unsigned i = 0; i < s->nslots && !s->in_flight; i++) {
         VJob *j = s->slots[i].kd;
-        if (!j)
-            continue;
         sb_free(&j->key);
         sb_free(&j->row);
         sb_free(&j->errors);
@@ -424,12 +421,11 @@ static void validate_fini(Stage *s)
         sb_free(&j->errors2);
         msgpack_sbuffer_destroy(&j->norm);
         msgpack_sbuffer_destroy(&j->norm2);
-        free(j);
-        s->slots[i].kd = NULL;
     }
     free(s->kd);
     s->kd = NULL;
 }
 
 const StageKind kind_validate = {
-    .name = "validate", .init = validate_init, .start = validate_start, .fini = validate_fini};
+    .name = "validate", .slot_size = sizeof(VJob),
+    .init = validate_init, .start = validate_start, .fini = validate_fini};
