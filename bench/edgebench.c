@@ -1064,7 +1064,7 @@ int main(int argc, char **argv)
     snprintf(yaml_path, sizeof yaml_path, "%s/edge.yml", basedir);
     write_pipeline();
     char err[512];
-    if (pipeline_load(yaml_path, &pipe_, err, sizeof err) != 0)
+    if (pipeline_load(yaml_path, NULL, &pipe_, err, sizeof err) != 0)
         die("the pipeline file", err);
     if (!pipe_->models || !(users = models_find(pipe_->models, "users")))
         die("the pipeline file", "no users model in it");

@@ -19,6 +19,7 @@
 #include "../engine/pl.h"
 #include "../engine/queue.h"
 #include "../engine/staging.h"
+#include "../stages/kinds.h"
 #include "cycles.h"
 #include "peer.h"
 
@@ -88,10 +89,10 @@ static void run_open(Run *r, const char *name, const char *yaml)
         die("write", path);
     fputs(yaml, f);
     fclose(f);
-    if (pipeline_load(path, &r->p, err, sizeof err) != 0)
+    if (pipeline_load(path, stage_kind_specs, &r->p, err, sizeof err) != 0)
         die("pipeline", err);
     EngineOpts o = {.data_dir = r->dir};
-    if (engine_open(r->p, &o, &r->e, err, sizeof err) != 0)
+    if (engine_open(r->p, stage_kinds, &o, &r->e, err, sizeof err) != 0)
         die("engine", err);
 }
 

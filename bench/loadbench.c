@@ -1070,7 +1070,7 @@ int main(int argc, char **argv)
     if (!f || fputs(yaml.buf, f) < 0 || fclose(f) != 0)
         die(yaml_path, strerror(errno));
     char err[512];
-    if (pipeline_load(yaml_path, &pipe_, err, sizeof err) != 0)
+    if (pipeline_load(yaml_path, NULL, &pipe_, err, sizeof err) != 0)
         die("the pipeline file", err);
     if (!pipe_->models || !(users = models_find(pipe_->models, "users")))
         die("the pipeline file", "no users model in it (pipeline.c does not read models: yet?)");

@@ -1046,7 +1046,17 @@ static int engine_lock(Engine *e, const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err, size_t errlen)
+/* kind_find returns the kind named name in kinds, or NULL. */
+static const StageKind *kind_find(const StageKind *const *kinds, const char *name)
+{
+    for (const StageKind *const *k = kinds; k && *k; k++)
+        if (strcmp((*k)->spec.name, name) == 0)
+            return *k;
+    return NULL;
+}
+
+int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOpts *o,
+                Engine **out, char *err, size_t errlen)
 {
     *out = NULL;
     Engine *e = xcalloc(1, sizeof *e);
@@ -1116,7 +1126,7 @@ int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err,
         st->engine = e;
         st->conf = &p->stages[i];
         st->loop = e->loop;
-        st->kind = stage_kind_find(st->conf->kind);
+        st->kind = kind_find(kinds, st->conf->kind);
         if (!st->kind) {
             snprintf(err, errlen, "%s:%d: stage '%s': kind '%s' is not built into this pickline",
                      p->path, st->conf->line, st->conf->name, st->conf->kind);

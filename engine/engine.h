@@ -19,9 +19,12 @@ typedef struct EngineOpts {
 
 /* engine_open opens the data directory, creates or updates the declared
  * queues, starts the committer, the HTTP client, the listener and every
- * stage's kind (init). p must outlive the engine. Returns 0 and *out, or an
- * error with a message in err. */
-int engine_open(const Pipeline *p, const EngineOpts *o, Engine **out, char *err, size_t errlen);
+ * stage's kind (init). kinds is the NULL-terminated list of the stage kinds
+ * there are (the one p was loaded with: stages/kinds.h); p and kinds must
+ * outlive the engine. Returns 0 and *out, or an error with a message in
+ * err. */
+int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOpts *o,
+                Engine **out, char *err, size_t errlen);
 
 /* engine_run runs the loop until SIGTERM or SIGINT, then drains: stops
  * reserving, lets in-flight jobs finish for the pipeline's drain time,

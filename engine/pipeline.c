@@ -2,9 +2,10 @@
  * tree of ConfNodes (each remembers its line; anchors, aliases and tags are
  * refused, duplicate keys are errors), then the schema checks walk the tree
  * and build the Pipeline. Loading stops at the first error, whose message is
- * "FILE:LINE: what is wrong; hint". Stage modules read their own keys from
- * the stage's node later with the conf_* getters; everything a stage kind
- * takes is checked here already, so `pickline check` catches it. */
+ * "FILE:LINE: what is wrong; hint". Each stage is checked against the
+ * KindSpec of its kind (the keys it takes, their types and ranges), which
+ * the kind declares itself (stages/); its init reads the same keys later
+ * with the conf_* getters, so `pickline check` catches whatever it would. */
 #include "pipeline.h"
 #include "http.h"
 #include "listen.h"
@@ -25,12 +26,11 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <libpq-fe.h>
 #include <yaml.h>
 
 #define FILE_MAX (16u << 20)   /* a pipeline file is small; refuse anything huge */
 #define DEPTH_MAX 64           /* nesting of maps and lists */
-#define SECS_MAX 86400.0       /* timeouts, intervals, drain: at most a day */
+#define SECS_MAX CONF_SECS_MAX  /* timeouts, intervals, drain: at most a day */
 #define QSECS_MAX 4294967.0    /* queue times: ms must fit a uint32_t */
 #define CONC_MAX 10000
 #define CONC_DEFAULT 8
@@ -678,133 +678,7 @@ int conf_strs(const char *file, const ConfNode *map, const char *key, const char
 
 /* =============================================================== schema */
 
-/* Types of a stage kind's own keys. */
-enum { K_STR, K_URL, K_TMPL, K_SECS, K_STRS, K_HEADERS, K_MERGE, K_METHOD, K_ROUTES, K_QUEUES,
-       K_UINT, K_MODEL, K_MODEL_OPT, K_THRESHOLD, K_QNAME, K_DSN, K_BASE };
-/* K_URL, K_TMPL, K_BASE (callback_base: a URL the callback path is
- * appended to), K_HEADERS, K_QNAME (a name pickline writes into a URL's
- * query as it is) and K_DSN (a libpq conninfo) are everything a stage sends
- * or connects to: they are checked so that no value in them can change the
- * request (see http_url_check). */
-/* K_MODEL names a model declared under models: (which must be there);
- * K_MODEL_OPT is checked against the declared models only when there are
- * some (http_extract stages rows before models existed). */
-
-typedef struct Key {
-    const char *name;
-    int type;
-    int required;
-    double min, max;     /* K_SECS, K_UINT: the range (as the stage kind's init reads it) */
-    const char *hint;    /* required: what to write */
-} Key;
-
-typedef struct Kind {
-    const char *name;
-    const char *a;       /* its article: "an http_poll stage" */
-    int source;          /* no input queue */
-    int route;           /* outputs from routes: and default:, no output: */
-    int listener;        /* needs the HTTP listener (callbacks) */
-    int sink;            /* no output: (the end of the line: batches) */
-    int fan_out;         /* output: may name several queues (each gets every job) */
-    const Key *keys;     /* its own keys, ending with a NULL name */
-    int input_optional;  /* works an input queue when given one, produces on its own anyway */
-} Kind;
-
-#define HEADERS {"headers", K_HEADERS, 0, 0, 0, NULL}
-#define URL_HINT "give the URL to call, like http://127.0.0.1:8080/"
-#define MERGE_HINT "map response fields to row fields, like merge: {lat: latitude}"
-
-static const Key poll_keys[] = {
-    {"url", K_URL, 1, 0, 0, URL_HINT "changes"},
-    {"interval", K_SECS, 0, 0.01, SECS_MAX, NULL},
-    {"cursor_param", K_QNAME, 0, 0, 0, NULL},
-    {"cursor_field", K_STR, 0, 0, 0, NULL},
-    {"items_field", K_STR, 0, 0, 0, NULL},
-    {"next_field", K_STR, 0, 0, 0, NULL},
-    {"key_field", K_STR, 0, 0, 0, NULL},
-    HEADERS,
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key extract_keys[] = {
-    {"url", K_TMPL, 1, 0, 0, URL_HINT "records/{id}"},
-    {"key_field", K_STR, 0, 0, 0, NULL},
-    {"model", K_MODEL_OPT, 0, 0, 0, NULL},
-    HEADERS,
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key enrich_keys[] = {
-    {"url", K_TMPL, 1, 0, 0, URL_HINT "geocode?city={city}"},
-    {"method", K_METHOD, 0, 0, 0, NULL},
-    {"send", K_STRS, 0, 0, 0, NULL},
-    {"merge", K_MERGE, 1, 0, 0, MERGE_HINT},
-    HEADERS,
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key submit_keys[] = {
-    {"url", K_URL, 1, 0, 0, URL_HINT "match"},  /* sent as written: no {field}s */
-    {"deadline", K_SECS, 0, 0.1, 30 * SECS_MAX, NULL},
-    {"send", K_STRS, 0, 0, 0, NULL},
-    {"merge", K_MERGE, 1, 0, 0, MERGE_HINT},
-    {"callback_base", K_BASE, 0, 0, 0, NULL},
-    HEADERS,
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key route_keys[] = {
-    {"routes", K_ROUTES, 1, 0, 0, "list the routes, like routes: [{when: {field: x, exists: true}, "
-                               "to: q}]"},
-    {"default", K_QUEUES, 0, 0, 0, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#define MODEL_HINT "name the model its rows belong to, like model: users (declared under models:)"
-static const Key validate_keys[] = {
-    {"model", K_MODEL, 1, 0, 0, MODEL_HINT},
-    {"reject_threshold", K_THRESHOLD, 0, 0, 0, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key batch_keys[] = {
-    {"model", K_MODEL, 0, 0, 0, NULL},
-    {"rows", K_UINT, 0, 1, UINT32_MAX, NULL},
-    {"seconds", K_SECS, 0, 0.01, SECS_MAX, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-#define DSN_HINT "give a libpq conninfo, or env:NAME to read it from $NAME"
-static const Key pg_extract_keys[] = {
-    {"dsn", K_DSN, 1, 0, 0, DSN_HINT},
-    {"table", K_STR, 0, 0, 0, NULL},
-    {"model", K_MODEL, 1, 0, 0, MODEL_HINT},
-    {"updated_column", K_STR, 1, 0, 0, "name the column the source sets on every change, "
-                                       "like updated_column: updated_at"},
-    {"interval", K_SECS, 0, 0.01, SECS_MAX, NULL},
-    {"page", K_UINT, 0, 1, 1000000, NULL},
-    {"since", K_UINT, 0, 1, 400000000, NULL},
-    {"where", K_STR, 0, 0, 0, NULL},
-    {"rows", K_UINT, 0, 1, UINT32_MAX, NULL},
-    {"seconds", K_SECS, 0, 0.01, SECS_MAX, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key pg_notify_keys[] = {
-    {"dsn", K_DSN, 1, 0, 0, DSN_HINT},
-    {"channels", K_STRS, 1, 0, 0, "list the channels the source's triggers NOTIFY on"},
-    {"wake", K_STR, 0, 0, 0, NULL},
-    {NULL, 0, 0, 0, 0, NULL},
-};
-static const Key no_keys[] = {{NULL, 0, 0, 0, 0, NULL}};
-
-static const Kind kinds[] = {
-    {"http_poll", "an", 1, 0, 0, 0, 0, poll_keys, 0},
-    {"http_extract", "an", 0, 0, 0, 0, 0, extract_keys, 0},
-    {"http_enrich", "an", 0, 0, 0, 0, 0, enrich_keys, 0},
-    {"async_submit", "an", 0, 0, 1, 0, 0, submit_keys, 0},
-    {"route", "a", 0, 1, 0, 0, 0, route_keys, 0},
-    {"validate", "a", 0, 0, 0, 0, 1, validate_keys, 0},
-    {"batch", "a", 0, 0, 0, 1, 0, batch_keys, 0},
-    {"noop", "a", 0, 0, 0, 0, 0, no_keys, 0},
-    {"pg_extract", "a", 0, 0, 0, 1, 0, pg_extract_keys, 1},
-    {"pg_notify", "a", 1, 0, 0, 0, 0, pg_notify_keys, 0},
-};
-#define NKINDS (sizeof kinds / sizeof kinds[0])
-#define KIND_LIST "http_poll, http_extract, http_enrich, async_submit, route, validate, batch, " \
-    "pg_notify, pg_extract, noop"
+#define THRESHOLD_COUNT_MAX (UINT64_MAX - 1) /* reject_threshold: count */
 
 static const char *const top_keys[] = {"data", "listen", "drain", "queues", "stages",
                                        "models", "target", NULL};
@@ -828,12 +702,12 @@ static int in_list(const char *const *a, const char *s)
     return 0;
 }
 
-static int in_keys(const Key *k, const char *s)
+const ConfKey *conf_key(const ConfKey *keys, const char *name)
 {
-    for (; k && k->name; k++)
-        if (strcmp(k->name, s) == 0)
-            return 1;
-    return 0;
+    for (const ConfKey *k = keys; k && k->name; k++)
+        if (strcmp(k->name, name) == 0)
+            return k;
+    return NULL;
 }
 
 /* join appends ", s" (or s first) to the list in buf, cutting at its end. */
@@ -846,43 +720,35 @@ static void join(char *buf, size_t size, size_t *m, const char *s)
 
 /* keys_check fails on the first key of map that is in neither names nor
  * kk, with a did-you-mean hint, else the keys that what takes. For a
- * stage (kk set), a key of another kind says which. */
+ * stage (kk set), a key of another of the kinds says which. */
 static int keys_check(const Ld *l, const ConfNode *map, const char *what,
-                      const char *const *names, const Key *kk)
+                      const char *const *names, const ConfKey *kk, const KindSpec *const *kinds)
 {
     for (size_t i = 0; i < map->n; i++) {
         const char *key = map->keys[i];
         int line = key_line(map, (int)i);
-        if (in_list(names, key) || in_keys(kk, key))
+        if (in_list(names, key) || conf_key(kk, key))
             continue;
         Near nr = {key, NULL, SIZE_MAX};
         for (const char *const *a = names; a && *a; a++)
             near_try(&nr, *a);
-        for (const Key *k = kk; k && k->name; k++)
+        for (const ConfKey *k = kk; k && k->name; k++)
             near_try(&nr, k->name);
         if (nr.best)
             return conf_errat(l, line, "unknown key '%.64s'; did you mean '%s'?", key, nr.best);
-        for (size_t j = 0; kk && j < NKINDS; j++)
-            if (in_keys(kinds[j].keys, key))
+        for (const KindSpec *const *k = kinds; k && *k; k++)
+            if (conf_key((*k)->keys, key))
                 return conf_errat(l, line, "unknown key '%.64s' for %s; it belongs to %s stages",
-                             key, what, kinds[j].name);
+                             key, what, (*k)->name);
         char list[400] = "";
         size_t m = 0;
         for (const char *const *a = names; a && *a; a++)
             join(list, sizeof list, &m, *a);
-        for (const Key *k = kk; k && k->name; k++)
+        for (const ConfKey *k = kk; k && k->name; k++)
             join(list, sizeof list, &m, k->name);
         return conf_errat(l, line, "unknown key '%.64s'; %s takes %s", key, what, list);
     }
     return 0;
-}
-
-static const Kind *kind_find(const char *name)
-{
-    for (size_t i = 0; i < NKINDS; i++)
-        if (strcmp(kinds[i].name, name) == 0)
-            return &kinds[i];
-    return NULL;
 }
 
 static uint32_t to_ms(double s)
@@ -953,7 +819,7 @@ static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "listen: expected a map of address, port, token, max_body ... "
                      "(got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "listen", listen_keys, NULL)))
+    if ((rc = keys_check(l, n, "listen", listen_keys, NULL, NULL)))
         return rc;
     if ((addr = conf_get(n, "address")) &&
         ((rc = v_name(l, "listen: address", addr, &p->listen_address)) ||
@@ -1015,7 +881,7 @@ static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
         if (v->type != CONF_MAP)
             return conf_errat(l, v->line, "listen: tls: expected a map of cert and key (PEM files) "
                               "(got %s)", desc(v, buf, sizeof buf));
-        if ((rc = keys_check(l, v, "listen: tls", tls_keys, NULL)))
+        if ((rc = keys_check(l, v, "listen: tls", tls_keys, NULL, NULL)))
             return rc;
         const char *f;
         for (int i = 0; i < 2; i++) {
@@ -1152,7 +1018,7 @@ static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "expected a map of ttr, max_attempts, backoff, backoff_max, "
                      "max_body, key_retention, or nothing for the defaults (got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "a queue", queue_keys, NULL)))
+    if ((rc = keys_check(l, n, "a queue", queue_keys, NULL, NULL)))
         return rc;
     if ((v = conf_get(n, "ttr"))) {
         if ((rc = v_num(l, "ttr", v, 0.001, QSECS_MAX, "seconds", &s)))
@@ -1339,98 +1205,6 @@ static int check_qname(const Ld *l, const char *key, const ConfNode *n)
     return 0;
 }
 
-/* dsn_list checks each item of a comma-separated conninfo value (host,
- * hostaddr, port: one per host) with one. */
-static int dsn_list(const Ld *l, const char *key, const ConfNode *n, const char *val,
-                    int (*one)(const char *s, size_t len, char *why, size_t wn))
-{
-    char why[400];
-    for (const char *p = val;;) {
-        size_t len = strcspn(p, ",");
-        if (len && one(p, len, why, sizeof why))
-            return conf_errat(l, n->line, "%s: %s", key, why);
-        if (!p[len])
-            return 0;
-        p += len + 1;
-    }
-}
-
-static int dsn_host(const char *s, size_t len, char *why, size_t n)
-{
-    char ip[64], buf[300];
-    unsigned char a[16];
-    if (s[0] == '/' || s[0] == '@') /* a Unix socket's directory, or an abstract one */
-        return 0;
-    if (!memchr(s, ':', len))
-        return http_host_check(s, len, why, n);
-    snprintf(ip, sizeof ip, "%.*s", (int)(len < sizeof ip ? len : sizeof ip - 1), s);
-    if (len < sizeof ip && inet_pton(AF_INET6, ip, a) == 1)
-        return 0;
-    snprintf(why, n, "host '%s' is not a valid IPv6 address", show(buf, sizeof buf, ip));
-    return PL_EINVAL;
-}
-
-static int dsn_hostaddr(const char *s, size_t len, char *why, size_t n)
-{
-    char ip[64], buf[300];
-    unsigned char a[16];
-    snprintf(ip, sizeof ip, "%.*s", (int)(len < sizeof ip ? len : sizeof ip - 1), s);
-    if (len < sizeof ip && (inet_pton(AF_INET, ip, a) == 1 || inet_pton(AF_INET6, ip, a) == 1))
-        return 0;
-    snprintf(why, n, "hostaddr '%s' is not a valid IP address", show(buf, sizeof buf, ip));
-    return PL_EINVAL;
-}
-
-/* check_dsn: a libpq conninfo (keywords or a postgresql:// URI) whose hosts
- * and ports are valid, or env:NAME (read when the stage starts). */
-static int check_dsn(const Ld *l, const char *key, const ConfNode *n)
-{
-    const char *s;
-    char *msg = NULL;
-    int rc;
-    if ((rc = v_name(l, key, n, &s)))
-        return rc;
-    for (const char *p = s; *p; p++) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '\r' || c == '\n')
-            return conf_errat(l, n->line, "%s: has a line break (CR or LF) at byte %zu; a "
-                         "connection string is one line", key, (size_t)(p - s) + 1);
-        if (c < 0x20 || c == 0x7f)
-            return conf_errat(l, n->line, "%s: has a control character (0x%02X) at byte %zu; "
-                         "remove it", key, c, (size_t)(p - s) + 1);
-    }
-    if (strncmp(s, "env:", 4) == 0) {
-        if (!s[4])
-            return conf_errat(l, n->line, "%s: env: needs a variable name, like env:SOURCE_DSN",
-                         key);
-        return 0;
-    }
-    PQconninfoOption *opts = PQconninfoParse(s, &msg);
-    if (!opts) {
-        char m[200] = "out of memory";
-        if (msg) {
-            snprintf(m, sizeof m, "%s", msg);
-            m[strcspn(m, "\n")] = '\0';
-            PQfreemem(msg);
-        }
-        return conf_errat(l, n->line, "%s: is not a valid libpq connection string (libpq: %s); "
-                     "write keyword=value pairs or a postgresql:// URI", key, m);
-    }
-    rc = 0;
-    for (PQconninfoOption *o = opts; o->keyword && !rc; o++) {
-        if (!o->val)
-            continue;
-        if (strcmp(o->keyword, "host") == 0)
-            rc = dsn_list(l, key, n, o->val, dsn_host);
-        else if (strcmp(o->keyword, "hostaddr") == 0)
-            rc = dsn_list(l, key, n, o->val, dsn_hostaddr);
-        else if (strcmp(o->keyword, "port") == 0)
-            rc = dsn_list(l, key, n, o->val, http_port_check);
-    }
-    PQconninfoFree(opts);
-    return rc;
-}
-
 static int check_map_of_strs(const Ld *l, const char *key, const ConfNode *n, int nonempty)
 {
     char buf[64], k[96];
@@ -1461,7 +1235,7 @@ static int check_cond(const Ld *l, const ConfNode *n)
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "when: expected a map like {field: country, equals: NL} "
                      "(got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "when", cond_keys, NULL)))
+    if ((rc = keys_check(l, n, "when", cond_keys, NULL, NULL)))
         return rc;
     if (!(v = conf_get(n, "field")))
         return conf_errat(l, n->line, "when: field: is required; name the field of the job to test");
@@ -1511,7 +1285,7 @@ static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, Stage
         if (r->type != CONF_MAP)
             return conf_errat(&rl, r->line, "expected a map {when: ..., to: ...} (got %s)",
                          desc(r, buf, sizeof buf));
-        if ((rc = keys_check(&rl, r, "a route", rule_keys, NULL)))
+        if ((rc = keys_check(&rl, r, "a route", rule_keys, NULL, NULL)))
             return rc;
         if (!(v = conf_get(r, "when")))
             return conf_errat(&rl, r->line, "when: is required; give a condition like "
@@ -1566,10 +1340,10 @@ static int check_threshold(const Ld *l, const char *key, const ConfNode *n)
     if (n->type != CONF_MAP || n->n == 0)
         return conf_errat(l, n->line, "%s: expected a map like {count: 100, rate: 0.05} (got %s)", key,
                      n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "reject_threshold", threshold_keys, NULL)))
+    if ((rc = keys_check(l, n, "reject_threshold", threshold_keys, NULL, NULL)))
         return rc;
     if ((v = conf_get(n, "count")) &&
-        (rc = v_uint(l, "reject_threshold: count", v, 0, UINT64_MAX - 1, &u)))
+        (rc = v_uint(l, "reject_threshold: count", v, 0, THRESHOLD_COUNT_MAX, &u)))
         return rc;
     if ((v = conf_get(n, "rate")) &&
         (rc = v_num(l, "reject_threshold: rate", v, 0, 1, "rejected rows per row", &d)))
@@ -1577,8 +1351,15 @@ static int check_threshold(const Ld *l, const char *key, const ConfNode *n)
     return 0;
 }
 
+int conf_threshold(const char *file, const ConfNode *n, unsigned long long *count,
+                   double *rate, char *err, size_t errlen)
+{
+    int rc = conf_uint(file, n, "count", THRESHOLD_COUNT_MAX, count, err, errlen);
+    return rc ? rc : conf_num(file, n, "rate", 0, 1, rate, err, errlen);
+}
+
 /* check_kind_keys checks the keys of s's kind k. */
-static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const ConfNode *n,
+static int check_kind_keys(const Ld *l, const Pipeline *p, const KindSpec *k, const ConfNode *n,
                            StageConf *s)
 {
     const ConfNode *v;
@@ -1587,32 +1368,29 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
     double d;
     int rc = 0;
 
-    for (const Key *key = k->keys; key->name && !rc; key++) {
+    for (const ConfKey *key = k->keys; key && key->name && !rc; key++) {
         if (!(v = conf_get(n, key->name))) {
             if (key->required)
                 return conf_errat(l, n->line, "%s: is required for %s %s stage; %s", key->name,
-                             k->a, k->name, key->hint);
+                             k->article, k->name, key->hint);
             continue;
         }
         switch (key->type) {
-        case K_STR:
+        case KEY_STR:
             rc = v_name(l, key->name, v, &str);
             break;
-        case K_URL:
-        case K_TMPL:
-        case K_BASE:
-            rc = check_url(l, key->name, v, key->type == K_TMPL, key->type == K_BASE);
+        case KEY_URL:
+        case KEY_TMPL:
+        case KEY_BASE:
+            rc = check_url(l, key->name, v, key->type == KEY_TMPL, key->type == KEY_BASE);
             break;
-        case K_QNAME:
+        case KEY_QNAME:
             rc = check_qname(l, key->name, v);
             break;
-        case K_DSN:
-            rc = check_dsn(l, key->name, v);
-            break;
-        case K_SECS:
+        case KEY_SECS:
             rc = v_num(l, key->name, v, key->min, key->max, "seconds", &d);
             break;
-        case K_STRS:
+        case KEY_STRS:
             if (!(rc = v_strs(l, key->name, v, &strs, &m))) {
                 for (size_t i = 0; i < m && !rc; i++)
                     if (!strs[i][0])
@@ -1620,36 +1398,34 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const Kind *k, const 
                 free(strs);
             }
             break;
-        case K_HEADERS:
+        case KEY_HEADERS:
             rc = check_headers(l, key->name, key_line(n, key_index(n, key->name)), v);
             break;
-        case K_MERGE:
+        case KEY_MERGE:
             rc = check_map_of_strs(l, key->name, v, 1);
             break;
-        case K_METHOD:
-            if (!(rc = v_name(l, key->name, v, &str)) && strcmp(str, "GET") && strcmp(str, "POST"))
-                rc = conf_errat(l, v->line, "method: expected GET or POST (got '%.64s')", str);
-            break;
-        case K_ROUTES:
+        case KEY_ROUTES:
             rc = check_routes(l, p, v, s);
             break;
-        case K_UINT: {
+        case KEY_UINT: {
             unsigned long long u;
             rc = v_uint(l, key->name, v, (unsigned long long)key->min,
                         (unsigned long long)key->max, &u);
             break;
         }
-        case K_MODEL:
-        case K_MODEL_OPT:
-            rc = check_model_ref(l, p, key->name, v, key->type == K_MODEL);
+        case KEY_MODEL:
+        case KEY_MODEL_OPT:
+            rc = check_model_ref(l, p, key->name, v, key->type == KEY_MODEL);
             break;
-        case K_THRESHOLD:
+        case KEY_THRESHOLD:
             rc = check_threshold(l, key->name, v);
             break;
-        default: /* K_QUEUES */
+        default: /* KEY_QUEUES */
             rc = qrefs(l, p, key->name, v, s);
             break;
         }
+        if (!rc && key->check)
+            rc = key->check(l, key->name, v);
     }
     return rc;
 }
@@ -1692,11 +1468,22 @@ static int check_common(const Ld *l, const ConfNode *n, StageConf *s)
     return 0;
 }
 
-static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
+/* kind_list writes the names of kinds, comma-separated, into buf. */
+static const char *kind_list(const KindSpec *const *kinds, char *buf, size_t size)
 {
-    char buf[64], what[64];
+    size_t m = 0;
+    buf[0] = '\0';
+    for (const KindSpec *const *k = kinds; *k; k++)
+        join(buf, size, &m, (*k)->name);
+    return buf;
+}
+
+static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n,
+                       const KindSpec *const *kinds)
+{
+    char buf[64], what[64], list[400];
     const ConfNode *v;
-    const Kind *k;
+    const KindSpec *k = NULL;
     const char *kind;
     StageConf *s = &p->stages[p->nstages++];
     Ld sl = *l;
@@ -1723,64 +1510,70 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n)
     snprintf(sl.pfx, sizeof sl.pfx, "stage '%s': ", s->name);
 
     if (!(v = conf_get(n, "kind")))
-        return conf_errat(&sl, n->line, "kind: is required; use one of " KIND_LIST);
+        return conf_errat(&sl, n->line, "kind: is required; use one of %s",
+                          kind_list(kinds, list, sizeof list));
     if ((rc = v_name(&sl, "kind", v, &kind)))
         return rc;
-    if (!(k = kind_find(kind))) {
+    for (const KindSpec *const *kk = kinds; *kk && !k; kk++)
+        if (strcmp((*kk)->name, kind) == 0)
+            k = *kk;
+    if (!k) {
         Near nr = {kind, NULL, SIZE_MAX};
-        for (size_t j = 0; j < NKINDS; j++)
-            near_try(&nr, kinds[j].name);
+        for (const KindSpec *const *kk = kinds; *kk; kk++)
+            near_try(&nr, (*kk)->name);
         if (nr.best)
             return conf_errat(&sl, v->line, "kind: unknown kind '%.64s'; did you mean '%s'?", kind,
                          nr.best);
-        return conf_errat(&sl, v->line, "kind: unknown kind '%.64s'; use one of " KIND_LIST, kind);
+        return conf_errat(&sl, v->line, "kind: unknown kind '%.64s'; use one of %s", kind,
+                          kind_list(kinds, list, sizeof list));
     }
     s->kind = k->name;
+    s->spec = k;
 
-    if (k->source && (i = key_index(n, "input")) >= 0)
+    if ((k->flags & KIND_SOURCE) && (i = key_index(n, "input")) >= 0)
         return conf_errat(&sl, key_line(n, i), "input: %s %s stage has no input (it is a source); "
-                     "remove input:", k->a, k->name);
-    if (k->route && (i = key_index(n, "output")) >= 0)
-        return conf_errat(&sl, key_line(n, i), "output: a route stage has no output:; it writes the "
-                     "queues named in routes: (to:) and default:");
-    if (k->sink && (i = key_index(n, "output")) >= 0)
+                     "remove input:", k->article, k->name);
+    if ((k->flags & KIND_ROUTE) && (i = key_index(n, "output")) >= 0)
+        return conf_errat(&sl, key_line(n, i), "output: %s %s stage has no output:; it writes the "
+                     "queues named in routes: (to:) and default:", k->article, k->name);
+    if ((k->flags & KIND_SINK) && (i = key_index(n, "output")) >= 0)
         return conf_errat(&sl, key_line(n, i), "output: %s %s stage has no output (it seals its "
-                     "rows into batches for qload: the end of the line); remove output:", k->a,
-                     k->name);
-    snprintf(what, sizeof what, "%s %s stage", k->a, k->name);
-    if ((rc = keys_check(&sl, n, what, stage_keys, k->keys)))
+                     "rows into batches for qload: the end of the line); remove output:",
+                     k->article, k->name);
+    snprintf(what, sizeof what, "%s %s stage", k->article, k->name);
+    if ((rc = keys_check(&sl, n, what, stage_keys, k->keys, kinds)))
         return rc;
 
-    if (!k->source) {
+    if (!(k->flags & KIND_SOURCE)) {
         if (!(v = conf_get(n, "input"))) {
-            if (!k->input_optional)
+            if (!(k->flags & KIND_INPUT_OPTIONAL))
                 return conf_errat(&sl, n->line, "input: is required; name the queue this stage reads");
         } else if ((rc = qref(&sl, p, "input", v, &s->input))) {
             return rc;
         }
     }
-    if (!k->route && !k->sink) {
+    if (!(k->flags & (KIND_ROUTE | KIND_SINK))) {
         if (!(v = conf_get(n, "output")))
             return conf_errat(&sl, n->line, "output: is required; name the queue this stage writes%s",
-                         k->fan_out ? " (or a list: each gets every job)" : "");
-        if (v->type == CONF_SEQ && v->n != 1 && !k->fan_out)
+                         (k->flags & KIND_FAN_OUT) ? " (or a list: each gets every job)" : "");
+        if (v->type == CONF_SEQ && v->n != 1 && !(k->flags & KIND_FAN_OUT))
             return conf_errat(&sl, v->line, "output: %s %s stage writes exactly one queue (got %zu)",
-                         k->a, k->name, v->n);
+                         k->article, k->name, v->n);
         if ((rc = qrefs(&sl, p, "output", v, s)))
             return rc;
     }
     if ((rc = check_common(&sl, n, s)) || (rc = check_kind_keys(&sl, p, k, n, s)))
         return rc;
-    if (k->sink && !p->models)
+    if ((k->flags & KIND_SINK) && !p->models)
         return conf_errat(&sl, n->line, "%s %s stage needs the models: section (qload loads batches "
-                     "by their model); declare the model of its rows under models:", k->a,
+                     "by their model); declare the model of its rows under models:", k->article,
                      k->name);
-    if (k->listener)
+    if (k->flags & KIND_LISTENER)
         p->listen_enabled = 1;
     return 0;
 }
 
-static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n)
+static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n, const KindSpec *const *kinds)
 {
     char buf[64];
     int rc;
@@ -1789,12 +1582,12 @@ static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n)
                      "(got %s)", n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
     p->stages = xcalloc(n->n, sizeof *p->stages);
     for (size_t i = 0; i < n->n; i++)
-        if ((rc = check_stage(l, p, i, n->kids[i])))
+        if ((rc = check_stage(l, p, i, n->kids[i], kinds)))
             return rc;
     return 0;
 }
 
-static int check_top(const Ld *l, Pipeline *p)
+static int check_top(const Ld *l, Pipeline *p, const KindSpec *const *kinds)
 {
     char buf[64];
     const ConfNode *root = p->root, *v;
@@ -1806,7 +1599,7 @@ static int check_top(const Ld *l, Pipeline *p)
     if (root->type != CONF_MAP)
         return conf_errat(l, root->line, "expected a map with queues:, stages: ... at the top level "
                      "(got %s)", desc(root, buf, sizeof buf));
-    if ((rc = keys_check(l, root, "the top level", top_keys, NULL)))
+    if ((rc = keys_check(l, root, "the top level", top_keys, NULL, NULL)))
         return rc;
     for (size_t i = 0; i < root->n; i++)
         if (strcmp(root->keys[i], "target") == 0)
@@ -1826,9 +1619,11 @@ static int check_top(const Ld *l, Pipeline *p)
     if ((v = conf_get(root, "models")) &&
         (rc = models_parse(l->file, v, &p->models, l->err, l->errlen)))
         return rc;
+    if (!kinds)
+        return 0; /* a reader of the models and queues: the stages are not its business */
     if (!(v = conf_get(root, "stages")))
         return conf_errat(l, root->line, "stages: is required; list the stages of the pipeline");
-    return check_stages(l, p, v);
+    return check_stages(l, p, v, kinds);
 }
 
 /* ============================================================= pipeline */
@@ -1882,7 +1677,7 @@ fail:
 
 /* parse checks text (len bytes, NUL after them, owned by p afterwards)
  * into p; name is the file for messages and p->path. */
-static int parse(Pipeline *p, const Ld *l, char *text, size_t len)
+static int parse(Pipeline *p, const Ld *l, char *text, size_t len, const KindSpec *const *kinds)
 {
     p->text = text;
     p->text_len = len;
@@ -1891,10 +1686,11 @@ static int parse(Pipeline *p, const Ld *l, char *text, size_t len)
     p->listen_max_body = 1u << 20;
     p->drain_s = 10;
     int rc = tree_parse(l, text, len, &p->root);
-    return rc ? rc : check_top(l, p);
+    return rc ? rc : check_top(l, p, kinds);
 }
 
-int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen)
+int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out, char *err,
+                  size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
     Ld l = ld_new(path, err, errlen);
@@ -1906,7 +1702,7 @@ int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen)
     if (err && errlen)
         err[0] = '\0';
     p->path = xstrdup(path);
-    if ((rc = read_all(&l, path, &text, &len)) || (rc = parse(p, &l, text, len)) ||
+    if ((rc = read_all(&l, path, &text, &len)) || (rc = parse(p, &l, text, len, kinds)) ||
         (rc = listen_secrets(&l, p)))
         goto fail;
     *out = p;
@@ -1918,8 +1714,8 @@ fail:
     return rc;
 }
 
-int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **out, char *err,
-                   size_t errlen)
+int pipeline_parse(const char *name, const char *text, size_t len, const KindSpec *const *kinds,
+                   Pipeline **out, char *err, size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
     Ld l = ld_new(name, err, errlen);
@@ -1936,7 +1732,7 @@ int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **ou
     char *copy = xmalloc(len + 1);
     memcpy(copy, text, len);
     copy[len] = '\0';
-    if ((rc = parse(p, &l, copy, len)))
+    if ((rc = parse(p, &l, copy, len, kinds)))
         goto fail;
     *out = p;
     return 0;
@@ -2029,8 +1825,8 @@ void pipeline_graph(const Pipeline *p, FILE *f)
                 s->input ? s->input : "(source)");
         for (size_t j = 0; j < s->noutputs; j++)
             fprintf(f, "%s%s", j ? ", " : " ", s->outputs[j]);
-        if (strcmp(s->kind, "batch") == 0)
-            fputs(" (batches for qload)", f);
+        if (s->spec && s->spec->graph_note)
+            fprintf(f, " (%s)", s->spec->graph_note);
         fputc('\n', f);
     }
     for (size_t q = 0; q < p->nqueues; q++) {

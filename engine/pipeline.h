@@ -1,10 +1,12 @@
 /* pipeline.h: the pipeline file (YAML): queues, stages, listener settings.
  *
  * The file is read with libyaml into a tree of nodes that remember their
- * line, then checked against the schema of each section and stage kind:
- * unknown keys, wrong types and references to undeclared queues are errors
- * that name file:line and give a hint. Stage modules read their own keys
- * from the stage's node with the conf_* getters. */
+ * line, then checked against the schema of each section and of each stage
+ * kind: unknown keys, wrong types and references to undeclared queues are
+ * errors that name file:line and give a hint. A stage kind describes its
+ * own keys (a KindSpec, below); the loader is handed the list of kinds and
+ * knows none of them by name. Stage modules read their own keys from the
+ * stage's node with the conf_* getters. */
 #ifndef PL_PIPELINE_H
 #define PL_PIPELINE_H
 
@@ -59,6 +61,80 @@ int conf_errat(const ConfErr *l, int line, const char *fmt, ...) __attribute__((
  * mean" hints; words over 40 bytes count as far apart (SIZE_MAX). */
 size_t conf_edit_distance(const char *a, const char *b);
 
+/* ------------------------------------------------------------- stage kinds
+ *
+ * A stage kind describes itself with a KindSpec: its name, flags that say
+ * how its stages connect to queues, and the keys it takes besides the ones
+ * every stage has, each with its type, range and hint. pipeline_load checks
+ * every stage against the spec of its kind; the kind reads the same keys
+ * later with the same ranges (the runtime's StageKind, stage.h, starts with
+ * its KindSpec; the kinds themselves are in stages/). */
+
+#define CONF_SECS_MAX 86400.0  /* timeouts, intervals: at most a day */
+
+/* ConfKey.type: each is checked by pipeline_load. KEY_URL, KEY_TMPL,
+ * KEY_BASE, KEY_HEADERS and KEY_QNAME are what a stage sends: they are
+ * checked so that no value in them can change the request (see
+ * http_url_check). */
+enum {
+    KEY_STR,        /* a non-empty string */
+    KEY_STRS,       /* a string or a list of non-empty strings */
+    KEY_SECS,       /* a number of seconds from min to max */
+    KEY_UINT,       /* a whole number from min to max */
+    KEY_URL,        /* an http:// or https:// URL, sent as written (no {field}s) */
+    KEY_TMPL,       /* a URL template: {field}s in its path and query */
+    KEY_BASE,       /* a URL a path is appended to (callback_base): no query */
+    KEY_QNAME,      /* a name written into a URL's query as it is (cursor_param) */
+    KEY_HEADERS,    /* a map of header names to values, sent with each request */
+    KEY_MERGE,      /* a map of names to non-empty names (response field: row field) */
+    KEY_QUEUES,     /* a queue or a list of queues the stage writes */
+    KEY_ROUTES,     /* a list of {when: CONDITION, to: QUEUES}: the queues it writes */
+    KEY_MODEL,      /* a model declared under models: (which must be there) */
+    KEY_MODEL_OPT,  /* KEY_MODEL when the pipeline declares models, else any name */
+    KEY_THRESHOLD,  /* {count: N, rate: R}: see conf_threshold */
+};
+
+/* ConfKey: one key of a stage kind; a table of them ends with {0}. */
+typedef struct ConfKey {
+    const char *name;
+    int type;                  /* KEY_* */
+    int required;
+    double min, max;           /* KEY_SECS, KEY_UINT: the range, for the check and the read */
+    const char *hint;          /* required: what to write when it is missing */
+    /* check, when set, runs after the type's own check passed: the kind's
+     * own rule about the value (a DSN libpq can parse, GET or POST).
+     * Returns 0, or conf_errat's PL_EINVAL naming key and v's line. */
+    int (*check)(const ConfErr *e, const char *key, const ConfNode *v);
+} ConfKey;
+
+/* KindSpec.flags */
+enum {
+    KIND_SOURCE = 1 << 0,         /* no input queue: it produces on its own */
+    KIND_INPUT_OPTIONAL = 1 << 1, /* works an input queue when given one, produces anyway */
+    KIND_SINK = 1 << 2,           /* no output: (the end of the line: batches) */
+    KIND_ROUTE = 1 << 3,          /* writes the queues of routes: and default:, no output: */
+    KIND_FAN_OUT = 1 << 4,        /* output: may name several queues (each gets every job) */
+    KIND_LISTENER = 1 << 5,       /* needs the HTTP listener (callbacks) */
+};
+
+/* KindSpec: a stage kind as the pipeline file sees it. */
+typedef struct KindSpec {
+    const char *name;          /* kind: NAME */
+    const char *article;       /* "an" http_poll stage, "a" route stage */
+    unsigned flags;            /* KIND_* */
+    const ConfKey *keys;       /* its own keys, ending with {0}; NULL: none */
+    const char *graph_note;    /* said after its outputs by pipeline_graph, or NULL */
+} KindSpec;
+
+/* conf_key returns the key named name in keys, or NULL. */
+const ConfKey *conf_key(const ConfKey *keys, const char *name);
+
+/* conf_threshold reads a reject_threshold map {count: N, rate: R} (checked
+ * by KEY_THRESHOLD with the same ranges): each of *count and *rate is set
+ * when given, else left alone. 0 or PL_EINVAL with err set. */
+int conf_threshold(const char *file, const ConfNode *n, unsigned long long *count,
+                   double *rate, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- pipeline */
 
 typedef struct QueueDecl {
@@ -69,9 +145,11 @@ typedef struct QueueDecl {
 
 typedef struct StageConf {
     const char *name;           /* unique */
-    const char *kind;           /* http_poll, http_extract, http_enrich, async_submit, route, noop */
+    const char *kind;           /* its kind's name */
+    const KindSpec *spec;       /* its kind */
     int line;
-    const char *input;          /* NULL for sources (http_poll) */
+    const char *input;          /* NULL for sources (KIND_SOURCE), and for a KIND_INPUT_OPTIONAL
+                                 * stage given none */
     const char **outputs;       /* every queue the stage may write, NULL-terminated */
     size_t noutputs;
     const ConfNode *node;       /* the stage's map, for its kind's own keys */
@@ -115,19 +193,23 @@ typedef struct Pipeline {
     ConfNode *root;             /* private */
 } Pipeline;
 
-/* pipeline_load reads and checks path. Returns 0 and *out, or PL_EINVAL
- * (or an errno value) with a message in err: "FILE:LINE: what; hint".
- * It also reads what the listen: section points to (the token from the
- * environment or a file, the TLS certificate and key); no message ever
- * shows a token. */
-int pipeline_load(const char *path, Pipeline **out, char *err, size_t errlen);
+/* pipeline_load reads and checks path. kinds is the NULL-terminated list
+ * of the stage kinds there are: each stage is checked against the spec of
+ * its kind. With kinds NULL (qctl, qload: they run no stage) the stages:
+ * section is skipped, unchecked, and nstages is 0; the rest is checked as
+ * ever. Returns 0 and *out, or PL_EINVAL (or an errno value) with a message
+ * in err: "FILE:LINE: what; hint". It also reads what the listen: section
+ * points to (the token from the environment or a file, the TLS certificate
+ * and key); no message ever shows a token. */
+int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out, char *err,
+                  size_t errlen);
 
 /* pipeline_parse is pipeline_load for a file already read: text (len
  * bytes) named name in messages, without reading the token or TLS files
  * (qctl and qload run no listener). The engine keeps the text of the file it
  * runs in the store, so qctl and qload read the same models. */
-int pipeline_parse(const char *name, const char *text, size_t len, Pipeline **out, char *err,
-                   size_t errlen);
+int pipeline_parse(const char *name, const char *text, size_t len, const KindSpec *const *kinds,
+                   Pipeline **out, char *err, size_t errlen);
 
 /* pipeline_free frees p; NULL is a no-op. */
 void pipeline_free(Pipeline *p);

@@ -44,7 +44,7 @@ int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char 
 {
     *out = NULL;
     if (file)
-        return pipeline_load(file, out, err, errlen);
+        return pipeline_load(file, NULL, out, err, errlen);
     PipeRead pr;
     sb_init(&pr.path);
     sb_init(&pr.text);
@@ -59,7 +59,8 @@ int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char 
         char name[600];
         snprintf(name, sizeof name, "%s (as stored in %s)", pr.path.len ? pr.path.buf : "pipeline",
                  store_path(s));
-        rc = pipeline_parse(name, pr.text.buf ? pr.text.buf : "", pr.text.len, out, err, errlen);
+        rc = pipeline_parse(name, pr.text.buf ? pr.text.buf : "", pr.text.len, NULL, out, err,
+                            errlen);
     }
     sb_free(&pr.path);
     sb_free(&pr.text);

@@ -28,25 +28,24 @@ typedef struct Stage Stage;
 typedef struct Slot Slot;
 typedef struct Batch Batch;
 
-/* StageKind: a stage kind (one file in stages/).
+/* StageKind: a stage kind (one file in stages/). It starts with its
+ * KindSpec (pipeline.h): the name, flags and keys pipeline_load checks a
+ * stage against. The engine is handed the list of kinds (engine_open) and
+ * finds each stage's by name.
  *
  * slot_size: a stage with an input queue has `concurrency` slots; before
  * init the engine gives each slot a zeroed block of slot_size bytes as its
  * kd (0: none), and frees them after fini. init sets up what it needs in
  * them (buffers), fini releases that. */
 typedef struct StageKind {
-    const char *name;
-    int source;                                  /* no input queue */
+    KindSpec spec;
     size_t slot_size;
     int (*init)(Stage *s, char *err, size_t errlen); /* read conf; set s->kd */
-    void (*start)(Slot *slot);                   /* work one job (not sources) */
-    void (*begin)(Stage *s);                     /* sources: start producing */
+    void (*start)(Slot *slot);                   /* work one job (stages with an input) */
+    void (*begin)(Stage *s);                     /* producers: start producing (may be NULL) */
     void (*stop)(Stage *s);                      /* drain: stop producing (may be NULL) */
     void (*fini)(Stage *s);                      /* free s->kd (may be NULL) */
 } StageKind;
-
-/* stage_kind_find returns the kind named name, or NULL. */
-const StageKind *stage_kind_find(const char *name);
 
 typedef struct StageCounters {
     uint64_t done, retried, buried, failed_commits;

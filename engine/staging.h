@@ -253,7 +253,8 @@ int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len)
 
 struct Pipeline;
 /* pipeline_from_store parses the pipeline kept in s (file, when not NULL,
- * is read instead). PL_ENOJOB with err "no pipeline file stored in DIR;
+ * is read instead) for its models and queues: its stages are skipped
+ * (pipeline_load with no kinds). PL_ENOJOB with err "no pipeline file stored in DIR;
  * run `pickline run FILE` once, or pass --pipeline FILE" when none. */
 int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char *err,
                         size_t errlen);

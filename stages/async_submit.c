@@ -657,6 +657,16 @@ static int create_wait(Txn *t, void *arg)
     return rc == EEXIST ? 0 : rc;
 }
 
+static const ConfKey submit_keys[] = {
+    {"url", KEY_URL, 1, 0, 0, STAGE_URL_HINT "match", NULL}, /* sent as written: no {field}s */
+    {"deadline", KEY_SECS, 0, 0.1, 30 * CONF_SECS_MAX, NULL, NULL},
+    {"send", KEY_STRS, 0, 0, 0, NULL, NULL},
+    {"merge", KEY_MERGE, 1, 0, 0, STAGE_MERGE_HINT, NULL},
+    {"callback_base", KEY_BASE, 0, 0, 0, NULL, NULL},
+    STAGE_KEY_HEADERS,
+    {0},
+};
+
 static int async_init(Stage *s, char *err, size_t errlen)
 {
     const char *file = engine_pipeline(s->engine)->path;
@@ -666,10 +676,10 @@ static int async_init(Stage *s, char *err, size_t errlen)
     k->deadline = 300;
     k->callback_base = engine_callback_base(s->engine);
     int rc;
-    if ((rc = conf_str(file, s->conf->node, "url", &k->url, err, errlen)) != 0 ||
-        (rc = conf_num(file, s->conf->node, "deadline", 0.1, 30 * 86400.0, &k->deadline, err, errlen)) != 0 ||
-        (rc = conf_strs(file, s->conf->node, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "callback_base", &k->callback_base, err, errlen)) != 0 ||
+    if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
+        (rc = stage_conf_num(s, "deadline", &k->deadline, err, errlen)) != 0 ||
+        (rc = stage_conf_strs(s, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "callback_base", &k->callback_base, err, errlen)) != 0 ||
         (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     if (!engine_listener(s->engine)) {
@@ -746,6 +756,7 @@ static void async_fini(Stage *s)
     free(k);
 }
 
-const StageKind kind_async_submit = {.name = "async_submit", .slot_size = sizeof(AsyncJob),
-                                     .init = async_init, .start = async_start,
-                                     .stop = async_stop, .fini = async_fini};
+const StageKind kind_async_submit = {
+    .spec = {.name = "async_submit", .article = "an", .flags = KIND_LISTENER, .keys = submit_keys},
+    .slot_size = sizeof(AsyncJob),
+    .init = async_init, .start = async_start, .stop = async_stop, .fini = async_fini};

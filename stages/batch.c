@@ -278,17 +278,22 @@ static void threshold(const char *file, const StageConf *c, SealPolicy *p)
 {
     char err[256];
     const ConfNode *n = conf_get(c->node, "reject_threshold");
-    unsigned long long count;
-    double rate;
-    if (!n)
+    unsigned long long count = UINT64_MAX;
+    double rate = 1.0;
+    if (!n || conf_threshold(file, n, &count, &rate, err, sizeof err) != 0)
         return;
-    if (conf_get(n, "count") && conf_uint(file, n, "count", UINT64_MAX - 1, &count, err,
-                                          sizeof err) == 0 && count < p->max_rejects)
+    if (count < p->max_rejects)
         p->max_rejects = count;
-    if (conf_get(n, "rate") && conf_num(file, n, "rate", 0, 1, &rate, err, sizeof err) == 0 &&
-        rate < p->max_reject_rate)
+    if (rate < p->max_reject_rate)
         p->max_reject_rate = rate;
 }
+
+static const ConfKey batch_keys[] = {
+    {"model", KEY_MODEL, 0, 0, 0, NULL, NULL},
+    {"rows", KEY_UINT, 0, 1, UINT32_MAX, NULL, NULL},
+    {"seconds", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL},
+    {0},
+};
 
 static int batch_init(Stage *s, char *err, size_t errlen)
 {
@@ -302,9 +307,9 @@ static int batch_init(Stage *s, char *err, size_t errlen)
     k->stage = s;
     k->op.k = k;
     pthread_mutex_init(&k->mu, NULL);
-    if ((rc = conf_str(file, s->conf->node, "model", &name, err, errlen)) != 0 ||
-        (rc = conf_uint(file, s->conf->node, "rows", UINT32_MAX, &rows, err, errlen)) != 0 ||
-        (rc = conf_num(file, s->conf->node, "seconds", 0.01, 86400, &secs, err, errlen)) != 0)
+    if ((rc = stage_conf_str(s, "model", &name, err, errlen)) != 0 ||
+        (rc = stage_conf_uint(s, "rows", &rows, err, errlen)) != 0 ||
+        (rc = stage_conf_num(s, "seconds", &secs, err, errlen)) != 0)
         return rc;
     if (!p->models) {
         snprintf(err, errlen, "%s:%d: stage '%s': a batch stage needs the models: section; "
@@ -381,5 +386,8 @@ static void batch_fini(Stage *s)
     s->kd = NULL;
 }
 
-const StageKind kind_batch = {.name = "batch", .slot_size = sizeof(BJob), .init = batch_init,
-                              .start = batch_start, .stop = batch_stop, .fini = batch_fini};
+const StageKind kind_batch = {
+    .spec = {.name = "batch", .article = "a", .flags = KIND_SINK, .keys = batch_keys,
+             .graph_note = "batches for qload"},
+    .slot_size = sizeof(BJob),
+    .init = batch_init, .start = batch_start, .stop = batch_stop, .fini = batch_fini};

@@ -1,25 +1,147 @@
-/* common.c: helpers shared by the stage kinds, and the registry of kinds. */
+/* common.c: what the stage kinds share: reading their keys, job references,
+ * headers, HTTP outcomes, URL templates. */
 #include "common.h"
 #include "../engine/engine.h"
 #include "../engine/http.h"
 #include "../engine/pl.h"
 
+#include <arpa/inet.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const StageKind *const kinds[] = {
-    &kind_noop, &kind_route, &kind_http_extract, &kind_http_enrich, &kind_http_poll, &kind_async_submit,
-    &kind_validate, &kind_batch, &kind_pg_extract, &kind_pg_notify,
-};
+/* ---------------------------------------------------------- the kinds' keys */
 
-const StageKind *stage_kind_find(const char *name)
+/* key_of returns the key name of s's kind: a kind reads only what it
+ * declares, so that pipeline_load has checked it. */
+static const ConfKey *key_of(const Stage *s, const char *name)
 {
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
-        if (!strcmp(kinds[i]->name, name))
-            return kinds[i];
-    return NULL;
+    const ConfKey *k = conf_key(s->kind->spec.keys, name);
+    PL_ASSERT(k != NULL, "a stage kind reads only the keys it declares");
+    return k;
 }
+
+int stage_conf_str(const Stage *s, const char *name, const char **out, char *err, size_t errlen)
+{
+    return conf_str(engine_pipeline(s->engine)->path, s->conf->node, key_of(s, name)->name, out,
+                    err, errlen);
+}
+
+int stage_conf_strs(const Stage *s, const char *name, const char ***out, size_t *n, char *err,
+                    size_t errlen)
+{
+    return conf_strs(engine_pipeline(s->engine)->path, s->conf->node, key_of(s, name)->name, out,
+                     n, err, errlen);
+}
+
+int stage_conf_num(const Stage *s, const char *name, double *out, char *err, size_t errlen)
+{
+    const ConfKey *k = key_of(s, name);
+    PL_ASSERT(k->type == KEY_SECS, "a number is read from a number key");
+    return conf_num(engine_pipeline(s->engine)->path, s->conf->node, name, k->min, k->max, out,
+                    err, errlen);
+}
+
+int stage_conf_uint(const Stage *s, const char *name, unsigned long long *out, char *err,
+                    size_t errlen)
+{
+    const ConfKey *k = key_of(s, name);
+    PL_ASSERT(k->type == KEY_UINT, "a whole number is read from a whole-number key");
+    return conf_uint(engine_pipeline(s->engine)->path, s->conf->node, name,
+                     (unsigned long long)k->max, out, err, errlen);
+}
+
+/* dsn_list checks each item of a comma-separated conninfo value (host,
+ * hostaddr, port: one per host) with one. */
+static int dsn_list(const ConfErr *l, const char *key, const ConfNode *n, const char *val,
+                    int (*one)(const char *s, size_t len, char *why, size_t wn))
+{
+    char why[400];
+    for (const char *p = val;;) {
+        size_t len = strcspn(p, ",");
+        if (len && one(p, len, why, sizeof why))
+            return conf_errat(l, n->line, "%s: %s", key, why);
+        if (!p[len])
+            return 0;
+        p += len + 1;
+    }
+}
+
+static int dsn_host(const char *s, size_t len, char *why, size_t n)
+{
+    char ip[64], buf[300];
+    unsigned char a[16];
+    if (s[0] == '/' || s[0] == '@') /* a Unix socket's directory, or an abstract one */
+        return 0;
+    if (!memchr(s, ':', len))
+        return http_host_check(s, len, why, n);
+    snprintf(ip, sizeof ip, "%.*s", (int)(len < sizeof ip ? len : sizeof ip - 1), s);
+    if (len < sizeof ip && inet_pton(AF_INET6, ip, a) == 1)
+        return 0;
+    snprintf(why, n, "host '%s' is not a valid IPv6 address", http_printable(buf, sizeof buf, ip, strlen(ip)));
+    return PL_EINVAL;
+}
+
+static int dsn_hostaddr(const char *s, size_t len, char *why, size_t n)
+{
+    char ip[64], buf[300];
+    unsigned char a[16];
+    snprintf(ip, sizeof ip, "%.*s", (int)(len < sizeof ip ? len : sizeof ip - 1), s);
+    if (len < sizeof ip && (inet_pton(AF_INET, ip, a) == 1 || inet_pton(AF_INET6, ip, a) == 1))
+        return 0;
+    snprintf(why, n, "hostaddr '%s' is not a valid IP address", http_printable(buf, sizeof buf, ip, strlen(ip)));
+    return PL_EINVAL;
+}
+
+int stage_check_dsn(const ConfErr *l, const char *key, const ConfNode *n)
+{
+    const char *s = n->value; /* a KEY_STR: a non-empty string */
+    char *msg = NULL;
+    int rc;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\r' || c == '\n')
+            return conf_errat(l, n->line, "%s: has a line break (CR or LF) at byte %zu; a "
+                         "connection string is one line", key, (size_t)(p - s) + 1);
+        if (c < 0x20 || c == 0x7f)
+            return conf_errat(l, n->line, "%s: has a control character (0x%02X) at byte %zu; "
+                         "remove it", key, c, (size_t)(p - s) + 1);
+    }
+    if (strncmp(s, "env:", 4) == 0) {
+        if (!s[4])
+            return conf_errat(l, n->line, "%s: env: needs a variable name, like env:SOURCE_DSN",
+                         key);
+        return 0;
+    }
+    PQconninfoOption *opts = PQconninfoParse(s, &msg);
+    if (!opts) {
+        char m[200] = "out of memory";
+        if (msg) {
+            snprintf(m, sizeof m, "%s", msg);
+            m[strcspn(m, "\n")] = '\0';
+            PQfreemem(msg);
+        }
+        return conf_errat(l, n->line, "%s: is not a valid libpq connection string (libpq: %s); "
+                     "write keyword=value pairs or a postgresql:// URI", key, m);
+    }
+    rc = 0;
+    for (PQconninfoOption *o = opts; o->keyword && !rc; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "host") == 0)
+            rc = dsn_list(l, key, n, o->val, dsn_host);
+        else if (strcmp(o->keyword, "hostaddr") == 0)
+            rc = dsn_list(l, key, n, o->val, dsn_hostaddr);
+        else if (strcmp(o->keyword, "port") == 0)
+            rc = dsn_list(l, key, n, o->val, http_port_check);
+    }
+    PQconninfoFree(opts);
+    return rc;
+}
+
+
+/* ---------------------------------------------------------------- helpers */
 
 int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
 {

@@ -5,6 +5,34 @@
 #include "../engine/stage.h"
 #include "../engine/staging.h"
 
+/* ---------------------------------------------------------- the kinds' keys */
+
+/* Keys and hints several kinds declare (ConfKey, pipeline.h). */
+#define STAGE_KEY_HEADERS {"headers", KEY_HEADERS, 0, 0, 0, NULL, NULL}
+#define STAGE_URL_HINT "give the URL to call, like http://127.0.0.1:8080/"
+#define STAGE_MERGE_HINT "map response fields to row fields, like merge: {lat: latitude}"
+#define STAGE_MODEL_HINT "name the model its rows belong to, like model: users (declared under models:)"
+#define STAGE_DSN_HINT "give a libpq conninfo, or env:NAME to read it from $NAME"
+
+/* stage_conf_str, stage_conf_strs, stage_conf_num and stage_conf_uint read
+ * key name of stage s, which its kind declares (asserted), with the
+ * conf_* getters (pipeline.h): the numbers with the range the kind
+ * declares, the one pipeline_load checked them against. *out is left alone
+ * when the key is not given. 0 or PL_EINVAL with err set. */
+int stage_conf_str(const Stage *s, const char *name, const char **out, char *err, size_t errlen);
+int stage_conf_strs(const Stage *s, const char *name, const char ***out, size_t *n, char *err,
+                    size_t errlen);
+int stage_conf_num(const Stage *s, const char *name, double *out, char *err, size_t errlen);
+int stage_conf_uint(const Stage *s, const char *name, unsigned long long *out, char *err,
+                    size_t errlen);
+
+/* stage_check_dsn is a ConfKey check (pipeline.h) for a libpq conninfo
+ * (keywords or a postgresql:// URI) whose hosts and ports are valid, or
+ * env:NAME (read when the stage starts: pg_dsn). */
+int stage_check_dsn(const ConfErr *e, const char *key, const ConfNode *v);
+
+/* ---------------------------------------------------------------- helpers */
+
 /* JobRef: a job body that points at a staged row (engine/staging.h):
  * {"model":M,"key":K,"row_id":N}, or a legacy one without row_id. */
 typedef StagedRef JobRef;
@@ -40,11 +68,6 @@ int http_outcome(Slot *s, const HttpResult *r, const char *what);
 
 /* idem_key writes the Idempotency-Key header line for the slot's job. */
 void idem_header(const Slot *s, char *buf, size_t n);
-
-/* The kinds. */
-extern const StageKind kind_noop, kind_route, kind_http_extract, kind_http_enrich, kind_http_poll,
-    kind_async_submit, kind_validate, kind_batch;
-extern const StageKind kind_pg_extract, kind_pg_notify;
 
 /* pg_extract_wake asks pg_extract stage s for a watermark extract now (a
  * change notice came, or a pg_notify stage reconnected: catch up). A no-op

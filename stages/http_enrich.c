@@ -32,6 +32,23 @@ typedef struct EnrichJob {
     const char *hdr[35];
 } EnrichJob;
 
+/* check_method: GET or POST. */
+static int check_method(const ConfErr *e, const char *key, const ConfNode *v)
+{
+    if (strcmp(v->value, "GET") && strcmp(v->value, "POST"))
+        return conf_errat(e, v->line, "%s: expected GET or POST (got '%.64s')", key, v->value);
+    return 0;
+}
+
+static const ConfKey enrich_keys[] = {
+    {"url", KEY_TMPL, 1, 0, 0, STAGE_URL_HINT "geocode?city={city}", NULL},
+    {"method", KEY_STR, 0, 0, 0, NULL, check_method},
+    {"send", KEY_STRS, 0, 0, 0, NULL, NULL},
+    {"merge", KEY_MERGE, 1, 0, 0, STAGE_MERGE_HINT, NULL},
+    STAGE_KEY_HEADERS,
+    {0},
+};
+
 static int enrich_init(Stage *s, char *err, size_t errlen)
 {
     const char *file = engine_pipeline(s->engine)->path;
@@ -39,9 +56,9 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
     s->kd = k;
     k->method = "GET";
     int rc;
-    if ((rc = conf_str(file, s->conf->node, "url", &k->url, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "method", &k->method, err, errlen)) != 0 ||
-        (rc = conf_strs(file, s->conf->node, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
+    if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "method", &k->method, err, errlen)) != 0 ||
+        (rc = stage_conf_strs(s, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
         (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     const ConfNode *m = conf_get(s->conf->node, "merge");
@@ -180,5 +197,6 @@ static void enrich_start(Slot *s)
 }
 
 const StageKind kind_http_enrich = {
-    .name = "http_enrich", .slot_size = sizeof(EnrichJob),
+    .spec = {.name = "http_enrich", .article = "an", .keys = enrich_keys},
+    .slot_size = sizeof(EnrichJob),
     .init = enrich_init, .start = enrich_start, .fini = enrich_fini};

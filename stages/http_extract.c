@@ -27,17 +27,24 @@ typedef struct ExtractJob {
     const char *hdr[34];
 } ExtractJob;
 
+static const ConfKey extract_keys[] = {
+    {"url", KEY_TMPL, 1, 0, 0, STAGE_URL_HINT "records/{id}", NULL},
+    {"key_field", KEY_STR, 0, 0, 0, NULL, NULL},
+    {"model", KEY_MODEL_OPT, 0, 0, 0, NULL, NULL},
+    STAGE_KEY_HEADERS,
+    {0},
+};
+
 static int extract_init(Stage *s, char *err, size_t errlen)
 {
-    const char *file = engine_pipeline(s->engine)->path;
     ExtractKd *k = xcalloc(1, sizeof *k);
     s->kd = k;
     k->key_field = "id";
     k->model = s->conf->name;
     int rc;
-    if ((rc = conf_str(file, s->conf->node, "url", &k->url, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "key_field", &k->key_field, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "model", &k->model, err, errlen)) != 0 ||
+    if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "key_field", &k->key_field, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "model", &k->model, err, errlen)) != 0 ||
         (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     for (unsigned i = 0; i < s->nslots; i++) {
@@ -128,5 +135,6 @@ static void extract_start(Slot *s)
 }
 
 const StageKind kind_http_extract = {
-    .name = "http_extract", .slot_size = sizeof(ExtractJob),
+    .spec = {.name = "http_extract", .article = "an", .keys = extract_keys},
+    .slot_size = sizeof(ExtractJob),
     .init = extract_init, .start = extract_start, .fini = extract_fini};

@@ -226,9 +226,20 @@ static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)
     http_request(s->http, &rq, poll_done, k, &k->req);
 }
 
+static const ConfKey poll_keys[] = {
+    {"url", KEY_URL, 1, 0, 0, STAGE_URL_HINT "changes", NULL},
+    {"interval", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL},
+    {"cursor_param", KEY_QNAME, 0, 0, 0, NULL, NULL},
+    {"cursor_field", KEY_STR, 0, 0, 0, NULL, NULL},
+    {"items_field", KEY_STR, 0, 0, 0, NULL, NULL},
+    {"next_field", KEY_STR, 0, 0, 0, NULL, NULL},
+    {"key_field", KEY_STR, 0, 0, 0, NULL, NULL},
+    STAGE_KEY_HEADERS,
+    {0},
+};
+
 static int poll_init(Stage *s, char *err, size_t errlen)
 {
-    const char *file = engine_pipeline(s->engine)->path;
     PollKd *k = xcalloc(1, sizeof *k);
     s->kd = k;
     k->stage = s;
@@ -238,13 +249,13 @@ static int poll_init(Stage *s, char *err, size_t errlen)
     sb_init(&k->url_now);
     sb_init(&k->etag_hdr);
     int rc;
-    if ((rc = conf_str(file, s->conf->node, "url", &k->url, err, errlen)) != 0 ||
-        (rc = conf_num(file, s->conf->node, "interval", 0.01, 86400, &k->interval, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "cursor_param", &k->cursor_param, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "cursor_field", &k->cursor_field, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "items_field", &k->items_field, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "next_field", &k->next_field, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "key_field", &k->key_field, err, errlen)) != 0 ||
+    if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
+        (rc = stage_conf_num(s, "interval", &k->interval, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "cursor_param", &k->cursor_param, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "cursor_field", &k->cursor_field, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "items_field", &k->items_field, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "next_field", &k->next_field, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "key_field", &k->key_field, err, errlen)) != 0 ||
         (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     ev_timer_init(&k->timer, poll_tick, 0, 0);
@@ -279,5 +290,6 @@ static void poll_fini(Stage *s)
     free(k);
 }
 
-const StageKind kind_http_poll = {.name = "http_poll", .source = 1, .init = poll_init, .begin = poll_begin,
-                                  .stop = poll_stop, .fini = poll_fini};
+const StageKind kind_http_poll = {
+    .spec = {.name = "http_poll", .article = "an", .flags = KIND_SOURCE, .keys = poll_keys},
+    .init = poll_init, .begin = poll_begin, .stop = poll_stop, .fini = poll_fini};

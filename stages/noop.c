@@ -7,4 +7,4 @@ static void noop_start(Slot *s)
     slot_done(s);
 }
 
-const StageKind kind_noop = {.name = "noop", .start = noop_start};
+const StageKind kind_noop = {.spec = {.name = "noop", .article = "a"}, .start = noop_start};

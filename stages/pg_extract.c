@@ -1140,10 +1140,25 @@ int pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen
     return 0;
 }
 
+static const ConfKey pgx_keys[] = {
+    {"dsn", KEY_STR, 1, 0, 0, STAGE_DSN_HINT, stage_check_dsn},
+    {"table", KEY_STR, 0, 0, 0, NULL, NULL},
+    {"model", KEY_MODEL, 1, 0, 0, STAGE_MODEL_HINT, NULL},
+    {"updated_column", KEY_STR, 1, 0, 0, "name the column the source sets on every change, "
+                                         "like updated_column: updated_at", NULL},
+    {"interval", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL},
+    {"page", KEY_UINT, 0, 1, 1000000, NULL, NULL},
+    {"since", KEY_UINT, 0, 1, 400000000, NULL, NULL},
+    {"where", KEY_STR, 0, 0, 0, NULL, NULL},
+    {"rows", KEY_UINT, 0, 1, UINT32_MAX, NULL, NULL},
+    {"seconds", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL},
+    {0},
+};
+
 static int pgx_init(Stage *s, char *err, size_t errlen)
 {
     const Pipeline *p = engine_pipeline(s->engine);
-    const char *file = p->path, *dsn = NULL, *model = NULL;
+    const char *dsn = NULL, *model = NULL;
     unsigned long long rows = ROWS_DEFAULT;
     double secs = SECONDS_DEFAULT;
     int rc;
@@ -1152,16 +1167,16 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     k->stage = s;
     k->interval = INTERVAL_DEFAULT;
     k->page = PAGE_DEFAULT;
-    if ((rc = conf_str(file, s->conf->node, "dsn", &dsn, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "table", &k->table, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "model", &model, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "updated_column", &k->updated, err, errlen)) != 0 ||
-        (rc = conf_num(file, s->conf->node, "interval", 0.01, 86400, &k->interval, err, errlen)) != 0 ||
-        (rc = conf_uint(file, s->conf->node, "page", 1000000, &k->page, err, errlen)) != 0 ||
-        (rc = conf_uint(file, s->conf->node, "since", 400000000ull, &k->since, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "where", &k->where, err, errlen)) != 0 ||
-        (rc = conf_uint(file, s->conf->node, "rows", UINT32_MAX, &rows, err, errlen)) != 0 ||
-        (rc = conf_num(file, s->conf->node, "seconds", 0.01, 86400, &secs, err, errlen)) != 0)
+    if ((rc = stage_conf_str(s, "dsn", &dsn, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "table", &k->table, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "model", &model, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "updated_column", &k->updated, err, errlen)) != 0 ||
+        (rc = stage_conf_num(s, "interval", &k->interval, err, errlen)) != 0 ||
+        (rc = stage_conf_uint(s, "page", &k->page, err, errlen)) != 0 ||
+        (rc = stage_conf_uint(s, "since", &k->since, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "where", &k->where, err, errlen)) != 0 ||
+        (rc = stage_conf_uint(s, "rows", &rows, err, errlen)) != 0 ||
+        (rc = stage_conf_num(s, "seconds", &secs, err, errlen)) != 0)
         return rc;
     if (!dsn)
         return fail(err, errlen, s, "dsn: is required; give a libpq conninfo or env:NAME");
@@ -1312,5 +1327,8 @@ static void pgx_fini(Stage *s)
     s->kd = NULL;
 }
 
-const StageKind kind_pg_extract = {.name = "pg_extract", .slot_size = sizeof(KJob), .init = pgx_init,
-                                   .start = pgx_start, .stop = pgx_stop, .fini = pgx_fini};
+const StageKind kind_pg_extract = {
+    .spec = {.name = "pg_extract", .article = "a", .flags = KIND_SINK | KIND_INPUT_OPTIONAL,
+             .keys = pgx_keys},
+    .slot_size = sizeof(KJob),
+    .init = pgx_init, .start = pgx_start, .stop = pgx_stop, .fini = pgx_fini};

@@ -386,6 +386,13 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 
 /* ---------------------------------------------------------------- init */
 
+static const ConfKey pgn_keys[] = {
+    {"dsn", KEY_STR, 1, 0, 0, STAGE_DSN_HINT, stage_check_dsn},
+    {"channels", KEY_STRS, 1, 0, 0, "list the channels the source's triggers NOTIFY on", NULL},
+    {"wake", KEY_STR, 0, 0, 0, NULL, NULL},
+    {0},
+};
+
 static int pgn_init(Stage *s, char *err, size_t errlen)
 {
     const Pipeline *p = engine_pipeline(s->engine);
@@ -397,9 +404,9 @@ static int pgn_init(Stage *s, char *err, size_t errlen)
     sb_init(&k->listen_sql);
     ev_io_init(&k->io, on_io, -1, 0);
     ev_timer_init(&k->retry, on_retry, 0, 0);
-    if ((rc = conf_str(file, s->conf->node, "dsn", &dsn, err, errlen)) != 0 ||
-        (rc = conf_strs(file, s->conf->node, "channels", &k->channels, &k->nch, err, errlen)) != 0 ||
-        (rc = conf_str(file, s->conf->node, "wake", &k->wake_name, err, errlen)) != 0)
+    if ((rc = stage_conf_str(s, "dsn", &dsn, err, errlen)) != 0 ||
+        (rc = stage_conf_strs(s, "channels", &k->channels, &k->nch, err, errlen)) != 0 ||
+        (rc = stage_conf_str(s, "wake", &k->wake_name, err, errlen)) != 0)
         return rc;
     if (!dsn) {
         snprintf(err, errlen, "%s:%d: stage '%s': dsn: is required; give a libpq conninfo or "
@@ -476,5 +483,6 @@ static void pgn_fini(Stage *s)
     s->kd = NULL;
 }
 
-const StageKind kind_pg_notify = {.name = "pg_notify", .source = 1, .init = pgn_init,
-                                  .begin = pgn_begin, .stop = pgn_stop, .fini = pgn_fini};
+const StageKind kind_pg_notify = {
+    .spec = {.name = "pg_notify", .article = "a", .flags = KIND_SOURCE, .keys = pgn_keys},
+    .init = pgn_init, .begin = pgn_begin, .stop = pgn_stop, .fini = pgn_fini};

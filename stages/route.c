@@ -42,6 +42,13 @@ typedef struct RouteKd {
     size_t ndflt;
 } RouteKd;
 
+static const ConfKey route_keys[] = {
+    {"routes", KEY_ROUTES, 1, 0, 0, "list the routes, like routes: [{when: {field: x, exists: true}, "
+                                    "to: q}]", NULL},
+    {"default", KEY_QUEUES, 0, 0, 0, NULL, NULL},
+    {0},
+};
+
 static int route_init(Stage *s, char *err, size_t errlen)
 {
     const char *file = engine_pipeline(s->engine)->path;
@@ -79,7 +86,7 @@ static int route_init(Stage *s, char *err, size_t errlen)
         if (rc)
             return rc;
     }
-    return conf_strs(file, s->conf->node, "default", &k->dflt, &k->ndflt, err, errlen);
+    return stage_conf_strs(s, "default", &k->dflt, &k->ndflt, err, errlen);
 }
 
 static void route_fini(Stage *s)
@@ -194,5 +201,7 @@ static void route_start(Slot *s)
     slot_done(s);
 }
 
-const StageKind kind_route = {.name = "route", .slot_size = sizeof(RouteJob), .init = route_init,
-                              .start = route_start, .fini = route_fini};
+const StageKind kind_route = {
+    .spec = {.name = "route", .article = "a", .flags = KIND_ROUTE, .keys = route_keys},
+    .slot_size = sizeof(RouteJob),
+    .init = route_init, .start = route_start, .fini = route_fini};

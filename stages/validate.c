@@ -377,13 +377,19 @@ out:
 
 /* ---------------------------------------------------------------- init */
 
+static const ConfKey validate_keys[] = {
+    {"model", KEY_MODEL, 1, 0, 0, STAGE_MODEL_HINT, NULL},
+    {"reject_threshold", KEY_THRESHOLD, 0, 0, 0, NULL, NULL},
+    {0},
+};
+
 static int validate_init(Stage *s, char *err, size_t errlen)
 {
     const Pipeline *p = engine_pipeline(s->engine);
     const char *name = NULL;
     ValidateKd *k = xcalloc(1, sizeof *k);
     s->kd = k;
-    int rc = conf_str(p->path, s->conf->node, "model", &name, err, errlen);
+    int rc = stage_conf_str(s, "model", &name, err, errlen);
     if (rc)
         return rc;
     if (!name || !p->models || !(k->model = models_find(p->models, name))) {
@@ -427,5 +433,6 @@ static void validate_fini(Stage *s)
 }
 
 const StageKind kind_validate = {
-    .name = "validate", .slot_size = sizeof(VJob),
+    .spec = {.name = "validate", .article = "a", .flags = KIND_FAN_OUT, .keys = validate_keys},
+    .slot_size = sizeof(VJob),
     .init = validate_init, .start = validate_start, .fini = validate_fini};

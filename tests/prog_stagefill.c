@@ -147,7 +147,7 @@ int main(int argc, char **argv)
     }
     char err[1024];
     Pipeline *p;
-    if (pipeline_load(pfile, &p, err, sizeof err) != 0) {
+    if (pipeline_load(pfile, NULL, &p, err, sizeof err) != 0) {
         fprintf(stderr, "prog_stagefill: %s\n", err);
         return 1;
     }

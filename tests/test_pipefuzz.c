@@ -18,6 +18,7 @@
 #include "t.h"
 #include "../engine/pipeline.h"
 #include "../engine/pl.h"
+#include "../stages/kinds.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -159,7 +160,7 @@ static void py_pipelines(Seeds *s, const char *top)
                 }
                 char err[512];
                 Pipeline *p = NULL;
-                if (pipeline_parse("seed.yml", t.p, t.len, &p, err, sizeof err) == 0) {
+                if (pipeline_parse("seed.yml", t.p, t.len, stage_kind_specs, &p, err, sizeof err) == 0) {
                     seed_add(s, t);
                     s->py++;
                 } else {
@@ -475,9 +476,9 @@ static void fuzz(int from_file)
             T_CHECK(f != NULL);
             T_EQ(fwrite(t.p, 1, t.len, f), t.len);
             T_EQ(fclose(f), 0);
-            rc = pipeline_load(path, &p, err, sizeof err);
+            rc = pipeline_load(path, stage_kind_specs, &p, err, sizeof err);
         } else {
-            rc = pipeline_parse("fuzz.yml", t.p, t.len, &p, err, sizeof err);
+            rc = pipeline_parse("fuzz.yml", t.p, t.len, stage_kind_specs, &p, err, sizeof err);
         }
         const char *bad = verdict(from_file ? path : "fuzz.yml", &t, rc, p, err);
         if (bad || (only && *only)) {
@@ -524,7 +525,7 @@ static void seeds_load_clean(void)
     for (size_t i = 0; i < s.n; i++) {
         char err[512] = "";
         Pipeline *p = NULL;
-        int rc = pipeline_parse("seed.yml", s.t[i].p, s.t[i].len, &p, err, sizeof err);
+        int rc = pipeline_parse("seed.yml", s.t[i].p, s.t[i].len, stage_kind_specs, &p, err, sizeof err);
         if (rc != 0) {
             show_text(&s.t[i]);
             t_fail(__FILE__, __LINE__, "seed %zu does not load: %s", i, err);

@@ -6,6 +6,7 @@
 #include "../engine/model.h"
 #include "../engine/pipeline.h"
 #include "../engine/pl.h"
+#include "../stages/kinds.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -37,7 +38,7 @@ static Pipeline *load_ok(const char *text)
     const char *path = write_file("p.yml", text);
     char err[512] = "";
     Pipeline *p = NULL;
-    int rc = pipeline_load(path, &p, err, sizeof err);
+    int rc = pipeline_load(path, stage_kind_specs, &p, err, sizeof err);
     if (rc != 0)
         t_fail(__FILE__, __LINE__, "pipeline_load: %d %s", rc, err);
     return p;
@@ -49,7 +50,7 @@ static void expect_err_at(int tline, const char *text, int line, const char *wan
     const char *path = write_file("p.yml", text);
     char err[512] = "", prefix[PATH_MAX + 32];
     Pipeline *p = (Pipeline *)&err; /* must be set to NULL */
-    int rc = pipeline_load(path, &p, err, sizeof err);
+    int rc = pipeline_load(path, stage_kind_specs, &p, err, sizeof err);
     if (rc != PL_EINVAL || p != NULL)
         t_fail(__FILE__, tline, "pipeline_load returned %d, wanted PL_EINVAL (err: %s)", rc, err);
     snprintf(prefix, sizeof prefix, "%s:%d: ", path, line);
@@ -111,7 +112,7 @@ static void example_loads(void)
     char err[512] = "";
     Pipeline *p = NULL;
     const char *path = example_path();
-    int rc = pipeline_load(path, &p, err, sizeof err);
+    int rc = pipeline_load(path, stage_kind_specs, &p, err, sizeof err);
     if (rc)
         t_fail(__FILE__, __LINE__, "%s: %s", path, err);
     T_EQ(p->nqueues, 6);
@@ -237,7 +238,7 @@ static void missing_file(void)
 {
     char err[512];
     Pipeline *p;
-    T_ERR(pipeline_load("/nonexistent/p.yml", &p, err, sizeof err), ENOENT);
+    T_ERR(pipeline_load("/nonexistent/p.yml", stage_kind_specs, &p, err, sizeof err), ENOENT);
     T_CHECK(strstr(err, "/nonexistent/p.yml: cannot read") == err);
 }
 
@@ -474,7 +475,7 @@ static void graph_flow_order(void)
 {
     char err[512];
     Pipeline *p;
-    T_OK(pipeline_load(example_path(), &p, err, sizeof err));
+    T_OK(pipeline_load(example_path(), stage_kind_specs, &p, err, sizeof err));
     char *g = graph(p);
     const char *want[] = {
         "poll_changes http_poll (source) -> retrieve\n",
@@ -653,7 +654,7 @@ static void parse_from_memory(void)
     char buf[sizeof text + 8];
     memcpy(buf, text, sizeof text - 1);
     memcpy(buf + sizeof text - 1, "garbage", 8);
-    T_OK(pipeline_parse("stored.yml", buf, sizeof text - 1, &p, err, sizeof err));
+    T_OK(pipeline_parse("stored.yml", buf, sizeof text - 1, stage_kind_specs, &p, err, sizeof err));
     T_CHECK(strcmp(p->path, "stored.yml") == 0);
     T_EQ(p->text_len, sizeof text - 1);
     T_CHECK(memcmp(p->text, text, sizeof text - 1) == 0 && p->text[p->text_len] == '\0');
@@ -666,12 +667,12 @@ static void parse_from_memory(void)
     static const char bad[] = "queues:\n  a:\nstages:\n  - {name: s, kind: nop, input: a, "
                               "output: a}\n";
     p = (Pipeline *)err;
-    T_ERR(pipeline_parse("stored.yml", bad, sizeof bad - 1, &p, err, sizeof err), PL_EINVAL);
+    T_ERR(pipeline_parse("stored.yml", bad, sizeof bad - 1, stage_kind_specs, &p, err, sizeof err), PL_EINVAL);
     T_CHECK(p == NULL);
     if (strncmp(err, "stored.yml:4: ", 14) != 0 || !strstr(err, "did you mean 'noop'?"))
         t_fail(__FILE__, __LINE__, "error: %s", err);
     /* a NULL name still reads as something */
-    T_ERR(pipeline_parse(NULL, bad, sizeof bad - 1, &p, err, sizeof err), PL_EINVAL);
+    T_ERR(pipeline_parse(NULL, bad, sizeof bad - 1, stage_kind_specs, &p, err, sizeof err), PL_EINVAL);
     T_CHECK(strncmp(err, "(pipeline):4: ", 14) == 0);
     /* pipeline_load keeps the text too */
     p = load_ok(NOOP(""));
@@ -696,7 +697,7 @@ static void pg_extract_input_optional(void)
     pipeline_free(p);
     char err[512];
     static const char bad[] = "queues:\n  a:\nstages:\n  - {name: s, kind: noop, output: a}\n";
-    T_ERR(pipeline_parse("x.yml", bad, sizeof bad - 1, &p, err, sizeof err), PL_EINVAL);
+    T_ERR(pipeline_parse("x.yml", bad, sizeof bad - 1, stage_kind_specs, &p, err, sizeof err), PL_EINVAL);
     if (!strstr(err, "input: is required"))
         t_fail(__FILE__, __LINE__, "error: %s", err);
 }
@@ -894,7 +895,7 @@ static void err_duplicate_key_deep(void)
     size_t body = k;
     k += (size_t)snprintf(text + k, cap - k, "stages:\n  - {name: s, kind: noop, input: q0, "
                           "output: q1}\n");
-    T_OK(pipeline_parse("big.yml", text, k, &p, err, sizeof err));
+    T_OK(pipeline_parse("big.yml", text, k, stage_kind_specs, &p, err, sizeof err));
     T_EQ(p->nqueues, N);
     T_CHECK(pipeline_queue(p, "q199999") != NULL && pipeline_queue(p, "q200000") == NULL);
     pipeline_free(p);
@@ -902,7 +903,7 @@ static void err_duplicate_key_deep(void)
     k = body;
     k += (size_t)snprintf(text + k, cap - k, "  q123456:\nstages:\n  - {name: s, kind: noop, "
                           "input: q0, output: q1}\n");
-    T_ERR(pipeline_parse("big.yml", text, k, &p, err, sizeof err), PL_EINVAL);
+    T_ERR(pipeline_parse("big.yml", text, k, stage_kind_specs, &p, err, sizeof err), PL_EINVAL);
     T_CHECK(p == NULL);
     if (!strstr(err, "big.yml:200002: duplicate key 'q123456' (also at line 123458); remove one"))
         t_fail(__FILE__, __LINE__, "error: %s", err);

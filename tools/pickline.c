@@ -7,6 +7,7 @@
 #include "../engine/engine.h"
 #include "../engine/pipeline.h"
 #include "../engine/pl.h"
+#include "../stages/kinds.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -83,7 +84,7 @@ static int cmd_check(int argc, char **argv)
     }
     if (!path)
         return usage("check", "missing PIPELINE.yml", NULL);
-    if ((rc = pipeline_load(path, &p, err, sizeof err))) {
+    if ((rc = pipeline_load(path, stage_kind_specs, &p, err, sizeof err))) {
         fprintf(stderr, "%s\n", err[0] ? err : pl_strerror(rc));
         return ST_FAIL;
     }
@@ -129,12 +130,12 @@ static int cmd_run(int argc, char **argv)
     }
     if (!path)
         return usage("run", "missing PIPELINE.yml", NULL);
-    if ((rc = pipeline_load(path, &p, err, sizeof err))) {
+    if ((rc = pipeline_load(path, stage_kind_specs, &p, err, sizeof err))) {
         fprintf(stderr, "%s\n", err[0] ? err : pl_strerror(rc));
         return ST_FAIL;
     }
     EngineOpts o = {.data_dir = data, .port = (unsigned)port};
-    if ((rc = engine_open(p, &o, &e, err, sizeof err))) {
+    if ((rc = engine_open(p, stage_kinds, &o, &e, err, sizeof err))) {
         fprintf(stderr, "pickline: %s\n", err[0] ? err : pl_strerror(rc));
         pipeline_free(p);
         return ST_FAIL;

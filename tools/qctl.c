@@ -2157,7 +2157,7 @@ static int models_read(Ctx *c, const char *file, Pipeline **p)
     int rc;
     *p = NULL;
     if (file) {
-        rc = pipeline_load(file, p, err, sizeof err);
+        rc = pipeline_load(file, NULL, p, err, sizeof err);
     } else {
         if ((rc = ctx_open(c, OPEN_READ)))
             return rc;
