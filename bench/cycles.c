@@ -1,9 +1,9 @@
 /* cycles.c: the durable put -> reserve -> ack cycle through the group
  * committer, shared by qbench and enginebench (the same baseline in both). */
 #include "cycles.h"
-#include "../engine/commit.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
+#include "commit.h"
+#include "pl.h"
+#include "queue.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
 #ifndef PL_BENCH_CYCLES_H
 #define PL_BENCH_CYCLES_H
 
-#include "../engine/store.h"
+#include "store.h"
 
 #include <stddef.h>
 

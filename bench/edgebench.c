@@ -36,12 +36,12 @@
  *
  * Prints a table (rows as they are measured); with --json one JSON object per
  * row. Asserts no time. */
-#include "../engine/model.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../engine/row.h"
-#include "../engine/staging.h"
-#include "../engine/store.h"
+#include "model.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "row.h"
+#include "staging.h"
+#include "store.h"
 #include "pgtmp.h"
 
 #include <errno.h>

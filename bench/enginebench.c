@@ -15,11 +15,11 @@
  *
  *   enginebench [--json] [--quick] [--only chain|enrich|listener]
  * Prints a table; with --json one JSON object per row. Asserts no time. */
-#include "../engine/engine.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/staging.h"
-#include "../stages/kinds.h"
+#include "engine.h"
+#include "pl.h"
+#include "queue.h"
+#include "staging.h"
+#include "kinds.h"
 #include "cycles.h"
 #include "peer.h"
 

@@ -7,9 +7,9 @@
  *
  * Prints a table; with --json one JSON object per measured row. Only the
  * measured loops are timed; nothing here asserts a time. */
-#include "../engine/commit.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
+#include "commit.h"
+#include "pl.h"
+#include "queue.h"
 #include "cycles.h"
 #include "peer.h"
 

@@ -37,11 +37,11 @@
  *   merge: {verified: identity_ok, score: identity_score}
  *   deadline: 300                 # seconds to wait for the callback */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/listen.h"
-#include "../engine/model.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
+#include "engine.h"
+#include "listen.h"
+#include "model.h"
+#include "pl.h"
+#include "queue.h"
 
 #include <errno.h>
 #include <nettle/sha2.h>

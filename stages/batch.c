@@ -20,10 +20,10 @@
  * every seal is logged with the batch id, model and rows once it is
  * committed. */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/model.h"
-#include "../engine/pl.h"
-#include "../engine/staging.h"
+#include "engine.h"
+#include "model.h"
+#include "pl.h"
+#include "staging.h"
 
 #include <pthread.h>
 #include <stddef.h>

@@ -1,9 +1,9 @@
 /* common.c: what the stage kinds share: reading their keys, job references,
  * headers, HTTP outcomes, URL templates. */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/http.h"
-#include "../engine/pl.h"
+#include "engine.h"
+#include "http.h"
+#include "pl.h"
 
 #include <arpa/inet.h>
 #include <libpq-fe.h>

@@ -2,8 +2,8 @@
 #ifndef PL_STAGES_COMMON_H
 #define PL_STAGES_COMMON_H
 
-#include "../engine/stage.h"
-#include "../engine/staging.h"
+#include "stage.h"
+#include "staging.h"
 
 /* ---------------------------------------------------------- the kinds' keys */
 

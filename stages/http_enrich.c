@@ -9,8 +9,8 @@
  *   send: [address, city]
  *   merge: {lat: lat, lon: lon}   # response field: row field */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/pl.h"
+#include "engine.h"
+#include "pl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

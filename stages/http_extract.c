@@ -9,8 +9,8 @@
  *   key_field: id          # the job field that keys the staged row
  *   model: users           # default: the stage's name */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/pl.h"
+#include "engine.h"
+#include "pl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,8 +13,8 @@
  *   next_field: next         # response field with the next page's URL
  *   key_field: id            # change field used as the job's idempotency key */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/pl.h"
+#include "engine.h"
+#include "pl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #ifndef PL_STAGES_KINDS_H
 #define PL_STAGES_KINDS_H
 
-#include "../engine/stage.h"
+#include "stage.h"
 
 extern const StageKind *const stage_kinds[];     /* NULL-terminated */
 extern const KindSpec *const stage_kind_specs[]; /* &stage_kinds[i]->spec, NULL-terminated */

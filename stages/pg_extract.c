@@ -80,10 +80,10 @@
  * without one it only runs the watermark extract, from its own timers,
  * started at init. */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/model.h"
-#include "../engine/pl.h"
-#include "../engine/staging.h"
+#include "engine.h"
+#include "model.h"
+#include "pl.h"
+#include "staging.h"
 
 #include <errno.h>
 #include <libpq-fe.h>

@@ -31,10 +31,10 @@
  * when it is back. A connection that dies silently (no FIN, no RST) is only
  * noticed with TCP keepalives: put keepalives_idle=... in the dsn. */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/model.h"
-#include "../engine/pl.h"
-#include "../engine/staging.h"
+#include "engine.h"
+#include "model.h"
+#include "pl.h"
+#include "staging.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>

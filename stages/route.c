@@ -11,8 +11,8 @@
  *       to: [identity, audit]
  *   default: final */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/pl.h"
+#include "engine.h"
+#include "pl.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -28,11 +28,11 @@
  * transaction, so a stale normalisation never overwrites a newer row (no
  * lost update). */
 #include "common.h"
-#include "../engine/engine.h"
-#include "../engine/model.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/staging.h"
+#include "engine.h"
+#include "model.h"
+#include "pl.h"
+#include "queue.h"
+#include "staging.h"
 
 #include <stdarg.h>
 #include <stdio.h>

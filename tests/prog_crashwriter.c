@@ -6,9 +6,9 @@
  *   A <id>   an ack that was committed
  * test_crash SIGKILLs it at random moments and checks the store against the
  * report. Usage: prog_crashwriter DIR SEED */
-#include "../engine/commit.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
+#include "commit.h"
+#include "pl.h"
+#include "queue.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -6,10 +6,10 @@
  * transaction. The engine need not run; the data directory must exist.
  *
  *   prog_legacyrows DIR MODEL QUEUE < rows.ndjson */
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/row.h"
-#include "../engine/store.h"
+#include "pl.h"
+#include "queue.h"
+#include "row.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

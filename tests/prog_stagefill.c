@@ -12,12 +12,12 @@
  * Sealed batch ids are printed one per line. An invalid line is printed on
  * stderr with its errors and the exit status is 1; with --reject it is
  * stored as a reject (stage "prog_stagefill", no queue) instead. */
-#include "../engine/model.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../engine/row.h"
-#include "../engine/staging.h"
-#include "../engine/store.h"
+#include "model.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "row.h"
+#include "staging.h"
+#include "store.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* t_harness.c: see t.h. */
 #include "t.h"
-#include "../engine/pl.h"
+#include "pl.h"
 
 #include <stdarg.h>
 #include <stdlib.h>

@@ -5,8 +5,8 @@
  * generator where it was), and the constant-time compare. The callbacks
  * themselves are tested end to end in test_callbacks.py. */
 #include "t.h"
-#include "../engine/pl.h"
-#include "../stages/common.h"
+#include "pl.h"
+#include "common.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,9 +5,9 @@
  * back, and the queue's counters equal what
  * the indexes hold. Also: the group committer's own guarantees. */
 #include "t.h"
-#include "../engine/commit.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
+#include "commit.h"
+#include "pl.h"
+#include "queue.h"
 
 #include <errno.h>
 #include <libgen.h>

@@ -11,8 +11,8 @@
  *   PICKLINE_FUZZ_ONLY=I     only request number I (to replay a failure)
  * A failure prints the seed, the request's number and its bytes (escaped). */
 #include "t.h"
-#include "../engine/listen.h"
-#include "../engine/pl.h"
+#include "listen.h"
+#include "pl.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

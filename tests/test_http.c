@@ -2,8 +2,8 @@
  * (libmicrohttpd, a thread per connection) runs inside each test's process;
  * a raw socket thread stands in for a server that resets connections. */
 #include "t.h"
-#include "../engine/http.h"
-#include "../engine/pl.h"
+#include "http.h"
+#include "pl.h"
 
 #include <arpa/inet.h>
 #include <ev.h>

@@ -4,8 +4,8 @@
  * on the wire is the test's choice (pipelining, chunked bodies, Expect,
  * disconnects). */
 #include "t.h"
-#include "../engine/listen.h"
-#include "../engine/pl.h"
+#include "listen.h"
+#include "pl.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>

@@ -8,9 +8,9 @@
  * The tree is built here from a YAML file with libyaml's document API, so
  * these tests do not depend on pipeline.c's reader. */
 #include "t.h"
-#include "../engine/model.h"
-#include "../engine/pl.h"
-#include "../engine/row.h"
+#include "model.h"
+#include "pl.h"
+#include "row.h"
 
 #include <stdio.h>
 #include <stdlib.h>

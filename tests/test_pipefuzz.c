@@ -16,9 +16,9 @@
  * the run: PICKLINE_FUZZ_SEED (default 20261206), PICKLINE_FUZZ_ITERS
  * (default 3000 a case), PICKLINE_FUZZ_ONLY (one iteration, printed). */
 #include "t.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../stages/kinds.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "kinds.h"
 
 #include <ctype.h>
 #include <dirent.h>

@@ -3,10 +3,10 @@
  * right file:line with a useful message, and the stage graph is in flow
  * order. */
 #include "t.h"
-#include "../engine/model.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../stages/kinds.h"
+#include "model.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "kinds.h"
 
 #include <errno.h>
 #include <limits.h>

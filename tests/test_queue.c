@@ -1,9 +1,9 @@
 /* test_queue.c: every queue semantic of engine/queue.c on a real LMDB
  * environment, with a fake clock for delays and leases. */
 #include "t.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/store.h"
+#include "pl.h"
+#include "queue.h"
+#include "store.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -4,9 +4,9 @@
  * escapes plus DEL, raw UTF-8, numbers as written), parse errors with their
  * offsets, views, fields, merges, and a seeded random round trip. */
 #include "t.h"
-#include "../engine/json.h"
-#include "../engine/pl.h"
-#include "../engine/row.h"
+#include "json.h"
+#include "pl.h"
+#include "row.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,11 +1,11 @@
 /* test_staging.c: batches and rejects of engine/staging.c on a real LMDB
  * environment, with a fake clock for the seal timer. */
 #include "t.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/row.h"
-#include "../engine/staging.h"
-#include "../engine/store.h"
+#include "pl.h"
+#include "queue.h"
+#include "row.h"
+#include "staging.h"
+#include "store.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,11 +4,11 @@
  * truncated, no magic record); a damaged record is an error, never a huge
  * allocation. Real LMDB files, damaged the way disks and people damage them. */
 #include "t.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/rec.h"
-#include "../engine/store.h"
-#include "../engine/verify.h"
+#include "pl.h"
+#include "queue.h"
+#include "rec.h"
+#include "store.h"
+#include "verify.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -4,10 +4,10 @@
  *     pickline run PIPELINE.yml [--data DIR]   the engine
  *
  * Exit status: 0 ok, 1 failure, 2 usage. */
-#include "../engine/engine.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../stages/kinds.h"
+#include "engine.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "kinds.h"
 
 #include <errno.h>
 #include <stdio.h>

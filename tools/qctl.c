@@ -12,15 +12,15 @@
  * The staging commands (schema, batches, rejects) read the models of the
  * pipeline kept in the store and the batches and rejects of staging.h.
  * Exit status: 0 ok, 1 failure, 2 usage (bad command, flag or number). */
-#include "../engine/json.h"
-#include "../engine/model.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../engine/queue.h"
-#include "../engine/row.h"
-#include "../engine/staging.h"
-#include "../engine/store.h"
-#include "../engine/verify.h"
+#include "json.h"
+#include "model.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "queue.h"
+#include "row.h"
+#include "staging.h"
+#include "store.h"
+#include "verify.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -91,13 +91,13 @@
  *
  * Exit status: 0 all loaded and nothing rejected, 1 something rejected or
  * failed or the target unreachable, 2 usage. */
-#include "../engine/model.h"
-#include "../engine/pipeline.h"
-#include "../engine/pl.h"
-#include "../engine/rec.h"
-#include "../engine/row.h"
-#include "../engine/staging.h"
-#include "../engine/store.h"
+#include "model.h"
+#include "pipeline.h"
+#include "pl.h"
+#include "rec.h"
+#include "row.h"
+#include "staging.h"
+#include "store.h"
 
 #include <errno.h>
 #include <inttypes.h>
