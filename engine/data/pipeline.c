@@ -7,8 +7,7 @@
  * the kind declares itself (stages/); its init reads the same keys later
  * with the conf_* getters, so `pickline check` catches whatever it would. */
 #include "pipeline.h"
-#include "http.h"
-#include "listen.h"
+#include "http_check.h"
 #include "model.h"
 #include "pl.h"
 
@@ -800,7 +799,7 @@ static const char *token_error(const char *t)
         if ((unsigned char)t[i] <= ' ' || (unsigned char)t[i] >= 0x7f)
             return "holds a space, a control character or a non-ASCII byte; a token is "
                    "printable ASCII (it goes into an Authorization header)";
-    if (n < LISTEN_TOKEN_MIN)
+    if (n < HTTP_TOKEN_MIN)
         return "is shorter than 16 characters; use a random one, e.g. `openssl rand -hex 32`";
     return NULL;
 }

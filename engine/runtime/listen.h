@@ -16,6 +16,8 @@
 #ifndef PL_LISTEN_H
 #define PL_LISTEN_H
 
+#include "http_check.h"
+
 #include <ev.h>
 #include <stddef.h>
 
@@ -23,7 +25,7 @@ typedef struct Listener Listener;
 typedef struct Exchange Exchange;
 
 /* LISTEN_TOKEN_MIN is the shortest bearer token accepted. */
-#define LISTEN_TOKEN_MIN 16
+#define LISTEN_TOKEN_MIN HTTP_TOKEN_MIN
 
 typedef struct ListenOpts {
     const char *address;   /* NULL: "127.0.0.1" */
