@@ -202,7 +202,7 @@ static int seal_apply(Txn *t, CommitOp *op)
     }
     for (size_t i = 0; i < o->in.n; i++) {
         rc = batch_get(t, o->in.v[i], &b);
-        if (rc == PL_ENOJOB)
+        if (rc == PL_ENOBATCH)
             continue;
         if (rc)
             return rc;

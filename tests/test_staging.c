@@ -225,7 +225,7 @@ static void row_reject_and_drop(void)
     T_EQ(sealed, br.id);
     uint64_t rid;
     T_OK(batch_row_reject(t, br.id, 3, "new row violates check constraint \"n_small\"", &rid));
-    T_ERR(batch_row_reject(t, br.id, 3, "again", &rid), PL_ENOJOB);
+    T_ERR(batch_row_reject(t, br.id, 3, "again", &rid), PL_ENOBATCH);
     T_OK(store_txn_commit(t));
 
     t = wbegin(s);
@@ -252,7 +252,7 @@ static void row_reject_and_drop(void)
     uint64_t job = 7;
     T_OK(reject_replay(t, rid, NULL, 0, &job));
     T_EQ(job, 0);
-    T_ERR(reject_get(t, rid, &r), PL_ENOJOB);
+    T_ERR(reject_get(t, rid, &r), PL_ENOREJECT);
     BatchRec open;
     T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &open));
     T_CHECK(open.id != br.id);
@@ -331,12 +331,12 @@ static void forget_loaded_only(void)
     uint64_t sealed;
     T_OK(staging_seal_due(t, "users", &no_limits, 1, &sealed));
     T_ERR(batch_forget(t, sealed), PL_ESTATE);
-    T_ERR(batch_forget(t, sealed + 100), PL_ENOJOB);
+    T_ERR(batch_forget(t, sealed + 100), PL_ENOBATCH);
     T_OK(batch_get(t, sealed, &br));
     br.state = BATCH_LOADED;
     T_OK(batch_save(t, &br));
     T_OK(batch_forget(t, sealed));
-    T_ERR(batch_get(t, sealed, &br), PL_ENOJOB);
+    T_ERR(batch_get(t, sealed, &br), PL_ENOBATCH);
     size_t n = 0;
     T_OK(batch_rows(t, sealed, 0, 0, count_rows, &n));
     T_EQ(n, 0);
@@ -410,9 +410,9 @@ static void reject_replay_to_queue(void)
     T_CHECK(len == fixed.size && memcmp(mp, fixed.data, fixed.size) == 0);
     T_EQ(refs, 1);
     T_ERR(staging_row_get(t, "users", "1", 0, &mp, &len, NULL), PL_ENOROW);
-    T_ERR(reject_replay(t, rid, NULL, 0, &jid), PL_ENOJOB);
+    T_ERR(reject_replay(t, rid, NULL, 0, &jid), PL_ENOREJECT);
     T_OK(reject_del(t, other));
-    T_ERR(reject_del(t, other), PL_ENOJOB);
+    T_ERR(reject_del(t, other), PL_ENOREJECT);
     T_OK(store_txn_commit(t));
     msgpack_sbuffer_destroy(&fixed);
     msgpack_sbuffer_destroy(&b);

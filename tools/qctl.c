@@ -2502,7 +2502,7 @@ static int cmd_batches_show(Ctx *c)
     if ((rc = ctx_open(c, OPEN_READ)))
         goto done;
     rc = store_read(c->s, bshow_fn, &s);
-    if (rc == PL_ENOJOB) {
+    if (rc == PL_ENOBATCH) {
         rc = batch_missing(s.id);
         goto done;
     }
@@ -2613,7 +2613,7 @@ static int batchop_run(Ctx *c, int op)
     if ((rc = ctx_open(c, OPEN_WRITE)))
         return rc;
     rc = store_run(c->s, batchop_fn, &o);
-    if (rc == PL_ENOJOB)
+    if (rc == PL_ENOBATCH)
         return batch_missing(o.id);
     if (rc == PL_ESTATE) {
         was = batch_state_name(o.was);
@@ -2795,7 +2795,7 @@ static int prune_fn(Txn *t, void *arg)
     for (size_t i = o->done; i < end; i++) {
         int rc = batch_forget(t, o->ids[i]);
         /* Gone or changed since the listing (another qctl): skip it. */
-        if (rc && rc != PL_ENOJOB && rc != PL_ESTATE)
+        if (rc && rc != PL_ENOBATCH && rc != PL_ESTATE)
             return rc;
     }
     return 0;
@@ -3098,7 +3098,7 @@ static int cmd_rejects_show(Ctx *c)
     if ((rc = ctx_open(c, OPEN_READ)))
         goto done;
     rc = store_read(c->s, rshow_fn, &s);
-    if (rc == PL_ENOJOB) {
+    if (rc == PL_ENOREJECT) {
         rc = reject_missing(s.id);
         goto done;
     }
@@ -3157,7 +3157,7 @@ static int cmd_rejects_drop(Ctx *c)
     if ((rc = arg_reject(c, c->pos[0], &o.id)) || (rc = ctx_open(c, OPEN_WRITE)))
         return rc;
     rc = store_run(c->s, drop_fn, &o);
-    if (rc == PL_ENOJOB)
+    if (rc == PL_ENOREJECT)
         return reject_missing(o.id);
     if (rc)
         return errorf("cannot drop reject %" PRIu64 ": %s", o.id, pl_strerror(rc));
@@ -3351,7 +3351,7 @@ static int rall_chunk_fn(Txn *t, void *arg)
     for (size_t i = a->next; i < k->end; i++) {
         a->r.id = a->ids[i];
         rc = replay_one(t, &a->r);
-        if (rc == PL_ENOJOB) { /* dropped or replayed by someone else since */
+        if (rc == PL_ENOREJECT) { /* dropped or replayed by someone else since */
             k->gone++;
             continue;
         }
@@ -3495,7 +3495,7 @@ static int cmd_rejects_replay(Ctx *c)
         goto done;
     need.id = r.id;
     rc = store_read(c->s, need_fn, &need);
-    if (rc == PL_ENOJOB) {
+    if (rc == PL_ENOREJECT) {
         rc = reject_missing(r.id);
         goto done;
     }
@@ -3512,7 +3512,7 @@ static int cmd_rejects_replay(Ctx *c)
         r.pipeline = p->path;
     }
     rc = store_run(c->s, replay_fn, &r);
-    if (rc == PL_ENOJOB) {
+    if (rc == PL_ENOREJECT) {
         rc = reject_missing(r.id);
         goto done;
     }

@@ -1594,7 +1594,7 @@ static int find_line(Loader *L, uint64_t n, uint32_t *seq)
         if (rc)
             return rc;
     } while (st.in_page == PAGE_ROWS);
-    return PL_ENOJOB;
+    return PL_ENOBATCH;
 }
 
 /* careful: every column as text into pl_text, then range by range with

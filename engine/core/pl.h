@@ -25,6 +25,9 @@ enum {
     PL_EUNUSABLE,          /* a transaction that failed earlier; abort it */
     PL_ECORRUPT,           /* an on-disk record that does not decode (damaged store) */
     PL_ENOROW,             /* no staged row (model, key) */
+    PL_ENOBATCH,           /* no batch with that id (or no row of that seq in it) */
+    PL_ENOREJECT,          /* no reject with that id */
+    PL_ENOPIPELINE,        /* no pipeline file kept in the data directory */
     PL_ELAST
 };
 

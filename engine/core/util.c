@@ -71,6 +71,9 @@ static const char *const names[PL_ELAST - PL_EFIRST] = {
     [PL_EUNUSABLE - PL_EFIRST] = "transaction is unusable after an earlier error",
     [PL_ECORRUPT - PL_EFIRST] = "damaged record in the store (run `qctl verify` for details)",
     [PL_ENOROW - PL_EFIRST] = "no such staged row",
+    [PL_ENOBATCH - PL_EFIRST] = "no such batch",
+    [PL_ENOREJECT - PL_EFIRST] = "no such reject",
+    [PL_ENOPIPELINE - PL_EFIRST] = "no pipeline file kept in the data directory",
 };
 
 const char *pl_strerror(int err)

@@ -20,7 +20,7 @@ static int pipe_read(Txn *t, void *arg)
     MDB_val k = {8, "pipeline"}, v;
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
     if (rc == MDB_NOTFOUND)
-        return PL_ENOJOB;
+        return PL_ENOPIPELINE;
     if (rc)
         return rc;
     RowView rv;
@@ -49,7 +49,7 @@ int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char 
     sb_init(&pr.path);
     sb_init(&pr.text);
     int rc = store_read(s, pipe_read, &pr);
-    if (rc == PL_ENOJOB) {
+    if (rc == PL_ENOPIPELINE) {
         snprintf(err, errlen, "no pipeline file is stored in %s; run `pickline run FILE` once "
                  "with this data directory, or pass --pipeline FILE", store_path(s));
     } else if (rc) {

@@ -139,7 +139,7 @@ int staging_uuid(Txn *t, char out[33])
     if (rc && rc != MDB_NOTFOUND)
         return rc;
     if (!t->write)
-        return PL_ENOJOB;
+        return MDB_NOTFOUND;
     unsigned char r[16];
     for (size_t i = 0; i < sizeof r; i += 8) {
         uint64_t x = pl_random64();
@@ -217,7 +217,7 @@ int batch_get(Txn *t, uint64_t id, BatchRec *out)
     MDB_val mk = {sizeof k, k}, mv;
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &mk, &mv);
     if (rc == MDB_NOTFOUND)
-        return PL_ENOJOB;
+        return PL_ENOBATCH;
     if (rc)
         return rc;
     return batch_decode(mv.mv_data, mv.mv_size, out);
@@ -258,13 +258,13 @@ static int open_batch(Txn *t, const char *model, int create, BatchRec *b)
         rc = batch_get(t, pl_get_be64(mv.mv_data), b);
         if (rc == 0 && b->state == BATCH_OPEN)
             return 0;
-        if (rc && rc != PL_ENOJOB)
+        if (rc && rc != PL_ENOBATCH)
             return rc;
     } else if (rc && rc != MDB_NOTFOUND) {
         return rc;
     }
     if (!create)
-        return PL_ENOJOB;
+        return PL_ENOBATCH;
     memset(b, 0, sizeof *b);
     if ((rc = counter(t, "next_bid", &b->id)) != 0)
         return rc;
@@ -383,7 +383,7 @@ int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int fo
         *sealed = 0;
     if (model) {
         rc = open_batch(t, model, 0, &b);
-        if (rc == PL_ENOJOB)
+        if (rc == PL_ENOBATCH)
             return 0;
         if (rc || (rc = seal_one(t, &b, &a)))
             return rc;
@@ -408,7 +408,7 @@ int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int fo
             return rc;
         for (size_t i = 0; i < n; i++) {
             if ((rc = batch_get(t, ids[i], &b)) != 0) {
-                if (rc == PL_ENOJOB)
+                if (rc == PL_ENOBATCH)
                     continue;
                 return rc;
             }
@@ -455,7 +455,7 @@ int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *le
     MDB_val k = {sizeof kb, kb}, v;
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &k, &v);
     if (rc == MDB_NOTFOUND)
-        return PL_ENOJOB;
+        return PL_ENOBATCH;
     if (rc)
         return rc;
     *mp = v.mv_data;
@@ -1008,7 +1008,7 @@ int reject_get(Txn *t, uint64_t id, RejectRead *out)
     MDB_val mk = {sizeof k, k}, mv;
     int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
     if (rc == MDB_NOTFOUND)
-        return PL_ENOJOB;
+        return PL_ENOREJECT;
     if (rc)
         return rc;
     return reject_decode(mv.mv_data, mv.mv_size, out);
@@ -1044,7 +1044,7 @@ int reject_del(Txn *t, uint64_t id)
     reject_key(k, id);
     MDB_val mk = {sizeof k, k};
     int rc = mdb_del(t->mdb, txn_dbi(t, DB_STAGE), &mk, NULL);
-    return rc == MDB_NOTFOUND ? PL_ENOJOB : rc;
+    return rc == MDB_NOTFOUND ? PL_ENOREJECT : rc;
 }
 
 /* replay_body writes into out the job that replays a reject whose stored

@@ -56,7 +56,8 @@ typedef struct SealPolicy {
 
 /* staging_uuid returns the store's identity (created on first use in a
  * write transaction): 32 hex chars and a NUL. The ledger in the warehouse
- * keys batches by (uuid, batch id). */
+ * keys batches by (uuid, batch id). In a read transaction of a store that
+ * has none yet: MDB_NOTFOUND. */
 int staging_uuid(Txn *t, char out[33]);
 
 /* staging_append appends row (a msgpack map) to the open batch of model,
@@ -76,7 +77,7 @@ int staging_note_reject(Txn *t, const char *model);
 int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int force,
                      uint64_t *sealed);
 
-int batch_get(Txn *t, uint64_t id, BatchRec *out);   /* PL_ENOJOB if none */
+int batch_get(Txn *t, uint64_t id, BatchRec *out);   /* PL_ENOBATCH if none */
 int batch_save(Txn *t, const BatchRec *b);
 
 /* batch_each calls fn for every batch in id order (all states when state
@@ -89,16 +90,17 @@ int batch_each(Txn *t, int state, int (*fn)(const BatchRec *b, void *arg), void 
 int batch_rows(Txn *t, uint64_t id, uint32_t from, uint32_t max,
                int (*fn)(uint32_t seq, const void *mp, size_t len, void *arg), void *arg);
 
-/* batch_row_get reads one row (a view); PL_ENOJOB if none. */
+/* batch_row_get reads one row (a view); PL_ENOBATCH if none. */
 int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *len);
 
 /* batch_row_reject moves row seq of batch id into the rejects with the
- * warehouse's message (rule "warehouse"), and counts it as removed. */
+ * warehouse's message (rule "warehouse"), and counts it as removed.
+ * PL_ENOBATCH when there is no such batch or row (moved already). */
 int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uint64_t *rid);
 
 /* batch_forget deletes the record of loaded batch id and any rows left of
  * it (`qctl batches prune`: the ledger in the warehouse keeps the history).
- * PL_ESTATE for a batch that is not loaded, PL_ENOJOB if none. */
+ * PL_ESTATE for a batch that is not loaded, PL_ENOBATCH if none. */
 int batch_forget(Txn *t, uint64_t id);
 
 /* batch_drop_rows deletes the rows of batch id (after it was loaded),
@@ -224,7 +226,7 @@ typedef struct RejectRec {
 int reject_add(Txn *t, const RejectRec *r, uint64_t *id);
 /* reject_get decodes reject id into out: the names are NUL-terminated
  * copies in out, row, errors and job are views valid in the transaction.
- * PL_ENOJOB if none. */
+ * PL_ENOREJECT if none. */
 typedef struct RejectRead {
     RejectRec r;
     char model[128], key[256], stage[128], queue[128];
@@ -233,6 +235,7 @@ int reject_get(Txn *t, uint64_t id, RejectRead *out);
 /* reject_each calls fn for every reject (of model, or all when NULL) in id
  * order; a non-zero return stops and is returned. */
 int reject_each(Txn *t, const char *model, int (*fn)(const RejectRead *r, void *arg), void *arg);
+/* reject_del deletes reject id; PL_ENOREJECT if none. */
 int reject_del(Txn *t, uint64_t id);
 
 /* reject_replay puts the reject back on the line in one transaction, with
@@ -243,7 +246,7 @@ int reject_del(Txn *t, uint64_t id);
  * of the old one; any other job goes on the queue as it was stored. A
  * qload reject (no queue) is appended to its model's open batch instead.
  * Then the reject is deleted. *job (may be NULL) gets the new job's id, or
- * 0. */
+ * 0. PL_ENOREJECT if there is no reject id (dropped or replayed since). */
 int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *job);
 
 /* The pipeline file the engine runs, kept in the store (DB_META
@@ -254,7 +257,7 @@ int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len)
 struct Pipeline;
 /* pipeline_from_store parses the pipeline kept in s (file, when not NULL,
  * is read instead) for its models and queues: its stages are skipped
- * (pipeline_load with no kinds). PL_ENOJOB with err "no pipeline file stored in DIR;
+ * (pipeline_load with no kinds). PL_ENOPIPELINE with err "no pipeline file stored in DIR;
  * run `pickline run FILE` once, or pass --pipeline FILE" when none. */
 int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char *err,
                         size_t errlen);

@@ -576,7 +576,7 @@ static void slot_committed(EngineOp *eo, int rc)
         char why[400];
         snprintf(why, sizeof why, "could not hand off: %s",
                  so->fail[0] ? so->fail
-                 : rc == PL_ENOROW || (rc == PL_ENOJOB && so->in_actions) ? "the staged row it names is missing"
+                 : rc == PL_ENOROW ? "the staged row it names is missing"
                  : pl_strerror(rc));
         s->state = SLOT_WORKING; /* it ends again, now as a release or a bury */
         if (commit_fault_transient(rc)) {
@@ -830,12 +830,9 @@ static int read_one(Txn *t, void *arg)
     ReadArg *a = arg;
     MDB_val k = {a->kl, (void *)a->k}, v;
     int rc = mdb_get(t->mdb, txn_dbi(t, a->db), &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOJOB;
-    if (rc)
-        return rc;
-    sb_add(a->out, v.mv_data, v.mv_size);
-    return 0;
+    if (rc == 0)
+        sb_add(a->out, v.mv_data, v.mv_size);
+    return rc;
 }
 
 int stage_cursor(Stage *s, Strbuf *out)
@@ -848,7 +845,7 @@ int stage_cursor(Stage *s, Strbuf *out)
     ReadArg a = {k.buf, k.len, DB_META, out};
     int rc = store_read(s->engine->store, read_one, &a);
     sb_free(&k);
-    return rc == PL_ENOJOB ? 0 : rc;
+    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 typedef struct RowRead {
