@@ -124,7 +124,7 @@ static void poll_done(void *arg, const HttpResult *r)
         poll_fail(k, why, 1);
         return;
     }
-    Batch *b = batch_new(s);
+    Emit *b = emit_new(s);
     Strbuf body, key, ncur, nnext;
     sb_init(&body);
     sb_init(&key);
@@ -145,7 +145,7 @@ static void poll_done(void *arg, const HttpResult *r)
             sb_reset(&key);
             keyed = row_field_text(it, k->key_field, &key) == 0 && key.len > 0 && key.len <= QUEUE_KEY_MAX;
         }
-        batch_put(b, s->conf->outputs[0], body.buf, body.len, keyed ? key.buf : NULL);
+        emit_put(b, s->conf->outputs[0], body.buf, body.len, keyed ? key.buf : NULL);
     }
     /* The new state: cursor (from the response, else kept), ETag, next page. */
     if (!(k->cursor_field && row_field_text(&v.root, k->cursor_field, &ncur) == 0))
@@ -162,7 +162,7 @@ static void poll_done(void *arg, const HttpResult *r)
         sb_adds(&st, et);
     sb_add(&st, "", 1);
     sb_add(&st, nnext.buf, nnext.len);
-    batch_cursor(b, st.buf, st.len);
+    emit_cursor(b, st.buf, st.len);
     k->following = nnext.len > 0;
     stage_log(s, PL_LOG_DEBUG, 0, "page with %u changes%s", items->via.array.size,
               k->following ? ", following next page" : "");
@@ -174,7 +174,7 @@ static void poll_done(void *arg, const HttpResult *r)
     msgpack_sbuffer_destroy(&one);
     row_view_free(&v);
     msgpack_sbuffer_destroy(&mp);
-    batch_commit(b, poll_committed, k);
+    emit_commit(b, poll_committed, k);
 }
 
 static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)

@@ -35,7 +35,7 @@
  * appended to the model's open batch (staging_append with the seal policy),
  * an invalid one becomes a reject with its reasons (it does not stop the
  * extract). The staging writes of a page and the new cursor commit in ONE
- * Batch (batch_extra + batch_cursor), and the next page is requested only
+ * Emit (emit_extra + emit_cursor), and the next page is requested only
  * after that commit: a crash re-reads at most one uncommitted page, and never
  * stages a row twice. An empty page commits nothing. A full page asks for the
  * next one at once; otherwise the stage polls every `interval` seconds, or
@@ -659,12 +659,12 @@ static void page_end(PgxKd *k)
         poll_again(k);
         return;
     }
-    Batch *b = batch_new(k->stage);
-    batch_extra(b, staged_apply, k->page_st);
+    Emit *b = emit_new(k->stage);
+    emit_extra(b, staged_apply, k->page_st);
     cursor_json(k, &k->nxt_ts, k->nxt_key, &k->cursor_json);
-    batch_cursor(b, k->cursor_json.buf, k->cursor_json.len);
+    emit_cursor(b, k->cursor_json.buf, k->cursor_json.len);
     k->committing = 1;
-    batch_commit(b, page_done, k);
+    emit_commit(b, page_done, k);
 }
 
 static void page_done(void *arg, int rc)
@@ -1026,9 +1026,9 @@ static void on_seal(struct ev_loop *loop, ev_timer *w, int revents)
     k->seal_dirty = 0;
     k->seal_busy = 1;
     k->seal_st.sealed = 0;
-    Batch *b = batch_new(k->stage);
-    batch_extra(b, seal_apply, &k->seal_st);
-    batch_commit(b, seal_done, k);
+    Emit *b = emit_new(k->stage);
+    emit_extra(b, seal_apply, &k->seal_st);
+    emit_commit(b, seal_done, k);
 }
 
 /* ---------------------------------------------------------------- init */

@@ -12,7 +12,7 @@
  * sends with pg_notify(channel, json_build_object(...)::text)); it goes on
  * the output as it is, with the idempotency key "CHANNEL:HASH" (fnv-1a of
  * the payload), so a burst of notices for one row waiting in the queue is one
- * job. All notifications read in one loop turn commit in one Batch. A payload
+ * job. All notifications read in one loop turn commit in one Emit (stage.h). A payload
  * that is not such an object cannot be buried (there is no input job): it is
  * logged with the reason, counted, and recorded as a reject (model = the
  * channel, the row {"channel","payload"}, errors naming the problem, the
@@ -200,11 +200,11 @@ static void notices_committed(void *arg, int rc)
 }
 
 /* take_notices commits every notification waiting in libpq as jobs (one
- * Batch), and wakes the wake stage. */
+ * Emit), and wakes the wake stage. */
 static void take_notices(NotifyKd *k)
 {
     PGnotify *n;
-    Batch *batch = NULL;
+    Emit *e = NULL;
     Bad *bad = NULL;
     char key[200], err[300];
     size_t good = 0;
@@ -212,8 +212,8 @@ static void take_notices(NotifyKd *k)
         size_t pl = strlen(n->extra);
         k->notices++;
         const char *why = payload_check(n->extra, pl, err, sizeof err);
-        if (!batch)
-            batch = batch_new(k->stage);
+        if (!e)
+            e = emit_new(k->stage);
         if (why) {
             k->bad++;
             stage_log(k->stage, PL_LOG_WARN, 0, "bad notice on channel %s (%llu so far): %s; "
@@ -227,12 +227,12 @@ static void take_notices(NotifyKd *k)
         } else {
             snprintf(key, sizeof key, "%.100s:%016llx", n->relname,
                      (unsigned long long)fnv(n->extra, pl));
-            batch_put(batch, k->stage->conf->outputs[0], n->extra, pl, key);
+            emit_put(e, k->stage->conf->outputs[0], n->extra, pl, key);
             good++;
         }
         PQfreemem(n);
     }
-    if (!batch)
+    if (!e)
         return;
     if (!bad) {
         bad = xcalloc(1, sizeof *bad);
@@ -240,9 +240,9 @@ static void take_notices(NotifyKd *k)
         sb_init(&bad->recs);
     }
     if (bad->recs.len)
-        batch_extra(batch, bad_apply, bad);
+        emit_extra(e, bad_apply, bad);
     k->committing++;
-    batch_commit(batch, notices_committed, bad);
+    emit_commit(e, notices_committed, bad);
     if (good && k->wake)
         pg_extract_wake(k->wake);
 }

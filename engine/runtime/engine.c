@@ -746,7 +746,7 @@ static void reserver_kick(Stage *st)
 
 /* ---------------------------------------------------------------- sources */
 
-struct Batch {
+struct Emit {
     EngineOp eo;
     Stage *stage;
     Strbuf acts;
@@ -755,67 +755,67 @@ struct Batch {
     void *arg;
 };
 
-Batch *batch_new(Stage *s)
+Emit *emit_new(Stage *s)
 {
-    Batch *b = xcalloc(1, sizeof *b);
-    b->stage = s;
-    sb_init(&b->acts);
-    return b;
+    Emit *em = xcalloc(1, sizeof *em);
+    em->stage = s;
+    sb_init(&em->acts);
+    return em;
 }
 
-void batch_put(Batch *b, const char *queue, const void *body, size_t len, const char *key)
+void emit_put(Emit *em, const char *queue, const void *body, size_t len, const char *key)
 {
-    PL_ASSERT(stage_writes(b->stage, queue), "a stage writes only the queues it declares");
-    acts_put(&b->acts, queue, body, len, key);
-    b->n++;
+    PL_ASSERT(stage_writes(em->stage, queue), "a stage writes only the queues it declares");
+    acts_put(&em->acts, queue, body, len, key);
+    em->n++;
 }
 
-void batch_cursor(Batch *b, const void *value, size_t len)
+void emit_cursor(Emit *em, const void *value, size_t len)
 {
-    sb_add(&b->acts, "C", 1);
-    act_bytes(&b->acts, value, len);
+    sb_add(&em->acts, "C", 1);
+    act_bytes(&em->acts, value, len);
 }
 
-void batch_extra(Batch *b, int (*fn)(Txn *t, void *arg), void *arg)
+void emit_extra(Emit *em, int (*fn)(Txn *t, void *arg), void *arg)
 {
-    sb_add(&b->acts, "X", 1);
-    sb_add(&b->acts, &fn, sizeof fn);
-    sb_add(&b->acts, &arg, sizeof arg);
+    sb_add(&em->acts, "X", 1);
+    sb_add(&em->acts, &fn, sizeof fn);
+    sb_add(&em->acts, &arg, sizeof arg);
 }
 
-size_t batch_count(const Batch *b)
+size_t emit_count(const Emit *em)
 {
-    return b->n;
+    return em->n;
 }
 
-static int batch_apply(Txn *t, CommitOp *op)
+static int emit_apply(Txn *t, CommitOp *op)
 {
-    Batch *b = (Batch *)op;
+    Emit *em = (Emit *)op;
     char fail[320];
-    int rc = apply_actions(t, &b->acts, b->stage->conf->name, fail, sizeof fail);
+    int rc = apply_actions(t, &em->acts, em->stage->conf->name, fail, sizeof fail);
     return rc ? txn_fail(t, rc) : 0;
 }
 
-static void batch_done(EngineOp *eo, int rc)
+static void emit_done(EngineOp *eo, int rc)
 {
-    Batch *b = (Batch *)eo;
+    Emit *em = (Emit *)eo;
     if (rc)
-        stage_log(b->stage, PL_LOG_ERROR, 0, "commit of %zu changes failed: %s", b->n, pl_strerror(rc));
+        stage_log(em->stage, PL_LOG_ERROR, 0, "commit of %zu changes failed: %s", em->n, pl_strerror(rc));
     else
-        b->stage->ctr.done += b->n;
-    if (b->done)
-        b->done(b->arg, rc);
-    sb_free(&b->acts);
-    free(b);
+        em->stage->ctr.done += em->n;
+    if (em->done)
+        em->done(em->arg, rc);
+    sb_free(&em->acts);
+    free(em);
 }
 
-void batch_commit(Batch *b, void (*done)(void *arg, int rc), void *arg)
+void emit_commit(Emit *em, void (*done)(void *arg, int rc), void *arg)
 {
-    b->done = done;
-    b->arg = arg;
-    b->eo.op.apply = batch_apply;
-    b->eo.loop_done = batch_done;
-    engine_submit(b->stage->engine, &b->eo);
+    em->done = done;
+    em->arg = arg;
+    em->eo.op.apply = emit_apply;
+    em->eo.loop_done = emit_done;
+    engine_submit(em->stage->engine, &em->eo);
 }
 
 typedef struct ReadArg {

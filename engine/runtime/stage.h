@@ -10,8 +10,9 @@
  * ONE transaction with the ack of the input job: a hand-off is atomic.
  *
  * A source (no input queue, e.g. http_poll) drives itself from timers and
- * commits what it found with a Batch (batch_put, batch_cursor, batch_commit):
- * the jobs and the cursor move in one transaction. */
+ * commits what it found with an Emit (emit_put, emit_cursor, emit_commit):
+ * the jobs and the cursor move in one transaction. (A "batch" is only ever
+ * a batch of staged rows for qload: staging.h.) */
 #ifndef PL_STAGE_H
 #define PL_STAGE_H
 
@@ -26,7 +27,7 @@
 typedef struct Engine Engine;
 typedef struct Stage Stage;
 typedef struct Slot Slot;
-typedef struct Batch Batch;
+typedef struct Emit Emit;
 
 /* StageKind: a stage kind (one file in stages/). It starts with its
  * KindSpec (pipeline.h): the name, flags and keys pipeline_load checks a
@@ -118,17 +119,21 @@ void slot_retry(Slot *s, double after_s, const char *error);
 /* slot_bury sets the job aside with reason (a permanent failure). */
 void slot_bury(Slot *s, const char *reason);
 
-/* Sources. */
-Batch *batch_new(Stage *s);
-void batch_put(Batch *b, const char *queue, const void *body, size_t len, const char *key);
-void batch_cursor(Batch *b, const void *value, size_t len);
-/* batch_extra runs fn in the batch's transaction, in order with the other
+/* Producers (sources, and a stage that produces on its own): an Emit is
+ * one commit of what the stage found. emit_new starts one; emit_put adds an
+ * output job (queue one of the stage's outputs, key an idempotency key or
+ * NULL); emit_cursor sets the stage's cursor (stage_cursor reads it). */
+Emit *emit_new(Stage *s);
+void emit_put(Emit *e, const char *queue, const void *body, size_t len, const char *key);
+void emit_cursor(Emit *e, const void *value, size_t len);
+/* emit_extra runs fn in the emit's transaction, in order with the other
  * changes (a source's staging writes: rows appended to batches); fn follows
  * CommitOp.apply's rules and arg must live until done runs. */
-void batch_extra(Batch *b, int (*fn)(Txn *t, void *arg), void *arg);
-/* batch_commit commits b and frees it; done(arg, rc) runs on the loop. */
-void batch_commit(Batch *b, void (*done)(void *arg, int rc), void *arg);
-size_t batch_count(const Batch *b);
+void emit_extra(Emit *e, int (*fn)(Txn *t, void *arg), void *arg);
+/* emit_commit commits e and frees it; done(arg, rc) runs on the loop. */
+void emit_commit(Emit *e, void (*done)(void *arg, int rc), void *arg);
+/* emit_count returns the number of jobs put in e. */
+size_t emit_count(const Emit *e);
 
 /* stage_cursor reads the stage's stored cursor into out (empty if none). */
 int stage_cursor(Stage *s, Strbuf *out);
