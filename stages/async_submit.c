@@ -97,7 +97,7 @@ static void verifier_hash(const char *v, size_t n, char out[VHASH_LEN + 1])
 
 static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-int callback_token_new(char tok[CALLBACK_TOKEN_LEN + 1])
+int async_submit_token_new(char tok[CALLBACK_TOKEN_LEN + 1])
 {
     unsigned char r[CALLBACK_TOKEN_LEN / 4 * 3];
     int rc = pl_random_bytes(r, sizeof r);
@@ -115,7 +115,7 @@ int callback_token_new(char tok[CALLBACK_TOKEN_LEN + 1])
     return 0;
 }
 
-int callback_token_ok(const char *s, size_t n)
+int async_submit_token_ok(const char *s, size_t n)
 {
     if (n != CALLBACK_TOKEN_LEN)
         return 0;
@@ -125,7 +125,7 @@ int callback_token_ok(const char *s, size_t n)
     return 1;
 }
 
-int callback_secret_equal(const char *a, const char *b, size_t n)
+int async_submit_secret_equal(const char *a, const char *b, size_t n)
 {
     unsigned char d = 0;
     for (size_t i = 0; i < n; i++)
@@ -143,7 +143,7 @@ static int put_waiting(Txn *t, void *arg)
     AsyncJob *j = arg;
     uint64_t ms = (uint64_t)(j->k->deadline * 1000);
     sb_reset(&j->waiting);
-    ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
+    stage_ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
     j->waiting.len--; /* reopen the object */
     char vh[VHASH_LEN + 1];
     verifier_hash(j->token + SELECTOR_LEN, VERIFIER_LEN, vh);
@@ -160,7 +160,7 @@ static void submit_done(void *arg, const HttpResult *r)
     Slot *s = arg;
     AsyncJob *j = s->kd;
     s->req = NULL;
-    if (http_outcome(s, r, j->url.buf))
+    if (stage_http_outcome(s, r, j->url.buf))
         return;
     slot_extra(s, put_waiting, j);
     slot_done(s);
@@ -171,7 +171,7 @@ static void async_start(Slot *s)
     AsyncKd *k = s->stage->kd;
     AsyncJob *j = s->kd;
     char err[256], why[512];
-    if (job_ref(s, &j->ref, err, sizeof err) != 0) {
+    if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);
         return;
     }
@@ -207,7 +207,7 @@ static void async_start(Slot *s)
         slot_bury(s, "staged row is not a msgpack map");
         return;
     }
-    if ((rc = callback_token_new(j->token)) != 0) {
+    if ((rc = async_submit_token_new(j->token)) != 0) {
         row_view_free(&v);
         snprintf(why, sizeof why, "cannot make a callback token: %s", pl_strerror(rc));
         slot_retry(s, 1, why);
@@ -260,7 +260,7 @@ static void async_start(Slot *s)
     sb_reset(&j->url);
     sb_adds(&j->url, k->url);
     size_t h = 0;
-    idem_header(s, j->idem, sizeof j->idem);
+    stage_idem_header(s, j->idem, sizeof j->idem);
     j->hdr[h++] = j->idem;
     j->hdr[h++] = "Content-Type: application/json";
     for (char **p = k->headers; p && *p && h < 34; p++)
@@ -433,8 +433,8 @@ static int cb_apply(Txn *t, CommitOp *op)
     char vh[VHASH_LEN + 1];
     verifier_hash(c->token + SELECTOR_LEN, VERIFIER_LEN, vh);
     if (waiting_of(j.body, j.len, &w) != 0 ||
-        !(w.vhash[0] ? callback_secret_equal(w.vhash, vh, VHASH_LEN)
-          : w.verifier[0] && callback_secret_equal(w.verifier, c->token + SELECTOR_LEN, VERIFIER_LEN)))
+        !(w.vhash[0] ? async_submit_secret_equal(w.vhash, vh, VHASH_LEN)
+          : w.verifier[0] && async_submit_secret_equal(w.verifier, c->token + SELECTOR_LEN, VERIFIER_LEN)))
         return refuse(c, 404, UNKNOWN);
     if (j.state != JOB_DELAYED || t->now >= w.expires_ms) {
         snprintf(why, sizeof why, "callback token expired: %s; the row is submitted again with a "
@@ -487,7 +487,7 @@ static int cb_apply(Txn *t, CommitOp *op)
         return txn_fail(t, rc);
     Strbuf out;
     sb_init(&out);
-    ref_body(&out, w.ref.model, w.ref.key, w.ref.row);
+    stage_ref_body(&out, w.ref.model, w.ref.key, w.ref.row);
     PutArgs a = {.body = out.buf, .len = out.len};
     rc = queue_put(t, k->stage->conf->outputs[0], &a, &id, NULL);
     sb_free(&out);
@@ -542,7 +542,7 @@ static void on_callback(void *arg, Exchange *x)
     AsyncKd *k = arg;
     const char *token = exchange_path(x) + strlen(k->prefix);
     size_t tl = strlen(token);
-    if (!callback_token_ok(token, tl)) {
+    if (!async_submit_token_ok(token, tl)) {
         exchange_error(x, 404, UNKNOWN);
         return;
     }
@@ -612,7 +612,7 @@ static int expire_apply(Txn *t, CommitOp *op)
          * token dies with the waiting job). */
         Strbuf b;
         sb_init(&b);
-        ref_body(&b, w->ref.model, w->ref.key, w->ref.row);
+        stage_ref_body(&b, w->ref.model, w->ref.key, w->ref.row);
         b.len--; /* reopen the object */
         sb_addf(&b, ",\"tries\":%u}", w->tries);
         PutArgs a = {.body = b.buf, .len = b.len};
@@ -680,7 +680,7 @@ static int async_init(Stage *s, char *err, size_t errlen)
         (rc = stage_conf_num(s, "deadline", &k->deadline, err, errlen)) != 0 ||
         (rc = stage_conf_strs(s, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "callback_base", &k->callback_base, err, errlen)) != 0 ||
-        (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
+        (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     if (!engine_listener(s->engine)) {
         snprintf(err, errlen, "%s:%d: stage '%s': async_submit needs the listener (add listen:)", file,
@@ -751,7 +751,7 @@ static void async_fini(Stage *s)
         free(k->from);
         free(k->to);
         free(k->items);
-        headers_free(k->headers);
+        stage_headers_free(k->headers);
     }
     free(k);
 }

@@ -128,7 +128,7 @@ static void batch_start(Slot *s)
     BatchKd *k = s->stage->kd;
     BJob *j = s->kd;
     char err[256], why[600];
-    if (job_ref(s, &j->ref, err, sizeof err) != 0) {
+    if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         snprintf(why, sizeof why, "%s; a batch stage takes references to staged rows", err);
         slot_bury(s, why);
         return;

@@ -141,9 +141,28 @@ int stage_check_dsn(const ConfErr *l, const char *key, const ConfNode *n)
 }
 
 
+int stage_pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!strncmp(dsn, "env:", 4)) {
+        const char *v = getenv(dsn + 4);
+        if (!v || !*v) {
+            snprintf(err, errlen, "%s:%d: stage '%s': dsn: environment variable %s is not set; "
+                     "export it (a libpq conninfo like \"host=db dbname=app\") or write the "
+                     "conninfo in dsn:", engine_pipeline(s->engine)->path, s->conf->line,
+                     s->conf->name, dsn + 4);
+            return PL_EINVAL;
+        }
+        *out = xstrdup(v);
+        return 0;
+    }
+    *out = xstrdup(dsn);
+    return 0;
+}
+
 /* ---------------------------------------------------------------- helpers */
 
-int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
+int stage_job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
 {
     msgpack_sbuffer mp;
     msgpack_sbuffer_init(&mp);
@@ -166,13 +185,13 @@ int job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
     return rc;
 }
 
-void ref_body(Strbuf *out, const char *model, const char *key, uint64_t row)
+void stage_ref_body(Strbuf *out, const char *model, const char *key, uint64_t row)
 {
     sb_reset(out);
     staging_ref_json(out, model, key, row);
 }
 
-int conf_headers(const Stage *s, char ***out, char *err, size_t errlen)
+int stage_conf_headers(const Stage *s, char ***out, char *err, size_t errlen)
 {
     *out = NULL;
     const ConfNode *h = conf_get(s->conf->node, "headers");
@@ -189,7 +208,7 @@ int conf_headers(const Stage *s, char ***out, char *err, size_t errlen)
         if (v->type != CONF_SCALAR) {
             snprintf(err, errlen, "%s:%d: stage '%s': header '%s' must be a string",
                      engine_pipeline(s->engine)->path, v->line, s->conf->name, h->keys[i]);
-            headers_free(l);
+            stage_headers_free(l);
             return PL_EINVAL;
         }
         size_t n = strlen(h->keys[i]) + strlen(v->value) + 3;
@@ -200,7 +219,7 @@ int conf_headers(const Stage *s, char ***out, char *err, size_t errlen)
     return 0;
 }
 
-void headers_free(char **h)
+void stage_headers_free(char **h)
 {
     if (!h)
         return;
@@ -209,7 +228,7 @@ void headers_free(char **h)
     free(h);
 }
 
-int http_outcome(Slot *s, const HttpResult *r, const char *what)
+int stage_http_outcome(Slot *s, const HttpResult *r, const char *what)
 {
     char why[400];
     switch (r->outcome) {
@@ -229,7 +248,7 @@ int http_outcome(Slot *s, const HttpResult *r, const char *what)
     }
 }
 
-void idem_header(const Slot *s, char *buf, size_t n)
+void stage_idem_header(const Slot *s, char *buf, size_t n)
 {
     snprintf(buf, n, "Idempotency-Key: pickline-%s-%llu", s->stage->conf->name, (unsigned long long)s->id);
 }

@@ -59,7 +59,7 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
     if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "method", &k->method, err, errlen)) != 0 ||
         (rc = stage_conf_strs(s, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
-        (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
+        (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     const ConfNode *m = conf_get(s->conf->node, "merge");
     if (!m || m->type != CONF_MAP || !m->n) {
@@ -96,7 +96,7 @@ static void enrich_fini(Stage *s)
         free(k->send);
         free(k->from);
         free(k->to);
-        headers_free(k->headers);
+        stage_headers_free(k->headers);
     }
     free(k);
 }
@@ -107,7 +107,7 @@ static void enrich_done(void *arg, const HttpResult *r)
     EnrichJob *j = s->kd;
     EnrichKd *k = s->stage->kd;
     s->req = NULL;
-    if (http_outcome(s, r, j->url.buf))
+    if (stage_http_outcome(s, r, j->url.buf))
         return;
     char err[256], why[512];
     msgpack_sbuffer mp;
@@ -157,7 +157,7 @@ static void enrich_start(Slot *s)
     EnrichKd *k = s->stage->kd;
     EnrichJob *j = s->kd;
     char err[256], why[512];
-    if (job_ref(s, &j->ref, err, sizeof err) != 0) {
+    if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);
         return;
     }
@@ -183,7 +183,7 @@ static void enrich_start(Slot *s)
         return;
     }
     size_t n = 0;
-    idem_header(s, j->idem, sizeof j->idem);
+    stage_idem_header(s, j->idem, sizeof j->idem);
     j->hdr[n++] = j->idem;
     j->hdr[n++] = "Accept: application/json";
     if (post)

@@ -45,7 +45,7 @@ static int extract_init(Stage *s, char *err, size_t errlen)
     if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "key_field", &k->key_field, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "model", &k->model, err, errlen)) != 0 ||
-        (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
+        (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     for (unsigned i = 0; i < s->nslots; i++) {
         ExtractJob *j = s->slots[i].kd;
@@ -64,7 +64,7 @@ static void extract_fini(Stage *s)
         sb_free(&j->key);
     }
     if (k)
-        headers_free(k->headers);
+        stage_headers_free(k->headers);
     free(k);
 }
 
@@ -74,7 +74,7 @@ static void extract_done(void *arg, const HttpResult *r)
     ExtractJob *j = s->kd;
     ExtractKd *k = s->stage->kd;
     s->req = NULL;
-    if (http_outcome(s, r, j->url.buf))
+    if (stage_http_outcome(s, r, j->url.buf))
         return;
     char err[256], why[512];
     msgpack_sbuffer mp;
@@ -124,7 +124,7 @@ static void extract_start(Slot *s)
         return;
     }
     size_t n = 0;
-    idem_header(s, j->idem, sizeof j->idem);
+    stage_idem_header(s, j->idem, sizeof j->idem);
     j->hdr[n++] = j->idem;
     j->hdr[n++] = "Accept: application/json";
     for (char **h = k->headers; h && *h && n < 33; h++)

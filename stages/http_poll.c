@@ -256,7 +256,7 @@ static int poll_init(Stage *s, char *err, size_t errlen)
         (rc = stage_conf_str(s, "items_field", &k->items_field, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "next_field", &k->next_field, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "key_field", &k->key_field, err, errlen)) != 0 ||
-        (rc = conf_headers(s, &k->headers, err, errlen)) != 0)
+        (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     ev_timer_init(&k->timer, poll_tick, 0, 0);
     return 0;
@@ -283,7 +283,7 @@ static void poll_fini(Stage *s)
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->timer);
-    headers_free(k->headers);
+    stage_headers_free(k->headers);
     sb_free(&k->state);
     sb_free(&k->url_now);
     sb_free(&k->etag_hdr);

@@ -1038,12 +1038,12 @@ static void add_table(Strbuf *b, const char *table)
     const char *dot = strchr(table, '.');
     if (dot) {
         char *schema = xstrndup(table, (size_t)(dot - table));
-        sql_ident(b, schema);
+        model_sql_ident(b, schema);
         free(schema);
         sb_adds(b, ".");
-        sql_ident(b, dot + 1);
+        model_sql_ident(b, dot + 1);
     } else {
-        sql_ident(b, table);
+        model_sql_ident(b, table);
     }
 }
 
@@ -1058,18 +1058,18 @@ static void build_sql(PgxKd *k)
     for (size_t i = 0; i < m->nfields; i++) {
         if (i)
             sb_adds(&cols, ", ");
-        sql_ident(&cols, m->fields[i].name);
+        model_sql_ident(&cols, m->fields[i].name);
     }
-    sql_ident(&order, k->updated);
+    model_sql_ident(&order, k->updated);
     for (size_t i = 0; i < m->nkey; i++) {
         sb_adds(&order, ", ");
-        sql_ident(&order, m->fields[m->key[i]].name);
+        model_sql_ident(&order, m->fields[m->key[i]].name);
     }
     if (k->where)
         sb_addf(&filt, " AND (%s)", k->where);
     if (k->since) {
         sb_adds(&filt, " AND ");
-        sql_ident(&filt, k->updated);
+        model_sql_ident(&filt, k->updated);
         sb_addf(&filt, " > now() - interval '%llu seconds'", k->since);
     }
     /* first page: no cursor */
@@ -1077,7 +1077,7 @@ static void build_sql(PgxKd *k)
     sb_addf(b, "SELECT %s FROM ", cols.buf);
     add_table(b, k->table);
     sb_adds(b, " WHERE ");
-    sql_ident(b, k->updated);
+    model_sql_ident(b, k->updated);
     sb_addf(b, " IS NOT NULL%s ORDER BY %s LIMIT %llu", filt.buf ? filt.buf : "", order.buf,
             k->page);
     /* next pages: after the cursor ($1 ts, $2.. key) */
@@ -1099,7 +1099,7 @@ static void build_sql(PgxKd *k)
     for (size_t i = 0; i < m->nkey; i++) {
         if (i)
             sb_adds(b, " AND ");
-        sql_ident(b, m->fields[m->key[i]].name);
+        model_sql_ident(b, m->fields[m->key[i]].name);
         sb_addf(b, " = $%zu", i + 1);
     }
     sb_addf(b, "%s", filt.buf ? filt.buf : "");
@@ -1121,23 +1121,6 @@ static int fail(char *err, size_t errlen, const Stage *s, const char *fmt, ...)
     snprintf(err, errlen, "%s:%d: stage '%s': %s", engine_pipeline(s->engine)->path, s->conf->line,
              s->conf->name, msg);
     return PL_EINVAL;
-}
-
-/* pg_dsn resolves a dsn setting: "env:NAME" reads $NAME. */
-int pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen)
-{
-    *out = NULL;
-    if (!strncmp(dsn, "env:", 4)) {
-        const char *v = getenv(dsn + 4);
-        if (!v || !*v)
-            return fail(err, errlen, s, "dsn: environment variable %s is not set; export it "
-                        "(a libpq conninfo like \"host=db dbname=app\") or write the conninfo "
-                        "in dsn:", dsn + 4);
-        *out = xstrdup(v);
-        return 0;
-    }
-    *out = xstrdup(dsn);
-    return 0;
 }
 
 static const ConfKey pgx_keys[] = {
@@ -1202,7 +1185,7 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
                     k->m->name);
     if (k->page == 0)
         k->page = PAGE_DEFAULT;
-    if ((rc = pg_dsn(s, dsn, &k->conninfo, err, errlen)) != 0)
+    if ((rc = stage_pg_dsn(s, dsn, &k->conninfo, err, errlen)) != 0)
         return rc;
     k->pol.rows = rows ? rows : ROWS_DEFAULT;
     k->pol.after_s = secs;

@@ -430,11 +430,11 @@ static int pgn_init(Stage *s, char *err, size_t errlen)
             return PL_EINVAL;
         }
     }
-    if ((rc = pg_dsn(s, dsn, &k->conninfo, err, errlen)) != 0)
+    if ((rc = stage_pg_dsn(s, dsn, &k->conninfo, err, errlen)) != 0)
         return rc;
     for (size_t i = 0; i < k->nch; i++) {
         sb_adds(&k->listen_sql, "LISTEN ");
-        sql_ident(&k->listen_sql, k->channels[i]);
+        model_sql_ident(&k->listen_sql, k->channels[i]);
         sb_adds(&k->listen_sql, "; ");
     }
     return 0;

@@ -173,7 +173,7 @@ static void route_start(Slot *s)
     sb_init(&v);
     row_view(&body, mp.data, mp.size);
     RouteJob *j = s->kd;
-    int is_ref = job_ref(s, &j->ref, err, sizeof err) == 0;
+    int is_ref = stage_job_ref(s, &j->ref, err, sizeof err) == 0;
     if (is_ref && stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &rb) == 0 &&
         row_view(&row, rb.buf, rb.len) == 0)
         have_row = 1;

@@ -230,7 +230,7 @@ static int commit(Txn *t, void *arg)
             rc = 0;
         }
         sb_reset(&j->out);
-        ref_body(&j->out, model, key, inst);
+        stage_ref_body(&j->out, model, key, inst);
         for (size_t i = 0; !rc && i < c->noutputs; i++) {
             PutArgs pa = {.body = j->out.buf, .len = j->out.len};
             uint64_t id;
@@ -360,7 +360,7 @@ static void validate_start(Slot *s)
             sb_reset(&j->replay);
             sb_add(&j->replay, s->body.buf, s->body.len);
         } else {
-            ref_body(&j->replay, m->name, j->key.buf, 0);
+            stage_ref_body(&j->replay, m->name, j->key.buf, 0);
         }
         char why[300];
         first_error(&j->errors, why, sizeof why);

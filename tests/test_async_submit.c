@@ -51,11 +51,11 @@ static void tokens_are_url_safe_and_long(void)
     unsigned char raw[64];
     size_t ones = 0;
     for (int i = 0; i < N; i++) {
-        T_OK(callback_token_new(toks[i]));
+        T_OK(async_submit_token_new(toks[i]));
         T_EQ(strlen(toks[i]), CALLBACK_TOKEN_LEN);
         T_EQ(strspn(toks[i], "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"),
              CALLBACK_TOKEN_LEN);
-        T_CHECK(callback_token_ok(toks[i], CALLBACK_TOKEN_LEN));
+        T_CHECK(async_submit_token_ok(toks[i], CALLBACK_TOKEN_LEN));
         size_t n = decode(toks[i], raw);
         T_CHECK(n * 8 >= 256); /* well over 128 bits */
         for (size_t k = 0; k < n; k++)
@@ -95,7 +95,7 @@ static void tokens_share_no_state_with_the_fast_generator(void)
     T_CHECK(waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     char tok[CALLBACK_TOKEN_LEN + 1];
-    T_OK(callback_token_new(tok));
+    T_OK(async_submit_token_new(tok));
     unsigned char raw[64];
     size_t n = decode(tok, raw);
     for (int i = 0; i < 8; i++) {
@@ -118,16 +118,16 @@ static void tokens_share_no_state_with_the_fast_generator(void)
 static void token_shapes_refused(void)
 {
     char tok[CALLBACK_TOKEN_LEN + 1];
-    T_OK(callback_token_new(tok));
-    T_CHECK(callback_token_ok(tok, CALLBACK_TOKEN_LEN));
-    T_CHECK(!callback_token_ok(tok, CALLBACK_TOKEN_LEN - 1));
-    T_CHECK(!callback_token_ok("0123456789abcdef0123456789abcdef", 32)); /* the old hex ones */
+    T_OK(async_submit_token_new(tok));
+    T_CHECK(async_submit_token_ok(tok, CALLBACK_TOKEN_LEN));
+    T_CHECK(!async_submit_token_ok(tok, CALLBACK_TOKEN_LEN - 1));
+    T_CHECK(!async_submit_token_ok("0123456789abcdef0123456789abcdef", 32)); /* the old hex ones */
     char bad[CALLBACK_TOKEN_LEN + 1];
     const char subs[] = {'+', '/', '=', '.', '%', ' ', '\0'};
     for (size_t i = 0; i < sizeof subs; i++) {
         memcpy(bad, tok, sizeof bad);
         bad[CALLBACK_TOKEN_LEN / 2] = subs[i];
-        T_CHECK(!callback_token_ok(bad, CALLBACK_TOKEN_LEN));
+        T_CHECK(!async_submit_token_ok(bad, CALLBACK_TOKEN_LEN));
     }
 }
 
@@ -137,16 +137,16 @@ static void secrets_compare_whole(void)
     memset(a, 'x', 32);
     a[32] = '\0';
     memcpy(b, a, sizeof a);
-    T_CHECK(callback_secret_equal(a, b, 32));
+    T_CHECK(async_submit_secret_equal(a, b, 32));
     b[0] = 'y';
-    T_CHECK(!callback_secret_equal(a, b, 32));
+    T_CHECK(!async_submit_secret_equal(a, b, 32));
     b[0] = 'x';
     b[31] = 'y';
-    T_CHECK(!callback_secret_equal(a, b, 32));
-    T_CHECK(callback_secret_equal(a, b, 31));
+    T_CHECK(!async_submit_secret_equal(a, b, 32));
+    T_CHECK(async_submit_secret_equal(a, b, 31));
     a[5] ^= 0x80;
     b[31] = 'x';
-    T_CHECK(!callback_secret_equal(a, b, 32));
+    T_CHECK(!async_submit_secret_equal(a, b, 32));
 }
 
 int main(int argc, char **argv)

@@ -1306,7 +1306,7 @@ static void ddl_has_types_keys_and_references(void)
     T_CHECK(!strstr(d.buf, "UNIQUE"));
 
     sb_reset(&d);
-    sql_ident(&d, "a\"b\"\"");
+    model_sql_ident(&d, "a\"b\"\"");
     T_CHECK(strcmp(d.buf, "\"a\"\"b\"\"\"\"\"") == 0);
     sb_free(&d);
     fx_free(&fx);
@@ -1378,8 +1378,8 @@ static void rule_names_are_stable(void)
     static const char *const want[] = {"required", "type", "length", "min", "max", "format",
                                        "drift", "unique"};
     for (int r = 0; r < RULE_COUNT; r++)
-        T_CHECK(strcmp(rule_name((Rule)r), want[r]) == 0);
-    T_CHECK(strcmp(rule_name(RULE_COUNT), "unknown") == 0);
+        T_CHECK(strcmp(model_rule_name((Rule)r), want[r]) == 0);
+    T_CHECK(strcmp(model_rule_name(RULE_COUNT), "unknown") == 0);
     T_CHECK(models_find(NULL, "x") == NULL);
     models_free(NULL);
 }

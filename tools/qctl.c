@@ -2204,7 +2204,7 @@ static void field_rules(const Field *f, Strbuf *b)
         sb_addf(b, " default %s", f->default_text ? f->default_text : "?");
     for (int r = 0; r < RULE_COUNT; r++)
         if (f->messages[r])
-            sb_addf(b, " message(%s)", rule_name((Rule)r));
+            sb_addf(b, " message(%s)", model_rule_name((Rule)r));
 }
 
 static const char *const schema_head[] = {"  FIELD", "TYPE", "RULES"};

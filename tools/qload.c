@@ -953,7 +953,7 @@ static int copy_rows(Loader *L, const char *copy_sql, int op, int seq, int direc
 
 static void add_ident(Strbuf *b, const char *s)
 {
-    sql_ident(b, s);
+    model_sql_ident(b, s);
 }
 
 /* add_col: "c" AS "c", or "c"::type AS "c" on the careful path. */

@@ -59,7 +59,7 @@ static const char *const format_names[] = {"none", "email", "url", "regex", NULL
 
 #define TYPE_LIST "serial, integer, bigint, decimal, boolean, string, text, datetime, date, json"
 
-const char *rule_name(Rule r)
+const char *model_rule_name(Rule r)
 {
     return (unsigned)r < RULE_COUNT ? rule_names[r] : "unknown";
 }
@@ -1322,7 +1322,7 @@ int model_row_key(const Model *m, const msgpack_object *row, Strbuf *out)
 
 /* ================================================================= load */
 
-void sql_ident(Strbuf *out, const char *s)
+void model_sql_ident(Strbuf *out, const char *s)
 {
     size_t run = 0, n = strlen(s);
     sb_add(out, "\"", 1);
@@ -1343,12 +1343,12 @@ void model_columns(const Model *m, Strbuf *out)
     for (size_t i = 0; i < m->nfields; i++) {
         if (i)
             sb_add(out, ",", 1);
-        sql_ident(out, m->fields[i].name);
+        model_sql_ident(out, m->fields[i].name);
     }
     if (m->drift == DRIFT_KEEP) {
         if (m->nfields)
             sb_add(out, ",", 1);
-        sql_ident(out, m->drift_column);
+        model_sql_ident(out, m->drift_column);
     }
 }
 
@@ -1633,7 +1633,7 @@ static void put_cols(Strbuf *out, const Model *m, const size_t *idx, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (i)
             sb_adds(out, ", ");
-        sql_ident(out, m->fields[idx[i]].name);
+        model_sql_ident(out, m->fields[idx[i]].name);
     }
     sb_add(out, ")", 1);
 }
@@ -1643,13 +1643,13 @@ void model_ddl(const Models *ms, const Model *m, Strbuf *out)
     const char *sep = "\n  ";
 
     sb_adds(out, "CREATE TABLE IF NOT EXISTS ");
-    sql_ident(out, m->table);
+    model_sql_ident(out, m->table);
     sb_adds(out, " (");
     for (size_t i = 0; i < m->nfields; i++) {
         const Field *f = &m->fields[i];
         sb_adds(out, sep);
         sep = ",\n  ";
-        sql_ident(out, f->name);
+        model_sql_ident(out, f->name);
         sb_add(out, " ", 1);
         put_sql_type(out, f);
         if (f->required || f->key)
@@ -1662,7 +1662,7 @@ void model_ddl(const Models *ms, const Model *m, Strbuf *out)
     if (m->drift == DRIFT_KEEP) {
         sb_adds(out, sep);
         sep = ",\n  ";
-        sql_ident(out, m->drift_column);
+        model_sql_ident(out, m->drift_column);
         sb_adds(out, " jsonb");
     }
     if (m->nkey) {
@@ -1687,10 +1687,10 @@ void model_ddl(const Models *ms, const Model *m, Strbuf *out)
         for (size_t i = 0; i < rel->nfields; i++) {
             if (i)
                 sb_adds(out, ", ");
-            sql_ident(out, rel->fields[i]);
+            model_sql_ident(out, rel->fields[i]);
         }
         sb_adds(out, ") REFERENCES ");
-        sql_ident(out, p->table);
+        model_sql_ident(out, p->table);
         sb_add(out, " ", 1);
         put_cols(out, p, p->key, p->nkey);
     }

@@ -62,7 +62,7 @@ typedef enum Rule {
     RULE_REQUIRED, RULE_TYPE, RULE_LENGTH, RULE_MIN, RULE_MAX, RULE_FORMAT, RULE_DRIFT,
     RULE_UNIQUE, RULE_COUNT
 } Rule;
-const char *rule_name(Rule r);
+const char *model_rule_name(Rule r);
 
 typedef struct Field {
     const char *name;
@@ -193,7 +193,7 @@ void models_ddl(const Models *ms, Strbuf *out);
  * "has_n":[..]}],"load_order":[..]}. */
 void models_json(const Models *ms, Strbuf *out);
 
-/* sql_ident appends s as a quoted SQL identifier ("a""b"). */
-void sql_ident(Strbuf *out, const char *s);
+/* model_sql_ident appends s as a quoted SQL identifier ("a""b"). */
+void model_sql_ident(Strbuf *out, const char *s);
 
 #endif

@@ -147,12 +147,4 @@ int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf
 void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Template: render "http://h/x/{field}/{a.b}" with fields of a JSON object
- * (percent-encoded: all but A-Z a-z 0-9 - _ . ~, and a value "." or ".."
- * as %2E or %2E%2E). Returns 0, or PL_EINVAL with err naming the field that
- * is missing, holds a NUL, or in the path (before ?) is empty or holds a
- * "." or ".." segment (between / or \): no value moves the request to
- * another path or host. */
-int stage_template(const char *tmpl, const msgpack_object *fields, Strbuf *out, char *err, size_t errlen);
-
 #endif
