@@ -34,7 +34,7 @@ typedef struct QCount {
     uint64_t n[5];       /* jobs found per state */
 } QCount;
 
-typedef struct V {
+typedef struct Verify {
     MDB_txn *txn;
     Txn *t;
     Rec rec;
@@ -45,10 +45,10 @@ typedef struct V {
     QCount *q;
     size_t nq, capq;
     uint64_t next_id;
-} V;
+} Verify;
 
-static void problem(V *v, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void problem(V *v, const char *what, const char *fmt, ...)
+static void problem(Verify *v, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void problem(Verify *v, const char *what, const char *fmt, ...)
 {
     v->c->problems++;
     if (v->c->problems > v->max_reports)
@@ -61,7 +61,7 @@ static void problem(V *v, const char *what, const char *fmt, ...)
     v->report(v->arg, what, why);
 }
 
-static QCount *qc_get(V *v, uint32_t qid)
+static QCount *qc_get(Verify *v, uint32_t qid)
 {
     for (size_t i = 0; i < v->nq; i++)
         if (v->q[i].qid == qid)
@@ -77,7 +77,7 @@ static const char *job_name(char *b, size_t n, uint64_t id)
 
 /* ---------------------------------------------------------------- meta */
 
-static int walk_meta(V *v)
+static int walk_meta(Verify *v)
 {
     MDB_cursor *c;
     MDB_val k, d;
@@ -181,7 +181,7 @@ static size_t expected_index(unsigned char *b, uint64_t id, const JobRec *j)
     }
 }
 
-static int walk_jobs(V *v)
+static int walk_jobs(Verify *v)
 {
     MDB_cursor *c;
     MDB_val k, d;
@@ -252,7 +252,7 @@ static int walk_jobs(V *v)
 
 /* ---------------------------------------------------------------- index */
 
-static int walk_index(V *v)
+static int walk_index(Verify *v)
 {
     MDB_cursor *c;
     MDB_val k, d;
@@ -314,7 +314,7 @@ static int walk_index(V *v)
 
 /* ---------------------------------------------------------------- keys */
 
-static int walk_keys(V *v)
+static int walk_keys(Verify *v)
 {
     MDB_cursor *c;
     MDB_val k, d;
@@ -375,7 +375,7 @@ static int walk_keys(V *v)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-static int walk_stage(V *v)
+static int walk_stage(Verify *v)
 {
     MDB_cursor *c;
     MDB_val k, d;
@@ -408,7 +408,7 @@ int store_verify(Store *s, VerifyFn report, void *arg, uint64_t max_reports, Ver
     int rc = store_txn_begin(s, 0, &t);
     if (rc)
         return rc;
-    V v = {.txn = t->mdb, .t = t, .report = report, .arg = arg, .max_reports = max_reports, .c = out};
+    Verify v = {.txn = t->mdb, .t = t, .report = report, .arg = arg, .max_reports = max_reports, .c = out};
     rec_init(&v.rec);
     if ((rc = walk_meta(&v)) == 0 && (rc = walk_jobs(&v)) == 0 && (rc = walk_index(&v)) == 0 &&
         (rc = walk_keys(&v)) == 0 && (rc = walk_stage(&v)) == 0) {

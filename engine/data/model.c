@@ -252,7 +252,6 @@ static void put_json(Strbuf *b, const msgpack_object *o)
 
 /* ================================================================ errors */
 
-typedef ConfErr Ld; /* pipeline.h: where parse errors go */
 
 /* nearest returns the word of list closest to w (edit distance <= 2), or NULL. */
 static const char *nearest(const char *w, const char *const *list)
@@ -314,7 +313,7 @@ static const char *desc(const ConfNode *n, char *buf, size_t size)
 }
 
 /* keys_check fails on the first key of map not in names, with a hint. */
-static int keys_check(const Ld *l, const ConfNode *map, const char *what,
+static int keys_check(const ConfErr *l, const ConfNode *map, const char *what,
                       const char *const *names)
 {
     char list[300];
@@ -331,7 +330,7 @@ static int keys_check(const Ld *l, const ConfNode *map, const char *what,
     return 0;
 }
 
-static int v_bool(const Ld *l, const char *key, const ConfNode *n, int *out)
+static int v_bool(const ConfErr *l, const char *key, const ConfNode *n, int *out)
 {
     static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
     char buf[64];
@@ -358,7 +357,7 @@ static int parse_u64(const char *s, unsigned long long *out)
     return 1;
 }
 
-static int v_uint(const Ld *l, const char *key, const ConfNode *n, unsigned long long min,
+static int v_uint(const ConfErr *l, const char *key, const ConfNode *n, unsigned long long min,
                   unsigned long long max, unsigned long long *out)
 {
     char buf[64];
@@ -392,7 +391,7 @@ static int parse_num(const char *s, double *out)
     return 1;
 }
 
-static int v_num(const Ld *l, const char *key, const ConfNode *n, double *out)
+static int v_num(const ConfErr *l, const char *key, const ConfNode *n, double *out)
 {
     char buf[64];
     if (n->type == CONF_SCALAR && !n->quoted && parse_num(n->value, out))
@@ -400,7 +399,7 @@ static int v_num(const Ld *l, const char *key, const ConfNode *n, double *out)
     return conf_errat(l, n->line, "%s: expected a number (got %s)", key, desc(n, buf, sizeof buf));
 }
 
-static int v_text(const Ld *l, const char *key, const ConfNode *n, const char **out)
+static int v_text(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
 {
     char buf[64];
     if (n->type != CONF_SCALAR || is_null(n) || !n->value[0])
@@ -424,7 +423,7 @@ static int ident_ok(const char *s)
 }
 
 /* v_ident reads a name that is an identifier. */
-static int v_ident(const Ld *l, const char *key, const ConfNode *n, const char **out)
+static int v_ident(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
 {
     int rc = v_text(l, key, n, out);
     if (rc)
@@ -437,21 +436,21 @@ static int v_ident(const Ld *l, const char *key, const ConfNode *n, const char *
 
 /* ============================================================ validation */
 
-/* Vc collects validation errors: as JSON members into errors, or (errors
+/* Failures collects validation errors: as JSON members into errors, or (errors
  * NULL, for checking a default while parsing) the first message into text. */
-typedef struct Vc {
+typedef struct Failures {
     Strbuf *errors;
     size_t n;
     char *text;
     size_t textlen;
-} Vc;
+} Failures;
 
-static void vfail(Vc *c, const Field *f, const char *fname, size_t fnlen, Rule r,
+static void vfail(Failures *c, const Field *f, const char *fname, size_t fnlen, Rule r,
                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
 /* vfail records that rule r failed for field fname[0..fnlen); f (may be
  * NULL) supplies an override of the built-in message fmt. */
-static void vfail(Vc *c, const Field *f, const char *fname, size_t fnlen, Rule r,
+static void vfail(Failures *c, const Field *f, const char *fname, size_t fnlen, Rule r,
                   const char *fmt, ...)
 {
     char msg[512];
@@ -839,7 +838,7 @@ static void pack_ext_number(msgpack_packer *pk, const char *s, size_t n)
 }
 
 /* check_minmax checks a number against f's min and max. */
-static int check_minmax(const Field *f, double d, Vc *c)
+static int check_minmax(const Field *f, double d, Failures *c)
 {
     char b[40];
     if (f->has_min && d < f->min) {
@@ -856,7 +855,7 @@ static int check_minmax(const Field *f, double d, Vc *c)
 }
 
 /* check_decimal checks a decimal value; the number's text is s[0..n). */
-static int check_decimal(const Field *f, const msgpack_object *v, const char *s, size_t n, Vc *c)
+static int check_decimal(const Field *f, const msgpack_object *v, const char *s, size_t n, Failures *c)
 {
     const char *name = f->name;
     size_t nl = strlen(name);
@@ -889,7 +888,7 @@ static int check_decimal(const Field *f, const msgpack_object *v, const char *s,
 
 /* check_value checks v (not nil) against f's type and rules and packs its
  * normalised form into pk. Returns 0, or 1 after recording the failure. */
-static int check_value(const Field *f, const msgpack_object *v, msgpack_packer *pk, Vc *c)
+static int check_value(const Field *f, const msgpack_object *v, msgpack_packer *pk, Failures *c)
 {
     const char *name = f->name;
     size_t nl = strlen(name);
@@ -1096,7 +1095,7 @@ int model_validate(const Model *m, const msgpack_object *row, msgpack_sbuffer *o
     const msgpack_object *stack[STACK_FIELDS], **val = stack, *del = NULL, *driftmap = NULL;
     const msgpack_object_kv *kv;
     msgpack_packer pk;
-    Vc c = {.errors = errors};
+    Failures c = {.errors = errors};
     size_t size0 = out->size, ndrift = 0, nundeclared = 0;
     char g[GOT_MAX + 40];
     int deleted = 0;
@@ -1240,7 +1239,7 @@ done:
 int model_check_field(const Model *m, const char *name, const msgpack_object *v,
                       msgpack_packer *pk, Strbuf *errors, size_t *nerrors)
 {
-    Vc c = {.errors = errors};
+    Failures c = {.errors = errors};
     size_t nl = strlen(name);
     int idx = field_index(m, 0, name, nl);
     if (idx < 0) {
@@ -1879,7 +1878,7 @@ static const char *const bt_keys[] = {"model", "fields", NULL};
 static const char *const hn_keys[] = {"model", "through", NULL};
 
 /* pick reads a word of list (with a did-you-mean), returning its index. */
-static int pick(const Ld *l, const char *key, const ConfNode *n, const char *const *list,
+static int pick(const ConfErr *l, const char *key, const ConfNode *n, const char *const *list,
                 int *out)
 {
     char lb[300];
@@ -1899,7 +1898,7 @@ static int pick(const Ld *l, const char *key, const ConfNode *n, const char *con
 
 /* parse_default turns the default's text into a msgpack value of f's type
  * and checks it against f's own rules. */
-static int parse_default(const Ld *l, Field *f, const ConfNode *n)
+static int parse_default(const ConfErr *l, Field *f, const ConfNode *n)
 {
     char buf[64], msg[300] = "", jerr[200];
     const char *s = n->value;
@@ -1907,7 +1906,7 @@ static int parse_default(const Ld *l, Field *f, const ConfNode *n)
     msgpack_sbuffer raw;
     msgpack_packer pk;
     RowView v;
-    Vc c = {.text = msg, .textlen = sizeof msg};
+    Failures c = {.text = msg, .textlen = sizeof msg};
     int rc = 0;
 
     if (n->type != CONF_SCALAR)
@@ -1985,7 +1984,7 @@ out:
     return rc;
 }
 
-static int parse_length(const Ld *l, Field *f, const ConfNode *n)
+static int parse_length(const ConfErr *l, Field *f, const ConfNode *n)
 {
     char buf[64];
     unsigned long long a = 0, b;
@@ -2011,7 +2010,7 @@ static int parse_length(const Ld *l, Field *f, const ConfNode *n)
     return 0;
 }
 
-static int parse_messages(const Ld *l, Field *f, const ConfNode *n)
+static int parse_messages(const ConfErr *l, Field *f, const ConfNode *n)
 {
     char buf[64], lb[200];
     int rc;
@@ -2036,12 +2035,12 @@ static int parse_messages(const Ld *l, Field *f, const ConfNode *n)
 }
 
 /* parse_field reads property name (node n) of model m into f. */
-static int parse_field(const Ld *ml, Model *m, Field *f, const char *name, const ConfNode *n)
+static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, const ConfNode *n)
 {
     char buf[64], lb[300];
     const ConfNode *v, *tn;
     const char *tname;
-    Ld l = *ml;
+    ConfErr l = *ml;
     int rc, t;
 
     snprintf(l.pfx, sizeof l.pfx, "%.100sproperty '%.64s': ", ml->pfx, name);
@@ -2185,12 +2184,12 @@ defaults:
 }
 
 /* parse_model reads model i's own keys and properties (pass 1). */
-static int parse_model(const Ld *ml, Models *ms, size_t i, const char *name, const ConfNode *n)
+static int parse_model(const ConfErr *ml, Models *ms, size_t i, const char *name, const ConfNode *n)
 {
     char buf[64];
     const ConfNode *props, *v;
     Model *m = &ms->m[i];
-    Ld l = *ml;
+    ConfErr l = *ml;
     int rc, d;
 
     snprintf(l.pfx, sizeof l.pfx, "model '%.64s': ", name);
@@ -2266,7 +2265,7 @@ static int same_kind(FieldType a, FieldType b)
 }
 
 /* model_ref reads a reference to a declared model (with a did-you-mean). */
-static int model_ref(const Ld *l, const Models *ms, const char *key, const ConfNode *v,
+static int model_ref(const ConfErr *l, const Models *ms, const char *key, const ConfNode *v,
                      const char **out)
 {
     const char *s;
@@ -2293,13 +2292,13 @@ static int model_ref(const Ld *l, const Models *ms, const char *key, const ConfN
                  "fix the name", key, s);
 }
 
-static int parse_belongs_to(const Ld *ml, const Models *ms, const Model *m, Relation *r,
+static int parse_belongs_to(const ConfErr *ml, const Models *ms, const Model *m, Relation *r,
                             const char *name, const ConfNode *n)
 {
     char buf[64], keys[300];
     const ConfNode *v;
     const Model *p;
-    Ld l = *ml;
+    ConfErr l = *ml;
     int rc;
 
     snprintf(l.pfx, sizeof l.pfx, "%.100sbelongs_to '%.64s': ", ml->pfx, name);
@@ -2364,12 +2363,12 @@ static int parse_belongs_to(const Ld *ml, const Models *ms, const Model *m, Rela
     return 0;
 }
 
-static int parse_has_n(const Ld *ml, const Models *ms, Relation *r, const char *name,
+static int parse_has_n(const ConfErr *ml, const Models *ms, Relation *r, const char *name,
                        const ConfNode *n)
 {
     char buf[64];
     const ConfNode *v;
-    Ld l = *ml;
+    ConfErr l = *ml;
     int rc;
 
     snprintf(l.pfx, sizeof l.pfx, "%.100shas_n '%.64s': ", ml->pfx, name);
@@ -2396,12 +2395,12 @@ static int parse_has_n(const Ld *ml, const Models *ms, Relation *r, const char *
 }
 
 /* parse_rels reads model i's belongs_to and has_n (pass 2). */
-static int parse_rels(const Ld *ml, Models *ms, size_t i, const ConfNode *n)
+static int parse_rels(const ConfErr *ml, Models *ms, size_t i, const ConfNode *n)
 {
     char buf[64];
     Model *m = &ms->m[i];
     const ConfNode *bt = conf_get(n, "belongs_to"), *hn = conf_get(n, "has_n");
-    Ld l = *ml;
+    ConfErr l = *ml;
     int rc;
 
     snprintf(l.pfx, sizeof l.pfx, "model '%.64s': ", m->name);
@@ -2444,7 +2443,7 @@ static const Relation *parent_pending(const Models *ms, size_t i, const char *pl
 }
 
 /* order_models puts parents before children, file order among equals. */
-static int order_models(const Ld *l, Models *ms)
+static int order_models(const ConfErr *l, Models *ms)
 {
     char *placed = xcalloc(ms->n + 1, 1);
     size_t *path = NULL;
@@ -2502,7 +2501,7 @@ out:
 int models_parse(const char *file, const ConfNode *node, Models **out, char *err, size_t errlen)
 {
     char buf[64];
-    Ld l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
+    ConfErr l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
     Models *ms;
     int rc;
 

@@ -37,8 +37,6 @@
 
 /* ================================================================ errors */
 
-typedef ConfErr Ld;
-
 /* conf_errat keeps a message one line of printable text: a value quoted in
  * it may hold anything (a CR, a tab, a NUL escape), which shows as \r, \n,
  * \t or \xNN. */
@@ -73,9 +71,9 @@ int conf_errat(const ConfErr *l, int line, const char *fmt, ...)
     return PL_EINVAL;
 }
 
-static Ld ld_new(const char *file, char *err, size_t errlen)
+static ConfErr err_to(const char *file, char *err, size_t errlen)
 {
-    Ld l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
+    ConfErr l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
     return l;
 }
 
@@ -257,15 +255,15 @@ static int is_null(const ConfNode *n)
 
 /* ---------------------------------------------------------- YAML reader */
 
-typedef struct Rd {
+typedef struct Reader {
     yaml_parser_t yp;
-    const Ld *l;
+    const ConfErr *l;
     const char *text;
     size_t len;
-} Rd;
+} Reader;
 
 /* line_at returns the start of 1-based line `line` of the text, or NULL. */
-static const char *line_at(const Rd *r, size_t line)
+static const char *line_at(const Reader *r, size_t line)
 {
     const char *p = r->text, *end = r->text + r->len;
     for (size_t i = 1; i < line; i++) {
@@ -279,7 +277,7 @@ static const char *line_at(const Rd *r, size_t line)
 
 /* yaml_fail turns libyaml's error into ours, naming a tab in the
  * indentation (YAML forbids them; libyaml's own words do not say so). */
-static int yaml_fail(Rd *r)
+static int yaml_fail(Reader *r)
 {
     const yaml_parser_t *p = &r->yp;
     size_t line = p->problem_mark.line + 1;
@@ -306,7 +304,7 @@ static int yaml_fail(Rd *r)
                  p->context ? p->context : "", p->context ? ")" : "");
 }
 
-static int next(Rd *r, yaml_event_t *ev)
+static int next(Reader *r, yaml_event_t *ev)
 {
     if (!yaml_parser_parse(&r->yp, ev))
         return yaml_fail(r);
@@ -315,7 +313,7 @@ static int next(Rd *r, yaml_event_t *ev)
 
 /* build makes the node that starts with event ev (which it deletes) and,
  * for a list or a map, everything up to its end event. */
-static int build(Rd *r, yaml_event_t *ev, int depth, ConfNode **out)
+static int build(Reader *r, yaml_event_t *ev, int depth, ConfNode **out)
 {
     Node *n = NULL;
     KeySet ks = {NULL, 0};
@@ -440,9 +438,9 @@ fail:
 }
 
 /* tree_parse reads text into *root: NULL for a file with no document. */
-static int tree_parse(const Ld *l, const char *text, size_t len, ConfNode **root)
+static int tree_parse(const ConfErr *l, const char *text, size_t len, ConfNode **root)
 {
-    Rd r = {.l = l, .text = text, .len = len};
+    Reader r = {.l = l, .text = text, .len = len};
     yaml_event_t e;
     ConfNode *doc = NULL;
     int rc;
@@ -547,7 +545,7 @@ static int parse_num(const char *s, double *out)
     return 1;
 }
 
-static int v_str(const Ld *l, const char *key, const ConfNode *n, const char **out)
+static int v_str(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
 {
     char buf[64];
     if (n->type != CONF_SCALAR || is_null(n))
@@ -557,7 +555,7 @@ static int v_str(const Ld *l, const char *key, const ConfNode *n, const char **o
 }
 
 /* v_name: a non-empty string. */
-static int v_name(const Ld *l, const char *key, const ConfNode *n, const char **out)
+static int v_name(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
 {
     int rc = v_str(l, key, n, out);
     if (!rc && !**out)
@@ -565,7 +563,7 @@ static int v_name(const Ld *l, const char *key, const ConfNode *n, const char **
     return rc;
 }
 
-static int v_uint(const Ld *l, const char *key, const ConfNode *n, unsigned long long min,
+static int v_uint(const ConfErr *l, const char *key, const ConfNode *n, unsigned long long min,
                   unsigned long long max, unsigned long long *out)
 {
     char buf[64];
@@ -579,7 +577,7 @@ static int v_uint(const Ld *l, const char *key, const ConfNode *n, unsigned long
 }
 
 /* v_num reads a number in [min, max]; unit ("seconds") names what it counts. */
-static int v_num(const Ld *l, const char *key, const ConfNode *n, double min, double max,
+static int v_num(const ConfErr *l, const char *key, const ConfNode *n, double min, double max,
                  const char *unit, double *out)
 {
     char buf[64];
@@ -593,7 +591,7 @@ static int v_num(const Ld *l, const char *key, const ConfNode *n, double min, do
                  unquote_hint(n));
 }
 
-static int v_bool(const Ld *l, const char *key, const ConfNode *n, int *out)
+static int v_bool(const ConfErr *l, const char *key, const ConfNode *n, int *out)
 {
     static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
     char buf[64];
@@ -607,7 +605,7 @@ static int v_bool(const Ld *l, const char *key, const ConfNode *n, int *out)
 }
 
 /* v_strs reads a string or a list of strings into a new NULL-terminated array. */
-static int v_strs(const Ld *l, const char *key, const ConfNode *n, const char ***out, size_t *nout)
+static int v_strs(const ConfErr *l, const char *key, const ConfNode *n, const char ***out, size_t *nout)
 {
     char buf[64], k[96];
     const char **a = NULL;
@@ -639,7 +637,7 @@ int conf_str(const char *file, const ConfNode *map, const char *key, const char 
              size_t errlen)
 {
     const ConfNode *n = conf_get(map, key);
-    Ld l = ld_new(file, err, errlen);
+    ConfErr l = err_to(file, err, errlen);
     return n ? v_str(&l, key, n, out) : 0;
 }
 
@@ -647,7 +645,7 @@ int conf_num(const char *file, const ConfNode *map, const char *key, double min,
              double *out, char *err, size_t errlen)
 {
     const ConfNode *n = conf_get(map, key);
-    Ld l = ld_new(file, err, errlen);
+    ConfErr l = err_to(file, err, errlen);
     return n ? v_num(&l, key, n, min, max, NULL, out) : 0;
 }
 
@@ -655,7 +653,7 @@ int conf_uint(const char *file, const ConfNode *map, const char *key, unsigned l
               unsigned long long *out, char *err, size_t errlen)
 {
     const ConfNode *n = conf_get(map, key);
-    Ld l = ld_new(file, err, errlen);
+    ConfErr l = err_to(file, err, errlen);
     return n ? v_uint(&l, key, n, 0, max, out) : 0;
 }
 
@@ -663,7 +661,7 @@ int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, 
               size_t errlen)
 {
     const ConfNode *n = conf_get(map, key);
-    Ld l = ld_new(file, err, errlen);
+    ConfErr l = err_to(file, err, errlen);
     return n ? v_bool(&l, key, n, out) : 0;
 }
 
@@ -671,7 +669,7 @@ int conf_strs(const char *file, const ConfNode *map, const char *key, const char
               size_t *n, char *err, size_t errlen)
 {
     const ConfNode *v = conf_get(map, key);
-    Ld l = ld_new(file, err, errlen);
+    ConfErr l = err_to(file, err, errlen);
     return v ? v_strs(&l, key, v, out, n) : 0;
 }
 
@@ -720,7 +718,7 @@ static void join(char *buf, size_t size, size_t *m, const char *s)
 /* keys_check fails on the first key of map that is in neither names nor
  * kk, with a did-you-mean hint, else the keys that what takes. For a
  * stage (kk set), a key of another of the kinds says which. */
-static int keys_check(const Ld *l, const ConfNode *map, const char *what,
+static int keys_check(const ConfErr *l, const ConfNode *map, const char *what,
                       const char *const *names, const ConfKey *kk, const KindSpec *const *kinds)
 {
     for (size_t i = 0; i < map->n; i++) {
@@ -759,7 +757,7 @@ static uint32_t to_ms(double s)
 
 /* listen_address checks the listen: address (an IPv4 or IPv6 address, or
  * a host name) and says in *loopback whether only this machine reaches it. */
-static int listen_address(const Ld *l, const ConfNode *v, const char *a, int *loopback)
+static int listen_address(const ConfErr *l, const ConfNode *v, const char *a, int *loopback)
 {
     unsigned char buf[sizeof(struct in6_addr)];
     *loopback = 0;
@@ -804,7 +802,7 @@ static const char *token_error(const char *t)
     return NULL;
 }
 
-static int check_listen(const Ld *l, Pipeline *p, const ConfNode *n)
+static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
 {
     static const char *const tls_keys[] = {"cert", "key", NULL};
     char buf[64];
@@ -947,7 +945,7 @@ static void wipe_free(char *s)
 
 /* listen_secrets reads what the listen: section points to: the token from
  * the environment or a file, the TLS certificate and key. */
-static int listen_secrets(const Ld *l, Pipeline *p)
+static int listen_secrets(const ConfErr *l, Pipeline *p)
 {
     const ConfNode *n = conf_get(p->root, "listen"), *v;
     char why[128];
@@ -1003,7 +1001,7 @@ static int listen_secrets(const Ld *l, Pipeline *p)
     return 0;
 }
 
-static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
+static int check_queue(const ConfErr *l, QueueDecl *q, const ConfNode *n)
 {
     char buf[64];
     const ConfNode *v;
@@ -1055,7 +1053,7 @@ static int check_queue(const Ld *l, QueueDecl *q, const ConfNode *n)
     return 0;
 }
 
-static int check_queues(const Ld *l, Pipeline *p, const ConfNode *n)
+static int check_queues(const ConfErr *l, Pipeline *p, const ConfNode *n)
 {
     char buf[64];
     int rc;
@@ -1067,7 +1065,7 @@ static int check_queues(const Ld *l, Pipeline *p, const ConfNode *n)
     p->queues = xcalloc(n->n, sizeof *p->queues);
     for (size_t i = 0; i < n->n; i++) {
         QueueDecl *q = &p->queues[p->nqueues++];
-        Ld ql = *l;
+        ConfErr ql = *l;
         q->name = n->keys[i];
         q->line = key_line(n, (int)i);
         if (!queue_name_ok(q->name))
@@ -1094,7 +1092,7 @@ static void out_add(StageConf *s, const char *q)
 }
 
 /* qref checks that n names a declared queue and sets *out. */
-static int qref(const Ld *l, const Pipeline *p, const char *key, const ConfNode *n,
+static int qref(const ConfErr *l, const Pipeline *p, const char *key, const ConfNode *n,
                 const char **out)
 {
     const char *q;
@@ -1115,7 +1113,7 @@ static int qref(const Ld *l, const Pipeline *p, const char *key, const ConfNode 
 }
 
 /* qrefs checks a queue or a list of queues and adds them to s's outputs. */
-static int qrefs(const Ld *l, const Pipeline *p, const char *key, const ConfNode *n, StageConf *s)
+static int qrefs(const ConfErr *l, const Pipeline *p, const char *key, const ConfNode *n, StageConf *s)
 {
     char buf[64];
     const char *q;
@@ -1145,7 +1143,7 @@ static const char *show(char *buf, size_t size, const char *s)
 /* check_url: an http:// or https:// URL that no value can change (see
  * http_url_check); a template's {field}s only in the path and the query.
  * A callback base (base set) is a prefix: no query. */
-static int check_url(const Ld *l, const char *key, const ConfNode *n, int tmpl, int base)
+static int check_url(const ConfErr *l, const char *key, const ConfNode *n, int tmpl, int base)
 {
     char why[400];
     const char *u;
@@ -1164,7 +1162,7 @@ static int check_url(const Ld *l, const char *key, const ConfNode *n, int tmpl, 
  * request (see http_header_check); at most HEADERS_MAX (the stages' header
  * arrays hold that many besides their own, and drop none). */
 #define HEADERS_MAX 30
-static int check_headers(const Ld *l, const char *key, int kline, const ConfNode *n)
+static int check_headers(const ConfErr *l, const char *key, int kline, const ConfNode *n)
 {
     char buf[64], why[400];
     const char *s;
@@ -1190,7 +1188,7 @@ static int check_headers(const Ld *l, const char *key, int kline, const ConfNode
 
 /* check_qname: a name written into a URL's query as it is (cursor_param):
  * unreserved characters only, so it cannot add parameters or end the URL. */
-static int check_qname(const Ld *l, const char *key, const ConfNode *n)
+static int check_qname(const ConfErr *l, const char *key, const ConfNode *n)
 {
     char buf[300];
     const char *s;
@@ -1204,7 +1202,7 @@ static int check_qname(const Ld *l, const char *key, const ConfNode *n)
     return 0;
 }
 
-static int check_map_of_strs(const Ld *l, const char *key, const ConfNode *n, int nonempty)
+static int check_map_of_strs(const ConfErr *l, const char *key, const ConfNode *n, int nonempty)
 {
     char buf[64], k[96];
     const char *s;
@@ -1224,7 +1222,7 @@ static int check_map_of_strs(const Ld *l, const char *key, const ConfNode *n, in
 }
 
 /* check_cond checks a route's when: {field: F, OP: V} with exactly one OP. */
-static int check_cond(const Ld *l, const ConfNode *n)
+static int check_cond(const ConfErr *l, const ConfNode *n)
 {
     char buf[64];
     const ConfNode *v;
@@ -1269,7 +1267,7 @@ static int check_cond(const Ld *l, const ConfNode *n)
     return 0;
 }
 
-static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, StageConf *s)
+static int check_routes(const ConfErr *l, const Pipeline *p, const ConfNode *n, StageConf *s)
 {
     char buf[64];
     const ConfNode *v;
@@ -1279,7 +1277,7 @@ static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, Stage
                      n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         const ConfNode *r = n->kids[i];
-        Ld rl = *l;
+        ConfErr rl = *l;
         snprintf(rl.pfx, sizeof rl.pfx, "%.150sroutes item %zu: ", l->pfx, i + 1);
         if (r->type != CONF_MAP)
             return conf_errat(&rl, r->line, "expected a map {when: ..., to: ...} (got %s)",
@@ -1303,7 +1301,7 @@ static int check_routes(const Ld *l, const Pipeline *p, const ConfNode *n, Stage
 /* check_model_ref checks that n names a model declared under models:. With
  * need_models unset, a pipeline without models: takes any name (the rows
  * are staged under it, unchecked). */
-static int check_model_ref(const Ld *l, const Pipeline *p, const char *key, const ConfNode *n,
+static int check_model_ref(const ConfErr *l, const Pipeline *p, const char *key, const ConfNode *n,
                            int need_models)
 {
     const char *m;
@@ -1329,7 +1327,7 @@ static int check_model_ref(const Ld *l, const Pipeline *p, const char *key, cons
 }
 
 /* check_threshold checks reject_threshold: {count: N, rate: R}. */
-static int check_threshold(const Ld *l, const char *key, const ConfNode *n)
+static int check_threshold(const ConfErr *l, const char *key, const ConfNode *n)
 {
     char buf[64];
     const ConfNode *v;
@@ -1358,7 +1356,7 @@ int conf_threshold(const char *file, const ConfNode *n, unsigned long long *coun
 }
 
 /* check_kind_keys checks the keys of s's kind k. */
-static int check_kind_keys(const Ld *l, const Pipeline *p, const KindSpec *k, const ConfNode *n,
+static int check_kind_keys(const ConfErr *l, const Pipeline *p, const KindSpec *k, const ConfNode *n,
                            StageConf *s)
 {
     const ConfNode *v;
@@ -1430,7 +1428,7 @@ static int check_kind_keys(const Ld *l, const Pipeline *p, const KindSpec *k, co
 }
 
 /* check_common reads the settings every stage has into s. */
-static int check_common(const Ld *l, const ConfNode *n, StageConf *s)
+static int check_common(const ConfErr *l, const ConfNode *n, StageConf *s)
 {
     const ConfNode *v;
     unsigned long long u;
@@ -1477,7 +1475,7 @@ static const char *kind_list(const KindSpec *const *kinds, char *buf, size_t siz
     return buf;
 }
 
-static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n,
+static int check_stage(const ConfErr *l, Pipeline *p, size_t idx, const ConfNode *n,
                        const KindSpec *const *kinds)
 {
     char buf[64], what[64], list[400];
@@ -1485,7 +1483,7 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n,
     const KindSpec *k = NULL;
     const char *kind;
     StageConf *s = &p->stages[p->nstages++];
-    Ld sl = *l;
+    ConfErr sl = *l;
     int rc, i;
 
     snprintf(sl.pfx, sizeof sl.pfx, "stage %zu: ", idx + 1);
@@ -1572,7 +1570,7 @@ static int check_stage(const Ld *l, Pipeline *p, size_t idx, const ConfNode *n,
     return 0;
 }
 
-static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n, const KindSpec *const *kinds)
+static int check_stages(const ConfErr *l, Pipeline *p, const ConfNode *n, const KindSpec *const *kinds)
 {
     char buf[64];
     int rc;
@@ -1586,7 +1584,7 @@ static int check_stages(const Ld *l, Pipeline *p, const ConfNode *n, const KindS
     return 0;
 }
 
-static int check_top(const Ld *l, Pipeline *p, const KindSpec *const *kinds)
+static int check_top(const ConfErr *l, Pipeline *p, const KindSpec *const *kinds)
 {
     char buf[64];
     const ConfNode *root = p->root, *v;
@@ -1628,7 +1626,7 @@ static int check_top(const Ld *l, Pipeline *p, const KindSpec *const *kinds)
 /* ============================================================= pipeline */
 
 /* read_all reads path into a new NUL-terminated buffer. */
-static int read_all(const Ld *l, const char *path, char **out, size_t *len)
+static int read_all(const ConfErr *l, const char *path, char **out, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
@@ -1676,7 +1674,7 @@ fail:
 
 /* parse checks text (len bytes, NUL after them, owned by p afterwards)
  * into p; name is the file for messages and p->path. */
-static int parse(Pipeline *p, const Ld *l, char *text, size_t len, const KindSpec *const *kinds)
+static int parse(Pipeline *p, const ConfErr *l, char *text, size_t len, const KindSpec *const *kinds)
 {
     p->text = text;
     p->text_len = len;
@@ -1692,7 +1690,7 @@ int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out
                   size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
-    Ld l = ld_new(path, err, errlen);
+    ConfErr l = err_to(path, err, errlen);
     char *text = NULL;
     size_t len = 0;
     int rc;
@@ -1717,7 +1715,7 @@ int pipeline_parse(const char *name, const char *text, size_t len, const KindSpe
                    Pipeline **out, char *err, size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
-    Ld l = ld_new(name, err, errlen);
+    ConfErr l = err_to(name, err, errlen);
     int rc;
 
     *out = NULL;

@@ -297,14 +297,14 @@ int row_is_json_number(const char *s, size_t n)
 
 /* ------------------------------------------------------ msgpack reading */
 
-typedef struct Rd {
+typedef struct Reader {
     const unsigned char *p;
     size_t len, off;
     msgpack_zone *zone;
-} Rd;
+} Reader;
 
 /* rd_take returns the next n bytes and moves past them, or NULL. */
-static const unsigned char *rd_take(Rd *r, size_t n)
+static const unsigned char *rd_take(Reader *r, size_t n)
 {
     const unsigned char *q;
     if (r->len - r->off < n)
@@ -315,7 +315,7 @@ static const unsigned char *rd_take(Rd *r, size_t n)
 }
 
 /* rd_uint reads a big-endian unsigned of w bytes into *v. */
-static int rd_uint(Rd *r, size_t w, uint64_t *v)
+static int rd_uint(Reader *r, size_t w, uint64_t *v)
 {
     const unsigned char *q = rd_take(r, w);
     if (!q)
@@ -326,10 +326,10 @@ static int rd_uint(Rd *r, size_t w, uint64_t *v)
     return 0;
 }
 
-static int rd_obj(Rd *r, int depth, msgpack_object *o);
+static int rd_obj(Reader *r, int depth, msgpack_object *o);
 
 /* rd_items reads the n elements (or pairs) of a container at depth. */
-static int rd_items(Rd *r, int depth, msgpack_object *o, int map, uint64_t n)
+static int rd_items(Reader *r, int depth, msgpack_object *o, int map, uint64_t n)
 {
     void *mem = NULL;
     int rc;
@@ -364,7 +364,7 @@ static int rd_items(Rd *r, int depth, msgpack_object *o, int map, uint64_t n)
 }
 
 /* rd_blob reads a str, bin or ext body of n bytes (ext: after its type). */
-static int rd_blob(Rd *r, msgpack_object *o, msgpack_object_type t, uint64_t n, int ext)
+static int rd_blob(Reader *r, msgpack_object *o, msgpack_object_type t, uint64_t n, int ext)
 {
     const unsigned char *q;
     int8_t et = 0;
@@ -399,7 +399,7 @@ static void set_int(msgpack_object *o, int64_t v)
     }
 }
 
-static int rd_obj(Rd *r, int depth, msgpack_object *o)
+static int rd_obj(Reader *r, int depth, msgpack_object *o)
 {
     const unsigned char *q = rd_take(r, 1);
     unsigned c;
@@ -496,7 +496,7 @@ static int rd_obj(Rd *r, int depth, msgpack_object *o)
 /* decode reads exactly one value from mp[0..len) into o; arrays in zone. */
 static int decode(const void *mp, size_t len, msgpack_zone *zone, msgpack_object *o)
 {
-    Rd r = {mp, len, 0, zone};
+    Reader r = {mp, len, 0, zone};
     int rc = rd_obj(&r, 0, o);
     if (rc == 0 && r.off != len)
         rc = PL_EFORMAT; /* bytes after the value */
