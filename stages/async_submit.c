@@ -581,7 +581,7 @@ typedef struct ExpItem {
 
 static int expire_apply(Txn *t, CommitOp *op)
 {
-    AsyncKd *k = (AsyncKd *)((char *)op - offsetof(AsyncKd, expire_op));
+    AsyncKd *k = container_of(op, AsyncKd, expire_op);
     Job js[EXPIRE_MAX];
     ExpItem *it = k->items;
     size_t got = 0;
@@ -627,7 +627,7 @@ static int expire_apply(Txn *t, CommitOp *op)
 
 static void expire_done(EngineOp *eo, int rc)
 {
-    AsyncKd *k = (AsyncKd *)((char *)eo - offsetof(AsyncKd, expire_op));
+    AsyncKd *k = container_of(eo, AsyncKd, expire_op);
     k->expire_busy = 0;
     if (rc)
         stage_log(k->stage, PL_LOG_ERROR, 0, "deadline check failed: %s", pl_strerror(rc));
@@ -636,7 +636,7 @@ static void expire_done(EngineOp *eo, int rc)
 static void on_expire(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    AsyncKd *k = (AsyncKd *)((char *)w - offsetof(AsyncKd, expire));
+    AsyncKd *k = container_of(w, AsyncKd, expire);
     if (k->expire_busy || k->stage->draining)
         return;
     k->expire_busy = 1;

@@ -254,7 +254,7 @@ static void seal_done(EngineOp *eo, int rc)
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    BatchKd *k = (BatchKd *)((char *)w - offsetof(BatchKd, timer));
+    BatchKd *k = container_of(w, BatchKd, timer);
     if (k->busy || k->stopped || k->stage->draining)
         return;
     SealOp *o = &k->op;

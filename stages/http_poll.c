@@ -180,7 +180,7 @@ static void poll_done(void *arg, const HttpResult *r)
 static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PollKd *k = (PollKd *)((char *)w - offsetof(PollKd, timer));
+    PollKd *k = container_of(w, PollKd, timer);
     Stage *s = k->stage;
     if (k->busy || k->stopped)
         return;

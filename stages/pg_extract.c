@@ -549,7 +549,7 @@ static void link_down(PgxKd *k, const char *what)
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, retry));
+    PgxKd *k = container_of(w, PgxKd, retry);
     if (k->state == ST_DOWN && !k->stopped)
         start_connect(k);
 }
@@ -703,7 +703,7 @@ static void page_done(void *arg, int rc)
 static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, poll));
+    PgxKd *k = container_of(w, PgxKd, poll);
     k->wm_due = 1;
     next_work(k);
 }
@@ -934,7 +934,7 @@ static void query_over(PgxKd *k)
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
-    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, io));
+    PgxKd *k = container_of(w, PgxKd, io);
     if (!k->conn)
         return;
     if (k->state == ST_CONNECTING) {
@@ -1018,7 +1018,7 @@ static void seal_done(void *arg, int rc)
 static void on_seal(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PgxKd *k = (PgxKd *)((char *)w - offsetof(PgxKd, seal));
+    PgxKd *k = container_of(w, PgxKd, seal);
     if (k->seal_busy || !k->seal_dirty || k->stopped)
         return;
     /* seal_dirty: a batch of the model may be open. A check that finds

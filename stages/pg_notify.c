@@ -293,7 +293,7 @@ static void link_down(NotifyKd *k, const char *what)
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    NotifyKd *k = (NotifyKd *)((char *)w - offsetof(NotifyKd, retry));
+    NotifyKd *k = container_of(w, NotifyKd, retry);
     if (k->state == NS_DOWN && !k->stopped)
         start_connect(k);
 }
@@ -337,7 +337,7 @@ static void start_connect(NotifyKd *k)
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop, (void)revents;
-    NotifyKd *k = (NotifyKd *)((char *)w - offsetof(NotifyKd, io));
+    NotifyKd *k = container_of(w, NotifyKd, io);
     if (!k->conn)
         return;
     if (k->state == NS_CONNECTING) {

@@ -67,6 +67,11 @@ void pl_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)
     ((cond) ? (void)0 : pl_assert_fail(__FILE__, __LINE__, #cond, (msg)))
 _Noreturn void pl_assert_fail(const char *file, int line, const char *expr, const char *msg);
 
+/* container_of returns the struct T whose member m is at p: how a libev
+ * watcher or an op embedded in its owner finds the owner again (libev's
+ * "associating custom data with a watcher"). */
+#define container_of(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
+
 /* Big-endian encoding for LMDB keys, so cursor order is numeric order. */
 static inline void pl_put_be32(unsigned char *p, uint32_t v)
 {

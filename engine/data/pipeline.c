@@ -71,6 +71,7 @@ int conf_errat(const ConfErr *l, int line, const char *fmt, ...)
     return PL_EINVAL;
 }
 
+/* err_to: a ConfErr that writes file's messages into err. */
 static ConfErr err_to(const char *file, char *err, size_t errlen)
 {
     ConfErr l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};

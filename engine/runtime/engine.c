@@ -145,7 +145,7 @@ static void start_drain(Engine *e, const char *why);
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 {
     (void)loop, (void)revents;
-    Engine *e = (Engine *)((char *)w - offsetof(Engine, wake));
+    Engine *e = container_of(w, Engine, wake);
     if (__atomic_load_n(&e->stop_requested, __ATOMIC_ACQUIRE) && !e->draining)
         start_drain(e, "stop requested");
     pthread_mutex_lock(&e->mu);
@@ -177,14 +177,14 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
 static void on_check(struct ev_loop *loop, ev_check *w, int revents)
 {
     (void)loop, (void)revents;
-    Engine *e = (Engine *)((char *)w - offsetof(Engine, check));
+    Engine *e = container_of(w, Engine, check);
     e->woke_ns = pl_mono_ns();
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
 {
     (void)loop, (void)revents;
-    Engine *e = (Engine *)((char *)w - offsetof(Engine, prep));
+    Engine *e = container_of(w, Engine, prep);
     if (e->woke_ns) {
         uint64_t d = pl_mono_ns() - e->woke_ns;
         if (d > e->block_max_ns)
@@ -698,7 +698,7 @@ static void rsv_done(EngineOp *eo, int rc)
 static void on_rsv_pause(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    Reserver *r = (Reserver *)((char *)w - offsetof(Reserver, pause));
+    Reserver *r = container_of(w, Reserver, pause);
     r->paused = 0;
     reserver_kick(r->stage);
 }
@@ -907,7 +907,7 @@ static void tick_done(EngineOp *eo, int rc)
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    Engine *e = (Engine *)((char *)w - offsetof(Engine, tick));
+    Engine *e = container_of(w, Engine, tick);
     if (e->tick_busy || e->draining)
         return;
     e->tick_busy = 1;
@@ -933,7 +933,7 @@ static void check_drained(Engine *e)
 static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    Engine *e = (Engine *)((char *)w - offsetof(Engine, drain_timer));
+    Engine *e = container_of(w, Engine, drain_timer);
     e->drain_expired = 1;
     pl_log(PL_LOG_WARN, "engine: drain time over; releasing the jobs still in flight");
     for (size_t i = 0; i < e->nstages; i++) {

@@ -34,8 +34,6 @@
 #define KEEP_BUF ((size_t)256 << 10) /* a pooled request keeps buffers up to this */
 #define HOSTS_SWEEP 64              /* forget idle hosts past this many */
 
-#define container_of(p, T, m) ((T *)(void *)((char *)(p) - offsetof(T, m)))
-
 /* ------------------------------------------------------------------ types */
 
 typedef struct Buf {

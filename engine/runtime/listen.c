@@ -240,7 +240,7 @@ static int tally_line(Listener *l)
 static void on_logt(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
-    Listener *l = (Listener *)((char *)w - offsetof(Listener, logt));
+    Listener *l = container_of(w, Listener, logt);
     if (!tally_line(l))
         ev_timer_stop(loop, w); /* quiet again: the next one is logged at once */
 }
@@ -386,7 +386,7 @@ static void on_dl(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    Listener *l = (Listener *)((char *)w - offsetof(Listener, dl));
+    Listener *l = container_of(w, Listener, dl);
     uint64_t now = pl_mono_ns() / 1000000;
     unsigned n = 0, expired = 0;
     Client *cl;
@@ -507,7 +507,7 @@ static void add(Listener *l, Client *cl, const struct sockaddr_storage *sa, sock
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    Listener *l = (Listener *)((char *)w - offsetof(Listener, acc));
+    Listener *l = container_of(w, Listener, acc);
     int added = 0;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if (!room(l)) { /* every connection holds a request of ours: the backlog waits */
@@ -573,7 +573,7 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 static void on_pause(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
-    Listener *l = (Listener *)((char *)w - offsetof(Listener, pause));
+    Listener *l = container_of(w, Listener, pause);
     if (!l->shutdown && !l->accept_waits)
         ev_io_start(loop, &l->acc);
 }
@@ -1277,14 +1277,14 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
     (void)revents;
-    run((Listener *)((char *)w - offsetof(Listener, io)));
+    run(container_of(w, Listener, io));
 }
 
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop;
     (void)revents;
-    run((Listener *)((char *)w - offsetof(Listener, tm)));
+    run(container_of(w, Listener, tm));
 }
 
 /* ---------------------------------------------------------------- open, close */
