@@ -1,4 +1,4 @@
-/* edgebench: the edge copy of issue 5, measured. Two throwaway PostgreSQL
+/* edgebench: the edge copy (examples/edge-copy), measured. Two throwaway PostgreSQL
  * clusters (pgtmp: durable, fsync=on), the "source" (the warehouse) and the
  * "edge"; pickline and qload run as child processes found next to this
  * program.

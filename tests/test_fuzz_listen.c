@@ -1,5 +1,5 @@
 /* test_fuzz_listen.c: mutated raw HTTP against a real listener
- * (engine/listen.c on loopback). Bounded and seeded: the same requests every
+ * (engine/runtime/listen.c on loopback). Bounded and seeded: the same requests every
  * run, a few seconds under ASan. Each request is sent on its own connection,
  * the client then shuts its write side down, and what comes back must be
  * well-formed HTTP answers (a status line, headers, a body of exactly its

@@ -1,4 +1,4 @@
-/* test_http.c: engine/http.c over real loopback HTTP. A fixture server
+/* test_http.c: engine/runtime/http.c over real loopback HTTP. A fixture server
  * (libmicrohttpd, a thread per connection) runs inside each test's process;
  * a raw socket thread stands in for a server that resets connections. */
 #include "t.h"

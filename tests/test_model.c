@@ -1,4 +1,4 @@
-/* test_model.c: engine/model.c: parsing the models: section (the seed's
+/* test_model.c: engine/data/model.c: parsing the models: section (the seed's
  * users model, every error with its line and hint, load order), validation
  * of every rule and type (rows built from JSON), drift policies, soft
  * deletes, message overrides, row keys, CSV for COPY with hostile values

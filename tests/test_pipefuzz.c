@@ -1,5 +1,5 @@
 /* test_pipefuzz.c: a bounded, seeded fuzz of the pipeline loader
- * (engine/pipeline.c, and model.c under it). Seeds are the shipped
+ * (engine/data/pipeline.c, and model.c under it). Seeds are the shipped
  * examples (examples/reference.yml, examples/x/pipeline.yml), the pipelines
  * of the python tests (the triple-quoted strings in tests/test_x.py that
  * hold queues: and stages:) and a few built in here; each iteration mutates

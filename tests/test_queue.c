@@ -1,4 +1,4 @@
-/* test_queue.c: every queue semantic of engine/queue.c on a real LMDB
+/* test_queue.c: every queue semantic of engine/core/queue.c on a real LMDB
  * environment, with a fake clock for delays and leases. */
 #include "t.h"
 #include "pl.h"

@@ -1,4 +1,4 @@
-/* test_staging.c: batches and rejects of engine/staging.c on a real LMDB
+/* test_staging.c: batches and rejects of engine/data/staging.c on a real LMDB
  * environment, with a fake clock for the seal timer. */
 #include "t.h"
 #include "pl.h"

@@ -1,4 +1,4 @@
-/* test_store.c: engine/store.c and engine/rec.c against damage: a data
+/* test_store.c: engine/core/store.c and engine/core/rec.c against damage: a data
  * directory is created only when data.mdb is absent; anything else that is
  * not a valid store is refused with a message naming the file (empty,
  * truncated, no magic record); a damaged record is an error, never a huge

@@ -66,9 +66,12 @@ struct EngineOp {
     EngineOp *next_done;
     Engine *engine;
 };
+/* engine_submit hands o to the committer; o->loop_done(o, rc) runs on the
+ * loop thread once its transaction committed (or failed). */
 void engine_submit(Engine *e, EngineOp *o);
 
-/* engine_route registers a listener route (api.c and stages). */
+/* engine_listener returns the engine's listener (NULL when the pipeline has
+ * none), where api.c and stages register their routes. */
 struct Listener *engine_listener(Engine *e);
 
 /* api_register adds the built-in endpoints (api.c): POST /queues/NAME/jobs,
