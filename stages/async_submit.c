@@ -49,7 +49,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct AsyncKd {
+typedef struct AsyncStage {
     Stage *stage;
     const char *url, *callback_base;
     double deadline;
@@ -65,7 +65,7 @@ typedef struct AsyncKd {
     int expire_busy;
     struct ExpItem *items;  /* EXPIRE_MAX: the expire op's copies of the waiting jobs */
     uint32_t max_attempts;
-} AsyncKd;
+} AsyncStage;
 
 typedef struct AsyncJob {
     JobRef ref;
@@ -74,7 +74,7 @@ typedef struct AsyncJob {
     Strbuf url, row, post, waiting;
     char idem[160];
     const char *hdr[35];
-    AsyncKd *k;
+    AsyncStage *k;
 } AsyncJob;
 
 /* ---------------------------------------------------------------- tokens */
@@ -158,7 +158,7 @@ static int put_waiting(Txn *t, void *arg)
 static void submit_done(void *arg, const HttpResult *r)
 {
     Slot *s = arg;
-    AsyncJob *j = s->kd;
+    AsyncJob *j = s->data;
     s->req = NULL;
     if (stage_http_outcome(s, r, j->url.buf))
         return;
@@ -168,8 +168,8 @@ static void submit_done(void *arg, const HttpResult *r)
 
 static void async_start(Slot *s)
 {
-    AsyncKd *k = s->stage->kd;
-    AsyncJob *j = s->kd;
+    AsyncStage *k = s->stage->data;
+    AsyncJob *j = s->data;
     char err[256], why[512];
     if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);
@@ -275,7 +275,7 @@ static void async_start(Slot *s)
 
 typedef struct CbOp {
     EngineOp eo;
-    AsyncKd *k;
+    AsyncStage *k;
     Exchange *x;
     char token[CALLBACK_TOKEN_LEN + 1];
     msgpack_sbuffer src;        /* the callback's body */
@@ -359,7 +359,7 @@ static void first_message(const Strbuf *errors, char *buf, size_t n)
  * several merges: the last one found). Returns 1 when they are all valid. */
 static int check_data(CbOp *c, const Model *m, const msgpack_object *src)
 {
-    AsyncKd *k = c->k;
+    AsyncStage *k = c->k;
     const msgpack_object *val[64];
     size_t n = k->nmerge < 64 ? k->nmerge : 64, kept = 0, nerr = 0;
     msgpack_packer pk;
@@ -407,7 +407,7 @@ static int refuse(CbOp *c, unsigned status, const char *msg)
 static int cb_apply(Txn *t, CommitOp *op)
 {
     CbOp *c = (CbOp *)op;
-    AsyncKd *k = c->k;
+    AsyncStage *k = c->k;
     const Pipeline *p = engine_pipeline(k->stage->engine);
     uint64_t id;
     Job j;
@@ -539,7 +539,7 @@ static void cb_done(EngineOp *eo, int rc)
 
 static void on_callback(void *arg, Exchange *x)
 {
-    AsyncKd *k = arg;
+    AsyncStage *k = arg;
     const char *token = exchange_path(x) + strlen(k->prefix);
     size_t tl = strlen(token);
     if (!async_submit_token_ok(token, tl)) {
@@ -581,7 +581,7 @@ typedef struct ExpItem {
 
 static int expire_apply(Txn *t, CommitOp *op)
 {
-    AsyncKd *k = container_of(op, AsyncKd, expire_op);
+    AsyncStage *k = container_of(op, AsyncStage, expire_op);
     Job js[EXPIRE_MAX];
     ExpItem *it = k->items;
     size_t got = 0;
@@ -627,7 +627,7 @@ static int expire_apply(Txn *t, CommitOp *op)
 
 static void expire_done(EngineOp *eo, int rc)
 {
-    AsyncKd *k = container_of(eo, AsyncKd, expire_op);
+    AsyncStage *k = container_of(eo, AsyncStage, expire_op);
     k->expire_busy = 0;
     if (rc)
         stage_log(k->stage, PL_LOG_ERROR, 0, "deadline check failed: %s", pl_strerror(rc));
@@ -636,7 +636,7 @@ static void expire_done(EngineOp *eo, int rc)
 static void on_expire(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    AsyncKd *k = container_of(w, AsyncKd, expire);
+    AsyncStage *k = container_of(w, AsyncStage, expire);
     if (k->expire_busy || k->stage->draining)
         return;
     k->expire_busy = 1;
@@ -649,7 +649,7 @@ static void on_expire(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int create_wait(Txn *t, void *arg)
 {
-    AsyncKd *k = arg;
+    AsyncStage *k = arg;
     QueueConf c;
     queue_conf_default(&c);
     c.max_attempts = 0; /* the stage decides, from the input queue's limit */
@@ -670,8 +670,8 @@ static const ConfKey submit_keys[] = {
 static int async_init(Stage *s, char *err, size_t errlen)
 {
     const char *file = engine_pipeline(s->engine)->path;
-    AsyncKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    AsyncStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->stage = s;
     k->deadline = 300;
     k->callback_base = engine_callback_base(s->engine);
@@ -715,7 +715,7 @@ static int async_init(Stage *s, char *err, size_t errlen)
     }
     listener_route(engine_listener(s->engine), "POST", k->prefix, 1, on_callback, k);
     for (unsigned i = 0; i < s->nslots; i++) {
-        AsyncJob *j = s->slots[i].kd;
+        AsyncJob *j = s->slots[i].data;
         j->k = k;
         sb_init(&j->url);
         sb_init(&j->row);
@@ -731,15 +731,15 @@ static int async_init(Stage *s, char *err, size_t errlen)
 
 static void async_stop(Stage *s)
 {
-    AsyncKd *k = s->kd;
+    AsyncStage *k = s->data;
     ev_timer_stop(s->loop, &k->expire);
 }
 
 static void async_fini(Stage *s)
 {
-    AsyncKd *k = s->kd;
+    AsyncStage *k = s->data;
     for (unsigned i = 0; i < s->nslots; i++) {
-        AsyncJob *j = s->slots[i].kd;
+        AsyncJob *j = s->slots[i].data;
         sb_free(&j->url);
         sb_free(&j->row);
         sb_free(&j->post);

@@ -36,7 +36,7 @@
 #define SECONDS_DEFAULT 5.0
 #define LOGGED_RING 64
 
-typedef struct BatchKd BatchKd;
+typedef struct BatchStage BatchStage;
 
 /* Ids is a small vector of batch ids. */
 typedef struct Ids {
@@ -61,13 +61,13 @@ static void ids_add(Ids *a, uint64_t id)
  * failed may name a batch that was not sealed); out: what to log. */
 typedef struct SealOp {
     EngineOp eo;
-    BatchKd *k;
+    BatchStage *k;
     Ids in;
     BatchRec *out;
     size_t nout, cap;
 } SealOp;
 
-struct BatchKd {
+struct BatchStage {
     Stage *stage;
     const Models *ms;
     const Model *model;      /* NULL: each job's */
@@ -82,7 +82,7 @@ struct BatchKd {
 };
 
 typedef struct BJob {
-    BatchKd *k;
+    BatchStage *k;
     JobRef ref;
     const SealPolicy *pol;
     Strbuf row;              /* the commit's copy of the staged row */
@@ -118,15 +118,15 @@ static int append(Txn *t, void *arg)
     return 0;
 }
 
-static const SealPolicy *policy_of(const BatchKd *k, const Model *m)
+static const SealPolicy *policy_of(const BatchStage *k, const Model *m)
 {
     return &k->pol[m - k->ms->m];
 }
 
 static void batch_start(Slot *s)
 {
-    BatchKd *k = s->stage->kd;
-    BJob *j = s->kd;
+    BatchStage *k = s->stage->data;
+    BJob *j = s->data;
     char err[256], why[600];
     if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         snprintf(why, sizeof why, "%s; a batch stage takes references to staged rows", err);
@@ -174,7 +174,7 @@ static void out_add(SealOp *o, const BatchRec *b)
     o->out[o->nout++] = *b;
 }
 
-static int in_scope(const BatchKd *k, const char *model)
+static int in_scope(const BatchStage *k, const char *model)
 {
     if (k->model)
         return strcmp(k->model->name, model) == 0;
@@ -184,7 +184,7 @@ static int in_scope(const BatchKd *k, const char *model)
 static int seal_apply(Txn *t, CommitOp *op)
 {
     SealOp *o = (SealOp *)op;
-    BatchKd *k = o->k;
+    BatchStage *k = o->k;
     BatchRec b;
     uint64_t id;
     int rc;
@@ -212,7 +212,7 @@ static int seal_apply(Txn *t, CommitOp *op)
     return 0;
 }
 
-static int logged(BatchKd *k, uint64_t id)
+static int logged(BatchStage *k, uint64_t id)
 {
     for (size_t i = 0; i < k->nlogged && i < LOGGED_RING; i++)
         if (k->logged[i] == id)
@@ -224,7 +224,7 @@ static int logged(BatchKd *k, uint64_t id)
 static void seal_done(EngineOp *eo, int rc)
 {
     SealOp *o = (SealOp *)eo;
-    BatchKd *k = o->k;
+    BatchStage *k = o->k;
     k->busy = 0;
     if (rc) {
         stage_log(k->stage, PL_LOG_ERROR, 0, "sealing due batches failed: %s; trying again",
@@ -254,7 +254,7 @@ static void seal_done(EngineOp *eo, int rc)
 static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    BatchKd *k = container_of(w, BatchKd, timer);
+    BatchStage *k = container_of(w, BatchStage, timer);
     if (k->busy || k->stopped || k->stage->draining)
         return;
     SealOp *o = &k->op;
@@ -302,8 +302,8 @@ static int batch_init(Stage *s, char *err, size_t errlen)
     unsigned long long rows = ROWS_DEFAULT;
     double secs = SECONDS_DEFAULT;
     int rc;
-    BatchKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    BatchStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->stage = s;
     k->op.k = k;
     pthread_mutex_init(&k->mu, NULL);
@@ -343,7 +343,7 @@ static int batch_init(Stage *s, char *err, size_t errlen)
         }
     }
     for (unsigned i = 0; i < s->nslots; i++) {
-        BJob *j = s->slots[i].kd;
+        BJob *j = s->slots[i].data;
         j->k = k;
         sb_init(&j->row);
     }
@@ -357,7 +357,7 @@ static int batch_init(Stage *s, char *err, size_t errlen)
 
 static void batch_stop(Stage *s)
 {
-    BatchKd *k = s->kd;
+    BatchStage *k = s->data;
     if (!k)
         return;
     k->stopped = 1;
@@ -366,7 +366,7 @@ static void batch_stop(Stage *s)
 
 static void batch_fini(Stage *s)
 {
-    BatchKd *k = s->kd;
+    BatchStage *k = s->data;
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->timer);
@@ -374,7 +374,7 @@ static void batch_fini(Stage *s)
     if (k->busy || s->in_flight)
         return;
     for (unsigned i = 0; i < s->nslots; i++) {
-        BJob *j = s->slots[i].kd;
+        BJob *j = s->slots[i].data;
         sb_free(&j->row);
     }
     free(k->op.in.v);
@@ -383,7 +383,7 @@ static void batch_fini(Stage *s)
     free(k->pol);
     pthread_mutex_destroy(&k->mu);
     free(k);
-    s->kd = NULL;
+    s->data = NULL;
 }
 
 const StageKind kind_batch = {

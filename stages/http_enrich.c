@@ -16,14 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct EnrichKd {
+typedef struct EnrichStage {
     const char *url, *method;
     const char **send;
     size_t nsend;
     const char **from, **to;
     size_t nmerge;
     char **headers;
-} EnrichKd;
+} EnrichStage;
 
 typedef struct EnrichJob {
     JobRef ref;
@@ -52,8 +52,8 @@ static const ConfKey enrich_keys[] = {
 static int enrich_init(Stage *s, char *err, size_t errlen)
 {
     const char *file = engine_pipeline(s->engine)->path;
-    EnrichKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    EnrichStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->method = "GET";
     int rc;
     if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
@@ -75,7 +75,7 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
     }
     k->nmerge = m->n;
     for (unsigned i = 0; i < s->nslots; i++) {
-        EnrichJob *j = s->slots[i].kd;
+        EnrichJob *j = s->slots[i].data;
         sb_init(&j->url);
         sb_init(&j->row);
         sb_init(&j->post);
@@ -85,9 +85,9 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
 
 static void enrich_fini(Stage *s)
 {
-    EnrichKd *k = s->kd;
+    EnrichStage *k = s->data;
     for (unsigned i = 0; i < s->nslots; i++) {
-        EnrichJob *j = s->slots[i].kd;
+        EnrichJob *j = s->slots[i].data;
         sb_free(&j->url);
         sb_free(&j->row);
         sb_free(&j->post);
@@ -104,8 +104,8 @@ static void enrich_fini(Stage *s)
 static void enrich_done(void *arg, const HttpResult *r)
 {
     Slot *s = arg;
-    EnrichJob *j = s->kd;
-    EnrichKd *k = s->stage->kd;
+    EnrichJob *j = s->data;
+    EnrichStage *k = s->stage->data;
     s->req = NULL;
     if (stage_http_outcome(s, r, j->url.buf))
         return;
@@ -154,8 +154,8 @@ static void post_body(Strbuf *out, const msgpack_object *row, const char **send,
 
 static void enrich_start(Slot *s)
 {
-    EnrichKd *k = s->stage->kd;
-    EnrichJob *j = s->kd;
+    EnrichStage *k = s->stage->data;
+    EnrichJob *j = s->data;
     char err[256], why[512];
     if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);

@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct ExtractKd {
+typedef struct ExtractStage {
     const char *url, *key_field, *model;
     char **headers;
-} ExtractKd;
+} ExtractStage;
 
 typedef struct ExtractJob {
     Strbuf url, key;
@@ -37,8 +37,8 @@ static const ConfKey extract_keys[] = {
 
 static int extract_init(Stage *s, char *err, size_t errlen)
 {
-    ExtractKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    ExtractStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->key_field = "id";
     k->model = s->conf->name;
     int rc;
@@ -48,7 +48,7 @@ static int extract_init(Stage *s, char *err, size_t errlen)
         (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
     for (unsigned i = 0; i < s->nslots; i++) {
-        ExtractJob *j = s->slots[i].kd;
+        ExtractJob *j = s->slots[i].data;
         sb_init(&j->url);
         sb_init(&j->key);
     }
@@ -57,9 +57,9 @@ static int extract_init(Stage *s, char *err, size_t errlen)
 
 static void extract_fini(Stage *s)
 {
-    ExtractKd *k = s->kd;
+    ExtractStage *k = s->data;
     for (unsigned i = 0; i < s->nslots; i++) {
-        ExtractJob *j = s->slots[i].kd;
+        ExtractJob *j = s->slots[i].data;
         sb_free(&j->url);
         sb_free(&j->key);
     }
@@ -71,8 +71,8 @@ static void extract_fini(Stage *s)
 static void extract_done(void *arg, const HttpResult *r)
 {
     Slot *s = arg;
-    ExtractJob *j = s->kd;
-    ExtractKd *k = s->stage->kd;
+    ExtractJob *j = s->data;
+    ExtractStage *k = s->stage->data;
     s->req = NULL;
     if (stage_http_outcome(s, r, j->url.buf))
         return;
@@ -92,8 +92,8 @@ static void extract_done(void *arg, const HttpResult *r)
 
 static void extract_start(Slot *s)
 {
-    ExtractKd *k = s->stage->kd;
-    ExtractJob *j = s->kd;
+    ExtractStage *k = s->stage->data;
+    ExtractJob *j = s->data;
     char err[256], why[400];
     msgpack_sbuffer mp;
     msgpack_sbuffer_init(&mp);

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct PollKd {
+typedef struct PollStage {
     Stage *stage;
     const char *url, *cursor_param, *cursor_field, *items_field, *next_field, *key_field;
     double interval, backoff;
@@ -30,7 +30,7 @@ typedef struct PollKd {
     int busy, stopped, following;
     Strbuf state, url_now, etag_hdr;
     const char *hdr[34];
-} PollKd;
+} PollStage;
 
 /* The cursor as stored: cursor NUL etag NUL next. */
 static void state_split(const Strbuf *st, const char **cur, const char **etag, const char **next)
@@ -50,7 +50,7 @@ static void state_split(const Strbuf *st, const char **cur, const char **etag, c
     }
 }
 
-static void poll_schedule(PollKd *k, double after)
+static void poll_schedule(PollStage *k, double after)
 {
     if (k->stopped)
         return;
@@ -61,7 +61,7 @@ static void poll_schedule(PollKd *k, double after)
 
 static void poll_committed(void *arg, int rc)
 {
-    PollKd *k = arg;
+    PollStage *k = arg;
     k->busy = 0;
     if (rc) {
         k->backoff = k->backoff ? k->backoff * 2 : k->interval;
@@ -74,7 +74,7 @@ static void poll_committed(void *arg, int rc)
     poll_schedule(k, k->following ? 0 : k->interval);
 }
 
-static void poll_fail(PollKd *k, const char *what, int transient)
+static void poll_fail(PollStage *k, const char *what, int transient)
 {
     stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s", k->url_now.buf, what);
     k->busy = 0;
@@ -86,7 +86,7 @@ static void poll_fail(PollKd *k, const char *what, int transient)
 
 static void poll_done(void *arg, const HttpResult *r)
 {
-    PollKd *k = arg;
+    PollStage *k = arg;
     Stage *s = k->stage;
     k->req = NULL;
     if (r->outcome == HTTP_CANCELED) {
@@ -180,7 +180,7 @@ static void poll_done(void *arg, const HttpResult *r)
 static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PollKd *k = container_of(w, PollKd, timer);
+    PollStage *k = container_of(w, PollStage, timer);
     Stage *s = k->stage;
     if (k->busy || k->stopped)
         return;
@@ -240,8 +240,8 @@ static const ConfKey poll_keys[] = {
 
 static int poll_init(Stage *s, char *err, size_t errlen)
 {
-    PollKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    PollStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->stage = s;
     k->interval = 5;
     k->items_field = "changes";
@@ -264,13 +264,13 @@ static int poll_init(Stage *s, char *err, size_t errlen)
 
 static void poll_begin(Stage *s)
 {
-    PollKd *k = s->kd;
+    PollStage *k = s->data;
     poll_schedule(k, 0);
 }
 
 static void poll_stop(Stage *s)
 {
-    PollKd *k = s->kd;
+    PollStage *k = s->data;
     k->stopped = 1;
     ev_timer_stop(s->loop, &k->timer);
     if (k->req)
@@ -279,7 +279,7 @@ static void poll_stop(Stage *s)
 
 static void poll_fini(Stage *s)
 {
-    PollKd *k = s->kd;
+    PollStage *k = s->data;
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->timer);

@@ -103,7 +103,7 @@
 
 enum { ST_DOWN, ST_CONNECTING, ST_SETUP, ST_IDLE, ST_PAGE, ST_KEY };
 
-typedef struct PgxKd PgxKd;
+typedef struct PgxStage PgxStage;
 
 /* Staged: what one read brings to a commit: valid rows (normalised) and
  * rejects, each length-prefixed in one buffer. Owned by the commit until
@@ -119,13 +119,13 @@ typedef struct Staged {
 
 /* KJob: a key job (one per slot). */
 typedef struct KJob {
-    PgxKd *k;
+    PgxStage *k;
     Slot *slot;
     Staged st;
     Strbuf *key;      /* nkey texts of the notice's key */
 } KJob;
 
-struct PgxKd {
+struct PgxStage {
     Stage *stage;
     const Model *m;
     const char *table, *updated, *where;
@@ -187,7 +187,7 @@ static void staged_reset(Staged *s)
     s->sealed = 0;
 }
 
-static void staged_init(Staged *s, const PgxKd *k)
+static void staged_init(Staged *s, const PgxStage *k)
 {
     sb_init(&s->rows);
     sb_init(&s->rejects);
@@ -324,7 +324,7 @@ static void pack_value(msgpack_packer *pk, msgpack_sbuffer *buf, const Field *f,
 
 /* row_of packs the current single-row result (model columns first) into
  * k->raw as a map. */
-static void row_of(PgxKd *k, const PGresult *r)
+static void row_of(PgxStage *k, const PGresult *r)
 {
     msgpack_packer pk;
     const Model *m = k->m;
@@ -344,7 +344,7 @@ static void row_of(PgxKd *k, const PGresult *r)
 
 /* stage_row_into validates k->raw and adds it to st (a row or a reject);
  * returns 1 when valid. The key text of the row is left in k->keytext. */
-static int stage_row_into(PgxKd *k, Staged *st)
+static int stage_row_into(PgxStage *k, Staged *st)
 {
     RowView v;
     size_t nerr = 0;
@@ -379,7 +379,7 @@ static int stage_row_into(PgxKd *k, Staged *st)
 }
 
 /* seen_* remember the (key, ts) of rows the watermark read in this run. */
-static size_t seen_slot(const PgxKd *k, const PGresult *r, uint64_t *kh, uint64_t *th)
+static size_t seen_slot(const PgxStage *k, const PGresult *r, uint64_t *kh, uint64_t *th)
 {
     uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < k->m->nkey; i++) {
@@ -392,7 +392,7 @@ static size_t seen_slot(const PgxKd *k, const PGresult *r, uint64_t *kh, uint64_
     return (size_t)(h % SEEN_SLOTS);
 }
 
-static void seen_add(PgxKd *k, const PGresult *r)
+static void seen_add(PgxStage *k, const PGresult *r)
 {
     uint64_t kh, th;
     size_t i = seen_slot(k, r, &kh, &th);
@@ -400,7 +400,7 @@ static void seen_add(PgxKd *k, const PGresult *r)
     k->seen[2 * i + 1] = th;
 }
 
-static int seen_has(const PgxKd *k, const PGresult *r)
+static int seen_has(const PgxStage *k, const PGresult *r)
 {
     uint64_t kh, th;
     size_t i = seen_slot(k, r, &kh, &th);
@@ -421,7 +421,7 @@ static void bury(Slot *s, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- cursor */
 
-static void cursor_json(const PgxKd *k, const Strbuf *ts, const Strbuf *key, Strbuf *out)
+static void cursor_json(const PgxStage *k, const Strbuf *ts, const Strbuf *key, Strbuf *out)
 {
     sb_reset(out);
     sb_adds(out, "{\"ts\":");
@@ -436,7 +436,7 @@ static void cursor_json(const PgxKd *k, const Strbuf *ts, const Strbuf *key, Str
 }
 
 /* cursor_load reads the stored cursor; 0, or an error (logged). */
-static int cursor_load(PgxKd *k)
+static int cursor_load(PgxStage *k)
 {
     Strbuf st;
     sb_init(&st);
@@ -484,10 +484,10 @@ static int cursor_load(PgxKd *k)
 
 /* ---------------------------------------------------------------- connection */
 
-static void next_work(PgxKd *k);
-static void start_connect(PgxKd *k);
+static void next_work(PgxStage *k);
+static void start_connect(PgxStage *k);
 
-static void io_want(PgxKd *k, int events)
+static void io_want(PgxStage *k, int events)
 {
     int fd = k->conn ? PQsocket(k->conn) : -1;
     if (ev_is_active(&k->io) && k->io.fd == fd && (k->io.events & (EV_READ | EV_WRITE)) == events)
@@ -499,7 +499,7 @@ static void io_want(PgxKd *k, int events)
     ev_io_start(k->stage->loop, &k->io);
 }
 
-static void release_pending(PgxKd *k, const char *why)
+static void release_pending(PgxStage *k, const char *why)
 {
     char msg[400];
     snprintf(msg, sizeof msg, "source database: %.300s", why);
@@ -510,7 +510,7 @@ static void release_pending(PgxKd *k, const char *why)
 
 /* link_down closes the connection after a failure and schedules a
  * reconnect: logged once when the stage goes down. */
-static void link_down(PgxKd *k, const char *what)
+static void link_down(PgxStage *k, const char *what)
 {
     char why[600];
     const char *pq = k->conn ? PQerrorMessage(k->conn) : "";
@@ -549,12 +549,12 @@ static void link_down(PgxKd *k, const char *what)
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PgxKd *k = container_of(w, PgxKd, retry);
+    PgxStage *k = container_of(w, PgxStage, retry);
     if (k->state == ST_DOWN && !k->stopped)
         start_connect(k);
 }
 
-static void connect_step(PgxKd *k)
+static void connect_step(PgxStage *k)
 {
     switch (PQconnectPoll(k->conn)) {
     case PGRES_POLLING_READING:
@@ -579,7 +579,7 @@ static void connect_step(PgxKd *k)
     io_want(k, EV_READ);
 }
 
-static void start_connect(PgxKd *k)
+static void start_connect(PgxStage *k)
 {
     k->conn = PQconnectStart(k->conninfo);
     if (!k->conn || PQstatus(k->conn) == CONNECTION_BAD) {
@@ -592,7 +592,7 @@ static void start_connect(PgxKd *k)
 }
 
 /* send_query sends sql with params in single-row mode. */
-static int send_query(PgxKd *k, const char *sql, int n, const char *const *vals)
+static int send_query(PgxStage *k, const char *sql, int n, const char *const *vals)
 {
     if (!PQsendQueryParams(k->conn, sql, n, NULL, vals, NULL, NULL, 0))
         return -1;
@@ -610,13 +610,13 @@ static int send_query(PgxKd *k, const char *sql, int n, const char *const *vals)
 static void page_done(void *arg, int rc);
 
 /* poll_again: the next watermark poll in `interval` seconds. */
-static void poll_again(PgxKd *k)
+static void poll_again(PgxStage *k)
 {
     if (!k->stopped)
         ev_timer_again(k->stage->loop, &k->poll);
 }
 
-static void page_start(PgxKd *k)
+static void page_start(PgxStage *k)
 {
     const char *vals[65];
     int n = 0;
@@ -635,7 +635,7 @@ static void page_start(PgxKd *k)
     k->state = ST_PAGE;
 }
 
-static void page_row(PgxKd *k, const PGresult *r)
+static void page_row(PgxStage *k, const PGresult *r)
 {
     k->page_rows++;
     row_of(k, r);
@@ -652,7 +652,7 @@ static void page_row(PgxKd *k, const PGresult *r)
 }
 
 /* page_end commits the page just read (rows, rejects and cursor). */
-static void page_end(PgxKd *k)
+static void page_end(PgxStage *k)
 {
     k->state = ST_IDLE;
     if (k->page_rows == 0) {
@@ -669,7 +669,7 @@ static void page_end(PgxKd *k)
 
 static void page_done(void *arg, int rc)
 {
-    PgxKd *k = arg;
+    PgxStage *k = arg;
     Staged *st = k->page_st;
     k->committing = 0;
     if (rc) {
@@ -703,14 +703,14 @@ static void page_done(void *arg, int rc)
 static void on_poll(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PgxKd *k = container_of(w, PgxKd, poll);
+    PgxStage *k = container_of(w, PgxStage, poll);
     k->wm_due = 1;
     next_work(k);
 }
 
 void pg_extract_wake(Stage *s)
 {
-    PgxKd *k = s->kd;
+    PgxStage *k = s->data;
     if (!k || k->stopped)
         return;
     k->wm_due = 1;
@@ -725,7 +725,7 @@ void pg_extract_wake(Stage *s)
 
 /* ---------------------------------------------------------------- key jobs */
 
-static void key_start(PgxKd *k, KJob *j)
+static void key_start(PgxStage *k, KJob *j)
 {
     const char *vals[130];
     int n = 0;
@@ -744,7 +744,7 @@ static void key_start(PgxKd *k, KJob *j)
     k->state = ST_KEY;
 }
 
-static void key_row(PgxKd *k, const PGresult *r)
+static void key_row(PgxStage *k, const PGresult *r)
 {
     KJob *j = k->kcur;
     k->k_found++;
@@ -757,7 +757,7 @@ static void key_row(PgxKd *k, const PGresult *r)
     stage_row_into(k, &j->st);
 }
 
-static void key_end(PgxKd *k)
+static void key_end(PgxStage *k)
 {
     KJob *j = k->kcur;
     k->kcur = NULL;
@@ -775,7 +775,7 @@ static void key_end(PgxKd *k)
 
 /* table_is tells whether the notice's table t names the stage's table
  * (schema.table, or table alone). */
-static int table_is(const PgxKd *k, const char *t)
+static int table_is(const PgxStage *k, const char *t)
 {
     if (!strcmp(t, k->table))
         return 1;
@@ -788,8 +788,8 @@ static int table_is(const PgxKd *k, const char *t)
 
 static void pgx_start(Slot *s)
 {
-    PgxKd *k = s->stage->kd;
-    KJob *j = s->kd;
+    PgxStage *k = s->stage->data;
+    KJob *j = s->data;
     char err[256];
     msgpack_sbuffer mp;
     RowView v;
@@ -847,7 +847,7 @@ out:
 
 /* next_work starts the next query when the connection is idle: key jobs
  * first (they are few and short), then a due watermark page. */
-static void next_work(PgxKd *k)
+static void next_work(PgxStage *k)
 {
     if (k->state != ST_IDLE || k->committing || !k->conn)
         return;
@@ -861,7 +861,7 @@ static void next_work(PgxKd *k)
         page_start(k);
 }
 
-static void result(PgxKd *k, PGresult *r)
+static void result(PgxStage *k, PGresult *r)
 {
     ExecStatusType st = PQresultStatus(r);
     if (st == PGRES_SINGLE_TUPLE) {
@@ -889,7 +889,7 @@ static void result(PgxKd *k, PGresult *r)
 }
 
 /* query_over: PQgetResult returned NULL. */
-static void query_over(PgxKd *k)
+static void query_over(PgxStage *k)
 {
     int failed = k->qfailed, st = k->state;
     k->qfailed = 0;
@@ -934,7 +934,7 @@ static void query_over(PgxKd *k)
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop;
-    PgxKd *k = container_of(w, PgxKd, io);
+    PgxStage *k = container_of(w, PgxStage, io);
     if (!k->conn)
         return;
     if (k->state == ST_CONNECTING) {
@@ -1000,7 +1000,7 @@ static int seal_apply(Txn *t, void *arg)
 
 static void seal_done(void *arg, int rc)
 {
-    PgxKd *k = arg;
+    PgxStage *k = arg;
     k->seal_busy = 0;
     if (rc) {
         stage_log(k->stage, PL_LOG_ERROR, 0, "sealing due batches failed: %s; trying again",
@@ -1018,7 +1018,7 @@ static void seal_done(void *arg, int rc)
 static void on_seal(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    PgxKd *k = container_of(w, PgxKd, seal);
+    PgxStage *k = container_of(w, PgxStage, seal);
     if (k->seal_busy || !k->seal_dirty || k->stopped)
         return;
     /* seal_dirty: a batch of the model may be open. A check that finds
@@ -1048,7 +1048,7 @@ static void add_table(Strbuf *b, const char *table)
 }
 
 /* build_sql writes the three statements (see the header). */
-static void build_sql(PgxKd *k)
+static void build_sql(PgxStage *k)
 {
     const Model *m = k->m;
     Strbuf cols, order, filt;
@@ -1145,8 +1145,8 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     unsigned long long rows = ROWS_DEFAULT;
     double secs = SECONDS_DEFAULT;
     int rc;
-    PgxKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    PgxStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->stage = s;
     k->interval = INTERVAL_DEFAULT;
     k->page = PAGE_DEFAULT;
@@ -1213,7 +1213,7 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     k->seen = xcalloc(2 * SEEN_SLOTS, sizeof *k->seen);
     build_sql(k);
     for (unsigned i = 0; i < s->nslots; i++) {
-        KJob *j = s->slots[i].kd;
+        KJob *j = s->slots[i].data;
         j->k = k;
         staged_init(&j->st, k);
         j->key = xcalloc(k->m->nkey, sizeof *j->key);
@@ -1238,7 +1238,7 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
 
 static void pgx_stop(Stage *s)
 {
-    PgxKd *k = s->kd;
+    PgxStage *k = s->data;
     if (!k)
         return;
     k->stopped = 1;
@@ -1261,7 +1261,7 @@ static void pgx_stop(Stage *s)
 
 static void pgx_fini(Stage *s)
 {
-    PgxKd *k = s->kd;
+    PgxStage *k = s->data;
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->poll);
@@ -1275,7 +1275,7 @@ static void pgx_fini(Stage *s)
     if (k->committing || k->seal_busy || s->in_flight)
         return;
     for (unsigned i = 0; i < s->nslots; i++) {
-        KJob *j = s->slots[i].kd;
+        KJob *j = s->slots[i].data;
         if (!j->k)
             continue; /* init stopped before the slots */
         staged_free(&j->st);
@@ -1307,7 +1307,7 @@ static void pgx_fini(Stage *s)
     free(k->pending);
     free(k->conninfo);
     free(k);
-    s->kd = NULL;
+    s->data = NULL;
 }
 
 const StageKind kind_pg_extract = {

@@ -46,7 +46,7 @@
 
 enum { NS_DOWN, NS_CONNECTING, NS_LISTEN, NS_UP };
 
-typedef struct NotifyKd {
+typedef struct NotifyStage {
     Stage *stage;
     char *conninfo;
     const char **channels;
@@ -61,12 +61,12 @@ typedef struct NotifyKd {
     Strbuf listen_sql;
     uint64_t notices, bad;
     unsigned committing;
-} NotifyKd;
+} NotifyStage;
 
 /* Bad: the rejects of one batch (length-prefixed: channel, row, errors,
  * payload), read by the commit, freed by its done. */
 typedef struct Bad {
-    NotifyKd *k;
+    NotifyStage *k;
     Strbuf recs;
 } Bad;
 
@@ -190,7 +190,7 @@ static void bad_add(Bad *b, const char *channel, const char *payload, const char
 static void notices_committed(void *arg, int rc)
 {
     Bad *b = arg;
-    NotifyKd *k = b->k;
+    NotifyStage *k = b->k;
     k->committing--;
     if (rc)
         stage_log(k->stage, PL_LOG_ERROR, 0, "notices lost: their commit failed (%s); the "
@@ -201,7 +201,7 @@ static void notices_committed(void *arg, int rc)
 
 /* take_notices commits every notification waiting in libpq as jobs (one
  * Emit), and wakes the wake stage. */
-static void take_notices(NotifyKd *k)
+static void take_notices(NotifyStage *k)
 {
     PGnotify *n;
     Emit *e = NULL;
@@ -249,9 +249,9 @@ static void take_notices(NotifyKd *k)
 
 /* ---------------------------------------------------------------- connection */
 
-static void start_connect(NotifyKd *k);
+static void start_connect(NotifyStage *k);
 
-static void io_want(NotifyKd *k, int events)
+static void io_want(NotifyStage *k, int events)
 {
     int fd = k->conn ? PQsocket(k->conn) : -1;
     if (ev_is_active(&k->io) && k->io.fd == fd && (k->io.events & (EV_READ | EV_WRITE)) == events)
@@ -263,7 +263,7 @@ static void io_want(NotifyKd *k, int events)
     ev_io_start(k->stage->loop, &k->io);
 }
 
-static void link_down(NotifyKd *k, const char *what)
+static void link_down(NotifyStage *k, const char *what)
 {
     const char *pq = k->conn ? PQerrorMessage(k->conn) : "";
     size_t pn = strlen(pq);
@@ -293,12 +293,12 @@ static void link_down(NotifyKd *k, const char *what)
 static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
-    NotifyKd *k = container_of(w, NotifyKd, retry);
+    NotifyStage *k = container_of(w, NotifyStage, retry);
     if (k->state == NS_DOWN && !k->stopped)
         start_connect(k);
 }
 
-static void connect_step(NotifyKd *k)
+static void connect_step(NotifyStage *k)
 {
     switch (PQconnectPoll(k->conn)) {
     case PGRES_POLLING_READING:
@@ -322,7 +322,7 @@ static void connect_step(NotifyKd *k)
     io_want(k, EV_READ);
 }
 
-static void start_connect(NotifyKd *k)
+static void start_connect(NotifyStage *k)
 {
     k->conn = PQconnectStart(k->conninfo);
     if (!k->conn || PQstatus(k->conn) == CONNECTION_BAD) {
@@ -337,7 +337,7 @@ static void start_connect(NotifyKd *k)
 static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)loop, (void)revents;
-    NotifyKd *k = container_of(w, NotifyKd, io);
+    NotifyStage *k = container_of(w, NotifyStage, io);
     if (!k->conn)
         return;
     if (k->state == NS_CONNECTING) {
@@ -398,8 +398,8 @@ static int pgn_init(Stage *s, char *err, size_t errlen)
     const Pipeline *p = engine_pipeline(s->engine);
     const char *file = p->path, *dsn = NULL;
     int rc;
-    NotifyKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    NotifyStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     k->stage = s;
     sb_init(&k->listen_sql);
     ev_io_init(&k->io, on_io, -1, 0);
@@ -442,7 +442,7 @@ static int pgn_init(Stage *s, char *err, size_t errlen)
 
 static void pgn_begin(Stage *s)
 {
-    NotifyKd *k = s->kd;
+    NotifyStage *k = s->data;
     if (k->wake_name)
         k->wake = engine_stage(s->engine, k->wake_name);
     k->state = NS_DOWN;
@@ -452,7 +452,7 @@ static void pgn_begin(Stage *s)
 
 static void pgn_stop(Stage *s)
 {
-    NotifyKd *k = s->kd;
+    NotifyStage *k = s->data;
     if (!k)
         return;
     k->stopped = 1;
@@ -466,7 +466,7 @@ static void pgn_stop(Stage *s)
 
 static void pgn_fini(Stage *s)
 {
-    NotifyKd *k = s->kd;
+    NotifyStage *k = s->data;
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->retry);
@@ -480,7 +480,7 @@ static void pgn_fini(Stage *s)
     free(k->conninfo);
     sb_free(&k->listen_sql);
     free(k);
-    s->kd = NULL;
+    s->data = NULL;
 }
 
 const StageKind kind_pg_notify = {

@@ -35,12 +35,12 @@ typedef struct RouteJob {
     uint32_t extra;         /* references more than the one taken in */
 } RouteJob;
 
-typedef struct RouteKd {
+typedef struct RouteStage {
     Route *r;
     size_t n;
     const char **dflt;
     size_t ndflt;
-} RouteKd;
+} RouteStage;
 
 static const ConfKey route_keys[] = {
     {"routes", KEY_ROUTES, 1, 0, 0, "list the routes, like routes: [{when: {field: x, exists: true}, "
@@ -53,8 +53,8 @@ static int route_init(Stage *s, char *err, size_t errlen)
 {
     const char *file = engine_pipeline(s->engine)->path;
     const ConfNode *rs = conf_get(s->conf->node, "routes");
-    RouteKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    RouteStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     if (!rs || rs->type != CONF_SEQ) {
         snprintf(err, errlen, "%s:%d: stage '%s': routes must be a list", file, s->conf->line, s->conf->name);
         return PL_EINVAL;
@@ -91,7 +91,7 @@ static int route_init(Stage *s, char *err, size_t errlen)
 
 static void route_fini(Stage *s)
 {
-    RouteKd *k = s->kd;
+    RouteStage *k = s->data;
     if (!k)
         return;
     for (size_t i = 0; i < k->n; i++) {
@@ -155,7 +155,7 @@ static int hold(Txn *t, void *arg)
 
 static void route_start(Slot *s)
 {
-    RouteKd *k = s->stage->kd;
+    RouteStage *k = s->stage->data;
     char err[256];
     msgpack_sbuffer mp;
     msgpack_sbuffer_init(&mp);
@@ -172,7 +172,7 @@ static void route_start(Slot *s)
     sb_init(&rb);
     sb_init(&v);
     row_view(&body, mp.data, mp.size);
-    RouteJob *j = s->kd;
+    RouteJob *j = s->data;
     int is_ref = stage_job_ref(s, &j->ref, err, sizeof err) == 0;
     if (is_ref && stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &rb) == 0 &&
         row_view(&row, rb.buf, rb.len) == 0)

@@ -39,9 +39,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct ValidateKd {
+typedef struct ValidateStage {
     const Model *model;
-} ValidateKd;
+} ValidateStage;
 
 /* VJob: one slot's job, read by the commit (slot_extra) on the writer
  * thread while the slot is committing; the loop does not touch it then. */
@@ -269,8 +269,8 @@ static void bury(Slot *s, const char *fmt, ...)
 
 static void validate_start(Slot *s)
 {
-    ValidateKd *k = s->stage->kd;
-    VJob *j = s->kd;
+    ValidateStage *k = s->stage->data;
+    VJob *j = s->data;
     const Model *m = k->model;
     char err[256];
     msgpack_sbuffer mp;
@@ -387,8 +387,8 @@ static int validate_init(Stage *s, char *err, size_t errlen)
 {
     const Pipeline *p = engine_pipeline(s->engine);
     const char *name = NULL;
-    ValidateKd *k = xcalloc(1, sizeof *k);
-    s->kd = k;
+    ValidateStage *k = xcalloc(1, sizeof *k);
+    s->data = k;
     int rc = stage_conf_str(s, "model", &name, err, errlen);
     if (rc)
         return rc;
@@ -398,7 +398,7 @@ static int validate_init(Stage *s, char *err, size_t errlen)
         return PL_EINVAL;
     }
     for (unsigned i = 0; i < s->nslots; i++) {
-        VJob *j = s->slots[i].kd;
+        VJob *j = s->slots[i].data;
         j->stage = s;
         sb_init(&j->key);
         sb_init(&j->row);
@@ -417,7 +417,7 @@ static void validate_fini(Stage *s)
 {
     /* A commit still in flight (a forced stop) reads the jobs: leave them. */
     for (unsigned i = 0; i < s->nslots && !s->in_flight; i++) {
-        VJob *j = s->slots[i].kd;
+        VJob *j = s->slots[i].data;
         sb_free(&j->key);
         sb_free(&j->row);
         sb_free(&j->errors);
@@ -428,8 +428,8 @@ static void validate_fini(Stage *s)
         msgpack_sbuffer_destroy(&j->norm);
         msgpack_sbuffer_destroy(&j->norm2);
     }
-    free(s->kd);
-    s->kd = NULL;
+    free(s->data);
+    s->data = NULL;
 }
 
 const StageKind kind_validate = {

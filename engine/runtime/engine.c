@@ -1143,7 +1143,7 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
                 Slot *s = &st->slots[k];
                 s->stage = st;
                 if (st->kind->slot_size)
-                    s->kd = xcalloc(1, st->kind->slot_size);
+                    s->data = xcalloc(1, st->kind->slot_size);
                 sb_init(&s->body);
                 sb_init(&s->acts);
                 SlotOp *so = xcalloc(1, sizeof *so);
@@ -1232,7 +1232,7 @@ void engine_close(Engine *e)
         for (unsigned k = 0; k < st->nslots; k++) {
             Slot *s = &st->slots[k];
             SlotOp *so = s->op;
-            free(s->kd); /* the kind's fini released what was in it */
+            free(s->data); /* the kind's fini released what was in it */
             sb_free(&s->body);
             sb_free(&s->acts);
             if (so)

@@ -36,16 +36,16 @@ typedef struct Emit Emit;
  *
  * slot_size: a stage with an input queue has `concurrency` slots; before
  * init the engine gives each slot a zeroed block of slot_size bytes as its
- * kd (0: none), and frees them after fini. init sets up what it needs in
+ * data (0: none), and frees them after fini. init sets up what it needs in
  * them (buffers), fini releases that. */
 typedef struct StageKind {
     KindSpec spec;
     size_t slot_size;
-    int (*init)(Stage *s, char *err, size_t errlen); /* read conf; set s->kd */
+    int (*init)(Stage *s, char *err, size_t errlen); /* read conf; set s->data */
     void (*start)(Slot *slot);                   /* work one job (stages with an input) */
     void (*begin)(Stage *s);                     /* producers: start producing (may be NULL) */
     void (*stop)(Stage *s);                      /* drain: stop producing (may be NULL) */
-    void (*fini)(Stage *s);                      /* free s->kd (may be NULL) */
+    void (*fini)(Stage *s);                      /* free s->data (may be NULL) */
 } StageKind;
 
 typedef struct StageCounters {
@@ -65,7 +65,7 @@ struct Stage {
     int draining;
     StageCounters ctr;
     /* read-write for kinds */
-    void *kd;
+    void *data;             /* the kind's data for the stage (init sets it) */
     /* private (engine.c) */
     Slot *slots;
     unsigned nslots;
@@ -81,7 +81,7 @@ struct Slot {
     uint32_t attempts;
     Strbuf body;            /* the job's body (JSON), NUL-terminated */
     /* read-write for kinds */
-    void *kd;               /* the kind's slot_size bytes, allocated by the engine */
+    void *data;             /* the kind's slot_size bytes, allocated by the engine */
     HttpReq *req;           /* the kind's request in flight, for drain to cancel */
     /* private */
     int state;
