@@ -149,15 +149,6 @@ static void put_double(Strbuf *b, double d)
     sb_adds(b, t);
 }
 
-/* sb_cut undoes appends to b after len. */
-static void sb_cut(Strbuf *b, size_t len)
-{
-    if (b->cap) {
-        b->len = len;
-        b->buf[len] = '\0';
-    }
-}
-
 /* ============================================================ JSON text */
 
 static void put_base64(Strbuf *b, const unsigned char *p, size_t n)
@@ -1312,7 +1303,7 @@ int model_row_key(const Model *m, const msgpack_object *row, Strbuf *out)
         if (k)
             sb_add(out, "/", 1);
         if (!v || put_key_part(out, v)) {
-            sb_cut(out, len0);
+            sb_setlen(out, len0);
             return PL_EINVAL;
         }
     }
@@ -1396,29 +1387,6 @@ static void csv_json(Strbuf *out, const msgpack_object *v)
     sb_add(out, "\"", 1);
 }
 
-/* sb_room makes room for n more bytes and the NUL (row.c's growth rule:
- * cap counts the NUL; cap 0 means buf is not ours), so the hot path below
- * writes bytes directly instead of calling sb_add per piece. */
-static void sb_room(Strbuf *b, size_t n)
-{
-    size_t need, cap;
-
-    if (b->len + n + 1 <= b->cap)
-        return;
-    PL_ASSERT(n < SIZE_MAX / 2 - b->len, "a Strbuf stays under SIZE_MAX / 2");
-    need = b->len + n + 1;
-    cap = b->cap ? b->cap : 64;
-    while (cap < need)
-        cap *= 2;
-    if (b->cap) {
-        b->buf = xrealloc(b->buf, cap);
-    } else {
-        PL_ASSERT(b->len == 0, "a Strbuf without storage is empty");
-        b->buf = xmalloc(cap);
-    }
-    b->cap = cap;
-}
-
 /* put_digits writes the decimal digits of mag (and a '-' when neg) at p;
  * returns the end. */
 static char *put_digits(char *p, uint64_t mag, int neg)
@@ -1441,7 +1409,7 @@ static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
 {
     char t[40], *p;
 
-    sb_room(out, 24);
+    sb_grow(out, 24);
     if (sep)
         out->buf[out->len++] = sep;
     if (!v || v->type == MSGPACK_OBJECT_NIL)
@@ -1457,7 +1425,7 @@ static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
             csv_quoted(out, v->via.str.ptr, n);
             break;
         }
-        sb_room(out, n + 2);
+        sb_grow(out, n + 2);
         p = out->buf + out->len;
         *p++ = '"';
         memcpy(p, v->via.str.ptr, n);
@@ -1529,7 +1497,7 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
         }
         csv_value(out, v, 1, i ? ',' : 0);
     }
-    sb_room(out, 3);
+    sb_grow(out, 3);
     if (op) {
         /* A row whose members are exactly the columns in order has no
          * "_deleted" member; any other row is searched for it. */

@@ -57,98 +57,6 @@
 
 #define ROW_MAX_DEPTH 64
 
-/* --------------------------------------------------------------- Strbuf */
-
-/* An empty Strbuf points here, so buf is always a NUL-terminated string;
- * cap == 0 means buf is not ours to free or write. */
-static char sb_slop[1];
-
-void sb_init(Strbuf *b)
-{
-    b->buf = sb_slop;
-    b->len = b->cap = 0;
-}
-
-void sb_free(Strbuf *b)
-{
-    if (!b)
-        return;
-    if (b->cap)
-        free(b->buf);
-    sb_init(b);
-}
-
-void sb_reset(Strbuf *b)
-{
-    b->len = 0;
-    if (b->cap)
-        b->buf[0] = '\0';
-}
-
-/* sb_grow makes room for n more bytes and the NUL. */
-static void sb_grow(Strbuf *b, size_t n)
-{
-    size_t need, cap;
-
-    PL_ASSERT(n < SIZE_MAX / 2 - b->len, "a Strbuf stays under SIZE_MAX / 2");
-    need = b->len + n + 1;
-    if (need <= b->cap)
-        return;
-    cap = b->cap ? b->cap : 64;
-    while (cap < need)
-        cap *= 2;
-    if (b->cap) {
-        b->buf = xrealloc(b->buf, cap);
-    } else {
-        PL_ASSERT(b->len == 0, "a Strbuf without storage is empty");
-        b->buf = xmalloc(cap);
-        b->buf[0] = '\0';
-    }
-    b->cap = cap;
-}
-
-void sb_add(Strbuf *b, const void *p, size_t n)
-{
-    if (n == 0)
-        return;
-    sb_grow(b, n);
-    memcpy(b->buf + b->len, p, n);
-    b->len += n;
-    b->buf[b->len] = '\0';
-}
-
-void sb_adds(Strbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
-void sb_addf(Strbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    sb_grow(b, 64);
-    va_start(ap, fmt);
-    n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    PL_ASSERT(n >= 0, "sb_addf's format is valid");
-    if ((size_t)n >= b->cap - b->len) {
-        sb_grow(b, (size_t)n);
-        va_start(ap, fmt);
-        n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-    }
-    b->len += (size_t)n;
-}
-
-/* sb_truncate cuts b back to len bytes (undoing a failed append). */
-static void sb_truncate(Strbuf *b, size_t len)
-{
-    b->len = len;
-    if (b->cap)
-        b->buf[len] = '\0';
-}
-
 void sb_add_json_string(Strbuf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -639,7 +547,7 @@ int row_to_json(const void *mp, size_t len, Strbuf *b)
     msgpack_zone_destroy(&zone);
     return 0;
 fail:
-    sb_truncate(b, start);
+    sb_setlen(b, start);
     msgpack_zone_destroy(&zone);
     return rc;
 }

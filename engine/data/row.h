@@ -13,24 +13,14 @@
 #ifndef PL_ROW_H
 #define PL_ROW_H
 
+#include "strbuf.h"
+
 #include <msgpack.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define ROW_EXT_NUMBER 1
 
-/* Strbuf: a growable byte buffer (git's strbuf, small). len excludes the
- * NUL that is always kept after the data. */
-typedef struct Strbuf {
-    char *buf;
-    size_t len, cap;
-} Strbuf;
-void sb_init(Strbuf *b);
-void sb_free(Strbuf *b);
-void sb_reset(Strbuf *b);
-void sb_add(Strbuf *b, const void *p, size_t n);
-void sb_adds(Strbuf *b, const char *s);
-void sb_addf(Strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* sb_add_json_string appends s (n bytes) as a JSON string literal; invalid
  * UTF-8 bytes become U+FFFD. */
 void sb_add_json_string(Strbuf *b, const char *s, size_t n);

@@ -19,6 +19,7 @@
  * returns: c->busy counts the done callbacks on the stack). */
 #include "http.h"
 #include "pl.h"
+#include "strbuf.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -35,11 +36,6 @@
 #define HOSTS_SWEEP 64              /* forget idle hosts past this many */
 
 /* ------------------------------------------------------------------ types */
-
-typedef struct Buf {
-    char *p;
-    size_t len, cap;
-} Buf;
 
 typedef struct List {
     HttpReq *head, *tail;
@@ -75,13 +71,13 @@ struct HttpReq {
     void *arg;
     uint64_t t0;          /* pl_mono_ns at http_request */
     /* The request, copied: "url\0method\0header\0...\0" then the body. */
-    Buf in;
+    Strbuf in;
     size_t method_off, body_off, nhdr;
     struct curl_slist *hl; /* nodes pointing into in (no allocation by curl) */
     size_t hlcap;
     /* The response. */
-    Buf body;
-    Buf hdr;              /* "name\0value\0" pairs */
+    Strbuf body;
+    Strbuf hdr;            /* "name\0value\0" pairs */
     int over;             /* body went over BODY_MAX */
     int nobody;           /* HEAD: a Content-Length announces no body */
     char errbuf[CURL_ERROR_SIZE];
@@ -122,49 +118,20 @@ struct Http {
 
 /* ---------------------------------------------------------------- helpers */
 
-static void buf_need(Buf *b, size_t n)
+/* add_z appends s with its NUL. */
+static void add_z(Strbuf *b, const char *s)
 {
-    if (b->len + n + 1 <= b->cap)
-        return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + n + 1)
-        cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
+    sb_add(b, s, strlen(s) + 1);
 }
 
-/* buf_add appends n bytes and keeps the buffer NUL-terminated. */
-static void buf_add(Buf *b, const void *p, size_t n)
-{
-    buf_need(b, n);
-    if (n)
-        memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_adds(Buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s) + 1); /* with its NUL */
-}
-
-/* buf_recycle empties b, freeing it when it grew past KEEP_BUF so one huge
+/* recycle empties b, freeing it when it grew past KEEP_BUF so one huge
  * response does not pin its memory in the pool. */
-static void buf_recycle(Buf *b)
+static void recycle(Strbuf *b)
 {
-    if (b->cap > KEEP_BUF) {
-        free(b->p);
-        b->p = NULL;
-        b->cap = 0;
-    }
-    b->len = 0;
-}
-
-static void buf_free(Buf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
+    if (b->cap > KEEP_BUF)
+        sb_free(b);
+    else
+        sb_reset(b);
 }
 
 static void list_push(List *l, HttpReq *r)
@@ -279,6 +246,9 @@ static HttpReq *req_get(HttpClass *c)
         c->nspare--;
     } else {
         r = xcalloc(1, sizeof *r);
+        sb_init(&r->in);
+        sb_init(&r->body);
+        sb_init(&r->hdr);
     }
     r->c = c;
     return r;
@@ -286,9 +256,9 @@ static HttpReq *req_get(HttpClass *c)
 
 static void req_free(HttpReq *r)
 {
-    buf_free(&r->in);
-    buf_free(&r->body);
-    buf_free(&r->hdr);
+    sb_free(&r->in);
+    sb_free(&r->body);
+    sb_free(&r->hdr);
     free(r->hl);
     free(r);
 }
@@ -304,9 +274,9 @@ static void req_put(HttpClass *c, HttpReq *r)
         req_free(r);
         return;
     }
-    buf_recycle(&r->in);
-    buf_recycle(&r->body);
-    buf_recycle(&r->hdr);
+    recycle(&r->in);
+    recycle(&r->body);
+    recycle(&r->hdr);
     list_push(&c->spare, r);
     c->nspare++;
 }
@@ -317,32 +287,32 @@ static void req_put(HttpClass *c, HttpReq *r)
  * wait for bodies unless the caller set Expect. */
 static void copy_request(HttpReq *r, const HttpRequest *rq)
 {
-    Buf *b = &r->in;
-    b->len = 0;
-    buf_adds(b, rq->url);
+    Strbuf *b = &r->in;
+    sb_reset(b);
+    add_z(b, rq->url);
     r->method_off = b->len;
-    buf_adds(b, rq->method ? rq->method : "GET");
+    add_z(b, rq->method ? rq->method : "GET");
     size_t hdr_off = b->len;
     int expect = 0;
     r->nhdr = 0;
     for (const char *const *p = rq->headers; p && *p; p++) {
-        buf_adds(b, *p);
+        add_z(b, *p);
         if (strncasecmp(*p, "Expect:", 7) == 0)
             expect = 1;
         r->nhdr++;
     }
     if (!expect) {
-        buf_adds(b, "Expect:");
+        add_z(b, "Expect:");
         r->nhdr++;
     }
     r->body_off = b->len;
     if (rq->body && rq->len)
-        buf_add(b, rq->body, rq->len);
+        sb_add(b, rq->body, rq->len);
     if (r->nhdr > r->hlcap) {
         r->hlcap = r->nhdr;
         r->hl = xrealloc(r->hl, r->hlcap * sizeof *r->hl);
     }
-    char *s = b->p + hdr_off;
+    char *s = b->buf + hdr_off;
     for (size_t i = 0; i < r->nhdr; i++) {
         r->hl[i].data = s;
         r->hl[i].next = i + 1 < r->nhdr ? &r->hl[i + 1] : NULL;
@@ -451,7 +421,7 @@ static void http_error(HttpReq *r)
     long s = res->status;
     res->outcome = s >= 400 && s < 500 && s != 408 && s != 429 ? HTTP_PERMANENT : HTTP_TRANSIENT;
     char ex[EXCERPT_MAX + 1];
-    excerpt(ex, sizeof ex, r->body.p ? r->body.p : "", r->body.len);
+    excerpt(ex, sizeof ex, r->body.buf, r->body.len);
     snprintf(res->error, sizeof res->error, ex[0] ? "HTTP %ld: %s" : "HTTP %ld%s", s, ex);
     if (res->outcome == HTTP_TRANSIENT)
         res->retry_after_s = retry_after(http_result_header(res, "Retry-After"));
@@ -489,7 +459,7 @@ static size_t on_body(char *p, size_t size, size_t n, void *arg)
         r->over = 1;
         return 0; /* curl fails the transfer with CURLE_WRITE_ERROR */
     }
-    buf_add(&r->body, p, len);
+    sb_add(&r->body, p, len);
     return len;
 }
 
@@ -498,7 +468,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
     HttpReq *r = arg;
     size_t len = size * n;
     if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
-        r->hdr.len = 0; /* a new response (after a 100 Continue): forget the last */
+        sb_reset(&r->hdr); /* a new response (after a 100 Continue): forget the last */
         return len;
     }
     const char *colon = memchr(p, ':', len);
@@ -509,10 +479,10 @@ static size_t on_header(char *p, size_t size, size_t n, void *arg)
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
-    buf_add(&r->hdr, p, (size_t)(colon - p));
-    buf_add(&r->hdr, "", 1);
-    buf_add(&r->hdr, v, (size_t)(end - v));
-    buf_add(&r->hdr, "", 1);
+    sb_add(&r->hdr, p, (size_t)(colon - p));
+    sb_add(&r->hdr, "", 1);
+    sb_add(&r->hdr, v, (size_t)(end - v));
+    sb_add(&r->hdr, "", 1);
     if (!r->nobody && (size_t)(colon - p) == 14 && strncasecmp(p, "Content-Length", 14) == 0 &&
         strtoull(v, NULL, 10) > BODY_MAX) {
         r->over = 1;
@@ -630,9 +600,7 @@ static void finish(HttpReq *r)
     case HTTP_TRANSIENT: c->st.transient++; break;
     default: c->st.canceled++; break;
     }
-    buf_need(&r->body, 0);
-    r->body.p[r->body.len] = '\0';
-    res->body = r->body.p;
+    res->body = r->body.buf;
     res->len = r->body.len;
     res->elapsed_s = (double)(pl_mono_ns() - r->t0) / 1e9;
     r->state = R_DONE;
@@ -690,7 +658,7 @@ static void start(HttpReq *r)
     HttpClass *c = r->c;
     Http *h = c->h;
     const HttpPolicy *p = &c->p;
-    const char *url = r->in.p, *method = r->in.p + r->method_off;
+    const char *url = r->in.buf, *method = r->in.buf + r->method_off;
     size_t blen = r->in.len - r->body_off;
     CURL *e = c->neasy ? c->easy[--c->neasy] : curl_easy_init();
     if (!e) {
@@ -728,7 +696,7 @@ static void start(HttpReq *r)
         bad |= curl_easy_setopt(e, CURLOPT_NOBODY, 1L) != CURLE_OK;
     } else if (blen || strcmp(method, "POST") == 0) {
         bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen) != CURLE_OK;
-        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->in.p + r->body_off) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, r->in.buf + r->body_off) != CURLE_OK;
     }
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 && strcmp(method, "POST") != 0)
         bad |= curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK;
@@ -857,8 +825,8 @@ static void cancel0(HttpReq *r)
     res->status = 0;
     res->retry_after_s = 0;
     snprintf(res->error, sizeof res->error, "canceled");
-    r->body.len = 0;
-    r->hdr.len = 0;
+    sb_reset(&r->body);
+    sb_reset(&r->hdr);
     pump(c);
     finish(r);
 }
@@ -1049,8 +1017,8 @@ void http_request(HttpClass *c, const HttpRequest *rq, HttpDone done, void *arg,
     r->arg = arg;
     r->t0 = pl_mono_ns();
     r->over = 0;
-    r->body.len = 0;
-    r->hdr.len = 0;
+    sb_reset(&r->body);
+    sb_reset(&r->hdr);
     memset(&r->res, 0, sizeof r->res);
     copy_request(r, rq);
     if (out)
@@ -1083,8 +1051,8 @@ void http_cancel(HttpReq *r)
 const char *http_result_header(const HttpResult *res, const char *name)
 {
     const HttpReq *r = container_of(res, HttpReq, res);
-    const char *p = r->hdr.p, *end = p + r->hdr.len;
-    while (p && p < end) {
+    const char *p = r->hdr.buf, *end = p + r->hdr.len;
+    while (p < end) {
         const char *v = p + strlen(p) + 1;
         if (strcasecmp(p, name) == 0)
             return v;
