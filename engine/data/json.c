@@ -232,21 +232,22 @@ int json_validate(const void *buf, size_t len, char *err, size_t errlen)
 
 /* --------------------------------------------------------------- writers */
 
-void json_put_string(FILE *f, const char *s, size_t n)
+void sb_add_json_string(Strbuf *b, const char *s, size_t n)
 {
+    static const char hex[] = "0123456789abcdef";
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0, run = 0;
 
-    putc('"', f);
+    sb_grow(b, n + 2);
+    b->buf[b->len++] = '"';
     while (i < n) {
         unsigned char c = p[i];
         const char *esc = NULL;
-        char u[8];
+        char u[7];
         size_t k = 1;
 
         if (c >= 0x80) {
-            const char *why;
-            k = utf8_seq(p + i, n - i, &why);
+            k = json_utf8_len(p + i, n - i);
             if (!k) {
                 esc = "\\ufffd";
                 k = 1;
@@ -263,21 +264,33 @@ void json_put_string(FILE *f, const char *s, size_t n)
             case '\r': esc = "\\r"; break;
             case '\t': esc = "\\t"; break;
             default:
-                snprintf(u, sizeof u, "\\u%04x", c);
+                memcpy(u, "\\u00", 4);
+                u[4] = hex[c >> 4];
+                u[5] = hex[c & 15];
+                u[6] = '\0';
                 esc = u;
             }
         }
         if (esc) {
-            fwrite(p + i - run, 1, run, f);
+            sb_add(b, p + i - run, run);
             run = 0;
-            fputs(esc, f);
+            sb_adds(b, esc);
         } else {
             run += k;
         }
         i += k;
     }
-    fwrite(p + i - run, 1, run, f);
-    putc('"', f);
+    sb_add(b, p + i - run, run);
+    sb_add(b, "\"", 1);
+}
+
+void json_put_string(FILE *f, const char *s, size_t n)
+{
+    Strbuf b = SB_INIT;
+
+    sb_add_json_string(&b, s, n);
+    fwrite(b.buf, 1, b.len, f);
+    sb_free(&b);
 }
 
 void json_put_text(FILE *f, const void *buf, size_t len)
@@ -381,17 +394,17 @@ int json_span_is(JsonSpan s, const char *word)
     return s.n == n + 2 && s.p[0] == '"' && memcmp(s.p + 1, word, n) == 0;
 }
 
-static unsigned hex4(const char *p)
+unsigned json_hex4(const char *p)
 {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
-        char c = p[i];
-        v = v << 4 | (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        unsigned c = (unsigned char)p[i];
+        v = v << 4 | (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
     }
     return v;
 }
 
-static size_t put_utf8(char *o, uint32_t cp)
+size_t json_utf8_put(char *o, uint32_t cp)
 {
     if (cp < 0x80) {
         o[0] = (char)cp;
@@ -434,11 +447,11 @@ char *json_string_decode(const char *lit, size_t n, size_t *outlen)
         case 'r': out[o++] = '\r'; break;
         case 't': out[o++] = '\t'; break;
         case 'u': {
-            uint32_t cp = hex4(lit + i + 1);
+            uint32_t cp = json_hex4(lit + i + 1);
             i += 4;
             if (cp >= 0xD800 && cp <= 0xDBFF && i + 6 < end && lit[i + 1] == '\\' &&
                 lit[i + 2] == 'u') {
-                uint32_t lo = hex4(lit + i + 3);
+                uint32_t lo = json_hex4(lit + i + 3);
                 if (lo >= 0xDC00 && lo <= 0xDFFF) {
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                     i += 6;
@@ -446,7 +459,7 @@ char *json_string_decode(const char *lit, size_t n, size_t *outlen)
             }
             if (cp >= 0xD800 && cp <= 0xDFFF)
                 cp = 0xFFFD;
-            o += put_utf8(out + o, cp);
+            o += json_utf8_put(out + o, cp);
             break;
         }
         default: /* '"', '\\', '/' */

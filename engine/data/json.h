@@ -2,14 +2,18 @@
  *
  * Job bodies are opaque bytes to the queue engine; the tools (qctl, the HTTP
  * listener) accept only JSON, checked here with yajl's streaming parser. The
- * writers below produce the --json output of the tools and the NDJSON of
- * export. The small reader (json_object_next, json_string_decode) walks a
- * text that json_validate has already accepted, so that a body can be
- * sliced out of an NDJSON line byte for byte instead of re-encoded. */
+ * writers below spell JSON strings one way for everyone: into a Strbuf (rows,
+ * replies, messages) or a FILE (the tools' --json output, export's NDJSON).
+ * The small reader (json_object_next, json_string_decode) walks a text that
+ * json_validate has already accepted, so that a body can be sliced out of
+ * an NDJSON line byte for byte instead of re-encoded. */
 #ifndef PL_JSON_H
 #define PL_JSON_H
 
+#include "strbuf.h"
+
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* json_validate checks that buf[0..len) is exactly one JSON value (RFC 8259),
@@ -34,10 +38,12 @@ size_t json_utf8_len(const void *p, size_t n);
  * tab, LF, CR) at either end, and sets *off to where the rest starts. */
 size_t json_trim(const void *buf, size_t len, size_t *off);
 
-/* json_put_string writes s[0..n) to f as a JSON string literal, quotes
- * included: quote, backslash and control characters are escaped (\n, \t,
- * ..., \u00XX, and DEL as \u007f); bytes >= 0x80 are copied only as parts of
- * well-formed UTF-8 sequences, and each other byte becomes \ufffd. */
+/* sb_add_json_string appends s[0..n) to b as a JSON string literal, quotes
+ * included: quote, backslash and control characters are escaped (\b \f \n
+ * \r \t as such, the others and DEL as \u00xx, lowercase); bytes >= 0x80
+ * are copied only as parts of well-formed UTF-8 sequences, and each other
+ * byte becomes \ufffd. json_put_string writes the same text to f. */
+void sb_add_json_string(Strbuf *b, const char *s, size_t n);
 void json_put_string(FILE *f, const char *s, size_t n);
 
 /* json_put_text writes a JSON text that json_validate accepted to f on one
@@ -64,6 +70,13 @@ int json_object_next(const char *buf, size_t len, size_t *pos, JsonSpan *key, Js
  * NUL-terminated buffer the caller frees, setting *outlen (the bytes, which
  * may include NULs from \u0000). A lone surrogate escape becomes U+FFFD. */
 char *json_string_decode(const char *lit, size_t n, size_t *outlen);
+
+/* json_hex4 returns the value of the four hex digits at p (a \uXXXX escape
+ * that json_validate or yajl accepted). json_utf8_put writes the UTF-8
+ * form of code point cp (not a surrogate, at most U+10FFFF) at o and
+ * returns its length, 1 to 4 bytes. */
+unsigned json_hex4(const char *p);
+size_t json_utf8_put(char *o, uint32_t cp);
 
 /* json_span_is returns 1 if the string literal span equals the plain ASCII
  * word (no escapes involved), for matching member names. */

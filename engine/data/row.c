@@ -49,65 +49,12 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
 #define ROW_MAX_DEPTH 64
-
-void sb_add_json_string(Strbuf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0, run = 0;
-
-    sb_grow(b, n + 2);
-    b->buf[b->len++] = '"';
-    while (i < n) {
-        unsigned char c = p[i];
-        const char *esc = NULL;
-        char u[7];
-        size_t k = 1;
-
-        if (c >= 0x80) {
-            k = json_utf8_len(p + i, n - i);
-            if (!k) {
-                esc = "\\ufffd";
-                k = 1;
-            }
-        } else if (c == '"') {
-            esc = "\\\"";
-        } else if (c == '\\') {
-            esc = "\\\\";
-        } else if (c < 0x20 || c == 0x7F) {
-            switch (c) {
-            case '\b': esc = "\\b"; break;
-            case '\f': esc = "\\f"; break;
-            case '\n': esc = "\\n"; break;
-            case '\r': esc = "\\r"; break;
-            case '\t': esc = "\\t"; break;
-            default:
-                memcpy(u, "\\u00", 4);
-                u[4] = hex[c >> 4];
-                u[5] = hex[c & 15];
-                u[6] = '\0';
-                esc = u;
-            }
-        }
-        if (esc) {
-            sb_add(b, p + i - run, run);
-            run = 0;
-            sb_adds(b, esc);
-        } else {
-            run += k;
-        }
-        i += k;
-    }
-    sb_add(b, p + i - run, run);
-    sb_add(b, "\"", 1);
-}
 
 /* ------------------------------------------------------ scalars as JSON */
 
@@ -689,40 +636,6 @@ static int cb_number(void *ctx, const char *s, size_t n)
     return 1;
 }
 
-static unsigned hex4(const unsigned char *p)
-{
-    unsigned v = 0;
-    for (int i = 0; i < 4; i++) {
-        unsigned c = p[i];
-        v = v << 4 | (c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
-    }
-    return v;
-}
-
-static size_t put_utf8(char *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        o[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        o[0] = (char)(0xC0 | cp >> 6);
-        o[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | cp >> 12);
-        o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    o[0] = (char)(0xF0 | cp >> 18);
-    o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-    o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-    o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* literal_start returns the offset of the quote that opens the string
  * literal whose closing quote is at j[end]. Inside a literal a quote is
  * always escaped, that is preceded by an odd run of backslashes; the
@@ -773,19 +686,19 @@ static int add_string(Parse *ps, int value)
             case 'r': *o++ = '\r'; break;
             case 't': *o++ = '\t'; break;
             case 'u':
-                cp = hex4(j + i + 2);
+                cp = json_hex4((const char *)j + i + 2);
                 if (cp >= 0xDC00 && cp <= 0xDFFF)
                     return stop(ps, i, "lone UTF-16 surrogate escape (a low one first)");
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     uint32_t lo;
                     if (end - i < 12 || j[i + 6] != '\\' || j[i + 7] != 'u' ||
-                        (lo = hex4(j + i + 8)) < 0xDC00 || lo > 0xDFFF)
+                        (lo = json_hex4((const char *)j + i + 8)) < 0xDC00 || lo > 0xDFFF)
                         return stop(ps, i, "lone UTF-16 surrogate escape (a high one "
                                            "without a low one after it)");
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                     i += 6;
                 }
-                o += put_utf8(o, cp);
+                o += json_utf8_put(o, cp);
                 i += 4;
                 break;
             default: /* '"', '\\', '/' */

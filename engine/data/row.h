@@ -9,10 +9,12 @@
  * Nested objects and arrays are msgpack maps and arrays, at most 64 deep.
  * row_to_json writes the canonical form defined in row.c (no whitespace,
  * members in stored order, minimal escapes, raw UTF-8, numbers as written),
- * so JSON -> msgpack -> JSON is exact up to whitespace and escape spelling. */
+ * so JSON -> msgpack -> JSON is exact up to whitespace and escape spelling;
+ * its strings are those of json.h's sb_add_json_string. */
 #ifndef PL_ROW_H
 #define PL_ROW_H
 
+#include "json.h"
 #include "strbuf.h"
 
 #include <msgpack.h>
@@ -20,10 +22,6 @@
 #include <stdint.h>
 
 #define ROW_EXT_NUMBER 1
-
-/* sb_add_json_string appends s (n bytes) as a JSON string literal; invalid
- * UTF-8 bytes become U+FFFD. */
-void sb_add_json_string(Strbuf *b, const char *s, size_t n);
 
 /* row_from_json converts the JSON text (len bytes) into msgpack appended to
  * out (any JSON value; use row_from_json_object to require an object).
