@@ -1125,6 +1125,81 @@ static void csv_rows_of_hostile_values(void)
     fx_free(&fx);
 }
 
+/* pack_str packs s as a msgpack str. */
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+/* JSON that model.c writes for a value (a json column's CSV field, a key
+ * part) is row.c's canonical JSON (row_put_object): a float32 at its own
+ * precision, not a double's, and a number extension that is not a JSON
+ * number refused (PL_EFORMAT, the line left as it was), never written as
+ * null. Rows from JSON never hold either: both come from msgpack made
+ * elsewhere (or damaged). */
+static void value_json_is_rows_json(void)
+{
+    Fx fx;
+    Strbuf line = SB_INIT;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    RowView v;
+
+    PARSE_OK(&fx, csv_yaml);
+    const Model *m = models_find(fx.ms, "things");
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    pack_str(&pk, "id");
+    msgpack_pack_int64(&pk, 1);
+    pack_str(&pk, "j");
+    msgpack_pack_array(&pk, 3);
+    msgpack_pack_float(&pk, 0.1f);
+    msgpack_pack_double(&pk, 0.1);
+    msgpack_pack_float(&pk, 16777216.0f);
+    T_OK(row_view(&v, sb.data, sb.size));
+    T_OK(model_csv_row(m, &v.root, 0, &line));
+    if (strcmp(line.buf, "1,,,,,\"[0.1,0.1,16777216]\",,\n") != 0)
+        t_fail(__FILE__, __LINE__, "CSV of a json float32: [%s]", line.buf);
+    row_view_free(&v);
+
+    sb.size = 0;
+    msgpack_pack_map(&pk, 2);
+    pack_str(&pk, "id");
+    msgpack_pack_int64(&pk, 2);
+    pack_str(&pk, "j");
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "x");
+    msgpack_pack_ext(&pk, 5, ROW_EXT_NUMBER);
+    msgpack_pack_ext_body(&pk, "1.2.3", 5);
+    T_OK(row_view(&v, sb.data, sb.size));
+    size_t before = line.len;
+    T_ERR(model_csv_row(m, &v.root, 0, &line), PL_EFORMAT);
+    T_EQ(line.len, before);
+    row_view_free(&v);
+    fx_free(&fx);
+
+    PARSE_OK(&fx, "models:\n"
+                  "  prices:\n"
+                  "    properties:\n"
+                  "      p: {type: decimal, key: true}\n");
+    m = models_find(fx.ms, "prices");
+    sb.size = 0;
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "p");
+    msgpack_pack_float(&pk, 0.1f);
+    T_OK(row_view(&v, sb.data, sb.size));
+    sb_reset(&line);
+    T_OK(model_row_key(m, &v.root, &line));
+    if (strcmp(line.buf, "0.1") != 0)
+        t_fail(__FILE__, __LINE__, "key of a float32: [%s]", line.buf);
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&sb);
+    sb_free(&line);
+    fx_free(&fx);
+}
+
 /* csv_read reads one record of PostgreSQL CSV at *p into fields (NULL for
  * an unquoted empty field); returns the number of fields. */
 static size_t csv_read(const char **p, char **fields, size_t max)
@@ -1403,6 +1478,7 @@ int main(int argc, char **argv)
         T_CASE(many_fields_take_the_heap_path),
         T_CASE(row_keys_join_key_fields),
         T_CASE(csv_rows_of_hostile_values),
+        T_CASE(value_json_is_rows_json),
         T_CASE(csv_random_strings_read_back),
         T_CASE(ddl_has_types_keys_and_references),
         T_CASE(models_json_is_json),

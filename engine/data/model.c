@@ -123,122 +123,11 @@ static void fmt_double(char *t, size_t size, double d)
     }
 }
 
-/* put_u64 appends the decimal digits of mag (with a '-' when neg). */
-static void put_u64(Strbuf *b, uint64_t mag, int neg)
-{
-    char t[21];
-    size_t i = sizeof t;
-    do {
-        t[--i] = (char)('0' + mag % 10);
-        mag /= 10;
-    } while (mag);
-    if (neg)
-        t[--i] = '-';
-    sb_add(b, t + i, sizeof t - i);
-}
-
-static void put_i64(Strbuf *b, int64_t v)
-{
-    put_u64(b, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, v < 0);
-}
-
 static void put_double(Strbuf *b, double d)
 {
     char t[40];
     fmt_double(t, sizeof t, d);
     sb_adds(b, t);
-}
-
-/* ============================================================ JSON text */
-
-static void put_base64(Strbuf *b, const unsigned char *p, size_t n)
-{
-    static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    sb_add(b, "\"", 1);
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)p[i] << 16;
-        char o[4];
-        if (i + 1 < n)
-            v |= (uint32_t)p[i + 1] << 8;
-        if (i + 2 < n)
-            v |= p[i + 2];
-        o[0] = a[v >> 18 & 63];
-        o[1] = a[v >> 12 & 63];
-        o[2] = i + 1 < n ? a[v >> 6 & 63] : '=';
-        o[3] = i + 2 < n ? a[v & 63] : '=';
-        sb_add(b, o, 4);
-    }
-    sb_add(b, "\"", 1);
-}
-
-/* put_json appends the JSON text of o in row.c's canonical form (the same
- * text row_to_json writes for the packed value). */
-static void put_json(Strbuf *b, const msgpack_object *o)
-{
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        sb_adds(b, "null");
-        break;
-    case MSGPACK_OBJECT_BOOLEAN:
-        sb_adds(b, o->via.boolean ? "true" : "false");
-        break;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        put_u64(b, o->via.u64, 0);
-        break;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        put_i64(b, o->via.i64);
-        break;
-    case MSGPACK_OBJECT_FLOAT32:
-    case MSGPACK_OBJECT_FLOAT64:
-        if (isfinite(o->via.f64))
-            put_double(b, o->via.f64);
-        else
-            sb_adds(b, "null");
-        break;
-    case MSGPACK_OBJECT_STR:
-        sb_add_json_string(b, o->via.str.ptr, o->via.str.size);
-        break;
-    case MSGPACK_OBJECT_BIN:
-        put_base64(b, (const unsigned char *)o->via.bin.ptr, o->via.bin.size);
-        break;
-    case MSGPACK_OBJECT_EXT:
-        if (o->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(o->via.ext.ptr, o->via.ext.size))
-            sb_add(b, o->via.ext.ptr, o->via.ext.size);
-        else
-            sb_adds(b, "null");
-        break;
-    case MSGPACK_OBJECT_ARRAY:
-        sb_add(b, "[", 1);
-        for (uint32_t i = 0; i < o->via.array.size; i++) {
-            if (i)
-                sb_add(b, ",", 1);
-            put_json(b, &o->via.array.ptr[i]);
-        }
-        sb_add(b, "]", 1);
-        break;
-    case MSGPACK_OBJECT_MAP:
-        sb_add(b, "{", 1);
-        for (uint32_t i = 0; i < o->via.map.size; i++) {
-            const msgpack_object *k = &o->via.map.ptr[i].key;
-            if (i)
-                sb_add(b, ",", 1);
-            if (k->type == MSGPACK_OBJECT_STR) {
-                sb_add_json_string(b, k->via.str.ptr, k->via.str.size);
-            } else { /* a key JSON cannot hold: the string of its JSON text */
-                Strbuf t;
-                sb_init(&t);
-                put_json(&t, k);
-                sb_add_json_string(b, t.buf, t.len);
-                sb_free(&t);
-            }
-            sb_add(b, ":", 1);
-            put_json(b, &o->via.map.ptr[i].val);
-        }
-        sb_add(b, "}", 1);
-        break;
-    default:
-        sb_adds(b, "null");
-    }
 }
 
 /* ================================================================ errors */
@@ -1281,8 +1170,7 @@ static int put_key_part(Strbuf *out, const msgpack_object *v)
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
     case MSGPACK_OBJECT_BOOLEAN:
-        put_json(out, v);
-        return 0;
+        return row_put_object(out, v);
     case MSGPACK_OBJECT_EXT:
         if (v->via.ext.type != ROW_EXT_NUMBER)
             return PL_EINVAL;
@@ -1359,15 +1247,19 @@ static void csv_quoted(Strbuf *out, const char *s, size_t n)
 }
 
 /* csv_json appends the JSON text of v as a quoted CSV field: the text is
- * written in place, then its quotes are doubled from the end backwards. */
-static void csv_json(Strbuf *out, const msgpack_object *v)
+ * written in place, then its quotes are doubled from the end backwards.
+ * Returns 0, or row_put_object's PL_EFORMAT (out is then undone only by
+ * the caller). */
+static int csv_json(Strbuf *out, const msgpack_object *v)
 {
     static const char qs[] = "\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"";
     size_t start, end, q = 0, add;
+    int rc;
 
     sb_add(out, "\"", 1);
     start = out->len;
-    put_json(out, v);
+    if ((rc = row_put_object(out, v)))
+        return rc;
     end = out->len;
     for (size_t i = start; i < end; i++)
         q += out->buf[i] == '"';
@@ -1385,6 +1277,7 @@ static void csv_json(Strbuf *out, const msgpack_object *v)
         }
     }
     sb_add(out, "\"", 1);
+    return 0;
 }
 
 /* put_digits writes the decimal digits of mag (and a '-' when neg) at p;
@@ -1404,8 +1297,9 @@ static char *put_digits(char *p, uint64_t mag, int neg)
 }
 
 /* csv_value appends sep (when not 0) and v as one CSV field; json: the
- * column is json, so any value is written as its JSON text. */
-static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
+ * column is json, so any value is written as its JSON text. Returns 0 or
+ * csv_json's PL_EFORMAT. */
+static int csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
 {
     char t[40], *p;
 
@@ -1413,11 +1307,9 @@ static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
     if (sep)
         out->buf[out->len++] = sep;
     if (!v || v->type == MSGPACK_OBJECT_NIL)
-        return;
-    if (json) {
-        csv_json(out, v);
-        return;
-    }
+        return 0;
+    if (json)
+        return csv_json(out, v);
     switch (v->type) {
     case MSGPACK_OBJECT_STR: {
         size_t n = v->via.str.size;
@@ -1460,16 +1352,17 @@ static void csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
             csv_quoted(out, v->via.ext.ptr, v->via.ext.size);
         break;
     default: /* maps, lists, binary: their JSON text */
-        csv_json(out, v);
-        break;
+        return csv_json(out, v);
     }
+    return 0;
 }
 
 int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out)
 {
     const msgpack_object_kv *kv;
     uint32_t size;
-    int inorder = 1;
+    size_t len0 = out->len;
+    int inorder = 1, rc;
 
     if (!row || row->type != MSGPACK_OBJECT_MAP)
         return PL_EFORMAT;
@@ -1484,7 +1377,8 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
             inorder = 0;
             v = member(row, f->name);
         }
-        csv_value(out, v, f->type == FT_JSON, i ? ',' : 0);
+        if ((rc = csv_value(out, v, f->type == FT_JSON, i ? ',' : 0)))
+            goto fail;
     }
     if (m->drift == DRIFT_KEEP) {
         size_t i = m->nfields;
@@ -1495,7 +1389,8 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
             inorder = 0;
             v = member(row, m->drift_column);
         }
-        csv_value(out, v, 1, i ? ',' : 0);
+        if ((rc = csv_value(out, v, 1, i ? ',' : 0)))
+            goto fail;
     }
     sb_grow(out, 3);
     if (op) {
@@ -1511,6 +1406,9 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
     out->buf[out->len++] = '\n';
     out->buf[out->len] = '\0';
     return 0;
+fail:
+    sb_setlen(out, len0);
+    return rc;
 }
 
 /* sql_literal appends s[0..n) as a standard SQL string literal. */
@@ -1539,9 +1437,9 @@ static void put_default(Strbuf *out, const Field *f)
     }
     const msgpack_object *o = &v.root;
     if (f->type == FT_JSON) {
-        Strbuf t;
-        sb_init(&t);
-        put_json(&t, o);
+        Strbuf t = SB_INIT;
+        int rc = row_put_object(&t, o);
+        PL_ASSERT(rc == 0, "a default is JSON: parse_default checked it");
         sql_literal(out, t.buf, t.len);
         sb_adds(out, "::jsonb");
         sb_free(&t);
@@ -1553,7 +1451,8 @@ static void put_default(Strbuf *out, const Field *f)
         else
             sql_literal(out, o->via.ext.ptr, o->via.ext.size);
     } else {
-        put_json(out, o); /* integers, booleans */
+        int rc = row_put_object(out, o); /* integers, booleans */
+        PL_ASSERT(rc == 0, "an integer or a boolean is JSON");
     }
     row_view_free(&v);
 }

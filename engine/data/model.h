@@ -174,7 +174,8 @@ void model_columns(const Model *m, Strbuf *out);
  * field (NULL), every string quoted (so "" is the empty string) with
  * quotes doubled, numbers as written, booleans t/f, json as its JSON text.
  * With op set, a last column holds "d" for a soft delete, else "u".
- * Returns 0, or PL_EFORMAT when row is not a map. */
+ * Returns 0, or PL_EFORMAT when row is not a map or a json column holds
+ * what JSON cannot write (row_put_object); out is then left as it was. */
 int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out);
 
 /* model_ddl appends CREATE TABLE IF NOT EXISTS for m: column types

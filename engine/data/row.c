@@ -479,6 +479,16 @@ static int put_value(Strbuf *b, const msgpack_object *o)
     return PL_EFORMAT;
 }
 
+int row_put_object(Strbuf *b, const msgpack_object *o)
+{
+    size_t start = b->len;
+    int rc = put_value(b, o);
+
+    if (rc)
+        sb_setlen(b, start);
+    return rc;
+}
+
 int row_to_json(const void *mp, size_t len, Strbuf *b)
 {
     msgpack_zone zone;

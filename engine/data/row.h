@@ -40,6 +40,12 @@ int row_from_json_object(const char *json, size_t len, msgpack_sbuffer *out, cha
  * infinities null); other ext types null. */
 int row_to_json(const void *mp, size_t len, Strbuf *b);
 
+/* row_put_object appends the JSON text of o, a decoded value (a RowView's,
+ * or msgpack_unpack's), to b in the canonical form of row_to_json. Returns
+ * 0, or PL_EFORMAT when o holds what JSON cannot write (a ROW_EXT_NUMBER
+ * that is not a JSON number); on failure b is left as it was. */
+int row_put_object(Strbuf *b, const msgpack_object *o);
+
 /* A decoded view of a row; views point into the input bytes. */
 typedef struct RowView {
     msgpack_zone zone;      /* private */
