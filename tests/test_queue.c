@@ -237,6 +237,30 @@ static void release_delay_and_backoff(void)
     store_close(s);
 }
 
+/* backoff_doubles_to_its_ceiling: queue_backoff_ms, which queue_release and
+ * the engine's retries use. */
+static void backoff_doubles_to_its_ceiling(void)
+{
+    QueueConf c;
+    queue_conf_default(&c);
+    T_EQ(queue_backoff_ms(&c, 0), 1000);
+    T_EQ(queue_backoff_ms(&c, 1), 1000);
+    T_EQ(queue_backoff_ms(&c, 2), 2000);
+    T_EQ(queue_backoff_ms(&c, 5), 16000);
+    T_EQ(queue_backoff_ms(&c, 12), 2048000);
+    T_EQ(queue_backoff_ms(&c, 13), 3600000); /* 4096 s: past the hour */
+    T_EQ(queue_backoff_ms(&c, UINT32_MAX), 3600000);
+    c.backoff_ms = 100;
+    c.backoff_max_ms = 100;
+    T_EQ(queue_backoff_ms(&c, 1), 100);
+    T_EQ(queue_backoff_ms(&c, 9), 100);
+    c.backoff_ms = UINT32_MAX - 1;
+    c.backoff_max_ms = UINT32_MAX;
+    T_EQ(queue_backoff_ms(&c, 3), UINT32_MAX);
+    c.backoff_ms = 0;
+    T_EQ(queue_backoff_ms(&c, 40), 0);
+}
+
 static void release_past_max_attempts_buries(void)
 {
     Store *s = open_store(NULL);
@@ -940,6 +964,7 @@ static const TCase cases[] = {
     T_CASE(lease_expiry_and_stale_token),
     T_CASE(max_attempts_buries),
     T_CASE(release_delay_and_backoff),
+    T_CASE(backoff_doubles_to_its_ceiling),
     T_CASE(release_past_max_attempts_buries),
     T_CASE(touch_extends),
     T_CASE(bury_and_kick),

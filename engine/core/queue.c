@@ -120,6 +120,14 @@ void queue_conf_default(QueueConf *c)
     c->key_retention_s = 86400;
 }
 
+uint64_t queue_backoff_ms(const QueueConf *c, uint32_t attempts)
+{
+    uint64_t d = c->backoff_ms;
+    for (uint32_t i = 1; i < attempts && d < c->backoff_max_ms; i++)
+        d *= 2;
+    return d < c->backoff_max_ms ? d : c->backoff_max_ms;
+}
+
 int queue_name_ok(const char *name)
 {
     size_t n = 0;
@@ -1015,12 +1023,8 @@ int queue_release(Txn *t, uint64_t id, uint64_t lease, int64_t delay_ms, const c
             *buried = 1;
         return move(t, q, id, &j, JOB_BURIED, 0);
     }
-    if (delay_ms < 0) {
-        uint64_t d = c->backoff_ms;
-        for (uint32_t i = 1; i < j.attempts && d < c->backoff_max_ms; i++)
-            d *= 2;
-        delay_ms = (int64_t)(d < c->backoff_max_ms ? d : c->backoff_max_ms);
-    }
+    if (delay_ms < 0)
+        delay_ms = (int64_t)queue_backoff_ms(c, j.attempts);
     q->s.releases++;
     if (delay_ms > 0)
         return move(t, q, id, &j, JOB_DELAYED, t->now + (uint64_t)delay_ms);

@@ -43,6 +43,12 @@ typedef struct QueueConf {
 /* queue_conf_default fills c with the defaults above. */
 void queue_conf_default(QueueConf *c);
 
+/* queue_backoff_ms returns c's exponential backoff for a job's attempts
+ * so far: backoff_ms for the first (attempts 0 or 1), doubled for each one
+ * after it, at most backoff_max_ms. No jitter: a caller that wants some
+ * (the engine's retries) adds its own. queue_release uses it. */
+uint64_t queue_backoff_ms(const QueueConf *c, uint32_t attempts);
+
 /* QueueStats: exact, kept in the same transactions as the jobs. */
 typedef struct QueueStats {
     char name[QUEUE_NAME_MAX + 1];
@@ -133,7 +139,7 @@ int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue);
 
 /* queue_release returns reserved job id to ready, or to delayed for
  * delay_ms > 0; delay_ms < 0 asks for the queue's exponential backoff
- * (backoff_ms * 2^(attempts-1), capped). error (may be NULL) is kept as the
+ * (queue_backoff_ms). error (may be NULL) is kept as the
  * last error. Past max_attempts the job is buried instead (*buried = 1 if
  * buried is not NULL). Returns 0, PL_ENOJOB, PL_ELEASE, PL_ESTATE. */
 int queue_release(Txn *t, uint64_t id, uint64_t lease, int64_t delay_ms,
