@@ -6,7 +6,8 @@
  * follows PostgreSQL's rules), DDL text and the JSON export.
  *
  * The tree is built here from a YAML file with libyaml's document API, so
- * these tests do not depend on pipeline.c's reader. */
+ * these tests do not depend on conf.c's reader (and they check that a tree
+ * built without key lines, ConfNode.klines NULL, reads the same). */
 #include "t.h"
 #include "model.h"
 #include "pl.h"
@@ -430,7 +431,12 @@ static void parse_errors_name_line_and_fix(void)
     PARSE_ERR(M1 "      s: {type: string, default: ~}\n", 4, "default: is empty");
     PARSE_ERR(M1 "      s: {type: string, messages: {lenght: x}}\n", 4, "messages: unknown rule 'lenght'; did you mean 'length'?");
     PARSE_ERR(M1 "      s: {type: string, messages: {colour: x}}\n", 4, "the rules are required, type, length");
-    PARSE_ERR(M1 "      s: {type: string, messages: {length: \"\"}}\n", 4, "messages: length: expected a non-empty string");
+    PARSE_ERR(M1 "      s: {type: string, messages: {length: \"\"}}\n", 4, "messages: length: is empty; give a value or remove the key");
+    /* conf.h's getters: a number in quotes is a string, as everywhere in the file */
+    PARSE_ERR(M1 "      s: {type: string, length: \"5\"}\n", 4, "length: expected a whole number from 1 to "
+              "10485760 (got the string \"5\"); write it without quotes");
+    PARSE_ERR(M1 "      n: {type: integer, required: 'yes'}\n", 4, "required: expected true or false (got "
+              "the string \"yes\"); write it without quotes");
     PARSE_ERR(M1 "      bad-name: string\n", 4, "'bad-name' is not a valid property name");
     PARSE_ERR(M1 "      _deleted: boolean\n", 4, "_deleted is reserved");
 #undef M1

@@ -133,161 +133,12 @@ static void put_double(Strbuf *b, double d)
 /* ================================================================ errors */
 
 
-/* nearest returns the word of list closest to w (edit distance <= 2), or NULL. */
-static const char *nearest(const char *w, const char *const *list)
-{
-    const char *best = NULL;
-    size_t bd = 3;
-    for (; *list; list++) {
-        size_t d = conf_edit_distance(w, *list);
-        if (d < bd) {
-            bd = d;
-            best = *list;
-        }
-    }
-    return best;
-}
-
-/* word_list writes the words of list separated by ", ". */
-static const char *word_list(const char *const *list, char *buf, size_t size)
-{
-    size_t m = 0;
-    buf[0] = '\0';
-    for (; *list && m + 1 < size; list++) {
-        int k = snprintf(buf + m, size - m, "%s%s", m ? ", " : "", *list);
-        if (k < 0)
-            break;
-        m += (size_t)k;
-    }
-    return buf;
-}
-
 static int lookup(const char *const *list, const char *s)
 {
     for (int i = 0; list[i]; i++)
         if (strcmp(list[i], s) == 0)
             return i;
     return -1;
-}
-
-/* is_null: a plain empty scalar, ~ or null (YAML's ways to write nothing). */
-static int is_null(const ConfNode *n)
-{
-    return n->type == CONF_SCALAR && !n->quoted &&
-           (!n->value[0] || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
-            strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0);
-}
-
-/* desc describes n for a message: 'text', the string "text", a map... */
-static const char *desc(const ConfNode *n, char *buf, size_t size)
-{
-    if (n->type == CONF_MAP)
-        return "a map";
-    if (n->type == CONF_SEQ)
-        return "a list";
-    if (is_null(n))
-        return "nothing";
-    snprintf(buf, size, n->quoted ? "the string \"%.40s%s\"" : "'%.40s%s'", n->value,
-             strlen(n->value) > 40 ? "..." : "");
-    return buf;
-}
-
-/* keys_check fails on the first key of map not in names, with a hint. */
-static int keys_check(const ConfErr *l, const ConfNode *map, const char *what,
-                      const char *const *names)
-{
-    char list[300];
-    for (size_t i = 0; i < map->n; i++) {
-        const char *key = map->keys[i], *near;
-        if (lookup(names, key) >= 0)
-            continue;
-        if ((near = nearest(key, names)))
-            return conf_errat(l, map->kids[i]->line, "unknown key '%.64s'; did you mean '%s'?", key,
-                         near);
-        return conf_errat(l, map->kids[i]->line, "unknown key '%.64s'; %s takes %s", key, what,
-                     word_list(names, list, sizeof list));
-    }
-    return 0;
-}
-
-static int v_bool(const ConfErr *l, const char *key, const ConfNode *n, int *out)
-{
-    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
-    char buf[64];
-    for (size_t i = 0; i < 3 && n->type == CONF_SCALAR && !n->quoted; i++)
-        if (strcasecmp(n->value, yes[i]) == 0 || strcasecmp(n->value, no[i]) == 0) {
-            *out = strcasecmp(n->value, yes[i]) == 0;
-            return 0;
-        }
-    return conf_errat(l, n->line, "%s: expected true or false (got %s)", key, desc(n, buf, sizeof buf));
-}
-
-static int parse_u64(const char *s, unsigned long long *out)
-{
-    char *end;
-    if (*s == '+')
-        s++;
-    if (!isdigit((unsigned char)*s))
-        return 0;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int v_uint(const ConfErr *l, const char *key, const ConfNode *n, unsigned long long min,
-                  unsigned long long max, unsigned long long *out)
-{
-    char buf[64];
-    unsigned long long v;
-    if (n->type == CONF_SCALAR && parse_u64(n->value, &v) && v >= min && v <= max) {
-        *out = v;
-        return 0;
-    }
-    return conf_errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)", key, min,
-                 max, desc(n, buf, sizeof buf));
-}
-
-/* parse_num accepts decimal numbers (1, -2.5, .5, 1e3): no hex, inf or nan. */
-static int parse_num(const char *s, double *out)
-{
-    char *end;
-    int digits = 0;
-    for (const char *p = s; *p; p++) {
-        if (isdigit((unsigned char)*p))
-            digits = 1;
-        else if (!strchr("+-.eE", *p))
-            return 0;
-    }
-    if (!digits)
-        return 0;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v))
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int v_num(const ConfErr *l, const char *key, const ConfNode *n, double *out)
-{
-    char buf[64];
-    if (n->type == CONF_SCALAR && !n->quoted && parse_num(n->value, out))
-        return 0;
-    return conf_errat(l, n->line, "%s: expected a number (got %s)", key, desc(n, buf, sizeof buf));
-}
-
-static int v_text(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
-{
-    char buf[64];
-    if (n->type != CONF_SCALAR || is_null(n) || !n->value[0])
-        return conf_errat(l, n->line, "%s: expected a non-empty string (got %s)", key,
-                     n->type == CONF_SCALAR && !n->value[0] ? "an empty string"
-                                                            : desc(n, buf, sizeof buf));
-    *out = n->value;
-    return 0;
 }
 
 /* ident_ok: a letter or _, then letters, digits or _, at most 63 bytes. */
@@ -305,7 +156,7 @@ static int ident_ok(const char *s)
 /* v_ident reads a name that is an identifier. */
 static int v_ident(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
 {
-    int rc = v_text(l, key, n, out);
+    int rc = conf_as_name(l, key, n, out);
     if (rc)
         return rc;
     if (!ident_ok(*out))
@@ -1750,17 +1601,17 @@ static int pick(const ConfErr *l, const char *key, const ConfNode *n, const char
 {
     char lb[300];
     const char *s, *near;
-    int rc = v_text(l, key, n, &s), i;
+    int rc = conf_as_name(l, key, n, &s), i;
     if (rc)
         return rc;
     if ((i = lookup(list, s)) >= 0) {
         *out = i;
         return 0;
     }
-    if ((near = nearest(s, list)))
+    if ((near = conf_nearest(s, list)))
         return conf_errat(l, n->line, "%s: unknown %s '%.64s'; did you mean '%s'?", key, key, s, near);
     return conf_errat(l, n->line, "%s: unknown %s '%.64s'; use one of %s", key, key, s,
-                 word_list(list, lb, sizeof lb));
+                 conf_words(list, lb, sizeof lb));
 }
 
 /* parse_default turns the default's text into a msgpack value of f's type
@@ -1778,9 +1629,9 @@ static int parse_default(const ConfErr *l, Field *f, const ConfNode *n)
 
     if (n->type != CONF_SCALAR)
         return conf_errat(l, n->line, "default: expected a single value (got %s)%s",
-                     desc(n, buf, sizeof buf), f->type == FT_JSON ? "; write a json default as "
+                     conf_desc(n, buf, sizeof buf), f->type == FT_JSON ? "; write a json default as "
                      "JSON text in quotes, like default: '{\"a\": 1}'" : "");
-    if (is_null(n))
+    if (conf_is_null(n))
         return conf_errat(l, n->line, "default: is empty; give a value or remove default:");
     len = strlen(s);
     msgpack_sbuffer_init(&raw);
@@ -1796,7 +1647,7 @@ static int parse_default(const ConfErr *l, Field *f, const ConfNode *n)
         if (!(is_digit(s[0]) || ((s[0] == '-' || s[0] == '+') && is_digit(s[1]))) || *end ||
             errno) {
             rc = conf_errat(l, n->line, "default: expected a whole number for %s property (got %s)",
-                       type_names[f->type], desc(n, buf, sizeof buf));
+                       type_names[f->type], conf_desc(n, buf, sizeof buf));
             goto out;
         }
         msgpack_pack_int64(&pk, x);
@@ -1805,14 +1656,14 @@ static int parse_default(const ConfErr *l, Field *f, const ConfNode *n)
     case FT_DECIMAL:
         if (!row_is_json_number(s, len)) {
             rc = conf_errat(l, n->line, "default: expected a number like 12.50 (got %s)",
-                       desc(n, buf, sizeof buf));
+                       conf_desc(n, buf, sizeof buf));
             goto out;
         }
         pack_ext_number(&pk, s, len);
         break;
     case FT_BOOLEAN: {
         int b;
-        if ((rc = v_bool(l, "default", n, &b)))
+        if ((rc = conf_as_bool(l, "default", n, &b)))
             goto out;
         if (b)
             msgpack_pack_true(&pk);
@@ -1858,18 +1709,18 @@ static int parse_length(const ConfErr *l, Field *f, const ConfNode *n)
     int rc;
 
     if (n->type == CONF_SCALAR) {
-        if ((rc = v_uint(l, "length", n, 1, VARCHAR_MAX, &b)))
+        if ((rc = conf_as_uint(l, "length", n, 1, VARCHAR_MAX, &b)))
             return rc;
     } else if (n->type == CONF_SEQ && n->n == 2) {
-        if ((rc = v_uint(l, "length's minimum", n->kids[0], 0, VARCHAR_MAX, &a)) ||
-            (rc = v_uint(l, "length's maximum", n->kids[1], 1, VARCHAR_MAX, &b)))
+        if ((rc = conf_as_uint(l, "length's minimum", n->kids[0], 0, VARCHAR_MAX, &a)) ||
+            (rc = conf_as_uint(l, "length's maximum", n->kids[1], 1, VARCHAR_MAX, &b)))
             return rc;
         if (a > b)
             return conf_errat(l, n->line, "length: the minimum %llu is more than the maximum %llu; "
                          "write [min, max]", a, b);
     } else {
         return conf_errat(l, n->line, "length: expected a number of characters or [min, max] "
-                     "(got %s)", desc(n, buf, sizeof buf));
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
     }
     f->has_length = 1;
     f->len_min = a;
@@ -1883,19 +1734,19 @@ static int parse_messages(const ConfErr *l, Field *f, const ConfNode *n)
     int rc;
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "messages: expected a map of rule: text, like {length: "
-                     "\"...\"} (got %s)", desc(n, buf, sizeof buf));
+                     "\"...\"} (got %s)", conf_desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         const char *near, *k = n->keys[i];
         int r = lookup(rule_names, k);
         if (r < 0) {
-            if ((near = nearest(k, rule_names)))
+            if ((near = conf_nearest(k, rule_names)))
                 return conf_errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; did you "
                              "mean '%s'?", k, near);
             return conf_errat(l, n->kids[i]->line, "messages: unknown rule '%.64s'; the rules are %s",
-                         k, word_list(rule_names, lb, sizeof lb));
+                         k, conf_words(rule_names, lb, sizeof lb));
         }
         snprintf(buf, sizeof buf, "messages: %s", k);
-        if ((rc = v_text(l, buf, n->kids[i], &f->messages[r])))
+        if ((rc = conf_as_name(l, buf, n->kids[i], &f->messages[r])))
             return rc;
     }
     return 0;
@@ -1918,35 +1769,35 @@ static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, 
                      "letters, digits and _, starting with a letter or _", name, NAME_LEN_MAX);
     if (strcmp(name, "_deleted") == 0)
         return conf_errat(&l, n->line, "_deleted is reserved for soft deletes; rename the property");
-    if (n->type == CONF_SCALAR && !is_null(n)) {
+    if (n->type == CONF_SCALAR && !conf_is_null(n)) {
         tn = n; /* the short form, name: string */
     } else if (n->type == CONF_MAP) {
-        if ((rc = keys_check(&l, n, "a property", prop_keys)))
+        if ((rc = conf_keys_check(&l, n, "a property", prop_keys)))
             return rc;
         if (!(tn = conf_get(n, "type")))
             return conf_errat(&l, n->line, "type: is required; use one of " TYPE_LIST);
     } else {
         return conf_errat(&l, n->line, "expected a map like {type: string, required: true} "
-                     "(got %s)", desc(n, buf, sizeof buf));
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
     }
-    if ((rc = v_text(&l, "type", tn, &tname)))
+    if ((rc = conf_as_name(&l, "type", tn, &tname)))
         return rc;
     if ((t = lookup(type_names, tname)) < 0) {
-        const char *near = nearest(tname, type_names);
+        const char *near = conf_nearest(tname, type_names);
         if (near)
             return conf_errat(&l, tn->line, "type: unknown type '%.64s'; did you mean '%s'?", tname,
                          near);
         return conf_errat(&l, tn->line, "type: unknown type '%.64s'; use one of %s", tname,
-                     word_list(type_names, lb, sizeof lb));
+                     conf_words(type_names, lb, sizeof lb));
     }
     f->type = (FieldType)t;
     if (n->type != CONF_MAP)
         goto defaults;
 
-    if (((v = conf_get(n, "required")) && (rc = v_bool(&l, "required", v, &f->required))) ||
-        ((v = conf_get(n, "key")) && (rc = v_bool(&l, "key", v, &f->key))) ||
-        ((v = conf_get(n, "unique")) && (rc = v_bool(&l, "unique", v, &f->unique))) ||
-        ((v = conf_get(n, "paranoid")) && (rc = v_bool(&l, "paranoid", v, &f->paranoid))))
+    if (((v = conf_get(n, "required")) && (rc = conf_as_bool(&l, "required", v, &f->required))) ||
+        ((v = conf_get(n, "key")) && (rc = conf_as_bool(&l, "key", v, &f->key))) ||
+        ((v = conf_get(n, "unique")) && (rc = conf_as_bool(&l, "unique", v, &f->unique))) ||
+        ((v = conf_get(n, "paranoid")) && (rc = conf_as_bool(&l, "paranoid", v, &f->paranoid))))
         return rc;
     if (f->key && f->type == FT_JSON)
         return conf_errat(&l, conf_get(n, "key")->line, "key: a json property cannot be part of the "
@@ -1980,7 +1831,7 @@ static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, 
             return conf_errat(&l, v->line, "%s: only number properties have a %s (this one is %s)%s",
                          k, k, type_names[f->type], f->type == FT_STRING || f->type == FT_TEXT
                          ? "; use length: for the number of characters" : "; remove it");
-        if ((rc = v_num(&l, k, v, mx ? &f->max : &f->min)))
+        if ((rc = conf_as_num(&l, k, v, -INFINITY, INFINITY, NULL, mx ? &f->max : &f->min)))
             return rc;
         *(mx ? &f->has_max : &f->has_min) = 1;
     }
@@ -1995,7 +1846,7 @@ static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, 
         if (f->type != FT_DECIMAL)
             return conf_errat(&l, v->line, "%s: only decimal properties have a %s (this one is %s); "
                          "remove it", k, k, type_names[f->type]);
-        if ((rc = v_uint(&l, k, v, pr ? 0 : 1, NUMERIC_PREC_MAX, &u)))
+        if ((rc = conf_as_uint(&l, k, v, pr ? 0 : 1, NUMERIC_PREC_MAX, &u)))
             return rc;
         *(pr ? &f->scale : &f->precision) = (unsigned)u;
     }
@@ -2025,7 +1876,7 @@ static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, 
                          "%s); remove one of them", format_names[fmt]);
         if (fmt == FF_REGEX) {
             char rerr[200];
-            if ((rc = v_text(&l, "regex", rn, &f->regex_src)))
+            if ((rc = conf_as_name(&l, "regex", rn, &f->regex_src)))
                 return rc;
             int e = regcomp(&f->regex, f->regex_src, REG_EXTENDED | REG_NOSUB);
             if (e) {
@@ -2069,11 +1920,11 @@ static int parse_model(const ConfErr *ml, Models *ms, size_t i, const char *name
                      "digits and _, starting with a letter or _", name, NAME_LEN_MAX);
     if (n->type != CONF_MAP)
         return conf_errat(&l, n->line, "expected a map with properties: (got %s)",
-                     desc(n, buf, sizeof buf));
-    if ((rc = keys_check(&l, n, "a model", model_keys)))
+                     conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(&l, n, "a model", model_keys)))
         return rc;
     if ((v = conf_get(n, "table"))) {
-        if ((rc = v_text(&l, "table", v, &m->table)))
+        if ((rc = conf_as_name(&l, "table", v, &m->table)))
             return rc;
         if (strchr(m->table, '.'))
             return conf_errat(&l, v->line, "table: '%.64s' names a schema; give the table alone and "
@@ -2103,7 +1954,7 @@ static int parse_model(const ConfErr *ml, Models *ms, size_t i, const char *name
                      "properties: {id: {type: serial, key: true}}");
     if (props->type != CONF_MAP || props->n == 0)
         return conf_errat(&l, props->line, "properties: expected a map of name: {type: ...} (got %s)",
-                     props->type == CONF_MAP ? "an empty map" : desc(props, buf, sizeof buf));
+                     props->type == CONF_MAP ? "an empty map" : conf_desc(props, buf, sizeof buf));
     m->fields = xcalloc(props->n, sizeof *m->fields);
     m->nfields = props->n;
     for (size_t j = 0; j < props->n; j++)
@@ -2136,25 +1987,19 @@ static int model_ref(const ConfErr *l, const Models *ms, const char *key, const 
                      const char **out)
 {
     const char *s;
-    int rc = v_text(l, key, v, &s);
+    int rc = conf_as_name(l, key, v, &s);
     if (rc)
         return rc;
     if (models_find(ms, s)) {
         *out = s;
         return 0;
     }
-    const char *best = NULL;
-    size_t bd = 3;
-    for (size_t i = 0; i < ms->n; i++) {
-        size_t d = conf_edit_distance(s, ms->m[i].name);
-        if (d < bd) {
-            bd = d;
-            best = ms->m[i].name;
-        }
-    }
-    if (best)
+    ConfNear nr = CONF_NEAR(s);
+    for (size_t i = 0; i < ms->n; i++)
+        conf_near_try(&nr, ms->m[i].name);
+    if (nr.best)
         return conf_errat(l, v->line, "%s: model '%.64s' is not declared; did you mean '%s'?", key, s,
-                     best);
+                     nr.best);
     return conf_errat(l, v->line, "%s: model '%.64s' is not declared; declare it under models: or "
                  "fix the name", key, s);
 }
@@ -2176,8 +2021,8 @@ static int parse_belongs_to(const ConfErr *ml, const Models *ms, const Model *m,
                      "and _", name);
     if (n->type != CONF_MAP)
         return conf_errat(&l, n->line, "expected a map like {model: tenants, fields: [tenant_id]} "
-                     "(got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(&l, n, "a belongs_to", bt_keys)))
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(&l, n, "a belongs_to", bt_keys)))
         return rc;
     if (!(v = conf_get(n, "model")))
         return conf_errat(&l, n->line, "model: is required; name the parent model");
@@ -2198,18 +2043,18 @@ static int parse_belongs_to(const ConfErr *ml, const Models *ms, const Model *m,
     if (!(v = conf_get(n, "fields")))
         return conf_errat(&l, n->line, "fields: is required; list this model's columns that hold "
                      "the key of '%s' (%s), like fields: [%s_id]", p->name, keys, name);
-    if (v->type == CONF_SCALAR && !is_null(v)) {
+    if (v->type == CONF_SCALAR && !conf_is_null(v)) {
         r->fields = xcalloc(1, sizeof *r->fields);
         r->fields[0] = v->value;
         r->nfields = 1;
     } else if (v->type == CONF_SEQ) {
         r->fields = xcalloc(v->n ? v->n : 1, sizeof *r->fields);
         for (size_t k = 0; k < v->n; k++)
-            if ((rc = v_text(&l, "fields item", v->kids[k], &r->fields[r->nfields++])))
+            if ((rc = conf_as_name(&l, "fields item", v->kids[k], &r->fields[r->nfields++])))
                 return rc;
     } else {
         return conf_errat(&l, v->line, "fields: expected a list of this model's columns (got %s)",
-                     desc(v, buf, sizeof buf));
+                     conf_desc(v, buf, sizeof buf));
     }
     if (r->nfields != p->nkey)
         return conf_errat(&l, v->line, "fields: lists %zu column%s but the key of '%s' has %zu (%s); "
@@ -2242,10 +2087,10 @@ static int parse_has_n(const ConfErr *ml, const Models *ms, Relation *r, const c
     r->name = name;
     r->line = n->line;
     r->has_n = 1;
-    if (n->type != CONF_MAP && !is_null(n))
+    if (n->type != CONF_MAP && !conf_is_null(n))
         return conf_errat(&l, n->line, "expected a map like {model: authorities, through: ...} "
-                     "(got %s)", desc(n, buf, sizeof buf));
-    if (n->type == CONF_MAP && (rc = keys_check(&l, n, "a has_n", hn_keys)))
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
+    if (n->type == CONF_MAP && (rc = conf_keys_check(&l, n, "a has_n", hn_keys)))
         return rc;
     if ((v = conf_get(n, "model"))) {
         if ((rc = model_ref(&l, ms, "model", v, &r->model)))
@@ -2273,10 +2118,10 @@ static int parse_rels(const ConfErr *ml, Models *ms, size_t i, const ConfNode *n
     snprintf(l.pfx, sizeof l.pfx, "model '%.64s': ", m->name);
     if (bt && bt->type != CONF_MAP)
         return conf_errat(&l, bt->line, "belongs_to: expected a map of name: {model: ..., fields: "
-                     "[...]} (got %s)", desc(bt, buf, sizeof buf));
+                     "[...]} (got %s)", conf_desc(bt, buf, sizeof buf));
     if (hn && hn->type != CONF_MAP)
         return conf_errat(&l, hn->line, "has_n: expected a map of name: {model: ...} (got %s)",
-                     desc(hn, buf, sizeof buf));
+                     conf_desc(hn, buf, sizeof buf));
     size_t nb = bt ? bt->n : 0, nh = hn ? hn->n : 0;
     m->rels = xcalloc(nb + nh + 1, sizeof *m->rels);
     m->nrels = nb + nh;
@@ -2368,7 +2213,7 @@ out:
 int models_parse(const char *file, const ConfNode *node, Models **out, char *err, size_t errlen)
 {
     char buf[64];
-    ConfErr l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
+    ConfErr l = conf_err(file, err, errlen);
     Models *ms;
     int rc;
 
@@ -2379,7 +2224,7 @@ int models_parse(const char *file, const ConfNode *node, Models **out, char *err
         return conf_errat(&l, node ? node->line : 1, "models: expected a map of models, like models: "
                      "{users: {properties: {id: {type: serial, key: true}}}} (got %s)",
                      !node ? "nothing" : node->type == CONF_MAP ? "an empty map"
-                                                                : desc(node, buf, sizeof buf));
+                                                                : conf_desc(node, buf, sizeof buf));
     ms = xcalloc(1, sizeof *ms);
     ms->m = xcalloc(node->n, sizeof *ms->m);
     for (size_t i = 0; i < node->n; i++) {

@@ -40,7 +40,7 @@
 #ifndef PL_MODEL_H
 #define PL_MODEL_H
 
-#include "pipeline.h"
+#include "conf.h"
 #include "row.h"
 
 #include <msgpack.h>

@@ -1,5 +1,5 @@
-/* pipeline.c: the pipeline file. libyaml's event API reads the YAML into a
- * tree of ConfNodes (each remembers its line; anchors, aliases and tags are
+/* pipeline.c: the pipeline file. conf_read reads the YAML into a tree of
+ * ConfNodes (conf.h: each remembers its line; anchors, aliases and tags are
  * refused, duplicate keys are errors), then the schema checks walk the tree
  * and build the Pipeline. Loading stops at the first error, whose message is
  * "FILE:LINE: what is wrong; hint". Each stage is checked against the
@@ -28,651 +28,11 @@
 #include <yaml.h>
 
 #define FILE_MAX (16u << 20)   /* a pipeline file is small; refuse anything huge */
-#define DEPTH_MAX 64           /* nesting of maps and lists */
 #define SECS_MAX CONF_SECS_MAX  /* timeouts, intervals, drain: at most a day */
 #define QSECS_MAX 4294967.0    /* queue times: ms must fit a uint32_t */
 #define CONC_MAX 10000
 #define CONC_DEFAULT 8
 #define BATCH_CAP 100          /* batch defaults to min(concurrency, BATCH_CAP) */
-
-/* ================================================================ errors */
-
-/* conf_errat keeps a message one line of printable text: a value quoted in
- * it may hold anything (a CR, a tab, a NUL escape), which shows as \r, \n,
- * \t or \xNN. */
-int conf_errat(const ConfErr *l, int line, const char *fmt, ...)
-{
-    char msg[1024];
-    if (!l->err || l->errlen == 0)
-        return PL_EINVAL;
-    int k = snprintf(msg, sizeof msg, "%s:%d: %s", l->file, line, l->pfx);
-    if (k >= 0 && (size_t)k < sizeof msg) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    size_t o = 0;
-    for (const char *p = msg; *p && o + 1 < l->errlen; p++) {
-        unsigned char c = (unsigned char)*p;
-        char esc[8];
-        if (c >= 0x20 && c != 0x7f) {
-            l->err[o++] = (char)c;
-            continue;
-        }
-        int m = snprintf(esc, sizeof esc, c == '\r' ? "\\r" : c == '\n' ? "\\n" : c == '\t' ?
-                         "\\t" : "\\x%02X", c);
-        if (o + (size_t)m + 1 > l->errlen)
-            break;
-        memcpy(l->err + o, esc, (size_t)m);
-        o += (size_t)m;
-    }
-    l->err[o] = '\0';
-    return PL_EINVAL;
-}
-
-/* err_to: a ConfErr that writes file's messages into err. */
-static ConfErr err_to(const char *file, char *err, size_t errlen)
-{
-    ConfErr l = {.file = file ? file : "(pipeline)", .err = err, .errlen = errlen};
-    return l;
-}
-
-size_t conf_edit_distance(const char *a, const char *b)
-{
-    enum { W = 40 };
-    size_t n = strlen(a), m = strlen(b), d[W + 1][W + 1];
-    if (n > W || m > W)
-        return SIZE_MAX;
-    for (size_t i = 0; i <= n; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= m; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= n; i++)
-        for (size_t j = 1; j <= m; j++) {
-            size_t c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c)
-                c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c)
-                c = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < c)
-                c = d[i - 2][j - 2] + 1;
-            d[i][j] = c;
-        }
-    return d[n][m];
-}
-
-/* Near: the closest candidate seen so far within edit distance 2. */
-typedef struct Near {
-    const char *word, *best;
-    size_t d;
-} Near;
-
-static void near_try(Near *nr, const char *cand)
-{
-    size_t d = conf_edit_distance(nr->word, cand);
-    if (d <= 2 && d < nr->d) {
-        nr->d = d;
-        nr->best = cand;
-    }
-}
-
-/* ================================================================== tree */
-
-/* Node: every ConfNode of a tree we built is the first member of a Node, so
- * the checks below can find the line of each key of a map. */
-typedef struct Node {
-    ConfNode c;
-    int *klines; /* CONF_MAP: klines[i] is the line of keys[i] */
-    size_t cap;
-} Node;
-
-static Node *node_new(int type, int line)
-{
-    Node *n = xcalloc(1, sizeof *n);
-    n->c.type = type;
-    n->c.line = line;
-    return n;
-}
-
-static void node_free(ConfNode *c)
-{
-    if (!c)
-        return;
-    Node *n = (Node *)c;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->keys)
-            free(c->keys[i]);
-        node_free(c->kids[i]);
-    }
-    free(c->keys);
-    free(c->kids);
-    free(c->value);
-    free(n->klines);
-    free(n);
-}
-
-/* node_add appends kid (under key, for a map) to n; takes key and kid. */
-static void node_add(Node *n, char *key, int kline, ConfNode *kid)
-{
-    if (n->c.n == n->cap) {
-        n->cap = n->cap ? 2 * n->cap : 8;
-        n->c.kids = xrealloc(n->c.kids, n->cap * sizeof *n->c.kids);
-        if (n->c.type == CONF_MAP) {
-            n->c.keys = xrealloc(n->c.keys, n->cap * sizeof *n->c.keys);
-            n->klines = xrealloc(n->klines, n->cap * sizeof *n->klines);
-        }
-    }
-    if (n->c.type == CONF_MAP) {
-        n->c.keys[n->c.n] = key;
-        n->klines[n->c.n] = kline;
-    }
-    n->c.kids[n->c.n++] = kid;
-}
-
-static int key_index(const ConfNode *map, const char *key)
-{
-    for (size_t i = 0; i < map->n; i++)
-        if (strcmp(map->keys[i], key) == 0)
-            return (int)i;
-    return -1;
-}
-
-/* KeySet: the keys of a map being read, for the duplicate-key check: an
- * open-addressing table of indexes into the map's keys (index + 1; 0 is an
- * empty slot), kept at most half full. A map of N keys is checked in O(N)
- * instead of a scan per key (O(N^2): 200,000 keys took minutes). Maps with
- * fewer than KEYSET_MIN keys are scanned and have no table. */
-typedef struct KeySet {
-    uint32_t *slot;
-    size_t cap;
-} KeySet;
-#define KEYSET_MIN 16
-
-static size_t key_hash(const char *s)
-{
-    uint64_t h = 14695981039346656037ull; /* FNV-1a */
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return (size_t)(h ^ (h >> 32));
-}
-
-static void keyset_put(KeySet *ks, const ConfNode *map, size_t i)
-{
-    size_t m = ks->cap - 1, h = key_hash(map->keys[i]) & m;
-    while (ks->slot[h])
-        h = (h + 1) & m;
-    ks->slot[h] = (uint32_t)(i + 1);
-}
-
-/* keyset_find returns the index of key among map's keys, or -1. */
-static int keyset_find(const KeySet *ks, const ConfNode *map, const char *key)
-{
-    if (!ks->slot)
-        return key_index(map, key);
-    size_t m = ks->cap - 1;
-    for (size_t h = key_hash(key) & m; ks->slot[h]; h = (h + 1) & m)
-        if (strcmp(map->keys[ks->slot[h] - 1], key) == 0)
-            return (int)(ks->slot[h] - 1);
-    return -1;
-}
-
-/* keyset_added takes in map's newest key, growing the table (from
- * KEYSET_MIN keys on) to keep it at most half full. */
-static void keyset_added(KeySet *ks, const ConfNode *map)
-{
-    if (map->n < KEYSET_MIN)
-        return;
-    PL_ASSERT(map->n < UINT32_MAX, "a map of 4 billion keys cannot fit a pipeline file");
-    if (2 * map->n > ks->cap) {
-        free(ks->slot);
-        ks->cap = 4 * KEYSET_MIN;
-        while (ks->cap < 4 * map->n)
-            ks->cap *= 2;
-        ks->slot = xcalloc(ks->cap, sizeof *ks->slot);
-        for (size_t i = 0; i < map->n; i++)
-            keyset_put(ks, map, i);
-        return;
-    }
-    keyset_put(ks, map, map->n - 1);
-}
-
-/* key_line returns the line of map's key i (the map's own line for a tree
- * someone else built). */
-static int key_line(const ConfNode *map, int i)
-{
-    const Node *n = (const Node *)map;
-    return i >= 0 && n->klines ? n->klines[i] : map->line;
-}
-
-/* is_null: a plain empty scalar, ~ or null (YAML's ways to write nothing). */
-static int is_null(const ConfNode *n)
-{
-    return n->type == CONF_SCALAR && !n->quoted &&
-           (!n->value[0] || strcmp(n->value, "~") == 0 || strcmp(n->value, "null") == 0 ||
-            strcmp(n->value, "Null") == 0 || strcmp(n->value, "NULL") == 0);
-}
-
-/* ---------------------------------------------------------- YAML reader */
-
-typedef struct Reader {
-    yaml_parser_t yp;
-    const ConfErr *l;
-    const char *text;
-    size_t len;
-} Reader;
-
-/* line_at returns the start of 1-based line `line` of the text, or NULL. */
-static const char *line_at(const Reader *r, size_t line)
-{
-    const char *p = r->text, *end = r->text + r->len;
-    for (size_t i = 1; i < line; i++) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl)
-            return NULL;
-        p = nl + 1;
-    }
-    return p;
-}
-
-/* yaml_fail turns libyaml's error into ours, naming a tab in the
- * indentation (YAML forbids them; libyaml's own words do not say so). */
-static int yaml_fail(Reader *r)
-{
-    const yaml_parser_t *p = &r->yp;
-    size_t line = p->problem_mark.line + 1;
-    if (p->error == YAML_MEMORY_ERROR)
-        return conf_errat(r->l, (int)line, "out of memory reading the YAML");
-    if (p->error == YAML_READER_ERROR) { /* no mark: count the lines up to the offset */
-        line = 1;
-        for (size_t i = 0; i < p->problem_offset && i < r->len; i++)
-            line += r->text[i] == '\n';
-        return conf_errat(r->l, (int)line, "invalid text: %s (byte %zu); save the file as UTF-8",
-                     p->problem ? p->problem : "unreadable", p->problem_offset);
-    }
-    const char *s = line_at(r, line), *end = r->text + r->len;
-    for (; s && s < end && (*s == ' ' || *s == '\t'); s++)
-        if (*s == '\t')
-            return conf_errat(r->l, (int)line, "tab in the indentation; YAML indents with spaces "
-                         "only (libyaml: %s)", p->problem ? p->problem : "error");
-    if (p->context && p->context_mark.line != p->problem_mark.line)
-        return conf_errat(r->l, (int)line, "invalid YAML: %s (%s at line %zu); check the "
-                     "indentation and the quoting", p->problem ? p->problem : "error",
-                     p->context, p->context_mark.line + 1);
-    return conf_errat(r->l, (int)line, "invalid YAML: %s%s%s%s; check the indentation and the "
-                 "quoting", p->problem ? p->problem : "error", p->context ? " (" : "",
-                 p->context ? p->context : "", p->context ? ")" : "");
-}
-
-static int next(Reader *r, yaml_event_t *ev)
-{
-    if (!yaml_parser_parse(&r->yp, ev))
-        return yaml_fail(r);
-    return 0;
-}
-
-/* build makes the node that starts with event ev (which it deletes) and,
- * for a list or a map, everything up to its end event. */
-static int build(Reader *r, yaml_event_t *ev, int depth, ConfNode **out)
-{
-    Node *n = NULL;
-    KeySet ks = {NULL, 0};
-    yaml_event_t e;
-    int rc = 0, line = (int)ev->start_mark.line + 1;
-    const yaml_char_t *anchor = NULL, *tag = NULL;
-
-    if (ev->type == YAML_ALIAS_EVENT) {
-        rc = conf_errat(r->l, line, "aliases (*%s) are not supported; write the value out",
-                   (const char *)ev->data.alias.anchor);
-        goto fail;
-    }
-    if (ev->type == YAML_SCALAR_EVENT) {
-        anchor = ev->data.scalar.anchor;
-        tag = ev->data.scalar.tag;
-    } else if (ev->type == YAML_SEQUENCE_START_EVENT) {
-        anchor = ev->data.sequence_start.anchor;
-        tag = ev->data.sequence_start.tag;
-    } else if (ev->type == YAML_MAPPING_START_EVENT) {
-        anchor = ev->data.mapping_start.anchor;
-        tag = ev->data.mapping_start.tag;
-    } else {
-        rc = conf_errat(r->l, line, "unexpected YAML event %d", (int)ev->type);
-        goto fail;
-    }
-    if (anchor) {
-        rc = conf_errat(r->l, line, "anchors (&%s) are not supported; write the value out",
-                   (const char *)anchor);
-        goto fail;
-    }
-    if (depth > DEPTH_MAX) {
-        rc = conf_errat(r->l, line, "nested deeper than %d levels; a pipeline file is flatter",
-                   DEPTH_MAX);
-        goto fail;
-    }
-    if (tag && !(ev->type == YAML_SCALAR_EVENT &&
-                 strcmp((const char *)tag, YAML_STR_TAG) == 0)) {
-        rc = conf_errat(r->l, line, "tags (%s) are not supported; remove it (quote a value to "
-                   "make it a string)", (const char *)tag);
-        goto fail;
-    }
-
-    switch (ev->type) {
-    case YAML_SCALAR_EVENT:
-        n = node_new(CONF_SCALAR, line);
-        n->c.value = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
-        if (strlen(n->c.value) != ev->data.scalar.length) {
-            rc = conf_errat(r->l, line, "a value contains a NUL character; remove it");
-            goto fail;
-        }
-        n->c.quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE || tag;
-        break;
-    case YAML_SEQUENCE_START_EVENT:
-        n = node_new(CONF_SEQ, line);
-        for (;;) {
-            ConfNode *kid;
-            if ((rc = next(r, &e)))
-                goto fail;
-            if (e.type == YAML_SEQUENCE_END_EVENT) {
-                yaml_event_delete(&e);
-                break;
-            }
-            if ((rc = build(r, &e, depth + 1, &kid)))
-                goto fail;
-            node_add(n, NULL, 0, kid);
-        }
-        break;
-    default: /* YAML_MAPPING_START_EVENT */
-        n = node_new(CONF_MAP, line);
-        for (;;) {
-            ConfNode *kid;
-            if ((rc = next(r, &e)))
-                goto fail;
-            if (e.type == YAML_MAPPING_END_EVENT) {
-                yaml_event_delete(&e);
-                break;
-            }
-            int kline = (int)e.start_mark.line + 1;
-            if (e.type != YAML_SCALAR_EVENT || e.data.scalar.anchor || e.data.scalar.tag) {
-                yaml_event_delete(&e);
-                rc = conf_errat(r->l, kline, "a key must be plain text (no list, map, anchor or "
-                           "tag); write it as name:");
-                goto fail;
-            }
-            char *key = xstrndup((const char *)e.data.scalar.value, e.data.scalar.length);
-            int nul = strlen(key) != e.data.scalar.length;
-            yaml_event_delete(&e);
-            if (nul) {
-                rc = conf_errat(r->l, kline, "a key contains a NUL character; remove it");
-                free(key);
-                goto fail;
-            }
-            int dup = keyset_find(&ks, &n->c, key);
-            if (dup >= 0) {
-                rc = conf_errat(r->l, kline, "duplicate key '%.64s' (also at line %d); remove one",
-                           key, n->klines[dup]);
-                free(key);
-                goto fail;
-            }
-            if ((rc = next(r, &e))) {
-                free(key);
-                goto fail;
-            }
-            if ((rc = build(r, &e, depth + 1, &kid))) {
-                free(key);
-                goto fail;
-            }
-            node_add(n, key, kline, kid);
-            keyset_added(&ks, &n->c);
-        }
-        break;
-    }
-    free(ks.slot);
-    yaml_event_delete(ev);
-    *out = &n->c;
-    return 0;
-fail:
-    free(ks.slot);
-    yaml_event_delete(ev);
-    node_free(n ? &n->c : NULL);
-    return rc;
-}
-
-/* tree_parse reads text into *root: NULL for a file with no document. */
-static int tree_parse(const ConfErr *l, const char *text, size_t len, ConfNode **root)
-{
-    Reader r = {.l = l, .text = text, .len = len};
-    yaml_event_t e;
-    ConfNode *doc = NULL;
-    int rc;
-
-    *root = NULL;
-    if (!yaml_parser_initialize(&r.yp))
-        return conf_errat(l, 1, "cannot start the YAML parser (out of memory)");
-    yaml_parser_set_input_string(&r.yp, (const unsigned char *)text, len);
-    if ((rc = next(&r, &e)))
-        goto fail;
-    yaml_event_delete(&e); /* stream start */
-    if ((rc = next(&r, &e)))
-        goto fail;
-    if (e.type == YAML_DOCUMENT_START_EVENT) {
-        yaml_event_delete(&e);
-        if ((rc = next(&r, &e)) || (rc = build(&r, &e, 0, &doc)))
-            goto fail;
-        if ((rc = next(&r, &e)))
-            goto fail;
-        yaml_event_delete(&e); /* document end */
-        if ((rc = next(&r, &e)))
-            goto fail;
-        if (e.type == YAML_DOCUMENT_START_EVENT) {
-            rc = conf_errat(l, (int)e.start_mark.line + 1, "a second YAML document (---); keep the "
-                       "whole pipeline in one document");
-            yaml_event_delete(&e);
-            goto fail;
-        }
-    }
-    yaml_event_delete(&e); /* stream end */
-    yaml_parser_delete(&r.yp);
-    *root = doc;
-    return 0;
-fail:
-    yaml_parser_delete(&r.yp);
-    node_free(doc);
-    return rc;
-}
-
-/* ============================================================== getters */
-
-const ConfNode *conf_get(const ConfNode *map, const char *key)
-{
-    if (!map || map->type != CONF_MAP)
-        return NULL;
-    int i = key_index(map, key);
-    return i < 0 ? NULL : map->kids[i];
-}
-
-/* desc describes n for a message: 'text', the string "text", a map... */
-static const char *desc(const ConfNode *n, char *buf, size_t size)
-{
-    if (n->type == CONF_MAP)
-        return "a map";
-    if (n->type == CONF_SEQ)
-        return "a list";
-    if (is_null(n))
-        return "nothing";
-    snprintf(buf, size, n->quoted ? "the string \"%.40s%s\"" : "'%.40s%s'", n->value,
-             strlen(n->value) > 40 ? "..." : "");
-    return buf;
-}
-
-static const char *unquote_hint(const ConfNode *n)
-{
-    return n->type == CONF_SCALAR && n->quoted ? "; write it without quotes" : "";
-}
-
-static int parse_uint(const char *s, unsigned long long *out)
-{
-    char *end;
-    if (*s == '+')
-        s++;
-    if (!isdigit((unsigned char)*s))
-        return 0;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end)
-        return 0;
-    *out = v;
-    return 1;
-}
-
-/* parse_num accepts decimal numbers (1, 2.5, .5, 1e3): no hex, inf or nan. */
-static int parse_num(const char *s, double *out)
-{
-    char *end;
-    int digits = 0;
-    for (const char *p = s; *p; p++) {
-        if (isdigit((unsigned char)*p))
-            digits = 1;
-        else if (!strchr("+-.eE", *p))
-            return 0;
-    }
-    if (!digits)
-        return 0;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v))
-        return 0;
-    *out = v;
-    return 1;
-}
-
-static int v_str(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
-{
-    char buf[64];
-    if (n->type != CONF_SCALAR || is_null(n))
-        return conf_errat(l, n->line, "%s: expected a string (got %s)", key, desc(n, buf, sizeof buf));
-    *out = n->value;
-    return 0;
-}
-
-/* v_name: a non-empty string. */
-static int v_name(const ConfErr *l, const char *key, const ConfNode *n, const char **out)
-{
-    int rc = v_str(l, key, n, out);
-    if (!rc && !**out)
-        return conf_errat(l, n->line, "%s: is empty; give a value or remove the key", key);
-    return rc;
-}
-
-static int v_uint(const ConfErr *l, const char *key, const ConfNode *n, unsigned long long min,
-                  unsigned long long max, unsigned long long *out)
-{
-    char buf[64];
-    unsigned long long v;
-    if (n->type == CONF_SCALAR && !n->quoted && parse_uint(n->value, &v) && v >= min && v <= max) {
-        *out = v;
-        return 0;
-    }
-    return conf_errat(l, n->line, "%s: expected a whole number from %llu to %llu (got %s)%s", key, min,
-                 max, desc(n, buf, sizeof buf), unquote_hint(n));
-}
-
-/* v_num reads a number in [min, max]; unit ("seconds") names what it counts. */
-static int v_num(const ConfErr *l, const char *key, const ConfNode *n, double min, double max,
-                 const char *unit, double *out)
-{
-    char buf[64];
-    double v;
-    if (n->type == CONF_SCALAR && !n->quoted && parse_num(n->value, &v) && v >= min && v <= max) {
-        *out = v;
-        return 0;
-    }
-    return conf_errat(l, n->line, "%s: expected a number%s%s from %g to %g (got %s)%s", key,
-                 unit ? " of " : "", unit ? unit : "", min, max, desc(n, buf, sizeof buf),
-                 unquote_hint(n));
-}
-
-static int v_bool(const ConfErr *l, const char *key, const ConfNode *n, int *out)
-{
-    static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
-    char buf[64];
-    for (size_t i = 0; i < 3 && n->type == CONF_SCALAR && !n->quoted; i++)
-        if (strcasecmp(n->value, yes[i]) == 0 || strcasecmp(n->value, no[i]) == 0) {
-            *out = strcasecmp(n->value, yes[i]) == 0;
-            return 0;
-        }
-    return conf_errat(l, n->line, "%s: expected true or false (got %s)%s", key,
-                 desc(n, buf, sizeof buf), unquote_hint(n));
-}
-
-/* v_strs reads a string or a list of strings into a new NULL-terminated array. */
-static int v_strs(const ConfErr *l, const char *key, const ConfNode *n, const char ***out, size_t *nout)
-{
-    char buf[64], k[96];
-    const char **a = NULL;
-    size_t m = 0;
-    int rc;
-    if (n->type == CONF_SCALAR && !is_null(n)) {
-        a = xcalloc(2, sizeof *a);
-        a[m++] = n->value;
-    } else if (n->type == CONF_SEQ) {
-        a = xcalloc(n->n + 1, sizeof *a);
-        for (; m < n->n; m++) {
-            snprintf(k, sizeof k, "%s item %zu", key, m + 1);
-            if ((rc = v_str(l, k, n->kids[m], &a[m])))
-                goto fail;
-        }
-    } else {
-        return conf_errat(l, n->line, "%s: expected a string or a list of strings (got %s)", key,
-                     desc(n, buf, sizeof buf));
-    }
-    *out = a;
-    *nout = m;
-    return 0;
-fail:
-    free(a);
-    return rc;
-}
-
-int conf_str(const char *file, const ConfNode *map, const char *key, const char **out, char *err,
-             size_t errlen)
-{
-    const ConfNode *n = conf_get(map, key);
-    ConfErr l = err_to(file, err, errlen);
-    return n ? v_str(&l, key, n, out) : 0;
-}
-
-int conf_num(const char *file, const ConfNode *map, const char *key, double min, double max,
-             double *out, char *err, size_t errlen)
-{
-    const ConfNode *n = conf_get(map, key);
-    ConfErr l = err_to(file, err, errlen);
-    return n ? v_num(&l, key, n, min, max, NULL, out) : 0;
-}
-
-int conf_uint(const char *file, const ConfNode *map, const char *key, unsigned long long max,
-              unsigned long long *out, char *err, size_t errlen)
-{
-    const ConfNode *n = conf_get(map, key);
-    ConfErr l = err_to(file, err, errlen);
-    return n ? v_uint(&l, key, n, 0, max, out) : 0;
-}
-
-int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, char *err,
-              size_t errlen)
-{
-    const ConfNode *n = conf_get(map, key);
-    ConfErr l = err_to(file, err, errlen);
-    return n ? v_bool(&l, key, n, out) : 0;
-}
-
-int conf_strs(const char *file, const ConfNode *map, const char *key, const char ***out,
-              size_t *n, char *err, size_t errlen)
-{
-    const ConfNode *v = conf_get(map, key);
-    ConfErr l = err_to(file, err, errlen);
-    return v ? v_strs(&l, key, v, out, n) : 0;
-}
 
 /* =============================================================== schema */
 
@@ -708,30 +68,22 @@ const ConfKey *conf_key(const ConfKey *keys, const char *name)
     return NULL;
 }
 
-/* join appends ", s" (or s first) to the list in buf, cutting at its end. */
-static void join(char *buf, size_t size, size_t *m, const char *s)
-{
-    int k = snprintf(buf + *m, size - *m, "%s%s", *m ? ", " : "", s);
-    if (k > 0)
-        *m = *m + (size_t)k < size ? *m + (size_t)k : size - 1;
-}
-
-/* keys_check fails on the first key of map that is in neither names nor
- * kk, with a did-you-mean hint, else the keys that what takes. For a
- * stage (kk set), a key of another of the kinds says which. */
-static int keys_check(const ConfErr *l, const ConfNode *map, const char *what,
-                      const char *const *names, const ConfKey *kk, const KindSpec *const *kinds)
+/* stage_keys_check is conf_keys_check for a stage: its keys are names
+ * (those of every stage) and kk (its kind's), and a key of another of the
+ * kinds says which. */
+static int stage_keys_check(const ConfErr *l, const ConfNode *map, const char *what,
+                            const char *const *names, const ConfKey *kk, const KindSpec *const *kinds)
 {
     for (size_t i = 0; i < map->n; i++) {
         const char *key = map->keys[i];
-        int line = key_line(map, (int)i);
+        int line = conf_key_line(map, (int)i);
         if (in_list(names, key) || conf_key(kk, key))
             continue;
-        Near nr = {key, NULL, SIZE_MAX};
+        ConfNear nr = CONF_NEAR(key);
         for (const char *const *a = names; a && *a; a++)
-            near_try(&nr, *a);
+            conf_near_try(&nr, *a);
         for (const ConfKey *k = kk; k && k->name; k++)
-            near_try(&nr, k->name);
+            conf_near_try(&nr, k->name);
         if (nr.best)
             return conf_errat(l, line, "unknown key '%.64s'; did you mean '%s'?", key, nr.best);
         for (const KindSpec *const *k = kinds; k && *k; k++)
@@ -741,9 +93,9 @@ static int keys_check(const ConfErr *l, const ConfNode *map, const char *what,
         char list[400] = "";
         size_t m = 0;
         for (const char *const *a = names; a && *a; a++)
-            join(list, sizeof list, &m, *a);
+            conf_join(list, sizeof list, &m, *a);
         for (const ConfKey *k = kk; k && k->name; k++)
-            join(list, sizeof list, &m, k->name);
+            conf_join(list, sizeof list, &m, k->name);
         return conf_errat(l, line, "unknown key '%.64s'; %s takes %s", key, what, list);
     }
     return 0;
@@ -812,24 +164,24 @@ static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
     int rc, loopback = 1;
 
     p->listen_enabled = 1;
-    if (is_null(n))
+    if (conf_is_null(n))
         return 0;
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "listen: expected a map of address, port, token, max_body ... "
-                     "(got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "listen", listen_keys, NULL, NULL)))
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(l, n, "listen", listen_keys)))
         return rc;
     if ((addr = conf_get(n, "address")) &&
-        ((rc = v_name(l, "listen: address", addr, &p->listen_address)) ||
+        ((rc = conf_as_name(l, "listen: address", addr, &p->listen_address)) ||
          (rc = listen_address(l, addr, p->listen_address, &loopback))))
         return rc;
     if ((v = conf_get(n, "port"))) {
-        if ((rc = v_uint(l, "listen: port", v, 1, 65535, &u)))
+        if ((rc = conf_as_uint(l, "listen: port", v, 1, 65535, &u)))
             return rc;
         p->listen_port = (unsigned)u;
     }
     if ((v = conf_get(n, "max_body"))) {
-        if ((rc = v_uint(l, "listen: max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
+        if ((rc = conf_as_uint(l, "listen: max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
             return rc;
         p->listen_max_body = (size_t)u;
     }
@@ -843,19 +195,19 @@ static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
         char key[64];
         snprintf(key, sizeof key, "listen: %s", nums[i].key);
         if ((v = conf_get(n, nums[i].key))) {
-            if ((rc = v_uint(l, key, v, 1, nums[i].max, &u)))
+            if ((rc = conf_as_uint(l, key, v, 1, nums[i].max, &u)))
                 return rc;
             *(unsigned *)((char *)p + nums[i].off) = (unsigned)u;
         }
     }
-    if ((v = conf_get(n, "insecure")) && (rc = v_bool(l, "listen: insecure", v, &p->listen_insecure)))
+    if ((v = conf_get(n, "insecure")) && (rc = conf_as_bool(l, "listen: insecure", v, &p->listen_insecure)))
         return rc;
     if ((v = conf_get(n, "token"))) {
         const char *t, *why;
-        if (v->type != CONF_SCALAR || is_null(v) || !v->value[0])
+        if (v->type != CONF_SCALAR || conf_is_null(v) || !v->value[0])
             return conf_errat(l, v->line, "listen: token: expected env:NAME, file:PATH or the token "
-                              "itself (got %s)", v->type == CONF_SCALAR && !is_null(v) ? "an empty string"
-                                                                           : desc(v, buf, sizeof buf));
+                              "itself (got %s)", v->type == CONF_SCALAR && !conf_is_null(v) ? "an empty string"
+                                                                           : conf_desc(v, buf, sizeof buf));
         t = v->value;
         p->listen_has_token = 1;
         if (strncmp(t, "env:", 4) == 0) {
@@ -878,8 +230,8 @@ static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
     if ((v = conf_get(n, "tls"))) {
         if (v->type != CONF_MAP)
             return conf_errat(l, v->line, "listen: tls: expected a map of cert and key (PEM files) "
-                              "(got %s)", desc(v, buf, sizeof buf));
-        if ((rc = keys_check(l, v, "listen: tls", tls_keys, NULL, NULL)))
+                              "(got %s)", conf_desc(v, buf, sizeof buf));
+        if ((rc = conf_keys_check(l, v, "listen: tls", tls_keys)))
             return rc;
         const char *f;
         for (int i = 0; i < 2; i++) {
@@ -888,7 +240,7 @@ static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
             if (!w)
                 return conf_errat(l, v->line, "listen: tls: needs both cert and key (PEM files); %s is "
                                   "missing", tls_keys[i]);
-            if ((rc = v_name(l, buf, w, &f)))
+            if ((rc = conf_as_name(l, buf, w, &f)))
                 return rc;
         }
         p->listen_tls = 1;
@@ -1011,40 +363,40 @@ static int check_queue(const ConfErr *l, QueueDecl *q, const ConfNode *n)
     int rc;
 
     queue_conf_default(&q->conf);
-    if (is_null(n))
+    if (conf_is_null(n))
         return 0;
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "expected a map of ttr, max_attempts, backoff, backoff_max, "
-                     "max_body, key_retention, or nothing for the defaults (got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "a queue", queue_keys, NULL, NULL)))
+                     "max_body, key_retention, or nothing for the defaults (got %s)", conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(l, n, "a queue", queue_keys)))
         return rc;
     if ((v = conf_get(n, "ttr"))) {
-        if ((rc = v_num(l, "ttr", v, 0.001, QSECS_MAX, "seconds", &s)))
+        if ((rc = conf_as_num(l, "ttr", v, 0.001, QSECS_MAX, "seconds", &s)))
             return rc;
         q->conf.ttr_ms = to_ms(s);
     }
     if ((v = conf_get(n, "max_attempts"))) {
-        if ((rc = v_uint(l, "max_attempts", v, 0, 1000000, &u)))
+        if ((rc = conf_as_uint(l, "max_attempts", v, 0, 1000000, &u)))
             return rc;
         q->conf.max_attempts = (uint32_t)u;
     }
     if ((v = conf_get(n, "backoff"))) {
-        if ((rc = v_num(l, "backoff", v, 0, QSECS_MAX, "seconds", &s)))
+        if ((rc = conf_as_num(l, "backoff", v, 0, QSECS_MAX, "seconds", &s)))
             return rc;
         q->conf.backoff_ms = to_ms(s);
     }
     if ((v = conf_get(n, "backoff_max"))) {
-        if ((rc = v_num(l, "backoff_max", v, 0, QSECS_MAX, "seconds", &s)))
+        if ((rc = conf_as_num(l, "backoff_max", v, 0, QSECS_MAX, "seconds", &s)))
             return rc;
         q->conf.backoff_max_ms = to_ms(s);
     }
     if ((v = conf_get(n, "max_body"))) {
-        if ((rc = v_uint(l, "max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
+        if ((rc = conf_as_uint(l, "max_body", v, 1, QUEUE_BODY_LIMIT, &u)))
             return rc;
         q->conf.max_body = (uint32_t)u;
     }
     if ((v = conf_get(n, "key_retention"))) {
-        if ((rc = v_num(l, "key_retention", v, 0, QUEUE_KEY_RETENTION_MAX, "seconds", &s)))
+        if ((rc = conf_as_num(l, "key_retention", v, 0, QUEUE_KEY_RETENTION_MAX, "seconds", &s)))
             return rc;
         q->conf.key_retention_s = (uint32_t)s;
     }
@@ -1058,17 +410,17 @@ static int check_queues(const ConfErr *l, Pipeline *p, const ConfNode *n)
 {
     char buf[64];
     int rc;
-    if (is_null(n))
+    if (conf_is_null(n))
         return 0;
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "queues: expected a map of queue names (got %s); write "
-                     "queues: {retrieve: , final: }", desc(n, buf, sizeof buf));
+                     "queues: {retrieve: , final: }", conf_desc(n, buf, sizeof buf));
     p->queues = xcalloc(n->n, sizeof *p->queues);
     for (size_t i = 0; i < n->n; i++) {
         QueueDecl *q = &p->queues[p->nqueues++];
         ConfErr ql = *l;
         q->name = n->keys[i];
-        q->line = key_line(n, (int)i);
+        q->line = conf_key_line(n, (int)i);
         if (!queue_name_ok(q->name))
             return conf_errat(l, q->line, "queue name '%.64s' is invalid; use 1 to %d of A-Z a-z "
                          "0-9 _ . -", q->name, QUEUE_NAME_MAX);
@@ -1098,12 +450,12 @@ static int qref(const ConfErr *l, const Pipeline *p, const char *key, const Conf
 {
     const char *q;
     int rc;
-    if ((rc = v_name(l, key, n, &q)))
+    if ((rc = conf_as_name(l, key, n, &q)))
         return rc;
     if (!pipeline_queue(p, q)) {
-        Near nr = {q, NULL, SIZE_MAX};
+        ConfNear nr = CONF_NEAR(q);
         for (size_t i = 0; i < p->nqueues; i++)
-            near_try(&nr, p->queues[i].name);
+            conf_near_try(&nr, p->queues[i].name);
         if (nr.best)
             return conf_errat(l, n->line, "%s queue '%.64s' is not declared; did you mean '%s'? "
                          "(or add it under queues:)", key, q, nr.best);
@@ -1119,7 +471,7 @@ static int qrefs(const ConfErr *l, const Pipeline *p, const char *key, const Con
     char buf[64];
     const char *q;
     int rc;
-    if (n->type == CONF_SCALAR && !is_null(n)) {
+    if (n->type == CONF_SCALAR && !conf_is_null(n)) {
         if ((rc = qref(l, p, key, n, &q)))
             return rc;
         out_add(s, q);
@@ -1127,7 +479,7 @@ static int qrefs(const ConfErr *l, const Pipeline *p, const char *key, const Con
     }
     if (n->type != CONF_SEQ || n->n == 0)
         return conf_errat(l, n->line, "%s: expected a queue name or a list of queue names (got %s)",
-                     key, n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
+                     key, n->type == CONF_SEQ ? "an empty list" : conf_desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         if ((rc = qref(l, p, key, n->kids[i], &q)))
             return rc;
@@ -1149,7 +501,7 @@ static int check_url(const ConfErr *l, const char *key, const ConfNode *n, int t
     char why[400];
     const char *u;
     int rc;
-    if ((rc = v_name(l, key, n, &u)))
+    if ((rc = conf_as_name(l, key, n, &u)))
         return rc;
     if (http_url_check(u, tmpl, why, sizeof why))
         return conf_errat(l, n->line, "%s: %s", key, why);
@@ -1170,17 +522,17 @@ static int check_headers(const ConfErr *l, const char *key, int kline, const Con
     int rc;
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
-                     desc(n, buf, sizeof buf));
+                     conf_desc(n, buf, sizeof buf));
     if (n->n > HEADERS_MAX)
         return conf_errat(l, kline, "%s: %zu headers; a stage sends at most %d", key, n->n,
                      HEADERS_MAX);
     for (size_t i = 0; i < n->n; i++) {
         char k[96];
         snprintf(k, sizeof k, "%s: %.64s", key, show(buf, sizeof buf, n->keys[i]));
-        if ((rc = v_str(l, k, n->kids[i], &s)))
+        if ((rc = conf_as_str(l, k, n->kids[i], &s)))
             return rc;
         if (http_header_check(n->keys[i], "", why, sizeof why))
-            return conf_errat(l, key_line(n, (int)i), "%s: %s", key, why);
+            return conf_errat(l, conf_key_line(n, (int)i), "%s: %s", key, why);
         if (http_header_check(n->keys[i], s, why, sizeof why))
             return conf_errat(l, n->kids[i]->line, "%s: %s", k, why);
     }
@@ -1194,7 +546,7 @@ static int check_qname(const ConfErr *l, const char *key, const ConfNode *n)
     char buf[300];
     const char *s;
     int rc;
-    if ((rc = v_name(l, key, n, &s)))
+    if ((rc = conf_as_name(l, key, n, &s)))
         return rc;
     for (const char *p = s; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr("-._~", *p))
@@ -1210,13 +562,13 @@ static int check_map_of_strs(const ConfErr *l, const char *key, const ConfNode *
     int rc;
     if (n->type != CONF_MAP || (nonempty && n->n == 0))
         return conf_errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
-                     n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
+                     n->type == CONF_MAP ? "an empty map" : conf_desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         snprintf(k, sizeof k, "%s: %.64s", key, n->keys[i]);
-        if ((rc = nonempty ? v_name(l, k, n->kids[i], &s) : v_str(l, k, n->kids[i], &s)))
+        if ((rc = nonempty ? conf_as_name(l, k, n->kids[i], &s) : conf_as_str(l, k, n->kids[i], &s)))
             return rc;
         if (!n->keys[i][0] || strpbrk(n->keys[i], " \t:\r\n"))
-            return conf_errat(l, key_line(n, (int)i), "%s: '%.64s' is not a valid name", key,
+            return conf_errat(l, conf_key_line(n, (int)i), "%s: '%.64s' is not a valid name", key,
                          n->keys[i]);
     }
     return 0;
@@ -1232,35 +584,35 @@ static int check_cond(const ConfErr *l, const ConfNode *n)
 
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "when: expected a map like {field: country, equals: NL} "
-                     "(got %s)", desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "when", cond_keys, NULL, NULL)))
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(l, n, "when", cond_keys)))
         return rc;
     if (!(v = conf_get(n, "field")))
         return conf_errat(l, n->line, "when: field: is required; name the field of the job to test");
-    if ((rc = v_name(l, "when: field", v, &s)))
+    if ((rc = conf_as_name(l, "when: field", v, &s)))
         return rc;
     for (const char *const *o = ops; *o; o++) {
         if (!(v = conf_get(n, *o)))
             continue;
         if (op)
-            return conf_errat(l, key_line(n, key_index(n, *o)), "when: has both '%s' and '%s'; give "
+            return conf_errat(l, conf_key_line(n, conf_index(n, *o)), "when: has both '%s' and '%s'; give "
                          "exactly one of equals, not_equals, exists, in", op, *o);
         op = *o;
         if (strcmp(op, "exists") == 0) {
-            if ((rc = v_bool(l, "when: exists", v, &b)))
+            if ((rc = conf_as_bool(l, "when: exists", v, &b)))
                 return rc;
         } else if (strcmp(op, "in") == 0) {
             if (v->type != CONF_SEQ || v->n == 0)
                 return conf_errat(l, v->line, "when: in: expected a list of values (got %s)",
-                             v->type == CONF_SEQ ? "an empty list" : desc(v, buf, sizeof buf));
+                             v->type == CONF_SEQ ? "an empty list" : conf_desc(v, buf, sizeof buf));
             for (size_t i = 0; i < v->n; i++)
-                if (v->kids[i]->type != CONF_SCALAR || is_null(v->kids[i]))
+                if (v->kids[i]->type != CONF_SCALAR || conf_is_null(v->kids[i]))
                     return conf_errat(l, v->kids[i]->line, "when: in: item %zu: expected a single "
-                                 "value (got %s)", i + 1, desc(v->kids[i], buf, sizeof buf));
-        } else if (v->type != CONF_SCALAR || is_null(v)) {
+                                 "value (got %s)", i + 1, conf_desc(v->kids[i], buf, sizeof buf));
+        } else if (v->type != CONF_SCALAR || conf_is_null(v)) {
             return conf_errat(l, v->line, "when: %s: expected a single value (got %s)%s", op,
-                         desc(v, buf, sizeof buf), v->type == CONF_SEQ ? "; use in: for a list" :
-                         is_null(v) ? "; use exists: false for a missing field" : "");
+                         conf_desc(v, buf, sizeof buf), v->type == CONF_SEQ ? "; use in: for a list" :
+                         conf_is_null(v) ? "; use exists: false for a missing field" : "");
         }
     }
     if (!op)
@@ -1275,15 +627,15 @@ static int check_routes(const ConfErr *l, const Pipeline *p, const ConfNode *n, 
     int rc;
     if (n->type != CONF_SEQ || n->n == 0)
         return conf_errat(l, n->line, "routes: expected a list of {when: ..., to: ...} (got %s)",
-                     n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
+                     n->type == CONF_SEQ ? "an empty list" : conf_desc(n, buf, sizeof buf));
     for (size_t i = 0; i < n->n; i++) {
         const ConfNode *r = n->kids[i];
         ConfErr rl = *l;
         snprintf(rl.pfx, sizeof rl.pfx, "%.150sroutes item %zu: ", l->pfx, i + 1);
         if (r->type != CONF_MAP)
             return conf_errat(&rl, r->line, "expected a map {when: ..., to: ...} (got %s)",
-                         desc(r, buf, sizeof buf));
-        if ((rc = keys_check(&rl, r, "a route", rule_keys, NULL, NULL)))
+                         conf_desc(r, buf, sizeof buf));
+        if ((rc = conf_keys_check(&rl, r, "a route", rule_keys)))
             return rc;
         if (!(v = conf_get(r, "when")))
             return conf_errat(&rl, r->line, "when: is required; give a condition like "
@@ -1307,7 +659,7 @@ static int check_model_ref(const ConfErr *l, const Pipeline *p, const char *key,
 {
     const char *m;
     int rc;
-    if ((rc = v_name(l, key, n, &m)))
+    if ((rc = conf_as_name(l, key, n, &m)))
         return rc;
     if (!p->models) {
         if (!need_models)
@@ -1317,9 +669,9 @@ static int check_model_ref(const ConfErr *l, const Pipeline *p, const char *key,
     }
     if (models_find(p->models, m))
         return 0;
-    Near nr = {m, NULL, SIZE_MAX};
+    ConfNear nr = CONF_NEAR(m);
     for (size_t i = 0; i < p->models->n; i++)
-        near_try(&nr, p->models->m[i].name);
+        conf_near_try(&nr, p->models->m[i].name);
     if (nr.best)
         return conf_errat(l, n->line, "%s: model '%.64s' is not declared; did you mean '%s'? (or "
                      "declare it under models:)", key, m, nr.best);
@@ -1337,14 +689,14 @@ static int check_threshold(const ConfErr *l, const char *key, const ConfNode *n)
     int rc;
     if (n->type != CONF_MAP || n->n == 0)
         return conf_errat(l, n->line, "%s: expected a map like {count: 100, rate: 0.05} (got %s)", key,
-                     n->type == CONF_MAP ? "an empty map" : desc(n, buf, sizeof buf));
-    if ((rc = keys_check(l, n, "reject_threshold", threshold_keys, NULL, NULL)))
+                     n->type == CONF_MAP ? "an empty map" : conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(l, n, "reject_threshold", threshold_keys)))
         return rc;
     if ((v = conf_get(n, "count")) &&
-        (rc = v_uint(l, "reject_threshold: count", v, 0, THRESHOLD_COUNT_MAX, &u)))
+        (rc = conf_as_uint(l, "reject_threshold: count", v, 0, THRESHOLD_COUNT_MAX, &u)))
         return rc;
     if ((v = conf_get(n, "rate")) &&
-        (rc = v_num(l, "reject_threshold: rate", v, 0, 1, "rejected rows per row", &d)))
+        (rc = conf_as_num(l, "reject_threshold: rate", v, 0, 1, "rejected rows per row", &d)))
         return rc;
     return 0;
 }
@@ -1375,7 +727,7 @@ static int check_kind_keys(const ConfErr *l, const Pipeline *p, const KindSpec *
         }
         switch (key->type) {
         case KEY_STR:
-            rc = v_name(l, key->name, v, &str);
+            rc = conf_as_name(l, key->name, v, &str);
             break;
         case KEY_URL:
         case KEY_TMPL:
@@ -1386,10 +738,10 @@ static int check_kind_keys(const ConfErr *l, const Pipeline *p, const KindSpec *
             rc = check_qname(l, key->name, v);
             break;
         case KEY_SECS:
-            rc = v_num(l, key->name, v, key->min, key->max, "seconds", &d);
+            rc = conf_as_num(l, key->name, v, key->min, key->max, "seconds", &d);
             break;
         case KEY_STRS:
-            if (!(rc = v_strs(l, key->name, v, &strs, &m))) {
+            if (!(rc = conf_as_strs(l, key->name, v, &strs, &m))) {
                 for (size_t i = 0; i < m && !rc; i++)
                     if (!strs[i][0])
                         rc = conf_errat(l, v->line, "%s: has an empty name; remove it", key->name);
@@ -1397,7 +749,7 @@ static int check_kind_keys(const ConfErr *l, const Pipeline *p, const KindSpec *
             }
             break;
         case KEY_HEADERS:
-            rc = check_headers(l, key->name, key_line(n, key_index(n, key->name)), v);
+            rc = check_headers(l, key->name, conf_key_line(n, conf_index(n, key->name)), v);
             break;
         case KEY_MERGE:
             rc = check_map_of_strs(l, key->name, v, 1);
@@ -1407,7 +759,7 @@ static int check_kind_keys(const ConfErr *l, const Pipeline *p, const KindSpec *
             break;
         case KEY_UINT: {
             unsigned long long u;
-            rc = v_uint(l, key->name, v, (unsigned long long)key->min,
+            rc = conf_as_uint(l, key->name, v, (unsigned long long)key->min,
                         (unsigned long long)key->max, &u);
             break;
         }
@@ -1439,29 +791,29 @@ static int check_common(const ConfErr *l, const ConfNode *n, StageConf *s)
     s->timeout_s = 30;
     s->connect_timeout_s = 5;
     if ((v = conf_get(n, "concurrency"))) {
-        if ((rc = v_uint(l, "concurrency", v, 1, CONC_MAX, &u)))
+        if ((rc = conf_as_uint(l, "concurrency", v, 1, CONC_MAX, &u)))
             return rc;
         s->concurrency = (unsigned)u;
     }
     s->batch = s->concurrency < BATCH_CAP ? s->concurrency : BATCH_CAP;
     if ((v = conf_get(n, "batch"))) {
-        if ((rc = v_uint(l, "batch", v, 1, CONC_MAX, &u)))
+        if ((rc = conf_as_uint(l, "batch", v, 1, CONC_MAX, &u)))
             return rc;
         if (u > s->concurrency)
             return conf_errat(l, v->line, "batch: %llu is more than concurrency (%u); a stage "
                          "reserves at most concurrency jobs at a time", u, s->concurrency);
         s->batch = (unsigned)u;
     }
-    if ((v = conf_get(n, "rate")) && (rc = v_num(l, "rate", v, 0.001, 1e6, "requests per "
+    if ((v = conf_get(n, "rate")) && (rc = conf_as_num(l, "rate", v, 0.001, 1e6, "requests per "
                                                  "second", &s->rate_per_s)))
         return rc;
     if ((v = conf_get(n, "timeout")) &&
-        (rc = v_num(l, "timeout", v, 0.001, SECS_MAX, "seconds", &s->timeout_s)))
+        (rc = conf_as_num(l, "timeout", v, 0.001, SECS_MAX, "seconds", &s->timeout_s)))
         return rc;
     if ((v = conf_get(n, "connect_timeout")) &&
-        (rc = v_num(l, "connect_timeout", v, 0.001, SECS_MAX, "seconds", &s->connect_timeout_s)))
+        (rc = conf_as_num(l, "connect_timeout", v, 0.001, SECS_MAX, "seconds", &s->connect_timeout_s)))
         return rc;
-    if ((v = conf_get(n, "insecure")) && (rc = v_bool(l, "insecure", v, &s->insecure)))
+    if ((v = conf_get(n, "insecure")) && (rc = conf_as_bool(l, "insecure", v, &s->insecure)))
         return rc;
     return 0;
 }
@@ -1472,7 +824,7 @@ static const char *kind_list(const KindSpec *const *kinds, char *buf, size_t siz
     size_t m = 0;
     buf[0] = '\0';
     for (const KindSpec *const *k = kinds; *k; k++)
-        join(buf, size, &m, (*k)->name);
+        conf_join(buf, size, &m, (*k)->name);
     return buf;
 }
 
@@ -1490,13 +842,13 @@ static int check_stage(const ConfErr *l, Pipeline *p, size_t idx, const ConfNode
     snprintf(sl.pfx, sizeof sl.pfx, "stage %zu: ", idx + 1);
     if (n->type != CONF_MAP)
         return conf_errat(&sl, n->line, "expected a map with name:, kind: and the stage's settings "
-                     "(got %s)", desc(n, buf, sizeof buf));
+                     "(got %s)", conf_desc(n, buf, sizeof buf));
     s->node = n;
     s->line = n->line;
     if (!(v = conf_get(n, "name")))
         return conf_errat(&sl, n->line, "name: is required; give the stage a name (1 to %d of "
                      "A-Z a-z 0-9 _ . -)", QUEUE_NAME_MAX);
-    if ((rc = v_name(&sl, "name", v, &s->name)))
+    if ((rc = conf_as_name(&sl, "name", v, &s->name)))
         return rc;
     if (!queue_name_ok(s->name))
         return conf_errat(&sl, v->line, "name: '%.64s' is invalid; use 1 to %d of A-Z a-z 0-9 _ . -",
@@ -1510,15 +862,15 @@ static int check_stage(const ConfErr *l, Pipeline *p, size_t idx, const ConfNode
     if (!(v = conf_get(n, "kind")))
         return conf_errat(&sl, n->line, "kind: is required; use one of %s",
                           kind_list(kinds, list, sizeof list));
-    if ((rc = v_name(&sl, "kind", v, &kind)))
+    if ((rc = conf_as_name(&sl, "kind", v, &kind)))
         return rc;
     for (const KindSpec *const *kk = kinds; *kk && !k; kk++)
         if (strcmp((*kk)->name, kind) == 0)
             k = *kk;
     if (!k) {
-        Near nr = {kind, NULL, SIZE_MAX};
+        ConfNear nr = CONF_NEAR(kind);
         for (const KindSpec *const *kk = kinds; *kk; kk++)
-            near_try(&nr, (*kk)->name);
+            conf_near_try(&nr, (*kk)->name);
         if (nr.best)
             return conf_errat(&sl, v->line, "kind: unknown kind '%.64s'; did you mean '%s'?", kind,
                          nr.best);
@@ -1528,18 +880,18 @@ static int check_stage(const ConfErr *l, Pipeline *p, size_t idx, const ConfNode
     s->kind = k->name;
     s->spec = k;
 
-    if ((k->flags & KIND_SOURCE) && (i = key_index(n, "input")) >= 0)
-        return conf_errat(&sl, key_line(n, i), "input: %s %s stage has no input (it is a source); "
+    if ((k->flags & KIND_SOURCE) && (i = conf_index(n, "input")) >= 0)
+        return conf_errat(&sl, conf_key_line(n, i), "input: %s %s stage has no input (it is a source); "
                      "remove input:", k->article, k->name);
-    if ((k->flags & KIND_ROUTE) && (i = key_index(n, "output")) >= 0)
-        return conf_errat(&sl, key_line(n, i), "output: %s %s stage has no output:; it writes the "
+    if ((k->flags & KIND_ROUTE) && (i = conf_index(n, "output")) >= 0)
+        return conf_errat(&sl, conf_key_line(n, i), "output: %s %s stage has no output:; it writes the "
                      "queues named in routes: (to:) and default:", k->article, k->name);
-    if ((k->flags & KIND_SINK) && (i = key_index(n, "output")) >= 0)
-        return conf_errat(&sl, key_line(n, i), "output: %s %s stage has no output (it seals its "
+    if ((k->flags & KIND_SINK) && (i = conf_index(n, "output")) >= 0)
+        return conf_errat(&sl, conf_key_line(n, i), "output: %s %s stage has no output (it seals its "
                      "rows into batches for qload: the end of the line); remove output:",
                      k->article, k->name);
     snprintf(what, sizeof what, "%s %s stage", k->article, k->name);
-    if ((rc = keys_check(&sl, n, what, stage_keys, k->keys, kinds)))
+    if ((rc = stage_keys_check(&sl, n, what, stage_keys, k->keys, kinds)))
         return rc;
 
     if (!(k->flags & KIND_SOURCE)) {
@@ -1577,7 +929,7 @@ static int check_stages(const ConfErr *l, Pipeline *p, const ConfNode *n, const 
     int rc;
     if (n->type != CONF_SEQ || n->n == 0)
         return conf_errat(l, n->line, "stages: expected a list of stages (- name: ..., kind: ...) "
-                     "(got %s)", n->type == CONF_SEQ ? "an empty list" : desc(n, buf, sizeof buf));
+                     "(got %s)", n->type == CONF_SEQ ? "an empty list" : conf_desc(n, buf, sizeof buf));
     p->stages = xcalloc(n->n, sizeof *p->stages);
     for (size_t i = 0; i < n->n; i++)
         if ((rc = check_stage(l, p, i, n->kids[i], kinds)))
@@ -1591,25 +943,25 @@ static int check_top(const ConfErr *l, Pipeline *p, const KindSpec *const *kinds
     const ConfNode *root = p->root, *v;
     int rc;
 
-    if (!root || is_null(root))
+    if (!root || conf_is_null(root))
         return conf_errat(l, root ? root->line : 1, "the file has no pipeline in it; it needs at "
                      "least queues: and stages:");
     if (root->type != CONF_MAP)
         return conf_errat(l, root->line, "expected a map with queues:, stages: ... at the top level "
-                     "(got %s)", desc(root, buf, sizeof buf));
-    if ((rc = keys_check(l, root, "the top level", top_keys, NULL, NULL)))
+                     "(got %s)", conf_desc(root, buf, sizeof buf));
+    if ((rc = conf_keys_check(l, root, "the top level", top_keys)))
         return rc;
     for (size_t i = 0; i < root->n; i++)
         if (strcmp(root->keys[i], "target") == 0)
-            return conf_errat(l, key_line(root, (int)i), "%s: not supported by this version of "
+            return conf_errat(l, conf_key_line(root, (int)i), "%s: not supported by this version of "
                          "pickline yet; remove it for now (give qload --target DSN)",
                          root->keys[i]);
-    if ((v = conf_get(root, "data")) && (rc = v_name(l, "data", v, &p->data_dir)))
+    if ((v = conf_get(root, "data")) && (rc = conf_as_name(l, "data", v, &p->data_dir)))
         return rc;
     if ((v = conf_get(root, "listen")) && (rc = check_listen(l, p, v)))
         return rc;
     if ((v = conf_get(root, "drain")) &&
-        (rc = v_num(l, "drain", v, 0, SECS_MAX, "seconds", &p->drain_s)))
+        (rc = conf_as_num(l, "drain", v, 0, SECS_MAX, "seconds", &p->drain_s)))
         return rc;
     if ((v = conf_get(root, "queues")) && (rc = check_queues(l, p, v)))
         return rc;
@@ -1683,7 +1035,7 @@ static int parse(Pipeline *p, const ConfErr *l, char *text, size_t len, const Ki
     p->listen_port = 7380;
     p->listen_max_body = 1u << 20;
     p->drain_s = 10;
-    int rc = tree_parse(l, text, len, &p->root);
+    int rc = conf_read(l, text, len, &p->root);
     return rc ? rc : check_top(l, p, kinds);
 }
 
@@ -1691,7 +1043,7 @@ int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out
                   size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
-    ConfErr l = err_to(path, err, errlen);
+    ConfErr l = conf_err(path, err, errlen);
     char *text = NULL;
     size_t len = 0;
     int rc;
@@ -1716,7 +1068,7 @@ int pipeline_parse(const char *name, const char *text, size_t len, const KindSpe
                    Pipeline **out, char *err, size_t errlen)
 {
     Pipeline *p = xcalloc(1, sizeof *p);
-    ConfErr l = err_to(name, err, errlen);
+    ConfErr l = conf_err(name, err, errlen);
     int rc;
 
     *out = NULL;
@@ -1748,7 +1100,7 @@ void pipeline_free(Pipeline *p)
     free(p->stages);
     free(p->queues);
     models_free(p->models); /* before the tree its names point into */
-    node_free(p->root);
+    conf_free(p->root);
     free(p->text);
     free(p->path);
     free(p->listen_tls_cert);

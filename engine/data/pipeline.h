@@ -1,65 +1,20 @@
 /* pipeline.h: the pipeline file (YAML): queues, stages, listener settings.
  *
- * The file is read with libyaml into a tree of nodes that remember their
- * line, then checked against the schema of each section and of each stage
- * kind: unknown keys, wrong types and references to undeclared queues are
- * errors that name file:line and give a hint. A stage kind describes its
- * own keys (a KindSpec, below); the loader is handed the list of kinds and
- * knows none of them by name. Stage modules read their own keys from the
- * stage's node with the conf_* getters. */
+ * The file is read into a tree of nodes that remember their line (conf.h),
+ * then checked against the schema of each section and of each stage kind:
+ * unknown keys, wrong types and references to undeclared queues are errors
+ * that name file:line and give a hint. A stage kind describes its own keys
+ * (a KindSpec, below); the loader is handed the list of kinds and knows
+ * none of them by name. Stage modules read their own keys from the stage's
+ * node with conf.h's conf_* getters. */
 #ifndef PL_PIPELINE_H
 #define PL_PIPELINE_H
 
+#include "conf.h"
 #include "queue.h"
 
 #include <stddef.h>
 #include <stdio.h>
-
-/* ---------------------------------------------------------------- tree */
-
-enum { CONF_SCALAR, CONF_MAP, CONF_SEQ };
-
-typedef struct ConfNode ConfNode;
-struct ConfNode {
-    int type;
-    int line;            /* 1-based line in the file */
-    char *value;         /* CONF_SCALAR: the text (NUL-terminated) */
-    int quoted;          /* CONF_SCALAR: written in quotes (a string, never a number) */
-    size_t n;            /* CONF_MAP / CONF_SEQ: number of children */
-    char **keys;         /* CONF_MAP: keys[i] names kids[i] */
-    ConfNode **kids;
-};
-
-/* conf_get returns map's child named key, or NULL (also for a non-map). */
-const ConfNode *conf_get(const ConfNode *map, const char *key);
-
-/* Typed getters for a key of map. Each returns 0 and sets *out (left alone
- * when the key is absent), or PL_EINVAL with err set to
- * "FILE:LINE: KEY: expected a number (got 'abc')" style text. */
-int conf_str(const char *file, const ConfNode *map, const char *key, const char **out, char *err, size_t errlen);
-int conf_num(const char *file, const ConfNode *map, const char *key, double min, double max, double *out, char *err, size_t errlen);
-int conf_uint(const char *file, const ConfNode *map, const char *key, unsigned long long max, unsigned long long *out, char *err, size_t errlen);
-int conf_bool(const char *file, const ConfNode *map, const char *key, int *out, char *err, size_t errlen);
-/* conf_strs reads a string or a list of strings into a NULL-terminated
- * array of views (free the array, not the strings). */
-int conf_strs(const char *file, const ConfNode *map, const char *key, const char ***out, size_t *n, char *err, size_t errlen);
-
-/* ConfErr: where a loader's messages go (pipeline.c, model.c); pfx names
- * the part being checked ("stage 'extract': ") and is copied into nested
- * contexts. conf_errat writes "FILE:LINE: PFX message" into err and
- * returns PL_EINVAL. */
-typedef struct ConfErr {
-    const char *file;
-    char *err;
-    size_t errlen;
-    char pfx[200];
-} ConfErr;
-int conf_errat(const ConfErr *l, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-/* conf_edit_distance is the edit distance of a and b (insertions,
- * deletions, changes and swaps of neighbours each count 1), for "did you
- * mean" hints; words over 40 bytes count as far apart (SIZE_MAX). */
-size_t conf_edit_distance(const char *a, const char *b);
 
 /* ------------------------------------------------------------- stage kinds
  *
