@@ -62,7 +62,15 @@ typedef enum Rule {
     RULE_REQUIRED, RULE_TYPE, RULE_LENGTH, RULE_MIN, RULE_MAX, RULE_FORMAT, RULE_DRIFT,
     RULE_UNIQUE, RULE_COUNT
 } Rule;
+
+/* model_type_name, model_rule_name, model_drift_name and model_format_name
+ * return the name of a type, rule, drift policy or format as the pipeline
+ * file writes it ("integer", "length", "keep", "email"), "unknown" for a
+ * value out of range. */
+const char *model_type_name(FieldType t);
 const char *model_rule_name(Rule r);
+const char *model_drift_name(DriftPolicy d);
+const char *model_format_name(FieldFormat f);
 
 typedef struct Field {
     const char *name;
