@@ -1,4 +1,4 @@
-/* test_pipeline.c: the pipeline file (engine/data/pipeline.c): the shipped
+/* test_pipeline.c: the pipeline file (engine/data/pipeline.c, pipeline_stages.c): the shipped
  * example loads, defaults are filled in, every kind of mistake names the
  * right file:line with a useful message, and the stage graph is in flow
  * order. */
