@@ -1,4 +1,4 @@
-/* test_row.c: engine/data/row.c: JSON -> msgpack -> JSON round trips of hostile
+/* test_row.c: engine/data/row.c and row_view.c: JSON -> msgpack -> JSON round trips of hostile
  * values, compared byte for byte with the canonical form (row.c's header
  * comment: no whitespace, members in input order, only the mandatory
  * escapes plus DEL, raw UTF-8, numbers as written), parse errors with their

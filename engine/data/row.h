@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #define ROW_EXT_NUMBER 1
+#define ROW_MAX_DEPTH 64   /* nesting of maps and arrays in a row */
 
 /* row_from_json converts the JSON text (len bytes) into msgpack appended to
  * out (any JSON value; use row_from_json_object to require an object).
@@ -87,5 +88,10 @@ int row_is_json_number(const char *s, size_t n);
 
 /* row_pack_object packs o into pk (a copy of a decoded value). */
 void row_pack_object(msgpack_packer *pk, const msgpack_object *o);
+
+/* row_sbuf_write is a msgpack_packer write callback for a msgpack_sbuffer,
+ * like msgpack_sbuffer_write, but it grows the buffer through xrealloc: out
+ * of memory aborts (pl.h) instead of truncating the data. Returns 0. */
+int row_sbuf_write(void *data, const char *buf, size_t len);
 
 #endif
