@@ -1,5 +1,9 @@
 /* queue.c: durable priority queues on LMDB (see queue.h for the contract,
- * store.h for the sub-databases).
+ * store.h for the sub-databases): the layout and the operations on jobs
+ * (put, tick, reserve, ack, forward, release, touch, bury, get). The
+ * idempotency keys are in queue_keys.c, the operations on whole queues and
+ * the operator's (kick, peek, purge) in queue_admin.c; queue_int.h is what
+ * they share.
  *
  * A job lives in DB_JOBS (header and body) and has exactly one entry in
  * DB_INDEX, under its state's tag: ready (qid, pri, id), delayed (ready-at,
@@ -12,6 +16,8 @@
  * marks the transaction unusable (txn_fail), so no half-done operation can
  * ever be committed. */
 #include "queue.h"
+#include "queue_int.h"
+
 #include "pl.h"
 #include "rec.h"
 
@@ -21,11 +27,6 @@
 #include <string.h>
 
 #define TICK_MAX 1000
-
-typedef struct QRec {
-    QueueStats s;
-    int dirty;
-} QRec;
 
 typedef struct QCache {
     QRec **q;
@@ -140,15 +141,13 @@ int queue_name_ok(const char *name)
     return n >= 1 && n <= QUEUE_NAME_MAX;
 }
 
-static int conf_ok(const QueueConf *c)
+int q_conf_ok(const QueueConf *c)
 {
     return c->ttr_ms >= 1 && c->max_body >= 1 && c->max_body <= QUEUE_BODY_LIMIT &&
            c->backoff_max_ms >= c->backoff_ms && c->key_retention_s <= QUEUE_KEY_RETENTION_MAX;
 }
 
-/* q_find returns the cached record of queue name, loading it, or creating
- * it with conf (NULL: defaults) when create is set. */
-static int q_find(Txn *t, const char *name, int create, const QueueConf *conf, QRec **out)
+int q_find(Txn *t, const char *name, int create, const QueueConf *conf, QRec **out)
 {
     QCache *c = qc(t);
     for (size_t i = 0; i < c->n; i++)
@@ -182,7 +181,7 @@ static int q_find(Txn *t, const char *name, int create, const QueueConf *conf, Q
         s.conf = *conf;
     else
         queue_conf_default(&s.conf);
-    if (!conf_ok(&s.conf))
+    if (!q_conf_ok(&s.conf))
         return PL_EINVAL;
     strcpy(s.name, name);
     s.created_ms = t->now;
@@ -209,7 +208,7 @@ static int q_find(Txn *t, const char *name, int create, const QueueConf *conf, Q
     return 0;
 }
 
-static int q_byid(Txn *t, uint32_t qid, QRec **out)
+int q_byid(Txn *t, uint32_t qid, QRec **out)
 {
     QCache *c = qc(t);
     for (size_t i = 0; i < c->n; i++)
@@ -240,7 +239,7 @@ static void job_key(unsigned char *b, uint64_t id, int kind)
     b[8] = (unsigned char)kind;
 }
 
-static int job_load(Txn *t, uint64_t id, JobRec *j)
+int q_job_load(Txn *t, uint64_t id, JobRec *j)
 {
     unsigned char kb[9];
     job_key(kb, id, JK_HEADER);
@@ -294,7 +293,7 @@ static int body_get(Txn *t, uint64_t id, const void **p, size_t *n)
     return 0;
 }
 
-static int fill(Txn *t, uint64_t id, const JobRec *j, const QRec *q, Job *out)
+int q_fill(Txn *t, uint64_t id, const JobRec *j, const QRec *q, Job *out)
 {
     out->id = id;
     out->qid = j->qid;
@@ -332,8 +331,7 @@ static uint64_t next_id(Txn *t)
 /* Index keys: a tag byte for the state, then its fields. */
 static const unsigned char tags[] = {0, 'r', 'd', 'l', 'b'};
 
-/* idx_key writes the index key of job id in state; returns its length. */
-static size_t idx_key(unsigned char *b, int state, uint32_t qid, uint32_t pri, uint64_t due, uint64_t id)
+size_t q_idx_key(unsigned char *b, int state, uint32_t qid, uint32_t pri, uint64_t due, uint64_t id)
 {
     b[0] = tags[state];
     switch (state) {
@@ -354,9 +352,7 @@ static size_t idx_key(unsigned char *b, int state, uint32_t qid, uint32_t pri, u
     }
 }
 
-/* idx_prefix writes the prefix that all entries of state (per queue for
- * ready and buried; global for delayed and reserved) share. */
-static size_t idx_prefix(unsigned char *b, int state, uint32_t qid)
+size_t q_idx_prefix(unsigned char *b, int state, uint32_t qid)
 {
     b[0] = tags[state];
     if (state == JOB_DELAYED || state == JOB_RESERVED)
@@ -365,9 +361,7 @@ static size_t idx_prefix(unsigned char *b, int state, uint32_t qid)
     return 5;
 }
 
-/* idx_seek positions c at the first entry at or after key (klen bytes) that
- * still shares the first plen bytes; MDB_NOTFOUND when there is none. */
-static int idx_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t plen, MDB_val *k)
+int q_idx_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t plen, MDB_val *k)
 {
     MDB_val v;
     k->mv_size = klen;
@@ -380,7 +374,7 @@ static int idx_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t
     return 0;
 }
 
-static int idx_next(MDB_cursor *c, const unsigned char *prefix, size_t plen, MDB_val *k)
+int q_idx_next(MDB_cursor *c, const unsigned char *prefix, size_t plen, MDB_val *k)
 {
     MDB_val v;
     int rc = mdb_cursor_get(c, k, &v, MDB_NEXT);
@@ -391,7 +385,7 @@ static int idx_next(MDB_cursor *c, const unsigned char *prefix, size_t plen, MDB
     return 0;
 }
 
-static uint64_t idx_id(const MDB_val *k)
+uint64_t q_idx_id(const MDB_val *k)
 {
     return pl_get_be64((const unsigned char *)k->mv_data + k->mv_size - 8);
 }
@@ -410,7 +404,7 @@ static uint64_t *state_count(QRec *q, int state)
 static int state_leave(Txn *t, QRec *q, uint64_t id, const JobRec *j)
 {
     unsigned char b[17];
-    MDB_val k = {idx_key(b, j->state, j->qid, j->pri, j->due_ms, id), b};
+    MDB_val k = {q_idx_key(b, j->state, j->qid, j->pri, j->due_ms, id), b};
     int rc = mdb_del(t->mdb, txn_dbi(t, DB_INDEX), &k, NULL);
     if (rc)
         return rc == MDB_NOTFOUND ? PL_EFORMAT : rc;
@@ -427,7 +421,7 @@ static int state_enter(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint6
     unsigned char b[17];
     j->state = state;
     j->due_ms = due;
-    MDB_val k = {idx_key(b, state, j->qid, j->pri, due, id), b}, v = {0, NULL};
+    MDB_val k = {q_idx_key(b, state, j->qid, j->pri, due, id), b}, v = {0, NULL};
     int rc = mdb_put(t->mdb, txn_dbi(t, DB_INDEX), &k, &v, 0);
     if (rc)
         return rc;
@@ -436,9 +430,9 @@ static int state_enter(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint6
     return 0;
 }
 
-/* move: leave the current state, enter another, rewrite the header. Any
+/* q_move: leave the current state, enter another, rewrite the header. Any
  * failure here comes after a write, so it poisons the transaction. */
-static int move(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint64_t due)
+int q_move(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint64_t due)
 {
     int rc;
     if ((rc = state_leave(t, q, id, j)) != 0 || (rc = state_enter(t, q, id, j, state, due)) != 0 ||
@@ -447,136 +441,13 @@ static int move(Txn *t, QRec *q, uint64_t id, JobRec *j, int state, uint64_t due
     return 0;
 }
 
-/* ---------------------------------------------------------------- keys */
-
-/* An idempotency key lives in DB_KEYS under (qid, key). While its job
- * lives, the value is the job's id (8 bytes). When the job goes (ack,
- * forward, delete, purge), the key stays for the queue's retention with
- * the value (id, forget-at ms) (16 bytes), and an index entry 'k'
- * (forget-at, qid, key) lets queue_sweep_keys forget it in order. A
- * retained key whose time passed but was not swept yet counts as absent. */
-enum { KEYV_LIVE = 8, KEYV_RETAINED = 16 };
-
-static size_t keys_key(unsigned char *b, uint32_t qid, const char *key, size_t keylen)
-{
-    pl_put_be32(b, qid);
-    memcpy(b + 4, key, keylen);
-    return 4 + keylen;
-}
-
-static size_t retain_key(unsigned char *b, uint64_t forget_at, uint32_t qid, const char *key,
-                         size_t keylen)
-{
-    b[0] = 'k';
-    pl_put_be64(b + 1, forget_at);
-    return 9 + keys_key(b + 9, qid, key, keylen);
-}
-
-/* key_release: job id is going; keep its key (if it still names id) for
- * the queue's retention, or delete it when the queue keeps none. */
-static int key_release(Txn *t, const QRec *q, uint64_t id, const JobRec *j)
-{
-    if (!j->key)
-        return 0;
-    unsigned char b[4 + QUEUE_KEY_MAX];
-    MDB_val k = {keys_key(b, j->qid, j->key, j->keylen), b}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return 0;
-    if (rc)
-        return rc;
-    if (v.mv_size != KEYV_LIVE || pl_get_be64(v.mv_data) != id)
-        return 0;
-    uint32_t keep_s = q->s.conf.key_retention_s;
-    if (!keep_s)
-        return mdb_del(t->mdb, txn_dbi(t, DB_KEYS), &k, NULL);
-    uint64_t forget_at = t->now + (uint64_t)keep_s * 1000;
-    unsigned char rv[KEYV_RETAINED], ib[9 + 4 + QUEUE_KEY_MAX];
-    pl_put_be64(rv, id);
-    pl_put_be64(rv + 8, forget_at);
-    MDB_val nv = {KEYV_RETAINED, rv}, ik = {retain_key(ib, forget_at, j->qid, j->key, j->keylen), ib},
-            iv = {0, NULL};
-    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_KEYS), &k, &nv, 0)) != 0)
-        return rc;
-    return mdb_put(t->mdb, txn_dbi(t, DB_INDEX), &ik, &iv, 0);
-}
-
-/* key_find looks up key in queue qid: 0 with *id and *live (1: a job holds
- * it, 0: retained after its job), or MDB_NOTFOUND (never seen, or its
- * retention is over). */
-static int key_find(Txn *t, uint32_t qid, const char *key, size_t keylen, uint64_t *id, int *live)
-{
-    unsigned char b[4 + QUEUE_KEY_MAX];
-    MDB_val k = {keys_key(b, qid, key, keylen), b}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &k, &v);
-    if (rc)
-        return rc;
-    if (v.mv_size == KEYV_LIVE) {
-        *id = pl_get_be64(v.mv_data);
-        *live = 1;
-        return 0;
-    }
-    if (v.mv_size != KEYV_RETAINED) {
-        pl_log(PL_LOG_ERROR, "store: idempotency key record of queue id %u is %zu bytes "
-               "(expected 8 or 16)", qid, v.mv_size);
-        return PL_ECORRUPT;
-    }
-    if (pl_get_be64((unsigned char *)v.mv_data + 8) <= t->now)
-        return MDB_NOTFOUND;
-    *id = pl_get_be64(v.mv_data);
-    *live = 0;
-    return 0;
-}
-
-int queue_sweep_keys(Txn *t, size_t max, size_t *n)
-{
-    size_t done = 0;
-    int rc = 0;
-    if (n)
-        *n = 0;
-    if (!t->write)
-        return EACCES;
-    MDB_cursor *c = txn_cursor(t, DB_INDEX);
-    if (!c)
-        return ENOMEM;
-    static const unsigned char pre[1] = {'k'};
-    while (done < max) {
-        MDB_val k;
-        if ((rc = idx_seek(c, pre, 1, 1, &k)) != 0)
-            break;
-        if (k.mv_size < 13 || k.mv_size > 13 + QUEUE_KEY_MAX) {
-            rc = PL_ECORRUPT;
-            break;
-        }
-        const unsigned char *kb = k.mv_data;
-        uint64_t forget_at = pl_get_be64(kb + 1);
-        if (forget_at > t->now)
-            break;
-        /* The key may have been taken again by a new job since (its
-         * retention ended before it was swept): then it is not ours. */
-        MDB_val kk = {k.mv_size - 9, (void *)(kb + 9)}, kv;
-        rc = mdb_get(t->mdb, txn_dbi(t, DB_KEYS), &kk, &kv);
-        if (rc == 0 && kv.mv_size == KEYV_RETAINED && pl_get_be64((unsigned char *)kv.mv_data + 8) == forget_at)
-            rc = mdb_del(t->mdb, txn_dbi(t, DB_KEYS), &kk, NULL);
-        else if (rc == MDB_NOTFOUND || rc == 0)
-            rc = 0;
-        if (rc || (rc = mdb_cursor_del(c, 0)) != 0)
-            return txn_fail(t, rc);
-        done++;
-    }
-    if (n)
-        *n = done;
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-/* drop deletes job id entirely (ack, delete, purge). */
-static int drop(Txn *t, QRec *q, uint64_t id, JobRec *j)
+int q_drop(Txn *t, QRec *q, uint64_t id, JobRec *j)
 {
     unsigned char kb[9];
     job_key(kb, id, JK_HEADER);
     MDB_val k = {9, kb};
     int rc;
-    if ((rc = state_leave(t, q, id, j)) != 0 || (rc = key_release(t, q, id, j)) != 0 ||
+    if ((rc = state_leave(t, q, id, j)) != 0 || (rc = q_key_release(t, q, id, j)) != 0 ||
         (rc = mdb_del(t->mdb, txn_dbi(t, DB_JOBS), &k, NULL)) != 0)
         return txn_fail(t, rc);
     kb[8] = JK_BODY;
@@ -584,109 +455,6 @@ static int drop(Txn *t, QRec *q, uint64_t id, JobRec *j)
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
     return 0;
-}
-
-/* ---------------------------------------------------------------- queues */
-
-int queue_create(Txn *t, const char *name, const QueueConf *conf)
-{
-    QRec *q;
-    if (!queue_name_ok(name) || (conf && !conf_ok(conf)))
-        return PL_EINVAL;
-    int rc = q_find(t, name, 0, NULL, &q);
-    if (rc == 0)
-        return EEXIST;
-    if (rc != PL_ENOQUEUE)
-        return rc;
-    return q_find(t, name, 1, conf, &q);
-}
-
-int queue_configure(Txn *t, const char *name, const QueueConf *conf)
-{
-    QRec *q;
-    if (!conf_ok(conf))
-        return PL_EINVAL;
-    int rc = q_find(t, name, 0, NULL, &q);
-    if (rc)
-        return rc;
-    q->s.conf = *conf;
-    q->dirty = 1;
-    return 0;
-}
-
-int queue_pause(Txn *t, const char *name, int paused)
-{
-    QRec *q;
-    int rc = q_find(t, name, 0, NULL, &q);
-    if (rc)
-        return rc;
-    q->s.paused = paused != 0;
-    q->dirty = 1;
-    return 0;
-}
-
-/* Oldest ready job: the smallest id among the heads of each priority
- * (ids grow with time). One seek per distinct priority, at most 64. */
-static uint64_t oldest_ready(Txn *t, const QRec *q)
-{
-    if (!q->s.ready)
-        return 0;
-    MDB_cursor *c = txn_cursor(t, DB_INDEX);
-    if (!c)
-        return 0;
-    unsigned char b[17];
-    MDB_val k;
-    uint64_t best = UINT64_MAX;
-    uint64_t pri = 0;
-    for (int i = 0; i < 64 && pri <= UINT32_MAX; i++) {
-        size_t n = idx_key(b, JOB_READY, q->s.qid, (uint32_t)pri, 0, 0);
-        if (idx_seek(c, b, n, 5, &k) != 0)
-            break;
-        uint64_t id = idx_id(&k);
-        if (id < best)
-            best = id;
-        pri = (uint64_t)pl_get_be32((unsigned char *)k.mv_data + 5) + 1;
-    }
-    JobRec j;
-    if (best == UINT64_MAX || job_load(t, best, &j) != 0)
-        return 0;
-    return t->now > j.created_ms ? t->now - j.created_ms : 0;
-}
-
-int queue_stats(Txn *t, const char *name, QueueStats *out)
-{
-    QRec *q;
-    int rc = q_find(t, name, 0, NULL, &q);
-    if (rc)
-        return rc;
-    *out = q->s;
-    out->oldest_ready_ms = oldest_ready(t, q);
-    return 0;
-}
-
-int queue_list(Txn *t, QueueFn fn, void *arg)
-{
-    /* Our own cursor: fn may call back into this module. */
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_META), &c);
-    if (rc)
-        return rc;
-    static const unsigned char pre[2] = {'q', '/'};
-    MDB_val k;
-    for (rc = idx_seek(c, pre, 2, 2, &k); rc == 0; rc = idx_next(c, pre, 2, &k)) {
-        char name[QUEUE_NAME_MAX + 1];
-        QueueStats s;
-        if (k.mv_size - 2 > QUEUE_NAME_MAX) {
-            rc = PL_EFORMAT;
-            break;
-        }
-        memcpy(name, (char *)k.mv_data + 2, k.mv_size - 2);
-        name[k.mv_size - 2] = '\0';
-        if ((rc = queue_stats(t, name, &s)) != 0 || (rc = fn(&s, arg)) != 0)
-            break;
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* ---------------------------------------------------------------- put */
@@ -704,12 +472,10 @@ int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *ex
     if (a->len > q->s.conf.max_body)
         return PL_ETOOBIG;
 
-    unsigned char kb[4 + QUEUE_KEY_MAX];
-    MDB_val kk = {0, kb}, kv;
     if (a->key) {
         uint64_t had;
         int live;
-        rc = key_find(t, q->s.qid, a->key, a->keylen, &had, &live);
+        rc = q_key_find(t, q->s.qid, a->key, a->keylen, &had, &live);
         if (rc == 0) {
             *id = had;
             if (existed)
@@ -718,7 +484,6 @@ int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *ex
         }
         if (rc != MDB_NOTFOUND)
             return rc;
-        kk.mv_size = keys_key(kb, q->s.qid, a->key, a->keylen);
     }
     /* Room is asked last: a retry of a known key is answered on a full disk. */
     if ((rc = store_reserve(t, a->len + 2 * a->keylen + 64)) != 0)
@@ -739,12 +504,8 @@ int queue_put(Txn *t, const char *queue, const PutArgs *a, uint64_t *id, int *ex
         (rc = job_store(t, nid, &j, MDB_APPEND)) != 0 ||
         (rc = mdb_put(t->mdb, txn_dbi(t, DB_JOBS), &bk, &bv, MDB_APPEND)) != 0)
         return txn_fail(t, rc);
-    if (a->key) {
-        kv.mv_size = 8;
-        kv.mv_data = ib; /* the id, big-endian: the body key's first 8 bytes */
-        if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_KEYS), &kk, &kv, 0)) != 0)
-            return txn_fail(t, rc);
-    }
+    if (a->key && (rc = q_key_take(t, q->s.qid, a->key, a->keylen, nid)) != 0)
+        return txn_fail(t, rc);
     q->s.puts++;
     *id = nid;
     return 0;
@@ -768,13 +529,13 @@ static int expire_one(Txn *t, uint64_t id, JobRec *j)
         j->errorlen = strlen(why);
         q->s.buries++;
         q->s.expiries++;
-        return move(t, q, id, j, JOB_BURIED, 0);
+        return q_move(t, q, id, j, JOB_BURIED, 0);
     }
     snprintf(why, sizeof why, "lease expired (ttr %u ms) on attempt %u", j->ttr_ms, j->attempts);
     j->error = why;
     j->errorlen = strlen(why);
     q->s.expiries++;
-    return move(t, q, id, j, JOB_READY, 0);
+    return q_move(t, q, id, j, JOB_READY, 0);
 }
 
 static int tick_state(Txn *t, int state, size_t max, size_t *moved)
@@ -783,23 +544,23 @@ static int tick_state(Txn *t, int state, size_t max, size_t *moved)
     if (!c)
         return ENOMEM;
     unsigned char pre[1];
-    size_t plen = idx_prefix(pre, state, 0);
+    size_t plen = q_idx_prefix(pre, state, 0);
     for (size_t i = 0; i < max; i++) {
         MDB_val k;
-        int rc = idx_seek(c, pre, plen, plen, &k);
+        int rc = q_idx_seek(c, pre, plen, plen, &k);
         if (rc == MDB_NOTFOUND)
             return 0;
         if (rc)
             return rc;
         if (pl_get_be64((unsigned char *)k.mv_data + 1) > t->now)
             return 0;
-        uint64_t id = idx_id(&k);
+        uint64_t id = q_idx_id(&k);
         JobRec j;
         QRec *q;
-        if ((rc = job_load(t, id, &j)) != 0 || (rc = q_byid(t, j.qid, &q)) != 0)
+        if ((rc = q_job_load(t, id, &j)) != 0 || (rc = q_byid(t, j.qid, &q)) != 0)
             return rc;
         if (state == JOB_DELAYED)
-            rc = move(t, q, id, &j, JOB_READY, 0);
+            rc = q_move(t, q, id, &j, JOB_READY, 0);
         else
             rc = expire_one(t, id, &j);
         if (rc)
@@ -831,9 +592,9 @@ int queue_next_due(Txn *t, uint64_t *ms)
         return ENOMEM;
     for (int state = JOB_DELAYED; state <= JOB_RESERVED; state++) {
         unsigned char pre[1];
-        size_t plen = idx_prefix(pre, state, 0);
+        size_t plen = q_idx_prefix(pre, state, 0);
         MDB_val k;
-        int rc = idx_seek(c, pre, plen, plen, &k);
+        int rc = q_idx_seek(c, pre, plen, plen, &k);
         if (rc == MDB_NOTFOUND)
             continue;
         if (rc)
@@ -854,14 +615,14 @@ static int reserve_one(Txn *t, QRec *q, uint32_t ttr_ms, Job *out)
         return ENOMEM;
     unsigned char b[5];
     MDB_val k;
-    int rc = idx_seek(c, b, idx_prefix(b, JOB_READY, q->s.qid), 5, &k);
+    int rc = q_idx_seek(c, b, q_idx_prefix(b, JOB_READY, q->s.qid), 5, &k);
     if (rc == MDB_NOTFOUND)
         return PL_EEMPTY; /* counter said otherwise: trust the index */
     if (rc)
         return rc;
-    uint64_t id = idx_id(&k);
+    uint64_t id = q_idx_id(&k);
     JobRec j;
-    if ((rc = job_load(t, id, &j)) != 0)
+    if ((rc = q_job_load(t, id, &j)) != 0)
         return rc;
     if ((rc = mdb_cursor_del(c, 0)) != 0)
         return txn_fail(t, rc);
@@ -872,7 +633,7 @@ static int reserve_one(Txn *t, QRec *q, uint32_t ttr_ms, Job *out)
         (rc = job_store(t, id, &j, 0)) != 0)
         return txn_fail(t, rc);
     q->s.reserves++;
-    if ((rc = fill(t, id, &j, q, out)) != 0)
+    if ((rc = q_fill(t, id, &j, q, out)) != 0)
         return txn_fail(t, rc);
     return 0;
 }
@@ -921,9 +682,9 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
      * the way can be stale. Take them again now that the writing is done. */
     for (size_t i = 0; i < *got && *got > 1; i++) {
         JobRec j;
-        int rc2 = job_load(t, out[i].id, &j);
+        int rc2 = q_job_load(t, out[i].id, &j);
         if (rc2 == 0)
-            rc2 = fill(t, out[i].id, &j, q, &out[i]);
+            rc2 = q_fill(t, out[i].id, &j, q, &out[i]);
         if (rc2)
             return txn_fail(t, rc2);
     }
@@ -937,7 +698,7 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
 /* leased loads job id and checks the caller's lease (0: operator). */
 static int leased(Txn *t, uint64_t id, uint64_t lease, JobRec *j, QRec **q)
 {
-    int rc = job_load(t, id, j);
+    int rc = q_job_load(t, id, j);
     if (rc)
         return rc;
     if (lease && (j->state != JOB_RESERVED || j->lease != lease))
@@ -953,7 +714,7 @@ int queue_ack(Txn *t, uint64_t id, uint64_t lease)
     if (rc)
         return rc;
     int was = j.state;
-    if ((rc = drop(t, q, id, &j)) != 0)
+    if ((rc = q_drop(t, q, id, &j)) != 0)
         return rc;
     if (was == JOB_RESERVED)
         q->s.acks++;
@@ -979,7 +740,7 @@ int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue)
         return PL_ETOOBIG;
     if ((rc = store_reserve(t, 64)) != 0) /* the body stays where it is */
         return rc;
-    if ((rc = state_leave(t, q, id, &j)) != 0 || (rc = key_release(t, q, id, &j)) != 0)
+    if ((rc = state_leave(t, q, id, &j)) != 0 || (rc = q_key_release(t, q, id, &j)) != 0)
         return txn_fail(t, rc);
     q->s.acks++;
     JobRec n = {
@@ -1021,14 +782,14 @@ int queue_release(Txn *t, uint64_t id, uint64_t lease, int64_t delay_ms, const c
         q->s.buries++;
         if (buried)
             *buried = 1;
-        return move(t, q, id, &j, JOB_BURIED, 0);
+        return q_move(t, q, id, &j, JOB_BURIED, 0);
     }
     if (delay_ms < 0)
         delay_ms = (int64_t)queue_backoff_ms(c, j.attempts);
     q->s.releases++;
     if (delay_ms > 0)
-        return move(t, q, id, &j, JOB_DELAYED, t->now + (uint64_t)delay_ms);
-    return move(t, q, id, &j, JOB_READY, 0);
+        return q_move(t, q, id, &j, JOB_DELAYED, t->now + (uint64_t)delay_ms);
+    return q_move(t, q, id, &j, JOB_READY, 0);
 }
 
 int queue_touch(Txn *t, uint64_t id, uint64_t lease, uint64_t *until)
@@ -1040,7 +801,7 @@ int queue_touch(Txn *t, uint64_t id, uint64_t lease, uint64_t *until)
         return rc;
     if (j.state != JOB_RESERVED)
         return PL_ESTATE;
-    if ((rc = move(t, q, id, &j, JOB_RESERVED, t->now + j.ttr_ms)) != 0)
+    if ((rc = q_move(t, q, id, &j, JOB_RESERVED, t->now + j.ttr_ms)) != 0)
         return rc;
     if (until)
         *until = j.due_ms;
@@ -1064,69 +825,7 @@ int queue_bury(Txn *t, uint64_t id, uint64_t lease, const char *reason)
     j.error = reason;
     j.errorlen = strlen(reason);
     q->s.buries++;
-    return move(t, q, id, &j, JOB_BURIED, 0);
-}
-
-static int kick_one(Txn *t, QRec *q, uint64_t id, JobRec *j)
-{
-    j->attempts = 0;
-    j->kicks++;
-    q->s.kicks++;
-    return move(t, q, id, j, JOB_READY, 0);
-}
-
-int queue_kick(Txn *t, const char *queue, size_t n, size_t *kicked)
-{
-    QRec *q;
-    *kicked = 0;
-    int rc = q_find(t, queue, 0, NULL, &q);
-    if (rc)
-        return rc;
-    MDB_cursor *c = txn_cursor(t, DB_INDEX);
-    if (!c)
-        return ENOMEM;
-    while (*kicked < n) {
-        unsigned char b[5];
-        MDB_val k;
-        rc = idx_seek(c, b, idx_prefix(b, JOB_BURIED, q->s.qid), 5, &k);
-        if (rc == MDB_NOTFOUND)
-            return 0;
-        if (rc)
-            return rc;
-        uint64_t id = idx_id(&k);
-        JobRec j;
-        if ((rc = job_load(t, id, &j)) != 0 || (rc = kick_one(t, q, id, &j)) != 0)
-            return rc;
-        ++*kicked;
-    }
-    return 0;
-}
-
-int queue_kick_job(Txn *t, uint64_t id)
-{
-    JobRec j;
-    QRec *q;
-    int rc = leased(t, id, 0, &j, &q);
-    if (rc)
-        return rc;
-    if (j.state != JOB_BURIED && j.state != JOB_DELAYED)
-        return PL_ESTATE;
-    return kick_one(t, q, id, &j);
-}
-
-int queue_lookup_key(Txn *t, const char *queue, const char *key, size_t keylen, uint64_t *id)
-{
-    QRec *q;
-    if (keylen == 0 || keylen > QUEUE_KEY_MAX)
-        return PL_ENOJOB;
-    int rc = q_find(t, queue, 0, NULL, &q);
-    if (rc)
-        return rc;
-    int live;
-    rc = key_find(t, q->s.qid, key, keylen, id, &live);
-    if (rc == MDB_NOTFOUND || (rc == 0 && !live))
-        return PL_ENOJOB;
-    return rc;
+    return q_move(t, q, id, &j, JOB_BURIED, 0);
 }
 
 int queue_get(Txn *t, uint64_t id, Job *out)
@@ -1136,118 +835,6 @@ int queue_get(Txn *t, uint64_t id, Job *out)
     int rc = leased(t, id, 0, &j, &q);
     if (rc)
         return rc;
-    return fill(t, id, &j, q, out);
+    return q_fill(t, id, &j, q, out);
 }
 
-/* ---------------------------------------------------------------- walks */
-
-/* walk calls fn(t, id, j, q, arg) for up to limit jobs of q in state, in
- * serving order. Ready and buried are per-queue ranges; delayed and leases
- * are global indexes filtered by queue. fn must not write to db. */
-typedef int (*WalkFn)(Txn *t, uint64_t id, JobRec *j, QRec *q, void *arg);
-
-static int walk(Txn *t, QRec *q, int state, size_t limit, size_t *seen, WalkFn fn, void *arg)
-{
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_INDEX), &c);
-    if (rc)
-        return rc;
-    unsigned char pre[5];
-    size_t plen = idx_prefix(pre, state, q->s.qid);
-    MDB_val k;
-    for (rc = idx_seek(c, pre, plen, plen, &k); rc == 0 && *seen < limit;
-         rc = idx_next(c, pre, plen, &k)) {
-        uint64_t id = idx_id(&k);
-        JobRec j;
-        if ((rc = job_load(t, id, &j)) != 0)
-            break;
-        if (j.qid != q->s.qid)
-            continue;
-        ++*seen;
-        if ((rc = fn(t, id, &j, q, arg)) != 0)
-            break;
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-typedef struct PeekArg {
-    JobFn fn;
-    void *arg;
-} PeekArg;
-
-static int peek_one(Txn *t, uint64_t id, JobRec *j, QRec *q, void *arg)
-{
-    PeekArg *p = arg;
-    Job job;
-    int rc = fill(t, id, j, q, &job);
-    return rc ? rc : p->fn(&job, p->arg);
-}
-
-int queue_peek(Txn *t, const char *queue, int state, size_t limit, JobFn fn, void *arg)
-{
-    QRec *q;
-    int rc = q_find(t, queue, 0, NULL, &q);
-    if (rc)
-        return rc;
-    PeekArg pa = {fn, arg};
-    size_t seen = 0;
-    for (int s = JOB_READY; s <= JOB_BURIED && rc == 0; s++)
-        if (!state || state == s)
-            rc = walk(t, q, s, limit, &seen, peek_one, &pa);
-    return rc;
-}
-
-typedef struct IdList {
-    uint64_t *id;
-    size_t n;
-} IdList;
-
-static int collect(Txn *t, uint64_t id, JobRec *j, QRec *q, void *arg)
-{
-    (void)t, (void)j, (void)q;
-    IdList *l = arg;
-    l->id[l->n++] = id;
-    return 0;
-}
-
-int queue_purge(Txn *t, const char *queue, int state, size_t max, size_t *n)
-{
-    QRec *q;
-    *n = 0;
-    int rc = q_find(t, queue, 0, NULL, &q);
-    if (rc)
-        return rc;
-    IdList l = {xmalloc(max * sizeof(uint64_t)), 0};
-    size_t seen = 0;
-    for (int s = JOB_READY; s <= JOB_BURIED && rc == 0; s++)
-        if (!state || state == s)
-            rc = walk(t, q, s, max, &seen, collect, &l);
-    for (size_t i = 0; i < l.n && rc == 0; i++) {
-        JobRec j;
-        if ((rc = job_load(t, l.id[i], &j)) == 0 && (rc = drop(t, q, l.id[i], &j)) == 0) {
-            q->s.deletes++;
-            ++*n;
-        }
-    }
-    free(l.id);
-    return rc;
-}
-
-/* ---------------------------------------------------------------- names */
-
-const char *queue_state_name(int state)
-{
-    static const char *const n[] = {"?", "ready", "delayed", "reserved", "buried"};
-    return state >= JOB_READY && state <= JOB_BURIED ? n[state] : "?";
-}
-
-int queue_state_parse(const char *name)
-{
-    if (!name || !strcmp(name, "all"))
-        return 0;
-    for (int s = JOB_READY; s <= JOB_BURIED; s++)
-        if (!strcmp(name, queue_state_name(s)))
-            return s;
-    return -1;
-}
