@@ -132,6 +132,14 @@ static void ya_free(void *ctx, void *p)
     free(p);
 }
 
+yajl_handle json_yajl_alloc(const yajl_callbacks *cb, void *ctx)
+{
+    yajl_alloc_funcs af = {ya_malloc, ya_realloc, ya_free, NULL}; /* yajl copies it */
+    yajl_handle h = yajl_alloc(cb, &af, ctx);
+    PL_ASSERT(h, "yajl_alloc returns a parser");
+    return h;
+}
+
 /* excerpt writes up to 16 bytes of p[0..n) printably into out[32]. */
 static void excerpt(const unsigned char *p, size_t n, char out[32])
 {
@@ -163,7 +171,6 @@ int json_validate(const void *buf, size_t len, char *err, size_t errlen)
     const char *why = NULL;
     size_t off, n = json_trim(buf, len, &off);
     size_t bad = utf8_scan(p, len, &why);
-    yajl_alloc_funcs af = {ya_malloc, ya_realloc, ya_free, NULL};
     yajl_handle h = NULL;
     yajl_status st = yajl_status_ok;
     size_t at = 0;
@@ -176,8 +183,7 @@ int json_validate(const void *buf, size_t len, char *err, size_t errlen)
                      len ? "only whitespace" : "empty");
         return PL_EINVAL;
     }
-    h = yajl_alloc(NULL, &af, NULL);
-    PL_ASSERT(h, "yajl_alloc returns a parser");
+    h = json_yajl_alloc(NULL, NULL);
     st = yajl_parse(h, p, len);
     if (st != yajl_status_ok) {
         /* yajl reports how far it read: the bad token ends just before,

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <yajl/yajl_parse.h>
 
 /* json_validate checks that buf[0..len) is exactly one JSON value (RFC 8259),
  * surrounded by optional whitespace, and that the whole text is well-formed
@@ -25,6 +26,11 @@
  * overlong encoding". Byte offsets count from 0. Numbers of any size are
  * accepted (they are not converted). */
 int json_validate(const void *buf, size_t len, char *err, size_t errlen);
+
+/* json_yajl_alloc returns a yajl parser (yajl_alloc: callbacks cb, NULL
+ * for none, and their ctx) that allocates through pl.h's wrappers, so out
+ * of memory aborts; never NULL. Free it with yajl_free. */
+yajl_handle json_yajl_alloc(const yajl_callbacks *cb, void *ctx);
 
 /* json_utf8_bad returns the offset of the first byte of buf[0..len) that
  * does not start a well-formed UTF-8 sequence, or len when all is well. */

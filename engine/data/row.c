@@ -333,25 +333,6 @@ static const yajl_callbacks parse_cbs = {
     cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
 };
 
-/* yajl allocates through our wrappers: out of memory aborts (pl.h). */
-static void *ya_malloc(void *ctx, size_t n)
-{
-    (void)ctx;
-    return xmalloc(n);
-}
-
-static void *ya_realloc(void *ctx, void *p, size_t n)
-{
-    (void)ctx;
-    return xrealloc(p, n);
-}
-
-static void ya_free(void *ctx, void *p)
-{
-    (void)ctx;
-    free(p);
-}
-
 static void pack_events(const Parse *ps, msgpack_sbuffer *out)
 {
     msgpack_packer pk;
@@ -395,7 +376,6 @@ static const char *kind_name(int kind)
 static int from_json0(const char *json, size_t len, int object, msgpack_sbuffer *out,
                       char *err, size_t errlen)
 {
-    yajl_alloc_funcs af = {ya_malloc, ya_realloc, ya_free, NULL};
     Parse ps;
     yajl_status st;
     int rc = PL_EINVAL;
@@ -404,8 +384,7 @@ static int from_json0(const char *json, size_t len, int object, msgpack_sbuffer 
     ps.json = (const unsigned char *)json;
     ps.len = len;
     sb_init(&ps.bytes);
-    ps.h = yajl_alloc(&parse_cbs, &af, &ps);
-    PL_ASSERT(ps.h, "yajl_alloc returns a parser");
+    ps.h = json_yajl_alloc(&parse_cbs, &ps);
 
     st = yajl_parse(ps.h, ps.json, len);
     if (st == yajl_status_ok)
