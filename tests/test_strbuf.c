@@ -6,6 +6,7 @@
 #include "strbuf.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,22 @@ static void grow_and_setlen(void)
     sb_free(&b);
 }
 
+static void numbers(void)
+{
+    Strbuf b = SB_INIT;
+    sb_add_u64(&b, 0);
+    sb_adds(&b, " ");
+    sb_add_u64(&b, UINT64_MAX);
+    sb_adds(&b, " ");
+    sb_add_i64(&b, INT64_MIN);
+    sb_adds(&b, " ");
+    sb_add_i64(&b, -7);
+    sb_adds(&b, " ");
+    sb_add_i64(&b, INT64_MAX);
+    T_CHECK(strcmp(b.buf, "0 18446744073709551615 -9223372036854775808 -7 9223372036854775807") == 0);
+    sb_free(&b);
+}
+
 static FILE *file_of(size_t n)
 {
     FILE *f = tmpfile();
@@ -112,6 +129,7 @@ static void read_file(void)
 static const TCase cases[] = {
     T_CASE(appends),
     T_CASE(grow_and_setlen),
+    T_CASE(numbers),
     T_CASE(read_file),
     {NULL, NULL},
 };

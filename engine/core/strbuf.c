@@ -102,6 +102,30 @@ void sb_addf(Strbuf *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
+/* add_decimal appends mag in decimal, after a '-' when neg. */
+static void add_decimal(Strbuf *b, uint64_t mag, int neg)
+{
+    char t[21];
+    size_t i = sizeof t;
+    do {
+        t[--i] = (char)('0' + mag % 10);
+        mag /= 10;
+    } while (mag);
+    if (neg)
+        t[--i] = '-';
+    sb_add(b, t + i, sizeof t - i);
+}
+
+void sb_add_u64(Strbuf *b, uint64_t v)
+{
+    add_decimal(b, v, 0);
+}
+
+void sb_add_i64(Strbuf *b, int64_t v)
+{
+    add_decimal(b, v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v, v < 0);
+}
+
 int sb_read(Strbuf *b, FILE *f, size_t max)
 {
     for (;;) {

@@ -15,6 +15,7 @@
 #define PL_STRBUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef struct Strbuf {
@@ -51,6 +52,10 @@ void sb_setlen(Strbuf *b, size_t len);
 void sb_add(Strbuf *b, const void *p, size_t n);
 void sb_adds(Strbuf *b, const char *s);
 void sb_addf(Strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* sb_add_u64 and sb_add_i64 append v in decimal ("-" first when negative). */
+void sb_add_u64(Strbuf *b, uint64_t v);
+void sb_add_i64(Strbuf *b, int64_t v);
 
 /* sb_read appends everything f holds until its end. Returns 0, EFBIG once
  * b holds more than max bytes (what was read stays in b), or the errno of

@@ -17,20 +17,26 @@
 #include <stdio.h>
 #include <string.h>
 
+/* quoted appends s[0..n) between two q, each q inside doubled: a CSV
+ * field, an SQL string literal or an SQL identifier. */
+static void quoted(Strbuf *out, const char *s, size_t n, char q)
+{
+    const char *p;
+    sb_add(out, &q, 1);
+    while ((p = memchr(s, q, n))) {
+        size_t k = (size_t)(p - s) + 1;
+        sb_add(out, s, k);
+        sb_add(out, &q, 1);
+        s += k;
+        n -= k;
+    }
+    sb_add(out, s, n);
+    sb_add(out, &q, 1);
+}
+
 void model_sql_ident(Strbuf *out, const char *s)
 {
-    size_t run = 0, n = strlen(s);
-    sb_add(out, "\"", 1);
-    for (size_t i = 0; i < n; i++) {
-        run++;
-        if (s[i] == '"') {
-            sb_add(out, s + i + 1 - run, run);
-            sb_add(out, "\"", 1);
-            run = 0;
-        }
-    }
-    sb_add(out, s + n - run, run);
-    sb_add(out, "\"", 1);
+    quoted(out, s, strlen(s), '"');
 }
 
 void model_columns(const Model *m, Strbuf *out)
@@ -45,22 +51,6 @@ void model_columns(const Model *m, Strbuf *out)
             sb_add(out, ",", 1);
         model_sql_ident(out, m->drift_column);
     }
-}
-
-/* csv_quoted appends s[0..n) as a quoted CSV field, quotes doubled. */
-static void csv_quoted(Strbuf *out, const char *s, size_t n)
-{
-    const char *q;
-    sb_add(out, "\"", 1);
-    while ((q = memchr(s, '"', n))) {
-        size_t k = (size_t)(q - s) + 1;
-        sb_add(out, s, k);
-        sb_add(out, "\"", 1);
-        s += k;
-        n -= k;
-    }
-    sb_add(out, s, n);
-    sb_add(out, "\"", 1);
 }
 
 /* csv_json appends the JSON text of v as a quoted CSV field: the text is
@@ -97,22 +87,6 @@ static int csv_json(Strbuf *out, const msgpack_object *v)
     return 0;
 }
 
-/* put_digits writes the decimal digits of mag (and a '-' when neg) at p;
- * returns the end. */
-static char *put_digits(char *p, uint64_t mag, int neg)
-{
-    char t[21];
-    size_t i = sizeof t;
-    do {
-        t[--i] = (char)('0' + mag % 10);
-        mag /= 10;
-    } while (mag);
-    if (neg)
-        t[--i] = '-';
-    memcpy(p, t + i, sizeof t - i);
-    return p + (sizeof t - i);
-}
-
 /* csv_value appends sep (when not 0) and v as one CSV field; json: the
  * column is json, so any value is written as its JSON text. Returns 0 or
  * csv_json's PL_EFORMAT. */
@@ -131,7 +105,7 @@ static int csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
     case MSGPACK_OBJECT_STR: {
         size_t n = v->via.str.size;
         if (memchr(v->via.str.ptr, '"', n)) {
-            csv_quoted(out, v->via.str.ptr, n);
+            quoted(out, v->via.str.ptr, n, '"');
             break;
         }
         sb_grow(out, n + 2);
@@ -143,12 +117,10 @@ static int csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
         break;
     }
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        out->len = (size_t)(put_digits(out->buf + out->len, v->via.u64, 0) - out->buf);
+        sb_add_u64(out, v->via.u64);
         break;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        out->len = (size_t)(put_digits(out->buf + out->len, v->via.i64 < 0 ? (uint64_t)0 -
-                                       (uint64_t)v->via.i64 : (uint64_t)v->via.i64,
-                                       v->via.i64 < 0) - out->buf);
+        sb_add_i64(out, v->via.i64);
         break;
     case MSGPACK_OBJECT_BOOLEAN:
         out->buf[out->len++] = v->via.boolean ? 't' : 'f';
@@ -166,7 +138,7 @@ static int csv_value(Strbuf *out, const msgpack_object *v, int json, char sep)
         if (v->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(v->via.ext.ptr, v->via.ext.size))
             sb_add(out, v->via.ext.ptr, v->via.ext.size);
         else if (v->via.ext.type == ROW_EXT_NUMBER) /* let the warehouse refuse it, visibly */
-            csv_quoted(out, v->via.ext.ptr, v->via.ext.size);
+            quoted(out, v->via.ext.ptr, v->via.ext.size, '"');
         break;
     default: /* maps, lists, binary: their JSON text */
         return csv_json(out, v);
@@ -228,22 +200,6 @@ fail:
     return rc;
 }
 
-/* sql_literal appends s[0..n) as a standard SQL string literal. */
-static void sql_literal(Strbuf *out, const char *s, size_t n)
-{
-    const char *q;
-    sb_add(out, "'", 1);
-    while ((q = memchr(s, '\'', n))) {
-        size_t k = (size_t)(q - s) + 1;
-        sb_add(out, s, k);
-        sb_add(out, "'", 1);
-        s += k;
-        n -= k;
-    }
-    sb_add(out, s, n);
-    sb_add(out, "'", 1);
-}
-
 /* put_default appends f's default as a SQL literal. */
 static void put_default(Strbuf *out, const Field *f)
 {
@@ -257,16 +213,16 @@ static void put_default(Strbuf *out, const Field *f)
         Strbuf t = SB_INIT;
         int rc = row_put_object(&t, o);
         PL_ASSERT(rc == 0, "a default is JSON: parse_default checked it");
-        sql_literal(out, t.buf, t.len);
+        quoted(out, t.buf, t.len, '\'');
         sb_adds(out, "::jsonb");
         sb_free(&t);
     } else if (o->type == MSGPACK_OBJECT_STR) {
-        sql_literal(out, o->via.str.ptr, o->via.str.size);
+        quoted(out, o->via.str.ptr, o->via.str.size, '\'');
     } else if (o->type == MSGPACK_OBJECT_EXT) {
         if (o->via.ext.type == ROW_EXT_NUMBER && row_is_json_number(o->via.ext.ptr, o->via.ext.size))
             sb_add(out, o->via.ext.ptr, o->via.ext.size);
         else
-            sql_literal(out, o->via.ext.ptr, o->via.ext.size);
+            quoted(out, o->via.ext.ptr, o->via.ext.size, '\'');
     } else {
         int rc = row_put_object(out, o); /* integers, booleans */
         PL_ASSERT(rc == 0, "an integer or a boolean is JSON");

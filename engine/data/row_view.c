@@ -18,19 +18,6 @@
 
 /* ------------------------------------------------------ scalars as JSON */
 
-static void put_int(Strbuf *b, uint64_t mag, int neg)
-{
-    char t[21];
-    size_t i = sizeof t;
-    do {
-        t[--i] = (char)('0' + mag % 10);
-        mag /= 10;
-    } while (mag);
-    if (neg)
-        t[--i] = '-';
-    sb_add(b, t + i, sizeof t - i);
-}
-
 /* put_double writes d in the shortest %g form that reads back as d (as a
  * float when single); JSON has no NaN or infinity, so those are null. */
 static void put_double(Strbuf *b, double d, int single)
@@ -381,13 +368,10 @@ static int put_value(Strbuf *b, const msgpack_object *o)
         sb_adds(b, o->via.boolean ? "true" : "false");
         return 0;
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        put_int(b, o->via.u64, 0);
+        sb_add_u64(b, o->via.u64);
         return 0;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        if (o->via.i64 < 0)
-            put_int(b, 0 - (uint64_t)o->via.i64, 1);
-        else
-            put_int(b, (uint64_t)o->via.i64, 0);
+        sb_add_i64(b, o->via.i64);
         return 0;
     case MSGPACK_OBJECT_FLOAT32:
         put_double(b, o->via.f64, 1);
