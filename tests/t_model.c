@@ -1,10 +1,7 @@
 /* t_model.c: what the model tests share (t_model.h): the models: section
  * read from YAML text, parse and validation checks that fail at the
  * caller's file:line, and the seed's models.
- *
- * The tree is built here from a YAML file with libyaml's document API, so
- * these tests do not depend on conf.c's reader (and they check that a tree
- * built without key lines, ConfNode.klines NULL, reads the same). */
+ * The tree is read with conf_read, as pipeline_load reads it. */
 #include "t.h"
 #include "t_model.h"
 #include "pl.h"
@@ -12,85 +9,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yaml.h>
 
-/* ------------------------------------------------------------ YAML tree */
-
-static ConfNode *conv(yaml_document_t *d, yaml_node_t *yn)
-{
-    ConfNode *n = calloc(1, sizeof *n);
-    T_CHECK(n && yn);
-    n->line = (int)yn->start_mark.line + 1;
-    switch (yn->type) {
-    case YAML_SCALAR_NODE:
-        n->type = CONF_SCALAR;
-        n->value = strndup((const char *)yn->data.scalar.value, yn->data.scalar.length);
-        n->quoted = yn->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-        break;
-    case YAML_SEQUENCE_NODE:
-        n->type = CONF_SEQ;
-        n->n = (size_t)(yn->data.sequence.items.top - yn->data.sequence.items.start);
-        n->kids = calloc(n->n + 1, sizeof *n->kids);
-        for (size_t i = 0; i < n->n; i++)
-            n->kids[i] = conv(d, yaml_document_get_node(d, yn->data.sequence.items.start[i]));
-        break;
-    case YAML_MAPPING_NODE:
-        n->type = CONF_MAP;
-        n->n = (size_t)(yn->data.mapping.pairs.top - yn->data.mapping.pairs.start);
-        n->kids = calloc(n->n + 1, sizeof *n->kids);
-        n->keys = calloc(n->n + 1, sizeof *n->keys);
-        for (size_t i = 0; i < n->n; i++) {
-            yaml_node_pair_t *p = &yn->data.mapping.pairs.start[i];
-            yaml_node_t *k = yaml_document_get_node(d, p->key);
-            T_CHECK(k->type == YAML_SCALAR_NODE);
-            n->keys[i] = strndup((const char *)k->data.scalar.value, k->data.scalar.length);
-            n->kids[i] = conv(d, yaml_document_get_node(d, p->value));
-        }
-        break;
-    default:
-        T_CHECK(!"unexpected YAML node");
-    }
-    return n;
-}
-
-static void tree_free(ConfNode *n)
-{
-    if (!n)
-        return;
-    for (size_t i = 0; i < n->n; i++) {
-        if (n->keys)
-            free(n->keys[i]);
-        tree_free(n->kids[i]);
-    }
-    free(n->keys);
-    free(n->kids);
-    free(n->value);
-    free(n);
-}
-
-/* load_yaml writes text to a file and reads it back as a tree. */
+/* load_yaml reads text into a tree with conf.h's reader. */
 static ConfNode *load_yaml(const char *text)
 {
-    char path[512];
-    yaml_parser_t p;
-    yaml_document_t d;
-    FILE *f;
-
-    /* t_dir() is a data directory to be; the file goes beside it */
-    snprintf(path, sizeof path, "%s.models.yml", t_dir());
-    f = fopen(path, "w");
-    T_CHECK(f && fputs(text, f) >= 0 && fclose(f) == 0);
-    f = fopen(path, "rb");
-    T_CHECK(f);
-    T_CHECK(yaml_parser_initialize(&p));
-    yaml_parser_set_input_file(&p, f);
-    if (!yaml_parser_load(&p, &d))
-        t_fail(__FILE__, __LINE__, "test YAML does not parse: %s at line %zu", p.problem,
-               p.problem_mark.line + 1);
-    ConfNode *root = conv(&d, yaml_document_get_root_node(&d));
-    yaml_document_delete(&d);
-    yaml_parser_delete(&p);
-    fclose(f);
+    char err[300];
+    ConfErr e = conf_err("models.yml", err, sizeof err);
+    ConfNode *root = NULL;
+    if (conf_read(&e, text, strlen(text), &root))
+        t_fail(__FILE__, __LINE__, "test YAML does not parse: %s", err);
     return root;
 }
 
@@ -106,7 +33,7 @@ int tm_fx_parse(Fx *fx, const char *yaml)
 void tm_fx_free(Fx *fx)
 {
     models_free(fx->ms);
-    tree_free(fx->tree);
+    conf_free(fx->tree);
     fx->ms = NULL;
     fx->tree = NULL;
 }

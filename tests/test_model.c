@@ -151,6 +151,9 @@ static void parse_errors_name_line_and_fix(void)
               "names a schema");
     PARSE_ERR("models:\n  users:\n    tabel: x\n    properties: {id: integer}\n", 3,
               "model 'users': unknown key 'tabel'; did you mean 'table'?");
+    /* an unknown key is named at its own line, not its value's */
+    PARSE_ERR("models:\n  users:\n    properties: {id: integer}\n    belong_to:\n"
+              "      t: {model: users}\n", 4, "unknown key 'belong_to'; did you mean 'belongs_to'?");
     PARSE_ERR("models:\n  users:\n    table: t\n    properties: {id: integer}\n"
               "  other:\n    table: t\n    properties: {id: integer}\n", 6,
               "table 't' is already the table of model 'users'");
