@@ -1,7 +1,7 @@
 /* http_check.h: what may be sent at all: the syntax of the URLs, hosts,
  * ports and headers a stage sends, in the data layer (no libcurl).
  *
- * The pipeline file's checks (pipeline.c) and http_request (http.c) use
+ * The pipeline file's checks (pipeline_stages.c) and http_request (http.c) use
  * these, so a URL or header that `pickline check` accepts is one that every
  * parser on the way reads the same, and one that nothing at run time can
  * turn into a second request line or header. Each returns 0, or PL_EINVAL with why set
