@@ -553,18 +553,27 @@ static int model_ref(const ConfErr *l, const Models *ms, const char *key, const 
                  "fix the name", key, s);
 }
 
+/* rel_start begins relation name (node n) of the model ml names: r's name
+ * and line, and l, ml with "belongs_to 'NAME': " (what) after its prefix. */
+static void rel_start(ConfErr *l, const ConfErr *ml, Relation *r, const char *what,
+                      const char *name, const ConfNode *n)
+{
+    *l = *ml;
+    snprintf(l->pfx, sizeof l->pfx, "%.100s%s '%.64s': ", ml->pfx, what, name);
+    r->name = name;
+    r->line = n->line;
+}
+
 static int parse_belongs_to(const ConfErr *ml, const Models *ms, const Model *m, Relation *r,
                             const char *name, const ConfNode *n)
 {
     char buf[64], keys[300];
     const ConfNode *v;
     const Model *p;
-    ConfErr l = *ml;
+    ConfErr l;
     int rc;
 
-    snprintf(l.pfx, sizeof l.pfx, "%.100sbelongs_to '%.64s': ", ml->pfx, name);
-    r->name = name;
-    r->line = n->line;
+    rel_start(&l, ml, r, "belongs_to", name, n);
     if (!ident_ok(name))
         return conf_errat(&l, n->line, "'%.64s' is not a valid relation name; use letters, digits "
                      "and _", name);
@@ -629,12 +638,10 @@ static int parse_has_n(const ConfErr *ml, const Models *ms, Relation *r, const c
 {
     char buf[64];
     const ConfNode *v;
-    ConfErr l = *ml;
+    ConfErr l;
     int rc;
 
-    snprintf(l.pfx, sizeof l.pfx, "%.100shas_n '%.64s': ", ml->pfx, name);
-    r->name = name;
-    r->line = n->line;
+    rel_start(&l, ml, r, "has_n", name, n);
     r->has_n = 1;
     if (n->type != CONF_MAP && !conf_is_null(n))
         return conf_errat(&l, n->line, "expected a map like {model: authorities, through: ...} "
