@@ -1,95 +1,25 @@
-/* engine.c: the loop of `pickline run` and the runtime of its stages.
+/* engine.c: the loop of `pickline run`: the ops that cross from the writer
+ * thread back to the loop, the block monitor, the tick, the drain, and
+ * opening and closing it all. The stages' runtime (stage.h) is slot.c.
  *
  * Threads: the loop thread runs libev (stages, HTTP, listener, timers); the
  * committer's writer thread runs every LMDB write transaction. An EngineOp
  * crosses back: the writer pushes finished ops on a locked list and wakes
- * the loop with ev_async; the loop runs their loop_done.
- *
- * A stage with an input queue has a reserver: one parked CommitOp that
- * reserves up to `batch` jobs into free slots (copying id, lease and body
- * inside the transaction) and comes back when a job is ready or after a
- * second. A finished slot commits ack + outputs (or release, or bury) as one
- * EngineOp; the slot is free again when that commit is done. */
-#include "engine.h"
+ * the loop with ev_async; the loop runs their loop_done. */
+#include "engine_int.h"
 #include "staging.h"
-#include "listen.h"
 #include "pl.h"
 #include "queue.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <unistd.h>
-
-enum { SLOT_FREE, SLOT_RESERVING, SLOT_WORKING, SLOT_COMMITTING };
-enum { END_ACK, END_RELEASE, END_BURY };
-
-typedef struct SlotOp {
-    EngineOp eo;
-    Slot *slot;
-    int end;
-    int64_t delay_ms;
-    Strbuf why;
-    int in_actions;  /* the last apply failed in the outputs, after the ack */
-    char fail[320];  /* what failed in the last apply (writer thread; read in done) */
-} SlotOp;
-
-/* The most jobs one reserve takes (a stage's batch: is capped here). */
-#define RSV_MAX 256
-/* The most reserves of one stage in flight at once. */
-#define RSV_COUNT_MAX 4
-
-typedef struct Reserver {
-    EngineOp eo;
-    Job *js;         /* RSV_MAX: the views reserve_n gives, copied out in apply */
-    Stage *stage;
-    Slot **want;     /* slots being filled by the op in flight */
-    size_t nwant, got;
-    int active;
-    int paused;      /* after a failed reserve, until pause fires */
-    ev_timer pause;
-    const char *queue;
-    uint32_t ttr_ms;
-} Reserver;
-
-/* After a reserve fails (not "nothing ready": a store error), its reserver
- * waits this long before it asks again, so a broken store is not hammered
- * in a loop. */
-#define RSV_PAUSE_S 1.0
-
-struct Engine {
-    const Pipeline *p;
-    Store *store;
-    Committer *cm;
-    struct ev_loop *loop;
-    Http *http;
-    Listener *listener;
-    char callback_base[128];
-    Stage *stages;
-    size_t nstages;
-    ev_async wake;
-    ev_prepare prep;
-    ev_check check;
-    uint64_t woke_ns, block_max_ns;
-    int stop_requested;
-    ev_signal sigterm, sigint;
-    ev_timer tick, drain_timer;
-    EngineOp tick_op;
-    int tick_busy;
-    pthread_mutex_t mu;
-    EngineOp *done_head, *done_tail;
-    int draining, drain_expired, drained;
-    int fatal;             /* the store is unusable (MDB_PANIC): stop, restart recovers */
-    int lock_fd;           /* DIR/engine.lock, flocked while the engine runs; -1 none */
-    unsigned ops_in_flight;
-};
 
 Store *engine_store(Engine *e) { return e->store; }
 const Pipeline *engine_pipeline(Engine *e) { return e->p; }
@@ -139,7 +69,6 @@ void engine_submit(Engine *e, EngineOp *o)
     committer_submit(e->cm, &o->op);
 }
 
-static void check_drained(Engine *e);
 static void start_drain(Engine *e, const char *why);
 
 static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
@@ -168,7 +97,7 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
         o = next;
     }
     if (e->draining)
-        check_drained(e);
+        engine_check_drained(e);
 }
 
 /* The loop's block monitor: ev_check runs when the loop wakes from its
@@ -201,688 +130,6 @@ void engine_stop(Engine *e)
 {
     __atomic_store_n(&e->stop_requested, 1, __ATOMIC_RELEASE);
     ev_async_send(e->loop, &e->wake);
-}
-
-/* ---------------------------------------------------------------- actions */
-
-/* A slot's outputs are recorded as a byte list of actions, applied in the
- * commit after the ack: 'P' put, 'R' a landed row (a new staged row
- * instance and the reference to it), 'M' row merge, 'X' extra, 'C' cursor.
- * Fields are length-prefixed (u32); strings are recorded with their NUL. */
-static void act_bytes(Strbuf *b, const void *p, size_t n)
-{
-    uint32_t l = (uint32_t)n;
-    sb_add(b, &l, sizeof l);
-    if (n)
-        sb_add(b, p, n);
-}
-
-static const char *take(const char **p, const char *end, size_t *n)
-{
-    uint32_t l;
-    if ((size_t)(end - *p) < sizeof l)
-        return NULL;
-    memcpy(&l, *p, sizeof l);
-    *p += sizeof l;
-    if ((size_t)(end - *p) < l)
-        return NULL;
-    const char *r = *p;
-    *p += l;
-    *n = l;
-    return r;
-}
-
-/* act_str records string s with its NUL, so that apply reads it in place. */
-static void act_str(Strbuf *b, const char *s)
-{
-    act_bytes(b, s, strlen(s) + 1);
-}
-
-static const char *take_str(const char **p, const char *end)
-{
-    size_t n = 0;
-    const char *s = take(p, end, &n);
-    return s && n && s[n - 1] == '\0' ? s : NULL;
-}
-
-static int take_u64(const char **p, const char *end, uint64_t *v)
-{
-    size_t n = 0;
-    const char *b = take(p, end, &n);
-    if (!b || n != sizeof *v)
-        return PL_EFORMAT;
-    memcpy(v, b, sizeof *v);
-    return 0;
-}
-
-/* apply_row_merge applies an 'M' action: model, key, row, src, then n
- * pairs of field names (from, to). */
-static int apply_row_merge(Txn *t, const char **p, const char *end)
-{
-    const char *from[64], *to[64], *model = take_str(p, end), *key = take_str(p, end), *src;
-    uint64_t row, n;
-    size_t sl = 0;
-    if (!model || !key || take_u64(p, end, &row) || !(src = take(p, end, &sl)) ||
-        take_u64(p, end, &n) || n > 64)
-        return PL_EFORMAT;
-    for (uint64_t i = 0; i < n; i++)
-        if (!(from[i] = take_str(p, end)) || !(to[i] = take_str(p, end)))
-            return PL_EFORMAT;
-    return staging_row_merge(t, model, key, row, src, sl, from, to, (size_t)n);
-}
-
-/* put_failure describes why queue_put of an output of len bytes (key of
- * keylen) to queue q failed with rc, naming the limit and the fix. */
-static void put_failure(Txn *t, const char *q, size_t len, size_t keylen, int rc, char *fail,
-                        size_t failn)
-{
-    QueueStats st;
-    if (rc == PL_ETOOBIG && keylen > QUEUE_KEY_MAX)
-        snprintf(fail, failn, "the output's idempotency key (%zu bytes) is over %d bytes", keylen,
-                 QUEUE_KEY_MAX);
-    else if (rc == PL_ETOOBIG && queue_stats(t, q, &st) == 0)
-        snprintf(fail, failn, "the output (%zu bytes) is over queue '%s' max_body (%u bytes); "
-                 "raise max_body of '%s' in the pipeline file, then kick the job",
-                 len, q, st.conf.max_body, q);
-    else
-        snprintf(fail, failn, "queue '%s' refused the output: %s", q, pl_strerror(rc));
-}
-
-/* apply_row_land applies an 'R' action: model, key, queue, row: the row
- * becomes a new instance and a reference to it goes on queue. */
-static int apply_row_land(Txn *t, const char **p, const char *end, char *fail, size_t failn)
-{
-    const char *model = take_str(p, end), *key = take_str(p, end), *q = take_str(p, end), *mp;
-    size_t len = 0;
-    uint64_t row, id;
-    int rc;
-    if (!model || !key || !q || !(mp = take(p, end, &len)))
-        return PL_EFORMAT;
-    if ((rc = staging_row_new(t, model, key, mp, len, 1, &row)) != 0) {
-        if (rc == PL_EINVAL)
-            snprintf(fail, failn, "cannot stage row %.60s/%.100s: a model name has at most %d "
-                     "bytes, a key at most %d", model, key, STAGING_MODEL_MAX, STAGING_KEY_MAX);
-        return rc;
-    }
-    Strbuf body;
-    sb_init(&body);
-    staging_ref_json(&body, model, key, row);
-    PutArgs pa = {.body = body.buf, .len = body.len};
-    if ((rc = queue_put(t, q, &pa, &id, NULL)) != 0)
-        put_failure(t, q, body.len, 0, rc, fail, failn);
-    sb_free(&body);
-    return rc;
-}
-
-/* apply_actions applies a slot's or a source's recorded outputs in t. On
- * failure it returns the error and, when it can say more than the code
- * (which queue refused a put, and why), writes that into fail. */
-static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, char *fail, size_t failn)
-{
-    const char *p = acts->buf, *end = acts->buf + acts->len;
-    int rc = 0;
-    while (p < end && rc == 0) {
-        char tag = *p++;
-        size_t a = 0, b = 0, c = 0;
-        const char *fa, *fb, *fc;
-        switch (tag) {
-        case 'P': {
-            fa = take(&p, end, &a); /* queue */
-            fb = take(&p, end, &b); /* key */
-            fc = take(&p, end, &c); /* body */
-            if (!fa || !fb || !fc)
-                return PL_EFORMAT;
-            char q[QUEUE_NAME_MAX + 1];
-            snprintf(q, sizeof q, "%.*s", (int)a, fa);
-            PutArgs pa = {.pri = 0, .body = fc, .len = c, .key = b ? fb : NULL, .keylen = b};
-            uint64_t id;
-            if ((rc = queue_put(t, q, &pa, &id, NULL)) != 0)
-                put_failure(t, q, c, b, rc, fail, failn);
-            break;
-        }
-        case 'R':
-            rc = apply_row_land(t, &p, end, fail, failn);
-            break;
-        case 'M':
-            rc = apply_row_merge(t, &p, end);
-            break;
-        case 'X': {
-            int (*fn)(Txn *, void *);
-            void *arg;
-            if ((size_t)(end - p) < sizeof fn + sizeof arg)
-                return PL_EFORMAT;
-            memcpy(&fn, p, sizeof fn);
-            memcpy(&arg, p + sizeof fn, sizeof arg);
-            p += sizeof fn + sizeof arg;
-            rc = fn(t, arg);
-            break;
-        }
-        case 'C': {
-            fa = take(&p, end, &a);
-            if (!fa)
-                return PL_EFORMAT;
-            Strbuf k;
-            sb_init(&k);
-            sb_adds(&k, "c/");
-            sb_adds(&k, stage);
-            MDB_val mk = {k.len, k.buf}, mv = {a, (void *)fa};
-            rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &mk, &mv, 0);
-            sb_free(&k);
-            break;
-        }
-        default:
-            return PL_EFORMAT;
-        }
-    }
-    return rc;
-}
-
-static void acts_put(Strbuf *acts, const char *queue, const void *body, size_t len, const char *key)
-{
-    sb_add(acts, "P", 1);
-    act_bytes(acts, queue, strlen(queue));
-    act_bytes(acts, key ? key : "", key ? strlen(key) : 0);
-    act_bytes(acts, body, len);
-}
-
-/* ---------------------------------------------------------------- slots */
-
-static int stage_writes(const Stage *s, const char *queue)
-{
-    for (size_t i = 0; i < s->conf->noutputs; i++)
-        if (!strcmp(s->conf->outputs[i], queue))
-            return 1;
-    return 0;
-}
-
-void slot_put(Slot *s, const char *queue, const void *body, size_t len, const char *key)
-{
-    PL_ASSERT(stage_writes(s->stage, queue), "a stage writes only the queues it declares");
-    acts_put(&s->acts, queue, body, len, key);
-}
-
-void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, size_t len,
-                   const char *queue)
-{
-    PL_ASSERT(stage_writes(s->stage, queue), "a stage writes only the queues it declares");
-    sb_add(&s->acts, "R", 1);
-    act_str(&s->acts, model);
-    act_str(&s->acts, key);
-    act_str(&s->acts, queue);
-    act_bytes(&s->acts, mp, len);
-}
-
-void slot_row_merge(Slot *s, const char *model, const char *key, uint64_t row, const void *src,
-                    size_t len, const char *const *from, const char *const *to, size_t n)
-{
-    PL_ASSERT(n <= 64, "a merge sets at most 64 fields");
-    uint64_t n64 = n;
-    sb_add(&s->acts, "M", 1);
-    act_str(&s->acts, model);
-    act_str(&s->acts, key);
-    act_bytes(&s->acts, &row, sizeof row);
-    act_bytes(&s->acts, src, len);
-    act_bytes(&s->acts, &n64, sizeof n64);
-    for (size_t i = 0; i < n; i++) {
-        act_str(&s->acts, from[i]);
-        act_str(&s->acts, to[i]);
-    }
-}
-
-void slot_extra(Slot *s, int (*fn)(Txn *t, void *arg), void *arg)
-{
-    sb_add(&s->acts, "X", 1);
-    sb_add(&s->acts, &fn, sizeof fn);
-    sb_add(&s->acts, &arg, sizeof arg);
-}
-
-/* forward_of: if a slot's only output is its own body, unkeyed, to one
- * queue (noop, route), that queue's name in q, else 0. */
-static int forward_of(const Slot *s, char *q, size_t qn)
-{
-    const char *p = s->acts.buf, *end = p + s->acts.len, *fa, *fb, *fc;
-    size_t a, b, c;
-    if (s->acts.len == 0 || *p++ != 'P' || !(fa = take(&p, end, &a)) ||
-        !(fb = take(&p, end, &b)) || !(fc = take(&p, end, &c)) || p != end || b != 0 ||
-        c != s->body.len || a >= qn || memcmp(fc, s->body.buf, c) != 0)
-        return 0;
-    memcpy(q, fa, a);
-    q[a] = '\0';
-    return 1;
-}
-
-static int slot_apply(Txn *t, CommitOp *op)
-{
-    SlotOp *so = (SlotOp *)op;
-    Slot *s = so->slot;
-    int rc;
-    so->in_actions = 0;
-    so->fail[0] = '\0';
-    if (so->end == END_RELEASE)
-        return queue_release(t, s->id, s->lease, so->delay_ms, so->why.buf, NULL);
-    if (so->end == END_BURY)
-        return queue_bury(t, s->id, s->lease, so->why.buf);
-    /* The same job handed on unchanged: move it in place. */
-    char fq[QUEUE_NAME_MAX + 1];
-    if (forward_of(s, fq, sizeof fq)) {
-        if ((rc = queue_forward(t, s->id, s->lease, fq)) != 0 && rc != PL_ELEASE && rc != PL_ENOJOB)
-            put_failure(t, fq, s->body.len, 0, rc, so->fail, sizeof so->fail);
-        return rc;
-    }
-    /* Room for the outputs is asked before anything is written, so that a
-     * full disk refuses this hand-off alone, cleanly (the transaction stays
-     * good for the others of the group commit). */
-    if (s->acts.len && (rc = store_reserve(t, s->acts.len)) != 0) {
-        snprintf(so->fail, sizeof so->fail, "no room for its outputs (%zu bytes): %s", s->acts.len,
-                 pl_strerror(rc));
-        return rc;
-    }
-    /* The ack first: if the lease was lost, nothing else happens. */
-    if ((rc = queue_ack(t, s->id, s->lease)) != 0)
-        return rc;
-    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name, so->fail, sizeof so->fail)) != 0) {
-        so->in_actions = 1;
-        return txn_fail(t, rc); /* after the ack: all or nothing */
-    }
-    return 0;
-}
-
-static const double lat_bounds[11] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
-
-static void reserver_kick(Stage *s);
-
-/* A failed hand-off is retried no sooner than this: the faults that pass
- * (a full disk, an I/O error) do not pass in milliseconds. */
-#define HANDOFF_RETRY_MIN_MS 5000
-
-/* commit_fault_transient tells whether a commit that failed with rc may
- * succeed later unchanged: no room (map limit, disk), I/O, memory. */
-static int commit_fault_transient(int rc)
-{
-    return rc == PL_EFULL || rc == ENOSPC || rc == EDQUOT || rc == MDB_MAP_FULL || rc == EIO ||
-           rc == ENOMEM || rc == EAGAIN || rc == EINTR || rc == MDB_READERS_FULL;
-}
-
-/* retry_delay_ms: the input queue's exponential backoff for the slot's
- * attempt, with jitter (+-20%), at least min_ms. */
-static uint64_t retry_delay_ms(const Slot *s, uint64_t min_ms)
-{
-    const Stage *st = s->stage;
-    const QueueDecl *qd = pipeline_queue(st->engine->p, st->conf->input);
-    QueueConf c;
-    if (qd)
-        c = qd->conf;
-    else
-        queue_conf_default(&c);
-    double d = c.backoff_ms;
-    for (uint32_t i = 1; i < s->attempts && d < c.backoff_max_ms; i++)
-        d *= 2;
-    if (d > c.backoff_max_ms)
-        d = c.backoff_max_ms;
-    d *= 0.8 + 0.4 * (double)(pl_random64() % 1000) / 1000.0; /* jitter */
-    return d < (double)min_ms ? min_ms : (uint64_t)d;
-}
-
-static void slot_free(Slot *s)
-{
-    s->state = SLOT_FREE;
-    s->req = NULL;
-    sb_reset(&s->acts);
-    Stage *st = s->stage;
-    st->in_flight--;
-    reserver_kick(st);
-    if (st->engine->draining)
-        check_drained(st->engine);
-}
-
-static void slot_end(Slot *s, int end, int64_t delay_ms, const char *why);
-
-static void slot_committed(EngineOp *eo, int rc)
-{
-    SlotOp *so = (SlotOp *)eo;
-    Slot *s = so->slot;
-    Stage *st = s->stage;
-    if (rc == 0) {
-        double dt = (double)(pl_mono_ns() - s->started_ns) / 1e9;
-        if (so->end == END_ACK) {
-            st->ctr.done++;
-            int b = 0;
-            while (b < 11 && dt > lat_bounds[b])
-                b++;
-            st->ctr.lat_buckets[b]++;
-            st->ctr.lat_sum += dt;
-        } else if (so->end == END_RELEASE) {
-            st->ctr.retried++;
-        } else {
-            st->ctr.buried++;
-        }
-        slot_free(s);
-        return;
-    }
-    st->ctr.failed_commits++;
-    if ((rc == PL_ELEASE || rc == PL_ENOJOB) && !so->in_actions) {
-        stage_log(st, PL_LOG_WARN, s->id, "lease lost before the commit (it expired?): "
-                  "nothing written; the job will be worked again");
-        slot_free(s);
-        return;
-    }
-    if (so->end == END_ACK) {
-        /* The hand-off could not be written. Nothing of it was (a failed
-         * apply poisons its transaction), and the job is still leased to
-         * this slot: set it aside with the reason, never stop the line. A
-         * fault that may pass (no room, an I/O error) releases it for a
-         * later attempt with backoff; one that cannot pass (an output too
-         * big for its queue, a row gone) buries it. */
-        char why[400];
-        snprintf(why, sizeof why, "could not hand off: %s",
-                 so->fail[0] ? so->fail
-                 : rc == PL_ENOROW ? "the staged row it names is missing"
-                 : pl_strerror(rc));
-        s->state = SLOT_WORKING; /* it ends again, now as a release or a bury */
-        if (commit_fault_transient(rc)) {
-            stage_log(st, PL_LOG_ERROR, s->id, "%s; released for a later attempt", why);
-            slot_end(s, END_RELEASE, retry_delay_ms(s, HANDOFF_RETRY_MIN_MS), why);
-        } else {
-            stage_log(st, PL_LOG_ERROR, s->id, "%s; buried", why);
-            slot_end(s, END_BURY, 0, why);
-        }
-        return;
-    }
-    stage_log(st, PL_LOG_ERROR, s->id, "cannot %s the job: %s; its lease will expire",
-              so->end == END_RELEASE ? "release" : "bury", pl_strerror(rc));
-    slot_free(s);
-}
-
-static void slot_end(Slot *s, int end, int64_t delay_ms, const char *why)
-{
-    PL_ASSERT(s->state == SLOT_WORKING, "a job ends once");
-    SlotOp *so = s->op;
-    s->state = SLOT_COMMITTING;
-    so->end = end;
-    so->delay_ms = delay_ms;
-    sb_reset(&so->why);
-    if (why)
-        sb_adds(&so->why, why);
-    so->eo.op.apply = slot_apply;
-    so->eo.loop_done = slot_committed;
-    engine_submit(s->stage->engine, &so->eo);
-}
-
-void slot_done(Slot *s)
-{
-    slot_end(s, END_ACK, 0, NULL);
-}
-
-void slot_bury(Slot *s, const char *reason)
-{
-    stage_log(s->stage, PL_LOG_WARN, s->id, "buried: %s", reason);
-    slot_end(s, END_BURY, 0, reason && *reason ? reason : "buried");
-}
-
-void slot_retry(Slot *s, double after_s, const char *error)
-{
-    Stage *st = s->stage;
-    double d = (double)retry_delay_ms(s, 0);
-    if (after_s * 1000 > d)
-        d = after_s * 1000;
-    stage_log(st, PL_LOG_INFO, s->id, "retry in %.1f s (attempt %u): %s", d / 1000, s->attempts,
-              error ? error : "");
-    slot_end(s, END_RELEASE, (int64_t)d, error ? error : "retry");
-}
-
-/* ---------------------------------------------------------------- reserver */
-
-static int rsv_apply(Txn *t, CommitOp *op)
-{
-    Reserver *r = (Reserver *)op;
-    Job *js = r->js;
-    size_t n = r->nwant < RSV_MAX ? r->nwant : RSV_MAX, got = 0;
-    r->got = 0;
-    int rc = queue_reserve_n(t, r->queue, n, r->ttr_ms, js, &got);
-    if (rc == PL_EPAUSED)
-        return PL_EEMPTY; /* a paused queue is one with nothing to give */
-    if (rc)
-        return rc;
-    /* Copy out now: the views die with the transaction. */
-    for (size_t i = 0; i < got; i++) {
-        Slot *s = r->want[i];
-        s->id = js[i].id;
-        s->lease = js[i].lease;
-        s->attempts = js[i].attempts;
-        sb_reset(&s->body);
-        sb_add(&s->body, js[i].body, js[i].len);
-    }
-    r->got = got;
-    return 0;
-}
-
-static void rsv_done(EngineOp *eo, int rc)
-{
-    Reserver *r = (Reserver *)eo;
-    Stage *st = r->stage;
-    r->active = 0;
-    if (rc && rc != PL_EEMPTY) {
-        stage_log(st, PL_LOG_ERROR, 0, "reserve from '%s' failed: %s; trying again in %.0f s",
-                  r->queue, pl_strerror(rc), RSV_PAUSE_S);
-        r->paused = 1;
-        ev_timer_set(&r->pause, RSV_PAUSE_S, 0);
-        ev_timer_start(st->loop, &r->pause);
-    }
-    size_t got = rc ? 0 : r->got;
-    for (size_t i = 0; i < r->nwant; i++) {
-        Slot *s = r->want[i];
-        st->reserving--;
-        if (i < got) {
-            s->state = SLOT_WORKING;
-            s->started_ns = pl_mono_ns();
-            sb_reset(&s->acts);
-            st->in_flight++;
-        } else {
-            s->state = SLOT_FREE;
-        }
-    }
-    r->nwant = 0;
-    for (size_t i = 0; i < got; i++) {
-        Slot *s = r->want[i];
-        if (st->draining) {
-            slot_end(s, END_RELEASE, 0, "engine draining");
-            continue;
-        }
-        st->kind->start(s);
-    }
-    reserver_kick(st);
-    if (st->engine->draining)
-        check_drained(st->engine);
-}
-
-static void on_rsv_pause(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop, (void)revents;
-    Reserver *r = container_of(w, Reserver, pause);
-    r->paused = 0;
-    reserver_kick(r->stage);
-}
-
-/* reserver_kick asks for jobs when slots are free: with no reserve in
- * flight, for whatever is free; with some, another reserver only when a
- * whole batch of slots is free (no trickle of one-job reserves). */
-static void reserver_kick(Stage *st)
-{
-    Reserver *rs = st->rsv;
-    if (!rs || st->draining || st->engine->draining)
-        return;
-    unsigned want = st->conf->batch ? st->conf->batch : 1;
-    if (want > RSV_MAX)
-        want = RSV_MAX;
-    for (unsigned k = 0; k < st->nrsv; k++) {
-        Reserver *r = &rs[k];
-        if (r->active || r->paused)
-            continue;
-        unsigned active = 0;
-        for (unsigned j = 0; j < st->nrsv; j++)
-            active += rs[j].active;
-        unsigned used = st->in_flight + st->reserving;
-        unsigned free_slots = used < st->nslots ? st->nslots - used : 0;
-        if (free_slots == 0 || (active && free_slots < want))
-            return;
-        size_t n = 0;
-        for (unsigned i = 0; i < st->nslots && n < want; i++)
-            if (st->slots[i].state == SLOT_FREE) {
-                st->slots[i].state = SLOT_RESERVING;
-                st->reserving++;
-                r->want[n++] = &st->slots[i];
-            }
-        if (!n)
-            return;
-        r->nwant = n;
-        r->active = 1;
-        r->eo.op.apply = rsv_apply;
-        r->eo.op.park = 1;
-        r->eo.op.deadline_ns = pl_mono_ns() + 1000000000ull;
-        r->eo.loop_done = rsv_done;
-        engine_submit(st->engine, &r->eo);
-    }
-}
-
-/* ---------------------------------------------------------------- sources */
-
-struct Emit {
-    EngineOp eo;
-    Stage *stage;
-    Strbuf acts;
-    size_t n;
-    void (*done)(void *arg, int rc);
-    void *arg;
-};
-
-Emit *emit_new(Stage *s)
-{
-    Emit *em = xcalloc(1, sizeof *em);
-    em->stage = s;
-    sb_init(&em->acts);
-    return em;
-}
-
-void emit_put(Emit *em, const char *queue, const void *body, size_t len, const char *key)
-{
-    PL_ASSERT(stage_writes(em->stage, queue), "a stage writes only the queues it declares");
-    acts_put(&em->acts, queue, body, len, key);
-    em->n++;
-}
-
-void emit_cursor(Emit *em, const void *value, size_t len)
-{
-    sb_add(&em->acts, "C", 1);
-    act_bytes(&em->acts, value, len);
-}
-
-void emit_extra(Emit *em, int (*fn)(Txn *t, void *arg), void *arg)
-{
-    sb_add(&em->acts, "X", 1);
-    sb_add(&em->acts, &fn, sizeof fn);
-    sb_add(&em->acts, &arg, sizeof arg);
-}
-
-size_t emit_count(const Emit *em)
-{
-    return em->n;
-}
-
-static int emit_apply(Txn *t, CommitOp *op)
-{
-    Emit *em = (Emit *)op;
-    char fail[320];
-    int rc = apply_actions(t, &em->acts, em->stage->conf->name, fail, sizeof fail);
-    return rc ? txn_fail(t, rc) : 0;
-}
-
-static void emit_done(EngineOp *eo, int rc)
-{
-    Emit *em = (Emit *)eo;
-    if (rc)
-        stage_log(em->stage, PL_LOG_ERROR, 0, "commit of %zu changes failed: %s", em->n, pl_strerror(rc));
-    else
-        em->stage->ctr.done += em->n;
-    if (em->done)
-        em->done(em->arg, rc);
-    sb_free(&em->acts);
-    free(em);
-}
-
-void emit_commit(Emit *em, void (*done)(void *arg, int rc), void *arg)
-{
-    em->done = done;
-    em->arg = arg;
-    em->eo.op.apply = emit_apply;
-    em->eo.loop_done = emit_done;
-    engine_submit(em->stage->engine, &em->eo);
-}
-
-typedef struct ReadArg {
-    const char *k;
-    size_t kl;
-    int db;
-    Strbuf *out;
-} ReadArg;
-
-static int read_one(Txn *t, void *arg)
-{
-    ReadArg *a = arg;
-    MDB_val k = {a->kl, (void *)a->k}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, a->db), &k, &v);
-    if (rc == 0)
-        sb_add(a->out, v.mv_data, v.mv_size);
-    return rc;
-}
-
-int stage_cursor(Stage *s, Strbuf *out)
-{
-    Strbuf k;
-    sb_init(&k);
-    sb_adds(&k, "c/");
-    sb_adds(&k, s->conf->name);
-    sb_reset(out);
-    ReadArg a = {k.buf, k.len, DB_META, out};
-    int rc = store_read(s->engine->store, read_one, &a);
-    sb_free(&k);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-typedef struct RowRead {
-    const char *model, *key;
-    uint64_t row;
-    Strbuf *out;
-} RowRead;
-
-static int read_row(Txn *t, void *arg)
-{
-    RowRead *a = arg;
-    const void *mp;
-    size_t len;
-    int rc = staging_row_get(t, a->model, a->key, a->row, &mp, &len, NULL);
-    if (!rc)
-        sb_add(a->out, mp, len);
-    return rc;
-}
-
-int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf *out)
-{
-    RowRead a = {model, key, row, out};
-    sb_reset(out);
-    return store_read(s->engine->store, read_row, &a);
-}
-
-void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (job)
-        pl_log(level, "stage=%s job=%llu %s", s->conf->name, (unsigned long long)job, msg);
-    else
-        pl_log(level, "stage=%s %s", s->conf->name, msg);
 }
 
 /* ---------------------------------------------------------------- tick */
@@ -918,7 +165,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 
 /* ---------------------------------------------------------------- drain */
 
-static void check_drained(Engine *e)
+void engine_check_drained(Engine *e)
 {
     unsigned busy = 0;
     for (size_t i = 0; i < e->nstages; i++)
@@ -936,15 +183,9 @@ static void on_drain_timeout(struct ev_loop *loop, ev_timer *w, int revents)
     Engine *e = container_of(w, Engine, drain_timer);
     e->drain_expired = 1;
     pl_log(PL_LOG_WARN, "engine: drain time over; releasing the jobs still in flight");
-    for (size_t i = 0; i < e->nstages; i++) {
-        Stage *st = &e->stages[i];
-        for (unsigned k = 0; k < st->nslots; k++) {
-            Slot *s = &st->slots[k];
-            if (s->state == SLOT_WORKING && s->req)
-                http_cancel(s->req); /* its done sees HTTP_CANCELED and retries */
-        }
-    }
-    check_drained(e);
+    for (size_t i = 0; i < e->nstages; i++)
+        slots_cancel(&e->stages[i]);
+    engine_check_drained(e);
 }
 
 static void start_drain(Engine *e, const char *why)
@@ -960,7 +201,7 @@ static void start_drain(Engine *e, const char *why)
     }
     ev_timer_init(&e->drain_timer, on_drain_timeout, e->p->drain_s, 0);
     ev_timer_start(e->loop, &e->drain_timer);
-    check_drained(e);
+    engine_check_drained(e);
 }
 
 static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
@@ -1136,40 +377,8 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
         st->http = http_class_new(e->http, st->conf->name, &hp);
         /* A stage with an input queue works jobs in slots; a kind may
          * also produce on its own (begin), with or without one. */
-        if (st->conf->input) {
-            st->nslots = st->conf->concurrency ? st->conf->concurrency : 1;
-            st->slots = xcalloc(st->nslots, sizeof *st->slots);
-            for (unsigned k = 0; k < st->nslots; k++) {
-                Slot *s = &st->slots[k];
-                s->stage = st;
-                if (st->kind->slot_size)
-                    s->data = xcalloc(1, st->kind->slot_size);
-                sb_init(&s->body);
-                sb_init(&s->acts);
-                SlotOp *so = xcalloc(1, sizeof *so);
-                so->slot = s;
-                sb_init(&so->why);
-                s->op = so;
-            }
-            /* Enough reservers that all the slots can be refilled at once,
-             * `batch` jobs per reserve, a few at most. */
-            unsigned b = st->conf->batch ? st->conf->batch : 1;
-            if (b > RSV_MAX)
-                b = RSV_MAX;
-            st->nrsv = (st->nslots + b - 1) / b;
-            if (st->nrsv > RSV_COUNT_MAX)
-                st->nrsv = RSV_COUNT_MAX;
-            Reserver *rs = xcalloc(st->nrsv, sizeof *rs);
-            for (unsigned k = 0; k < st->nrsv; k++) {
-                Reserver *r = &rs[k];
-                r->stage = st;
-                r->queue = st->conf->input;
-                r->want = xcalloc(RSV_MAX, sizeof *r->want);
-                r->js = xcalloc(RSV_MAX, sizeof *r->js);
-                ev_timer_init(&r->pause, on_rsv_pause, RSV_PAUSE_S, 0);
-            }
-            st->rsv = rs;
-        }
+        if (st->conf->input)
+            slots_open(st);
         if (st->kind->init && (rc = st->kind->init(st, err, errlen)) != 0)
             goto fail;
     }
@@ -1195,7 +404,7 @@ int engine_run(Engine *e)
         if (st->kind->begin)
             st->kind->begin(st);
         if (st->conf->input)
-            reserver_kick(st);
+            slots_kick(st);
     }
     pl_log(PL_LOG_INFO, "engine: running %zu stages on %s%s%s", e->nstages, store_path(e->store),
            e->listener ? ", listening on " : "", e->listener ? e->callback_base : "");
@@ -1227,30 +436,8 @@ void engine_close(Engine *e)
         if (st->kind && st->kind->fini)
             st->kind->fini(st);
     }
-    for (size_t i = 0; i < e->nstages; i++) {
-        Stage *st = &e->stages[i];
-        for (unsigned k = 0; k < st->nslots; k++) {
-            Slot *s = &st->slots[k];
-            SlotOp *so = s->op;
-            free(s->data); /* the kind's fini released what was in it */
-            sb_free(&s->body);
-            sb_free(&s->acts);
-            if (so)
-                sb_free(&so->why);
-            free(so);
-        }
-        free(st->slots);
-        if (st->rsv) {
-            Reserver *rs = st->rsv;
-            for (unsigned k = 0; k < st->nrsv; k++) {
-                if (e->loop)
-                    ev_timer_stop(e->loop, &rs[k].pause);
-                free(rs[k].want);
-                free(rs[k].js);
-            }
-            free(st->rsv);
-        }
-    }
+    for (size_t i = 0; i < e->nstages; i++)
+        slots_close(&e->stages[i]);
     free(e->stages);
     if (e->loop)
         ev_loop_destroy(e->loop);
@@ -1260,3 +447,4 @@ void engine_close(Engine *e)
     pthread_mutex_destroy(&e->mu);
     free(e);
 }
+

@@ -1,4 +1,4 @@
-/* stage.h: the contract between the engine (engine.c) and a stage kind
+/* stage.h: the contract between the engine (slot.c) and a stage kind
  * (one file per kind in stages/).
  *
  * A stage with an input queue gets its jobs in slots: the engine reserves
@@ -66,11 +66,11 @@ struct Stage {
     StageCounters ctr;
     /* read-write for kinds */
     void *data;             /* the kind's data for the stage (init sets it) */
-    /* private (engine.c) */
+    /* private (slot.c) */
     Slot *slots;
     unsigned nslots;
     unsigned reserving;     /* slots waiting for the reserver */
-    void *rsv;              /* nrsv reservers (engine.c) */
+    void *rsv;              /* nrsv reservers (slot.c) */
     unsigned nrsv;
 };
 

@@ -1,0 +1,59 @@
+/* engine_int.h: what engine.c (the loop, ops, tick, drain, open and close)
+ * and slot.c (the stages' runtime behind stage.h: slots, their actions, the
+ * reservers, emits) share. Private to engine/runtime: nothing else includes
+ * it (the tests' fake, tests/t_engine.c, aside). */
+#ifndef PL_ENGINE_INT_H
+#define PL_ENGINE_INT_H
+
+#include "engine.h"
+#include "http.h"
+#include "listen.h"
+
+#include <ev.h>
+#include <pthread.h>
+#include <stdint.h>
+struct Engine {
+    const Pipeline *p;
+    Store *store;
+    Committer *cm;
+    struct ev_loop *loop;
+    Http *http;
+    Listener *listener;
+    char callback_base[128];
+    Stage *stages;
+    size_t nstages;
+    ev_async wake;
+    ev_prepare prep;
+    ev_check check;
+    uint64_t woke_ns, block_max_ns;
+    int stop_requested;
+    ev_signal sigterm, sigint;
+    ev_timer tick, drain_timer;
+    EngineOp tick_op;
+    int tick_busy;
+    pthread_mutex_t mu;
+    EngineOp *done_head, *done_tail;
+    int draining, drain_expired, drained;
+    int fatal;             /* the store is unusable (MDB_PANIC): stop, restart recovers */
+    int lock_fd;           /* DIR/engine.lock, flocked while the engine runs; -1 none */
+    unsigned ops_in_flight;
+};
+
+/* engine_check_drained ends the loop once a draining engine has nothing in
+ * flight (engine.c). */
+void engine_check_drained(Engine *e);
+
+/* slots_open gives stage st (with an input queue) its slots and reservers,
+ * before its kind's init; slots_close frees them, after its kind's fini
+ * (slot.c). */
+void slots_open(Stage *st);
+void slots_close(Stage *st);
+
+/* slots_kick asks for jobs for st's free slots (none while draining). */
+void slots_kick(Stage *st);
+
+/* slots_cancel cancels the HTTP requests of st's working slots (their done
+ * sees HTTP_CANCELED and retries): the drain time is over. */
+void slots_cancel(Stage *st);
+
+#endif
