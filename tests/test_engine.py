@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import random
+import re
 import sys
 import time
 import unittest
@@ -329,6 +330,14 @@ stages:
         self.assertEqual(sorted(j["body"]["id"] for j in eng.peek("final")), ["u1", "u2"])
         m = eng.request("GET", "/metrics")
         self.assertIn('pickline_stage_jobs_total{stage="hop",outcome="done"} 2', m.text)
+        # The latency histogram: cumulative buckets, the bounds in order, +Inf all of them.
+        les = re.findall(r'pickline_stage_latency_seconds_bucket\{stage="hop",le="([^"]+)"\} (\d+)',
+                         m.text)
+        self.assertEqual([le for le, _ in les], ["0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
+                                                 "0.1", "0.25", "0.5", "1", "2.5", "+Inf"])
+        self.assertEqual([int(n) for _, n in les], sorted(int(n) for _, n in les))
+        self.assertEqual(les[-1][1], "2")
+        self.assertIn('pickline_stage_latency_seconds_count{stage="hop"} 2', m.text)
 
         rc, _ = eng.terminate(timeout=10)
         self.assertEqual(rc, 0, eng.stderr_tail())

@@ -222,8 +222,6 @@ static int read_metrics(Txn *t, void *arg)
 static void on_metrics(void *arg, Exchange *x)
 {
     Engine *e = arg;
-    static const char *const le[] = {"0.001", "0.0025", "0.005", "0.01", "0.025", "0.05",
-                                     "0.1", "0.25", "0.5", "1", "2.5", "+Inf"};
     Strbuf b;
     sb_init(&b);
     sb_adds(&b, "# TYPE pickline_queue_jobs gauge\n");
@@ -241,9 +239,12 @@ static void on_metrics(void *arg, Exchange *x)
         sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"buried\"} %llu\n", n,
                 (unsigned long long)s->ctr.buried);
         uint64_t cum = 0;
-        for (int k = 0; k < 12; k++) {
+        for (int k = 0; k <= STAGE_LAT_BOUNDS; k++) {
+            char le[32] = "+Inf";
+            if (k < STAGE_LAT_BOUNDS)
+                snprintf(le, sizeof le, "%g", stage_lat_bounds[k]);
             cum += s->ctr.lat_buckets[k];
-            sb_addf(&b, "pickline_stage_latency_seconds_bucket{stage=\"%s\",le=\"%s\"} %llu\n", n, le[k],
+            sb_addf(&b, "pickline_stage_latency_seconds_bucket{stage=\"%s\",le=\"%s\"} %llu\n", n, le,
                     (unsigned long long)cum);
         }
         sb_addf(&b, "pickline_stage_latency_seconds_sum{stage=\"%s\"} %.6f\n", n, s->ctr.lat_sum);

@@ -339,7 +339,8 @@ static int slot_apply(Txn *t, CommitOp *op)
     return 0;
 }
 
-static const double lat_bounds[11] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+const double stage_lat_bounds[STAGE_LAT_BOUNDS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                   0.1,   0.25,   0.5,   1,    2.5};
 
 
 /* A failed hand-off is retried no sooner than this: the faults that pass
@@ -398,7 +399,7 @@ static void slot_committed(EngineOp *eo, int rc)
         if (so->end == END_ACK) {
             st->ctr.done++;
             int b = 0;
-            while (b < 11 && dt > lat_bounds[b])
+            while (b < STAGE_LAT_BOUNDS && dt > stage_lat_bounds[b])
                 b++;
             st->ctr.lat_buckets[b]++;
             st->ctr.lat_sum += dt;

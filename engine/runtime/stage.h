@@ -48,9 +48,16 @@ typedef struct StageKind {
     void (*fini)(Stage *s);                      /* free s->data (may be NULL) */
 } StageKind;
 
+/* The job latency histogram of a stage (start -> committed, in seconds):
+ * bucket i < STAGE_LAT_BOUNDS counts the jobs of at most stage_lat_bounds[i]
+ * that are over the bound before it; the last bucket the rest (+Inf). The
+ * one table behind the counters (slot.c) and /metrics (api.c). */
+#define STAGE_LAT_BOUNDS 11
+extern const double stage_lat_bounds[STAGE_LAT_BOUNDS];
+
 typedef struct StageCounters {
     uint64_t done, retried, buried, failed_commits;
-    uint64_t lat_buckets[12];   /* job latency: start -> committed, see engine.c */
+    uint64_t lat_buckets[STAGE_LAT_BOUNDS + 1];
     double lat_sum;
 } StageCounters;
 
