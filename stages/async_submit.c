@@ -176,20 +176,10 @@ static void async_start(Slot *s)
         return;
     }
     j->tries = 0;
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) == 0) {
-        RowView v;
-        Strbuf t;
-        sb_init(&t);
-        if (row_view(&v, mp.data, mp.size) == 0) {
-            if (row_field_text(&v.root, "tries", &t) == 0)
-                j->tries = (uint32_t)strtoul(t.buf, NULL, 10);
-            row_view_free(&v);
-        }
-        sb_free(&t);
-    }
-    msgpack_sbuffer_destroy(&mp);
+    const msgpack_object *body;
+    sb_reset(&j->waiting); /* scratch until put_waiting */
+    if (slot_body(s, &body, err, sizeof err) == 0 && row_field_text(body, "tries", &j->waiting) == 0)
+        j->tries = (uint32_t)strtoul(j->waiting.buf, NULL, 10);
     int rc = stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &j->row);
     if (rc) {
         snprintf(why, sizeof why, "staged row %s/%s: %s", j->ref.model, j->ref.key,

@@ -162,26 +162,15 @@ int stage_pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t 
 
 /* ---------------------------------------------------------------- helpers */
 
-int stage_job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen)
+int stage_job_ref(Slot *s, JobRef *ref, char *err, size_t errlen)
 {
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    int rc = row_from_json_object(s->body.buf, s->body.len, &mp, err, errlen);
-    if (rc) {
-        msgpack_sbuffer_destroy(&mp);
+    const msgpack_object *body;
+    int rc = slot_body(s, &body, err, errlen);
+    if (rc)
         return rc;
-    }
-    RowView v;
-    rc = row_view(&v, mp.data, mp.size);
-    if (rc == 0) {
-        if ((rc = staging_ref_parse(&v.root, ref)) != 0)
-            snprintf(err, errlen, "job body is not a staged-row reference "
-                     "{\"model\":...,\"key\":...,\"row_id\":...}");
-        row_view_free(&v);
-    } else {
-        snprintf(err, errlen, "job body: %s", pl_strerror(rc));
-    }
-    msgpack_sbuffer_destroy(&mp);
+    if ((rc = staging_ref_parse(body, ref)) != 0)
+        snprintf(err, errlen, "job body is not a staged-row reference "
+                 "{\"model\":...,\"key\":...,\"row_id\":...}");
     return rc;
 }
 

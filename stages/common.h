@@ -44,9 +44,9 @@ int stage_pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t 
  * {"model":M,"key":K,"row_id":N}, or a legacy one without row_id. */
 typedef StagedRef JobRef;
 
-/* stage_job_ref reads a reference from the slot's body. Returns 0 or PL_EINVAL
- * with err set. */
-int stage_job_ref(const Slot *s, JobRef *ref, char *err, size_t errlen);
+/* stage_job_ref reads a reference from the slot's body (slot_body). Returns 0
+ * or PL_EINVAL with err set. */
+int stage_job_ref(Slot *s, JobRef *ref, char *err, size_t errlen);
 
 /* stage_ref_body writes the reference {"model":M,"key":K,"row_id":N} (row 0: a
  * legacy one, without row_id) into out. */

@@ -94,33 +94,24 @@ static void extract_start(Slot *s)
 {
     ExtractStage *k = s->stage->data;
     ExtractJob *j = s->data;
-    char err[256], why[400];
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
-        snprintf(why, sizeof why, "job body: %s", err);
-        msgpack_sbuffer_destroy(&mp);
-        slot_bury(s, why);
+    const msgpack_object *body;
+    char err[256];
+    if (slot_body(s, &body, err, sizeof err) != 0) {
+        slot_buryf(s, "job body: %s", err);
         return;
     }
-    RowView v;
-    row_view(&v, mp.data, mp.size);
-    int rc = stage_template(k->url, &v.root, &j->url, err, sizeof err);
-    if (rc == 0) {
-        sb_reset(&j->key);
-        if (row_field_text(&v.root, k->key_field, &j->key) != 0) {
-            snprintf(err, sizeof err, "key_field '%s' is missing in the job", k->key_field);
-            rc = PL_EINVAL;
-        } else if (j->key.len > STAGING_KEY_MAX || (j->key.len && memchr(j->key.buf, 0, j->key.len))) {
-            snprintf(err, sizeof err, "key_field '%s' of the job (%zu bytes) cannot key a staged "
-                     "row: at most %d bytes, no NUL", k->key_field, j->key.len, STAGING_KEY_MAX);
-            rc = PL_EINVAL;
-        }
-    }
-    row_view_free(&v);
-    msgpack_sbuffer_destroy(&mp);
-    if (rc) {
+    if (stage_template(k->url, body, &j->url, err, sizeof err) != 0) {
         slot_bury(s, err);
+        return;
+    }
+    sb_reset(&j->key);
+    if (row_field_text(body, k->key_field, &j->key) != 0) {
+        slot_buryf(s, "key_field '%s' is missing in the job", k->key_field);
+        return;
+    }
+    if (j->key.len > STAGING_KEY_MAX || (j->key.len && memchr(j->key.buf, 0, j->key.len))) {
+        slot_buryf(s, "key_field '%s' of the job (%zu bytes) cannot key a staged row: at most %d "
+                   "bytes, no NUL", k->key_field, j->key.len, STAGING_KEY_MAX);
         return;
     }
     size_t n = 0;

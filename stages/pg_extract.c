@@ -123,6 +123,7 @@ typedef struct KJob {
     Slot *slot;
     Staged st;
     Strbuf *key;      /* nkey texts of the notice's key */
+    Strbuf table;     /* the notice's table */
 } KJob;
 
 struct PgxStage {
@@ -405,18 +406,6 @@ static int seen_has(const PgxStage *k, const PGresult *r)
     uint64_t kh, th;
     size_t i = seen_slot(k, r, &kh, &th);
     return k->seen[2 * i] == kh && k->seen[2 * i + 1] == th;
-}
-
-static void bury(Slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void bury(Slot *s, const char *fmt, ...)
-{
-    char why[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    slot_bury(s, why);
 }
 
 /* ---------------------------------------------------------------- cursor */
@@ -791,45 +780,41 @@ static void pgx_start(Slot *s)
     PgxStage *k = s->stage->data;
     KJob *j = s->data;
     char err[256];
-    msgpack_sbuffer mp;
-    RowView v;
-    Strbuf t;
-    msgpack_sbuffer_init(&mp);
-    sb_init(&t);
+    const msgpack_object *body;
+    Strbuf *t = &j->table;
     j->slot = s;
-    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
-        msgpack_sbuffer_destroy(&mp);
-        bury(s, "job body: %s; " NOTICE_SHAPE, err);
+    if (slot_body(s, &body, err, sizeof err) != 0) {
+        slot_buryf(s, "job body: %s; " NOTICE_SHAPE, err);
         return;
     }
-    row_view(&v, mp.data, mp.size);
-    const msgpack_object *key = row_field(&v.root, "key");
-    if (row_field_text(&v.root, "table", &t) != 0 || !key || key->type != MSGPACK_OBJECT_MAP) {
-        bury(s, "job body has no \"table\" or no \"key\" object; " NOTICE_SHAPE);
-        goto out;
+    const msgpack_object *key = row_field(body, "key");
+    sb_reset(t);
+    if (row_field_text(body, "table", t) != 0 || !key || key->type != MSGPACK_OBJECT_MAP) {
+        slot_buryf(s, "job body has no \"table\" or no \"key\" object; " NOTICE_SHAPE);
+        return;
     }
-    if (!table_is(k, t.buf)) {
-        bury(s, "the notice is for table '%.100s' but stage '%s' extracts '%s'; send it to the "
-             "pg_extract stage of that table", t.buf, s->stage->conf->name, k->table);
-        goto out;
+    if (!table_is(k, t->buf)) {
+        slot_buryf(s, "the notice is for table '%.100s' but stage '%s' extracts '%s'; send it to "
+                   "the pg_extract stage of that table", t->buf, s->stage->conf->name, k->table);
+        return;
     }
     for (size_t i = 0; i < k->m->nkey; i++) {
         const char *name = k->m->fields[k->m->key[i]].name;
         const msgpack_object *o = row_field(key, name);
         sb_reset(&j->key[i]);
         if (!o || o->type == MSGPACK_OBJECT_NIL || row_field_text(key, name, &j->key[i]) != 0) {
-            bury(s, "the notice's key has no value for key column '%s' of model '%s'; "
-                 NOTICE_SHAPE, name, k->m->name);
-            goto out;
+            slot_buryf(s, "the notice's key has no value for key column '%s' of model '%s'; "
+                       NOTICE_SHAPE, name, k->m->name);
+            return;
         }
     }
     if (k->stopped) {
         slot_retry(s, 0, "engine draining");
-        goto out;
+        return;
     }
     if (!k->have_cursor) { /* the watermark extract has not begun: it brings every row */
         slot_done(s);
-        goto out;
+        return;
     }
     if (k->npending == k->cap) {
         k->cap = k->cap ? 2 * k->cap : 16;
@@ -837,10 +822,6 @@ static void pgx_start(Slot *s)
     }
     k->pending[k->npending++] = j;
     next_work(k);
-out:
-    row_view_free(&v);
-    sb_free(&t);
-    msgpack_sbuffer_destroy(&mp);
 }
 
 /* ---------------------------------------------------------------- driving */
@@ -898,7 +879,7 @@ static void query_over(PgxStage *k)
         /* The notice's key is not a value of the key column's type. */
         KJob *j = k->kcur;
         k->kcur = NULL;
-        bury(j->slot, "the notice's key does not fit table %s: %s", k->table, k->qerror);
+        slot_buryf(j->slot, "the notice's key does not fit table %s: %s", k->table, k->qerror);
         return;
     }
     if (failed) {
@@ -1279,6 +1260,7 @@ static void pgx_fini(Stage *s)
         if (!j->k)
             continue; /* init stopped before the slots */
         staged_free(&j->st);
+        sb_free(&j->table);
         for (size_t q = 0; q < k->m->nkey; q++)
             sb_free(&j->key[q]);
         free(j->key);

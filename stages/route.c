@@ -33,6 +33,7 @@ typedef struct Route {
 typedef struct RouteJob {
     JobRef ref;
     uint32_t extra;         /* references more than the one taken in */
+    Strbuf row, val;        /* the staged row read, a field's text */
 } RouteJob;
 
 typedef struct RouteStage {
@@ -86,12 +87,22 @@ static int route_init(Stage *s, char *err, size_t errlen)
         if (rc)
             return rc;
     }
+    for (unsigned i = 0; i < s->nslots; i++) {
+        RouteJob *j = s->slots[i].data;
+        sb_init(&j->row);
+        sb_init(&j->val);
+    }
     return stage_conf_strs(s, "default", &k->dflt, &k->ndflt, err, errlen);
 }
 
 static void route_fini(Stage *s)
 {
     RouteStage *k = s->data;
+    for (unsigned i = 0; i < s->nslots; i++) {
+        RouteJob *j = s->slots[i].data;
+        sb_free(&j->row);
+        sb_free(&j->val);
+    }
     if (!k)
         return;
     for (size_t i = 0; i < k->n; i++) {
@@ -156,40 +167,28 @@ static int hold(Txn *t, void *arg)
 static void route_start(Slot *s)
 {
     RouteStage *k = s->stage->data;
+    RouteJob *j = s->data;
+    const msgpack_object *body;
     char err[256];
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
-        msgpack_sbuffer_destroy(&mp);
-        char why[300];
-        snprintf(why, sizeof why, "job body: %s", err);
-        slot_bury(s, why);
+    if (slot_body(s, &body, err, sizeof err) != 0) {
+        slot_buryf(s, "job body: %s", err);
         return;
     }
-    RowView body, row;
+    RowView row;
     int have_row = 0;
-    Strbuf rb, v;
-    sb_init(&rb);
-    sb_init(&v);
-    row_view(&body, mp.data, mp.size);
-    RouteJob *j = s->data;
     int is_ref = stage_job_ref(s, &j->ref, err, sizeof err) == 0;
-    if (is_ref && stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &rb) == 0 &&
-        row_view(&row, rb.buf, rb.len) == 0)
+    if (is_ref && stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &j->row) == 0 &&
+        row_view(&row, j->row.buf, j->row.len) == 0)
         have_row = 1;
     const char *sent[64];
     size_t nsent = 0;
     for (size_t i = 0; i < k->n; i++)
-        if (matches(&k->r[i], &body.root, have_row ? &row.root : NULL, &v))
+        if (matches(&k->r[i], body, have_row ? &row.root : NULL, &j->val))
             add_to(s, k->r[i].to, k->r[i].nto, sent, &nsent);
     if (!nsent)
         add_to(s, k->dflt, k->ndflt, sent, &nsent);
     if (have_row)
         row_view_free(&row);
-    row_view_free(&body);
-    sb_free(&rb);
-    sb_free(&v);
-    msgpack_sbuffer_destroy(&mp);
     if (!nsent) {
         slot_bury(s, "no route matched and the stage has no default");
         return;

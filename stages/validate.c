@@ -34,7 +34,6 @@
 #include "queue.h"
 #include "staging.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,8 +96,9 @@ static void first_error(const Strbuf *errors, char *buf, size_t n)
     msgpack_sbuffer_destroy(&mp);
 }
 
-/* key_error writes the error of a valid row without a usable key. */
-static void key_error(const Model *m, Strbuf *errors)
+/* key_error writes the error (rule: required or length) of a valid row
+ * whose key cannot key a staged row: it has none, or len bytes, too many. */
+static void key_error(const Model *m, size_t len, Strbuf *errors)
 {
     sb_reset(errors);
     sb_adds(errors, "[{\"field\":");
@@ -110,27 +110,14 @@ static void key_error(const Model *m, Strbuf *errors)
         sb_adds(&names, m->fields[m->key[i]].name);
     }
     sb_add_json_string(errors, names.buf ? names.buf : "", names.len);
-    sb_adds(errors, ",\"rule\":\"required\",\"message\":\"the row has no value for its key (");
-    sb_add(errors, names.buf ? names.buf : "", names.len);
-    sb_adds(errors, "); a staged row needs its key\"}]");
-    sb_free(&names);
-}
-
-/* key_long writes the error of a valid row whose key is too long to stage. */
-static void key_long(const Model *m, size_t len, Strbuf *errors)
-{
-    sb_reset(errors);
-    sb_adds(errors, "[{\"field\":");
-    Strbuf names;
-    sb_init(&names);
-    for (size_t i = 0; i < m->nkey; i++) {
-        if (i)
-            sb_adds(&names, ",");
-        sb_adds(&names, m->fields[m->key[i]].name);
+    if (!len) {
+        sb_adds(errors, ",\"rule\":\"required\",\"message\":\"the row has no value for its key (");
+        sb_add(errors, names.buf ? names.buf : "", names.len);
+        sb_adds(errors, "); a staged row needs its key\"}]");
+    } else {
+        sb_addf(errors, ",\"rule\":\"length\",\"message\":\"the row's key is %zu bytes long; a "
+                "staged row's key holds at most %d\"}]", len, STAGING_KEY_MAX);
     }
-    sb_add_json_string(errors, names.buf ? names.buf : "", names.len);
-    sb_addf(errors, ",\"rule\":\"length\",\"message\":\"the row's key is %zu bytes long; a staged "
-            "row's key holds at most %d\"}]", len, STAGING_KEY_MAX);
     sb_free(&names);
 }
 
@@ -253,18 +240,6 @@ static int commit(Txn *t, void *arg)
 
 /* ---------------------------------------------------------------- start */
 
-static void bury(Slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void bury(Slot *s, const char *fmt, ...)
-{
-    char why[600];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    slot_bury(s, why);
-}
-
 #define SHAPES "a validate job is {\"model\":M,\"key\":K} (a staged row) or {\"model\":M,\"row\":{...}}"
 
 static void validate_start(Slot *s)
@@ -273,9 +248,7 @@ static void validate_start(Slot *s)
     VJob *j = s->data;
     const Model *m = k->model;
     char err[256];
-    msgpack_sbuffer mp;
-    RowView body;
-    Strbuf mname;
+    const msgpack_object *body;
     int rc;
 
     j->id = s->id;
@@ -284,24 +257,21 @@ static void validate_start(Slot *s)
     j->row_id = 0;
     sb_reset(&j->row);
     sb_reset(&j->key);
-    msgpack_sbuffer_init(&mp);
-    sb_init(&mname);
-    if (row_from_json_object(s->body.buf, s->body.len, &mp, err, sizeof err) != 0) {
-        msgpack_sbuffer_destroy(&mp);
-        bury(s, "job body: %s; " SHAPES, err);
+    if (slot_body(s, &body, err, sizeof err) != 0) {
+        slot_buryf(s, "job body: %s; " SHAPES, err);
         return;
     }
-    row_view(&body, mp.data, mp.size);
-    if (row_field_text(&body.root, "model", &mname) == 0 && strcmp(mname.buf, m->name) != 0) {
-        bury(s, "the job is for model '%.100s' but stage '%s' validates '%s'; send it to the "
-             "validate stage of that model", mname.buf, s->stage->conf->name, m->name);
-        goto out;
+    sb_reset(&j->cur); /* scratch: the model named */
+    if (row_field_text(body, "model", &j->cur) == 0 && strcmp(j->cur.buf, m->name) != 0) {
+        slot_buryf(s, "the job is for model '%.100s' but stage '%s' validates '%s'; send it to "
+                   "the validate stage of that model", j->cur.buf, s->stage->conf->name, m->name);
+        return;
     }
-    const msgpack_object *inl = row_field(&body.root, "row");
+    const msgpack_object *inl = row_field(body, "row");
     if (inl) {
         if (inl->type != MSGPACK_OBJECT_MAP) {
-            bury(s, "job body: \"row\" is not a JSON object; " SHAPES);
-            goto out;
+            slot_buryf(s, "job body: \"row\" is not a JSON object; " SHAPES);
+            return;
         }
         msgpack_sbuffer rb;
         msgpack_packer pk;
@@ -311,30 +281,30 @@ static void validate_start(Slot *s)
         sb_add(&j->row, rb.data, rb.size);
         msgpack_sbuffer_destroy(&rb);
         j->ref = 0;
-    } else if (row_field_text(&body.root, "key", &j->key) == 0) {
-        const msgpack_object *rid = row_field(&body.root, "row_id");
+    } else if (row_field_text(body, "key", &j->key) == 0) {
+        const msgpack_object *rid = row_field(body, "row_id");
         j->ref = 1;
         j->row_id = 0;
         if (rid && (rid->type != MSGPACK_OBJECT_POSITIVE_INTEGER || rid->via.u64 == 0)) {
-            bury(s, "job body: \"row_id\" is not a positive integer; " SHAPES);
-            goto out;
+            slot_buryf(s, "job body: \"row_id\" is not a positive integer; " SHAPES);
+            return;
         }
         if (rid)
             j->row_id = rid->via.u64;
         if (j->key.len > STAGING_KEY_MAX || (j->key.len && memchr(j->key.buf, 0, j->key.len))) {
-            bury(s, "job body: \"key\" (%zu bytes) is not a staged row's key (at most %d "
-                 "bytes, no NUL); " SHAPES, j->key.len, STAGING_KEY_MAX);
-            goto out;
+            slot_buryf(s, "job body: \"key\" (%zu bytes) is not a staged row's key (at most %d "
+                       "bytes, no NUL); " SHAPES, j->key.len, STAGING_KEY_MAX);
+            return;
         }
         if ((rc = stage_row(s->stage, m->name, j->key.buf, j->row_id, &j->row)) != 0) {
-            bury(s, "staged row %s/%.200s: %s", m->name, j->key.buf,
-                 rc == PL_ENOROW ? "not found; the job points at a row nobody staged (or it "
-                 "was purged)" : pl_strerror(rc));
-            goto out;
+            slot_buryf(s, "staged row %s/%.200s: %s", m->name, j->key.buf,
+                       rc == PL_ENOROW ? "not found; the job points at a row nobody staged (or "
+                       "it was purged)" : pl_strerror(rc));
+            return;
         }
     } else {
-        bury(s, "job body has neither \"key\" nor \"row\"; " SHAPES);
-        goto out;
+        slot_buryf(s, "job body has neither \"key\" nor \"row\"; " SHAPES);
+        return;
     }
 
     j->valid = check(m, j->row.buf, j->row.len, &j->norm, &j->errors);
@@ -343,10 +313,10 @@ static void validate_start(Slot *s)
          * valid (no key: a reject), else as far as the raw row gives one. */
         if (j->valid && row_key_of(m, j->norm.data, j->norm.size, &j->key) != 0) {
             j->valid = 0;
-            key_error(m, &j->errors);
+            key_error(m, 0, &j->errors);
         } else if (j->valid && j->key.len > STAGING_KEY_MAX) {
             j->valid = 0;
-            key_long(m, j->key.len, &j->errors);
+            key_error(m, j->key.len, &j->errors);
         } else if (!j->valid && row_key_of(m, j->row.buf, j->row.len, &j->key) != 0) {
             sb_reset(&j->key);
             sb_adds(&j->key, "");
@@ -369,10 +339,6 @@ static void validate_start(Slot *s)
     }
     slot_extra(s, commit, j);
     slot_done(s);
-out:
-    row_view_free(&body);
-    sb_free(&mname);
-    msgpack_sbuffer_destroy(&mp);
 }
 
 /* ---------------------------------------------------------------- init */

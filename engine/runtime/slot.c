@@ -471,6 +471,40 @@ void slot_bury(Slot *s, const char *reason)
     slot_end(s, END_BURY, 0, reason && *reason ? reason : "buried");
 }
 
+void slot_buryf(Slot *s, const char *fmt, ...)
+{
+    char why[QUEUE_REASON_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    slot_bury(s, why);
+}
+
+int slot_body(Slot *s, const msgpack_object **root, char *err, size_t errlen)
+{
+    if (!s->body_ok) {
+        s->bmp.size = 0;
+        if (row_from_json_object(s->body.buf, s->body.len, &s->bmp, err, errlen) != 0)
+            return PL_EINVAL;
+        if (row_view(&s->bview, s->bmp.data, s->bmp.size) != 0) { /* we packed it */
+            snprintf(err, errlen, "the job body does not decode");
+            return PL_EINVAL;
+        }
+        s->body_ok = 1;
+    }
+    *root = &s->bview.root;
+    return 0;
+}
+
+/* body_forget drops the slot's decoded body: a new job comes. */
+static void body_forget(Slot *s)
+{
+    if (s->body_ok)
+        row_view_free(&s->bview);
+    s->body_ok = 0;
+}
+
 void slot_retry(Slot *s, double after_s, const char *error)
 {
     Stage *st = s->stage;
@@ -525,6 +559,7 @@ static void rsv_done(EngineOp *eo, int rc)
         Slot *s = r->want[i];
         st->reserving--;
         if (i < got) {
+            body_forget(s);
             s->state = SLOT_WORKING;
             s->started_ns = pl_mono_ns();
             sb_reset(&s->acts);
@@ -607,6 +642,7 @@ void slots_open(Stage *st)
             s->data = xcalloc(1, st->kind->slot_size);
         sb_init(&s->body);
         sb_init(&s->acts);
+        msgpack_sbuffer_init(&s->bmp);
         SlotOp *so = xcalloc(1, sizeof *so);
         so->slot = s;
         sb_init(&so->why);
@@ -640,6 +676,8 @@ void slots_close(Stage *st)
         free(s->data); /* the kind's fini released what was in it */
         sb_free(&s->body);
         sb_free(&s->acts);
+        body_forget(s);
+        msgpack_sbuffer_destroy(&s->bmp);
         if (so)
             sb_free(&so->why);
         free(so);

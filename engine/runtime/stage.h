@@ -95,7 +95,17 @@ struct Slot {
     uint64_t started_ns;
     Strbuf acts;
     void *op;
+    msgpack_sbuffer bmp;    /* the body decoded by slot_body */
+    RowView bview;
+    int body_ok;
 };
+
+/* slot_body decodes the slot's job body, a JSON object, and sets *root to
+ * it (a msgpack map): once per job, into buffers the slot owns, so that a
+ * kind and the helpers it calls share one decode. The view is valid until
+ * the slot takes its next job. Returns 0, or PL_EINVAL with err saying why
+ * the body is not a JSON object ("invalid JSON at byte N: ..."). */
+int slot_body(Slot *s, const msgpack_object **root, char *err, size_t errlen);
 
 /* Outputs of a slot, committed with its ack by slot_done. queue must be one
  * of the stage's declared outputs. key: an idempotency key or NULL. */
@@ -123,8 +133,10 @@ void slot_done(Slot *s);
  * seconds (and the queue's exponential backoff with jitter), noting error;
  * past the queue's max_attempts the queue buries it. */
 void slot_retry(Slot *s, double after_s, const char *error);
-/* slot_bury sets the job aside with reason (a permanent failure). */
+/* slot_bury sets the job aside with reason (a permanent failure);
+ * slot_buryf with the reason formatted as by printf. */
 void slot_bury(Slot *s, const char *reason);
+void slot_buryf(Slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Producers (sources, and a stage that produces on its own): an Emit is
  * one commit of what the stage found. emit_new starts one; emit_put adds an
