@@ -71,9 +71,8 @@ typedef struct AsyncJob {
     JobRef ref;
     uint32_t tries;         /* submissions so far, from the job body */
     char token[CALLBACK_TOKEN_LEN + 1];
-    Strbuf url, row, post, waiting;
-    char idem[160];
-    const char *hdr[35];
+    StageCall call;
+    Strbuf row, waiting;
     AsyncStage *k;
 } AsyncJob;
 
@@ -155,14 +154,11 @@ static int put_waiting(Txn *t, void *arg)
     return queue_put(t, j->k->wait_queue, &a, &id, NULL);
 }
 
-static void submit_done(void *arg, const HttpResult *r)
+/* submitted: the service took the row; the wait begins with the ack. */
+static void submitted(Slot *s, const msgpack_object *json, const void *mp, size_t len)
 {
-    Slot *s = arg;
-    AsyncJob *j = s->data;
-    s->req = NULL;
-    if (stage_http_outcome(s, r, j->url.buf))
-        return;
-    slot_extra(s, put_waiting, j);
+    (void)json, (void)mp, (void)len;
+    slot_extra(s, put_waiting, s->data);
     slot_done(s);
 }
 
@@ -180,13 +176,8 @@ static void async_start(Slot *s)
     sb_reset(&j->waiting); /* scratch until put_waiting */
     if (slot_body(s, &body, err, sizeof err) == 0 && row_field_text(body, "tries", &j->waiting) == 0)
         j->tries = (uint32_t)strtoul(j->waiting.buf, NULL, 10);
-    int rc = stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &j->row);
-    if (rc) {
-        snprintf(why, sizeof why, "staged row %s/%s: %s", j->ref.model, j->ref.key,
-                 rc == PL_ENOROW ? "not found" : pl_strerror(rc));
-        slot_bury(s, why);
+    if (stage_ref_row(s, &j->ref, &j->row, NULL) != 0)
         return;
-    }
     RowView v;
     if (row_view(&v, j->row.buf, j->row.len) != 0) {
         slot_bury(s, "staged row is not valid msgpack");
@@ -197,68 +188,31 @@ static void async_start(Slot *s)
         slot_bury(s, "staged row is not a msgpack map");
         return;
     }
-    if ((rc = async_submit_token_new(j->token)) != 0) {
+    int rc = async_submit_token_new(j->token);
+    if (rc) {
         row_view_free(&v);
         snprintf(why, sizeof why, "cannot make a callback token: %s", pl_strerror(rc));
         slot_retry(s, 1, why);
         return;
     }
     /* The body: the send fields (or the whole row) and the callback URL. */
-    sb_reset(&j->post);
-    sb_adds(&j->post, "{");
-    msgpack_sbuffer one;
-    msgpack_sbuffer_init(&one);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &one, msgpack_sbuffer_write);
-    const msgpack_object_map *m = &v.root.via.map;
-    size_t n = k->nsend ? k->nsend : m->size;
-    for (size_t i = 0; i < n; i++) {
-        const char *name;
-        size_t nl;
-        const msgpack_object *val;
-        if (k->nsend) {
-            name = k->send[i];
-            nl = strlen(name);
-            val = row_field(&v.root, name);
-        } else {
-            if (m->ptr[i].key.type != MSGPACK_OBJECT_STR)
-                continue;
-            name = m->ptr[i].key.via.str.ptr;
-            nl = m->ptr[i].key.via.str.size;
-            val = &m->ptr[i].val;
-        }
-        sb_add_json_string(&j->post, name, nl);
-        sb_adds(&j->post, ":");
-        if (val) {
-            one.size = 0;
-            row_pack_object(&pk, val);
-            row_to_json(one.data, one.size, &j->post);
-        } else {
-            sb_adds(&j->post, "null");
-        }
-        sb_adds(&j->post, ",");
-    }
-    msgpack_sbuffer_destroy(&one);
+    Strbuf *b = &j->call.body;
+    sb_reset(b);
+    sb_adds(b, "{");
+    size_t before = b->len;
+    stage_put_fields(b, &v.root, k->nsend ? k->send : NULL, k->nsend);
     row_view_free(&v);
-    sb_adds(&j->post, "\"callback_url\":");
-    Strbuf cb;
-    sb_init(&cb);
-    sb_addf(&cb, "%s%s%s", k->callback_base, k->prefix, j->token);
-    sb_add_json_string(&j->post, cb.buf, cb.len);
-    sb_free(&cb);
-    sb_adds(&j->post, "}");
-    sb_reset(&j->url);
-    sb_adds(&j->url, k->url);
-    size_t h = 0;
-    stage_idem_header(s, j->idem, sizeof j->idem);
-    j->hdr[h++] = j->idem;
-    j->hdr[h++] = "Content-Type: application/json";
-    for (char **p = k->headers; p && *p && h < 34; p++)
-        j->hdr[h++] = *p;
-    j->hdr[h] = NULL;
-    HttpRequest rq = {.method = "POST", .url = j->url.buf, .headers = j->hdr, .body = j->post.buf,
-                      .len = j->post.len};
-    http_request(s->stage->http, &rq, submit_done, s, &s->req);
+    if (b->len > before)
+        sb_adds(b, ",");
+    sb_adds(b, "\"callback_url\":");
+    sb_reset(&j->waiting); /* scratch until put_waiting */
+    sb_addf(&j->waiting, "%s%s%s", k->callback_base, k->prefix, j->token);
+    sb_add_json_string(b, j->waiting.buf, j->waiting.len);
+    sb_adds(b, "}");
+    sb_reset(&j->call.url);
+    sb_adds(&j->call.url, k->url);
+    static const char *const own[] = {"Content-Type: application/json", NULL};
+    stage_http(s, &j->call, "POST", own, submitted);
 }
 
 /* ---------------------------------------------------------------- callback */
@@ -707,9 +661,8 @@ static int async_init(Stage *s, char *err, size_t errlen)
     for (unsigned i = 0; i < s->nslots; i++) {
         AsyncJob *j = s->slots[i].data;
         j->k = k;
-        sb_init(&j->url);
+        stage_call_init(&j->call, k->headers);
         sb_init(&j->row);
-        sb_init(&j->post);
         sb_init(&j->waiting);
     }
     k->items = xcalloc(EXPIRE_MAX, sizeof *k->items);
@@ -730,9 +683,8 @@ static void async_fini(Stage *s)
     AsyncStage *k = s->data;
     for (unsigned i = 0; i < s->nslots; i++) {
         AsyncJob *j = s->slots[i].data;
-        sb_free(&j->url);
+        stage_call_free(&j->call);
         sb_free(&j->row);
-        sb_free(&j->post);
         sb_free(&j->waiting);
     }
     if (k) {

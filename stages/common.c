@@ -217,29 +217,168 @@ void stage_headers_free(char **h)
     free(h);
 }
 
-int stage_http_outcome(Slot *s, const HttpResult *r, const char *what)
+void stage_put_fields(Strbuf *out, const msgpack_object *row, const char *const *send, size_t n)
 {
-    char why[400];
+    const msgpack_object_map *m = &row->via.map;
+    size_t count = send ? n : row->type == MSGPACK_OBJECT_MAP ? m->size : 0, put = 0;
+    msgpack_sbuffer one;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&one);
+    msgpack_packer_init(&pk, &one, msgpack_sbuffer_write);
+    for (size_t i = 0; i < count; i++) {
+        const char *name;
+        size_t nl;
+        const msgpack_object *val;
+        if (send) {
+            name = send[i];
+            nl = strlen(name);
+            val = row_field(row, name);
+        } else {
+            if (m->ptr[i].key.type != MSGPACK_OBJECT_STR)
+                continue;
+            name = m->ptr[i].key.via.str.ptr;
+            nl = m->ptr[i].key.via.str.size;
+            val = &m->ptr[i].val;
+        }
+        if (put++)
+            sb_adds(out, ",");
+        sb_add_json_string(out, name, nl);
+        sb_adds(out, ":");
+        if (!val) {
+            sb_adds(out, "null");
+            continue;
+        }
+        one.size = 0;
+        row_pack_object(&pk, val);
+        row_to_json(one.data, one.size, out);
+    }
+    msgpack_sbuffer_destroy(&one);
+}
+
+int stage_ref_row(Slot *s, const JobRef *ref, Strbuf *out, const char *missing)
+{
+    int rc = stage_row(s->stage, ref->model, ref->key, ref->row, out);
+    if (rc == PL_ENOROW)
+        slot_buryf(s, "staged row %s/%s: not found%s%s", ref->model, ref->key,
+                   missing ? "; " : "", missing ? missing : "");
+    else if (rc)
+        slot_buryf(s, "staged row %s/%s: %s", ref->model, ref->key, pl_strerror(rc));
+    return rc;
+}
+
+/* ---------------------------------------------------------- calling a service */
+
+void stage_call_init(StageCall *c, char *const *headers)
+{
+    memset(c, 0, sizeof *c);
+    c->headers = headers;
+    sb_init(&c->url);
+    sb_init(&c->body);
+    sb_init(&c->idem);
+    sb_init(&c->hv);
+    msgpack_sbuffer_init(&c->mp);
+}
+
+void stage_call_free(StageCall *c)
+{
+    sb_free(&c->url);
+    sb_free(&c->body);
+    sb_free(&c->idem);
+    sb_free(&c->hv);
+    msgpack_sbuffer_destroy(&c->mp);
+}
+
+/* header_list builds the list: first (NULL: none), own's lines, the stage's. */
+static const char *const *header_list(StageCall *c, const char *first, const char *const *own)
+{
+    const char *end = NULL;
+    sb_reset(&c->hv);
+    if (first)
+        sb_add(&c->hv, &first, sizeof first);
+    for (; own && *own; own++)
+        sb_add(&c->hv, own, sizeof *own);
+    for (char *const *h = c->headers; h && *h; h++)
+        sb_add(&c->hv, h, sizeof *h);
+    sb_add(&c->hv, &end, sizeof end);
+    return (const char *const *)(void *)c->hv.buf;
+}
+
+const char *const *stage_call_headers(StageCall *c, const char *const *own)
+{
+    return header_list(c, NULL, own);
+}
+
+/* outcome ends the slot after a failed call (see stage_http); 1 if it
+ * did, 0 on HTTP_OK. */
+static int outcome(Slot *s, const HttpResult *r, const char *url)
+{
     switch (r->outcome) {
     case HTTP_OK:
         return 0;
     case HTTP_PERMANENT:
-        snprintf(why, sizeof why, "%s: %s", what, r->error);
-        slot_bury(s, why);
+        slot_buryf(s, "%s: %s", url, r->error);
         return 1;
     case HTTP_CANCELED:
         slot_retry(s, 0, "request canceled (engine draining)");
         return 1;
-    default:
-        snprintf(why, sizeof why, "%s: %s", what, r->error);
+    default: {
+        char why[400];
+        snprintf(why, sizeof why, "%s: %s", url, r->error);
         slot_retry(s, r->retry_after_s, why);
         return 1;
     }
+    }
 }
 
-void stage_idem_header(const Slot *s, char *buf, size_t n)
+static void call_done(void *arg, const HttpResult *r)
 {
-    snprintf(buf, n, "Idempotency-Key: pickline-%s-%llu", s->stage->conf->name, (unsigned long long)s->id);
+    StageCall *c = arg;
+    Slot *s = c->slot;
+    char err[256];
+    RowView v;
+    s->req = NULL;
+    if (outcome(s, r, c->url.buf))
+        return;
+    if (!c->json) {
+        c->answer(s, NULL, NULL, 0);
+        return;
+    }
+    c->mp.size = 0;
+    if (row_from_json_object(r->body, r->len, &c->mp, err, sizeof err) != 0 ||
+        row_view(&v, c->mp.data, c->mp.size) != 0) {
+        slot_buryf(s, "malformed JSON from %s: %s", c->url.buf, err);
+        return;
+    }
+    c->answer(s, &v.root, c->mp.data, c->mp.size);
+    row_view_free(&v);
+}
+
+static void call(Slot *s, StageCall *c, const char *method, const char *const *own,
+                 StageAnswer answer, int json)
+{
+    sb_reset(&c->idem);
+    sb_addf(&c->idem, "Idempotency-Key: pickline-%s-%llu", s->stage->conf->name,
+            (unsigned long long)s->id);
+    c->slot = s;
+    c->answer = answer;
+    c->json = json;
+    int post = strcmp(method, "GET") != 0;
+    HttpRequest rq = {.method = method, .url = c->url.buf,
+                      .headers = header_list(c, c->idem.buf, own),
+                      .body = post ? c->body.buf : NULL, .len = post ? c->body.len : 0};
+    http_request(s->stage->http, &rq, call_done, c, &s->req);
+}
+
+void stage_http(Slot *s, StageCall *c, const char *method, const char *const *own,
+                StageAnswer answer)
+{
+    call(s, c, method, own, answer, 0);
+}
+
+void stage_http_json(Slot *s, StageCall *c, const char *method, const char *const *own,
+                     StageAnswer answer)
+{
+    call(s, c, method, own, answer, 1);
 }
 
 /* url_escape writes s[0..n) percent-encoded: all but the unreserved

@@ -68,13 +68,66 @@ int async_submit_secret_equal(const char *a, const char *b, size_t n);
 int stage_conf_headers(const Stage *s, char ***out, char *err, size_t errlen);
 void stage_headers_free(char **h);
 
-/* stage_http_outcome handles a failed HttpResult the same way in every kind:
- * permanent -> bury, transient -> retry (honouring Retry-After), canceled
- * -> retry now (drain). Returns 1 if it ended the slot, 0 on HTTP_OK. */
-int stage_http_outcome(Slot *s, const HttpResult *r, const char *what);
+/* stage_put_fields appends to out the fields of row (a msgpack map) named
+ * in send (n names), or with send NULL every field of row, as the members
+ * of a JSON object ("name":value, comma-separated, no braces); a named
+ * field the row lacks is null. */
+void stage_put_fields(Strbuf *out, const msgpack_object *row, const char *const *send, size_t n);
 
-/* stage_idem_header writes the Idempotency-Key header line for the slot's job. */
-void stage_idem_header(const Slot *s, char *buf, size_t n);
+/* stage_ref_row reads the staged row ref names into out (msgpack). When it
+ * cannot, it buries the slot's job with "staged row M/K: not found" (and
+ * missing after it, when given) or the error, and returns that error. */
+int stage_ref_row(Slot *s, const JobRef *ref, Strbuf *out, const char *missing);
+
+/* ---------------------------------------------------------- calling a service */
+
+/* StageAnswer handles a service's 2xx answer to a slot's call (stage_http):
+ * json is the JSON object it sent, decoded (mp, len bytes of msgpack),
+ * valid during the call; NULL when the call did not ask for one. The
+ * handler ends the slot. */
+typedef void (*StageAnswer)(Slot *s, const msgpack_object *json, const void *mp, size_t len);
+
+/* StageCall: what a kind keeps to call a service, one per slot (or per
+ * source): the URL and body it renders, and the header list it sends,
+ * grown as needed (the stage's headers: are never cut) and reused call
+ * after call. */
+typedef struct StageCall {
+    Strbuf url;                 /* read-write: the URL of the next call */
+    Strbuf body;                /* read-write: the body a POST sends */
+    /* private */
+    char *const *headers;       /* the stage's (stage_conf_headers), not owned */
+    Strbuf idem, hv;            /* the Idempotency-Key line; the header pointers */
+    msgpack_sbuffer mp;         /* the answer, decoded */
+    Slot *slot;
+    StageAnswer answer;
+    int json;
+} StageCall;
+
+/* stage_call_init readies c for a stage whose headers: are headers (NULL:
+ * none; they must outlive c); stage_call_free releases it. */
+void stage_call_init(StageCall *c, char *const *headers);
+void stage_call_free(StageCall *c);
+
+/* stage_call_headers returns the header list of one request: the lines of
+ * own (NULL-terminated; NULL: none), then the stage's headers, then NULL.
+ * The list lives until c's next call; http_request copies what it needs. */
+const char *const *stage_call_headers(StageCall *c, const char *const *own);
+
+/* stage_http calls a service for the job of slot s: method (GET, POST) to
+ * c->url, a POST with c->body, sending the job's Idempotency-Key
+ * ("pickline-STAGE-JOB"), then own's lines and the stage's headers. The
+ * outcome ends the slot the same way in every kind: a permanent failure (a
+ * 4xx but 408 and 429, a bad URL) buries the job with the reason, a
+ * transient one (a 5xx, 408, 429, a timeout, a refused or reset
+ * connection) releases it for a retry after its backoff or the answer's
+ * Retry-After, whichever is later, and a canceled one (drain) releases it
+ * at once. A 2xx goes to answer: stage_http_json first decodes its body,
+ * which must be a JSON object (anything else buries the job, "malformed
+ * JSON from URL: ..."); stage_http reads no body (json NULL). */
+void stage_http(Slot *s, StageCall *c, const char *method, const char *const *own,
+                StageAnswer answer);
+void stage_http_json(Slot *s, StageCall *c, const char *method, const char *const *own,
+                     StageAnswer answer);
 
 /* stage_template renders "http://h/x/{field}/{a.b}" with fields of a JSON object
  * (percent-encoded: all but A-Z a-z 0-9 - _ . ~, and a value "." or ".."

@@ -27,9 +27,8 @@ typedef struct EnrichStage {
 
 typedef struct EnrichJob {
     JobRef ref;
-    Strbuf url, row, post;
-    char idem[160];
-    const char *hdr[35];
+    StageCall call;
+    Strbuf row;
 } EnrichJob;
 
 /* check_method: GET or POST. */
@@ -76,9 +75,8 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
     k->nmerge = m->n;
     for (unsigned i = 0; i < s->nslots; i++) {
         EnrichJob *j = s->slots[i].data;
-        sb_init(&j->url);
+        stage_call_init(&j->call, k->headers);
         sb_init(&j->row);
-        sb_init(&j->post);
     }
     return 0;
 }
@@ -88,9 +86,8 @@ static void enrich_fini(Stage *s)
     EnrichStage *k = s->data;
     for (unsigned i = 0; i < s->nslots; i++) {
         EnrichJob *j = s->slots[i].data;
-        sb_free(&j->url);
+        stage_call_free(&j->call);
         sb_free(&j->row);
-        sb_free(&j->post);
     }
     if (k) {
         free(k->send);
@@ -101,99 +98,53 @@ static void enrich_fini(Stage *s)
     free(k);
 }
 
-static void enrich_done(void *arg, const HttpResult *r)
+/* enrich_answer merges the chosen fields of the service's answer into the
+ * row and passes the reference on, in the commit that acks the job. */
+static void enrich_answer(Slot *s, const msgpack_object *json, const void *mp, size_t len)
 {
-    Slot *s = arg;
     EnrichJob *j = s->data;
     EnrichStage *k = s->stage->data;
-    s->req = NULL;
-    if (stage_http_outcome(s, r, j->url.buf))
-        return;
-    char err[256], why[512];
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    if (row_from_json_object(r->body, r->len, &mp, err, sizeof err) != 0) {
-        snprintf(why, sizeof why, "malformed JSON from %s: %s", j->url.buf, err);
-        msgpack_sbuffer_destroy(&mp);
-        slot_bury(s, why);
-        return;
-    }
-    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, mp.data, mp.size, k->from, k->to,
-                   k->nmerge);
-    msgpack_sbuffer_destroy(&mp);
+    (void)json;
+    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, mp, len, k->from, k->to, k->nmerge);
     slot_put(s, s->stage->conf->outputs[0], s->body.buf, s->body.len, NULL);
     slot_done(s);
-}
-
-/* post_body writes {"f": value, ...} of the send fields of row. */
-static void post_body(Strbuf *out, const msgpack_object *row, const char **send, size_t n)
-{
-    sb_reset(out);
-    sb_adds(out, "{");
-    msgpack_sbuffer one;
-    msgpack_sbuffer_init(&one);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &one, msgpack_sbuffer_write);
-    for (size_t i = 0; i < n; i++) {
-        const msgpack_object *v = row_field(row, send[i]);
-        if (i)
-            sb_adds(out, ",");
-        sb_add_json_string(out, send[i], strlen(send[i]));
-        sb_adds(out, ":");
-        if (!v) {
-            sb_adds(out, "null");
-            continue;
-        }
-        one.size = 0;
-        row_pack_object(&pk, v);
-        row_to_json(one.data, one.size, out);
-    }
-    sb_adds(out, "}");
-    msgpack_sbuffer_destroy(&one);
 }
 
 static void enrich_start(Slot *s)
 {
     EnrichStage *k = s->stage->data;
     EnrichJob *j = s->data;
-    char err[256], why[512];
+    char err[256];
     if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
         slot_bury(s, err);
         return;
     }
-    int rc = stage_row(s->stage, j->ref.model, j->ref.key, j->ref.row, &j->row);
-    if (rc) {
-        snprintf(why, sizeof why, "staged row %s/%s: %s", j->ref.model, j->ref.key,
-                 rc == PL_ENOROW ? "not found" : pl_strerror(rc));
-        slot_bury(s, why);
+    if (stage_ref_row(s, &j->ref, &j->row, NULL) != 0)
         return;
-    }
     RowView v;
     if (row_view(&v, j->row.buf, j->row.len) != 0) {
         slot_bury(s, "staged row is not valid msgpack");
         return;
     }
-    rc = stage_template(k->url, &v.root, &j->url, err, sizeof err);
+    int rc = stage_template(k->url, &v.root, &j->call.url, err, sizeof err);
     int post = !strcmp(k->method, "POST");
-    if (!rc && post)
-        post_body(&j->post, &v.root, k->send, k->nsend);
+    if (!rc && post) {
+        /* {"f": value, ...} of the send fields */
+        sb_reset(&j->call.body);
+        sb_adds(&j->call.body, "{");
+        if (k->nsend)
+            stage_put_fields(&j->call.body, &v.root, k->send, k->nsend);
+        sb_adds(&j->call.body, "}");
+    }
     row_view_free(&v);
     if (rc) {
         slot_bury(s, err);
         return;
     }
-    size_t n = 0;
-    stage_idem_header(s, j->idem, sizeof j->idem);
-    j->hdr[n++] = j->idem;
-    j->hdr[n++] = "Accept: application/json";
-    if (post)
-        j->hdr[n++] = "Content-Type: application/json";
-    for (char **h = k->headers; h && *h && n < 34; h++)
-        j->hdr[n++] = *h;
-    j->hdr[n] = NULL;
-    HttpRequest rq = {.method = k->method, .url = j->url.buf, .headers = j->hdr,
-                      .body = post ? j->post.buf : NULL, .len = post ? j->post.len : 0};
-    http_request(s->stage->http, &rq, enrich_done, s, &s->req);
+    static const char *const get[] = {"Accept: application/json", NULL};
+    static const char *const postj[] = {"Accept: application/json",
+                                        "Content-Type: application/json", NULL};
+    stage_http_json(s, &j->call, k->method, post ? postj : get, enrich_answer);
 }
 
 const StageKind kind_http_enrich = {

@@ -22,9 +22,8 @@ typedef struct ExtractStage {
 } ExtractStage;
 
 typedef struct ExtractJob {
-    Strbuf url, key;
-    char idem[160];
-    const char *hdr[34];
+    StageCall call;
+    Strbuf key;
 } ExtractJob;
 
 static const ConfKey extract_keys[] = {
@@ -49,7 +48,7 @@ static int extract_init(Stage *s, char *err, size_t errlen)
         return rc;
     for (unsigned i = 0; i < s->nslots; i++) {
         ExtractJob *j = s->slots[i].data;
-        sb_init(&j->url);
+        stage_call_init(&j->call, k->headers);
         sb_init(&j->key);
     }
     return 0;
@@ -60,7 +59,7 @@ static void extract_fini(Stage *s)
     ExtractStage *k = s->data;
     for (unsigned i = 0; i < s->nslots; i++) {
         ExtractJob *j = s->slots[i].data;
-        sb_free(&j->url);
+        stage_call_free(&j->call);
         sb_free(&j->key);
     }
     if (k)
@@ -68,25 +67,13 @@ static void extract_fini(Stage *s)
     free(k);
 }
 
-static void extract_done(void *arg, const HttpResult *r)
+/* extract_answer lands the record the service sent. */
+static void extract_answer(Slot *s, const msgpack_object *json, const void *mp, size_t len)
 {
-    Slot *s = arg;
     ExtractJob *j = s->data;
     ExtractStage *k = s->stage->data;
-    s->req = NULL;
-    if (stage_http_outcome(s, r, j->url.buf))
-        return;
-    char err[256], why[512];
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    if (row_from_json_object(r->body, r->len, &mp, err, sizeof err) != 0) {
-        snprintf(why, sizeof why, "malformed JSON from %s: %s", j->url.buf, err);
-        msgpack_sbuffer_destroy(&mp);
-        slot_bury(s, why);
-        return;
-    }
-    slot_row_land(s, k->model, j->key.buf, mp.data, mp.size, s->stage->conf->outputs[0]);
-    msgpack_sbuffer_destroy(&mp);
+    (void)json;
+    slot_row_land(s, k->model, j->key.buf, mp, len, s->stage->conf->outputs[0]);
     slot_done(s);
 }
 
@@ -100,7 +87,7 @@ static void extract_start(Slot *s)
         slot_buryf(s, "job body: %s", err);
         return;
     }
-    if (stage_template(k->url, body, &j->url, err, sizeof err) != 0) {
+    if (stage_template(k->url, body, &j->call.url, err, sizeof err) != 0) {
         slot_bury(s, err);
         return;
     }
@@ -114,15 +101,8 @@ static void extract_start(Slot *s)
                    "bytes, no NUL", k->key_field, j->key.len, STAGING_KEY_MAX);
         return;
     }
-    size_t n = 0;
-    stage_idem_header(s, j->idem, sizeof j->idem);
-    j->hdr[n++] = j->idem;
-    j->hdr[n++] = "Accept: application/json";
-    for (char **h = k->headers; h && *h && n < 33; h++)
-        j->hdr[n++] = *h;
-    j->hdr[n] = NULL;
-    HttpRequest rq = {.method = "GET", .url = j->url.buf, .headers = j->hdr};
-    http_request(s->stage->http, &rq, extract_done, s, &s->req);
+    static const char *const own[] = {"Accept: application/json", NULL};
+    stage_http_json(s, &j->call, "GET", own, extract_answer);
 }
 
 const StageKind kind_http_extract = {

@@ -28,8 +28,8 @@ typedef struct PollStage {
     ev_timer timer;
     HttpReq *req;
     int busy, stopped, following;
-    Strbuf state, url_now, etag_hdr;
-    const char *hdr[34];
+    Strbuf state, etag_hdr;
+    StageCall call;             /* call.url: the URL being polled */
 } PollStage;
 
 /* The cursor as stored: cursor NUL etag NUL next. */
@@ -76,7 +76,7 @@ static void poll_committed(void *arg, int rc)
 
 static void poll_fail(PollStage *k, const char *what, int transient)
 {
-    stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s", k->url_now.buf, what);
+    stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s", k->call.url.buf, what);
     k->busy = 0;
     k->backoff = k->backoff ? k->backoff * 2 : k->interval;
     if (k->backoff > 60)
@@ -192,37 +192,37 @@ static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)
     }
     const char *cur, *etag, *next;
     state_split(&k->state, &cur, &etag, &next);
-    sb_reset(&k->url_now);
+    sb_reset(&k->call.url);
+    const char *own[3];
     size_t n = 0;
     if (*next) {
-        sb_adds(&k->url_now, next);
+        sb_adds(&k->call.url, next);
     } else {
-        sb_adds(&k->url_now, k->url);
+        sb_adds(&k->call.url, k->url);
         if (k->cursor_param && *cur) {
-            sb_adds(&k->url_now, strchr(k->url, '?') ? "&" : "?");
-            sb_adds(&k->url_now, k->cursor_param);
-            sb_adds(&k->url_now, "=");
+            sb_adds(&k->call.url, strchr(k->url, '?') ? "&" : "?");
+            sb_adds(&k->call.url, k->cursor_param);
+            sb_adds(&k->call.url, "=");
             for (const char *p = cur; *p; p++) { /* escape the cursor */
                 unsigned char c = (unsigned char)*p;
                 if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '-' || c == '_' || c == '.' || c == '~')
-                    sb_add(&k->url_now, p, 1);
+                    sb_add(&k->call.url, p, 1);
                 else
-                    sb_addf(&k->url_now, "%%%02X", c);
+                    sb_addf(&k->call.url, "%%%02X", c);
             }
         }
         if (*etag) {
             sb_reset(&k->etag_hdr);
             sb_addf(&k->etag_hdr, "If-None-Match: %s", etag);
-            k->hdr[n++] = k->etag_hdr.buf;
+            own[n++] = k->etag_hdr.buf;
         }
     }
-    k->hdr[n++] = "Accept: application/json";
-    for (char **h = k->headers; h && *h && n < 33; h++)
-        k->hdr[n++] = *h;
-    k->hdr[n] = NULL;
+    own[n++] = "Accept: application/json";
+    own[n] = NULL;
     k->busy = 1;
-    HttpRequest rq = {.method = "GET", .url = k->url_now.buf, .headers = k->hdr};
+    HttpRequest rq = {.method = "GET", .url = k->call.url.buf,
+                      .headers = stage_call_headers(&k->call, own)};
     http_request(s->http, &rq, poll_done, k, &k->req);
 }
 
@@ -246,7 +246,6 @@ static int poll_init(Stage *s, char *err, size_t errlen)
     k->interval = 5;
     k->items_field = "changes";
     sb_init(&k->state);
-    sb_init(&k->url_now);
     sb_init(&k->etag_hdr);
     int rc;
     if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
@@ -258,6 +257,7 @@ static int poll_init(Stage *s, char *err, size_t errlen)
         (rc = stage_conf_str(s, "key_field", &k->key_field, err, errlen)) != 0 ||
         (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
+    stage_call_init(&k->call, k->headers);
     ev_timer_init(&k->timer, poll_tick, 0, 0);
     return 0;
 }
@@ -285,7 +285,7 @@ static void poll_fini(Stage *s)
     ev_timer_stop(s->loop, &k->timer);
     stage_headers_free(k->headers);
     sb_free(&k->state);
-    sb_free(&k->url_now);
+    stage_call_free(&k->call);
     sb_free(&k->etag_hdr);
     free(k);
 }
