@@ -1,0 +1,391 @@
+/* test_stages.c: the stage kinds' logic, in-process: a job at a time
+ * through the real runtime on a real store (t_engine.h), against a service
+ * on loopback (t_service.h): URL templates, what a service's answer does to
+ * the job (HTTP status -> done, retry or bury; Retry-After), the headers a
+ * stage sends, merges and the model check of merged data, route matching,
+ * and sealing. The whole line, with the binary, is the python tests'. */
+#include "t.h"
+#include "t_engine.h"
+#include "t_service.h"
+#include "pl.h"
+#include "queue.h"
+#include "staging.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- helpers */
+
+/* pipe_text formats a pipeline text (a static buffer). */
+static const char *pipe_text(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static const char *pipe_text(const char *fmt, ...)
+{
+    static char buf[16384];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    T_CHECK(n > 0 && (size_t)n < sizeof buf);
+    return buf;
+}
+
+/* take_ref takes the next job of queue, a staged-row reference. */
+static StagedRef take_ref(Engine *e, const char *queue, Strbuf *body)
+{
+    StagedRef ref;
+    msgpack_sbuffer mp;
+    RowView v;
+    T_OK(te_take(e, queue, body));
+    msgpack_sbuffer_init(&mp);
+    T_OK(row_from_json_object(body->buf, body->len, &mp, NULL, 0));
+    T_OK(row_view(&v, mp.data, mp.size));
+    T_OK(staging_ref_parse(&v.root, &ref));
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+    return ref;
+}
+
+#define EXPECT_IN(hay, needle) \
+    do { if (!strstr((hay), (needle))) \
+             t_fail(__FILE__, __LINE__, "'%s' not in '%s'", (needle), (hay)); } while (0)
+
+#define MODEL_USERS \
+    "models:\n" \
+    "  users:\n" \
+    "    properties:\n" \
+    "      id: {type: string, length: 20, key: true}\n" \
+    "      name: {type: string, length: 20}\n" \
+    "      address: {type: string}\n" \
+    "      lat: {type: decimal, precision: 8, scale: 5}\n" \
+    "      lon: {type: decimal, precision: 8, scale: 5}\n" \
+    "      visits: {type: integer, min: 0}\n"
+
+/* An http_extract stage "ex" from queue in to out; url after the base. */
+static const char *extract_pipe(const char *url, const char *more)
+{
+    return pipe_text(MODEL_USERS
+                     "queues:\n  in: {backoff: 0.2}\n  out:\n"
+                     "stages:\n"
+                     "  - name: ex\n    kind: http_extract\n    input: in\n    output: out\n"
+                     "    url: %s%s\n    key_field: id\n    model: users\n%s",
+                     ts_base(), url, more ? more : "");
+}
+
+/* ---------------------------------------------------------------- http_extract */
+
+static void extract_renders_the_url_and_lands_the_record(void)
+{
+    ts_start();
+    ts_answer("/records/u 1", 200, NULL, "{\"id\":\"u 1\",\"name\":\"Ann\",\"visits\":3}");
+    Engine *e = te_open(extract_pipe("/records/{id}?tenant={tenant}", NULL));
+    TeJob j = te_work(e, "ex", "{\"id\":\"u 1\",\"tenant\":7}");
+    T_EQ(j.end, TE_DONE);
+    T_EQ(ts_count(), 1);
+    TsRequest r = ts_request(0);
+    T_CHECK(!strcmp(r.method, "GET"));
+    T_CHECK(!strcmp(r.target, "/records/u%201?tenant=7"));
+    char idem[128];
+    snprintf(idem, sizeof idem, "pickline-ex-%llu", (unsigned long long)j.id);
+    T_CHECK(ts_header(&r, "Idempotency-Key") && !strcmp(ts_header(&r, "Idempotency-Key"), idem));
+    T_CHECK(ts_header(&r, "Accept") && !strcmp(ts_header(&r, "Accept"), "application/json"));
+    ts_request_free(&r);
+    /* The record is a new instance of the staged row; the output names it. */
+    Strbuf b, row;
+    sb_init(&b);
+    sb_init(&row);
+    StagedRef ref = take_ref(e, "out", &b);
+    T_CHECK(!strcmp(ref.model, "users") && !strcmp(ref.key, "u 1") && ref.row > 0);
+    T_OK(te_row(e, "users", "u 1", ref.row, &row));
+    T_CHECK(!strcmp(row.buf, "{\"id\":\"u 1\",\"name\":\"Ann\",\"visits\":3}"));
+    /* A second fetch of the same key lands an instance of its own. */
+    T_EQ(te_work(e, "ex", "{\"id\":\"u 1\",\"tenant\":7}").end, TE_DONE);
+    StagedRef ref2 = take_ref(e, "out", &b);
+    T_CHECK(ref2.row != ref.row);
+    sb_free(&b);
+    sb_free(&row);
+    te_close(e);
+    ts_stop();
+}
+
+static void extract_buries_a_job_no_template_can_render(void)
+{
+    ts_start();
+    Engine *e = te_open(extract_pipe("/records/{id}", NULL));
+    TeJob j = te_work(e, "ex", "{\"name\":\"no id\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "'id' is missing");
+    j = te_work(e, "ex", "{\"id\":\"..\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "dot segment");
+    j = te_work(e, "ex", "{\"id\":\"\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "is empty");
+    j = te_work(e, "ex", "[1, 2]");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "job body");
+    T_EQ(ts_count(), 0); /* none of them was sent */
+    te_close(e);
+    ts_stop();
+}
+
+/* What an answer does to the job: a 2xx JSON object is done, a 4xx (but
+ * 408 and 429) buries, a 5xx, 408 or 429 retries after the backoff or the
+ * Retry-After, whichever is later, and a 2xx that is not a JSON object
+ * buries. */
+static void an_answer_ends_the_job_by_its_status(void)
+{
+    ts_start();
+    ts_answer("/s/ok", 200, NULL, "{\"id\":\"ok\"}");
+    ts_answer("/s/404", 404, NULL, "no such record");
+    ts_answer("/s/400", 400, NULL, "bad request");
+    ts_answer("/s/500", 500, NULL, "boom");
+    ts_answer("/s/408", 408, NULL, "");
+    ts_answer("/s/429", 429, "Retry-After: 7", "slow down");
+    ts_answer("/s/503", 503, "Retry-After: 120", "maintenance");
+    ts_answer("/s/text", 200, NULL, "this is not JSON");
+    ts_answer("/s/array", 200, NULL, "[1,2,3]");
+    Engine *e = te_open(extract_pipe("/s/{id}", NULL));
+    TeJob j = te_work(e, "ex", "{\"id\":\"ok\"}");
+    T_EQ(j.end, TE_DONE);
+
+    j = te_work(e, "ex", "{\"id\":\"404\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "/s/404: HTTP 404: no such record");
+    j = te_work(e, "ex", "{\"id\":\"400\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "HTTP 400");
+
+    j = te_work(e, "ex", "{\"id\":\"500\"}");
+    T_EQ(j.end, TE_RETRY);
+    EXPECT_IN(j.error, "/s/500: HTTP 500: boom");
+    T_CHECK(j.delay_s > 0.1 && j.delay_s < 1.0); /* the queue's backoff, 0.2 s with jitter */
+    j = te_work(e, "ex", "{\"id\":\"408\"}");
+    T_EQ(j.end, TE_RETRY);
+    EXPECT_IN(j.error, "HTTP 408");
+    j = te_work(e, "ex", "{\"id\":\"429\"}");
+    T_EQ(j.end, TE_RETRY);
+    EXPECT_IN(j.error, "HTTP 429");
+    T_CHECK(j.delay_s > 6.0 && j.delay_s <= 7.0); /* Retry-After: 7 */
+    j = te_work(e, "ex", "{\"id\":\"503\"}");
+    T_EQ(j.end, TE_RETRY);
+    T_CHECK(j.delay_s > 119.0 && j.delay_s <= 120.0);
+
+    j = te_work(e, "ex", "{\"id\":\"text\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "malformed JSON from ");
+    EXPECT_IN(j.error, "/s/text");
+    j = te_work(e, "ex", "{\"id\":\"array\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "malformed JSON from ");
+    /* Only the good one landed anything. */
+    T_EQ(te_depth(e, "out", 0), 1);
+    te_close(e);
+    ts_stop();
+}
+
+/* Every header the stage declares is sent, with the stage's own. */
+static void every_declared_header_is_sent(void)
+{
+    enum { N = 30 };
+    char more[4096] = "    headers:\n";
+    for (int i = 0; i < N; i++)
+        snprintf(more + strlen(more), sizeof more - strlen(more), "      X-H%02d: value %d\n", i, i);
+    ts_start();
+    ts_answer("/r/1", 200, NULL, "{\"id\":\"1\"}");
+    Engine *e = te_open(extract_pipe("/r/{id}", more));
+    T_EQ(te_work(e, "ex", "{\"id\":\"1\"}").end, TE_DONE);
+    TsRequest r = ts_request(0);
+    for (int i = 0; i < N; i++) {
+        char name[16], want[16];
+        snprintf(name, sizeof name, "X-H%02d", i);
+        snprintf(want, sizeof want, "value %d", i);
+        const char *v = ts_header(&r, name);
+        if (!v || strcmp(v, want) != 0)
+            t_fail(__FILE__, __LINE__, "header %s: %s", name, v ? v : "(not sent)");
+    }
+    T_CHECK(ts_header(&r, "Idempotency-Key") != NULL);
+    T_CHECK(ts_header(&r, "Accept") != NULL);
+    ts_request_free(&r);
+    te_close(e);
+    ts_stop();
+}
+
+/* ---------------------------------------------------------------- http_enrich */
+
+static const char *enrich_pipe(const char *method_url, const char *merge)
+{
+    return pipe_text(MODEL_USERS
+                     "queues:\n  in: {backoff: 0.2}\n  out:\n"
+                     "stages:\n"
+                     "  - name: geo\n    kind: http_enrich\n    input: in\n    output: out\n"
+                     "    %s\n    merge: %s\n",
+                     method_url, merge);
+}
+
+static void enrich_merges_chosen_fields_into_the_row(void)
+{
+    ts_start();
+    ts_answer("/geo", 200, NULL, "{\"lat\":52.1,\"lon\":4.25,\"city\":\"Leiden\"}");
+    char mu[256];
+    snprintf(mu, sizeof mu, "url: %s/geo?address={address}", ts_base());
+    Engine *e = te_open(enrich_pipe(mu, "{lat: lat, lon: lon}"));
+    Strbuf ref, row, b;
+    sb_init(&ref);
+    sb_init(&row);
+    sb_init(&b);
+    te_land(e, "users", "u1", "{\"id\":\"u1\",\"address\":\"Main St 1\"}", &ref);
+    TeJob j = te_work(e, "geo", ref.buf);
+    T_EQ(j.end, TE_DONE);
+    TsRequest r = ts_request(0);
+    T_CHECK(!strcmp(r.target, "/geo?address=Main%20St%201"));
+    ts_request_free(&r);
+    /* The job goes on as it came; its row has the two fields, no more. */
+    T_OK(te_take(e, "out", &b));
+    T_CHECK(!strcmp(b.buf, ref.buf));
+    StagedRef sr;
+    msgpack_sbuffer mp;
+    RowView v;
+    msgpack_sbuffer_init(&mp);
+    T_OK(row_from_json_object(ref.buf, ref.len, &mp, NULL, 0));
+    T_OK(row_view(&v, mp.data, mp.size));
+    T_OK(staging_ref_parse(&v.root, &sr));
+    T_OK(te_row(e, "users", "u1", sr.row, &row));
+    T_CHECK(!strcmp(row.buf, "{\"id\":\"u1\",\"address\":\"Main St 1\",\"lat\":52.1,\"lon\":4.25}"));
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+    sb_free(&ref);
+    sb_free(&row);
+    sb_free(&b);
+    te_close(e);
+    ts_stop();
+}
+
+static void enrich_posts_the_send_fields(void)
+{
+    ts_start();
+    ts_answer("/check/u2", 200, NULL, "{\"visits\":4}");
+    char mu[256];
+    snprintf(mu, sizeof mu, "method: POST\n    send: [name, address, nothing]\n    url: %s/check/{id}",
+             ts_base());
+    Engine *e = te_open(enrich_pipe(mu, "{visits: visits}"));
+    Strbuf ref;
+    sb_init(&ref);
+    te_land(e, "users", "u2", "{\"id\":\"u2\",\"name\":\"Bo\",\"address\":\"x\\\"y\"}", &ref);
+    T_EQ(te_work(e, "geo", ref.buf).end, TE_DONE);
+    TsRequest r = ts_request(0);
+    T_CHECK(!strcmp(r.method, "POST"));
+    T_CHECK(!strcmp(r.body, "{\"name\":\"Bo\",\"address\":\"x\\\"y\",\"nothing\":null}"));
+    T_CHECK(ts_header(&r, "Content-Type") && !strcmp(ts_header(&r, "Content-Type"), "application/json"));
+    ts_request_free(&r);
+    sb_free(&ref);
+    te_close(e);
+    ts_stop();
+}
+
+static void enrich_buries_a_job_whose_row_is_gone(void)
+{
+    ts_start();
+    char mu[256];
+    snprintf(mu, sizeof mu, "url: %s/geo", ts_base());
+    Engine *e = te_open(enrich_pipe(mu, "{lat: lat}"));
+    TeJob j = te_work(e, "geo", "{\"model\":\"users\",\"key\":\"nobody\",\"row_id\":99}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "staged row users/nobody: not found");
+    j = te_work(e, "geo", "{\"id\":\"not a reference\"}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "not a staged-row reference");
+    T_EQ(ts_count(), 0);
+    te_close(e);
+    ts_stop();
+}
+
+/* ---------------------------------------------------------------- route */
+
+static const char *route_pipe(const char *dflt)
+{
+    return pipe_text(MODEL_USERS
+                     "queues:\n  in:\n  geo:\n  nl:\n  audit:\n  named:\n  rest:\n"
+                     "stages:\n"
+                     "  - name: r\n    kind: route\n    input: in\n"
+                     "    routes:\n"
+                     "      - when: {field: address, exists: true}\n        to: geo\n"
+                     "      - when: {field: country, in: [NL, BE]}\n        to: [nl, audit]\n"
+                     "      - when: {field: name, equals: Ann}\n        to: [named, audit]\n"
+                     "      - when: {field: visits, not_equals: '0'}\n        to: audit\n"
+                     "%s",
+                     dflt ? dflt : "");
+}
+
+/* drain_count takes every job of queue and returns how many there were. */
+static int drain_count(Engine *e, const char *queue)
+{
+    Strbuf b;
+    int n = 0;
+    sb_init(&b);
+    while (te_take(e, queue, &b) == 0)
+        n++;
+    sb_free(&b);
+    return n;
+}
+
+static void route_sends_a_job_where_its_fields_match(void)
+{
+    Engine *e = te_open(route_pipe("    default: rest\n"));
+    /* exists, in, and not_equals (no visits: not equal); audit once */
+    T_EQ(te_work(e, "r", "{\"address\":\"a\",\"country\":\"NL\"}").end, TE_DONE);
+    T_EQ(drain_count(e, "geo"), 1);
+    T_EQ(drain_count(e, "nl"), 1);
+    T_EQ(drain_count(e, "audit"), 1);
+    T_EQ(drain_count(e, "rest"), 0);
+    /* equals; visits 0 does not match not_equals 0; numbers compare as text */
+    T_EQ(te_work(e, "r", "{\"name\":\"Ann\",\"country\":\"DE\",\"visits\":0}").end, TE_DONE);
+    T_EQ(drain_count(e, "named"), 1);
+    T_EQ(drain_count(e, "audit"), 1);
+    T_EQ(drain_count(e, "nl") + drain_count(e, "geo") + drain_count(e, "rest"), 0);
+    /* nothing matches: the default */
+    T_EQ(te_work(e, "r", "{\"name\":\"Bo\",\"country\":\"DE\",\"visits\":0}").end, TE_DONE);
+    T_EQ(drain_count(e, "rest"), 1);
+    T_EQ(drain_count(e, "audit") + drain_count(e, "named"), 0);
+    /* a reference: the fields of the row it names count too */
+    Strbuf ref;
+    sb_init(&ref);
+    te_land(e, "users", "u3", "{\"id\":\"u3\",\"address\":\"b\"}", &ref);
+    T_EQ(te_work(e, "r", ref.buf).end, TE_DONE);
+    T_EQ(drain_count(e, "geo"), 1);
+    T_EQ(drain_count(e, "audit"), 1); /* no visits */
+    sb_free(&ref);
+    te_close(e);
+}
+
+static void route_buries_what_matches_nothing_without_a_default(void)
+{
+    Engine *e = te_open(route_pipe(NULL));
+    TeJob j = te_work(e, "r", "{\"name\":\"Bo\",\"visits\":0}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "no route matched");
+    j = te_work(e, "r", "not json");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "job body: ");
+    te_close(e);
+}
+
+/* ---------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+    static const TCase cases[] = {
+        T_CASE(extract_renders_the_url_and_lands_the_record),
+        T_CASE(extract_buries_a_job_no_template_can_render),
+        T_CASE(an_answer_ends_the_job_by_its_status),
+        T_CASE(every_declared_header_is_sent),
+        T_CASE(enrich_merges_chosen_fields_into_the_row),
+        T_CASE(enrich_posts_the_send_fields),
+        T_CASE(enrich_buries_a_job_whose_row_is_gone),
+        T_CASE(route_sends_a_job_where_its_fields_match),
+        T_CASE(route_buries_what_matches_nothing_without_a_default),
+        {NULL, NULL},
+    };
+    return t_main(argc, argv, "stages", cases);
+}
