@@ -55,8 +55,7 @@ typedef struct AsyncStage {
     double deadline;
     const char **send;
     size_t nsend;
-    const char **from, **to;
-    size_t nmerge;
+    StageMerge merge;
     char **headers;
     char wait_queue[QUEUE_NAME_MAX + 1];
     char prefix[QUEUE_NAME_MAX + 16];
@@ -273,71 +272,6 @@ static int waiting_of(const void *body, size_t len, Waiting *w)
     return rc;
 }
 
-/* first_message writes the message of the first error in errors (JSON
- * array members) into buf. */
-static void first_message(const Strbuf *errors, char *buf, size_t n)
-{
-    Strbuf a, m;
-    msgpack_sbuffer mp;
-    RowView v;
-    sb_init(&a);
-    sb_init(&m);
-    msgpack_sbuffer_init(&mp);
-    snprintf(buf, n, "a value breaks its field's rules");
-    sb_adds(&a, "[");
-    sb_add(&a, errors->buf, errors->len);
-    sb_adds(&a, "]");
-    if (row_from_json(a.buf, a.len, &mp, NULL, 0) == 0 && row_view(&v, mp.data, mp.size) == 0) {
-        if (v.root.type == MSGPACK_OBJECT_ARRAY && v.root.via.array.size > 0 &&
-            row_field_text(&v.root.via.array.ptr[0], "message", &m) == 0)
-            snprintf(buf, n, "%s%s", m.buf, v.root.via.array.size > 1 ? " (and more)" : "");
-        row_view_free(&v);
-    }
-    msgpack_sbuffer_destroy(&mp);
-    sb_free(&a);
-    sb_free(&m);
-}
-
-/* check_data checks the callback's merged fields against model m and packs
- * them, normalised, into c->norm as a map {to: value} (a field named by
- * several merges: the last one found). Returns 1 when they are all valid. */
-static int check_data(CbOp *c, const Model *m, const msgpack_object *src)
-{
-    AsyncStage *k = c->k;
-    const msgpack_object *val[64];
-    size_t n = k->nmerge < 64 ? k->nmerge : 64, kept = 0, nerr = 0;
-    msgpack_packer pk;
-    c->norm.size = 0;
-    sb_reset(&c->errors);
-    for (size_t i = 0; i < n; i++) {
-        val[i] = row_field(src, k->from[i]);
-        for (size_t j = i + 1; val[i] && j < n; j++)
-            if (!strcmp(k->to[i], k->to[j]) && row_field(src, k->from[j]))
-                val[i] = NULL; /* a later merge sets this field */
-        kept += val[i] != NULL;
-    }
-    msgpack_packer_init(&pk, &c->norm, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, (uint32_t)kept);
-    for (size_t i = 0; i < n; i++) {
-        if (!val[i])
-            continue;
-        size_t tl = strlen(k->to[i]), e = 0;
-        msgpack_pack_str(&pk, tl);
-        msgpack_pack_str_body(&pk, k->to[i], tl);
-        if (!m) {
-            msgpack_pack_object(&pk, *val[i]);
-            continue;
-        }
-        size_t before = c->norm.size;
-        if (model_check_field(m, k->to[i], val[i], &pk, &c->errors, &e) != 0) {
-            c->norm.size = before;
-            msgpack_pack_nil(&pk); /* a placeholder: the map is thrown away */
-            nerr += e;
-        }
-    }
-    return nerr == 0;
-}
-
 /* refuse sets the answer when nothing is written. */
 static int refuse(CbOp *c, unsigned status, const char *msg)
 {
@@ -392,7 +326,7 @@ static int cb_apply(Txn *t, CommitOp *op)
     if (row_view(&src, c->src.data, c->src.size) != 0)
         return refuse(c, 400, "callback body does not decode");
     const Model *m = p->models ? models_find(p->models, w.ref.model) : NULL;
-    int ok = check_data(c, m, &src.root);
+    int ok = stage_merge_check(&k->merge, m, &src.root, &c->norm, &c->errors) == 0;
     row_view_free(&src);
     const void *row;
     size_t rowlen;
@@ -403,7 +337,7 @@ static int cb_apply(Txn *t, CommitOp *op)
         /* Set the wait aside with the reason: the row is as it was. */
         char first[300];
         if (!ok) {
-            first_message(&c->errors, first, sizeof first);
+            stage_first_error(c->errors.buf, c->errors.len, first, sizeof first);
             snprintf(why, sizeof why, "callback data refused (model '%s'): %s; the row is as it "
                      "was; kick this job to submit the row again", w.ref.model, first);
         } else {
@@ -418,15 +352,11 @@ static int cb_apply(Txn *t, CommitOp *op)
     }
 
     /* Good: the merge, the hand-on, and the wait is over: all or nothing. */
-    const char *const *names = m ? (const char *const *)k->to : (const char *const *)k->from;
+    const char *const *names = (const char *const *)k->merge.to;
     if ((rc = queue_ack(t, id, 0)) != 0)
         return rc;
-    if (m)
-        rc = staging_row_merge(t, w.ref.model, w.ref.key, w.ref.row, c->norm.data, c->norm.size,
-                               names, k->to, k->nmerge);
-    else
-        rc = staging_row_merge(t, w.ref.model, w.ref.key, w.ref.row, c->src.data, c->src.size,
-                               k->from, k->to, k->nmerge);
+    rc = staging_row_merge(t, w.ref.model, w.ref.key, w.ref.row, c->norm.data, c->norm.size,
+                           names, names, k->merge.n);
     if (rc)
         return txn_fail(t, rc);
     Strbuf out;
@@ -605,7 +535,7 @@ static const ConfKey submit_keys[] = {
     {"url", KEY_URL, 1, 0, 0, STAGE_URL_HINT "match", NULL}, /* sent as written: no {field}s */
     {"deadline", KEY_SECS, 0, 0.1, 30 * CONF_SECS_MAX, NULL, NULL},
     {"send", KEY_STRS, 0, 0, 0, NULL, NULL},
-    {"merge", KEY_MERGE, 1, 0, 0, STAGE_MERGE_HINT, NULL},
+    STAGE_KEY_MERGE,
     {"callback_base", KEY_BASE, 0, 0, 0, NULL, NULL},
     STAGE_KEY_HEADERS,
     {0},
@@ -631,19 +561,8 @@ static int async_init(Stage *s, char *err, size_t errlen)
                  s->conf->line, s->conf->name);
         return PL_EINVAL;
     }
-    const ConfNode *m = conf_get(s->conf->node, "merge");
-    if (!m || m->type != CONF_MAP || !m->n) {
-        snprintf(err, errlen, "%s:%d: stage '%s': merge must map callback fields to row fields", file,
-                 s->conf->line, s->conf->name);
-        return PL_EINVAL;
-    }
-    k->from = xcalloc(m->n, sizeof *k->from);
-    k->to = xcalloc(m->n, sizeof *k->to);
-    for (size_t i = 0; i < m->n; i++) {
-        k->from[i] = m->keys[i];
-        k->to[i] = m->kids[i]->type == CONF_SCALAR ? m->kids[i]->value : m->keys[i];
-    }
-    k->nmerge = m->n;
+    if ((rc = stage_conf_merge(s, &k->merge, err, errlen)) != 0)
+        return rc;
     if (strlen(s->conf->name) + 3 > QUEUE_NAME_MAX) {
         snprintf(err, errlen, "%s:%d: stage '%s': an async_submit stage's name is at most %d characters",
                  file, s->conf->line, s->conf->name, QUEUE_NAME_MAX - 3);
@@ -690,8 +609,7 @@ static void async_fini(Stage *s)
     if (k) {
         ev_timer_stop(s->loop, &k->expire);
         free(k->send);
-        free(k->from);
-        free(k->to);
+        stage_merge_free(&k->merge);
         free(k->items);
         stage_headers_free(k->headers);
     }

@@ -266,6 +266,113 @@ int stage_ref_row(Slot *s, const JobRef *ref, Strbuf *out, const char *missing)
     return rc;
 }
 
+/* ---------------------------------------------------------- merging data from outside */
+
+int stage_check_merge(const ConfErr *e, const char *key, const ConfNode *v)
+{
+    if (v->n > STAGE_MERGE_MAX) /* KEY_MERGE: a non-empty map, checked before */
+        return conf_errat(e, v->line, "%s: %zu fields; a stage merges at most %d", key, v->n,
+                          STAGE_MERGE_MAX);
+    return 0;
+}
+
+int stage_conf_merge(const Stage *s, StageMerge *mg, char *err, size_t errlen)
+{
+    const ConfNode *m = conf_get(s->conf->node, key_of(s, "merge")->name);
+    memset(mg, 0, sizeof *mg);
+    if (!m || m->type != CONF_MAP || !m->n || m->n > STAGE_MERGE_MAX) {
+        snprintf(err, errlen, "%s:%d: stage '%s': merge must map at most %d fields of the answer "
+                 "to fields of the row", engine_pipeline(s->engine)->path, s->conf->line,
+                 s->conf->name, STAGE_MERGE_MAX);
+        return PL_EINVAL;
+    }
+    mg->from = xcalloc(m->n, sizeof *mg->from);
+    mg->to = xcalloc(m->n, sizeof *mg->to);
+    for (size_t i = 0; i < m->n; i++) {
+        mg->from[i] = m->keys[i];
+        mg->to[i] = m->kids[i]->type == CONF_SCALAR ? m->kids[i]->value : m->keys[i];
+    }
+    mg->n = m->n;
+    return 0;
+}
+
+void stage_merge_free(StageMerge *mg)
+{
+    free(mg->from);
+    free(mg->to);
+    memset(mg, 0, sizeof *mg);
+}
+
+size_t stage_merge_check(const StageMerge *mg, const Model *md, const msgpack_object *src,
+                         msgpack_sbuffer *norm, Strbuf *errors)
+{
+    const msgpack_object *val[STAGE_MERGE_MAX];
+    size_t n = mg->n, kept = 0, nerr = 0;
+    msgpack_packer pk;
+    PL_ASSERT(n <= STAGE_MERGE_MAX, "a merge sets at most STAGE_MERGE_MAX fields");
+    norm->size = 0;
+    sb_reset(errors);
+    for (size_t i = 0; i < n; i++) {
+        val[i] = row_field(src, mg->from[i]);
+        for (size_t j = i + 1; val[i] && j < n; j++)
+            if (!strcmp(mg->to[i], mg->to[j]) && row_field(src, mg->from[j]))
+                val[i] = NULL; /* a later merge sets this field */
+        kept += val[i] != NULL;
+    }
+    msgpack_packer_init(&pk, norm, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, (uint32_t)kept);
+    for (size_t i = 0; i < n; i++) {
+        if (!val[i])
+            continue;
+        size_t tl = strlen(mg->to[i]), e = 0;
+        msgpack_pack_str(&pk, tl);
+        msgpack_pack_str_body(&pk, mg->to[i], tl);
+        if (!md) {
+            msgpack_pack_object(&pk, *val[i]);
+            continue;
+        }
+        size_t before = norm->size;
+        if (model_check_field(md, mg->to[i], val[i], &pk, errors, &e) != 0) {
+            norm->size = before;
+            msgpack_pack_nil(&pk); /* a placeholder: the map is not merged */
+            nerr += e ? e : 1;
+        }
+    }
+    return nerr;
+}
+
+void stage_first_error(const char *errors, size_t len, char *buf, size_t n)
+{
+    Strbuf a, f, r, m;
+    msgpack_sbuffer mp;
+    RowView v;
+    sb_init(&a);
+    sb_init(&f);
+    sb_init(&r);
+    sb_init(&m);
+    msgpack_sbuffer_init(&mp);
+    snprintf(buf, n, "%.200s", len ? errors : "a value breaks its field's rules");
+    sb_adds(&a, "[");
+    sb_add(&a, errors, len);
+    sb_adds(&a, "]");
+    if (row_from_json(a.buf, a.len, &mp, NULL, 0) == 0 && row_view(&v, mp.data, mp.size) == 0) {
+        if (v.root.type == MSGPACK_OBJECT_ARRAY && v.root.via.array.size > 0) {
+            const msgpack_object *e = &v.root.via.array.ptr[0];
+            row_field_text(e, "field", &f);
+            row_field_text(e, "rule", &r);
+            row_field_text(e, "message", &m);
+            snprintf(buf, n, "field '%s' rule %s: %s%s", f.buf ? f.buf : "", r.buf ? r.buf : "?",
+                     m.buf ? m.buf : "", v.root.via.array.size > 1 ? " (and more)" : "");
+        }
+        row_view_free(&v);
+    }
+    msgpack_sbuffer_destroy(&mp);
+    sb_free(&a);
+    sb_free(&f);
+    sb_free(&r);
+    sb_free(&m);
+}
+
 /* ---------------------------------------------------------- calling a service */
 
 void stage_call_init(StageCall *c, char *const *headers)

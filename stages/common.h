@@ -4,6 +4,7 @@
 #ifndef PL_STAGES_COMMON_H
 #define PL_STAGES_COMMON_H
 
+#include "model.h"
 #include "stage.h"
 #include "staging.h"
 
@@ -78,6 +79,49 @@ void stage_put_fields(Strbuf *out, const msgpack_object *row, const char *const 
  * cannot, it buries the slot's job with "staged row M/K: not found" (and
  * missing after it, when given) or the error, and returns that error. */
 int stage_ref_row(Slot *s, const JobRef *ref, Strbuf *out, const char *missing);
+
+/* ---------------------------------------------------------- merging data from outside */
+
+/* STAGE_MERGE_MAX: the most fields one merge: sets (stage_check_merge). */
+#define STAGE_MERGE_MAX 64
+
+/* StageMerge: a stage's merge: map, fields of the service's answer (or of
+ * a callback) to fields of the row. The names point into the pipeline. */
+typedef struct StageMerge {
+    const char **from, **to;
+    size_t n;
+} StageMerge;
+
+/* STAGE_KEY_MERGE: the merge: key of a kind (required), and its check: a
+ * map of at most STAGE_MERGE_MAX names to names. */
+#define STAGE_KEY_MERGE {"merge", KEY_MERGE, 1, 0, 0, STAGE_MERGE_HINT, stage_check_merge}
+int stage_check_merge(const ConfErr *e, const char *key, const ConfNode *v);
+
+/* stage_conf_merge reads s's merge: into mg (a name without a value maps
+ * to itself); stage_merge_free frees it. 0, or PL_EINVAL with err when it
+ * is not a non-empty map. */
+int stage_conf_merge(const Stage *s, StageMerge *mg, char *err, size_t errlen);
+void stage_merge_free(StageMerge *mg);
+
+/* stage_merge_check checks the values of src (a msgpack map: a service's
+ * answer, a callback) that mg merges against their fields of model md, as
+ * model_validate checks them in a row (model_check_field: type, length,
+ * format ...; a field md does not declare by its drift policy), and packs
+ * them, normalised, into norm (reset first) as a map {to: value}: the row
+ * fields to set, to merge with slot_row_merge or staging_row_merge from
+ * mg->to to mg->to. A field several merges set takes the last value src
+ * has; a field src lacks is left out. With md NULL (the pipeline declares
+ * no model of the row's name) the values are packed as sent. Each failed
+ * rule is appended to errors (reset first) as a JSON array member
+ * {"field","rule","message"}. Returns the number of failed rules: 0 when
+ * every value may go into the row. */
+size_t stage_merge_check(const StageMerge *mg, const Model *md, const msgpack_object *src,
+                         msgpack_sbuffer *norm, Strbuf *errors);
+
+/* stage_first_error writes the first of errors (JSON array members, as
+ * model_validate writes them) into buf as "field 'F' rule R: message",
+ * with " (and more)" when there are others. */
+void stage_first_error(const char *errors, size_t len, char *buf, size_t n);
 
 /* ---------------------------------------------------------- calling a service */
 

@@ -20,8 +20,7 @@ typedef struct EnrichStage {
     const char *url, *method;
     const char **send;
     size_t nsend;
-    const char **from, **to;
-    size_t nmerge;
+    StageMerge merge;
     char **headers;
 } EnrichStage;
 
@@ -43,14 +42,13 @@ static const ConfKey enrich_keys[] = {
     {"url", KEY_TMPL, 1, 0, 0, STAGE_URL_HINT "geocode?city={city}", NULL},
     {"method", KEY_STR, 0, 0, 0, NULL, check_method},
     {"send", KEY_STRS, 0, 0, 0, NULL, NULL},
-    {"merge", KEY_MERGE, 1, 0, 0, STAGE_MERGE_HINT, NULL},
+    STAGE_KEY_MERGE,
     STAGE_KEY_HEADERS,
     {0},
 };
 
 static int enrich_init(Stage *s, char *err, size_t errlen)
 {
-    const char *file = engine_pipeline(s->engine)->path;
     EnrichStage *k = xcalloc(1, sizeof *k);
     s->data = k;
     k->method = "GET";
@@ -60,19 +58,8 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
         (rc = stage_conf_strs(s, "send", &k->send, &k->nsend, err, errlen)) != 0 ||
         (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
         return rc;
-    const ConfNode *m = conf_get(s->conf->node, "merge");
-    if (!m || m->type != CONF_MAP || !m->n) {
-        snprintf(err, errlen, "%s:%d: stage '%s': merge must map response fields to row fields",
-                 file, s->conf->line, s->conf->name);
-        return PL_EINVAL;
-    }
-    k->from = xcalloc(m->n, sizeof *k->from);
-    k->to = xcalloc(m->n, sizeof *k->to);
-    for (size_t i = 0; i < m->n; i++) {
-        k->from[i] = m->keys[i];
-        k->to[i] = m->kids[i]->type == CONF_SCALAR ? m->kids[i]->value : m->keys[i];
-    }
-    k->nmerge = m->n;
+    if ((rc = stage_conf_merge(s, &k->merge, err, errlen)) != 0)
+        return rc;
     for (unsigned i = 0; i < s->nslots; i++) {
         EnrichJob *j = s->slots[i].data;
         stage_call_init(&j->call, k->headers);
@@ -91,8 +78,7 @@ static void enrich_fini(Stage *s)
     }
     if (k) {
         free(k->send);
-        free(k->from);
-        free(k->to);
+        stage_merge_free(&k->merge);
         stage_headers_free(k->headers);
     }
     free(k);
@@ -105,7 +91,8 @@ static void enrich_answer(Slot *s, const msgpack_object *json, const void *mp, s
     EnrichJob *j = s->data;
     EnrichStage *k = s->stage->data;
     (void)json;
-    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, mp, len, k->from, k->to, k->nmerge);
+    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, mp, len, k->merge.from, k->merge.to,
+                   k->merge.n);
     slot_put(s, s->stage->conf->outputs[0], s->body.buf, s->body.len, NULL);
     slot_done(s);
 }

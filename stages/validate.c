@@ -64,36 +64,11 @@ typedef struct VJob {
 
 /* ---------------------------------------------------------------- checking */
 
-/* first_error writes "field F: rule R: message" of the first error of the
- * JSON array errors into buf. */
+/* first_error writes the first error of errors ("[...]") into buf. */
 static void first_error(const Strbuf *errors, char *buf, size_t n)
 {
-    msgpack_sbuffer mp;
-    msgpack_sbuffer_init(&mp);
-    snprintf(buf, n, "%.200s", errors->buf ? errors->buf : "");
-    if (row_from_json(errors->buf, errors->len, &mp, NULL, 0) == 0) {
-        RowView v;
-        if (row_view(&v, mp.data, mp.size) == 0) {
-            if (v.root.type == MSGPACK_OBJECT_ARRAY && v.root.via.array.size > 0) {
-                Strbuf f, r, m;
-                sb_init(&f);
-                sb_init(&r);
-                sb_init(&m);
-                const msgpack_object *e = &v.root.via.array.ptr[0];
-                row_field_text(e, "field", &f);
-                row_field_text(e, "rule", &r);
-                row_field_text(e, "message", &m);
-                snprintf(buf, n, "field '%s' rule %s: %s%s", f.buf ? f.buf : "",
-                         r.buf ? r.buf : "?", m.buf ? m.buf : "",
-                         v.root.via.array.size > 1 ? " (and more)" : "");
-                sb_free(&f);
-                sb_free(&r);
-                sb_free(&m);
-            }
-            row_view_free(&v);
-        }
-    }
-    msgpack_sbuffer_destroy(&mp);
+    size_t len = errors->len >= 2 ? errors->len - 2 : 0;
+    stage_first_error(len ? errors->buf + 1 : "", len, buf, n);
 }
 
 /* key_error writes the error (rule: required or length) of a valid row

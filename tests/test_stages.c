@@ -301,6 +301,29 @@ static void enrich_buries_a_job_whose_row_is_gone(void)
     ts_stop();
 }
 
+/* A merge of more fields than a commit can carry is refused when the
+ * pipeline is checked (it was accepted, and http_enrich's first answer
+ * stopped the engine on an assertion). */
+static void a_merge_of_too_many_fields_is_refused_at_the_check(void)
+{
+    char merge[4096] = "{";
+    for (int i = 0; i < 65; i++)
+        snprintf(merge + strlen(merge), sizeof merge - strlen(merge), "%sf%d: f%d", i ? ", " : "",
+                 i, i);
+    strcat(merge, "}");
+    char err[1024] = "";
+    const char *mu = "url: http://127.0.0.1:9/geo";
+    Engine *e = NULL;
+    int rc = te_try_open(enrich_pipe(mu, merge), &e, err, sizeof err);
+    if (rc != PL_EINVAL || e)
+        t_fail(__FILE__, __LINE__, "65 merge fields: %d %s", rc, err);
+    EXPECT_IN(err, "merge: 65 fields; a stage merges at most 64");
+    /* 64 are fine */
+    strcpy(strstr(merge, ", f64: f64"), "}");
+    e = te_open(enrich_pipe(mu, merge));
+    te_close(e);
+}
+
 /* ---------------------------------------------------------------- route */
 
 static const char *route_pipe(const char *dflt)
@@ -383,6 +406,7 @@ int main(int argc, char **argv)
         T_CASE(enrich_merges_chosen_fields_into_the_row),
         T_CASE(enrich_posts_the_send_fields),
         T_CASE(enrich_buries_a_job_whose_row_is_gone),
+        T_CASE(a_merge_of_too_many_fields_is_refused_at_the_check),
         T_CASE(route_sends_a_job_where_its_fields_match),
         T_CASE(route_buries_what_matches_nothing_without_a_default),
         {NULL, NULL},
