@@ -3,6 +3,15 @@
  * chosen fields of the JSON answer into the row, in the commit that acks
  * the job and passes it on (the geocoding step).
  *
+ * What the service answers is data from outside: before it touches the row
+ * each merged value is checked against its field of the row's model
+ * (stage_merge_check: type, length, format ...; an undeclared field by the
+ * model's drift policy) and merged in its normalised form, as async_submit
+ * does for callbacks. An answer with a value that breaks its field's rules
+ * buries the job with the reasons and the row stays as it was: the service
+ * answered, and asking again would likely get the same answer. A row of a
+ * model the pipeline does not declare takes the values as sent.
+ *
  *   kind: http_enrich
  *   url: http://127.0.0.1:9003/geocode?address={address}
  *   method: GET              # or POST, sending the `send` fields
@@ -22,12 +31,15 @@ typedef struct EnrichStage {
     size_t nsend;
     StageMerge merge;
     char **headers;
+    const Models *models;
 } EnrichStage;
 
 typedef struct EnrichJob {
     JobRef ref;
     StageCall call;
     Strbuf row;
+    msgpack_sbuffer norm;   /* the merged values, checked and normalised */
+    Strbuf errors;          /* the rules they broke */
 } EnrichJob;
 
 /* check_method: GET or POST. */
@@ -60,10 +72,13 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
         return rc;
     if ((rc = stage_conf_merge(s, &k->merge, err, errlen)) != 0)
         return rc;
+    k->models = engine_pipeline(s->engine)->models;
     for (unsigned i = 0; i < s->nslots; i++) {
         EnrichJob *j = s->slots[i].data;
         stage_call_init(&j->call, k->headers);
         sb_init(&j->row);
+        msgpack_sbuffer_init(&j->norm);
+        sb_init(&j->errors);
     }
     return 0;
 }
@@ -75,6 +90,8 @@ static void enrich_fini(Stage *s)
         EnrichJob *j = s->slots[i].data;
         stage_call_free(&j->call);
         sb_free(&j->row);
+        msgpack_sbuffer_destroy(&j->norm);
+        sb_free(&j->errors);
     }
     if (k) {
         free(k->send);
@@ -90,8 +107,17 @@ static void enrich_answer(Slot *s, const msgpack_object *json, const void *mp, s
 {
     EnrichJob *j = s->data;
     EnrichStage *k = s->stage->data;
-    (void)json;
-    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, mp, len, k->merge.from, k->merge.to,
+    (void)mp, (void)len;
+    const Model *m = k->models ? models_find(k->models, j->ref.model) : NULL;
+    if (stage_merge_check(&k->merge, m, json, &j->norm, &j->errors) != 0) {
+        char first[300];
+        stage_first_error(j->errors.buf, j->errors.len, first, sizeof first);
+        slot_buryf(s, "the answer of %s breaks model '%s': %s; the row is as it was; all the "
+                   "failed rules: [%s]", j->call.url.buf, j->ref.model, first, j->errors.buf);
+        return;
+    }
+    const char *const *to = (const char *const *)k->merge.to;
+    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, j->norm.data, j->norm.size, to, to,
                    k->merge.n);
     slot_put(s, s->stage->conf->outputs[0], s->body.buf, s->body.len, NULL);
     slot_done(s);

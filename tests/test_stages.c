@@ -47,6 +47,21 @@ static StagedRef take_ref(Engine *e, const char *queue, Strbuf *body)
     return ref;
 }
 
+/* row_id_of returns the instance a reference body names. */
+static uint64_t row_id_of(const Strbuf *ref)
+{
+    StagedRef r;
+    msgpack_sbuffer mp;
+    RowView v;
+    msgpack_sbuffer_init(&mp);
+    T_OK(row_from_json_object(ref->buf, ref->len, &mp, NULL, 0));
+    T_OK(row_view(&v, mp.data, mp.size));
+    T_OK(staging_ref_parse(&v.root, &r));
+    row_view_free(&v);
+    msgpack_sbuffer_destroy(&mp);
+    return r.row;
+}
+
 #define EXPECT_IN(hay, needle) \
     do { if (!strstr((hay), (needle))) \
              t_fail(__FILE__, __LINE__, "'%s' not in '%s'", (needle), (hay)); } while (0)
@@ -244,17 +259,8 @@ static void enrich_merges_chosen_fields_into_the_row(void)
     /* The job goes on as it came; its row has the two fields, no more. */
     T_OK(te_take(e, "out", &b));
     T_CHECK(!strcmp(b.buf, ref.buf));
-    StagedRef sr;
-    msgpack_sbuffer mp;
-    RowView v;
-    msgpack_sbuffer_init(&mp);
-    T_OK(row_from_json_object(ref.buf, ref.len, &mp, NULL, 0));
-    T_OK(row_view(&v, mp.data, mp.size));
-    T_OK(staging_ref_parse(&v.root, &sr));
-    T_OK(te_row(e, "users", "u1", sr.row, &row));
+    T_OK(te_row(e, "users", "u1", row_id_of(&ref), &row));
     T_CHECK(!strcmp(row.buf, "{\"id\":\"u1\",\"address\":\"Main St 1\",\"lat\":52.1,\"lon\":4.25}"));
-    row_view_free(&v);
-    msgpack_sbuffer_destroy(&mp);
     sb_free(&ref);
     sb_free(&row);
     sb_free(&b);
@@ -297,6 +303,57 @@ static void enrich_buries_a_job_whose_row_is_gone(void)
     T_EQ(j.end, TE_BURY);
     EXPECT_IN(j.error, "not a staged-row reference");
     T_EQ(ts_count(), 0);
+    te_close(e);
+    ts_stop();
+}
+
+/* Data from a service is checked against the model before it touches the
+ * row (DESIGN.md, invariant 8): a value that breaks its field's rules buries
+ * the job with the reasons and leaves the row as it was; good values are
+ * merged in their normalised form. A row of a model the pipeline does not
+ * declare takes the values as sent. */
+static void enrich_checks_the_answer_against_the_model(void)
+{
+    ts_start();
+    ts_answer("/geo/u1", 200, NULL, "{\"lat\":\"north\",\"lon\":4.25}");
+    ts_answer("/geo/u2", 200, NULL, "{\"lat\":1.5,\"visits\":-1}");
+    ts_answer("/geo/u3", 200, NULL, "{\"lat\":\"52.125\",\"lon\":4.25,\"visits\":2}");
+    ts_answer("/geo/t1", 200, NULL, "{\"lat\":\"north\"}");
+    char mu[256];
+    snprintf(mu, sizeof mu, "url: %s/geo/{id}", ts_base());
+    Engine *e = te_open(enrich_pipe(mu, "{lat: lat, lon: lon, visits: visits}"));
+    Strbuf ref, row;
+    sb_init(&ref);
+    sb_init(&row);
+    static const char *const rows[] = {"{\"id\":\"u1\",\"lat\":1}", "{\"id\":\"u2\"}",
+                                       "{\"id\":\"u3\"}"};
+    for (int i = 0; i < 3; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "u%d", i + 1);
+        te_land(e, "users", key, rows[i], &ref);
+        TeJob j = te_work(e, "geo", ref.buf);
+        T_OK(te_row(e, "users", key, row_id_of(&ref), &row));
+        if (i == 0) {
+            T_EQ(j.end, TE_BURY);
+            EXPECT_IN(j.error, "model 'users'");
+            EXPECT_IN(j.error, "field 'lat' rule type");
+            T_CHECK(!strcmp(row.buf, rows[0])); /* as it was: lon, which was good, too */
+        } else if (i == 1) {
+            T_EQ(j.end, TE_BURY);
+            EXPECT_IN(j.error, "field 'visits' rule min");
+            T_CHECK(!strcmp(row.buf, rows[1]));
+        } else {
+            T_EQ(j.end, TE_DONE);
+            T_CHECK(!strcmp(row.buf, "{\"id\":\"u3\",\"lat\":52.125,\"lon\":4.25,\"visits\":2}"));
+        }
+    }
+    T_EQ(te_depth(e, "out", 0), 1);
+    te_land(e, "things", "t1", "{\"id\":\"t1\"}", &ref);
+    T_EQ(te_work(e, "geo", ref.buf).end, TE_DONE);
+    T_OK(te_row(e, "things", "t1", row_id_of(&ref), &row));
+    T_CHECK(!strcmp(row.buf, "{\"id\":\"t1\",\"lat\":\"north\"}"));
+    sb_free(&ref);
+    sb_free(&row);
     te_close(e);
     ts_stop();
 }
@@ -406,6 +463,7 @@ int main(int argc, char **argv)
         T_CASE(enrich_merges_chosen_fields_into_the_row),
         T_CASE(enrich_posts_the_send_fields),
         T_CASE(enrich_buries_a_job_whose_row_is_gone),
+        T_CASE(enrich_checks_the_answer_against_the_model),
         T_CASE(a_merge_of_too_many_fields_is_refused_at_the_check),
         T_CASE(route_sends_a_job_where_its_fields_match),
         T_CASE(route_buries_what_matches_nothing_without_a_default),
