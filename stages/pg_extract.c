@@ -68,13 +68,12 @@
  * a key's versions in the order they were read and merge's "last row wins"
  * is the newest. No other query runs while a page commits.
  *
- * The loop never blocks on PostgreSQL: PQconnectStart/PQconnectPoll, then
- * PQsendQueryParams in single-row mode, PQconsumeInput/PQisBusy/PQgetResult,
- * all driven by one ev_io on PQsocket (PQfinish is the only call that may
- * write synchronously, and only a few bytes). A failure closes the
- * connection and reconnects after a backoff (0.2 s doubling to 30 s); it is
- * logged once when the stage goes down and once when it is back up. Pending
- * key jobs are released for a later attempt while the source is down.
+ * The connection is a PgLink (pglink.h): it never blocks the loop, sets the
+ * session up after every connect (ISO dates in UTC, all float digits), runs
+ * one query at a time in single-row mode, and reconnects with backoff (0.2 s
+ * doubling to 30 s), logged once when it goes down; the stage logs when it
+ * is connected again. Pending key jobs are released for a later attempt
+ * while the source is down.
  *
  * With an input queue the engine gives the stage key-notice jobs in slots;
  * without one it only runs the watermark extract, from its own timers,
@@ -82,11 +81,11 @@
 #include "common.h"
 #include "engine.h"
 #include "model.h"
+#include "pglink.h"
 #include "pl.h"
 #include "staging.h"
 
 #include <errno.h>
-#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -97,11 +96,9 @@
 #define INTERVAL_DEFAULT 1.0
 #define ROWS_DEFAULT 10000
 #define SECONDS_DEFAULT 5.0
-#define BACKOFF_MIN 0.2
-#define BACKOFF_MAX 30.0
 #define SEEN_SLOTS 65536 /* recent (key, ts) of watermark rows, for key jobs */
 
-enum { ST_DOWN, ST_CONNECTING, ST_SETUP, ST_IDLE, ST_PAGE, ST_KEY };
+enum { Q_NONE, Q_PAGE, Q_KEY }; /* the query in flight */
 
 typedef struct PgxStage PgxStage;
 
@@ -135,13 +132,11 @@ struct PgxStage {
     unsigned long long page, since;
     SealPolicy pol;
     size_t upd_col;          /* index of the updated column in the select list */
-    PGconn *conn;
-    int state, up, down_logged, stopped, committing, wm_due, have_cursor, flushing;
-    int qfailed;                 /* the query in flight returned an error */
-    char sqlstate[6], qerror[600];
-    double backoff;
-    ev_io io;
-    ev_timer retry, poll, seal;
+    PgLink link;
+    char name[200];              /* the link's, in the logs: "source TABLE" */
+    int query;                   /* Q_*: what the query in flight reads */
+    int stopped, committing, wm_due, have_cursor;
+    ev_timer poll, seal;
     /* watermark */
     Strbuf cur_ts, *cur_key;     /* the committed cursor */
     Strbuf nxt_ts, *nxt_key;     /* the last row of the page being read */
@@ -474,125 +469,51 @@ static int cursor_load(PgxStage *k)
 /* ---------------------------------------------------------------- connection */
 
 static void next_work(PgxStage *k);
-static void start_connect(PgxStage *k);
 
-static void io_want(PgxStage *k, int events)
-{
-    int fd = k->conn ? PQsocket(k->conn) : -1;
-    if (ev_is_active(&k->io) && k->io.fd == fd && (k->io.events & (EV_READ | EV_WRITE)) == events)
-        return;
-    ev_io_stop(k->stage->loop, &k->io);
-    if (fd < 0 || !events)
-        return;
-    ev_io_set(&k->io, fd, events);
-    ev_io_start(k->stage->loop, &k->io);
-}
+/* The session: exact text for every value: ISO dates in UTC, all float digits. */
+#define SETUP_SQL "SET DateStyle = ISO; SET TimeZone = 'UTC'; SET IntervalStyle = iso_8601; " \
+                  "SET extra_float_digits = 3"
 
 static void release_pending(PgxStage *k, const char *why)
 {
     char msg[400];
     snprintf(msg, sizeof msg, "source database: %.300s", why);
     for (size_t i = 0; i < k->npending; i++)
-        slot_retry(k->pending[i]->slot, k->backoff, msg);
+        slot_retry(k->pending[i]->slot, k->link.backoff, msg);
     k->npending = 0;
 }
 
-/* link_down closes the connection after a failure and schedules a
- * reconnect: logged once when the stage goes down. */
-static void link_down(PgxStage *k, const char *what)
+/* link_up: connected (again): catch up at once. */
+static void link_up(PgLink *l)
 {
-    char why[600];
-    const char *pq = k->conn ? PQerrorMessage(k->conn) : "";
-    snprintf(why, sizeof why, "%s%s%.*s", what, *pq ? ": " : "",
-             (int)(strlen(pq) && pq[strlen(pq) - 1] == '\n' ? strlen(pq) - 1 : strlen(pq)), pq);
-    k->backoff = k->backoff ? k->backoff * 2 : BACKOFF_MIN;
-    if (k->backoff > BACKOFF_MAX)
-        k->backoff = BACKOFF_MAX;
-    if (!k->down_logged)
-        stage_log(k->stage, PL_LOG_WARN, 0, "source %s down: %s; reconnecting with backoff "
-                  "(%.1f s up to %.0f s)", k->table, why, k->backoff, BACKOFF_MAX);
-    else
-        stage_log(k->stage, PL_LOG_DEBUG, 0, "source %s still down: %s", k->table, why);
-    k->up = 0;
-    k->down_logged = 1;
-    io_want(k, 0);
-    if (k->conn)
-        PQfinish(k->conn);
-    k->conn = NULL;
-    if (k->kcur) { /* its read is lost: put it back first */
+    PgxStage *k = l->arg;
+    stage_log(k->stage, PL_LOG_INFO, 0, "connected to the source%s; extracting %s into model %s",
+              l->again ? " again" : "", k->table, k->m->name);
+    k->wm_due = 1;
+    next_work(k);
+}
+
+/* link_down: what was read is lost: the key read in flight and the jobs
+ * waiting are put back, the page is read again once it is back. */
+static void link_down(PgLink *l, const char *why)
+{
+    PgxStage *k = l->arg;
+    k->query = Q_NONE;
+    if (k->kcur) {
         KJob *j = k->kcur;
         k->kcur = NULL;
-        slot_retry(j->slot, k->backoff, "source database went away while the row was read");
+        slot_retry(j->slot, l->backoff, "source database went away while the row was read");
     }
     release_pending(k, why);
     if (k->page_st)
         staged_reset(k->page_st);
-    k->state = ST_DOWN;
-    if (!k->stopped) {
-        ev_timer_stop(k->stage->loop, &k->retry);
-        ev_timer_set(&k->retry, k->backoff, 0);
-        ev_timer_start(k->stage->loop, &k->retry);
-    }
 }
 
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop, (void)revents;
-    PgxStage *k = container_of(w, PgxStage, retry);
-    if (k->state == ST_DOWN && !k->stopped)
-        start_connect(k);
-}
+static void link_row(PgLink *l, const PGresult *r);
+static void link_over(PgLink *l, const char *error);
 
-static void connect_step(PgxStage *k)
-{
-    switch (PQconnectPoll(k->conn)) {
-    case PGRES_POLLING_READING:
-        io_want(k, EV_READ);
-        return;
-    case PGRES_POLLING_WRITING:
-        io_want(k, EV_WRITE);
-        return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        link_down(k, "cannot connect");
-        return;
-    }
-    /* Exact text for every value: ISO dates in UTC, all float digits. */
-    if (!PQsendQuery(k->conn, "SET DateStyle = ISO; SET TimeZone = 'UTC'; "
-                     "SET IntervalStyle = iso_8601; SET extra_float_digits = 3")) {
-        link_down(k, "cannot set up the session");
-        return;
-    }
-    k->state = ST_SETUP;
-    io_want(k, EV_READ);
-}
-
-static void start_connect(PgxStage *k)
-{
-    k->conn = PQconnectStart(k->conninfo);
-    if (!k->conn || PQstatus(k->conn) == CONNECTION_BAD) {
-        link_down(k, "cannot connect");
-        return;
-    }
-    PQsetnonblocking(k->conn, 1);
-    k->state = ST_CONNECTING;
-    connect_step(k);
-}
-
-/* send_query sends sql with params in single-row mode. */
-static int send_query(PgxStage *k, const char *sql, int n, const char *const *vals)
-{
-    if (!PQsendQueryParams(k->conn, sql, n, NULL, vals, NULL, NULL, 0))
-        return -1;
-    PQsetSingleRowMode(k->conn);
-    int f = PQflush(k->conn);
-    if (f < 0)
-        return -1;
-    k->flushing = f == 1;
-    io_want(k, EV_READ | (k->flushing ? EV_WRITE : 0));
-    return 0;
-}
+static const PgLinkOps extract_link = {.up = link_up, .row = link_row, .over = link_over,
+                                       .down = link_down};
 
 /* ---------------------------------------------------------------- watermark */
 
@@ -617,11 +538,8 @@ static void page_start(PgxStage *k)
     k->wm_due = 0;
     k->page_rows = 0;
     staged_reset(k->page_st);
-    if (send_query(k, k->have_cursor ? k->sql_next.buf : k->sql_first.buf, n, vals) != 0) {
-        link_down(k, "cannot send the extract query");
-        return;
-    }
-    k->state = ST_PAGE;
+    k->query = Q_PAGE;
+    pglink_query(&k->link, k->have_cursor ? k->sql_next.buf : k->sql_first.buf, n, vals);
 }
 
 static void page_row(PgxStage *k, const PGresult *r)
@@ -643,7 +561,6 @@ static void page_row(PgxStage *k, const PGresult *r)
 /* page_end commits the page just read (rows, rejects and cursor). */
 static void page_end(PgxStage *k)
 {
-    k->state = ST_IDLE;
     if (k->page_rows == 0) {
         poll_again(k);
         return;
@@ -703,12 +620,7 @@ void pg_extract_wake(Stage *s)
     if (!k || k->stopped)
         return;
     k->wm_due = 1;
-    if (k->state == ST_DOWN) { /* the source is likely back: try now */
-        ev_timer_stop(s->loop, &k->retry);
-        ev_timer_set(&k->retry, 0, 0);
-        ev_timer_start(s->loop, &k->retry);
-        return;
-    }
+    pglink_start(&k->link); /* down: the source is likely back, try now */
     next_work(k);
 }
 
@@ -726,11 +638,8 @@ static void key_start(PgxStage *k, KJob *j)
     k->kcur = j;
     k->k_found = 0;
     staged_reset(&j->st);
-    if (send_query(k, k->sql_key.buf, n, vals) != 0) {
-        link_down(k, "cannot send the key query");
-        return;
-    }
-    k->state = ST_KEY;
+    k->query = Q_KEY;
+    pglink_query(&k->link, k->sql_key.buf, n, vals);
 }
 
 static void key_row(PgxStage *k, const PGresult *r)
@@ -750,7 +659,6 @@ static void key_end(PgxStage *k)
 {
     KJob *j = k->kcur;
     k->kcur = NULL;
-    k->state = ST_IDLE;
     if (j->st.nrows || j->st.nrejects) {
         k->seal_dirty = 1;
         slot_extra(j->slot, staged_apply, &j->st);
@@ -830,7 +738,7 @@ static void pgx_start(Slot *s)
  * first (they are few and short), then a due watermark page. */
 static void next_work(PgxStage *k)
 {
-    if (k->state != ST_IDLE || k->committing || !k->conn)
+    if (k->link.state != PGLINK_READY || k->committing)
         return;
     if (k->npending) {
         KJob *j = k->pending[0];
@@ -842,116 +750,40 @@ static void next_work(PgxStage *k)
         page_start(k);
 }
 
-static void result(PgxStage *k, PGresult *r)
+static void link_row(PgLink *l, const PGresult *r)
 {
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_SINGLE_TUPLE) {
-        if (k->state == ST_PAGE)
-            page_row(k, r);
-        else if (k->state == ST_KEY)
-            key_row(k, r);
-        return;
-    }
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return;
-    /* An error: the query is over; PQgetResult returns NULL next. */
-    char why[600];
-    const char *msg = PQresultErrorMessage(r);
-    snprintf(why, sizeof why, "%s", msg);
-    size_t n = strlen(why);
-    if (n && why[n - 1] == '\n')
-        why[n - 1] = 0;
-    k->qfailed = 1;
-    const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    snprintf(k->sqlstate, sizeof k->sqlstate, "%s", ss ? ss : "");
-    snprintf(k->qerror, sizeof k->qerror, "%s", why);
-    if (k->state != ST_KEY || strncmp(k->sqlstate, "22", 2) != 0)
-        stage_log(k->stage, PL_LOG_ERROR, 0, "query on %s failed: %s", k->table, why);
+    PgxStage *k = l->arg;
+    if (k->query == Q_PAGE)
+        page_row(k, r);
+    else if (k->query == Q_KEY)
+        key_row(k, r);
 }
 
-/* query_over: PQgetResult returned NULL. */
-static void query_over(PgxStage *k)
+/* link_over: the query in flight is over. */
+static void link_over(PgLink *l, const char *error)
 {
-    int failed = k->qfailed, st = k->state;
-    k->qfailed = 0;
-    k->state = ST_IDLE;
-    if (failed && st == ST_KEY && !strncmp(k->sqlstate, "22", 2)) {
+    PgxStage *k = l->arg;
+    int q = k->query;
+    k->query = Q_NONE;
+    if (error && q == Q_KEY && !strncmp(l->sqlstate, "22", 2)) {
         /* The notice's key is not a value of the key column's type. */
         KJob *j = k->kcur;
         k->kcur = NULL;
-        slot_buryf(j->slot, "the notice's key does not fit table %s: %s", k->table, k->qerror);
+        slot_buryf(j->slot, "the notice's key does not fit table %s: %s", k->table, error);
+        next_work(k);
         return;
     }
-    if (failed) {
+    if (error) {
         /* A statement error (a missing column, a bad filter): back off as
-         * for a connection failure, logged above. */
-        if (st == ST_SETUP)
-            link_down(k, "session setup failed");
-        else
-            link_down(k, "the query failed");
+         * for a connection failure. */
+        stage_log(k->stage, PL_LOG_ERROR, 0, "query on %s failed: %s", k->table, error);
+        pglink_fail(l, "the query failed");
         return;
     }
-    switch (st) {
-    case ST_SETUP:
-        stage_log(k->stage, PL_LOG_INFO, 0, "connected to the "
-                  "source%s; extracting %s into model %s", k->down_logged ? " again" : "",
-                  k->table, k->m->name);
-        k->up = 1;
-        k->down_logged = 0;
-        k->backoff = 0;
-        k->wm_due = 1; /* catch up at once after every (re)connect */
-        break;
-    case ST_PAGE:
+    if (q == Q_PAGE)
         page_end(k);
-        break;
-    case ST_KEY:
+    else if (q == Q_KEY)
         key_end(k);
-        break;
-    default:
-        break;
-    }
-}
-
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop;
-    PgxStage *k = container_of(w, PgxStage, io);
-    if (!k->conn)
-        return;
-    if (k->state == ST_CONNECTING) {
-        connect_step(k);
-        return;
-    }
-    if ((revents & EV_WRITE) && k->flushing) {
-        int f = PQflush(k->conn);
-        if (f < 0) {
-            link_down(k, "lost the connection");
-            return;
-        }
-        k->flushing = f == 1;
-        io_want(k, EV_READ | (k->flushing ? EV_WRITE : 0));
-    }
-    if (!(revents & EV_READ))
-        return;
-    if (!PQconsumeInput(k->conn)) {
-        link_down(k, "lost the connection");
-        return;
-    }
-    while (k->conn && !PQisBusy(k->conn)) {
-        PGresult *r = PQgetResult(k->conn);
-        if (!r) {
-            if (k->state == ST_IDLE)
-                break; /* nothing was asked */
-            query_over(k);
-            break;
-        }
-        result(k, r);
-        PQclear(r);
-    }
-    if (k->conn && PQstatus(k->conn) == CONNECTION_BAD) {
-        link_down(k, "lost the connection");
-        return;
-    }
     next_work(k);
 }
 
@@ -1204,14 +1036,13 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     if ((rc = cursor_load(k)) != 0)
         return fail(err, errlen, s, "cannot read its cursor: %s", pl_strerror(rc));
     k->seal_dirty = 1; /* an open batch may be left from the last run */
-    ev_io_init(&k->io, on_io, -1, 0);
-    ev_timer_init(&k->retry, on_retry, 0, 0);
+    snprintf(k->name, sizeof k->name, "source %s", k->table);
+    pglink_init(&k->link, s, k->conninfo, SETUP_SQL, k->name, NULL, &extract_link, k);
     ev_timer_init(&k->poll, on_poll, 0, k->interval);
     double every = secs / 4 < 1.0 ? secs / 4 : 1.0;
     ev_timer_init(&k->seal, on_seal, every, every);
     ev_timer_start(s->loop, &k->seal);
-    k->state = ST_DOWN;
-    ev_timer_start(s->loop, &k->retry); /* connect as soon as the loop runs */
+    pglink_start(&k->link); /* as soon as the loop runs */
     stage_log(s, PL_LOG_INFO, 0, "extracting %s into model %s by (%s, key), %llu rows a page%s",
               k->table, k->m->name, k->updated, k->page, k->have_cursor ? " from the cursor" : "");
     return 0;
@@ -1224,20 +1055,13 @@ static void pgx_stop(Stage *s)
         return;
     k->stopped = 1;
     ev_timer_stop(s->loop, &k->poll);
-    ev_timer_stop(s->loop, &k->retry);
     ev_timer_stop(s->loop, &k->seal);
     for (size_t i = 0; i < k->npending; i++)
         slot_retry(k->pending[i]->slot, 0, "engine draining");
     k->npending = 0;
     /* A page being read is dropped (read again next run); a key read in
      * flight finishes and acks its job. */
-    if (k->state != ST_KEY) {
-        io_want(k, 0);
-        if (k->conn)
-            PQfinish(k->conn);
-        k->conn = NULL;
-        k->state = ST_DOWN;
-    }
+    pglink_stop(&k->link, k->query == Q_KEY);
 }
 
 static void pgx_fini(Stage *s)
@@ -1246,12 +1070,8 @@ static void pgx_fini(Stage *s)
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->poll);
-    ev_timer_stop(s->loop, &k->retry);
     ev_timer_stop(s->loop, &k->seal);
-    io_want(k, 0);
-    if (k->conn)
-        PQfinish(k->conn);
-    k->conn = NULL;
+    pglink_stop(&k->link, 0);
     /* A commit still in flight (a forced stop) reads these: leave them. */
     if (k->committing || k->seal_busy || s->in_flight)
         return;

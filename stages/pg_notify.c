@@ -24,27 +24,21 @@
  * cursor and so brings every change made during the gap. Each notice batch
  * also wakes it, for low latency.
  *
- * The loop never blocks on PostgreSQL: PQconnectStart/PQconnectPoll,
- * PQsendQuery for the LISTENs, PQconsumeInput/PQnotifies on an ev_io on
- * PQsocket. A failure closes the connection and reconnects after a backoff
- * (0.2 s doubling to 30 s), logged once when the stage goes down and once
- * when it is back. A connection that dies silently (no FIN, no RST) is only
- * noticed with TCP keepalives: put keepalives_idle=... in the dsn. */
+ * The connection is a PgLink (pglink.h): it never blocks the loop, runs the
+ * LISTENs as its setup after every connect, and reconnects with backoff
+ * (0.2 s doubling to 30 s), logged once when it goes down; the stage logs
+ * when it listens again. Notifications are read with PQnotifies whenever
+ * the server sent something. */
 #include "common.h"
 #include "engine.h"
 #include "model.h"
+#include "pglink.h"
 #include "pl.h"
 #include "staging.h"
 
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define BACKOFF_MIN 0.2
-#define BACKOFF_MAX 30.0
-
-enum { NS_DOWN, NS_CONNECTING, NS_LISTEN, NS_UP };
 
 typedef struct NotifyStage {
     Stage *stage;
@@ -53,11 +47,7 @@ typedef struct NotifyStage {
     size_t nch;
     const char *wake_name;
     Stage *wake;
-    PGconn *conn;
-    int state, down_logged, stopped, failed;
-    double backoff;
-    ev_io io;
-    ev_timer retry;
+    PgLink link;
     Strbuf listen_sql;
     uint64_t notices, bad;
     unsigned committing;
@@ -208,7 +198,7 @@ static void take_notices(NotifyStage *k)
     Bad *bad = NULL;
     char key[200], err[300];
     size_t good = 0;
-    while ((n = PQnotifies(k->conn)) != NULL) {
+    while ((n = PQnotifies(k->link.conn)) != NULL) {
         size_t pl = strlen(n->extra);
         k->notices++;
         const char *why = payload_check(n->extra, pl, err, sizeof err);
@@ -249,140 +239,24 @@ static void take_notices(NotifyStage *k)
 
 /* ---------------------------------------------------------------- connection */
 
-static void start_connect(NotifyStage *k);
-
-static void io_want(NotifyStage *k, int events)
+/* listening: the LISTENs are in effect (again). Notices of a gap are gone:
+ * the wake stage catches up. */
+static void listening(PgLink *l)
 {
-    int fd = k->conn ? PQsocket(k->conn) : -1;
-    if (ev_is_active(&k->io) && k->io.fd == fd && (k->io.events & (EV_READ | EV_WRITE)) == events)
-        return;
-    ev_io_stop(k->stage->loop, &k->io);
-    if (fd < 0 || !events)
-        return;
-    ev_io_set(&k->io, fd, events);
-    ev_io_start(k->stage->loop, &k->io);
+    NotifyStage *k = l->arg;
+    stage_log(k->stage, PL_LOG_INFO, 0, "listening on %zu channel%s%s%s%s", k->nch,
+              k->nch == 1 ? "" : "s", l->again ? " again" : "", k->wake ? "; waking " : "",
+              k->wake ? k->wake_name : "");
+    if (k->wake)
+        pg_extract_wake(k->wake);
 }
 
-static void link_down(NotifyStage *k, const char *what)
+static void notified(PgLink *l)
 {
-    const char *pq = k->conn ? PQerrorMessage(k->conn) : "";
-    size_t pn = strlen(pq);
-    while (pn && (pq[pn - 1] == '\n' || pq[pn - 1] == ' '))
-        pn--;
-    k->backoff = k->backoff ? k->backoff * 2 : BACKOFF_MIN;
-    if (k->backoff > BACKOFF_MAX)
-        k->backoff = BACKOFF_MAX;
-    stage_log(k->stage, k->down_logged ? PL_LOG_DEBUG : PL_LOG_WARN, 0, "%s: %s%s%.*s; "
-              "notices are missed until it is back (the wake stage catches up then); "
-              "reconnecting with backoff (%.1f s up to %.0f s)",
-              k->down_logged ? "still down" : "down", what, pn ? ": " : "", (int)pn, pq,
-              k->backoff, BACKOFF_MAX);
-    k->down_logged = 1;
-    io_want(k, 0);
-    if (k->conn)
-        PQfinish(k->conn);
-    k->conn = NULL;
-    k->state = NS_DOWN;
-    if (!k->stopped) {
-        ev_timer_stop(k->stage->loop, &k->retry);
-        ev_timer_set(&k->retry, k->backoff, 0);
-        ev_timer_start(k->stage->loop, &k->retry);
-    }
+    take_notices(l->arg);
 }
 
-static void on_retry(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop, (void)revents;
-    NotifyStage *k = container_of(w, NotifyStage, retry);
-    if (k->state == NS_DOWN && !k->stopped)
-        start_connect(k);
-}
-
-static void connect_step(NotifyStage *k)
-{
-    switch (PQconnectPoll(k->conn)) {
-    case PGRES_POLLING_READING:
-        io_want(k, EV_READ);
-        return;
-    case PGRES_POLLING_WRITING:
-        io_want(k, EV_WRITE);
-        return;
-    case PGRES_POLLING_OK:
-        break;
-    default:
-        link_down(k, "cannot connect");
-        return;
-    }
-    if (!PQsendQuery(k->conn, k->listen_sql.buf) || PQflush(k->conn) < 0) {
-        link_down(k, "cannot send LISTEN");
-        return;
-    }
-    k->state = NS_LISTEN;
-    k->failed = 0;
-    io_want(k, EV_READ);
-}
-
-static void start_connect(NotifyStage *k)
-{
-    k->conn = PQconnectStart(k->conninfo);
-    if (!k->conn || PQstatus(k->conn) == CONNECTION_BAD) {
-        link_down(k, "cannot connect");
-        return;
-    }
-    PQsetnonblocking(k->conn, 1);
-    k->state = NS_CONNECTING;
-    connect_step(k);
-}
-
-static void on_io(struct ev_loop *loop, ev_io *w, int revents)
-{
-    (void)loop, (void)revents;
-    NotifyStage *k = container_of(w, NotifyStage, io);
-    if (!k->conn)
-        return;
-    if (k->state == NS_CONNECTING) {
-        connect_step(k);
-        return;
-    }
-    if (PQflush(k->conn) < 0 || !PQconsumeInput(k->conn)) {
-        link_down(k, "lost the connection");
-        return;
-    }
-    while (!PQisBusy(k->conn)) {
-        PGresult *r = PQgetResult(k->conn);
-        if (!r) {
-            if (k->state != NS_LISTEN)
-                break;
-            if (k->failed) {
-                link_down(k, "LISTEN failed");
-                return;
-            }
-            k->state = NS_UP;
-            stage_log(k->stage, PL_LOG_INFO, 0, "listening on %zu channel%s%s%s%s", k->nch,
-                      k->nch == 1 ? "" : "s", k->down_logged ? " again" : "",
-                      k->wake ? "; waking " : "", k->wake ? k->wake_name : "");
-            k->down_logged = 0;
-            k->backoff = 0;
-            /* Notices of the gap are gone: the wake stage catches up. */
-            if (k->wake)
-                pg_extract_wake(k->wake);
-            break;
-        }
-        ExecStatusType st = PQresultStatus(r);
-        if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-            stage_log(k->stage, PL_LOG_ERROR, 0, "%s", PQresultErrorMessage(r));
-            k->failed = 1;
-        }
-        PQclear(r);
-        if (k->state == NS_UP && k->failed) { /* an error out of the blue: admin shutdown */
-            link_down(k, "the server ended the session");
-            return;
-        }
-    }
-    take_notices(k);
-    if (PQstatus(k->conn) == CONNECTION_BAD)
-        link_down(k, "lost the connection");
-}
+static const PgLinkOps notify_link = {.up = listening, .input = notified};
 
 /* ---------------------------------------------------------------- init */
 
@@ -402,8 +276,6 @@ static int pgn_init(Stage *s, char *err, size_t errlen)
     s->data = k;
     k->stage = s;
     sb_init(&k->listen_sql);
-    ev_io_init(&k->io, on_io, -1, 0);
-    ev_timer_init(&k->retry, on_retry, 0, 0);
     if ((rc = stage_conf_str(s, "dsn", &dsn, err, errlen)) != 0 ||
         (rc = stage_conf_strs(s, "channels", &k->channels, &k->nch, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "wake", &k->wake_name, err, errlen)) != 0)
@@ -437,6 +309,9 @@ static int pgn_init(Stage *s, char *err, size_t errlen)
         model_sql_ident(&k->listen_sql, k->channels[i]);
         sb_adds(&k->listen_sql, "; ");
     }
+    pglink_init(&k->link, s, k->conninfo, k->listen_sql.buf, "source",
+                "notices are missed until it is back (the wake stage catches up then)",
+                &notify_link, k);
     return 0;
 }
 
@@ -445,23 +320,14 @@ static void pgn_begin(Stage *s)
     NotifyStage *k = s->data;
     if (k->wake_name)
         k->wake = engine_stage(s->engine, k->wake_name);
-    k->state = NS_DOWN;
-    ev_timer_set(&k->retry, 0, 0);
-    ev_timer_start(s->loop, &k->retry);
+    pglink_start(&k->link);
 }
 
 static void pgn_stop(Stage *s)
 {
     NotifyStage *k = s->data;
-    if (!k)
-        return;
-    k->stopped = 1;
-    ev_timer_stop(s->loop, &k->retry);
-    io_want(k, 0);
-    if (k->conn)
-        PQfinish(k->conn);
-    k->conn = NULL;
-    k->state = NS_DOWN;
+    if (k)
+        pglink_stop(&k->link, 0);
 }
 
 static void pgn_fini(Stage *s)
@@ -469,11 +335,7 @@ static void pgn_fini(Stage *s)
     NotifyStage *k = s->data;
     if (!k)
         return;
-    ev_timer_stop(s->loop, &k->retry);
-    io_want(k, 0);
-    if (k->conn)
-        PQfinish(k->conn);
-    k->conn = NULL;
+    pglink_stop(&k->link, 0);
     if (k->committing) /* a forced stop: the commits in flight point at k */
         return;
     free(k->channels);
