@@ -40,8 +40,8 @@
  * stages a row twice. An empty page commits nothing. A full page asks for the
  * next one at once; otherwise the stage polls every `interval` seconds, or
  * earlier when pg_extract_wake (a pg_notify stage) says something changed.
- * A timer commits staging_seal_due for the model, sealing open batches older
- * than `seconds`.
+ * The stage's Sealer (sealer.h) seals the model's open batches older than
+ * `seconds`.
  *
  * Deletes are soft: the model's paranoid column is updated in the source
  * (with updated_column), and the row flows like any other update; qload
@@ -83,6 +83,7 @@
 #include "model.h"
 #include "pglink.h"
 #include "pl.h"
+#include "sealer.h"
 #include "staging.h"
 
 #include <errno.h>
@@ -111,7 +112,7 @@ typedef struct Staged {
     size_t nrows, nrejects;
     const char *model, *stage;
     const SealPolicy *pol;
-    uint64_t sealed;  /* set by apply: a batch it sealed (for the log) */
+    Sealer *sealer;   /* told of the batches the appends seal */
 } Staged;
 
 /* KJob: a key job (one per slot). */
@@ -136,7 +137,7 @@ struct PgxStage {
     char name[200];              /* the link's, in the logs: "source TABLE" */
     int query;                   /* Q_*: what the query in flight reads */
     int stopped, committing, wm_due, have_cursor;
-    ev_timer poll, seal;
+    ev_timer poll;
     /* watermark */
     Strbuf cur_ts, *cur_key;     /* the committed cursor */
     Strbuf nxt_ts, *nxt_key;     /* the last row of the page being read */
@@ -152,9 +153,7 @@ struct PgxStage {
     /* per-row scratch */
     msgpack_sbuffer raw, norm;
     Strbuf errors, keytext;
-    /* seal timer */
-    int seal_busy, seal_dirty;
-    Staged seal_st;
+    Sealer sealer;
     uint64_t *seen;              /* SEEN_SLOTS pairs (key hash, ts hash) */
 };
 
@@ -180,16 +179,16 @@ static void staged_reset(Staged *s)
     sb_reset(&s->rows);
     sb_reset(&s->rejects);
     s->nrows = s->nrejects = 0;
-    s->sealed = 0;
 }
 
-static void staged_init(Staged *s, const PgxStage *k)
+static void staged_init(Staged *s, PgxStage *k)
 {
     sb_init(&s->rows);
     sb_init(&s->rejects);
     s->model = k->m->name;
     s->stage = k->stage->conf->name;
     s->pol = &k->pol;
+    s->sealer = &k->sealer;
     staged_reset(s);
 }
 
@@ -207,13 +206,12 @@ static int staged_apply(Txn *t, void *arg)
     const unsigned char *p = (const unsigned char *)s->rows.buf, *end = p + s->rows.len;
     BatchRec b;
     int rc;
-    s->sealed = 0;
     while (p && p < end) {
         uint32_t n = pl_get_be32(p);
         if ((rc = staging_append(t, s->model, p + 4, n, s->pol, &b)) != 0)
             return rc;
         if (b.state != BATCH_OPEN)
-            s->sealed = b.id;
+            sealer_note(s->sealer, b.id);
         p += 4 + n;
     }
     p = (const unsigned char *)s->rejects.buf;
@@ -565,6 +563,7 @@ static void page_end(PgxStage *k)
         poll_again(k);
         return;
     }
+    sealer_touch(&k->sealer);
     Emit *b = emit_new(k->stage);
     emit_extra(b, staged_apply, k->page_st);
     cursor_json(k, &k->nxt_ts, k->nxt_key, &k->cursor_json);
@@ -591,12 +590,8 @@ static void page_done(void *arg, int rc)
             sb_add(&k->cur_key[i], k->nxt_key[i].buf, k->nxt_key[i].len);
         }
         k->have_cursor = 1;
-        k->seal_dirty = 1;
         stage_log(k->stage, PL_LOG_DEBUG, 0, "extracted %zu rows (%zu rejected) up to %s",
                   st->nrows, st->nrejects, k->cursor_json.buf);
-        if (st->sealed)
-            stage_log(k->stage, PL_LOG_INFO, 0, "batch %llu (%s) sealed",
-                      (unsigned long long)st->sealed, k->m->name);
         if (k->page_rows >= k->page)
             k->wm_due = 1; /* a full page: there may be more */
         else
@@ -660,7 +655,7 @@ static void key_end(PgxStage *k)
     KJob *j = k->kcur;
     k->kcur = NULL;
     if (j->st.nrows || j->st.nrejects) {
-        k->seal_dirty = 1;
+        sealer_touch(&k->sealer);
         slot_extra(j->slot, staged_apply, &j->st);
         stage_log(k->stage, PL_LOG_DEBUG, j->slot->id, "key notice: staged %zu rows, %zu rejected",
                   j->st.nrows, j->st.nrejects);
@@ -785,63 +780,6 @@ static void link_over(PgLink *l, const char *error)
     else if (q == Q_KEY)
         key_end(k);
     next_work(k);
-}
-
-/* ---------------------------------------------------------------- sealing */
-
-static int still_open(const BatchRec *b, void *arg)
-{
-    Staged *s = arg;
-    if (!strcmp(b->model, s->model) && b->rows > 0)
-        s->nrows = 1;
-    return 0;
-}
-
-/* seal_apply seals the model's open batch when due, and notes (nrows)
- * whether a non-empty one is still open: the timer checks again then. */
-static int seal_apply(Txn *t, void *arg)
-{
-    Staged *s = arg;
-    uint64_t id = 0;
-    int rc = staging_seal_due(t, s->model, s->pol, 0, &id);
-    s->sealed = id;
-    s->nrows = 0;
-    if (!rc)
-        rc = batch_each(t, BATCH_OPEN, still_open, s);
-    return rc;
-}
-
-static void seal_done(void *arg, int rc)
-{
-    PgxStage *k = arg;
-    k->seal_busy = 0;
-    if (rc) {
-        stage_log(k->stage, PL_LOG_ERROR, 0, "sealing due batches failed: %s; trying again",
-                  pl_strerror(rc));
-        k->seal_dirty = 1;
-        return;
-    }
-    if (k->seal_st.sealed)
-        stage_log(k->stage, PL_LOG_INFO, 0, "batch %llu (%s) sealed after %g s",
-                  (unsigned long long)k->seal_st.sealed, k->m->name, k->pol.after_s);
-    if (k->seal_st.nrows)
-        k->seal_dirty = 1;
-}
-
-static void on_seal(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop, (void)revents;
-    PgxStage *k = container_of(w, PgxStage, seal);
-    if (k->seal_busy || !k->seal_dirty || k->stopped)
-        return;
-    /* seal_dirty: a batch of the model may be open. A check that finds
-     * none open clears it; staging sets it again. */
-    k->seal_dirty = 0;
-    k->seal_busy = 1;
-    k->seal_st.sealed = 0;
-    Emit *b = emit_new(k->stage);
-    emit_extra(b, seal_apply, &k->seal_st);
-    emit_commit(b, seal_done, k);
 }
 
 /* ---------------------------------------------------------------- init */
@@ -1022,7 +960,6 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     msgpack_sbuffer_init(&k->norm);
     k->page_st = xcalloc(1, sizeof *k->page_st);
     staged_init(k->page_st, k);
-    staged_init(&k->seal_st, k);
     k->seen = xcalloc(2 * SEEN_SLOTS, sizeof *k->seen);
     build_sql(k);
     for (unsigned i = 0; i < s->nslots; i++) {
@@ -1035,13 +972,12 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     }
     if ((rc = cursor_load(k)) != 0)
         return fail(err, errlen, s, "cannot read its cursor: %s", pl_strerror(rc));
-    k->seal_dirty = 1; /* an open batch may be left from the last run */
     snprintf(k->name, sizeof k->name, "source %s", k->table);
     pglink_init(&k->link, s, k->conninfo, SETUP_SQL, k->name, NULL, &extract_link, k);
     ev_timer_init(&k->poll, on_poll, 0, k->interval);
-    double every = secs / 4 < 1.0 ? secs / 4 : 1.0;
-    ev_timer_init(&k->seal, on_seal, every, every);
-    ev_timer_start(s->loop, &k->seal);
+    sealer_init(&k->sealer, s, secs);
+    sealer_add(&k->sealer, k->m->name, &k->pol);
+    sealer_start(&k->sealer);
     pglink_start(&k->link); /* as soon as the loop runs */
     stage_log(s, PL_LOG_INFO, 0, "extracting %s into model %s by (%s, key), %llu rows a page%s",
               k->table, k->m->name, k->updated, k->page, k->have_cursor ? " from the cursor" : "");
@@ -1055,7 +991,7 @@ static void pgx_stop(Stage *s)
         return;
     k->stopped = 1;
     ev_timer_stop(s->loop, &k->poll);
-    ev_timer_stop(s->loop, &k->seal);
+    sealer_stop(&k->sealer);
     for (size_t i = 0; i < k->npending; i++)
         slot_retry(k->pending[i]->slot, 0, "engine draining");
     k->npending = 0;
@@ -1070,10 +1006,10 @@ static void pgx_fini(Stage *s)
     if (!k)
         return;
     ev_timer_stop(s->loop, &k->poll);
-    ev_timer_stop(s->loop, &k->seal);
+    sealer_stop(&k->sealer);
     pglink_stop(&k->link, 0);
     /* A commit still in flight (a forced stop) reads these: leave them. */
-    if (k->committing || k->seal_busy || s->in_flight)
+    if (k->committing || sealer_busy(&k->sealer) || s->in_flight)
         return;
     for (unsigned i = 0; i < s->nslots; i++) {
         KJob *j = s->slots[i].data;
@@ -1104,7 +1040,7 @@ static void pgx_fini(Stage *s)
     if (k->page_st)
         staged_free(k->page_st);
     free(k->page_st);
-    staged_free(&k->seal_st);
+    sealer_free(&k->sealer);
     free(k->seen);
     free(k->pending);
     free(k->conninfo);

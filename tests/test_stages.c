@@ -451,6 +451,102 @@ static void route_buries_what_matches_nothing_without_a_default(void)
     te_close(e);
 }
 
+/* ---------------------------------------------------------------- batch: sealing */
+
+static const char *batch_pipe(const char *more)
+{
+    return pipe_text(MODEL_USERS
+                     "queues:\n  in:\n"
+                     "stages:\n"
+                     "  - name: b\n    kind: batch\n    input: in\n    model: users\n%s",
+                     more);
+}
+
+/* Batches: what batch_each finds, by state. */
+typedef struct Batches {
+    size_t open, sealed;
+    uint64_t rows_sealed, rows_open;
+} Batches;
+
+static int count_batch(const BatchRec *b, void *arg)
+{
+    Batches *n = arg;
+    if (b->state == BATCH_OPEN) {
+        n->open++;
+        n->rows_open += b->rows;
+    } else if (b->state == BATCH_SEALED) {
+        n->sealed++;
+        n->rows_sealed += b->rows;
+    }
+    return 0;
+}
+
+static int read_batches(Txn *t, void *arg)
+{
+    memset(arg, 0, sizeof(Batches));
+    return batch_each(t, -1, count_batch, arg);
+}
+
+static Batches batches(Engine *e)
+{
+    Batches n;
+    T_OK(store_read(engine_store(e), read_batches, &n));
+    return n;
+}
+
+static int all_sealed(Engine *e, void *arg)
+{
+    (void)arg;
+    Batches n = batches(e);
+    return n.open == 0 && n.rows_sealed == 3;
+}
+
+/* A batch is sealed by the append that fills it, and an open one by the
+ * seal timer once it is older than `seconds`; the rows go in whole, and the
+ * staged rows with their last reference. */
+static void batch_seals_at_rows_and_after_seconds(void)
+{
+    Engine *e = te_open(batch_pipe("    rows: 2\n    seconds: 0.2\n"));
+    Strbuf ref, row;
+    sb_init(&ref);
+    sb_init(&row);
+    for (int i = 1; i <= 3; i++) {
+        char key[8], json[64];
+        snprintf(key, sizeof key, "u%d", i);
+        snprintf(json, sizeof json, "{\"id\":\"u%d\",\"visits\":%d}", i, i);
+        te_land(e, "users", key, json, &ref);
+        T_EQ(te_work(e, "b", ref.buf).end, TE_DONE);
+        T_ERR(te_row(e, "users", key, row_id_of(&ref), &row), PL_ENOROW); /* in its batch now */
+        Batches n = batches(e);
+        if (i == 2) /* the second row filled the first batch */
+            T_CHECK(n.sealed == 1 && n.rows_sealed == 2);
+        if (i == 3) /* the third opened the next one, which waits for the timer */
+            T_CHECK(n.sealed == 1 && n.open == 1 && n.rows_open == 1);
+    }
+    te_run_until(e, all_sealed, NULL);
+    T_EQ(batches(e).sealed, 2);
+    sb_free(&ref);
+    sb_free(&row);
+    te_close(e);
+}
+
+static void batch_buries_what_it_cannot_put_in_a_batch(void)
+{
+    Engine *e = te_open(batch_pipe(""));
+    TeJob j = te_work(e, "b", "{\"model\":\"users\",\"key\":\"nobody\",\"row_id\":5}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "staged row users/nobody: not found; nothing to put in a batch");
+    j = te_work(e, "b", "{\"model\":\"things\",\"key\":\"k\",\"row_id\":5}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "model 'things' is not declared");
+    j = te_work(e, "b", "{\"id\":1}");
+    T_EQ(j.end, TE_BURY);
+    EXPECT_IN(j.error, "a batch stage takes references to staged rows");
+    Batches n = batches(e);
+    T_EQ(n.open + n.sealed, 0);
+    te_close(e);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -467,6 +563,8 @@ int main(int argc, char **argv)
         T_CASE(a_merge_of_too_many_fields_is_refused_at_the_check),
         T_CASE(route_sends_a_job_where_its_fields_match),
         T_CASE(route_buries_what_matches_nothing_without_a_default),
+        T_CASE(batch_seals_at_rows_and_after_seconds),
+        T_CASE(batch_buries_what_it_cannot_put_in_a_batch),
         {NULL, NULL},
     };
     return t_main(argc, argv, "stages", cases);
