@@ -577,13 +577,6 @@ static int async_init(Stage *s, char *err, size_t errlen)
         return rc;
     }
     listener_route(engine_listener(s->engine), "POST", k->prefix, 1, on_callback, k);
-    for (unsigned i = 0; i < s->nslots; i++) {
-        AsyncJob *j = s->slots[i].data;
-        j->k = k;
-        stage_call_init(&j->call, k->headers);
-        sb_init(&j->row);
-        sb_init(&j->waiting);
-    }
     k->items = xcalloc(EXPIRE_MAX, sizeof *k->items);
     double every = k->deadline / 4 < 1 ? k->deadline / 4 : 1;
     ev_timer_init(&k->expire, on_expire, every, every);
@@ -597,15 +590,26 @@ static void async_stop(Stage *s)
     ev_timer_stop(s->loop, &k->expire);
 }
 
+static void async_slot_init(Slot *s)
+{
+    AsyncJob *j = s->data;
+    j->k = s->stage->data;
+    stage_call_init(&j->call, j->k->headers);
+    sb_init(&j->row);
+    sb_init(&j->waiting);
+}
+
+static void async_slot_fini(Slot *s)
+{
+    AsyncJob *j = s->data;
+    stage_call_free(&j->call);
+    sb_free(&j->row);
+    sb_free(&j->waiting);
+}
+
 static void async_fini(Stage *s)
 {
     AsyncStage *k = s->data;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        AsyncJob *j = s->slots[i].data;
-        stage_call_free(&j->call);
-        sb_free(&j->row);
-        sb_free(&j->waiting);
-    }
     if (k) {
         ev_timer_stop(s->loop, &k->expire);
         free(k->send);
@@ -619,4 +623,5 @@ static void async_fini(Stage *s)
 const StageKind kind_async_submit = {
     .spec = {.name = "async_submit", .article = "an", .flags = KIND_LISTENER, .keys = submit_keys},
     .slot_size = sizeof(AsyncJob),
-    .init = async_init, .start = async_start, .stop = async_stop, .fini = async_fini};
+    .init = async_init, .slot_init = async_slot_init, .start = async_start, .stop = async_stop,
+    .fini = async_fini, .slot_fini = async_slot_fini};

@@ -181,11 +181,6 @@ static int batch_init(Stage *s, char *err, size_t errlen)
                 threshold(file, c, sp);
         }
     }
-    for (unsigned i = 0; i < s->nslots; i++) {
-        BJob *j = s->slots[i].data;
-        j->k = k;
-        sb_init(&j->row);
-    }
     sealer_init(&k->sealer, s, secs);
     for (size_t i = 0; i < k->ms->n; i++)
         if (!k->model || &k->ms->m[i] == k->model)
@@ -194,6 +189,18 @@ static int batch_init(Stage *s, char *err, size_t errlen)
     stage_log(s, PL_LOG_INFO, 0, "sealing %s batches at %llu rows or after %g s",
               k->model ? k->model->name : "every model's", rows, secs);
     return 0;
+}
+
+static void batch_slot_init(Slot *s)
+{
+    BJob *j = s->data;
+    j->k = s->stage->data;
+    sb_init(&j->row);
+}
+
+static void batch_slot_fini(Slot *s)
+{
+    sb_free(&((BJob *)s->data)->row);
 }
 
 static void batch_stop(Stage *s)
@@ -213,10 +220,6 @@ static void batch_fini(Stage *s)
     /* A commit still in flight (a forced stop) reads these: leave them. */
     if (sealer_busy(&k->sealer) || s->in_flight)
         return;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        BJob *j = s->slots[i].data;
-        sb_free(&j->row);
-    }
     sealer_free(&k->sealer);
     free(k->pol);
     free(k);
@@ -227,4 +230,5 @@ const StageKind kind_batch = {
     .spec = {.name = "batch", .article = "a", .flags = KIND_SINK, .keys = batch_keys,
              .graph_note = "batches for qload"},
     .slot_size = sizeof(BJob),
-    .init = batch_init, .start = batch_start, .stop = batch_stop, .fini = batch_fini};
+    .init = batch_init, .slot_init = batch_slot_init, .start = batch_start, .stop = batch_stop,
+    .fini = batch_fini, .slot_fini = batch_slot_fini};

@@ -73,26 +73,30 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
     if ((rc = stage_conf_merge(s, &k->merge, err, errlen)) != 0)
         return rc;
     k->models = engine_pipeline(s->engine)->models;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        EnrichJob *j = s->slots[i].data;
-        stage_call_init(&j->call, k->headers);
-        sb_init(&j->row);
-        msgpack_sbuffer_init(&j->norm);
-        sb_init(&j->errors);
-    }
     return 0;
+}
+
+static void enrich_slot_init(Slot *s)
+{
+    EnrichJob *j = s->data;
+    stage_call_init(&j->call, ((EnrichStage *)s->stage->data)->headers);
+    sb_init(&j->row);
+    msgpack_sbuffer_init(&j->norm);
+    sb_init(&j->errors);
+}
+
+static void enrich_slot_fini(Slot *s)
+{
+    EnrichJob *j = s->data;
+    stage_call_free(&j->call);
+    sb_free(&j->row);
+    msgpack_sbuffer_destroy(&j->norm);
+    sb_free(&j->errors);
 }
 
 static void enrich_fini(Stage *s)
 {
     EnrichStage *k = s->data;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        EnrichJob *j = s->slots[i].data;
-        stage_call_free(&j->call);
-        sb_free(&j->row);
-        msgpack_sbuffer_destroy(&j->norm);
-        sb_free(&j->errors);
-    }
     if (k) {
         free(k->send);
         stage_merge_free(&k->merge);
@@ -163,4 +167,5 @@ static void enrich_start(Slot *s)
 const StageKind kind_http_enrich = {
     .spec = {.name = "http_enrich", .article = "an", .keys = enrich_keys},
     .slot_size = sizeof(EnrichJob),
-    .init = enrich_init, .start = enrich_start, .fini = enrich_fini};
+    .init = enrich_init, .slot_init = enrich_slot_init, .start = enrich_start,
+    .fini = enrich_fini, .slot_fini = enrich_slot_fini};

@@ -43,25 +43,28 @@ static int extract_init(Stage *s, char *err, size_t errlen)
     int rc;
     if ((rc = stage_conf_str(s, "url", &k->url, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "key_field", &k->key_field, err, errlen)) != 0 ||
-        (rc = stage_conf_str(s, "model", &k->model, err, errlen)) != 0 ||
-        (rc = stage_conf_headers(s, &k->headers, err, errlen)) != 0)
+        (rc = stage_conf_str(s, "model", &k->model, err, errlen)) != 0)
         return rc;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        ExtractJob *j = s->slots[i].data;
-        stage_call_init(&j->call, k->headers);
-        sb_init(&j->key);
-    }
-    return 0;
+    return stage_conf_headers(s, &k->headers, err, errlen);
+}
+
+static void extract_slot_init(Slot *s)
+{
+    ExtractJob *j = s->data;
+    stage_call_init(&j->call, ((ExtractStage *)s->stage->data)->headers);
+    sb_init(&j->key);
+}
+
+static void extract_slot_fini(Slot *s)
+{
+    ExtractJob *j = s->data;
+    stage_call_free(&j->call);
+    sb_free(&j->key);
 }
 
 static void extract_fini(Stage *s)
 {
     ExtractStage *k = s->data;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        ExtractJob *j = s->slots[i].data;
-        stage_call_free(&j->call);
-        sb_free(&j->key);
-    }
     if (k)
         stage_headers_free(k->headers);
     free(k);
@@ -108,4 +111,5 @@ static void extract_start(Slot *s)
 const StageKind kind_http_extract = {
     .spec = {.name = "http_extract", .article = "an", .keys = extract_keys},
     .slot_size = sizeof(ExtractJob),
-    .init = extract_init, .start = extract_start, .fini = extract_fini};
+    .init = extract_init, .slot_init = extract_slot_init, .start = extract_start,
+    .fini = extract_fini, .slot_fini = extract_slot_fini};

@@ -121,6 +121,7 @@ typedef struct KJob {
     Slot *slot;
     Staged st;
     Strbuf *key;      /* nkey texts of the notice's key */
+    size_t nkey;
     Strbuf table;     /* the notice's table */
 } KJob;
 
@@ -962,14 +963,6 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     staged_init(k->page_st, k);
     k->seen = xcalloc(2 * SEEN_SLOTS, sizeof *k->seen);
     build_sql(k);
-    for (unsigned i = 0; i < s->nslots; i++) {
-        KJob *j = s->slots[i].data;
-        j->k = k;
-        staged_init(&j->st, k);
-        j->key = xcalloc(k->m->nkey, sizeof *j->key);
-        for (size_t q = 0; q < k->m->nkey; q++)
-            sb_init(&j->key[q]);
-    }
     if ((rc = cursor_load(k)) != 0)
         return fail(err, errlen, s, "cannot read its cursor: %s", pl_strerror(rc));
     snprintf(k->name, sizeof k->name, "source %s", k->table);
@@ -1000,6 +993,28 @@ static void pgx_stop(Stage *s)
     pglink_stop(&k->link, k->query == Q_KEY);
 }
 
+static void pgx_slot_init(Slot *s)
+{
+    KJob *j = s->data;
+    j->k = s->stage->data;
+    staged_init(&j->st, j->k);
+    j->nkey = j->k->m->nkey;
+    j->key = xcalloc(j->nkey, sizeof *j->key);
+    for (size_t q = 0; q < j->nkey; q++)
+        sb_init(&j->key[q]);
+    sb_init(&j->table);
+}
+
+static void pgx_slot_fini(Slot *s)
+{
+    KJob *j = s->data;
+    staged_free(&j->st);
+    sb_free(&j->table);
+    for (size_t q = 0; q < j->nkey; q++)
+        sb_free(&j->key[q]);
+    free(j->key);
+}
+
 static void pgx_fini(Stage *s)
 {
     PgxStage *k = s->data;
@@ -1011,16 +1026,6 @@ static void pgx_fini(Stage *s)
     /* A commit still in flight (a forced stop) reads these: leave them. */
     if (k->committing || sealer_busy(&k->sealer) || s->in_flight)
         return;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        KJob *j = s->slots[i].data;
-        if (!j->k)
-            continue; /* init stopped before the slots */
-        staged_free(&j->st);
-        sb_free(&j->table);
-        for (size_t q = 0; q < k->m->nkey; q++)
-            sb_free(&j->key[q]);
-        free(j->key);
-    }
     for (size_t i = 0; k->cur_key && i < k->m->nkey; i++) {
         sb_free(&k->cur_key[i]);
         sb_free(&k->nxt_key[i]);
@@ -1052,4 +1057,5 @@ const StageKind kind_pg_extract = {
     .spec = {.name = "pg_extract", .article = "a", .flags = KIND_SINK | KIND_INPUT_OPTIONAL,
              .keys = pgx_keys},
     .slot_size = sizeof(KJob),
-    .init = pgx_init, .start = pgx_start, .stop = pgx_stop, .fini = pgx_fini};
+    .init = pgx_init, .slot_init = pgx_slot_init, .start = pgx_start, .stop = pgx_stop,
+    .fini = pgx_fini, .slot_fini = pgx_slot_fini};

@@ -87,22 +87,12 @@ static int route_init(Stage *s, char *err, size_t errlen)
         if (rc)
             return rc;
     }
-    for (unsigned i = 0; i < s->nslots; i++) {
-        RouteJob *j = s->slots[i].data;
-        sb_init(&j->row);
-        sb_init(&j->val);
-    }
     return stage_conf_strs(s, "default", &k->dflt, &k->ndflt, err, errlen);
 }
 
 static void route_fini(Stage *s)
 {
     RouteStage *k = s->data;
-    for (unsigned i = 0; i < s->nslots; i++) {
-        RouteJob *j = s->slots[i].data;
-        sb_free(&j->row);
-        sb_free(&j->val);
-    }
     if (!k)
         return;
     for (size_t i = 0; i < k->n; i++) {
@@ -112,6 +102,20 @@ static void route_fini(Stage *s)
     free(k->r);
     free(k->dflt);
     free(k);
+}
+
+static void route_slot_init(Slot *s)
+{
+    RouteJob *j = s->data;
+    sb_init(&j->row);
+    sb_init(&j->val);
+}
+
+static void route_slot_fini(Slot *s)
+{
+    RouteJob *j = s->data;
+    sb_free(&j->row);
+    sb_free(&j->val);
 }
 
 /* The value of field in the body, else in the staged row it points at. */
@@ -203,4 +207,5 @@ static void route_start(Slot *s)
 const StageKind kind_route = {
     .spec = {.name = "route", .article = "a", .flags = KIND_ROUTE, .keys = route_keys},
     .slot_size = sizeof(RouteJob),
-    .init = route_init, .start = route_start, .fini = route_fini};
+    .init = route_init, .slot_init = route_slot_init, .start = route_start, .fini = route_fini,
+    .slot_fini = route_slot_fini};

@@ -338,37 +338,40 @@ static int validate_init(Stage *s, char *err, size_t errlen)
                  "models:", p->path, s->conf->line, s->conf->name, name ? name : "");
         return PL_EINVAL;
     }
-    for (unsigned i = 0; i < s->nslots; i++) {
-        VJob *j = s->slots[i].data;
-        j->stage = s;
-        sb_init(&j->key);
-        sb_init(&j->row);
-        sb_init(&j->errors);
-        sb_init(&j->out);
-        sb_init(&j->replay);
-        sb_init(&j->cur);
-        sb_init(&j->errors2);
-        msgpack_sbuffer_init(&j->norm);
-        msgpack_sbuffer_init(&j->norm2);
-    }
     return 0;
+}
+
+static void validate_slot_init(Slot *s)
+{
+    VJob *j = s->data;
+    j->stage = s->stage;
+    sb_init(&j->key);
+    sb_init(&j->row);
+    sb_init(&j->errors);
+    sb_init(&j->out);
+    sb_init(&j->replay);
+    sb_init(&j->cur);
+    sb_init(&j->errors2);
+    msgpack_sbuffer_init(&j->norm);
+    msgpack_sbuffer_init(&j->norm2);
+}
+
+static void validate_slot_fini(Slot *s)
+{
+    VJob *j = s->data;
+    sb_free(&j->key);
+    sb_free(&j->row);
+    sb_free(&j->errors);
+    sb_free(&j->out);
+    sb_free(&j->replay);
+    sb_free(&j->cur);
+    sb_free(&j->errors2);
+    msgpack_sbuffer_destroy(&j->norm);
+    msgpack_sbuffer_destroy(&j->norm2);
 }
 
 static void validate_fini(Stage *s)
 {
-    /* A commit still in flight (a forced stop) reads the jobs: leave them. */
-    for (unsigned i = 0; i < s->nslots && !s->in_flight; i++) {
-        VJob *j = s->slots[i].data;
-        sb_free(&j->key);
-        sb_free(&j->row);
-        sb_free(&j->errors);
-        sb_free(&j->out);
-        sb_free(&j->replay);
-        sb_free(&j->cur);
-        sb_free(&j->errors2);
-        msgpack_sbuffer_destroy(&j->norm);
-        msgpack_sbuffer_destroy(&j->norm2);
-    }
     free(s->data);
     s->data = NULL;
 }
@@ -376,4 +379,5 @@ static void validate_fini(Stage *s)
 const StageKind kind_validate = {
     .spec = {.name = "validate", .article = "a", .flags = KIND_FAN_OUT, .keys = validate_keys},
     .slot_size = sizeof(VJob),
-    .init = validate_init, .start = validate_start, .fini = validate_fini};
+    .init = validate_init, .slot_init = validate_slot_init, .start = validate_start,
+    .fini = validate_fini, .slot_fini = validate_slot_fini};

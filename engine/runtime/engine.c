@@ -381,6 +381,7 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
             slots_open(st);
         if (st->kind->init && (rc = st->kind->init(st, err, errlen)) != 0)
             goto fail;
+        slots_set(st);
     }
     ev_timer_init(&e->tick, on_tick, 1.0, 1.0);
     ev_signal_init(&e->sigterm, on_signal, SIGTERM);

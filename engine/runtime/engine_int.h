@@ -49,6 +49,9 @@ void engine_check_drained(Engine *e);
 void slots_open(Stage *st);
 void slots_close(Stage *st);
 
+/* slots_set runs st's kind's slot_init on each of its slots (after init). */
+void slots_set(Stage *st);
+
 /* slots_kick asks for jobs for st's free slots (none while draining). */
 void slots_kick(Stage *st);
 

@@ -668,11 +668,20 @@ void slots_open(Stage *st)
     st->rsv = rs;
 }
 
+void slots_set(Stage *st)
+{
+    for (unsigned k = 0; st->kind->slot_init && k < st->nslots; k++)
+        st->kind->slot_init(&st->slots[k]);
+    st->slots_set = 1;
+}
+
 void slots_close(Stage *st)
 {
     for (unsigned k = 0; k < st->nslots; k++) {
         Slot *s = &st->slots[k];
         SlotOp *so = s->op;
+        if (st->slots_set && st->kind->slot_fini)
+            st->kind->slot_fini(s);
         free(s->data); /* the kind's fini released what was in it */
         sb_free(&s->body);
         sb_free(&s->acts);

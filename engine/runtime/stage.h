@@ -36,16 +36,21 @@ typedef struct Emit Emit;
  *
  * slot_size: a stage with an input queue has `concurrency` slots; before
  * init the engine gives each slot a zeroed block of slot_size bytes as its
- * data (0: none), and frees them after fini. init sets up what it needs in
- * them (buffers), fini releases that. */
+ * data (0: none), and frees them after fini. slot_init (may be NULL) sets
+ * up what the kind keeps in one slot's data (buffers); the engine calls it
+ * for each slot once init succeeded. slot_fini (may be NULL) releases
+ * that; the engine calls it for each slot slot_init set up, after fini,
+ * when no commit is in flight any more. */
 typedef struct StageKind {
     KindSpec spec;
     size_t slot_size;
     int (*init)(Stage *s, char *err, size_t errlen); /* read conf; set s->data */
+    void (*slot_init)(Slot *slot);               /* set up slot->data (may be NULL) */
     void (*start)(Slot *slot);                   /* work one job (stages with an input) */
     void (*begin)(Stage *s);                     /* producers: start producing (may be NULL) */
     void (*stop)(Stage *s);                      /* drain: stop producing (may be NULL) */
     void (*fini)(Stage *s);                      /* free s->data (may be NULL) */
+    void (*slot_fini)(Slot *slot);               /* release slot->data (may be NULL) */
 } StageKind;
 
 /* The job latency histogram of a stage (start -> committed, in seconds):
@@ -79,6 +84,7 @@ struct Stage {
     unsigned reserving;     /* slots waiting for the reserver */
     void *rsv;              /* nrsv reservers (slot.c) */
     unsigned nrsv;
+    int slots_set;          /* the kind's slot_init ran */
 };
 
 struct Slot {
