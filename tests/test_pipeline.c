@@ -826,12 +826,13 @@ static void err_header_values(void)
                "pickline for each request; remove it");
     expect_err(H("      transfer-encoding: chunked\n"), 11, "headers: transfer-encoding is set "
                "by pickline for each request");
-    /* a stage sends at most 30 headers of its own (no silent drop beyond) */
-    char text[4096];
+    /* a stage sends as many headers of its own as it declares (no cap, none dropped:
+     * test_stages every_declared_header_is_sent) */
+    char text[8192];
     int k = snprintf(text, sizeof text, "%s", H(""));
-    for (int i = 0; i < 31; i++)
+    for (int i = 0; i < 100; i++)
         k += snprintf(text + k, sizeof text - (size_t)k, "      X-H%d: v\n", i);
-    expect_err(text, 10, "headers: 31 headers; a stage sends at most 30");
+    load_free(text);
     /* a tab inside a value is allowed (HTTP allows it), and so is UTF-8 */
     load_free(H("      X-A: \"a\\tb\"\n      X-B: \"caf\\u00e9\"\n      Accept: \"\"\n"
                 "      \"X-Ok!#$%&'*+-.^_`|~\": v\n"));

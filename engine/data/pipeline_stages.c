@@ -161,10 +161,8 @@ static int check_url(const ConfErr *l, const char *key, const ConfNode *n, int t
 }
 
 /* check_headers: a map of header names to values a stage sends with each
- * request (see http_header_check); at most HEADERS_MAX (the stages' header
- * arrays hold that many besides their own, and drop none). */
-#define HEADERS_MAX 30
-static int check_headers(const ConfErr *l, const char *key, int kline, const ConfNode *n)
+ * request (see http_header_check), as many as it likes. */
+static int check_headers(const ConfErr *l, const char *key, const ConfNode *n)
 {
     char buf[64], why[400];
     const char *s;
@@ -172,9 +170,6 @@ static int check_headers(const ConfErr *l, const char *key, int kline, const Con
     if (n->type != CONF_MAP)
         return conf_errat(l, n->line, "%s: expected a map of names to strings (got %s)", key,
                      conf_desc(n, buf, sizeof buf));
-    if (n->n > HEADERS_MAX)
-        return conf_errat(l, kline, "%s: %zu headers; a stage sends at most %d", key, n->n,
-                     HEADERS_MAX);
     for (size_t i = 0; i < n->n; i++) {
         char k[96];
         snprintf(k, sizeof k, "%s: %.64s", key, show(buf, sizeof buf, n->keys[i]));
@@ -398,7 +393,7 @@ static int check_kind_keys(const ConfErr *l, const Pipeline *p, const KindSpec *
             }
             break;
         case KEY_HEADERS:
-            rc = check_headers(l, key->name, conf_key_line(n, conf_index(n, key->name)), v);
+            rc = check_headers(l, key->name, v);
             break;
         case KEY_MERGE:
             rc = check_map_of_strs(l, key->name, v, 1);
