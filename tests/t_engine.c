@@ -178,58 +178,18 @@ void te_land(Engine *e, const char *model, const char *key, const char *row, Str
 
 /* ---------------------------------------------------------------- reads */
 
-typedef struct RowRead {
-    const char *model, *key;
-    uint64_t row;
-    Strbuf *json;
-} RowRead;
-
-static int row_read(Txn *t, void *arg)
-{
-    RowRead *r = arg;
-    const void *mp;
-    size_t len;
-    int rc = staging_row_get(t, r->model, r->key, r->row, &mp, &len, NULL);
-    if (rc)
-        return rc;
-    sb_reset(r->json);
-    return row_to_json(mp, len, r->json);
-}
-
 int te_row(Engine *e, const char *model, const char *key, uint64_t row, Strbuf *json)
 {
-    RowRead r = {model, key, row, json};
-    return store_read(engine_store(e), row_read, &r);
-}
-
-typedef struct Depth {
-    const char *queue;
-    int state;
-    uint64_t n;
-} Depth;
-
-static int depth_read(Txn *t, void *arg)
-{
-    Depth *d = arg;
-    QueueStats st;
-    int rc = queue_stats(t, d->queue, &st);
-    if (rc == PL_ENOQUEUE) {
-        d->n = 0;
-        return 0;
+    Strbuf mp;
+    sb_init(&mp);
+    T_CHECK(engine_nstages(e) > 0);
+    int rc = stage_row(engine_stage_at(e, 0), model, key, row, &mp);
+    if (!rc) {
+        sb_reset(json);
+        rc = row_to_json(mp.buf, mp.len, json);
     }
-    d->n = d->state == JOB_READY      ? st.ready
-           : d->state == JOB_DELAYED  ? st.delayed
-           : d->state == JOB_RESERVED ? st.reserved
-           : d->state == JOB_BURIED   ? st.buried
-                                      : st.ready + st.delayed + st.reserved + st.buried;
+    sb_free(&mp);
     return rc;
-}
-
-uint64_t te_depth(Engine *e, const char *queue, int state)
-{
-    Depth d = {queue, state, 0};
-    T_OK(store_read(engine_store(e), depth_read, &d));
-    return d.n;
 }
 
 /* ---------------------------------------------------------------- work */

@@ -44,9 +44,6 @@ uint64_t te_put(Engine *e, const char *queue, const char *body);
  * to its body; 0, or PL_EEMPTY when there is none. */
 int te_take(Engine *e, const char *queue, Strbuf *body);
 
-/* te_depth returns the jobs of queue in state (0: every state). */
-uint64_t te_depth(Engine *e, const char *queue, int state);
-
 /* te_land stages row (JSON) as a new instance of (model, key) with one
  * reference and returns the reference job's body: {"model","key","row_id"}
  * in ref. */

@@ -30,9 +30,9 @@ static struct {
 /* Upload: a request being read. */
 typedef struct Upload {
     char *target;     /* as sent (from the URI log callback) */
+    FILE *f;          /* the body, written into p as it comes */
     char *p;
     size_t len;
-    int started;
 } Upload;
 
 static char *dup_n(const char *s, size_t n)
@@ -62,6 +62,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **ccls,
     (void)cls, (void)c, (void)code;
     Upload *u = *ccls;
     if (u) {
+        if (u->f)
+            fclose(u->f);
         free(u->target);
         free(u->p);
         free(u);
@@ -86,25 +88,25 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
     (void)cls, (void)version;
     Upload *u = *ccls;
     T_CHECK(u != NULL);
-    if (!u->started) {
-        u->started = 1;
+    if (!u->f && !u->p) { /* the first call: the headers */
+        u->f = open_memstream(&u->p, &u->len);
+        T_CHECK(u->f != NULL);
         return MHD_YES;
     }
     if (*size) {
-        u->p = realloc(u->p, u->len + *size + 1);
-        memcpy(u->p + u->len, data, *size);
-        u->len += *size;
-        u->p[u->len] = '\0';
+        T_EQ(fwrite(data, 1, *size, u->f), *size);
         *size = 0;
         return MHD_YES;
     }
+    T_EQ(fclose(u->f), 0); /* the body is complete in p, len */
+    u->f = NULL;
     TsRequest r = {0};
     r.method = dup_n(method, strlen(method));
     r.target = dup_n(u->target, strlen(u->target));
     MHD_get_connection_values(c, MHD_HEADER_KIND, add_header, &r.headers);
     if (!r.headers)
         r.headers = dup_n("", 0);
-    r.body = dup_n(u->p ? u->p : "", u->len);
+    r.body = dup_n(u->p, u->len);
     r.len = u->len;
     unsigned status = 404;
     const char *hdr = NULL, *body = "{\"error\":\"no answer set for this path\"}";

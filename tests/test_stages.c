@@ -66,6 +66,32 @@ static uint64_t row_id_of(const Strbuf *ref)
     do { if (!strstr((hay), (needle))) \
              t_fail(__FILE__, __LINE__, "'%s' not in '%s'", (needle), (hay)); } while (0)
 
+/* expect_end works body through stage and checks how the job ended (TE_*)
+ * and, when want is set, that its error holds want. */
+#define EXPECT_END(e, stage, body, end, want) expect_end(__LINE__, e, stage, body, end, want)
+static TeJob expect_end(int line, Engine *e, const char *stage, const char *body, int end,
+                        const char *want)
+{
+    TeJob j = te_work(e, stage, body);
+    if (j.end != end)
+        t_fail(__FILE__, line, "the job ended %d, wanted %d (%s)", j.end, end, j.error);
+    if (want && !strstr(j.error, want))
+        t_fail(__FILE__, line, "'%s' not in '%s'", want, j.error);
+    return j;
+}
+
+/* drain_count takes every job of queue and returns how many there were. */
+static int drain_count(Engine *e, const char *queue)
+{
+    Strbuf b;
+    int n = 0;
+    sb_init(&b);
+    while (te_take(e, queue, &b) == 0)
+        n++;
+    sb_free(&b);
+    return n;
+}
+
 #define MODEL_USERS \
     "models:\n" \
     "  users:\n" \
@@ -95,8 +121,7 @@ static void extract_renders_the_url_and_lands_the_record(void)
     ts_start();
     ts_answer("/records/u 1", 200, NULL, "{\"id\":\"u 1\",\"name\":\"Ann\",\"visits\":3}");
     Engine *e = te_open(extract_pipe("/records/{id}?tenant={tenant}", NULL));
-    TeJob j = te_work(e, "ex", "{\"id\":\"u 1\",\"tenant\":7}");
-    T_EQ(j.end, TE_DONE);
+    TeJob j = EXPECT_END(e, "ex", "{\"id\":\"u 1\",\"tenant\":7}", TE_DONE, NULL);
     T_EQ(ts_count(), 1);
     TsRequest r = ts_request(0);
     T_CHECK(!strcmp(r.method, "GET"));
@@ -115,7 +140,7 @@ static void extract_renders_the_url_and_lands_the_record(void)
     T_OK(te_row(e, "users", "u 1", ref.row, &row));
     T_CHECK(!strcmp(row.buf, "{\"id\":\"u 1\",\"name\":\"Ann\",\"visits\":3}"));
     /* A second fetch of the same key lands an instance of its own. */
-    T_EQ(te_work(e, "ex", "{\"id\":\"u 1\",\"tenant\":7}").end, TE_DONE);
+    EXPECT_END(e, "ex", "{\"id\":\"u 1\",\"tenant\":7}", TE_DONE, NULL);
     StagedRef ref2 = take_ref(e, "out", &b);
     T_CHECK(ref2.row != ref.row);
     sb_free(&b);
@@ -128,18 +153,10 @@ static void extract_buries_a_job_no_template_can_render(void)
 {
     ts_start();
     Engine *e = te_open(extract_pipe("/records/{id}", NULL));
-    TeJob j = te_work(e, "ex", "{\"name\":\"no id\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "'id' is missing");
-    j = te_work(e, "ex", "{\"id\":\"..\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "dot segment");
-    j = te_work(e, "ex", "{\"id\":\"\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "is empty");
-    j = te_work(e, "ex", "[1, 2]");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "job body");
+    EXPECT_END(e, "ex", "{\"name\":\"no id\"}", TE_BURY, "'id' is missing");
+    EXPECT_END(e, "ex", "{\"id\":\"..\"}", TE_BURY, "dot segment");
+    EXPECT_END(e, "ex", "{\"id\":\"\"}", TE_BURY, "is empty");
+    EXPECT_END(e, "ex", "[1, 2]", TE_BURY, "job body");
     T_EQ(ts_count(), 0); /* none of them was sent */
     te_close(e);
     ts_stop();
@@ -162,40 +179,23 @@ static void an_answer_ends_the_job_by_its_status(void)
     ts_answer("/s/text", 200, NULL, "this is not JSON");
     ts_answer("/s/array", 200, NULL, "[1,2,3]");
     Engine *e = te_open(extract_pipe("/s/{id}", NULL));
-    TeJob j = te_work(e, "ex", "{\"id\":\"ok\"}");
-    T_EQ(j.end, TE_DONE);
+    EXPECT_END(e, "ex", "{\"id\":\"ok\"}", TE_DONE, NULL);
 
-    j = te_work(e, "ex", "{\"id\":\"404\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "/s/404: HTTP 404: no such record");
-    j = te_work(e, "ex", "{\"id\":\"400\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "HTTP 400");
+    EXPECT_END(e, "ex", "{\"id\":\"404\"}", TE_BURY, "/s/404: HTTP 404: no such record");
+    EXPECT_END(e, "ex", "{\"id\":\"400\"}", TE_BURY, "HTTP 400");
 
-    j = te_work(e, "ex", "{\"id\":\"500\"}");
-    T_EQ(j.end, TE_RETRY);
-    EXPECT_IN(j.error, "/s/500: HTTP 500: boom");
+    TeJob j = EXPECT_END(e, "ex", "{\"id\":\"500\"}", TE_RETRY, "/s/500: HTTP 500: boom");
     T_CHECK(j.delay_s > 0.1 && j.delay_s < 1.0); /* the queue's backoff, 0.2 s with jitter */
-    j = te_work(e, "ex", "{\"id\":\"408\"}");
-    T_EQ(j.end, TE_RETRY);
-    EXPECT_IN(j.error, "HTTP 408");
-    j = te_work(e, "ex", "{\"id\":\"429\"}");
-    T_EQ(j.end, TE_RETRY);
-    EXPECT_IN(j.error, "HTTP 429");
+    EXPECT_END(e, "ex", "{\"id\":\"408\"}", TE_RETRY, "HTTP 408");
+    j = EXPECT_END(e, "ex", "{\"id\":\"429\"}", TE_RETRY, "HTTP 429");
     T_CHECK(j.delay_s > 6.0 && j.delay_s <= 7.0); /* Retry-After: 7 */
-    j = te_work(e, "ex", "{\"id\":\"503\"}");
-    T_EQ(j.end, TE_RETRY);
+    j = EXPECT_END(e, "ex", "{\"id\":\"503\"}", TE_RETRY, "HTTP 503");
     T_CHECK(j.delay_s > 119.0 && j.delay_s <= 120.0);
 
-    j = te_work(e, "ex", "{\"id\":\"text\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "malformed JSON from ");
-    EXPECT_IN(j.error, "/s/text");
-    j = te_work(e, "ex", "{\"id\":\"array\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "malformed JSON from ");
+    EXPECT_END(e, "ex", "{\"id\":\"text\"}", TE_BURY, "malformed JSON from http://127.0.0.1:");
+    EXPECT_END(e, "ex", "{\"id\":\"array\"}", TE_BURY, "malformed JSON from ");
     /* Only the good one landed anything. */
-    T_EQ(te_depth(e, "out", 0), 1);
+    T_EQ(drain_count(e, "out"), 1);
     te_close(e);
     ts_stop();
 }
@@ -206,11 +206,12 @@ static void every_declared_header_is_sent(void)
     enum { N = 40 }; /* more than the 30 a pipeline could declare when the kinds had fixed arrays */
     char more[4096] = "    headers:\n";
     for (int i = 0; i < N; i++)
-        snprintf(more + strlen(more), sizeof more - strlen(more), "      X-H%02d: value %d\n", i, i);
+        snprintf(more + strlen(more), sizeof more - strlen(more), "      X-H%02d: value %d\n", i,
+                 i);
     ts_start();
     ts_answer("/r/1", 200, NULL, "{\"id\":\"1\"}");
     Engine *e = te_open(extract_pipe("/r/{id}", more));
-    T_EQ(te_work(e, "ex", "{\"id\":\"1\"}").end, TE_DONE);
+    EXPECT_END(e, "ex", "{\"id\":\"1\"}", TE_DONE, NULL);
     TsRequest r = ts_request(0);
     for (int i = 0; i < N; i++) {
         char name[16], want[16];
@@ -251,8 +252,7 @@ static void enrich_merges_chosen_fields_into_the_row(void)
     sb_init(&row);
     sb_init(&b);
     te_land(e, "users", "u1", "{\"id\":\"u1\",\"address\":\"Main St 1\"}", &ref);
-    TeJob j = te_work(e, "geo", ref.buf);
-    T_EQ(j.end, TE_DONE);
+    EXPECT_END(e, "geo", ref.buf, TE_DONE, NULL);
     TsRequest r = ts_request(0);
     T_CHECK(!strcmp(r.target, "/geo?address=Main%20St%201"));
     ts_request_free(&r);
@@ -260,7 +260,8 @@ static void enrich_merges_chosen_fields_into_the_row(void)
     T_OK(te_take(e, "out", &b));
     T_CHECK(!strcmp(b.buf, ref.buf));
     T_OK(te_row(e, "users", "u1", row_id_of(&ref), &row));
-    T_CHECK(!strcmp(row.buf, "{\"id\":\"u1\",\"address\":\"Main St 1\",\"lat\":52.1,\"lon\":4.25}"));
+    T_CHECK(!strcmp(row.buf,
+                    "{\"id\":\"u1\",\"address\":\"Main St 1\",\"lat\":52.1,\"lon\":4.25}"));
     sb_free(&ref);
     sb_free(&row);
     sb_free(&b);
@@ -273,17 +274,18 @@ static void enrich_posts_the_send_fields(void)
     ts_start();
     ts_answer("/check/u2", 200, NULL, "{\"visits\":4}");
     char mu[256];
-    snprintf(mu, sizeof mu, "method: POST\n    send: [name, address, nothing]\n    url: %s/check/{id}",
-             ts_base());
+    snprintf(mu, sizeof mu,
+             "method: POST\n    send: [name, address, nothing]\n    url: %s/check/{id}", ts_base());
     Engine *e = te_open(enrich_pipe(mu, "{visits: visits}"));
     Strbuf ref;
     sb_init(&ref);
     te_land(e, "users", "u2", "{\"id\":\"u2\",\"name\":\"Bo\",\"address\":\"x\\\"y\"}", &ref);
-    T_EQ(te_work(e, "geo", ref.buf).end, TE_DONE);
+    EXPECT_END(e, "geo", ref.buf, TE_DONE, NULL);
     TsRequest r = ts_request(0);
     T_CHECK(!strcmp(r.method, "POST"));
     T_CHECK(!strcmp(r.body, "{\"name\":\"Bo\",\"address\":\"x\\\"y\",\"nothing\":null}"));
-    T_CHECK(ts_header(&r, "Content-Type") && !strcmp(ts_header(&r, "Content-Type"), "application/json"));
+    const char *ct = ts_header(&r, "Content-Type");
+    T_CHECK(ct && !strcmp(ct, "application/json"));
     ts_request_free(&r);
     sb_free(&ref);
     te_close(e);
@@ -296,12 +298,9 @@ static void enrich_buries_a_job_whose_row_is_gone(void)
     char mu[256];
     snprintf(mu, sizeof mu, "url: %s/geo", ts_base());
     Engine *e = te_open(enrich_pipe(mu, "{lat: lat}"));
-    TeJob j = te_work(e, "geo", "{\"model\":\"users\",\"key\":\"nobody\",\"row_id\":99}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "staged row users/nobody: not found");
-    j = te_work(e, "geo", "{\"id\":\"not a reference\"}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "not a staged-row reference");
+    EXPECT_END(e, "geo", "{\"model\":\"users\",\"key\":\"nobody\",\"row_id\":99}", TE_BURY,
+               "staged row users/nobody: not found");
+    EXPECT_END(e, "geo", "{\"id\":\"not a reference\"}", TE_BURY, "not a staged-row reference");
     T_EQ(ts_count(), 0);
     te_close(e);
     ts_stop();
@@ -347,9 +346,9 @@ static void enrich_checks_the_answer_against_the_model(void)
             T_CHECK(!strcmp(row.buf, "{\"id\":\"u3\",\"lat\":52.125,\"lon\":4.25,\"visits\":2}"));
         }
     }
-    T_EQ(te_depth(e, "out", 0), 1);
+    T_EQ(drain_count(e, "out"), 1);
     te_land(e, "things", "t1", "{\"id\":\"t1\"}", &ref);
-    T_EQ(te_work(e, "geo", ref.buf).end, TE_DONE);
+    EXPECT_END(e, "geo", ref.buf, TE_DONE, NULL);
     T_OK(te_row(e, "things", "t1", row_id_of(&ref), &row));
     T_CHECK(!strcmp(row.buf, "{\"id\":\"t1\",\"lat\":\"north\"}"));
     sb_free(&ref);
@@ -398,41 +397,30 @@ static const char *route_pipe(const char *dflt)
                      dflt ? dflt : "");
 }
 
-/* drain_count takes every job of queue and returns how many there were. */
-static int drain_count(Engine *e, const char *queue)
-{
-    Strbuf b;
-    int n = 0;
-    sb_init(&b);
-    while (te_take(e, queue, &b) == 0)
-        n++;
-    sb_free(&b);
-    return n;
-}
 
 static void route_sends_a_job_where_its_fields_match(void)
 {
     Engine *e = te_open(route_pipe("    default: rest\n"));
     /* exists, in, and not_equals (no visits: not equal); audit once */
-    T_EQ(te_work(e, "r", "{\"address\":\"a\",\"country\":\"NL\"}").end, TE_DONE);
+    EXPECT_END(e, "r", "{\"address\":\"a\",\"country\":\"NL\"}", TE_DONE, NULL);
     T_EQ(drain_count(e, "geo"), 1);
     T_EQ(drain_count(e, "nl"), 1);
     T_EQ(drain_count(e, "audit"), 1);
     T_EQ(drain_count(e, "rest"), 0);
     /* equals; visits 0 does not match not_equals 0; numbers compare as text */
-    T_EQ(te_work(e, "r", "{\"name\":\"Ann\",\"country\":\"DE\",\"visits\":0}").end, TE_DONE);
+    EXPECT_END(e, "r", "{\"name\":\"Ann\",\"country\":\"DE\",\"visits\":0}", TE_DONE, NULL);
     T_EQ(drain_count(e, "named"), 1);
     T_EQ(drain_count(e, "audit"), 1);
     T_EQ(drain_count(e, "nl") + drain_count(e, "geo") + drain_count(e, "rest"), 0);
     /* nothing matches: the default */
-    T_EQ(te_work(e, "r", "{\"name\":\"Bo\",\"country\":\"DE\",\"visits\":0}").end, TE_DONE);
+    EXPECT_END(e, "r", "{\"name\":\"Bo\",\"country\":\"DE\",\"visits\":0}", TE_DONE, NULL);
     T_EQ(drain_count(e, "rest"), 1);
     T_EQ(drain_count(e, "audit") + drain_count(e, "named"), 0);
     /* a reference: the fields of the row it names count too */
     Strbuf ref;
     sb_init(&ref);
     te_land(e, "users", "u3", "{\"id\":\"u3\",\"address\":\"b\"}", &ref);
-    T_EQ(te_work(e, "r", ref.buf).end, TE_DONE);
+    EXPECT_END(e, "r", ref.buf, TE_DONE, NULL);
     T_EQ(drain_count(e, "geo"), 1);
     T_EQ(drain_count(e, "audit"), 1); /* no visits */
     sb_free(&ref);
@@ -442,12 +430,8 @@ static void route_sends_a_job_where_its_fields_match(void)
 static void route_buries_what_matches_nothing_without_a_default(void)
 {
     Engine *e = te_open(route_pipe(NULL));
-    TeJob j = te_work(e, "r", "{\"name\":\"Bo\",\"visits\":0}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "no route matched");
-    j = te_work(e, "r", "not json");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "job body: ");
+    EXPECT_END(e, "r", "{\"name\":\"Bo\",\"visits\":0}", TE_BURY, "no route matched");
+    EXPECT_END(e, "r", "not json", TE_BURY, "job body: ");
     te_close(e);
 }
 
@@ -515,7 +499,7 @@ static void batch_seals_at_rows_and_after_seconds(void)
         snprintf(key, sizeof key, "u%d", i);
         snprintf(json, sizeof json, "{\"id\":\"u%d\",\"visits\":%d}", i, i);
         te_land(e, "users", key, json, &ref);
-        T_EQ(te_work(e, "b", ref.buf).end, TE_DONE);
+        EXPECT_END(e, "b", ref.buf, TE_DONE, NULL);
         T_ERR(te_row(e, "users", key, row_id_of(&ref), &row), PL_ENOROW); /* in its batch now */
         Batches n = batches(e);
         if (i == 2) /* the second row filled the first batch */
@@ -533,15 +517,11 @@ static void batch_seals_at_rows_and_after_seconds(void)
 static void batch_buries_what_it_cannot_put_in_a_batch(void)
 {
     Engine *e = te_open(batch_pipe(""));
-    TeJob j = te_work(e, "b", "{\"model\":\"users\",\"key\":\"nobody\",\"row_id\":5}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "staged row users/nobody: not found; nothing to put in a batch");
-    j = te_work(e, "b", "{\"model\":\"things\",\"key\":\"k\",\"row_id\":5}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "model 'things' is not declared");
-    j = te_work(e, "b", "{\"id\":1}");
-    T_EQ(j.end, TE_BURY);
-    EXPECT_IN(j.error, "a batch stage takes references to staged rows");
+    EXPECT_END(e, "b", "{\"model\":\"users\",\"key\":\"nobody\",\"row_id\":5}", TE_BURY,
+               "staged row users/nobody: not found; nothing to put in a batch");
+    EXPECT_END(e, "b", "{\"model\":\"things\",\"key\":\"k\",\"row_id\":5}", TE_BURY,
+               "model 'things' is not declared");
+    EXPECT_END(e, "b", "{\"id\":1}", TE_BURY, "a batch stage takes references to staged rows");
     Batches n = batches(e);
     T_EQ(n.open + n.sealed, 0);
     te_close(e);
