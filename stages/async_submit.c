@@ -67,11 +67,10 @@ typedef struct AsyncStage {
 } AsyncStage;
 
 typedef struct AsyncJob {
-    JobRef ref;
+    StageRowCall rc;
     uint32_t tries;         /* submissions so far, from the job body */
     char token[CALLBACK_TOKEN_LEN + 1];
-    StageCall call;
-    Strbuf row, waiting;
+    Strbuf waiting;
     AsyncStage *k;
 } AsyncJob;
 
@@ -141,7 +140,7 @@ static int put_waiting(Txn *t, void *arg)
     AsyncJob *j = arg;
     uint64_t ms = (uint64_t)(j->k->deadline * 1000);
     sb_reset(&j->waiting);
-    stage_ref_body(&j->waiting, j->ref.model, j->ref.key, j->ref.row);
+    stage_ref_body(&j->waiting, j->rc.ref.model, j->rc.ref.key, j->rc.ref.row);
     j->waiting.len--; /* reopen the object */
     char vh[VHASH_LEN + 1];
     verifier_hash(j->token + SELECTOR_LEN, VERIFIER_LEN, vh);
@@ -166,27 +165,14 @@ static void async_start(Slot *s)
     AsyncStage *k = s->stage->data;
     AsyncJob *j = s->data;
     char err[256], why[512];
-    if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
-        slot_bury(s, err);
+    RowView v;
+    if (stage_rowcall_read(s, &j->rc, &v) != 0)
         return;
-    }
     j->tries = 0;
     const msgpack_object *body;
     sb_reset(&j->waiting); /* scratch until put_waiting */
     if (slot_body(s, &body, err, sizeof err) == 0 && row_field_text(body, "tries", &j->waiting) == 0)
         j->tries = (uint32_t)strtoul(j->waiting.buf, NULL, 10);
-    if (stage_ref_row(s, &j->ref, &j->row, NULL) != 0)
-        return;
-    RowView v;
-    if (row_view(&v, j->row.buf, j->row.len) != 0) {
-        slot_bury(s, "staged row is not valid msgpack");
-        return;
-    }
-    if (v.root.type != MSGPACK_OBJECT_MAP) {
-        row_view_free(&v);
-        slot_bury(s, "staged row is not a msgpack map");
-        return;
-    }
     int rc = async_submit_token_new(j->token);
     if (rc) {
         row_view_free(&v);
@@ -195,7 +181,7 @@ static void async_start(Slot *s)
         return;
     }
     /* The body: the send fields (or the whole row) and the callback URL. */
-    Strbuf *b = &j->call.body;
+    Strbuf *b = &j->rc.call.body;
     sb_reset(b);
     sb_adds(b, "{");
     size_t before = b->len;
@@ -208,10 +194,10 @@ static void async_start(Slot *s)
     sb_addf(&j->waiting, "%s%s%s", k->callback_base, k->prefix, j->token);
     sb_add_json_string(b, j->waiting.buf, j->waiting.len);
     sb_adds(b, "}");
-    sb_reset(&j->call.url);
-    sb_adds(&j->call.url, k->url);
+    sb_reset(&j->rc.call.url);
+    sb_adds(&j->rc.call.url, k->url);
     static const char *const own[] = {"Content-Type: application/json", NULL};
-    stage_http(s, &j->call, "POST", own, submitted);
+    stage_http(s, &j->rc.call, "POST", own, submitted);
 }
 
 /* ---------------------------------------------------------------- callback */
@@ -594,16 +580,14 @@ static void async_slot_init(Slot *s)
 {
     AsyncJob *j = s->data;
     j->k = s->stage->data;
-    stage_call_init(&j->call, j->k->headers);
-    sb_init(&j->row);
+    stage_rowcall_init(&j->rc, j->k->headers);
     sb_init(&j->waiting);
 }
 
 static void async_slot_fini(Slot *s)
 {
     AsyncJob *j = s->data;
-    stage_call_free(&j->call);
-    sb_free(&j->row);
+    stage_rowcall_free(&j->rc);
     sb_free(&j->waiting);
 }
 

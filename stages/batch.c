@@ -31,9 +31,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ROWS_DEFAULT 10000
-#define SECONDS_DEFAULT 5.0
-
 typedef struct BatchStage {
     Stage *stage;
     const Models *ms;
@@ -131,8 +128,8 @@ static void threshold(const char *file, const StageConf *c, SealPolicy *p)
 
 static const ConfKey batch_keys[] = {
     {"model", KEY_MODEL, 0, 0, 0, NULL, NULL},
-    {"rows", KEY_UINT, 0, 1, UINT32_MAX, NULL, NULL},
-    {"seconds", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL},
+    SEALER_KEY_ROWS,
+    SEALER_KEY_SECONDS,
     {0},
 };
 
@@ -140,15 +137,13 @@ static int batch_init(Stage *s, char *err, size_t errlen)
 {
     const Pipeline *p = engine_pipeline(s->engine);
     const char *file = p->path, *name = NULL;
-    unsigned long long rows = ROWS_DEFAULT;
-    double secs = SECONDS_DEFAULT;
+    SealPolicy pol;
     int rc;
     BatchStage *k = xcalloc(1, sizeof *k);
     s->data = k;
     k->stage = s;
     if ((rc = stage_conf_str(s, "model", &name, err, errlen)) != 0 ||
-        (rc = stage_conf_uint(s, "rows", &rows, err, errlen)) != 0 ||
-        (rc = stage_conf_num(s, "seconds", &secs, err, errlen)) != 0)
+        (rc = sealer_conf(s, &pol, err, errlen)) != 0)
         return rc;
     if (!p->models) {
         snprintf(err, errlen, "%s:%d: stage '%s': a batch stage needs the models: section; "
@@ -162,15 +157,10 @@ static int batch_init(Stage *s, char *err, size_t errlen)
                  "models:", file, s->conf->line, s->conf->name, name);
         return PL_EINVAL;
     }
-    if (rows == 0)
-        rows = ROWS_DEFAULT;
     k->pol = xcalloc(k->ms->n ? k->ms->n : 1, sizeof *k->pol);
     for (size_t i = 0; i < k->ms->n; i++) {
         SealPolicy *sp = &k->pol[i];
-        sp->rows = rows;
-        sp->after_s = secs;
-        sp->max_rejects = UINT64_MAX;
-        sp->max_reject_rate = 1.0;
+        *sp = pol;
         for (size_t j = 0; j < p->nstages; j++) {
             const StageConf *c = &p->stages[j];
             const char *vm = NULL;
@@ -181,13 +171,14 @@ static int batch_init(Stage *s, char *err, size_t errlen)
                 threshold(file, c, sp);
         }
     }
-    sealer_init(&k->sealer, s, secs);
+    sealer_init(&k->sealer, s, pol.after_s);
     for (size_t i = 0; i < k->ms->n; i++)
         if (!k->model || &k->ms->m[i] == k->model)
             sealer_add(&k->sealer, k->ms->m[i].name, &k->pol[i]);
     sealer_start(&k->sealer);
     stage_log(s, PL_LOG_INFO, 0, "sealing %s batches at %llu rows or after %g s",
-              k->model ? k->model->name : "every model's", rows, secs);
+              k->model ? k->model->name : "every model's", (unsigned long long)pol.rows,
+              pol.after_s);
     return 0;
 }
 

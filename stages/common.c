@@ -460,6 +460,41 @@ static void call_done(void *arg, const HttpResult *r)
     row_view_free(&v);
 }
 
+void stage_rowcall_init(StageRowCall *c, char *const *headers)
+{
+    memset(&c->ref, 0, sizeof c->ref);
+    sb_init(&c->row);
+    stage_call_init(&c->call, headers);
+}
+
+void stage_rowcall_free(StageRowCall *c)
+{
+    sb_free(&c->row);
+    stage_call_free(&c->call);
+}
+
+int stage_rowcall_read(Slot *s, StageRowCall *c, RowView *v)
+{
+    char err[256];
+    int rc;
+    if ((rc = stage_job_ref(s, &c->ref, err, sizeof err)) != 0) {
+        slot_bury(s, err);
+        return rc;
+    }
+    if ((rc = stage_ref_row(s, &c->ref, &c->row, NULL)) != 0)
+        return rc;
+    if (row_view(v, c->row.buf, c->row.len) != 0) {
+        slot_bury(s, "staged row is not valid msgpack");
+        return PL_EFORMAT;
+    }
+    if (v->root.type != MSGPACK_OBJECT_MAP) {
+        row_view_free(v);
+        slot_bury(s, "staged row is not a msgpack map");
+        return PL_EFORMAT;
+    }
+    return 0;
+}
+
 static void call(Slot *s, StageCall *c, const char *method, const char *const *own,
                  StageAnswer answer, int json)
 {

@@ -157,6 +157,26 @@ void stage_call_free(StageCall *c);
  * The list lives until c's next call; http_request copies what it needs. */
 const char *const *stage_call_headers(StageCall *c, const char *const *own);
 
+/* StageRowCall: a slot's call to a service about the staged row its job
+ * names (http_enrich, async_submit): the reference, the row as read when
+ * the job started (msgpack), and the call. */
+typedef struct StageRowCall {
+    JobRef ref;
+    Strbuf row;
+    StageCall call;
+} StageRowCall;
+
+/* stage_rowcall_init readies c (headers as for stage_call_init);
+ * stage_rowcall_free releases it. */
+void stage_rowcall_init(StageRowCall *c, char *const *headers);
+void stage_rowcall_free(StageRowCall *c);
+
+/* stage_rowcall_read reads the reference in the job of slot s and the
+ * staged row it names into c, and decodes the row into v (a map; free it
+ * with row_view_free). Returns 0, or non-zero when it buried the job: the
+ * body is not a reference, the row is gone, or it is not a map. */
+int stage_rowcall_read(Slot *s, StageRowCall *c, RowView *v);
+
 /* stage_http calls a service for the job of slot s: method (GET, POST) to
  * c->url, a POST with c->body, sending the job's Idempotency-Key
  * ("pickline-STAGE-JOB"), then own's lines and the stage's headers. The

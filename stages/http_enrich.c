@@ -35,9 +35,7 @@ typedef struct EnrichStage {
 } EnrichStage;
 
 typedef struct EnrichJob {
-    JobRef ref;
-    StageCall call;
-    Strbuf row;
+    StageRowCall rc;
     msgpack_sbuffer norm;   /* the merged values, checked and normalised */
     Strbuf errors;          /* the rules they broke */
 } EnrichJob;
@@ -79,8 +77,7 @@ static int enrich_init(Stage *s, char *err, size_t errlen)
 static void enrich_slot_init(Slot *s)
 {
     EnrichJob *j = s->data;
-    stage_call_init(&j->call, ((EnrichStage *)s->stage->data)->headers);
-    sb_init(&j->row);
+    stage_rowcall_init(&j->rc, ((EnrichStage *)s->stage->data)->headers);
     msgpack_sbuffer_init(&j->norm);
     sb_init(&j->errors);
 }
@@ -88,8 +85,7 @@ static void enrich_slot_init(Slot *s)
 static void enrich_slot_fini(Slot *s)
 {
     EnrichJob *j = s->data;
-    stage_call_free(&j->call);
-    sb_free(&j->row);
+    stage_rowcall_free(&j->rc);
     msgpack_sbuffer_destroy(&j->norm);
     sb_free(&j->errors);
 }
@@ -112,16 +108,16 @@ static void enrich_answer(Slot *s, const msgpack_object *json, const void *mp, s
     EnrichJob *j = s->data;
     EnrichStage *k = s->stage->data;
     (void)mp, (void)len;
-    const Model *m = k->models ? models_find(k->models, j->ref.model) : NULL;
+    const Model *m = k->models ? models_find(k->models, j->rc.ref.model) : NULL;
     if (stage_merge_check(&k->merge, m, json, &j->norm, &j->errors) != 0) {
         char first[300];
         stage_first_error(j->errors.buf, j->errors.len, first, sizeof first);
         slot_buryf(s, "the answer of %s breaks model '%s': %s; the row is as it was; all the "
-                   "failed rules: [%s]", j->call.url.buf, j->ref.model, first, j->errors.buf);
+                   "failed rules: [%s]", j->rc.call.url.buf, j->rc.ref.model, first, j->errors.buf);
         return;
     }
     const char *const *to = (const char *const *)k->merge.to;
-    slot_row_merge(s, j->ref.model, j->ref.key, j->ref.row, j->norm.data, j->norm.size, to, to,
+    slot_row_merge(s, j->rc.ref.model, j->rc.ref.key, j->rc.ref.row, j->norm.data, j->norm.size, to, to,
                    k->merge.n);
     slot_put(s, s->stage->conf->outputs[0], s->body.buf, s->body.len, NULL);
     slot_done(s);
@@ -131,27 +127,20 @@ static void enrich_start(Slot *s)
 {
     EnrichStage *k = s->stage->data;
     EnrichJob *j = s->data;
-    char err[256];
-    if (stage_job_ref(s, &j->ref, err, sizeof err) != 0) {
-        slot_bury(s, err);
-        return;
-    }
-    if (stage_ref_row(s, &j->ref, &j->row, NULL) != 0)
-        return;
     RowView v;
-    if (row_view(&v, j->row.buf, j->row.len) != 0) {
-        slot_bury(s, "staged row is not valid msgpack");
+    char err[256];
+    if (stage_rowcall_read(s, &j->rc, &v) != 0)
         return;
-    }
-    int rc = stage_template(k->url, &v.root, &j->call.url, err, sizeof err);
+    int rc = stage_template(k->url, &v.root, &j->rc.call.url, err, sizeof err);
     int post = !strcmp(k->method, "POST");
     if (!rc && post) {
         /* {"f": value, ...} of the send fields */
-        sb_reset(&j->call.body);
-        sb_adds(&j->call.body, "{");
+        Strbuf *b = &j->rc.call.body;
+        sb_reset(b);
+        sb_adds(b, "{");
         if (k->nsend)
-            stage_put_fields(&j->call.body, &v.root, k->send, k->nsend);
-        sb_adds(&j->call.body, "}");
+            stage_put_fields(b, &v.root, k->send, k->nsend);
+        sb_adds(b, "}");
     }
     row_view_free(&v);
     if (rc) {
@@ -161,7 +150,7 @@ static void enrich_start(Slot *s)
     static const char *const get[] = {"Accept: application/json", NULL};
     static const char *const postj[] = {"Accept: application/json",
                                         "Content-Type: application/json", NULL};
-    stage_http_json(s, &j->call, k->method, post ? postj : get, enrich_answer);
+    stage_http_json(s, &j->rc.call, k->method, post ? postj : get, enrich_answer);
 }
 
 const StageKind kind_http_enrich = {

@@ -95,8 +95,6 @@
 
 #define PAGE_DEFAULT 5000
 #define INTERVAL_DEFAULT 1.0
-#define ROWS_DEFAULT 10000
-#define SECONDS_DEFAULT 5.0
 #define SEEN_SLOTS 65536 /* recent (key, ts) of watermark rows, for key jobs */
 
 enum { Q_NONE, Q_PAGE, Q_KEY }; /* the query in flight */
@@ -885,8 +883,8 @@ static const ConfKey pgx_keys[] = {
     {"page", KEY_UINT, 0, 1, 1000000, NULL, NULL},
     {"since", KEY_UINT, 0, 1, 400000000, NULL, NULL},
     {"where", KEY_STR, 0, 0, 0, NULL, NULL},
-    {"rows", KEY_UINT, 0, 1, UINT32_MAX, NULL, NULL},
-    {"seconds", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL},
+    SEALER_KEY_ROWS,
+    SEALER_KEY_SECONDS,
     {0},
 };
 
@@ -894,8 +892,6 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
 {
     const Pipeline *p = engine_pipeline(s->engine);
     const char *dsn = NULL, *model = NULL;
-    unsigned long long rows = ROWS_DEFAULT;
-    double secs = SECONDS_DEFAULT;
     int rc;
     PgxStage *k = xcalloc(1, sizeof *k);
     s->data = k;
@@ -910,8 +906,7 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
         (rc = stage_conf_uint(s, "page", &k->page, err, errlen)) != 0 ||
         (rc = stage_conf_uint(s, "since", &k->since, err, errlen)) != 0 ||
         (rc = stage_conf_str(s, "where", &k->where, err, errlen)) != 0 ||
-        (rc = stage_conf_uint(s, "rows", &rows, err, errlen)) != 0 ||
-        (rc = stage_conf_num(s, "seconds", &secs, err, errlen)) != 0)
+        (rc = sealer_conf(s, &k->pol, err, errlen)) != 0)
         return rc;
     if (!dsn)
         return fail(err, errlen, s, "dsn: is required; give a libpq conninfo or env:NAME");
@@ -939,10 +934,6 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
         k->page = PAGE_DEFAULT;
     if ((rc = stage_pg_dsn(s, dsn, &k->conninfo, err, errlen)) != 0)
         return rc;
-    k->pol.rows = rows ? rows : ROWS_DEFAULT;
-    k->pol.after_s = secs;
-    k->pol.max_rejects = UINT64_MAX;
-    k->pol.max_reject_rate = 1.0;
     k->cur_key = xcalloc(k->m->nkey, sizeof *k->cur_key);
     k->nxt_key = xcalloc(k->m->nkey, sizeof *k->nxt_key);
     for (size_t i = 0; i < k->m->nkey; i++) {
@@ -968,7 +959,7 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     snprintf(k->name, sizeof k->name, "source %s", k->table);
     pglink_init(&k->link, s, k->conninfo, SETUP_SQL, k->name, NULL, &extract_link, k);
     ev_timer_init(&k->poll, on_poll, 0, k->interval);
-    sealer_init(&k->sealer, s, secs);
+    sealer_init(&k->sealer, s, k->pol.after_s);
     sealer_add(&k->sealer, k->m->name, &k->pol);
     sealer_start(&k->sealer);
     pglink_start(&k->link); /* as soon as the loop runs */

@@ -1,10 +1,15 @@
 /* sealer.c: see sealer.h. */
 #include "sealer.h"
+#include "common.h"
 #include "engine.h"
 #include "pl.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define ROWS_DEFAULT 10000
+#define SECONDS_DEFAULT 5.0
 
 /* SealerOp: the timer's commit. in: the batches the appends noted, to be
  * confirmed against the store; out: what to log; open: a non-empty batch of
@@ -152,6 +157,21 @@ static void on_timer(struct ev_loop *loop, ev_timer *w, int revents)
     o->eo.op.apply = seal_apply;
     o->eo.loop_done = seal_done;
     engine_submit(z->stage->engine, &o->eo);
+}
+
+int sealer_conf(const Stage *s, SealPolicy *pol, char *err, size_t errlen)
+{
+    unsigned long long rows = ROWS_DEFAULT;
+    double secs = SECONDS_DEFAULT;
+    int rc;
+    if ((rc = stage_conf_uint(s, "rows", &rows, err, errlen)) != 0 ||
+        (rc = stage_conf_num(s, "seconds", &secs, err, errlen)) != 0)
+        return rc;
+    pol->rows = rows ? rows : ROWS_DEFAULT;
+    pol->after_s = secs;
+    pol->max_rejects = UINT64_MAX;
+    pol->max_reject_rate = 1.0;
+    return 0;
 }
 
 void sealer_init(Sealer *z, Stage *s, double seconds)

@@ -36,6 +36,14 @@ typedef struct Sealer {
     size_t nlogged;
 } Sealer;
 
+/* The keys of a kind that fills batches, its seal policy: rows (seal a
+ * batch at this many rows, default 10000) and seconds (seal an open batch
+ * this long after it opened, default 5). sealer_conf reads them into pol
+ * (and no thresholds of rejects). 0 or PL_EINVAL with err set. */
+#define SEALER_KEY_ROWS {"rows", KEY_UINT, 0, 1, UINT32_MAX, NULL, NULL}
+#define SEALER_KEY_SECONDS {"seconds", KEY_SECS, 0, 0.01, CONF_SECS_MAX, NULL, NULL}
+int sealer_conf(const Stage *s, SealPolicy *pol, char *err, size_t errlen);
+
 /* sealer_init readies z for stage s with a tick of min(1 s, seconds/4);
  * sealer_add adds a model it seals and its policy (both must outlive z);
  * sealer_start starts the timer. */
