@@ -214,7 +214,7 @@ static void every_declared_header_is_sent(void)
     EXPECT_END(e, "ex", "{\"id\":\"1\"}", TE_DONE, NULL);
     TsRequest r = ts_request(0);
     for (int i = 0; i < N; i++) {
-        char name[16], want[16];
+        char name[32], want[32];
         snprintf(name, sizeof name, "X-H%02d", i);
         snprintf(want, sizeof want, "value %d", i);
         const char *v = ts_header(&r, name);
