@@ -435,6 +435,72 @@ static void route_buries_what_matches_nothing_without_a_default(void)
     te_close(e);
 }
 
+/* ---------------------------------------------------------------- validate */
+
+/* Rejects: the rejects of a model as "key|stage|queue|errors" lines. */
+static int reject_line(const RejectRead *r, void *arg)
+{
+    sb_addf(arg, "%s|%s|%s|%.*s\n", r->key, r->stage, r->queue, (int)r->r.errors_len,
+            r->r.errors);
+    return 0;
+}
+
+static int read_rejects(Txn *t, void *arg)
+{
+    sb_reset(arg);
+    return reject_each(t, "users", reject_line, arg);
+}
+
+/* A valid row replaces the staged one in its normalised form and a
+ * reference goes to every output; an invalid one becomes a reject with its
+ * reasons, and nothing goes on; a row inline in the job lands as a new
+ * instance when valid. */
+static void validate_normalises_or_rejects(void)
+{
+    Engine *e = te_open(pipe_text(MODEL_USERS
+                                  "queues:\n  in:\n  a:\n  b:\n"
+                                  "stages:\n"
+                                  "  - name: v\n    kind: validate\n    input: in\n"
+                                  "    model: users\n    output: [a, b]\n"));
+    Strbuf ref, row, b, rej;
+    sb_init(&ref);
+    sb_init(&row);
+    sb_init(&b);
+    sb_init(&rej);
+    static const char norm[] = "{\"id\":\"u1\",\"name\":\"Ann\",\"address\":null,\"lat\":1.50,"
+                               "\"lon\":null,\"visits\":null}";
+    te_land(e, "users", "u1", "{\"lat\":\"1.50\",\"name\":\"Ann\",\"id\":\"u1\"}", &ref);
+    EXPECT_END(e, "v", ref.buf, TE_DONE, NULL);
+    T_OK(te_row(e, "users", "u1", row_id_of(&ref), &row));
+    if (strcmp(row.buf, norm) != 0)
+        t_fail(__FILE__, __LINE__, "normalised: %s", row.buf);
+    T_OK(te_take(e, "a", &b));
+    T_CHECK(!strcmp(b.buf, ref.buf));
+    T_OK(te_take(e, "b", &b));
+    T_CHECK(!strcmp(b.buf, ref.buf));
+    /* invalid: a reject, the row let go, no output */
+    te_land(e, "users", "u2", "{\"id\":\"u2\",\"visits\":-1}", &ref);
+    EXPECT_END(e, "v", ref.buf, TE_DONE, NULL);
+    T_ERR(te_row(e, "users", "u2", row_id_of(&ref), &row), PL_ENOROW);
+    T_EQ(drain_count(e, "a") + drain_count(e, "b"), 0);
+    T_OK(store_read(engine_store(e), read_rejects, &rej));
+    EXPECT_IN(rej.buf, "u2|v|in|[{\"field\":\"visits\",\"rule\":\"min\"");
+    /* inline and valid: a new instance, referenced from both outputs */
+    EXPECT_END(e, "v", "{\"model\":\"users\",\"row\":{\"id\":\"u3\"}}", TE_DONE, NULL);
+    StagedRef r = take_ref(e, "a", &b);
+    T_CHECK(!strcmp(r.key, "u3") && r.row > 0);
+    T_OK(te_row(e, "users", "u3", r.row, &row));
+    EXPECT_IN(row.buf, "{\"id\":\"u3\",\"name\":null");
+    /* a job for another model is buried */
+    EXPECT_END(e, "v", "{\"model\":\"things\",\"key\":\"t\"}", TE_BURY,
+               "the job is for model 'things' but stage 'v' validates 'users'");
+    sb_free(&ref);
+    sb_free(&row);
+    sb_free(&b);
+    sb_free(&rej);
+    te_close(e);
+}
+
 /* ---------------------------------------------------------------- batch: sealing */
 
 static const char *batch_pipe(const char *more)
@@ -543,6 +609,7 @@ int main(int argc, char **argv)
         T_CASE(a_merge_of_too_many_fields_is_refused_at_the_check),
         T_CASE(route_sends_a_job_where_its_fields_match),
         T_CASE(route_buries_what_matches_nothing_without_a_default),
+        T_CASE(validate_normalises_or_rejects),
         T_CASE(batch_seals_at_rows_and_after_seconds),
         T_CASE(batch_buries_what_it_cannot_put_in_a_batch),
         {NULL, NULL},
