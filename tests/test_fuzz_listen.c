@@ -1,7 +1,7 @@
 /* test_fuzz_listen.c: mutated raw HTTP against a real listener
- * (engine/runtime/listen.c on loopback). Bounded and seeded: the same requests every
- * run, a few seconds under ASan. Each request is sent on its own connection,
- * the client then shuts its write side down, and what comes back must be
+ * (engine/runtime/listen.c, exchange.c on loopback). Bounded and seeded: the
+ * same requests every run, a few seconds under ASan. Each request is sent on
+ * its own connection, the client then shuts its write side down, and what comes back must be
  * well-formed HTTP answers (a status line, headers, a body of exactly its
  * Content-Length, our JSON where we answer) followed by the connection's
  * close; nothing may crash, hang or leak, and /health must answer at the end.

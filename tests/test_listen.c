@@ -1,8 +1,8 @@
-/* test_listen.c: engine/runtime/listen.c over real loopback sockets. The listener
- * runs on an ev loop in the test's main thread; the client runs in a thread
- * of its own and speaks raw HTTP/1.1 with blocking sockets, so every byte
- * on the wire is the test's choice (pipelining, chunked bodies, Expect,
- * disconnects). */
+/* test_listen.c: the listener (engine/runtime/listen.c, exchange.c) over real
+ * loopback sockets. The listener runs on an ev loop in the test's main
+ * thread; the client runs in a thread of its own and speaks raw HTTP/1.1
+ * with blocking sockets, so every byte on the wire is the test's choice
+ * (pipelining, chunked bodies, Expect, disconnects). */
 #include "t.h"
 #include "listen.h"
 #include "pl.h"
