@@ -82,8 +82,9 @@ int stage_ref_row(Slot *s, const JobRef *ref, Strbuf *out, const char *missing);
 
 /* ---------------------------------------------------------- merging data from outside */
 
-/* STAGE_MERGE_MAX: the most fields one merge: sets (stage_check_merge). */
-#define STAGE_MERGE_MAX 64
+/* STAGE_MERGE_MAX: the most fields one merge: sets (stage_check_merge):
+ * what one slot_row_merge carries. */
+#define STAGE_MERGE_MAX SLOT_MERGE_MAX
 
 /* StageMerge: a stage's merge: map, fields of the service's answer (or of
  * a callback) to fields of the row. The names point into the pipeline. */

@@ -111,11 +111,12 @@ static int take_u64(const char **p, const char *end, uint64_t *v)
  * pairs of field names (from, to). */
 static int apply_row_merge(Txn *t, const char **p, const char *end)
 {
-    const char *from[64], *to[64], *model = take_str(p, end), *key = take_str(p, end), *src;
+    const char *from[SLOT_MERGE_MAX], *to[SLOT_MERGE_MAX], *model = take_str(p, end),
+               *key = take_str(p, end), *src;
     uint64_t row, n;
     size_t sl = 0;
     if (!model || !key || take_u64(p, end, &row) || !(src = take(p, end, &sl)) ||
-        take_u64(p, end, &n) || n > 64)
+        take_u64(p, end, &n) || n > SLOT_MERGE_MAX)
         return PL_EFORMAT;
     for (uint64_t i = 0; i < n; i++)
         if (!(from[i] = take_str(p, end)) || !(to[i] = take_str(p, end)))
@@ -267,7 +268,7 @@ void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, 
 void slot_row_merge(Slot *s, const char *model, const char *key, uint64_t row, const void *src,
                     size_t len, const char *const *from, const char *const *to, size_t n)
 {
-    PL_ASSERT(n <= 64, "a merge sets at most 64 fields");
+    PL_ASSERT(n <= SLOT_MERGE_MAX, "a merge sets at most SLOT_MERGE_MAX fields");
     uint64_t n64 = n;
     sb_add(&s->acts, "M", 1);
     act_str(&s->acts, model);

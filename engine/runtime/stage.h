@@ -124,8 +124,10 @@ void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, 
                    const char *queue);
 /* slot_row_merge sets fields to[i] of instance row of the staged row
  * (model, key) (0: the legacy row) from fields from[i] of src (a msgpack
- * map), in the commit (read-modify-write in the transaction). A missing
- * row fails the commit with PL_ENOROW: the job is buried. */
+ * map), in the commit (read-modify-write in the transaction); n is at most
+ * SLOT_MERGE_MAX. A missing row fails the commit with PL_ENOROW: the job is
+ * buried. */
+#define SLOT_MERGE_MAX 64
 void slot_row_merge(Slot *s, const char *model, const char *key, uint64_t row, const void *src,
                     size_t len, const char *const *from, const char *const *to, size_t n);
 /* slot_extra lets a kind run its own action in the same transaction (the
