@@ -1,5 +1,6 @@
-/* common.c: what the stage kinds share: reading their keys, job references,
- * headers, HTTP outcomes, URL templates. */
+/* common.c: what the stage kinds share: reading their keys, job references
+ * and staged rows, merging data from outside (checked against the model),
+ * calling a service, URL templates. */
 #include "common.h"
 #include "engine.h"
 #include "http.h"
@@ -522,6 +523,8 @@ void stage_http_json(Slot *s, StageCall *c, const char *method, const char *cons
 {
     call(s, c, method, own, answer, 1);
 }
+
+/* ---------------------------------------------------------- URL templates */
 
 /* url_escape writes s[0..n) percent-encoded: all but the unreserved
  * characters (A-Z a-z 0-9 - _ . ~), and the dots too of a value that is
