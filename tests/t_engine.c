@@ -66,6 +66,13 @@ void te_run_until(Engine *e, int (*done)(Engine *e, void *arg), void *arg)
     }
 }
 
+void te_begin(Engine *e, const char *stage)
+{
+    Stage *st = engine_stage(e, stage);
+    T_CHECK(st != NULL && st->kind->begin != NULL);
+    st->kind->begin(st);
+}
+
 /* ---------------------------------------------------------------- commits */
 
 /* Op: a function run in a commit of the engine, waited for on the loop. */

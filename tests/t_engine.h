@@ -37,6 +37,10 @@ typedef struct TeJob {
  * slot take it and runs the loop until its end is committed. */
 TeJob te_work(Engine *e, const char *stage, const char *body);
 
+/* te_begin starts stage producing on its own (its kind's begin), as
+ * engine_run does; te_run_until then runs it. */
+void te_begin(Engine *e, const char *stage);
+
 /* te_put puts body on queue in a commit of the engine; returns its id. */
 uint64_t te_put(Engine *e, const char *queue, const char *body);
 

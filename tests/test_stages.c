@@ -228,6 +228,62 @@ static void every_declared_header_is_sent(void)
     ts_stop();
 }
 
+/* ---------------------------------------------------------------- http_poll */
+
+static int polled_thrice(Engine *e, void *arg)
+{
+    (void)e, (void)arg;
+    return ts_count() >= 4;
+}
+
+/* A feed is read page by page (next), each change a job keyed by its id;
+ * once drained, the cursor the feed gave goes into the next poll's query.
+ * The stage's headers go with every poll. */
+static void poll_follows_pages_and_keeps_the_cursor(void)
+{
+    char page1[512];
+    ts_start();
+    snprintf(page1, sizeof page1, "{\"changes\":[{\"id\":\"a\"},{\"id\":\"b\",\"v\":1}],"
+             "\"cursor\":\"c 1\",\"next\":\"%s/more\"}", ts_base());
+    ts_answer("/changes", 200, NULL, page1);
+    ts_answer("/more", 200, NULL,
+              "{\"changes\":[{\"id\":\"c\"},{\"id\":\"a\"}],\"cursor\":\"c/2\"}");
+    Engine *e = te_open(pipe_text("queues:\n  out:\n"
+                                  "stages:\n"
+                                  "  - name: p\n    kind: http_poll\n    output: out\n"
+                                  "    url: %s/changes\n    interval: 0.05\n"
+                                  "    cursor_param: since\n    cursor_field: cursor\n"
+                                  "    next_field: next\n    key_field: id\n"
+                                  "    headers: {X-Feed: yes}\n",
+                                  ts_base()));
+    te_begin(e, "p");
+    te_run_until(e, polled_thrice, NULL);
+    /* the third poll starts over with the cursor (escaped), and follows next again */
+    static const char *const want[] = {"/changes", "/more", "/changes?since=c%2F2", "/more"};
+    for (size_t i = 0; i < 4; i++) {
+        TsRequest r = ts_request(i);
+        if (strcmp(r.target, want[i]) != 0)
+            t_fail(__FILE__, __LINE__, "request %zu: %s, wanted %s", i, r.target, want[i]);
+        T_CHECK(ts_header(&r, "X-Feed") && !strcmp(ts_header(&r, "X-Feed"), "yes"));
+        T_CHECK(ts_header(&r, "Accept") != NULL);
+        ts_request_free(&r);
+    }
+    /* a, b, c: the second "a" has a's key (idempotency), and the second
+     * round brings them all again, adding nothing */
+    Strbuf b;
+    sb_init(&b);
+    static const char *const bodies[] = {"{\"id\":\"a\"}", "{\"id\":\"b\",\"v\":1}",
+                                         "{\"id\":\"c\"}"};
+    for (size_t i = 0; i < 3; i++) {
+        T_OK(te_take(e, "out", &b));
+        T_CHECK(!strcmp(b.buf, bodies[i]));
+    }
+    T_ERR(te_take(e, "out", &b), PL_EEMPTY);
+    sb_free(&b);
+    te_close(e);
+    ts_stop();
+}
+
 /* ---------------------------------------------------------------- http_enrich */
 
 static const char *enrich_pipe(const char *method_url, const char *merge)
@@ -602,6 +658,7 @@ int main(int argc, char **argv)
         T_CASE(extract_buries_a_job_no_template_can_render),
         T_CASE(an_answer_ends_the_job_by_its_status),
         T_CASE(every_declared_header_is_sent),
+        T_CASE(poll_follows_pages_and_keeps_the_cursor),
         T_CASE(enrich_merges_chosen_fields_into_the_row),
         T_CASE(enrich_posts_the_send_fields),
         T_CASE(enrich_buries_a_job_whose_row_is_gone),
