@@ -62,7 +62,7 @@ void sealer_note(Sealer *z, uint64_t id);
 
 /* sealer_stop stops the timer (drain). sealer_busy says whether a commit
  * of z is in flight (its fini must then leave z to it). sealer_free frees
- * z; NULL-safe on a z that sealer_init never readied only if zeroed. */
+ * what z holds; a zeroed z that sealer_init never readied holds nothing. */
 void sealer_stop(Sealer *z);
 int sealer_busy(const Sealer *z);
 void sealer_free(Sealer *z);
