@@ -367,11 +367,7 @@ static uint64_t retry_delay_ms(const Slot *s, uint64_t min_ms)
         c = qd->conf;
     else
         queue_conf_default(&c);
-    double d = c.backoff_ms;
-    for (uint32_t i = 1; i < s->attempts && d < c.backoff_max_ms; i++)
-        d *= 2;
-    if (d > c.backoff_max_ms)
-        d = c.backoff_max_ms;
+    double d = (double)queue_backoff_ms(&c, s->attempts);
     d *= 0.8 + 0.4 * (double)(pl_random64() % 1000) / 1000.0; /* jitter */
     return d < (double)min_ms ? min_ms : (uint64_t)d;
 }
