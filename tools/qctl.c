@@ -12,6 +12,7 @@
  * The staging commands (schema, batches, rejects) read the models of the
  * pipeline kept in the store and the batches and rejects of staging.h.
  * Exit status: 0 ok, 1 failure, 2 usage (bad command, flag or number). */
+#include "cli.h"
 #include "json.h"
 #include "model.h"
 #include "pipeline.h"
@@ -40,9 +41,6 @@
 
 /* ------------------------------------------------------------ constants */
 
-enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
-
-#define DEFAULT_DIR "./pickline-data"
 #define DEFAULT_PRI 1024u        /* beanstalkd's default priority */
 #define CHUNK 10000u             /* jobs per transaction: purge, kick */
 #define IMPORT_CHUNK 1000u       /* jobs per transaction: import */
@@ -57,11 +55,6 @@ enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
 
 typedef struct Ctx Ctx;
 
-/* Flag: one flag of a command; meta is NULL for a switch (no value). */
-typedef struct Flag {
-    const char *name, *meta, *help;
-} Flag;
-
 typedef struct Cmd {
     const char *name;
     int (*run)(Ctx *c);
@@ -69,7 +62,7 @@ typedef struct Cmd {
     const char *summary;  /* one line, for the command list */
     const char *help;     /* the paragraph of `qctl CMD --help` */
     int min_pos, max_pos; /* positional arguments */
-    Flag flags[MAX_FLAGS];
+    CliFlag flags[MAX_FLAGS];
 } Cmd;
 
 /* Ctx: the options of this run (set once by args_parse, then read) and the
@@ -95,134 +88,36 @@ static const char *opt(const Ctx *c, const char *name)
 
 /* ------------------------------------------------------------- messages */
 
-static int errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage(const Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* errorf prints "qctl: ..." on stderr and returns ST_FAIL. */
-static int errorf(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("qctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    return ST_FAIL;
-}
-
-static void note(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("qctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-/* usage prints the problem and the command's usage line; returns ST_USAGE. */
+/* usage prints the problem and the command's usage line; returns CLI_USAGE. */
 static int usage(const Ctx *c, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("qctl: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_vnote(fmt, ap);
     va_end(ap);
     if (c->cmd)
         fprintf(stderr, "usage: qctl %s %s\nrun 'qctl %s --help' for details\n",
                 c->cmd->name, c->cmd->synopsis, c->cmd->name);
     else
         fputs("run 'qctl --help' for the commands\n", stderr);
-    return ST_USAGE;
+    return CLI_USAGE;
 }
 
 /* --------------------------------------------------------------- numbers */
 
-/* parse_u64 parses s, decimal digits only, as a number in [min, max]. */
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    if (!s || !*s)
-        return -1;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9')
-            return -1; /* strtoull would take " 1", "+1" and wrap "-1" */
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* parse_ms parses seconds, "N" or "N.F" (fractions allowed: 0.25), into
- * milliseconds in [min, max]; digits past the third decimal must be 0. */
-static int parse_ms(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char ip[24];
-    const char *dot;
-    uint64_t whole, ms = 0;
-    size_t n;
-
-    if (!s || !*s)
-        return -1;
-    dot = strchr(s, '.');
-    n = dot ? (size_t)(dot - s) : strlen(s);
-    if (n == 0 || n >= sizeof ip)
-        return -1;
-    memcpy(ip, s, n);
-    ip[n] = '\0';
-    if (parse_u64(ip, 0, UINT64_MAX / 1000 - 1, &whole))
-        return -1;
-    if (dot) {
-        const char *f = dot + 1;
-        if (!*f)
-            return -1;
-        for (int i = 0; f[i]; i++) {
-            if (f[i] < '0' || f[i] > '9')
-                return -1;
-            if (i < 3)
-                ms += (uint64_t)(f[i] - '0') * (i == 0 ? 100 : i == 1 ? 10 : 1);
-            else if (f[i] != '0')
-                return -1; /* finer than a millisecond */
-        }
-    }
-    ms += whole * 1000;
-    if (ms < min || ms > max)
-        return -1;
-    *out = ms;
-    return 0;
-}
-
-typedef struct Str {
-    char s[64];
-} Str;
-
-/* secs formats milliseconds as exact seconds: "60", "0.25". */
-static Str secs(uint64_t ms)
-{
-    Str r;
-    int n = snprintf(r.s, sizeof r.s, "%" PRIu64 ".%03u", ms / 1000, (unsigned)(ms % 1000));
-    while (n > 0 && r.s[n - 1] == '0')
-        r.s[--n] = '\0';
-    if (n > 0 && r.s[n - 1] == '.')
-        r.s[--n] = '\0';
-    return r;
-}
-
 /* flag_u64 reads flag name as a whole number in [min, max], def if absent.
- * Returns ST_OK, or ST_USAGE after saying what is wrong. */
+ * Returns CLI_OK, or CLI_USAGE after saying what is wrong. */
 static int flag_u64(const Ctx *c, const char *name, uint64_t min, uint64_t max, uint64_t def,
                     uint64_t *out)
 {
     const char *v = opt(c, name);
     *out = def;
-    if (v && parse_u64(v, min, max, out))
+    if (v && cli_parse_u64(v, min, max, out))
         return usage(c, "--%s: '%s' is not a whole number from %" PRIu64 " to %" PRIu64,
                      name, v, min, max);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* flag_ms reads flag name as seconds into milliseconds in [min, max]. */
@@ -231,18 +126,18 @@ static int flag_ms(const Ctx *c, const char *name, uint64_t min, uint64_t max, u
 {
     const char *v = opt(c, name);
     *out = def;
-    if (v && parse_ms(v, min, max, out))
+    if (v && cli_parse_ms(v, min, max, out))
         return usage(c, "--%s: '%s' is not a number of seconds from %s to %s "
-                        "(to the millisecond, like 0.25)", name, v, secs(min).s, secs(max).s);
-    return ST_OK;
+                        "(to the millisecond, like 0.25)", name, v, cli_secs(min).s, cli_secs(max).s);
+    return CLI_OK;
 }
 
 /* arg_id parses a job id (a whole number from 1). */
 static int arg_id(const Ctx *c, const char *s, uint64_t *id)
 {
-    if (parse_u64(s, 1, UINT64_MAX, id))
+    if (cli_parse_u64(s, 1, UINT64_MAX, id))
         return usage(c, "job id '%s' is not a whole number from 1", s);
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int arg_queue(const Ctx *c, const char *q)
@@ -250,7 +145,7 @@ static int arg_queue(const Ctx *c, const char *q)
     if (!queue_name_ok(q))
         return usage(c, "invalid queue name '%s': use 1 to %d of A-Z a-z 0-9 _ . -",
                      q, QUEUE_NAME_MAX);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* arg_text checks a --key, --reason or --error value: 1..max bytes. */
@@ -266,206 +161,7 @@ static int arg_text(const Ctx *c, const char *name, const char *v, size_t max)
     size_t bad = v ? json_utf8_bad(v, n) : n;
     if (bad < n)
         return usage(c, "--%s is not valid UTF-8 (byte %zu); give text", name, bad);
-    return ST_OK;
-}
-
-/* -------------------------------------------------------- human formats */
-
-/* dur formats a span of time: "350ms", "12.3s", "5m03s", "2h10m", "3d04h". */
-static Str dur(uint64_t ms)
-{
-    Str r;
-    if (ms < 1000)
-        snprintf(r.s, sizeof r.s, "%" PRIu64 "ms", ms);
-    else if (ms < 60000)
-        snprintf(r.s, sizeof r.s, "%.1fs", (double)ms / 1000);
-    else if (ms < 3600000)
-        snprintf(r.s, sizeof r.s, "%um%02us", (unsigned)(ms / 60000), (unsigned)(ms / 1000 % 60));
-    else if (ms < 86400000)
-        snprintf(r.s, sizeof r.s, "%uh%02um", (unsigned)(ms / 3600000), (unsigned)(ms / 60000 % 60));
-    else
-        snprintf(r.s, sizeof r.s, "%" PRIu64 "d%02uh", ms / 86400000, (unsigned)(ms / 3600000 % 24));
-    return r;
-}
-
-static Str size_str(uint64_t n)
-{
-    static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
-    Str r;
-    double v = (double)n;
-    int u = -1;
-    while (v >= 1024 && u < 3) {
-        v /= 1024;
-        u++;
-    }
-    if (u < 0)
-        snprintf(r.s, sizeof r.s, "%" PRIu64 " B", n);
-    else
-        snprintf(r.s, sizeof r.s, "%.1f %s", v, unit[u]);
-    return r;
-}
-
-/* clock_str formats epoch milliseconds as local time. */
-static Str clock_str(uint64_t ms)
-{
-    Str r;
-    time_t t = (time_t)(ms / 1000);
-    struct tm tm;
-    localtime_r(&t, &tm);
-    strftime(r.s, sizeof r.s, "%Y-%m-%d %H:%M:%S", &tm);
-    return r;
-}
-
-/* due_str says when due (epoch ms, 0 for none) comes relative to now. */
-static Str due_str(uint64_t due, uint64_t now)
-{
-    Str r;
-    if (!due)
-        snprintf(r.s, sizeof r.s, "-");
-    else if (due >= now)
-        snprintf(r.s, sizeof r.s, "in %.48s", dur(due - now).s);
-    else
-        snprintf(r.s, sizeof r.s, "%.48s ago", dur(now - due).s);
-    return r;
-}
-
-/* put_text writes s[0..n) for a terminal: control bytes and bytes outside
- * well-formed UTF-8 become escapes (\n, \t, \xNN); the rest is copied. */
-static void put_text(FILE *f, const char *s, size_t n)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        size_t k = p[i] < 0x80 ? 1 : json_utf8_len(p + i, n - i);
-        if (k > 1 || (k == 1 && p[i] >= 0x20 && p[i] != 0x7F)) {
-            fwrite(p + i, 1, k, f);
-            i += k;
-            continue;
-        }
-        if (p[i] == '\n')
-            fputs("\\n", f);
-        else if (p[i] == '\t')
-            fputs("\\t", f);
-        else
-            fprintf(f, "\\x%02x", p[i]);
-        i++;
-    }
-}
-
-/* excerpt returns (malloc'd) at most cols characters of s[0..n) for one
- * table cell: runs of whitespace and control bytes become one space, bytes
- * outside UTF-8 '?', and a cut text ends in "...". */
-static char *excerpt(const char *s, size_t n, size_t cols)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    char *out = xmalloc((cols + 2) * 4 + 4);
-    size_t o = 0, w = 0, i = 0;
-    int space = 0;
-
-    while (i < n && w <= cols) {
-        size_t k = json_utf8_len(p + i, n - i);
-        if (p[i] <= 0x20 || p[i] == 0x7F) {
-            space = w > 0;
-            i++;
-            continue;
-        }
-        if (space) {
-            out[o++] = ' ';
-            w++;
-            space = 0;
-        }
-        if (k == 0) {
-            out[o++] = '?';
-            k = 1;
-        } else {
-            memcpy(out + o, p + i, k);
-            o += k;
-        }
-        w++;
-        i += k;
-    }
-    if (w > cols) { /* keep cols - 3 characters and mark the cut */
-        size_t keep = cols > 3 ? cols - 3 : 0, b = 0;
-        for (size_t c = 0; c < keep; c++)
-            do
-                b++;
-            while (b < o && ((unsigned char)out[b] & 0xC0) == 0x80);
-        o = b;
-        memcpy(out + o, "...", 3);
-        o += 3;
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* ----------------------------------------------------------------- table */
-
-/* Table: rows of cells printed in aligned columns; align[i] is 'l' or 'r'. */
-typedef struct Table {
-    size_t ncol, n, cap;
-    const char *const *head;
-    const char *align;
-    char **cell;
-} Table;
-
-static void table_add(Table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void table_add(Table *t, const char *fmt, ...)
-{
-    va_list ap;
-    char *s;
-    va_start(ap, fmt);
-    int rc = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    PL_ASSERT(rc >= 0, "vasprintf has memory for a table cell");
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 64;
-        t->cell = xrealloc(t->cell, t->cap * sizeof *t->cell);
-    }
-    t->cell[t->n++] = s;
-}
-
-/* width counts characters, not bytes (UTF-8 continuation bytes are free). */
-static size_t width(const char *s)
-{
-    size_t w = 0;
-    for (; *s; s++)
-        w += ((unsigned char)*s & 0xC0) != 0x80;
-    return w;
-}
-
-static void table_print(const Table *t, FILE *f)
-{
-    size_t w[16] = {0};
-    PL_ASSERT(t->ncol <= 16, "a table has at most 16 columns");
-    for (size_t c = 0; c < t->ncol; c++)
-        w[c] = width(t->head[c]);
-    for (size_t i = 0; i < t->n; i++) {
-        size_t k = width(t->cell[i]);
-        if (k > w[i % t->ncol])
-            w[i % t->ncol] = k;
-    }
-    for (size_t r = 0; r <= t->n / t->ncol; r++) { /* row 0: the header */
-        for (size_t c = 0; c < t->ncol; c++) {
-            const char *s = r == 0 ? t->head[c] : t->cell[(r - 1) * t->ncol + c];
-            size_t pad = w[c] - width(s);
-            int last = c + 1 == t->ncol;
-            if (t->align[c] == 'r')
-                fprintf(f, "%*s%s", (int)pad, "", s);
-            else
-                fprintf(f, "%s%*s", s, last ? 0 : (int)pad, "");
-            fputs(last ? "\n" : "  ", f);
-        }
-    }
-}
-
-static void table_free(Table *t)
-{
-    for (size_t i = 0; i < t->n; i++)
-        free(t->cell[i]);
-    free(t->cell);
-    t->cell = NULL;
-    t->n = t->cap = 0;
+    return CLI_OK;
 }
 
 /* ------------------------------------------------------- JSON output */
@@ -567,7 +263,7 @@ enum { OPEN_READ, OPEN_WRITE, OPEN_CREATE };
 
 static int room_fail(const Ctx *c, int rc)
 {
-    return errorf("no room for new jobs in '%s' (%s); acks and deletes still work; "
+    return cli_errorf("no room for new jobs in '%s' (%s); acks and deletes still work; "
                   "free space or raise the map limit", c->dir, pl_strerror(rc));
 }
 
@@ -579,37 +275,37 @@ static int open_fail(const Ctx *c, int rc)
     switch (rc) {
     case ENOENT:
         if (stat(c->dir, &st) == 0 && S_ISDIR(st.st_mode))
-            return errorf("no pickline data in '%s' yet; it is created by the first 'qctl "
+            return cli_errorf("no pickline data in '%s' yet; it is created by the first 'qctl "
                           "put', or pass --data DIR or set PICKLINE_DATA", c->dir);
-        return errorf("no data directory at '%s'; it is created by the first 'qctl put', "
+        return cli_errorf("no data directory at '%s'; it is created by the first 'qctl put', "
                       "or pass --data DIR or set PICKLINE_DATA", c->dir);
     case PL_ENOTDATA:
     case PL_ECORRUPT:
         if (*store_error())
-            return errorf("%s", store_error());
-        return errorf("'%s' is not a pickline data directory (it holds other files); "
+            return cli_errorf("%s", store_error());
+        return cli_errorf("'%s' is not a pickline data directory (it holds other files); "
                       "pass --data with an empty or pickline directory", c->dir);
     case ENOTDIR:
-        return errorf("'%s' is not a directory; pass --data with a pickline data directory",
+        return cli_errorf("'%s' is not a directory; pass --data with a pickline data directory",
                       c->dir);
     case EACCES:
     case EPERM:
-        return errorf("permission denied on data directory '%s': qctl needs to read and "
+        return cli_errorf("permission denied on data directory '%s': qctl needs to read and "
                       "write it (LMDB keeps its lock file there); run as its owner or fix "
                       "its permissions", c->dir);
     case EROFS:
-        return errorf("data directory '%s' is on a read-only file system: qctl needs to "
+        return cli_errorf("data directory '%s' is on a read-only file system: qctl needs to "
                       "write its lock file; copy it somewhere writable", c->dir);
     case PL_EFORMAT:
         if (*store_error())
-            return errorf("%s", store_error());
-        return errorf("data directory '%s' was written by a newer pickline (unknown "
+            return cli_errorf("%s", store_error());
+        return cli_errorf("data directory '%s' was written by a newer pickline (unknown "
                       "format); use a newer qctl", c->dir);
     case ENOSPC:
     case PL_EFULL:
         return room_fail(c, rc);
     default:
-        return errorf("cannot open data directory '%s': %s", c->dir, pl_strerror(rc));
+        return cli_errorf("cannot open data directory '%s': %s", c->dir, pl_strerror(rc));
     }
 }
 
@@ -620,27 +316,27 @@ static int ctx_open(Ctx *c, int mode)
     StoreOpts o = {0};
     int rc;
     if (c->s)
-        return ST_OK;
+        return CLI_OK;
     o.create = mode == OPEN_CREATE;
     o.readonly = mode == OPEN_READ;
     if ((rc = store_open(c->dir, &o, &c->s)) != 0)
         return open_fail(c, rc);
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int queue_fail(const Ctx *c, int rc, const char *q)
 {
     switch (rc) {
     case PL_ENOQUEUE:
-        return errorf("queue '%s' does not exist; create it with 'qctl create %s' or put a "
+        return cli_errorf("queue '%s' does not exist; create it with 'qctl create %s' or put a "
                       "job to it", q, q);
     case PL_EPAUSED:
-        return errorf("queue '%s' is paused; resume it with 'qctl resume %s'", q, q);
+        return cli_errorf("queue '%s' is paused; resume it with 'qctl resume %s'", q, q);
     case PL_EFULL:
     case ENOSPC:
         return room_fail(c, rc);
     default:
-        return errorf("queue '%s': %s", q, pl_strerror(rc));
+        return cli_errorf("queue '%s': %s", q, pl_strerror(rc));
     }
 }
 
@@ -667,29 +363,29 @@ static int job_fail(const Ctx *c, int rc, uint64_t id, const char *verb)
 
     switch (rc) {
     case PL_ENOJOB:
-        return errorf("job %" PRIu64 " does not exist (acked, deleted, or never put); "
+        return cli_errorf("job %" PRIu64 " does not exist (acked, deleted, or never put); "
                       "see 'qctl peek QUEUE'", id);
     case PL_ELEASE:
-        return errorf("lease of job %" PRIu64 " is no longer held (it expired or was "
+        return cli_errorf("lease of job %" PRIu64 " is no longer held (it expired or was "
                       "reserved again); reserve it again", id);
     case PL_ESTATE:
         break;
     default:
-        return errorf("cannot %s job %" PRIu64 ": %s", verb, id, pl_strerror(rc));
+        return cli_errorf("cannot %s job %" PRIu64 ": %s", verb, id, pl_strerror(rc));
     }
     if (store_read(c->s, get_fn, &g) != 0)
-        return errorf("cannot %s job %" PRIu64 ": %s", verb, id, pl_strerror(rc));
+        return cli_errorf("cannot %s job %" PRIu64 ": %s", verb, id, pl_strerror(rc));
     st = queue_state_name(g.h.j.state);
     if (g.h.j.state == JOB_BURIED)
-        errorf("job %" PRIu64 " is buried; kick it back to ready with 'qctl kick-job %"
+        cli_errorf("job %" PRIu64 " is buried; kick it back to ready with 'qctl kick-job %"
                PRIu64 "'", id, id);
     else if (strcmp(verb, "kick") == 0)
-        errorf("job %" PRIu64 " is %s; only a buried or delayed job can be kicked", id, st);
+        cli_errorf("job %" PRIu64 " is %s; only a buried or delayed job can be kicked", id, st);
     else
-        errorf("job %" PRIu64 " is %s, not reserved; only a reserved job can be %s", id, st,
+        cli_errorf("job %" PRIu64 " is %s, not reserved; only a reserved job can be %s", id, st,
                strcmp(verb, "release") == 0 ? "released" : "touched");
     held_free(&g.h);
-    return ST_FAIL;
+    return CLI_FAIL;
 }
 
 /* Staged: the staged rows (the working rows of the line), by model. */
@@ -722,12 +418,12 @@ static int staged_fn(Txn *t, void *arg)
     return staging_row_count(t, staged_add, st);
 }
 
-/* read_staged counts the staged rows: 0, or a message and ST_FAIL. */
+/* read_staged counts the staged rows: 0, or a message and CLI_FAIL. */
 static int read_staged(Ctx *c, Staged *st)
 {
     int rc = store_read(c->s, staged_fn, st);
     if (rc)
-        return errorf("cannot count the staged rows of '%s': %s", c->dir, pl_strerror(rc));
+        return cli_errorf("cannot count the staged rows of '%s': %s", c->dir, pl_strerror(rc));
     return 0;
 }
 
@@ -737,18 +433,18 @@ static void info_human(FILE *f, const Ctx *c, const StoreInfo *i, const Staged *
 {
     uint64_t used = (uint64_t)i->last_page * i->page_size;
     fprintf(f, "data dir    %s\n", c->dir);
-    fprintf(f, "map size    %s (limit: %s)\n", size_str(i->map_size).s,
-            i->map_max ? size_str(i->map_max).s : "none but the disk");
-    fprintf(f, "used        %s: %zu pages of %zu B, %.1f%% of the map\n", size_str(used).s,
+    fprintf(f, "map size    %s (limit: %s)\n", cli_size(i->map_size).s,
+            i->map_max ? cli_size(i->map_max).s : "none but the disk");
+    fprintf(f, "used        %s: %zu pages of %zu B, %.1f%% of the map\n", cli_size(used).s,
             i->last_page, i->page_size, i->map_size ? 100.0 * (double)used / (double)i->map_size : 0);
     fprintf(f, "free pages  %zu (%s), reused before the map grows\n", i->free_pages,
-            size_str((uint64_t)i->free_pages * i->page_size).s);
+            cli_size((uint64_t)i->free_pages * i->page_size).s);
     fprintf(f, "file size   %s (headroom kept for acks and deletes: %s)\n",
-            size_str(i->file_size).s, size_str(i->headroom).s);
+            cli_size(i->file_size).s, cli_size(i->headroom).s);
     fprintf(f, "readers     %u of %u\n", i->readers, i->max_readers);
     fprintf(f, "staged rows %" PRIu64, st->all.rows);
     if (st->all.rows) {
-        fprintf(f, " (%s; rows in flight, deleted as batches take them:", size_str(st->all.bytes).s);
+        fprintf(f, " (%s; rows in flight, deleted as batches take them:", cli_size(st->all.bytes).s);
         for (size_t k = 0; k < st->n; k++)
             if (st->v[k].rows)
                 fprintf(f, " %s %" PRIu64, st->v[k].model, st->v[k].rows);
@@ -796,28 +492,6 @@ static void info_json(FILE *f, const Ctx *c, const StoreInfo *i, const Staged *s
 
 /* ------------------------------------------------------------------ put */
 
-typedef struct Buf {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-/* buf_read appends all of f to b: 0, EFBIG past max bytes, or errno. */
-static int buf_read(Buf *b, FILE *f, size_t max)
-{
-    for (;;) {
-        while (b->cap - b->n < 65536)
-            b->cap = b->cap ? b->cap * 2 : 65536;
-        b->p = xrealloc(b->p, b->cap);
-        size_t k = fread(b->p + b->n, 1, b->cap - b->n - 1, f);
-        b->n += k;
-        b->p[b->n] = '\0';
-        if (b->n > max)
-            return EFBIG;
-        if (k == 0)
-            return ferror(f) ? (errno ? errno : EIO) : 0;
-    }
-}
-
 static int stats_fn(Txn *t, void *arg)
 {
     QueueStats *st = arg;
@@ -847,7 +521,7 @@ static int put_conf(Ctx *c, const char *q, QueueConf *conf, int *exists)
     if (!c->s) {
         rc = store_open(c->dir, &o, &c->s);
         if (rc == ENOENT)
-            return ST_OK;
+            return CLI_OK;
         if (rc)
             return open_fail(c, rc);
     }
@@ -858,7 +532,7 @@ static int put_conf(Ctx *c, const char *q, QueueConf *conf, int *exists)
     } else if (rc != PL_ENOQUEUE) {
         return queue_fail(c, rc, q);
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 static void too_big(char *m, size_t cap, const char *q, size_t len, const QueueConf *cf, int exists)
@@ -890,41 +564,41 @@ static int cmd_put(Ctx *c)
 {
     const char *q = c->pos[0], *src = c->npos > 1 ? c->pos[1] : "-", *key = opt(c, "key");
     uint64_t pri, delay, ttr;
-    Buf body = {0};
+    Strbuf body;
     QueueConf conf;
     PutOp op = {.queue = q};
     char m[512];
     size_t off;
     int rc, exists;
 
+    sb_init(&body);
     if ((rc = arg_queue(c, q)) || (rc = flag_u64(c, "pri", 0, UINT32_MAX, DEFAULT_PRI, &pri)) ||
         (rc = flag_ms(c, "delay", 0, MAX_DELAY_MS, 0, &delay)) ||
         (rc = flag_ms(c, "ttr", 1, UINT32_MAX, 0, &ttr)) ||
         (key && (rc = arg_text(c, "key", key, QUEUE_KEY_MAX))))
         return rc;
     if (strcmp(src, "-") != 0) {
-        body.p = xstrdup(src);
-        body.n = strlen(src);
+        sb_adds(&body, src);
     } else {
         if (isatty(STDIN_FILENO))
-            note("reading the body from the terminal; end it with Ctrl-D");
-        rc = buf_read(&body, stdin, QUEUE_BODY_LIMIT);
+            cli_note("reading the body from the terminal; end it with Ctrl-D");
+        rc = cli_read_all(&body, stdin, QUEUE_BODY_LIMIT);
         if (rc == EFBIG) {
-            rc = errorf("body is over %u bytes, more than any queue accepts", QUEUE_BODY_LIMIT);
+            rc = cli_errorf("body is over %u bytes, more than any queue accepts", QUEUE_BODY_LIMIT);
             goto fail;
         }
         if (rc) {
-            rc = errorf("cannot read the body from stdin: %s", strerror(rc));
+            rc = cli_errorf("cannot read the body from stdin: %s", strerror(rc));
             goto fail;
         }
     }
-    if (json_validate(body.p, body.n, m, sizeof m)) {
-        rc = errorf("body: %s", m);
+    if (json_validate(body.buf, body.len, m, sizeof m)) {
+        rc = cli_errorf("body: %s", m);
         goto fail;
     }
     /* The body is the JSON value: whitespace around it is not kept. */
-    op.a.len = json_trim(body.p, body.n, &off);
-    op.a.body = body.p + off;
+    op.a.len = json_trim(body.buf, body.len, &off);
+    op.a.body = body.buf + off;
     op.a.pri = (uint32_t)pri;
     op.a.delay_ms = delay;
     op.a.ttr_ms = (uint32_t)ttr;
@@ -935,15 +609,15 @@ static int cmd_put(Ctx *c)
         goto fail;
     if (op.a.len > conf.max_body) {
         too_big(m, sizeof m, q, op.a.len, &conf, exists);
-        rc = errorf("%s", m);
+        rc = cli_errorf("%s", m);
         goto fail;
     }
     if ((rc = ctx_open(c, OPEN_CREATE)))
         goto fail;
     rc = store_run(c->s, put_fn, &op);
-    if (rc == PL_ETOOBIG && put_conf(c, q, &conf, &exists) == ST_OK) { /* conf changed since */
+    if (rc == PL_ETOOBIG && put_conf(c, q, &conf, &exists) == CLI_OK) { /* conf changed since */
         too_big(m, sizeof m, q, op.a.len, &conf, exists);
-        rc = errorf("%s", m);
+        rc = cli_errorf("%s", m);
         goto fail;
     }
     if (rc) {
@@ -956,18 +630,18 @@ static int cmd_put(Ctx *c)
     else
         printf("%" PRIu64 "\n", op.id);
     if (fflush(stdout) != 0) {
-        rc = errorf("job %" PRIu64 " is on disk in queue '%s', but its id could not be "
+        rc = cli_errorf("job %" PRIu64 " is on disk in queue '%s', but its id could not be "
                     "written to stdout: %s", op.id, q, strerror(errno));
         goto fail;
     }
     if (op.existed == 1)
-        note("job %" PRIu64 " of queue '%s' already holds key '%s'; nothing added", op.id, q, key);
+        cli_note("job %" PRIu64 " of queue '%s' already holds key '%s'; nothing added", op.id, q, key);
     else if (op.existed)
-        note("key '%s' came with job %" PRIu64 " of queue '%s', already done; nothing added "
+        cli_note("key '%s' came with job %" PRIu64 " of queue '%s', already done; nothing added "
              "(keys are kept for the queue's key retention)", key, op.id, q);
-    rc = ST_OK;
+    rc = CLI_OK;
 fail:
-    free(body.p);
+    sb_free(&body);
     return rc;
 }
 
@@ -1056,7 +730,7 @@ static void jobop_print(const Ctx *c, const JobOp *o)
                    o->id, o->attempts, o->queue, o->id);
         else if (o->state == JOB_DELAYED)
             printf("released job %" PRIu64 " (queue '%s'): delayed, ready %s\n", o->id,
-                   o->queue, due_str(o->due_ms, now).s);
+                   o->queue, cli_due(o->due_ms, now).s);
         else
             printf("released job %" PRIu64 " (queue '%s') to %s\n", o->id, o->queue,
                    queue_state_name(o->state));
@@ -1067,7 +741,7 @@ static void jobop_print(const Ctx *c, const JobOp *o)
         break;
     case OP_TOUCH:
         printf("touched job %" PRIu64 " (queue '%s'): lease ends %s, at %s\n", o->id, o->queue,
-               due_str(o->due_ms, now).s, clock_str(o->due_ms).s);
+               cli_due(o->due_ms, now).s, cli_clock(o->due_ms).s);
         break;
     default:
         printf("kicked job %" PRIu64 " (queue '%s', was %s) to %s\n", o->id, o->queue,
@@ -1089,7 +763,7 @@ static int jobop_parse(const Ctx *c, int op, JobOp *o)
      * which is what leaving --lease out means). */
     if (op != OP_DELETE && op != OP_KICK)
         return flag_u64(c, "lease", 1, UINT64_MAX, 0, &o->lease);
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int jobop_run(Ctx *c, JobOp *o)
@@ -1100,7 +774,7 @@ static int jobop_run(Ctx *c, JobOp *o)
     if ((rc = store_run(c->s, jobop_fn, o)) != 0)
         return job_fail(c, rc, o->id, op_verb[o->op]);
     jobop_print(c, o);
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int cmd_ack(Ctx *c)
@@ -1217,9 +891,9 @@ static int cmd_reserve(Ctx *c)
         sleep_ms(timeout - waited < RESERVE_POLL_MS ? timeout - waited : RESERVE_POLL_MS);
     }
     if (rc == PL_EEMPTY) {
-        note("no job ready in queue '%s'%s%s", q, timeout ? " within " : "",
-             timeout ? dur(timeout).s : "");
-        rc = ST_FAIL;
+        cli_note("no job ready in queue '%s'%s%s", q, timeout ? " within " : "",
+             timeout ? cli_dur(timeout).s : "");
+        rc = CLI_FAIL;
         goto fail;
     }
     if (rc) {
@@ -1232,16 +906,16 @@ static int cmd_reserve(Ctx *c)
     } else {
         printf("job %" PRIu64 "  queue %s  priority %" PRIu32 "  attempts %" PRIu32
                "  lease %" PRIu64 "  ttr %ss\n",
-               j->id, j->queue, j->pri, j->attempts, j->lease, secs(j->ttr_ms).s);
+               j->id, j->queue, j->pri, j->attempts, j->lease, cli_secs(j->ttr_ms).s);
         fwrite(j->body, 1, j->len, stdout);
         putchar('\n');
     }
-    rc = ST_OK;
+    rc = CLI_OK;
     if (fflush(stdout) != 0) {
         /* Nobody got the job: hand it back rather than let its lease run out. */
         JobOp o = {.op = OP_RELEASE, .id = j->id, .lease = j->lease};
         int e = errno, rr = store_run(c->s, jobop_fn, &o);
-        rc = errorf("cannot write job %" PRIu64 " to stdout (%s); %s", j->id, strerror(e),
+        rc = cli_errorf("cannot write job %" PRIu64 " to stdout (%s); %s", j->id, strerror(e),
                     rr ? "its lease will run out" : "released it");
     }
 fail:
@@ -1273,7 +947,7 @@ static int cmd_kick(Ctx *c)
 
     if ((rc = arg_queue(c, q)))
         return rc;
-    if (c->npos > 1 && parse_u64(c->pos[1], 1, UINT64_MAX, &want))
+    if (c->npos > 1 && cli_parse_u64(c->pos[1], 1, UINT64_MAX, &want))
         return usage(c, "N '%s' is not a whole number from 1", c->pos[1]);
     if ((rc = ctx_open(c, OPEN_WRITE)))
         return rc;
@@ -1287,7 +961,7 @@ static int cmd_kick(Ctx *c)
         k.n = want - total < CHUNK ? (size_t)(want - total) : CHUNK;
         if ((rc = store_run(c->s, kick_fn, &k)) != 0) {
             if (total)
-                note("kicked %" PRIu64 " jobs before this error", total);
+                cli_note("kicked %" PRIu64 " jobs before this error", total);
             return queue_fail(c, rc, q);
         }
         total += k.kicked;
@@ -1301,7 +975,7 @@ static int cmd_kick(Ctx *c)
     } else {
         printf("kicked %" PRIu64 " job%s to ready in queue '%s'\n", total, total == 1 ? "" : "s", q);
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* ----------------------------------------------------------- peek, show */
@@ -1312,7 +986,7 @@ typedef struct PeekOp {
     size_t limit, n;
     uint64_t now;
     QueueStats st;
-    Table tab;      /* human output */
+    CliTable tab;      /* human output */
     FILE *mem;      /* JSON output, gathered while the transaction is open */
     char *buf;
     size_t len;
@@ -1327,16 +1001,16 @@ static int peek_job(const Job *j, void *arg)
         fputs(p->n ? ",\n" : "\n", p->mem);
         job_json(p->mem, j);
     } else {
-        char *e = j->error && j->errorlen ? excerpt(j->error, j->errorlen, 28) : xstrdup("-");
-        char *b = excerpt(j->body, j->len, 48);
-        table_add(&p->tab, "%" PRIu64, j->id);
-        table_add(&p->tab, "%s", queue_state_name(j->state));
-        table_add(&p->tab, "%" PRIu32, j->pri);
-        table_add(&p->tab, "%" PRIu32, j->attempts);
-        table_add(&p->tab, "%s", dur(p->now > j->created_ms ? p->now - j->created_ms : 0).s);
-        table_add(&p->tab, "%s", due_str(j->due_ms, p->now).s);
-        table_add(&p->tab, "%s", e);
-        table_add(&p->tab, "%s", b);
+        char *e = j->error && j->errorlen ? cli_excerpt(j->error, j->errorlen, 28) : xstrdup("-");
+        char *b = cli_excerpt(j->body, j->len, 48);
+        cli_table_add(&p->tab, "%" PRIu64, j->id);
+        cli_table_add(&p->tab, "%s", queue_state_name(j->state));
+        cli_table_add(&p->tab, "%" PRIu32, j->pri);
+        cli_table_add(&p->tab, "%" PRIu32, j->attempts);
+        cli_table_add(&p->tab, "%s", cli_dur(p->now > j->created_ms ? p->now - j->created_ms : 0).s);
+        cli_table_add(&p->tab, "%s", cli_due(j->due_ms, p->now).s);
+        cli_table_add(&p->tab, "%s", e);
+        cli_table_add(&p->tab, "%s", b);
         free(e);
         free(b);
     }
@@ -1368,7 +1042,7 @@ static int cmd_peek(Ctx *c)
         return usage(c, "--state: unknown state '%s'; use ready, delayed, reserved, buried "
                         "or all", sname);
     p.limit = limit ? (size_t)limit : SIZE_MAX;
-    p.tab = (Table){.ncol = 8, .head = peek_head, .align = "rlrrrlll"};
+    p.tab = (CliTable){.ncol = 8, .head = peek_head, .align = "rlrrrlll"};
     if (c->json) {
         p.mem = open_memstream(&p.buf, &p.len);
         PL_ASSERT(p.mem, "open_memstream has memory");
@@ -1383,7 +1057,7 @@ static int cmd_peek(Ctx *c)
         fclose(p.mem);
         p.mem = NULL;
         printf("[%s%s]\n", p.buf, p.n ? "\n" : "");
-        rc = ST_OK;
+        rc = CLI_OK;
         goto fail;
     }
     total = p.state == JOB_READY ? p.st.ready : p.state == JOB_DELAYED ? p.st.delayed
@@ -1393,19 +1067,19 @@ static int cmd_peek(Ctx *c)
         printf("no %s%sjobs in queue '%s'\n", p.state ? queue_state_name(p.state) : "",
                p.state ? " " : "", q);
     } else {
-        table_print(&p.tab, stdout);
+        cli_table_print(&p.tab, stdout);
         printf("\n%zu of %" PRIu64 " %s%sjobs in queue '%s' (ready %" PRIu64 ", delayed %"
                PRIu64 ", reserved %" PRIu64 ", buried %" PRIu64 ")%s\n",
                p.n, total, p.state ? queue_state_name(p.state) : "", p.state ? " " : "", q,
                p.st.ready, p.st.delayed, p.st.reserved, p.st.buried,
                p.n < total ? "; --limit N shows more" : "");
     }
-    rc = ST_OK;
+    rc = CLI_OK;
 fail:
     if (p.mem)
         fclose(p.mem);
     free(p.buf);
-    table_free(&p.tab);
+    cli_table_free(&p.tab);
     return rc;
 }
 
@@ -1430,25 +1104,25 @@ static int cmd_show(Ctx *c)
     printf("queue     %s\n", j->queue);
     printf("state     %s", queue_state_name(j->state));
     if (j->state == JOB_DELAYED)
-        printf(", ready %s (%s)", due_str(j->due_ms, now).s, clock_str(j->due_ms).s);
+        printf(", ready %s (%s)", cli_due(j->due_ms, now).s, cli_clock(j->due_ms).s);
     else if (j->state == JOB_RESERVED)
-        printf(", lease ends %s (%s)", due_str(j->due_ms, now).s, clock_str(j->due_ms).s);
+        printf(", lease ends %s (%s)", cli_due(j->due_ms, now).s, cli_clock(j->due_ms).s);
     printf("\npriority  %" PRIu32 "\n", j->pri);
     printf("attempts  %" PRIu32 " (kicked %" PRIu32 " time%s)\n", j->attempts, j->kicks,
            j->kicks == 1 ? "" : "s");
-    printf("created   %s, %s ago\n", clock_str(j->created_ms).s,
-           dur(now > j->created_ms ? now - j->created_ms : 0).s);
-    printf("ttr       %ss\n", secs(j->ttr_ms).s);
+    printf("created   %s, %s ago\n", cli_clock(j->created_ms).s,
+           cli_dur(now > j->created_ms ? now - j->created_ms : 0).s);
+    printf("ttr       %ss\n", cli_secs(j->ttr_ms).s);
     if (j->lease)
         printf("lease     %" PRIu64 "\n", j->lease);
     fputs("key       ", stdout);
     if (j->key)
-        put_text(stdout, j->key, j->keylen);
+        cli_put_text(stdout, j->key, j->keylen);
     else
         fputs("-", stdout);
     fputs("\nerror     ", stdout);
     if (j->error)
-        put_text(stdout, j->error, j->errorlen);
+        cli_put_text(stdout, j->error, j->errorlen);
     else
         fputs("-", stdout);
     printf("\nbody      %zu bytes\n", j->len);
@@ -1456,7 +1130,7 @@ static int cmd_show(Ctx *c)
     putchar('\n');
 done:
     held_free(&g.h);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* ------------------------------------------------- purge, pause, resume */
@@ -1492,7 +1166,7 @@ static int cmd_purge(Ctx *c)
     do {
         if ((rc = store_run(c->s, purge_fn, &p)) != 0) {
             if (total)
-                note("purged %" PRIu64 " jobs before this error", total);
+                cli_note("purged %" PRIu64 " jobs before this error", total);
             return queue_fail(c, rc, q);
         }
         total += p.n;
@@ -1506,7 +1180,7 @@ static int cmd_purge(Ctx *c)
                p.state ? queue_state_name(p.state) : "", p.state ? " " : "",
                total == 1 ? "" : "s", q);
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 typedef struct PauseOp {
@@ -1539,7 +1213,7 @@ static int pause_run(Ctx *c, int paused)
     } else {
         printf("resumed queue '%s'\n", q);
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int cmd_pause(Ctx *c)
@@ -1581,7 +1255,7 @@ static int conf_parse(const Ctx *c, ConfSet *cs)
     cs->any = cs->ttr || cs->attempts || cs->backoff || cs->backoff_max || cs->max_body || cs->keep;
     cs->v = (QueueConf){(uint32_t)ttr, (uint32_t)att, (uint32_t)bo, (uint32_t)bomax, (uint32_t)body,
                         (uint32_t)keep};
-    return ST_OK;
+    return CLI_OK;
 }
 
 static void conf_apply(const ConfSet *cs, QueueConf *cf)
@@ -1619,16 +1293,16 @@ static void conf_print(const Ctx *c, const char *q, const QueueConf *cf, const c
         return;
     }
     printf("%s queue '%s'\n", what, q);
-    printf("  ttr           %ss\n", secs(cf->ttr_ms).s);
+    printf("  ttr           %ss\n", cli_secs(cf->ttr_ms).s);
     if (cf->max_attempts)
         printf("  max attempts  %" PRIu32 ", then buried\n", cf->max_attempts);
     else
         printf("  max attempts  no limit\n");
-    printf("  backoff       %ss, doubling up to %ss\n", secs(cf->backoff_ms).s,
-           secs(cf->backoff_max_ms).s);
-    printf("  max body      %" PRIu32 " bytes (%s)\n", cf->max_body, size_str(cf->max_body).s);
+    printf("  backoff       %ss, doubling up to %ss\n", cli_secs(cf->backoff_ms).s,
+           cli_secs(cf->backoff_max_ms).s);
+    printf("  max body      %" PRIu32 " bytes (%s)\n", cf->max_body, cli_size(cf->max_body).s);
     if (cf->key_retention_s)
-        printf("  keys kept     %ss after their job is done\n", secs((uint64_t)cf->key_retention_s * 1000).s);
+        printf("  keys kept     %ss after their job is done\n", cli_secs((uint64_t)cf->key_retention_s * 1000).s);
     else
         printf("  keys kept     only while their job is in the queue\n");
 }
@@ -1677,14 +1351,14 @@ static int cmd_create(Ctx *c)
         return rc;
     rc = store_run(c->s, create_fn, &o);
     if (rc == EEXIST)
-        return errorf("queue '%s' already exists; change its settings with 'qctl configure "
+        return cli_errorf("queue '%s' already exists; change its settings with 'qctl configure "
                       "%s --ttr S ...'", q, q);
     if (rc == PL_EINVAL)
-        return errorf("invalid settings for queue '%s' (%s)", q, pl_strerror(rc));
+        return cli_errorf("invalid settings for queue '%s' (%s)", q, pl_strerror(rc));
     if (rc)
         return queue_fail(c, rc, q);
     conf_print(c, q, &o.conf, "created");
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int cmd_configure(Ctx *c)
@@ -1702,11 +1376,11 @@ static int cmd_configure(Ctx *c)
     if (rc == PL_EINVAL && o.bad)
         return usage(c, "%s", o.bad);
     if (rc == PL_EINVAL)
-        return errorf("invalid settings for queue '%s' (%s)", q, pl_strerror(rc));
+        return cli_errorf("invalid settings for queue '%s' (%s)", q, pl_strerror(rc));
     if (rc)
         return queue_fail(c, rc, q);
     conf_print(c, q, &o.conf, cs.any ? "configured" : "settings of");
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* ----------------------------------------------------------- stats, info */
@@ -1776,7 +1450,7 @@ static const char *const stats_head[] = {"QUEUE", "READY", "DELAYED", "RESERVED"
 static int cmd_stats(Ctx *c)
 {
     ListOp o = {.queue = c->npos ? c->pos[0] : NULL};
-    Table t = {.ncol = 11, .head = stats_head, .align = "lrrrrrrrrrl"};
+    CliTable t = {.ncol = 11, .head = stats_head, .align = "lrrrrrrrrrl"};
     StoreInfo info;
     Staged staged = {0};
     int rc;
@@ -1784,43 +1458,43 @@ static int cmd_stats(Ctx *c)
     if ((o.queue && (rc = arg_queue(c, o.queue))) || (rc = ctx_open(c, OPEN_READ)))
         return rc;
     if ((rc = store_read(c->s, list_fn, &o)) != 0) {
-        rc = o.queue ? queue_fail(c, rc, o.queue) : errorf("cannot list queues: %s", pl_strerror(rc));
+        rc = o.queue ? queue_fail(c, rc, o.queue) : cli_errorf("cannot list queues: %s", pl_strerror(rc));
         goto fail;
     }
     if (c->json) {
         stats_json(&o);
-        rc = ST_OK;
+        rc = CLI_OK;
         goto fail;
     }
     if ((rc = store_info(c->s, &info)) != 0) {
-        rc = errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+        rc = cli_errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
         goto fail;
     }
     if ((rc = read_staged(c, &staged)) != 0)
         goto fail;
     for (size_t i = 0; i < o.n; i++) {
         const QueueStats *s = &o.v[i];
-        table_add(&t, "%s", s->name);
-        table_add(&t, "%" PRIu64, s->ready);
-        table_add(&t, "%" PRIu64, s->delayed);
-        table_add(&t, "%" PRIu64, s->reserved);
-        table_add(&t, "%" PRIu64, s->buried);
-        table_add(&t, "%" PRIu64, s->puts);
-        table_add(&t, "%" PRIu64, s->reserves);
-        table_add(&t, "%" PRIu64, s->acks);
-        table_add(&t, "%" PRIu64, s->buries);
-        table_add(&t, "%s", s->ready ? dur(s->oldest_ready_ms).s : "-");
-        table_add(&t, "%s", s->paused ? "paused" : "-");
+        cli_table_add(&t, "%s", s->name);
+        cli_table_add(&t, "%" PRIu64, s->ready);
+        cli_table_add(&t, "%" PRIu64, s->delayed);
+        cli_table_add(&t, "%" PRIu64, s->reserved);
+        cli_table_add(&t, "%" PRIu64, s->buried);
+        cli_table_add(&t, "%" PRIu64, s->puts);
+        cli_table_add(&t, "%" PRIu64, s->reserves);
+        cli_table_add(&t, "%" PRIu64, s->acks);
+        cli_table_add(&t, "%" PRIu64, s->buries);
+        cli_table_add(&t, "%s", s->ready ? cli_dur(s->oldest_ready_ms).s : "-");
+        cli_table_add(&t, "%s", s->paused ? "paused" : "-");
     }
     if (o.n)
-        table_print(&t, stdout);
+        cli_table_print(&t, stdout);
     else
         puts("no queues yet; 'qctl put QUEUE JSON' or 'qctl create QUEUE' makes one");
     putchar('\n');
     info_human(stdout, c, &info, &staged);
-    rc = ST_OK;
+    rc = CLI_OK;
 fail:
-    table_free(&t);
+    cli_table_free(&t);
     free(o.v);
     free(staged.v);
     return rc;
@@ -1834,7 +1508,7 @@ static int cmd_info(Ctx *c)
     if ((rc = ctx_open(c, OPEN_READ)))
         return rc;
     if ((rc = store_info(c->s, &info)) != 0)
-        return errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+        return cli_errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
     if ((rc = read_staged(c, &staged)) != 0)
         return rc;
     if (c->json) {
@@ -1844,7 +1518,7 @@ static int cmd_info(Ctx *c)
         info_human(stdout, c, &info, &staged);
     }
     free(staged.v);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* ------------------------------------------------------- export, import */
@@ -1894,12 +1568,12 @@ static int cmd_export(Ctx *c)
         return rc;
     rc = store_read(c->s, export_fn, &e);
     if (rc && e.err)
-        return errorf("cannot write the export of queue '%s': %s", q, strerror(e.err));
+        return cli_errorf("cannot write the export of queue '%s': %s", q, strerror(e.err));
     if (rc)
         return queue_fail(c, rc, q);
     if (isatty(STDERR_FILENO))
-        note("exported %zu job%s of queue '%s'", e.n, e.n == 1 ? "" : "s", q);
-    return ST_OK;
+        cli_note("exported %zu job%s of queue '%s'", e.n, e.n == 1 ? "" : "s", q);
+    return CLI_OK;
 }
 
 /* Item: one job of an import, checked; body points into the input. */
@@ -1937,7 +1611,7 @@ static int import_line(const char *s, size_t n, const char *q, const QueueConf *
                 memcpy(num, v.p, v.n);
                 num[v.n] = '\0';
             }
-            if (v.n >= sizeof num || parse_u64(num, 0, UINT32_MAX, &p)) {
+            if (v.n >= sizeof num || cli_parse_u64(num, 0, UINT32_MAX, &p)) {
                 snprintf(m, cap, "\"priority\" must be a whole number from 0 to %" PRIu32,
                          UINT32_MAX);
                 return -1;
@@ -2002,7 +1676,7 @@ static int import_fn(Txn *t, void *arg)
 static int cmd_import(Ctx *c)
 {
     const char *q = c->pos[0];
-    Buf in = {0};
+    Strbuf in;
     Item *v = NULL;
     size_t n = 0, cap = 0, line = 0, done = 0, existed = 0;
     QueueConf conf;
@@ -2011,28 +1685,29 @@ static int cmd_import(Ctx *c)
 
     if ((rc = arg_queue(c, q)))
         return rc;
+    sb_init(&in);
     if (isatty(STDIN_FILENO))
-        note("reading NDJSON jobs from the terminal; end with Ctrl-D");
-    if ((rc = buf_read(&in, stdin, SIZE_MAX - 1)) != 0) {
-        rc = errorf("cannot read stdin: %s", strerror(rc));
+        cli_note("reading NDJSON jobs from the terminal; end with Ctrl-D");
+    if ((rc = cli_read_all(&in, stdin, SIZE_MAX - 1)) != 0) {
+        rc = cli_errorf("cannot read stdin: %s", strerror(rc));
         goto fail;
     }
     if ((rc = put_conf(c, q, &conf, &exists)))
         goto fail;
     /* Check every line before anything is put: a bad line imports nothing. */
-    for (size_t a = 0; a < in.n;) {
-        char *nl = memchr(in.p + a, '\n', in.n - a);
-        size_t e = nl ? (size_t)(nl - in.p) : in.n, off;
+    for (size_t a = 0; a < in.len;) {
+        char *nl = memchr(in.buf + a, '\n', in.len - a);
+        size_t e = nl ? (size_t)(nl - in.buf) : in.len, off;
         line++;
-        if (json_trim(in.p + a, e - a, &off) > 0) {
+        if (json_trim(in.buf + a, e - a, &off) > 0) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 256;
                 v = xrealloc(v, cap * sizeof *v);
             }
             memset(&v[n], 0, sizeof v[n]);
             v[n].line = line;
-            if (import_line(in.p + a, e - a, q, &conf, exists, &v[n++], m, sizeof m)) {
-                rc = errorf("line %zu: %s; nothing imported", line, m);
+            if (import_line(in.buf + a, e - a, q, &conf, exists, &v[n++], m, sizeof m)) {
+                rc = cli_errorf("line %zu: %s; nothing imported", line, m);
                 goto fail;
             }
         }
@@ -2049,11 +1724,11 @@ static int cmd_import(Ctx *c)
             else
                 queue_fail(c, rc, q);
             if (done)
-                note("imported the first %zu jobs (through line %zu); import the lines from %zu "
+                cli_note("imported the first %zu jobs (through line %zu); import the lines from %zu "
                      "on again once fixed", done, v[done - 1].line, v[done].line);
             else
-                note("nothing imported");
-            rc = ST_FAIL;
+                cli_note("nothing imported");
+            rc = CLI_FAIL;
             goto fail;
         }
         existed += o.existed;
@@ -2069,12 +1744,12 @@ static int cmd_import(Ctx *c)
             printf(" (%zu more already there by key)", existed);
         putchar('\n');
     }
-    rc = ST_OK;
+    rc = CLI_OK;
 fail:
     for (size_t i = 0; i < n; i++)
         free(v[i].key);
     free(v);
-    free(in.p);
+    sb_free(&in);
     return rc;
 }
 
@@ -2101,21 +1776,21 @@ static int arg_model(const Ctx *c, const char *m)
     if (n == 0 || n > 127 || !((m[0] >= 'a' && m[0] <= 'z') || (m[0] >= 'A' && m[0] <= 'Z')))
         return usage(c, "invalid model name '%s': a model's name starts with a letter and has "
                         "at most 127 bytes (see 'qctl schema')", m);
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int arg_batch(const Ctx *c, const char *s, uint64_t *id)
 {
-    if (parse_u64(s, 1, UINT64_MAX, id))
+    if (cli_parse_u64(s, 1, UINT64_MAX, id))
         return usage(c, "batch id '%s' is not a whole number from 1", s);
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int arg_reject(const Ctx *c, const char *s, uint64_t *id)
 {
-    if (parse_u64(s, 1, UINT64_MAX, id))
+    if (cli_parse_u64(s, 1, UINT64_MAX, id))
         return usage(c, "reject id '%s' is not a whole number from 1", s);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* sb_json_text appends a JSON text kept in the store (a reject's errors or
@@ -2164,15 +1839,15 @@ static int models_read(Ctx *c, const char *file, Pipeline **p)
         rc = pipeline_from_store(c->s, NULL, p, err, sizeof err);
     }
     if (rc)
-        return errorf("%s", err[0] ? err : pl_strerror(rc));
+        return cli_errorf("%s", err[0] ? err : pl_strerror(rc));
     if (!(*p)->models || (*p)->models->n == 0) {
-        errorf("pipeline '%s' declares no models; declare them under models: (see 'qctl "
+        cli_errorf("pipeline '%s' declares no models; declare them under models: (see 'qctl "
                "schema --help'), or pass --pipeline FILE", (*p)->path ? (*p)->path : "?");
         pipeline_free(*p);
         *p = NULL;
-        return ST_FAIL;
+        return CLI_FAIL;
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* field_rules describes a field's rules in one line for people. */
@@ -2215,7 +1890,7 @@ static void schema_human(const Models *ms)
     sb_init(&b);
     for (size_t k = 0; k < ms->n; k++) {
         const Model *m = &ms->m[ms->order ? ms->order[k] : k];
-        Table t = {.ncol = 3, .head = schema_head, .align = "lll"};
+        CliTable t = {.ncol = 3, .head = schema_head, .align = "lll"};
         sb_reset(&b);
         for (size_t i = 0; i < m->nkey; i++)
             sb_addf(&b, "%s%s", i ? ", " : "", m->fields[m->key[i]].name);
@@ -2228,15 +1903,15 @@ static void schema_human(const Models *ms)
             const Field *f = &m->fields[i];
             sb_reset(&b);
             field_rules(f, &b);
-            table_add(&t, "  %s", f->name);
+            cli_table_add(&t, "  %s", f->name);
             if (f->type == FT_DECIMAL && f->precision)
-                table_add(&t, "decimal(%u,%u)", f->precision, f->scale);
+                cli_table_add(&t, "decimal(%u,%u)", f->precision, f->scale);
             else
-                table_add(&t, "%s", type_names[f->type]);
-            table_add(&t, "%s", b.len ? b.buf + 1 : "-");
+                cli_table_add(&t, "%s", type_names[f->type]);
+            cli_table_add(&t, "%s", b.len ? b.buf + 1 : "-");
         }
-        table_print(&t, stdout);
-        table_free(&t);
+        cli_table_print(&t, stdout);
+        cli_table_free(&t);
         for (size_t i = 0; i < m->nrels; i++) {
             const Relation *r = &m->rels[i];
             if (r->has_n) {
@@ -2284,7 +1959,7 @@ static int cmd_schema(Ctx *c)
     }
     sb_free(&b);
     pipeline_free(p);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* ---------------------------------------------------------------- batches */
@@ -2376,7 +2051,7 @@ static int cmd_batches(Ctx *c)
 {
     const char *sname = opt(c, "state");
     BatchList l = {.state = -1, .model = opt(c, "model")};
-    Table t = {.ncol = 7, .head = batch_head, .align = "rllrrrl"};
+    CliTable t = {.ncol = 7, .head = batch_head, .align = "rllrrrl"};
     uint64_t limit;
     int rc;
 
@@ -2390,7 +2065,7 @@ static int cmd_batches(Ctx *c)
     if ((rc = ctx_open(c, OPEN_READ)))
         return rc;
     if ((rc = store_read(c->s, blist_fn, &l)) != 0) {
-        rc = errorf("cannot list the batches of '%s': %s", c->dir, pl_strerror(rc));
+        rc = cli_errorf("cannot list the batches of '%s': %s", c->dir, pl_strerror(rc));
         goto done;
     }
     if (c->json) {
@@ -2404,29 +2079,29 @@ static int cmd_batches(Ctx *c)
         sb_adds(&b, l.n ? "\n]\n" : "]\n");
         fwrite(b.buf, 1, b.len, stdout);
         sb_free(&b);
-        rc = ST_OK;
+        rc = CLI_OK;
         goto done;
     }
     if (l.n == 0) {
         printf("no %s%sbatches%s%s%s yet; the engine (or qload) makes them from staged rows\n",
                l.state >= 0 ? batch_state_name(l.state) : "", l.state >= 0 ? " " : "",
                l.model ? " of model '" : "", l.model ? l.model : "", l.model ? "'" : "");
-        rc = ST_OK;
+        rc = CLI_OK;
         goto done;
     }
     for (size_t i = 0; i < l.n; i++) {
         const BatchRec *b = blist_at(&l, i);
-        char *e = b->error[0] ? excerpt(b->error, strlen(b->error), 48) : xstrdup("-");
-        table_add(&t, "%" PRIu64, b->id);
-        table_add(&t, "%s", b->model);
-        table_add(&t, "%s", batch_state_name(b->state));
-        table_add(&t, "%" PRIu64, live_rows(b));
-        table_add(&t, "%" PRIu64, b->rejects);
-        table_add(&t, "%s", dur(l.now > b->created_ms ? l.now - b->created_ms : 0).s);
-        table_add(&t, "%s", e);
+        char *e = b->error[0] ? cli_excerpt(b->error, strlen(b->error), 48) : xstrdup("-");
+        cli_table_add(&t, "%" PRIu64, b->id);
+        cli_table_add(&t, "%s", b->model);
+        cli_table_add(&t, "%s", batch_state_name(b->state));
+        cli_table_add(&t, "%" PRIu64, live_rows(b));
+        cli_table_add(&t, "%" PRIu64, b->rejects);
+        cli_table_add(&t, "%s", cli_dur(l.now > b->created_ms ? l.now - b->created_ms : 0).s);
+        cli_table_add(&t, "%s", e);
         free(e);
     }
-    table_print(&t, stdout);
+    cli_table_print(&t, stdout);
     printf("\n%" PRIu64 " batch%s, %" PRIu64 " row%s, %" PRIu64 " rejects (open %" PRIu64
            ", sealed %" PRIu64 ", held %" PRIu64 ", loading %" PRIu64 ", loaded %" PRIu64
            ", failed %" PRIu64 ")\n",
@@ -2436,16 +2111,16 @@ static int cmd_batches(Ctx *c)
            l.by_state[BATCH_LOADED], l.by_state[BATCH_FAILED]);
     if (l.n < l.total)
         printf("showing the newest %zu; --limit 0 shows all\n", l.n);
-    rc = ST_OK;
+    rc = CLI_OK;
 done:
-    table_free(&t);
+    cli_table_free(&t);
     free(l.v);
     return rc;
 }
 
 static int batch_missing(uint64_t id)
 {
-    return errorf("batch %" PRIu64 " does not exist; see 'qctl batches' for the ids", id);
+    return cli_errorf("batch %" PRIu64 " does not exist; see 'qctl batches' for the ids", id);
 }
 
 /* BatchShow: one batch and its first rows, gathered in one read. */
@@ -2507,7 +2182,7 @@ static int cmd_batches_show(Ctx *c)
         goto done;
     }
     if (rc) {
-        rc = errorf("cannot read batch %" PRIu64 ": %s", s.id, pl_strerror(rc));
+        rc = cli_errorf("cannot read batch %" PRIu64 ": %s", s.id, pl_strerror(rc));
         goto done;
     }
     if (c->json) {
@@ -2520,7 +2195,7 @@ static int cmd_batches_show(Ctx *c)
         sb_adds(&j, s.n ? "\n]}\n" : "]}\n");
         fwrite(j.buf, 1, j.len, stdout);
         sb_free(&j);
-        rc = ST_OK;
+        rc = CLI_OK;
         goto done;
     }
     now = pl_now_ms();
@@ -2530,19 +2205,19 @@ static int cmd_batches_show(Ctx *c)
     printf("rows      %" PRIu64 " (%" PRIu64 " appended, %" PRIu64 " moved to the rejects "
            "by qload)\n", live_rows(b), b->rows, b->removed);
     printf("rejects   %" PRIu64 " rows of the model rejected while it was open\n", b->rejects);
-    printf("created   %s, %s ago\n", clock_str(b->created_ms).s,
-           dur(now > b->created_ms ? now - b->created_ms : 0).s);
-    printf("sealed    %s\n", b->sealed_ms ? clock_str(b->sealed_ms).s : "-");
-    printf("loaded    %s\n", b->loaded_ms ? clock_str(b->loaded_ms).s : "-");
+    printf("created   %s, %s ago\n", cli_clock(b->created_ms).s,
+           cli_dur(now > b->created_ms ? now - b->created_ms : 0).s);
+    printf("sealed    %s\n", b->sealed_ms ? cli_clock(b->sealed_ms).s : "-");
+    printf("loaded    %s\n", b->loaded_ms ? cli_clock(b->loaded_ms).s : "-");
     printf("attempts  %" PRIu32 " load%s\n", b->attempts, b->attempts == 1 ? "" : "s");
     fputs("error     ", stdout);
     if (b->error[0])
-        put_text(stdout, b->error, strlen(b->error));
+        cli_put_text(stdout, b->error, strlen(b->error));
     else
         fputs("-", stdout);
     putchar('\n');
     if (s.max == 0) {
-        rc = ST_OK;
+        rc = CLI_OK;
         goto done;
     }
     if (s.n == 0) {
@@ -2555,7 +2230,7 @@ static int cmd_batches_show(Ctx *c)
         if ((uint64_t)s.n < live_rows(b))
             printf("... %" PRIu64 " more; --rows N shows more\n", live_rows(b) - s.n);
     }
-    rc = ST_OK;
+    rc = CLI_OK;
 done:
     sb_free(&s.out);
     return rc;
@@ -2618,22 +2293,22 @@ static int batchop_run(Ctx *c, int op)
     if (rc == PL_ESTATE) {
         was = batch_state_name(o.was);
         if (op == BOP_RELEASE && o.was == BATCH_FAILED)
-            return errorf("batch %" PRIu64 " is failed, not held; only a held batch can be "
+            return cli_errorf("batch %" PRIu64 " is failed, not held; only a held batch can be "
                           "released; to load it again: 'qctl batches retry %" PRIu64 "'",
                           o.id, o.id);
         if (op == BOP_RETRY && o.was == BATCH_HELD)
-            return errorf("batch %" PRIu64 " is held, not failed; only a failed batch can be "
+            return cli_errorf("batch %" PRIu64 " is held, not failed; only a failed batch can be "
                           "retried; to accept it: 'qctl batches release %" PRIu64 "'", o.id, o.id);
         if (op == BOP_RELEASE)
-            return errorf("batch %" PRIu64 " is %s; only a held batch can be released", o.id, was);
+            return cli_errorf("batch %" PRIu64 " is %s; only a held batch can be released", o.id, was);
         if (op == BOP_RETRY)
-            return errorf("batch %" PRIu64 " is %s; only a failed batch can be retried", o.id, was);
-        return errorf("batch %" PRIu64 " is %s; only a held or sealed batch can be failed%s",
+            return cli_errorf("batch %" PRIu64 " is %s; only a failed batch can be retried", o.id, was);
+        return cli_errorf("batch %" PRIu64 " is %s; only a held or sealed batch can be failed%s",
                       o.id, was, o.was == BATCH_OPEN ? " (seal it first: 'qctl batches seal "
                                                        "MODEL')" : "");
     }
     if (rc)
-        return errorf("cannot %s batch %" PRIu64 ": %s", verb[op], o.id, pl_strerror(rc));
+        return cli_errorf("cannot %s batch %" PRIu64 ": %s", verb[op], o.id, pl_strerror(rc));
     if (c->json) {
         Strbuf b;
         sb_init(&b);
@@ -2646,7 +2321,7 @@ static int batchop_run(Ctx *c, int op)
         printf("batch %" PRIu64 " (model %s): %s -> %s\n", o.id, o.b.model,
                batch_state_name(o.was), batch_state_name(o.b.state));
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 static int cmd_batches_release(Ctx *c)
@@ -2723,7 +2398,7 @@ static int cmd_batches_seal(Ctx *c)
     if ((rc = ctx_open(c, OPEN_WRITE)))
         return rc;
     if ((rc = store_run(c->s, seal_fn, &o)) != 0) {
-        rc = errorf("cannot seal %s%s%s: %s", o.model ? "the open batch of model '" :
+        rc = cli_errorf("cannot seal %s%s%s: %s", o.model ? "the open batch of model '" :
                     "the open batches", o.model ? o.model : "", o.model ? "'" : "",
                     pl_strerror(rc));
         goto done;
@@ -2751,7 +2426,7 @@ static int cmd_batches_seal(Ctx *c)
                    o.v[i].state == BATCH_HELD ? "held" : "sealed", o.v[i].id, o.v[i].model,
                    live_rows(&o.v[i]));
     }
-    rc = ST_OK;
+    rc = CLI_OK;
 done:
     free(o.v);
     return rc;
@@ -2814,12 +2489,12 @@ static int cmd_batches_prune(Ctx *c)
     uint64_t now = pl_now_ms();
     o.cutoff_ms = now > older_ms ? now - older_ms : 1;
     if ((rc = store_read(c->s, prune_list, &o)) != 0) {
-        rc = errorf("cannot list the loaded batches: %s", pl_strerror(rc));
+        rc = cli_errorf("cannot list the loaded batches: %s", pl_strerror(rc));
         goto done;
     }
     while (o.done < o.n) {
         if ((rc = store_run(c->s, prune_fn, &o)) != 0) {
-            rc = errorf("pruned %zu of %zu loaded batches, then: %s", o.done, o.n, pl_strerror(rc));
+            rc = cli_errorf("pruned %zu of %zu loaded batches, then: %s", o.done, o.n, pl_strerror(rc));
             goto done;
         }
         o.done = o.done + PRUNE_CHUNK < o.n ? o.done + PRUNE_CHUNK : o.n;
@@ -2828,8 +2503,8 @@ static int cmd_batches_prune(Ctx *c)
         printf("{\"pruned\":%zu}\n", o.n);
     else
         printf("pruned %zu loaded batches (loaded more than %s s ago); the warehouse's "
-               "pickline_ledger keeps their history\n", o.n, secs(older_ms).s);
-    rc = ST_OK;
+               "pickline_ledger keeps their history\n", o.n, cli_secs(older_ms).s);
+    rc = CLI_OK;
 done:
     free(o.ids);
     return rc;
@@ -2908,7 +2583,7 @@ static void reject_json(Strbuf *b, const RejectRead *r)
 
 static int reject_missing(uint64_t id)
 {
-    return errorf("reject %" PRIu64 " does not exist (replayed, dropped, or never stored); "
+    return cli_errorf("reject %" PRIu64 " does not exist (replayed, dropped, or never stored); "
                   "see 'qctl rejects' for the ids", id);
 }
 
@@ -2921,7 +2596,7 @@ typedef struct RejList {
     uint64_t now, total;
     size_t n;
     Strbuf out;
-    Table tab;
+    CliTable tab;
     int werr;
 } RejList;
 
@@ -2950,13 +2625,13 @@ static int rlist_add(const RejectRead *r, void *arg)
         char *ex;
         sb_init(&e);
         errors_text(r->r.errors, r->r.errors_len, "; ", &e);
-        ex = excerpt(e.buf, e.len, 72);
-        table_add(&l->tab, "%" PRIu64, r->r.id);
-        table_add(&l->tab, "%s", r->model);
-        table_add(&l->tab, "%s", r->key[0] ? r->key : "-");
-        table_add(&l->tab, "%s", r->stage);
-        table_add(&l->tab, "%s", dur(l->now > r->r.time_ms ? l->now - r->r.time_ms : 0).s);
-        table_add(&l->tab, "%s", ex);
+        ex = cli_excerpt(e.buf, e.len, 72);
+        cli_table_add(&l->tab, "%" PRIu64, r->r.id);
+        cli_table_add(&l->tab, "%s", r->model);
+        cli_table_add(&l->tab, "%s", r->key[0] ? r->key : "-");
+        cli_table_add(&l->tab, "%s", r->stage);
+        cli_table_add(&l->tab, "%s", cli_dur(l->now > r->r.time_ms ? l->now - r->r.time_ms : 0).s);
+        cli_table_add(&l->tab, "%s", ex);
         free(ex);
         sb_free(&e);
     }
@@ -2971,7 +2646,7 @@ static int rlist_fn(Txn *t, void *arg)
     l->total = 0;
     l->now = pl_now_ms();
     sb_reset(&l->out);
-    table_free(&l->tab);
+    cli_table_free(&l->tab);
     return reject_each(t, l->model, rlist_add, l);
 }
 
@@ -2983,7 +2658,7 @@ static int cmd_rejects(Ctx *c)
     uint64_t limit;
     int rc;
 
-    l.tab = (Table){.ncol = 6, .head = reject_head, .align = "rlllrl"};
+    l.tab = (CliTable){.ncol = 6, .head = reject_head, .align = "rlllrl"};
     if ((rc = flag_u64(c, "limit", 0, 1000000000, 20, &limit)) ||
         (l.model && (rc = arg_model(c, l.model))))
         return rc;
@@ -2992,7 +2667,7 @@ static int cmd_rejects(Ctx *c)
     if ((rc = ctx_open(c, OPEN_READ)))
         goto done;
     if ((rc = store_read(c->s, rlist_fn, &l)) != 0) {
-        rc = errorf("cannot list the rejects of '%s': %s", c->dir, pl_strerror(rc));
+        rc = cli_errorf("cannot list the rejects of '%s': %s", c->dir, pl_strerror(rc));
         goto done;
     }
     if (c->json) {
@@ -3003,16 +2678,16 @@ static int cmd_rejects(Ctx *c)
         printf("no rejects%s%s%s\n", l.model ? " of model '" : "", l.model ? l.model : "",
                l.model ? "'" : "");
     } else {
-        table_print(&l.tab, stdout);
+        cli_table_print(&l.tab, stdout);
         printf("\n%zu of %" PRIu64 " reject%s%s%s%s%s\n", l.n, l.total, l.total == 1 ? "" : "s",
                l.model ? " of model '" : "", l.model ? l.model : "", l.model ? "'" : "",
                (uint64_t)l.n < l.total ? "; --limit N shows more" : "");
         puts("fix one: 'qctl rejects show ID', then 'qctl rejects replay ID [--row JSON]' or "
              "'qctl rejects drop ID'");
     }
-    rc = ST_OK;
+    rc = CLI_OK;
 done:
-    table_free(&l.tab);
+    cli_table_free(&l.tab);
     sb_free(&l.out);
     return rc;
 }
@@ -3031,12 +2706,12 @@ static int cmd_rejects_export(Ctx *c)
         goto done;
     rc = store_read(c->s, rlist_fn, &l);
     if (rc && l.werr)
-        rc = errorf("cannot write the export of the rejects: %s", strerror(l.werr));
+        rc = cli_errorf("cannot write the export of the rejects: %s", strerror(l.werr));
     else if (rc)
-        rc = errorf("cannot read the rejects of '%s': %s", c->dir, pl_strerror(rc));
+        rc = cli_errorf("cannot read the rejects of '%s': %s", c->dir, pl_strerror(rc));
     else if (isatty(STDERR_FILENO))
-        note("exported %zu reject%s", l.n, l.n == 1 ? "" : "s");
-    rc = rc ? rc : ST_OK;
+        cli_note("exported %zu reject%s", l.n, l.n == 1 ? "" : "s");
+    rc = rc ? rc : CLI_OK;
 done:
     sb_free(&l.out);
     return rc;
@@ -3103,20 +2778,20 @@ static int cmd_rejects_show(Ctx *c)
         goto done;
     }
     if (rc) {
-        rc = errorf("cannot read reject %" PRIu64 ": %s", s.id, pl_strerror(rc));
+        rc = cli_errorf("cannot read reject %" PRIu64 ": %s", s.id, pl_strerror(rc));
         goto done;
     }
     if (c->json) {
         fwrite(s.json.buf, 1, s.json.len, stdout);
         putchar('\n');
-        rc = ST_OK;
+        rc = CLI_OK;
         goto done;
     }
     now = pl_now_ms();
     printf("reject    %" PRIu64 "\n", s.id);
     printf("model     %s\n", s.model);
     fputs("key       ", stdout);
-    put_text(stdout, s.key[0] ? s.key : "-", s.key[0] ? strlen(s.key) : 1);
+    cli_put_text(stdout, s.key[0] ? s.key : "-", s.key[0] ? strlen(s.key) : 1);
     printf("\nstage     %s\n", s.stage);
     if (s.queue[0])
         printf("queue     %s (a replay puts the job back there)\n", s.queue);
@@ -3125,17 +2800,17 @@ static int cmd_rejects_show(Ctx *c)
                s.model);
     if (s.batch)
         printf("batch     %" PRIu64 "\n", s.batch);
-    printf("time      %s, %s ago\n", clock_str(s.time_ms).s,
-           dur(now > s.time_ms ? now - s.time_ms : 0).s);
+    printf("time      %s, %s ago\n", cli_clock(s.time_ms).s,
+           cli_dur(now > s.time_ms ? now - s.time_ms : 0).s);
     fputs("errors    ", stdout);
-    put_text(stdout, s.errors.buf, s.errors.len);
+    cli_put_text(stdout, s.errors.buf, s.errors.len);
     fputs("\nrow       ", stdout);
     fwrite(s.row.buf, 1, s.row.len, stdout);
     fputs("\njob       ", stdout);
     fwrite(s.job.buf, 1, s.job.len, stdout);
     printf("\n\nreplay it: 'qctl rejects replay %" PRIu64 "' (or with a fixed row: --row "
            "JSON); drop it: 'qctl rejects drop %" PRIu64 "'\n", s.id, s.id);
-    rc = ST_OK;
+    rc = CLI_OK;
 done:
     rshow_free(&s);
     return rc;
@@ -3160,12 +2835,12 @@ static int cmd_rejects_drop(Ctx *c)
     if (rc == PL_ENOREJECT)
         return reject_missing(o.id);
     if (rc)
-        return errorf("cannot drop reject %" PRIu64 ": %s", o.id, pl_strerror(rc));
+        return cli_errorf("cannot drop reject %" PRIu64 ": %s", o.id, pl_strerror(rc));
     if (c->json)
         printf("{\"id\":%" PRIu64 ",\"dropped\":true}\n", o.id);
     else
         printf("dropped reject %" PRIu64 "\n", o.id);
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* Replay. A reject with a queue goes back on the line: its row becomes the
@@ -3386,13 +3061,13 @@ static int replay_all(Ctx *c, const char *model, const char *pipe)
     if ((rc = ctx_open(c, OPEN_WRITE)))
         goto done;
     if ((rc = store_read(c->s, rall_list_fn, &a)) != 0) {
-        rc = errorf("cannot list the rejects of '%s': %s", c->dir, pl_strerror(rc));
+        rc = cli_errorf("cannot list the rejects of '%s': %s", c->dir, pl_strerror(rc));
         goto done;
     }
     if (a.direct || pipe) { /* rows that go straight to a batch are validated */
         char err[1024] = "";
         if ((rc = pipeline_from_store(c->s, pipe, &p, err, sizeof err)) != 0) {
-            rc = errorf("%s", err[0] ? err : pl_strerror(rc));
+            rc = cli_errorf("%s", err[0] ? err : pl_strerror(rc));
             goto done;
         }
         a.r.ms = p->models ? p->models : &no_models;
@@ -3400,7 +3075,7 @@ static int replay_all(Ctx *c, const char *model, const char *pipe)
     }
     while (a.next < a.n) {
         if ((rc = store_run(c->s, rall_chunk_fn, &k)) != 0) {
-            rc = errorf("cannot replay reject %" PRIu64 ": %s; %zu replayed before it",
+            rc = cli_errorf("cannot replay reject %" PRIu64 ": %s; %zu replayed before it",
                         a.r.id, pl_strerror(rc), a.done);
             goto done;
         }
@@ -3425,17 +3100,17 @@ static int replay_all(Ctx *c, const char *model, const char *pipe)
         if (a.gone)
             printf("%zu were gone already (replayed or dropped meanwhile)\n", a.gone);
     }
-    rc = ST_OK;
+    rc = CLI_OK;
     if (a.invalid) {
         Strbuf e;
         sb_init(&e);
         errors_text(a.first_errors.buf, a.first_errors.len, "; ", &e);
-        errorf("%zu reject%s left in place: %s row still breaks its model's rules (first: "
+        cli_errorf("%zu reject%s left in place: %s row still breaks its model's rules (first: "
                "reject %" PRIu64 ": %s); fix each with 'qctl rejects replay ID --row JSON' "
                "or drop it", a.invalid, a.invalid == 1 ? "" : "s",
                a.invalid == 1 ? "its" : "their", a.first_invalid, e.buf);
         sb_free(&e);
-        rc = ST_FAIL;
+        rc = CLI_FAIL;
     }
 done:
     pipeline_free(p);
@@ -3453,7 +3128,7 @@ static int cmd_rejects_replay(Ctx *c)
     NeedOp need = {0};
     Pipeline *p = NULL;
     msgpack_sbuffer fixed;
-    Buf in = {0};
+    Strbuf in;
     char err[1024] = "";
     int rc;
 
@@ -3470,19 +3145,20 @@ static int cmd_rejects_replay(Ctx *c)
         return rc;
     msgpack_sbuffer_init(&fixed);
     sb_init(&r.errors);
+    sb_init(&in);
     if (src) {
         const char *text = src;
         size_t n = strlen(src);
         if (strcmp(src, "-") == 0) {
             if (isatty(STDIN_FILENO))
-                note("reading the fixed row from the terminal; end it with Ctrl-D");
-            if ((rc = buf_read(&in, stdin, ROW_LIMIT)) != 0) {
-                rc = errorf("cannot read the fixed row from stdin: %s",
+                cli_note("reading the fixed row from the terminal; end it with Ctrl-D");
+            if ((rc = cli_read_all(&in, stdin, ROW_LIMIT)) != 0) {
+                rc = cli_errorf("cannot read the fixed row from stdin: %s",
                             rc == EFBIG ? "over 64 MiB" : strerror(rc));
                 goto done;
             }
-            text = in.p;
-            n = in.n;
+            text = in.buf;
+            n = in.len;
         }
         if (row_from_json_object(text, n, &fixed, err, sizeof err) != 0) {
             rc = usage(c, "--row: %s; give the fixed row as one JSON object", err);
@@ -3500,12 +3176,12 @@ static int cmd_rejects_replay(Ctx *c)
         goto done;
     }
     if (rc) {
-        rc = errorf("cannot read reject %" PRIu64 ": %s", r.id, pl_strerror(rc));
+        rc = cli_errorf("cannot read reject %" PRIu64 ": %s", r.id, pl_strerror(rc));
         goto done;
     }
     if (need.direct || pipe) {
         if ((rc = pipeline_from_store(c->s, pipe, &p, err, sizeof err)) != 0) {
-            rc = errorf("%s", err[0] ? err : pl_strerror(rc));
+            rc = cli_errorf("%s", err[0] ? err : pl_strerror(rc));
             goto done;
         }
         r.ms = p->models ? p->models : &no_models;
@@ -3517,11 +3193,11 @@ static int cmd_rejects_replay(Ctx *c)
         goto done;
     }
     if (rc == PL_EINVAL && r.need_models) { /* became direct since: read the models */
-        rc = errorf("reject %" PRIu64 " changed while it was read; run the replay again", r.id);
+        rc = cli_errorf("reject %" PRIu64 " changed while it was read; run the replay again", r.id);
         goto done;
     }
     if (rc == PL_EINVAL && r.undeclared) {
-        rc = errorf("reject %" PRIu64 " stays: %s; pass --pipeline FILE with the model",
+        rc = cli_errorf("reject %" PRIu64 " stays: %s; pass --pipeline FILE with the model",
                     r.id, r.errors.buf);
         goto done;
     }
@@ -3529,14 +3205,14 @@ static int cmd_rejects_replay(Ctx *c)
         Strbuf e;
         sb_init(&e);
         errors_text(r.errors.buf, r.errors.len, "; ", &e);
-        rc = errorf("reject %" PRIu64 " stays: its %s row breaks the rules of model '%s': %s; "
+        rc = cli_errorf("reject %" PRIu64 " stays: its %s row breaks the rules of model '%s': %s; "
                     "fix the row and give it with --row JSON", r.id, r.fixed ? "fixed" : "stored",
                     r.model, e.buf);
         sb_free(&e);
         goto done;
     }
     if (rc) {
-        rc = errorf("cannot replay reject %" PRIu64 ": %s", r.id, pl_strerror(rc));
+        rc = cli_errorf("cannot replay reject %" PRIu64 ": %s", r.id, pl_strerror(rc));
         goto done;
     }
     if (c->json) {
@@ -3555,10 +3231,10 @@ static int cmd_rejects_replay(Ctx *c)
     } else {
         printf("%" PRIu64 "\n", r.job);
     }
-    rc = ST_OK;
+    rc = CLI_OK;
 done:
     pipeline_free(p);
-    free(in.p);
+    sb_free(&in);
     sb_free(&r.errors);
     msgpack_sbuffer_destroy(&fixed);
     return rc;
@@ -3595,9 +3271,9 @@ static const QueueStats *frame_find(const Frame *f, const char *name)
     return NULL;
 }
 
-static Str rate(uint64_t now, uint64_t then, double dt, int have)
+static CliStr rate(uint64_t now, uint64_t then, double dt, int have)
 {
-    Str r;
+    CliStr r;
     if (!have || now < then || dt <= 0)
         snprintf(r.s, sizeof r.s, "-");
     else
@@ -3610,34 +3286,34 @@ static const char *const top_head[] = {"QUEUE", "READY", "DELAYED", "RESERVED", 
 
 static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev, uint64_t every)
 {
-    Table t = {.ncol = 10, .head = top_head, .align = "lrrrrrrrrl"};
+    CliTable t = {.ncol = 10, .head = top_head, .align = "lrrrrrrrrl"};
     double dt = prev ? (double)(cur->ns - prev->ns) / 1e9 : 0;
     const StoreInfo *i = &cur->info;
     uint64_t used = (uint64_t)i->last_page * i->page_size;
 
     fprintf(f, "pickline top  %s  %s  every %ss  q quits\n\n", c->dir,
-            clock_str(cur->list.ms).s, secs(every).s);
+            cli_clock(cur->list.ms).s, cli_secs(every).s);
     for (size_t k = 0; k < cur->list.n; k++) {
         const QueueStats *s = &cur->list.v[k], *p = prev ? frame_find(prev, s->name) : NULL;
-        table_add(&t, "%s", s->name);
-        table_add(&t, "%" PRIu64, s->ready);
-        table_add(&t, "%" PRIu64, s->delayed);
-        table_add(&t, "%" PRIu64, s->reserved);
-        table_add(&t, "%" PRIu64, s->buried);
-        table_add(&t, "%s", rate(s->puts, p ? p->puts : 0, dt, p != NULL).s);
-        table_add(&t, "%s", rate(s->reserves, p ? p->reserves : 0, dt, p != NULL).s);
-        table_add(&t, "%s", rate(s->acks, p ? p->acks : 0, dt, p != NULL).s);
-        table_add(&t, "%s", s->ready ? dur(s->oldest_ready_ms).s : "-");
-        table_add(&t, "%s", s->paused ? "paused" : "-");
+        cli_table_add(&t, "%s", s->name);
+        cli_table_add(&t, "%" PRIu64, s->ready);
+        cli_table_add(&t, "%" PRIu64, s->delayed);
+        cli_table_add(&t, "%" PRIu64, s->reserved);
+        cli_table_add(&t, "%" PRIu64, s->buried);
+        cli_table_add(&t, "%s", rate(s->puts, p ? p->puts : 0, dt, p != NULL).s);
+        cli_table_add(&t, "%s", rate(s->reserves, p ? p->reserves : 0, dt, p != NULL).s);
+        cli_table_add(&t, "%s", rate(s->acks, p ? p->acks : 0, dt, p != NULL).s);
+        cli_table_add(&t, "%s", s->ready ? cli_dur(s->oldest_ready_ms).s : "-");
+        cli_table_add(&t, "%s", s->paused ? "paused" : "-");
     }
     if (cur->list.n)
-        table_print(&t, f);
+        cli_table_print(&t, f);
     else
         fputs("no queues yet\n", f);
     fprintf(f, "\nmap  %s used of %s (%.1f%%), limit %s, file %s, %zu free pages, readers %u/%u\n",
-            size_str(used).s, size_str(i->map_size).s,
+            cli_size(used).s, cli_size(i->map_size).s,
             i->map_size ? 100.0 * (double)used / (double)i->map_size : 0,
-            i->map_max ? size_str(i->map_max).s : "none", size_str(i->file_size).s,
+            i->map_max ? cli_size(i->map_max).s : "none", cli_size(i->file_size).s,
             i->free_pages, i->readers, i->max_readers);
     if (cur->staged)
         fprintf(f, "batches  open %" PRIu64 ", sealed %" PRIu64 ", held %" PRIu64 ", loading %"
@@ -3645,7 +3321,7 @@ static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev,
                 cur->batches[BATCH_OPEN], cur->batches[BATCH_SEALED], cur->batches[BATCH_HELD],
                 cur->batches[BATCH_LOADING], cur->batches[BATCH_LOADED],
                 cur->batches[BATCH_FAILED], cur->rejects);
-    table_free(&t);
+    cli_table_free(&t);
 }
 
 /* top_show writes a drawn frame: over the last one on a terminal (home,
@@ -3778,7 +3454,7 @@ static int cmd_top(Ctx *c)
         /* Each refresh is its own short read transaction; none spans a wait. */
         if ((rc = store_read(c->s, top_fn, cur)) != 0 ||
             (rc = store_info(c->s, &cur->info)) != 0) {
-            rc = errorf("cannot read '%s': %s", c->dir, pl_strerror(rc));
+            rc = cli_errorf("cannot read '%s': %s", c->dir, pl_strerror(rc));
             break;
         }
         cur->ns = pl_mono_ns();
@@ -3791,7 +3467,7 @@ static int cmd_top(Ctx *c)
         prev = cur;
         cur = cur == &fr[0] ? &fr[1] : &fr[0];
         if ((iterations && n >= iterations) || top_wait(&keys, every, &wait)) {
-            rc = ST_OK;
+            rc = CLI_OK;
             break;
         }
     }
@@ -3836,17 +3512,17 @@ static int cmd_compact(Ctx *c)
     if ((rc = ctx_open(c, OPEN_READ)))
         return rc;
     if ((rc = store_info(c->s, &info)) != 0)
-        return errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
+        return cli_errorf("cannot read the map's size of '%s': %s", c->dir, pl_strerror(rc));
     used = (uint64_t)info.last_page * info.page_size;
     rc = store_compact(c->s, dst);
     if (rc == EEXIST || rc == ENOTEMPTY || rc == PL_ENOTDATA)
-        return errorf("'%s' is not empty; compact into a new or empty directory", dst);
+        return cli_errorf("'%s' is not empty; compact into a new or empty directory", dst);
     if (rc == EACCES || rc == EPERM)
-        return errorf("permission denied writing '%s'; pick a directory you can write", dst);
+        return cli_errorf("permission denied writing '%s'; pick a directory you can write", dst);
     if (rc == ENOSPC)
-        return errorf("no space left writing '%s'; the copy needs up to %s", dst, size_str(used).s);
+        return cli_errorf("no space left writing '%s'; the copy needs up to %s", dst, cli_size(used).s);
     if (rc)
-        return errorf("cannot compact '%s' into '%s': %s", c->dir, dst, pl_strerror(rc));
+        return cli_errorf("cannot compact '%s' into '%s': %s", c->dir, dst, pl_strerror(rc));
     after = dir_bytes(dst);
     if (c->json) {
         fputs("{\"source\":", stdout);
@@ -3857,11 +3533,11 @@ static int cmd_compact(Ctx *c)
                info.file_size, used, after);
     } else {
         printf("compacted '%s' into '%s'\n", c->dir, dst);
-        printf("  before  %s on disk, %s in use\n", size_str(info.file_size).s, size_str(used).s);
-        printf("  after   %s\n", size_str(after).s);
+        printf("  before  %s on disk, %s in use\n", cli_size(info.file_size).s, cli_size(used).s);
+        printf("  after   %s\n", cli_size(after).s);
         printf("to use it, stop the engine and swap the directories\n");
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* ---------------------------------------------------------------- verify */
@@ -3903,7 +3579,7 @@ static int cmd_verify(Ctx *c)
     if (rc) {
         if (c->json)
             puts("]}");
-        return errorf("verify of '%s' stopped: %s", c->dir, pl_strerror(rc));
+        return cli_errorf("verify of '%s' stopped: %s", c->dir, pl_strerror(rc));
     }
     if (c->json) {
         printf("],\"problem_count\":%" PRIu64 ",\"records\":%" PRIu64 ",\"queues\":%" PRIu64
@@ -3923,7 +3599,7 @@ static int cmd_verify(Ctx *c)
         else
             printf("no problems found\n");
     }
-    return vc.problems ? ST_FAIL : ST_OK;
+    return vc.problems ? CLI_FAIL : CLI_OK;
 }
 
 /* ------------------------------------------------------------------ help */
@@ -4195,6 +3871,15 @@ static const Cmd cmds[] = {
 
 #define NCMDS (sizeof cmds / sizeof cmds[0])
 
+/* The global flags, before or after the command. The parser reads the
+ * first two from the table; --help (and -h) it knows by itself. */
+enum { G_DATA, G_JSON };
+static const CliFlag globals[] = {
+    {"data", "DIR", "the data directory (default: $PICKLINE_DATA, else " CLI_DEFAULT_DIR ")"},
+    {"json", NULL, "output for scripts"},
+    {"help", NULL, "this; 'qctl COMMAND --help' for one command"},
+};
+
 static void help_main(FILE *f)
 {
     fputs("usage: qctl [--data DIR] [--json] COMMAND [ARGS]\n\n"
@@ -4203,12 +3888,9 @@ static void help_main(FILE *f)
     for (size_t i = 0; i < NCMDS; i++)
         if (!strchr(cmds[i].name, ' ')) /* subcommands: in their command's help */
             fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
-    fputs("\nglobal flags (before or after the command):\n"
-          "  --data DIR  the data directory (default: $PICKLINE_DATA, else "
-          DEFAULT_DIR ")\n"
-          "  --json      output for scripts\n"
-          "  --help      this; 'qctl COMMAND --help' for one command\n\n"
-          "Times are in seconds, fractions allowed (0.25). Exit status: 0 ok,\n"
+    fputs("\nglobal flags (before or after the command):\n", f);
+    cli_flags_help(f, globals, 3, 11);
+    fputs("\nTimes are in seconds, fractions allowed (0.25). Exit status: 0 ok,\n"
           "1 failure (or no job ready for reserve), 2 usage.\n", f);
 }
 
@@ -4218,12 +3900,7 @@ static void help_cmd(const Cmd *cmd, FILE *f)
             cmd->help);
     if (cmd->flags[0].name) {
         fputs("\nflags:\n", f);
-        for (int i = 0; i < MAX_FLAGS && cmd->flags[i].name; i++) {
-            char left[40];
-            snprintf(left, sizeof left, "--%s%s%s", cmd->flags[i].name,
-                     cmd->flags[i].meta ? " " : "", cmd->flags[i].meta ? cmd->flags[i].meta : "");
-            fprintf(f, "  %-20s %s\n", left, cmd->flags[i].help);
-        }
+        cli_flags_help(f, cmd->flags, MAX_FLAGS, 20);
     }
     for (size_t i = 0, n = strlen(cmd->name), first = 1; i < NCMDS; i++) {
         if (strncmp(cmds[i].name, cmd->name, n) != 0 || cmds[i].name[n] != ' ')
@@ -4233,7 +3910,7 @@ static void help_cmd(const Cmd *cmd, FILE *f)
         first = 0;
         fprintf(f, "  %-16s %s\n", cmds[i].name, cmds[i].summary);
     }
-    fputs("\nglobal flags: --data DIR (default: $PICKLINE_DATA, else " DEFAULT_DIR "), --json\n", f);
+    fputs("\nglobal flags: --data DIR (default: $PICKLINE_DATA, else " CLI_DEFAULT_DIR "), --json\n", f);
 }
 
 /* ------------------------------------------------------------ arguments */
@@ -4257,14 +3934,6 @@ static const Cmd *sub_find(const Cmd *cmd, const char *a)
     return NULL;
 }
 
-static int flag_find(const Cmd *cmd, const char *name, size_t n)
-{
-    for (int i = 0; i < MAX_FLAGS && cmd->flags[i].name; i++)
-        if (strlen(cmd->flags[i].name) == n && memcmp(cmd->flags[i].name, name, n) == 0)
-            return i;
-    return -1;
-}
-
 static void seterr(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* seterr keeps the first problem found (the parse goes on to find --help). */
@@ -4284,48 +3953,43 @@ static void seterr(char *err, size_t cap, const char *fmt, ...)
 static void args_parse(Ctx *c, int argc, char **argv, int *help, char *err, size_t cap)
 {
     const Cmd *sub;
-    int flags = 1;
+    const char *v;
+    int flags = 1, k, f;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (flags && a[0] == '-' && a[1] != '\0') {
-            const char *name = a + 2, *eq = strchr(name, '='), *v = eq ? eq + 1 : NULL;
-            size_t n = eq ? (size_t)(eq - name) : strlen(name);
-            int k;
             if (strcmp(a, "--") == 0) {
                 flags = 0;
             } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
                 *help = 1;
-            } else if (a[1] != '-') {
-                seterr(err, cap, "unknown flag '%s'", a);
-            } else if (n == 4 && memcmp(name, "json", 4) == 0) {
-                if (v)
+            } else if ((k = cli_flag_take(globals, 2, 1, argc, argv, &i, &v, &f)) != CLI_ARG_NONE) {
+                if (k == CLI_ARG_SWITCH)
                     seterr(err, cap, "--json takes no value");
-                c->json = 1;
-            } else if (n == 4 && memcmp(name, "data", 4) == 0) {
-                if (!v && i + 1 < argc)
-                    v = argv[++i];
-                if (!v || !*v)
+                if (k == G_JSON || k == CLI_ARG_SWITCH)
+                    c->json = 1;
+                else if (k == CLI_ARG_NOVALUE || !*v)
                     seterr(err, cap, "--data needs a directory");
                 else
                     c->dir = v;
-            } else if (!c->cmd || (k = flag_find(c->cmd, name, n)) < 0) {
+            } else if (a[1] != '-') {
+                seterr(err, cap, "unknown flag '%s'", a);
+            } else if (!c->cmd ||
+                       (k = cli_flag_take(c->cmd->flags, MAX_FLAGS, 1, argc, argv, &i, &v, &f)) ==
+                           CLI_ARG_NONE) {
+                int n = (int)strcspn(a + 2, "=");
                 if (c->cmd)
-                    seterr(err, cap, "unknown flag '--%.*s' for '%s'", (int)n, name, c->cmd->name);
+                    seterr(err, cap, "unknown flag '--%.*s' for '%s'", n, a + 2, c->cmd->name);
                 else
-                    seterr(err, cap, "unknown flag '--%.*s' (a command's flags go after it)",
-                           (int)n, name);
-            } else if (!c->cmd->flags[k].meta) {
-                if (v)
-                    seterr(err, cap, "--%s takes no value", c->cmd->flags[k].name);
-                c->val[k] = "";
+                    seterr(err, cap, "unknown flag '--%.*s' (a command's flags go after it)", n,
+                           a + 2);
+            } else if (k == CLI_ARG_SWITCH) {
+                seterr(err, cap, "--%s takes no value", c->cmd->flags[f].name);
+                c->val[f] = "";
+            } else if (k == CLI_ARG_NOVALUE) {
+                seterr(err, cap, "--%s needs a value (%s)", c->cmd->flags[f].name,
+                       c->cmd->flags[f].meta);
             } else {
-                if (!v && i + 1 < argc)
-                    v = argv[++i];
-                if (!v)
-                    seterr(err, cap, "--%s needs a value (%s)", c->cmd->flags[k].name,
-                           c->cmd->flags[k].meta);
-                else
-                    c->val[k] = v;
+                c->val[k] = v;
             }
         } else if (!c->cmd) {
             if (!(c->cmd = cmd_find(a))) {
@@ -4334,8 +3998,8 @@ static void args_parse(Ctx *c, int argc, char **argv, int *help, char *err, size
             }
         } else if (flags && c->npos == 0 && (sub = sub_find(c->cmd, a)) != NULL) {
             /* A subcommand: its flags are its own, so they go after it. */
-            for (int k = 0; k < MAX_FLAGS; k++)
-                if (c->val[k])
+            for (int j = 0; j < MAX_FLAGS; j++)
+                if (c->val[j])
                     seterr(err, cap, "the flags of '%s' go after it", sub->name);
             memset(c->val, 0, sizeof c->val);
             c->cmd = sub;
@@ -4377,9 +4041,9 @@ int main(int argc, char **argv)
     Ctx c = {0};
     char err[512] = "";
     int help = 0, rc;
-    const char *env;
 
     std_fds();
+    cli_prog = "qctl";
     pl_log_level = PL_LOG_WARN; /* stderr is for problems; the engine's info lines are not */
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is a write error we report */
     args_parse(&c, argc, argv, &help, err, sizeof err);
@@ -4388,7 +4052,7 @@ int main(int argc, char **argv)
             help_cmd(c.cmd, stdout);
         else
             help_main(stdout);
-        rc = ST_OK;
+        rc = CLI_OK;
         goto out;
     }
     if (err[0])
@@ -4397,12 +4061,11 @@ int main(int argc, char **argv)
         return usage(&c, "no command given");
     if (c.npos < c.cmd->min_pos)
         return usage(&c, "missing %.*s", (int)strcspn(c.cmd->synopsis, " "), c.cmd->synopsis);
-    if (!c.dir)
-        c.dir = (env = getenv("PICKLINE_DATA")) && *env ? env : DEFAULT_DIR;
+    c.dir = cli_data_dir(c.dir);
     rc = c.cmd->run(&c);
     store_close(c.s);
 out:
-    if (fflush(stdout) != 0 && rc == ST_OK)
-        rc = errorf("cannot write to stdout: %s", strerror(errno));
+    if (fflush(stdout) != 0 && rc == CLI_OK)
+        rc = cli_errorf("cannot write to stdout: %s", strerror(errno));
     return rc;
 }

@@ -91,6 +91,7 @@
  *
  * Exit status: 0 all loaded and nothing rejected, 1 something rejected or
  * failed or the target unreachable, 2 usage. */
+#include "cli.h"
 #include "model.h"
 #include "pipeline.h"
 #include "pl.h"
@@ -117,9 +118,6 @@
 
 /* ------------------------------------------------------------ constants */
 
-enum { ST_OK = 0, ST_FAIL = 1, ST_USAGE = 2 }; /* exit statuses */
-
-#define DEFAULT_DIR "./pickline-data"
 #define PAGE_ROWS 20000u            /* rows per read transaction */
 #define SEND_BYTES (512u << 10)     /* CSV bytes per page and per PQputCopyData */
 #define UNMAP_PAGES 8               /* give back the map's pages every 8 pages read */
@@ -166,7 +164,35 @@ enum {
 enum { CRASH_NONE, CRASH_BEFORE_COPY, CRASH_DURING_COPY, CRASH_BEFORE_COMMIT,
        CRASH_AFTER_COMMIT, CRASH_AFTER_MARK };
 
-static const char usage_text[] =
+/* The options: parse_args reads them, --help prints them between
+ * usage_head and usage_tail. */
+enum { F_DATA, F_TARGET, F_FOLLOW, F_POLL, F_CREATE, F_MODE, F_PIPELINE, F_MODEL, F_JSON,
+       F_QUIET, F_HELP, NFLAGS };
+static const CliFlag flags[NFLAGS] = {
+    [F_DATA] = {"data", "DIR", "the data directory (default $PICKLINE_DATA, else\n"
+                               CLI_DEFAULT_DIR ")"},
+    [F_TARGET] = {"target", "DSN", "libpq conninfo or URI of the warehouse (default\n"
+                                   "$PICKLINE_TARGET)"},
+    [F_FOLLOW] = {"follow", NULL, "keep running: load new batches as they are sealed, and\n"
+                                  "reconnect with backoff when the warehouse goes away;\n"
+                                  "SIGTERM/SIGINT finish the current batch and exit 0"},
+    [F_POLL] = {"poll", "S", "with --follow, look for new batches every S seconds\n"
+                             "(default 0.5)"},
+    [F_CREATE] = {"create-tables", NULL, "create the models' tables (CREATE TABLE IF NOT EXISTS,\n"
+                                         "keys, unique, foreign keys) before loading"},
+    [F_MODE] = {"mode", "MODE", "append (default): COPY rows into the table;\n"
+                                "merge: upsert by the model's key (the last row of a key\n"
+                                "wins), soft deletes set the model's paranoid column"},
+    [F_PIPELINE] = {"pipeline", "FILE", "read the models from FILE instead of the pipeline kept\n"
+                                        "in the data directory"},
+    [F_MODEL] = {"model", "M", "load only the batches of model M"},
+    [F_JSON] = {"json", NULL, "print the summary as one JSON object: {\"batches\",\n"
+                              "\"rows\",\"rejected\",\"failed\",\"seconds\",\"rows_per_s\"}"},
+    [F_QUIET] = {"quiet", NULL, "no progress and no per-batch lines (errors still print)"},
+    [F_HELP] = {"help", NULL, "this text"},
+};
+
+static const char usage_head[] =
     "usage: qload [--data DIR] --target DSN [--follow] [--create-tables]\n"
     "             [--mode append|merge] [--pipeline FILE] [--model M] [--json]\n"
     "             [--quiet] [--poll S]\n"
@@ -175,28 +201,9 @@ static const char usage_text[] =
     "warehouse with COPY, exactly once: a ledger table, pickline_ledger, records\n"
     "each batch in the same transaction as its rows. Parents load before\n"
     "children (the models' belongs_to), then by batch id.\n"
-    "\n"
-    "  --data DIR       the data directory (default $PICKLINE_DATA, else\n"
-    "                   ./pickline-data)\n"
-    "  --target DSN     libpq conninfo or URI of the warehouse (default\n"
-    "                   $PICKLINE_TARGET)\n"
-    "  --follow         keep running: load new batches as they are sealed, and\n"
-    "                   reconnect with backoff when the warehouse goes away;\n"
-    "                   SIGTERM/SIGINT finish the current batch and exit 0\n"
-    "  --poll S         with --follow, look for new batches every S seconds\n"
-    "                   (default 0.5)\n"
-    "  --create-tables  create the models' tables (CREATE TABLE IF NOT EXISTS,\n"
-    "                   keys, unique, foreign keys) before loading\n"
-    "  --mode MODE      append (default): COPY rows into the table;\n"
-    "                   merge: upsert by the model's key (the last row of a key\n"
-    "                   wins), soft deletes set the model's paranoid column\n"
-    "  --pipeline FILE  read the models from FILE instead of the pipeline kept\n"
-    "                   in the data directory\n"
-    "  --model M        load only the batches of model M\n"
-    "  --json           print the summary as one JSON object: {\"batches\",\n"
-    "                   \"rows\",\"rejected\",\"failed\",\"seconds\",\"rows_per_s\"}\n"
-    "  --quiet          no progress and no per-batch lines (errors still print)\n"
-    "  --help           this text\n"
+    "\n";
+
+static const char usage_tail[] =
     "\n"
     "Rows PostgreSQL refuses (bad data, a constraint) go to the rejects with its\n"
     "message (see `qctl rejects`); the rest of the batch loads. A batch that\n"
@@ -222,11 +229,14 @@ static const char usage_text[] =
     "(marked loaded, its rows not yet dropped from the store), qload kills\n"
     "itself with SIGKILL at that point of its first batch. For crash tests only.\n";
 
+/* USAGE_HINT follows every usage error. */
+#define USAGE_HINT "run 'qload --help' for the options\n"
+
 /* ------------------------------------------------------------ state */
 
 typedef struct Opts {
     const char *dir, *target, *pipeline, *model;
-    int follow, create_tables, merge, json, quiet;
+    int follow, create_tables, merge, json, quiet, help;
     double poll_s;
 } Opts;
 
@@ -310,7 +320,6 @@ static void on_signal(int sig)
 /* ------------------------------------------------------------ messages */
 
 static void say(Loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static void progress_clear(Loader *L)
 {
@@ -326,22 +335,8 @@ static void say(Loader *L, const char *fmt, ...)
     va_list ap;
     progress_clear(L);
     va_start(ap, fmt);
-    fputs("qload: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    cli_vnote(fmt, ap);
     va_end(ap);
-}
-
-static int fail_usage(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("qload: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    fputs("run 'qload --help' for the options\n", stderr);
-    return ST_USAGE;
 }
 
 static void progress(Loader *L, int force)
@@ -2062,64 +2057,74 @@ static int pass(Loader *L)
 
 /* ------------------------------------------------------------ main */
 
+/* parse_args reads the options into o: CLI_OK (o->help set for --help,
+ * which ends the reading), or CLI_USAGE after saying what is wrong. */
 static int parse_args(int argc, char **argv, Opts *o)
 {
     const char *env;
     o->poll_s = 0.5;
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        int needs = !strcmp(a, "--data") || !strcmp(a, "--target") || !strcmp(a, "--mode") ||
-                    !strcmp(a, "--pipeline") || !strcmp(a, "--model") || !strcmp(a, "--poll");
-        if (needs) {
-            if (i + 1 >= argc)
-                return fail_usage("%s needs a value", a);
-            val = argv[++i];
-        }
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            fputs(usage_text, stdout);
-            exit(ST_OK);
-        } else if (!strcmp(a, "--data")) {
+        const char *a = argv[i], *val = NULL;
+        char *end;
+        int f, k = cli_flag_take(flags, NFLAGS, 0, argc, argv, &i, &val, &f);
+        if (k == CLI_ARG_NONE) /* the one-letter forms */
+            k = !strcmp(a, "-h") ? F_HELP : !strcmp(a, "-q") ? F_QUIET : k;
+        if (k == CLI_ARG_NOVALUE)
+            return cli_usage(USAGE_HINT, "%s needs a value", a);
+        switch (k) {
+        case F_HELP:
+            o->help = 1;
+            return CLI_OK;
+        case F_DATA:
             o->dir = val;
-        } else if (!strcmp(a, "--target")) {
+            break;
+        case F_TARGET:
             o->target = val;
-        } else if (!strcmp(a, "--pipeline")) {
+            break;
+        case F_PIPELINE:
             o->pipeline = val;
-        } else if (!strcmp(a, "--model")) {
+            break;
+        case F_MODEL:
             o->model = val;
-        } else if (!strcmp(a, "--mode")) {
+            break;
+        case F_MODE:
             if (!strcmp(val, "append"))
                 o->merge = 0;
             else if (!strcmp(val, "merge"))
                 o->merge = 1;
             else
-                return fail_usage("--mode '%s': expected append or merge", val);
-        } else if (!strcmp(a, "--poll")) {
-            char *end;
+                return cli_usage(USAGE_HINT, "--mode '%s': expected append or merge", val);
+            break;
+        case F_POLL:
             errno = 0;
             o->poll_s = strtod(val, &end);
             if (errno || end == val || *end || !(o->poll_s >= 0.01 && o->poll_s <= 3600))
-                return fail_usage("--poll '%s': expected seconds between 0.01 and 3600", val);
-        } else if (!strcmp(a, "--follow")) {
+                return cli_usage(USAGE_HINT, "--poll '%s': expected seconds between 0.01 and "
+                                 "3600", val);
+            break;
+        case F_FOLLOW:
             o->follow = 1;
-        } else if (!strcmp(a, "--create-tables")) {
+            break;
+        case F_CREATE:
             o->create_tables = 1;
-        } else if (!strcmp(a, "--json")) {
+            break;
+        case F_JSON:
             o->json = 1;
-        } else if (!strcmp(a, "--quiet") || !strcmp(a, "-q")) {
+            break;
+        case F_QUIET:
             o->quiet = 1;
-        } else {
-            return fail_usage("unknown argument '%s'", a);
+            break;
+        default:
+            return cli_usage(USAGE_HINT, "unknown argument '%s'", a);
         }
     }
-    if (!o->dir)
-        o->dir = (env = getenv("PICKLINE_DATA")) && *env ? env : DEFAULT_DIR;
+    o->dir = cli_data_dir(o->dir);
     if (!o->target)
         o->target = (env = getenv("PICKLINE_TARGET")) && *env ? env : NULL;
     if (!o->target)
-        return fail_usage("no target: pass --target DSN (a libpq conninfo or URI) or set "
-                          "$PICKLINE_TARGET");
-    return ST_OK;
+        return cli_usage(USAGE_HINT, "no target: pass --target DSN (a libpq conninfo or URI) "
+                         "or set $PICKLINE_TARGET");
+    return CLI_OK;
 }
 
 static int crash_seam(void)
@@ -2168,36 +2173,35 @@ static int open_store(Loader *L)
     if (rc == ENOENT) {
         say(L, "data directory '%s' does not exist; pass --data DIR or set $PICKLINE_DATA",
             L->o.dir);
-        return ST_FAIL;
+        return CLI_FAIL;
     }
     if (rc) {
         say(L, "cannot open data directory '%s': %s", L->o.dir,
             *store_error() ? store_error() : pl_strerror(rc));
-        return ST_FAIL;
+        return CLI_FAIL;
     }
     if ((rc = pipeline_from_store(L->s, L->o.pipeline, &L->p, err, sizeof err)) != 0) {
         say(L, "%s", err);
-        return ST_FAIL;
+        return CLI_FAIL;
     }
     if (!L->p->models || L->p->models->n == 0) {
         say(L, "the pipeline %s declares no models; declare them under models:",
             L->p->path ? L->p->path : "");
-        return ST_FAIL;
+        return CLI_FAIL;
     }
     L->ms = L->p->models;
     L->direct_skip = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->direct_skip);
     L->keyed = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->keyed);
     L->checked = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->checked);
     if (L->o.model && !models_find(L->ms, L->o.model)) {
-        fail_usage("model '%s' is not declared in the pipeline; pass one of its models",
-                   L->o.model);
-        return ST_USAGE;
+        return cli_usage(USAGE_HINT, "model '%s' is not declared in the pipeline; pass one of "
+                         "its models", L->o.model);
     }
     if ((rc = store_run(L->s, uuid_fn, L->uuid)) != 0) {
         say(L, "cannot read the store's identity: %s", pl_strerror(rc));
-        return ST_FAIL;
+        return CLI_FAIL;
     }
-    return ST_OK;
+    return CLI_OK;
 }
 
 /* reconnect tries until connected (K_OK), stopped (K_CONN) or a permanent
@@ -2225,10 +2229,17 @@ int main(int argc, char **argv)
     int st, k;
     struct sigaction sa = {0};
 
-    if ((st = parse_args(argc, argv, &L.o)) != ST_OK)
+    cli_prog = "qload";
+    if ((st = parse_args(argc, argv, &L.o)) != CLI_OK)
         return st;
+    if (L.o.help) {
+        fputs(usage_head, stdout);
+        cli_flags_help(stdout, flags, NFLAGS, 16);
+        fputs(usage_tail, stdout);
+        return CLI_OK;
+    }
     if ((L.crash = crash_seam()) < 0)
-        return fail_usage("PICKLINE_QLOAD_CRASH='%s': expected before_copy, during_copy, "
+        return cli_usage(USAGE_HINT, "PICKLINE_QLOAD_CRASH='%s': expected before_copy, during_copy, "
                           "before_commit, after_commit or after_mark",
                           getenv("PICKLINE_QLOAD_CRASH"));
     L.tty = isatty(STDERR_FILENO);
@@ -2239,7 +2250,7 @@ int main(int argc, char **argv)
     sb_init(&L.tmp);
     if (!msgpack_zone_init(&L.zone, ZONE_CHUNK)) {
         say(&L, "out of memory");
-        return ST_FAIL;
+        return CLI_FAIL;
     }
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -2247,7 +2258,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if ((st = open_store(&L)) != ST_OK)
+    if ((st = open_store(&L)) != CLI_OK)
         goto out;
 
     k = reconnect(&L);
@@ -2255,14 +2266,14 @@ int main(int argc, char **argv)
         if (!stop_requested || k == K_PERM)
             say(&L, "cannot connect to the target: %s; check --target (or $PICKLINE_TARGET) "
                 "and that the warehouse is running", L.err);
-        st = stop_requested && k != K_PERM ? ST_OK : ST_FAIL;
+        st = stop_requested && k != K_PERM ? CLI_OK : CLI_FAIL;
         goto out;
     }
     for (;;) {
         k = pass(&L);
         if (k == K_LOCAL) {
             say(&L, "%s", L.err);
-            st = ST_FAIL;
+            st = CLI_FAIL;
             break;
         }
         if (k == K_CONN) {
@@ -2270,7 +2281,7 @@ int main(int argc, char **argv)
                 say(&L, "lost the target while loading batch %" PRIu64 ": %s; the batch stays "
                     "'loading' and loads again (exactly once) on the next run: check the "
                     "warehouse and run qload again", L.b.id, L.err);
-                st = ST_FAIL;
+                st = CLI_FAIL;
                 break;
             }
             say(&L, "lost the target while loading batch %" PRIu64 " (%s); reconnecting",
@@ -2280,7 +2291,7 @@ int main(int argc, char **argv)
             k = reconnect(&L);
             if (k == K_PERM) {
                 say(&L, "cannot connect to the target: %s", L.err);
-                st = ST_FAIL;
+                st = CLI_FAIL;
                 break;
             }
             if (k != K_OK) /* stopped */
@@ -2295,8 +2306,8 @@ int main(int argc, char **argv)
         if (PQstatus(L.pg) != CONNECTION_OK && reconnect(&L) != K_OK)
             break;
     }
-    if (st == ST_OK && !L.o.follow && (L.n_rejected || L.n_failed))
-        st = ST_FAIL;
+    if (st == CLI_OK && !L.o.follow && (L.n_rejected || L.n_failed))
+        st = CLI_FAIL;
     summary(&L);
 
 out:
