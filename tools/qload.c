@@ -2239,9 +2239,9 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if ((L.crash = crash_seam()) < 0)
-        return cli_usage(USAGE_HINT, "PICKLINE_QLOAD_CRASH='%s': expected before_copy, during_copy, "
-                          "before_commit, after_commit or after_mark",
-                          getenv("PICKLINE_QLOAD_CRASH"));
+        return cli_usage(USAGE_HINT, "PICKLINE_QLOAD_CRASH='%s': expected before_copy, "
+                         "during_copy, before_commit, after_commit or after_mark",
+                         getenv("PICKLINE_QLOAD_CRASH"));
     L.tty = isatty(STDERR_FILENO);
     L.t0 = pl_mono_ns();
     sb_init(&L.bufs[0]);
