@@ -445,18 +445,22 @@ static int jobop_run(Ctx *c, JobOp *o)
     return CLI_OK;
 }
 
-int qctl_ack(Ctx *c)
+/* jobop runs op, which takes no more than ID (and --lease). */
+static int jobop(Ctx *c, int op)
 {
     JobOp o;
-    int rc = jobop_parse(c, OP_ACK, &o);
+    int rc = jobop_parse(c, op, &o);
     return rc ? rc : jobop_run(c, &o);
+}
+
+int qctl_ack(Ctx *c)
+{
+    return jobop(c, OP_ACK);
 }
 
 int qctl_delete(Ctx *c)
 {
-    JobOp o;
-    int rc = jobop_parse(c, OP_DELETE, &o);
-    return rc ? rc : jobop_run(c, &o);
+    return jobop(c, OP_DELETE);
 }
 
 int qctl_release(Ctx *c)
@@ -490,16 +494,12 @@ int qctl_bury(Ctx *c)
 
 int qctl_touch(Ctx *c)
 {
-    JobOp o;
-    int rc = jobop_parse(c, OP_TOUCH, &o);
-    return rc ? rc : jobop_run(c, &o);
+    return jobop(c, OP_TOUCH);
 }
 
 int qctl_kick_job(Ctx *c)
 {
-    JobOp o;
-    int rc = jobop_parse(c, OP_KICK, &o);
-    return rc ? rc : jobop_run(c, &o);
+    return jobop(c, OP_KICK);
 }
 
 /* -------------------------------------------------------------- reserve */

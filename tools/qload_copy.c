@@ -386,6 +386,22 @@ static void add_source(Loader *L, Strbuf *b, const char *src, int cast, int merg
     sb_adds(b, ") c");
 }
 
+/* add_last_per_key: the last row (highest _seq) of each key among the rows
+ * of src in [a, z] that pass where (" WHERE ...", or ""), as
+ * "(SELECT DISTINCT ON (keys) * FROM ... ) s". */
+static void add_last_per_key(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a,
+                             uint64_t z, const char *where)
+{
+    sb_adds(b, "(SELECT DISTINCT ON (");
+    add_keys(L, b, NULL);
+    sb_adds(b, ") * FROM ");
+    add_source(L, b, src, cast, 1, a, z);
+    sb_adds(b, where);
+    sb_adds(b, " ORDER BY ");
+    add_keys(L, b, NULL);
+    sb_adds(b, ", _seq DESC) s");
+}
+
 /* load_sql writes the statements that move rows [a, z] of src into the
  * table: append, an INSERT; merge, the upsert of the last update of each
  * key, then the soft delete of the keys whose last row is a delete. */
@@ -406,13 +422,8 @@ void qload_load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a,
         sb_adds(b, ";");
         return;
     }
-    sb_adds(b, "(SELECT DISTINCT ON (");
-    add_keys(L, b, NULL);
-    sb_adds(b, ") * FROM ");
-    add_source(L, b, src, cast, 1, a, z);
-    sb_adds(b, " WHERE _op = 'u' ORDER BY ");
-    add_keys(L, b, NULL);
-    sb_adds(b, ", _seq DESC) s ON CONFLICT (");
+    add_last_per_key(L, b, src, cast, a, z, " WHERE _op = 'u'");
+    sb_adds(b, " ON CONFLICT (");
     add_keys(L, b, NULL);
     sb_adds(b, ") DO ");
     {
@@ -439,13 +450,9 @@ void qload_load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a,
     model_sql_ident(b, par);
     sb_adds(b, " = s.");
     model_sql_ident(b, par);
-    sb_adds(b, " FROM (SELECT DISTINCT ON (");
-    add_keys(L, b, NULL);
-    sb_adds(b, ") * FROM ");
-    add_source(L, b, src, cast, 1, a, z);
-    sb_adds(b, " ORDER BY ");
-    add_keys(L, b, NULL);
-    sb_adds(b, ", _seq DESC) s WHERE s._op = 'd'");
+    sb_adds(b, " FROM ");
+    add_last_per_key(L, b, src, cast, a, z, "");
+    sb_adds(b, " WHERE s._op = 'd'");
     for (size_t i = 0; i < m->nkey; i++) {
         const char *k = m->fields[m->key[i]].name;
         sb_adds(b, " AND t.");
