@@ -463,6 +463,20 @@ void qload_load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a,
     sb_adds(b, ";");
 }
 
+/* copy_into_table streams the batch straight into the model's table
+ * (direct: a soft delete stops it with K_NODIRECT). */
+static int copy_into_table(Loader *L, int direct)
+{
+    sb_reset(&L->sql);
+    sb_adds(&L->sql, "COPY ");
+    model_sql_ident(&L->sql, L->m->table);
+    sb_adds(&L->sql, " (");
+    model_columns(L->m, &L->sql);
+    sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
+    qload_crash_point(L, CRASH_BEFORE_COPY);
+    return qload_copy_rows(L, L->sql.buf, 0, 0, direct);
+}
+
 /* fast: COPY straight into the table (append), or into a typed temp table
  * and merge from there. */
 int qload_load_fast(Loader *L)
@@ -470,16 +484,8 @@ int qload_load_fast(Loader *L)
     const Model *m = L->m;
     int k;
 
-    sb_reset(&L->sql);
-    if (!L->o.merge) {
-        sb_adds(&L->sql, "COPY ");
-        model_sql_ident(&L->sql, m->table);
-        sb_adds(&L->sql, " (");
-        model_columns(m, &L->sql);
-        sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
-        qload_crash_point(L, CRASH_BEFORE_COPY);
-        return qload_copy_rows(L, L->sql.buf, 0, 0, 0);
-    }
+    if (!L->o.merge)
+        return copy_into_table(L, 0);
     unsigned *skip = &L->direct_skip[m - L->ms->m];
     signed char *keyed = &L->keyed[m - L->ms->m];
     if (!*keyed && (k = qload_key_indexed(L, keyed)) != K_OK)
@@ -489,13 +495,7 @@ int qload_load_fast(Loader *L)
     } else {
         if ((k = qload_pg_exec(L, "SAVEPOINT pl_direct")) != K_OK)
             return k;
-        sb_adds(&L->sql, "COPY ");
-        model_sql_ident(&L->sql, m->table);
-        sb_adds(&L->sql, " (");
-        model_columns(m, &L->sql);
-        sb_adds(&L->sql, ") FROM STDIN (FORMAT csv)");
-        qload_crash_point(L, CRASH_BEFORE_COPY);
-        k = qload_copy_rows(L, L->sql.buf, 0, 0, 1);
+        k = copy_into_table(L, 1);
         if (k == K_OK)
             return qload_pg_exec(L, "RELEASE SAVEPOINT pl_direct");
         if (k != K_NODIRECT && !(k == K_ROW && !strcmp(L->state, "23505")))
@@ -503,10 +503,10 @@ int qload_load_fast(Loader *L)
         if ((k = qload_pg_exec(L, "ROLLBACK TO SAVEPOINT pl_direct")) != K_OK)
             return k;
         *skip = DIRECT_BACKOFF;
-        sb_reset(&L->sql);
     }
     /* CREATE ... AS SELECT copies the column types and no constraints
      * (soft deletes leave required columns NULL). */
+    sb_reset(&L->sql);
     sb_adds(&L->sql, "CREATE TEMP TABLE pl_load ON COMMIT DROP AS SELECT ");
     qload_add_cols(L, &L->sql, NULL);
     sb_adds(&L->sql, ", NULL::text AS _op, NULL::bigint AS _seq FROM ");
