@@ -1,9 +1,10 @@
 """engine_fixtures: stand-ins for the third-party services that `pickline run`
-talks to, and helpers that drive the engine process, for tests/test_engine.py.
+talks to, helpers that drive the engine process, and EngineTestCase, the
+base of the tests that run it (test_engine.py, test_validate.py, ...).
 
-Every fixture is an in-process HTTP server (ThreadingHTTPServer on 127.0.0.1,
-port 0) on its own daemon thread, with counters the tests read and knobs the
-tests set. They answer HTTP/1.0 (one request per connection) so that a
+Every fixture is an in-process HTTP server (plhelp.Fixture: 127.0.0.1, port
+0, its own daemon thread) with counters the tests read and knobs the tests
+set. They answer HTTP/1.0 (one request per connection) so that a
 "connection reset" is a real failure the client sees, not a stale keep-alive
 connection that curl would quietly retry.
 
@@ -18,196 +19,23 @@ connection that curl would quietly retry.
 
 Process helpers: Engine (start `pickline run` on a free port with a pipeline
 written into a temp dir, wait for /health, stop with SIGTERM or SIGKILL,
-collect stderr), qctl_stats / qctl_peek, wait_for. Standard library only.
+collect stderr), qctl / qctl_stats / qctl_peek. Standard library only.
 """
 import collections
-import http.client
 import json
 import os
 import random
-import shutil
 import signal
-import socket
 import string
-import struct
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("PICKLINE_BUILD") or "build/release"
-if not os.path.isabs(BUILD):
-    BUILD = os.path.join(ROOT, BUILD)
-# Sanitizer builds run several times slower: every bounded wait is scaled.
-SLOW = 4.0 if "asan" in os.path.basename(os.path.normpath(BUILD)) else 1.0
+from plhelp import (SLOW, Fixture, TempDirTest, binary, free_port, http_request,  # noqa: F401
+                    wait_for)
 
-
-def binary(name):
-    """Path of a built program; raises (the test fails, not skips) if missing."""
-    p = os.path.join(BUILD, name)
-    if not os.access(p, os.X_OK):
-        raise FileNotFoundError("%s is not built (PICKLINE_BUILD=%s); run scons" % (p, BUILD))
-    return p
-
-
-# ---------------------------------------------------------------- waiting
-
-def wait_for(pred, timeout=10.0, interval=0.05, what="condition"):
-    """Polls pred() until it returns a true value (returned) or timeout
-    (scaled by SLOW) passes: then raises AssertionError naming what and the
-    last value pred returned."""
-    deadline = time.monotonic() + timeout * SLOW
-    last = None
-    while True:
-        last = pred()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s (last: %r)"
-                                 % (timeout * SLOW, what, last))
-        time.sleep(interval)
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-# ---------------------------------------------------------------- HTTP client
-
-class Response:
-    def __init__(self, status, headers, body):
-        self.status = status
-        self.headers = headers  # dict, lower-case names
-        self.body = body        # bytes
-
-    @property
-    def text(self):
-        return self.body.decode("utf-8", "replace")
-
-    def json(self):
-        return json.loads(self.body)
-
-    def __repr__(self):
-        return "<HTTP %s %s>" % (self.status, self.text[:300])
-
-
-def http_request(method, url, body=None, headers=None, timeout=10.0):
-    """One request; returns a Response for any status (never raises for 4xx
-    or 5xx). body: bytes, str, or a JSON-able object (sent as JSON)."""
-    u = urllib.parse.urlsplit(url)
-    h = dict(headers or {})
-    if body is not None and not isinstance(body, (bytes, str)):
-        body = json.dumps(body)
-        h.setdefault("Content-Type", "application/json")
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout * SLOW)
-    try:
-        path = u.path + ("?" + u.query if u.query else "")
-        conn.request(method, path or "/", body=body, headers=h)
-        r = conn.getresponse()
-        data = r.read()
-        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
-    finally:
-        conn.close()
-
-
-# ---------------------------------------------------------------- fixture base
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    fx = None  # set per fixture subclass
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def _dispatch(self):
-        u = urllib.parse.urlsplit(self.path)
-        self.url_path = u.path
-        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
-        n = int(self.headers.get("Content-Length") or 0)
-        self.req_body = self.rfile.read(n) if n else b""
-        with self.fx.lock:
-            self.fx.requests += 1
-        try:
-            self.fx.handle(self)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    do_GET = do_POST = do_PUT = do_DELETE = _dispatch
-
-    def finish(self):
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    # helpers for Fixture.handle
-    def reply(self, status, body=b"", ctype="application/json", headers=None):
-        if not isinstance(body, (bytes, str)):
-            body = json.dumps(body, ensure_ascii=False)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body and self.command != "HEAD":
-            self.wfile.write(body)
-
-    def reset(self):
-        """Closes the connection with a RST and without answering."""
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        self.close_connection = True
-        try:
-            self.wfile.flush()
-        except OSError:
-            pass
-        self.connection.close()
-
-
-class Fixture:
-    """Base: a ThreadingHTTPServer on 127.0.0.1:0 serving self.handle(req)
-    on a daemon thread. .url is "http://127.0.0.1:PORT"; .requests counts
-    requests; .stopping is set by close() (use it for sleeps)."""
-
-    def __init__(self):
-        self.lock = threading.RLock()
-        self.requests = 0
-        self.stopping = threading.Event()
-        handler = type(type(self).__name__ + "Handler", (_Handler,), {"fx": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name=type(self).__name__, daemon=True)
-        self.thread.start()
-
-    def handle(self, req):
-        req.reply(404, {"error": "no such path"})
-
-    def sleep(self, seconds):
-        """Sleeps, unless the fixture is closed meanwhile; True if it was."""
-        return self.stopping.wait(seconds)
-
-    def close(self):
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+STATES = ("ready", "delayed", "reserved", "buried")
 
 
 # ---------------------------------------------------------------- changes feed
@@ -656,7 +484,9 @@ class Engine:
                               % (self.path, p.returncode, p.stdout, p.stderr, self.text))
         return p.stdout
 
-    def start(self, wait=True, timeout=15.0):
+    def start(self, wait=True, timeout=15.0, env=None):
+        """Starts the engine (with env added to the environment), and waits
+        for /health unless wait is false. Returns self."""
         assert not self.running(), "engine already running"
         self.starts += 1
         err = os.path.join(self.workdir, "engine-%d.err" % self.starts)
@@ -664,7 +494,8 @@ class Engine:
         self._err = open(err, "wb")
         self.proc = subprocess.Popen(
             [binary("pickline"), "run", self.path, "--data", self.data, "--port", str(self.port)],
-            stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err, cwd=self.workdir)
+            stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err, cwd=self.workdir,
+            env=dict(os.environ, **env) if env else None)
         if wait:
             self.wait_healthy(timeout)
         return self
@@ -782,15 +613,6 @@ class Fixtures:
                 pass
 
 
-def make_workdir():
-    return tempfile.mkdtemp(prefix="pickline-engine-test-")
-
-
-def remove_workdir(path):
-    if path and os.path.isdir(path) and not os.environ.get("PICKLINE_KEEP_TEST_DIRS"):
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def exact(text):
     """Parses JSON keeping every number's text (so 0.1000 != 0.1)."""
     if isinstance(text, bytes):
@@ -800,3 +622,93 @@ def exact(text):
 
 def rand_sleep(lo, hi):
     time.sleep(random.uniform(lo, hi))
+
+
+# ---------------------------------------------------------------- the test case
+
+class EngineTestCase(TempDirTest):
+    """Base of the tests that run `pickline run`: a temporary directory
+    (self.dir, kept when the test fails), the test's fixtures and engines
+    (self.fx: every engine killed and every fixture closed when the test
+    ends, before the directory goes), and on a failure the end of every
+    engine's stderr."""
+
+    tmp_prefix = "pickline-engine-test-"
+
+    def setUp(self):
+        super().setUp()
+        self.fx = Fixtures()
+        self.addCleanup(self.fx.close)
+
+    def failure_report(self):
+        return "\n".join("pipeline %s\n%s" % (e.path, e.stderr_tail(60)) for e in self.fx.engines)
+
+    def engine(self, pipeline, token=None, workdir=None, data=None, name="pipeline", **subst):
+        """An Engine (not started) of the pipeline text in workdir (default
+        self.dir), ${...} filled from subst (see Engine), and checked; data
+        and name as Engine's."""
+        e = self.fx.engine(workdir or self.dir, pipeline, subst=subst, token=token, data=data, name=name)
+        e.check()
+        return e
+
+    def wait(self, pred, timeout, what, eng=None):
+        """wait_for(pred) with the end of eng's stderr in its failure."""
+        try:
+            return wait_for(pred, timeout, 0.05, what)
+        except AssertionError as ex:
+            if eng is not None:
+                raise AssertionError("%s\n%s" % (ex, eng.stderr_tail())) from None
+            raise
+
+    def wait_depth(self, eng, queue, n, timeout=20, states=STATES):
+        """Waits until queue holds exactly n jobs (in states); returns the
+        stats."""
+        box = {}
+
+        def ok():
+            box["s"] = eng.stats()
+            return depth(box["s"], queue, states) == n
+
+        try:
+            wait_for(ok, timeout, 0.1, "%s to hold %d jobs" % (queue, n))
+        except AssertionError as ex:
+            raise AssertionError("%s\nstats: %s\n%s" % (ex, json.dumps(box.get("s"))[:3000],
+                                                        eng.stderr_tail())) from None
+        return box["s"]
+
+    def qctl_json(self, eng, *args):
+        """qctl --data (eng's) ARGS --json, which must exit 0: its JSON."""
+        p = qctl(eng.data, *(list(args) + ["--json"]))
+        self.assertEqual(p.returncode, 0, "qctl %s: %s" % (" ".join(map(str, args)), p.stderr))
+        return json.loads(p.stdout or "null")
+
+    def wait_empty(self, eng, queues, timeout=20):
+        """Waits until every one of queues holds no job (buried ones count);
+        returns the stats. A timeout names the queues' stats, what was
+        buried and why, and eng's stderr."""
+        box = {}
+
+        def ok():
+            box["s"] = eng.stats()
+            return all(depth(box["s"], q) == 0 for q in queues)
+
+        try:
+            wait_for(ok, timeout, 0.1, "%s to empty" % ", ".join(queues))
+        except AssertionError as ex:
+            buried = {q: [(j["body"], j["error"]) for j in eng.peek(q, "buried")][:5] for q in queues}
+            raise AssertionError("%s\nstats: %s\nburied: %s\n%s"
+                                 % (ex, {q: box["s"].get(q) for q in queues}, buried,
+                                    eng.stderr_tail())) from None
+        return box["s"]
+
+    def batches(self, eng):
+        """Every batch of eng's data directory (qctl batches --json)."""
+        return self.qctl_json(eng, "batches", "--limit", "0") or []
+
+    def batch_rows(self, eng, bid):
+        """The rows of batch bid, in order."""
+        return [d["row"] for d in self.qctl_json(eng, "batches", "show", bid, "--rows", "1000000")["data"]]
+
+    def rejects(self, eng, *args):
+        """Every reject (of the model in args) of eng's data directory."""
+        return self.qctl_json(eng, "rejects", "--limit", "0", *args) or []

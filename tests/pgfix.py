@@ -24,7 +24,7 @@ client that commits durably (synchronous_commit=on in its own session) loses
 nothing; a crash of the machine would. Standard library only.
 
 Share one cluster per test class (setUpClass) and give each test a fresh
-database (create_db) to keep the suite fast.
+database (create_db) to keep the suite fast: ClusterTest does that.
 """
 import csv
 import glob
@@ -246,3 +246,27 @@ def wait_until(fn, timeout, interval=0.05):
         if time.monotonic() >= end:
             return None
         time.sleep(interval)
+
+
+class ClusterTest:
+    """A mixin for a unittest.TestCase class: one cluster for the class
+    (cls.pg, started with cluster_conf), and a fresh database on it for each
+    test (self.dsn), the cluster started again first if a test stopped it."""
+
+    cluster_conf = None
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pg = PgCluster(extra_conf=cls.cluster_conf)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.close()
+        super().tearDownClass()
+
+    def setUp(self):
+        super().setUp()
+        if not self.pg.running:
+            self.pg.start()
+        self.dsn = self.pg.create_db()

@@ -25,49 +25,8 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import (Fixture, Fixtures, depth, http_request, make_workdir, qctl,  # noqa: E402
-                             remove_workdir, wait_for)
-
-PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-  token: ${token}
-drain: 2
-models:
-  users:
-    properties:
-      id: {type: integer, key: true}
-      email: {type: string, length: 99, format: email, required: true}
-      person_id: {type: string, length: 40}
-      match_score: {type: decimal, precision: 4, scale: 3}
-      checked_at: {type: datetime}
-queues:
-  retrieve: {ttr: 5, backoff: 0.1}
-  validate: {ttr: 5, backoff: 0.1}
-  submit: {ttr: 5, backoff: 0.1, max_attempts: ${attempts}}
-  final: {ttr: 5}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: validate
-    url: ${svc}/records/{id}
-    key_field: id
-    model: users
-  - name: check
-    kind: validate
-    input: validate
-    model: users
-    output: submit
-  - name: verify
-    kind: async_submit
-    input: submit
-    output: final
-    url: ${svc}/verify
-    merge: {person: person_id, score: match_score, at: checked_at}
-    deadline: ${deadline}
-"""
+from engine_fixtures import EngineTestCase, depth, qctl  # noqa: E402
+from plhelp import Fixture, http_request, pipeline  # noqa: E402
 
 # Logs every buffer getrandom(2) hands to the process (one line of hex per
 # call, to $GETRANDOM_LOG), then returns it: the bytes are the kernel's.
@@ -140,58 +99,14 @@ def token_bytes(tok):
     return base64.urlsafe_b64decode(tok + "=" * (-len(tok) % 4))
 
 
-class CallbackTest(unittest.TestCase):
-    maxDiff = 4000
-
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-
-    def tearDown(self):
-        failed = self._failed()
-        if failed:
-            for e in self.fx.engines:
-                sys.stderr.write("\n%s: pipeline %s\n%s\n" % (self.id(), e.path, e.stderr_tail(60)))
-        self.fx.close()
-        if failed:
-            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
-        else:
-            remove_workdir(self.dir)
-
-    def _failed(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return False
-        if not getattr(outcome, "success", True):
-            return True
-        res = getattr(outcome, "result", None)
-        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
-        return any(t is self for t, _ in errs)
-
-    # -- helpers
-
+class CallbackTest(EngineTestCase):
     def engine(self, deadline=60, attempts=10, env=None):
+        """An engine of callbacks.yml against a new Service, started (with
+        env added to its environment)."""
         self.svc = self.fx.add(Service())
-        eng = self.fx.engine(self.dir, PIPE, token="t0ken-of-the-test-0123456789",
-                             subst={"svc": self.svc.url, "deadline": deadline, "attempts": attempts})
-        eng.check()
-        if env:
-            old = dict(os.environ)
-            os.environ.update(env)
-            try:
-                eng.start()
-            finally:
-                os.environ.clear()
-                os.environ.update(old)
-        else:
-            eng.start()
-        return eng
-
-    def wait(self, pred, timeout, what, eng):
-        try:
-            return wait_for(pred, timeout, 0.05, what)
-        except AssertionError as ex:
-            raise AssertionError("%s\n%s" % (ex, eng.stderr_tail())) from None
+        eng = super().engine(pipeline("callbacks"), token="t0ken-of-the-test-0123456789",
+                             svc=self.svc.url, deadline=deadline, attempts=attempts)
+        return eng.start(env=env)
 
     def submit(self, eng, rid, n=1):
         """Puts record rid on the line; waits for its n-th submission."""

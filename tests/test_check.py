@@ -29,13 +29,10 @@ def big_queues(n, dup_of=None):
     return "".join(out)
 
 
-class BigFileTest(plhelp.DataDirTest):
+class BigFileTest(plhelp.TempDirTest):
     def check(self, text):
-        path = os.path.join(self.tmp, "big.yml")
-        with open(path, "w") as f:
-            f.write(text)
         try:
-            r = plhelp.run([plhelp.binary("pickline"), "check", path], timeout=BOUND)
+            r, path = self.check_pipeline(text, name="big.yml", timeout=BOUND)
         except subprocess.TimeoutExpired:
             self.fail("pickline check of %d keys did not finish within %.0f s (a hang)"
                       % (N, BOUND * plhelp.SLOW))

@@ -10,16 +10,16 @@ import json
 import os
 import random
 import re
+import ssl
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import (SLOW, ChangesFeed, Fixtures, Flaky, Geocoder, Identity, RecordAPI, Sink,
-                             depth, exact, free_port, hostile_record, http_request, make_workdir,
-                             qctl, remove_workdir, wait_for)
-
-STATES = ("ready", "delayed", "reserved", "buried")
+from engine_fixtures import (ChangesFeed, EngineTestCase, Flaky, Geocoder, Identity, RecordAPI, Sink,
+                             depth, exact, hostile_record, qctl)
+from plhelp import (SLOW, Fixture, free_port, http_request, listen_block, pipeline, self_signed_cert,
+                    wait_for)
 
 # The fields of a users record the inspect stage sends back (the staged row).
 ROW_FIELDS = ["id", "tenant", "first_name", "last_name", "title", "middle_name", "email", "note", "big",
@@ -30,65 +30,7 @@ def ids(prefix, a, b):
     return ["%s%04d" % (prefix, i) for i in range(a, b)]
 
 
-class EngineTest(unittest.TestCase):
-    maxDiff = 4000
-
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-
-    def tearDown(self):
-        ok = not self._failed()
-        if not ok:
-            for e in self.fx.engines:
-                sys.stderr.write("\n%s: pipeline %s\n%s\n" % (self.id(), e.path, e.stderr_tail(60)))
-        self.fx.close()
-        if ok:
-            remove_workdir(self.dir)
-        else:
-            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
-
-    def _failed(self):
-        """Whether this test has failed so far (unittest records it before tearDown)."""
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return False
-        if not getattr(outcome, "success", True):
-            return True
-        res = getattr(outcome, "result", None)
-        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
-        return any(t is self for t, _ in errs)
-
-    # -- helpers
-
-    def engine(self, pipeline, token=None, **subst):
-        e = self.fx.engine(self.dir, pipeline, subst=subst, token=token)
-        e.check()
-        return e
-
-    def wait(self, pred, timeout, what, eng=None):
-        try:
-            return wait_for(pred, timeout, 0.05, what)
-        except AssertionError as ex:
-            if eng is not None:
-                raise AssertionError("%s\n%s" % (ex, eng.stderr_tail())) from None
-            raise
-
-    def wait_depth(self, eng, queue, n, timeout=20, states=STATES):
-        """Waits until queue holds exactly n jobs (in states); returns stats."""
-        box = {}
-
-        def ok():
-            box["s"] = eng.stats()
-            return depth(box["s"], queue, states) == n
-
-        try:
-            wait_for(ok, timeout, 0.1, "%s to hold %d jobs" % (queue, n))
-        except AssertionError as ex:
-            raise AssertionError("%s\nstats: %s\n%s" % (ex, json.dumps(box.get("s"), indent=None)[:3000],
-                                                        eng.stderr_tail())) from None
-        return box["s"]
-
+class EngineTest(EngineTestCase):
     def keys_of(self, jobs):
         return collections.Counter(j["body"]["key"] for j in jobs)
 
@@ -98,63 +40,7 @@ class EngineTest(unittest.TestCase):
 
     # ------------------------------------------------------------ 1. stage kinds
 
-    PIPE_FLOW = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 5
-queues:
-  retrieve: {ttr: 10, max_attempts: 5, backoff: 0.1}
-  staged: {ttr: 10, max_attempts: 5, backoff: 0.1}
-  to_geocode: {ttr: 10, max_attempts: 5, backoff: 0.1}
-  checked: {ttr: 10, max_attempts: 5, backoff: 0.1}
-  inspected: {ttr: 10, max_attempts: 5, backoff: 0.1}
-  final: {ttr: 10}
-stages:
-  - name: poll
-    kind: http_poll
-    output: retrieve
-    url: ${feed}/changes
-    interval: 0.2
-    cursor_param: since
-    cursor_field: cursor
-    items_field: changes
-    next_field: next
-    key_field: id
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: staged
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-    concurrency: 4
-  - name: validate
-    kind: route
-    input: staged
-    routes:
-      - when: {field: address, exists: true}
-        to: to_geocode
-    default: checked
-  - name: geocode
-    kind: http_enrich
-    input: to_geocode
-    output: checked
-    url: ${geo}/geocode?address={address}
-    merge: {lat: lat, lon: lon}
-  - name: inspect
-    kind: http_enrich
-    input: checked
-    output: inspected
-    method: POST
-    url: ${sink}/inspect/{id}
-    send: [%s]
-    merge: {inspected: inspected}
-  - name: hop
-    kind: noop
-    input: inspected
-    output: final
-""" % ", ".join(ROW_FIELDS)
+    PIPE_FLOW = pipeline("flow", send=", ".join(ROW_FIELDS))
 
     def test_1_every_stage_kind_end_to_end(self):
         feed = self.fx.add(ChangesFeed(page_size=7))
@@ -225,22 +111,8 @@ stages:
 
     # ------------------------------------------------------------ 2. listener
 
-    PIPE_LISTEN = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-  token: ${token}
-  max_body: 4096
-drain: 2
-queues:
-  retrieve: {ttr: 10}
-  final: {ttr: 10}
-stages:
-  - name: hop
-    kind: noop
-    input: retrieve
-    output: final
-"""
+    PIPE_LISTEN = pipeline("hop", listen=listen_block(address="127.0.0.1", port="${port}",
+                                                  token="${token}", max_body=4096))
 
     def test_2_listener(self):
         eng = self.engine(self.PIPE_LISTEN, token="s3cret-token-0123456789")
@@ -344,52 +216,7 @@ stages:
 
     # ------------------------------------------------------------ 3. isolation
 
-    PIPE_BRANCHES = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  a_in: {ttr: 10}
-  a_mid: {ttr: 10}
-  a_out: {ttr: 10}
-  b_in: {ttr: 10, max_attempts: 100, backoff: 0.05, backoff_max: 0.2}
-  b_rows: {ttr: 10, max_attempts: 100, backoff: 0.05, backoff_max: 0.2}
-  b_out: {ttr: 10}
-  d_in: {ttr: 10, max_attempts: 100, backoff: 0.05, backoff_max: 0.2}
-  d_out: {ttr: 10}
-stages:
-  - name: a1
-    kind: noop
-    input: a_in
-    output: a_mid
-  - name: a2
-    kind: noop
-    input: a_mid
-    output: a_out
-  - name: b_extract
-    kind: http_extract
-    input: b_in
-    output: b_rows
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-  - name: b_enrich
-    kind: http_enrich
-    input: b_rows
-    output: b_out
-    url: ${flaky}/flaky/{id}
-    merge: {lat: lat, lon: lon}
-    timeout: 1
-  - name: d_extract
-    kind: http_extract
-    input: d_in
-    output: d_out
-    url: http://127.0.0.1:${deadport}/records/{id}
-    key_field: id
-    model: dead
-    timeout: 1
-"""
+    PIPE_BRANCHES = pipeline("branches")
 
     def test_3_flaky_and_dead_dependencies_only_grow_their_own_queue(self):
         api = self.fx.add(RecordAPI())
@@ -476,41 +303,7 @@ stages:
 
     # ------------------------------------------------------------ 4. async
 
-    PIPE_ASYNC = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-  token: ${token}
-drain: 2
-queues:
-  retrieve: {ttr: 5, backoff: 0.1}
-  submit: {ttr: 5, backoff: 0.1}
-  verified: {ttr: 5, backoff: 0.1}
-  final: {ttr: 5}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: submit
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-  - name: verify
-    kind: async_submit
-    input: submit
-    output: verified
-    url: ${identity}/verify
-    merge: {ok: identity_ok, score: identity_score, ref: identity_ref}
-    deadline: 60
-  - name: inspect
-    kind: http_enrich
-    input: verified
-    output: final
-    method: POST
-    url: ${sink}/inspect/{id}
-    send: [id, first_name, note, identity_ok, identity_score, identity_ref]
-    merge: {inspected: inspected}
-"""
+    PIPE_ASYNC = pipeline("async", address="127.0.0.1")
 
     def counts(self, eng):
         s = eng.stats()
@@ -578,39 +371,7 @@ stages:
 
     # ------------------------------------------------------------ 5. crash
 
-    PIPE_CRASH = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  retrieve: {ttr: 2, max_attempts: 50, backoff: 0.1}
-  staged: {ttr: 2, max_attempts: 50, backoff: 0.1}
-  final: {ttr: 2}
-stages:
-  - name: poll
-    kind: http_poll
-    output: retrieve
-    url: ${feed}/changes
-    interval: 0.1
-    cursor_param: since
-    cursor_field: cursor
-    items_field: changes
-    next_field: next
-    key_field: id
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: staged
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-    concurrency: 8
-  - name: hop
-    kind: noop
-    input: staged
-    output: final
-"""
+    PIPE_CRASH = pipeline("crash")
 
     def test_5_sigkill_at_random_moments_loses_and_duplicates_nothing(self):
         seed = int(os.environ.get("PICKLINE_TEST_SEED") or time.time())
@@ -664,25 +425,7 @@ stages:
 
     # ------------------------------------------------------------ 6. drain
 
-    PIPE_DRAIN = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: ${drain}
-queues:
-  retrieve: {ttr: 60, max_attempts: 50, backoff: 0.1}
-  final: {ttr: 60}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: final
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-    concurrency: 4
-    timeout: 60
-"""
+    PIPE_DRAIN = pipeline("drain")
 
     def _drain_setup(self, drain, delay, n):
         api = self.fx.add(RecordAPI())
@@ -732,22 +475,7 @@ stages:
 
     # ------------------------------------------------------------ 7. batch reserve
 
-    PIPE_BATCH = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  a_in: {ttr: 30}
-  a_out: {ttr: 30}
-stages:
-  - name: hop
-    kind: noop
-    input: a_in
-    output: a_out
-    concurrency: 8
-    batch: 8
-"""
+    PIPE_BATCH = pipeline("batch_reserve")
 
     def test_7_batched_reserve_hands_every_body_over_intact(self):
         # A backlog reserved 8 at a time: each job's body must reach the next
@@ -772,92 +500,45 @@ stages:
 
     # ------------------------------------------------------------ 8. TLS
 
-    PIPE_TLS = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  retrieve: {ttr: 30, backoff: 0.2, backoff_max: 0.5}
-  final: {}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: final
-    url: ${api}/records/{id}
-    key_field: id
-    model: users
-    connect_timeout: 2
-    timeout: 5
-%s
-"""
-
     def test_8_tls_verified_by_default(self):
         # An HTTPS service with a self-signed certificate: with verification
         # on (the default) no record is taken from it and the job keeps the
         # TLS error; `insecure: true` (the operator's explicit choice) takes it.
-        import ssl
-        import subprocess
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        import threading
-        cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
-        r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                            "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", cert],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self.assertEqual(r.returncode, 0, r.stdout)
+        class Records(Fixture):
+            def handle(self, req):
+                req.reply(200, {"id": req.url_path.rsplit("/", 1)[-1], "name": "Zo\u00eb"})
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                body = json.dumps({"id": self.path.rsplit("/", 1)[-1], "name": "Zo\u00eb"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(cert, key)
-        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
-        srv.daemon_threads = True
-        th = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        th.start()
-        try:
-            api = "https://127.0.0.1:%d" % srv.server_address[1]
-            eng = self.engine(self.PIPE_TLS % "", api=api)
-            eng.start()
-            self.assertEqual(eng.put("retrieve", {"id": "t1"}).status, 202)
+        ctx.load_cert_chain(*self_signed_cert(self.dir))
+        api = self.fx.add(Records(ssl_context=ctx)).url
+        eng = self.engine(pipeline("tls", extra=""), api=api)
+        eng.start()
+        self.assertEqual(eng.put("retrieve", {"id": "t1"}).status, 202)
 
-            # A certificate the system does not trust is a setting to fix,
-            # not a blip: the job is buried with the reason, kept.
-            def buried_on_tls():
-                jobs = eng.peek("retrieve")
-                return jobs and jobs[0]["state"] == "buried" and jobs[0].get("error") and \
-                    ("SSL" in jobs[0]["error"] or "certificate" in jobs[0]["error"]) and jobs
-            jobs = self.wait(buried_on_tls, 20, "the job buried for the self-signed certificate", eng)
-            self.assertEqual(depth(eng.stats(), "final"), 0, jobs)
-            rc, _ = eng.terminate(timeout=10)
-            self.assertEqual(rc, 0, eng.stderr_tail())
+        # A certificate the system does not trust is a setting to fix,
+        # not a blip: the job is buried with the reason, kept.
+        def buried_on_tls():
+            jobs = eng.peek("retrieve")
+            return jobs and jobs[0]["state"] == "buried" and jobs[0].get("error") and \
+                ("SSL" in jobs[0]["error"] or "certificate" in jobs[0]["error"]) and jobs
+        jobs = self.wait(buried_on_tls, 20, "the job buried for the self-signed certificate", eng)
+        self.assertEqual(depth(eng.stats(), "final"), 0, jobs)
+        rc, _ = eng.terminate(timeout=10)
+        self.assertEqual(rc, 0, eng.stderr_tail())
 
-            # The same data directory, verification turned off on purpose
-            # and the buried job kicked: it lands, and a new one too.
-            eng2 = self.engine(self.PIPE_TLS % "    insecure: true", api=api)
-            p = qctl(eng2.data, "kick", "retrieve")
-            self.assertEqual(p.returncode, 0, p.stderr)
-            eng2.start()
-            self.assertEqual(eng2.put("retrieve", {"id": "t2"}).status, 202)
-            self.wait_depth(eng2, "final", 2, timeout=20)
-            rc, _ = eng2.terminate(timeout=10)
-            self.assertEqual(rc, 0, eng2.stderr_tail())
-            self.assertEqual(sorted(j["body"]["key"] for j in eng2.peek("final")), ["t1", "t2"])
-            self.assertEqual(depth(eng2.stats(), "retrieve"), 0)
-        finally:
-            srv.shutdown()
-            srv.server_close()
+        # The same data directory, verification turned off on purpose
+        # and the buried job kicked: it lands, and a new one too.
+        eng2 = self.engine(pipeline("tls", extra="    insecure: true"), api=api)
+        p = qctl(eng2.data, "kick", "retrieve")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        eng2.start()
+        self.assertEqual(eng2.put("retrieve", {"id": "t2"}).status, 202)
+        self.wait_depth(eng2, "final", 2, timeout=20)
+        rc, _ = eng2.terminate(timeout=10)
+        self.assertEqual(rc, 0, eng2.stderr_tail())
+        self.assertEqual(sorted(j["body"]["key"] for j in eng2.peek("final")), ["t1", "t2"])
+        self.assertEqual(depth(eng2.stats(), "retrieve"), 0)
+
 
 if __name__ == "__main__":
     unittest.main()

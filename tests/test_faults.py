@@ -12,27 +12,11 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import (SLOW, Fixtures, binary, make_workdir, qctl, qctl_peek, remove_workdir,
-                             wait_for)
+from engine_fixtures import EngineTestCase, qctl, qctl_peek
+from plhelp import SLOW, binary, pipeline, wait_for
 
 
-class FaultTest(unittest.TestCase):
-    maxDiff = 4000
-
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-        self.addCleanup(self._cleanup)
-
-    def _cleanup(self):
-        self.fx.close()
-        remove_workdir(self.dir)
-
-    def engine(self, pipeline, **subst):
-        e = self.fx.engine(self.dir, pipeline, subst=subst)
-        e.check()
-        return e
-
+class FaultTest(EngineTestCase):
     def qctl_ok(self, *args, data=None):
         p = qctl(data or os.path.join(self.dir, "data"), *args)
         self.assertEqual(p.returncode, 0, "qctl %s: %s%s" % (" ".join(map(str, args)), p.stdout, p.stderr))
@@ -42,20 +26,7 @@ class FaultTest(unittest.TestCase):
 class HandOffTest(FaultTest):
     """Issue 9.1: a failed hand-off never stops the engine."""
 
-    PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  notices: {ttr: 10, max_attempts: 3, backoff: 0.1}
-  final: {max_body: 20}
-stages:
-  - name: pass
-    kind: noop
-    input: notices
-    output: final
-"""
+    PIPE = pipeline("handoff")
 
     def test_output_too_big_for_next_queue_is_buried_and_engine_runs_on(self):
         e = self.engine(self.PIPE).start()
@@ -103,21 +74,7 @@ class RetryAfterAckTest(FaultTest):
     after the commit, before the 202 left) gets the first job back, across a
     SIGKILL and a restart, and no second record enters the line."""
 
-    PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  notices: {ttr: 10}
-  final: {}
-  short: {key_retention: 1}
-stages:
-  - name: pass
-    kind: noop
-    input: notices
-    output: final
-"""
+    PIPE = pipeline("retry_after_ack")
 
     def test_retry_after_ack_returns_the_first_job(self):
         e = self.engine(self.PIPE).start()
@@ -177,22 +134,7 @@ class FullDiskTest(FaultTest):
     neighbours, and puts resume once there is room again. On a real (small)
     tmpfs."""
 
-    PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-  max_body: 1048576
-drain: 2
-queues:
-  notices: {ttr: 10}
-  out: {ttr: 10}
-stages:
-  - name: pass
-    kind: noop
-    input: notices
-    output: out
-    concurrency: 16
-"""
+    PIPE = pipeline("full_disk")
 
     def setUp(self):
         super().setUp()
@@ -216,8 +158,7 @@ stages:
 
     def test_full_disk_refuses_puts_with_507_and_recovers(self):
         data = os.path.join(self.mnt, "data")
-        e = self.fx.engine(self.dir, self.PIPE, data=data)
-        e.check()
+        e = self.engine(self.PIPE, data=data)
         e.start()
         # Leave a little room on the disk: a filler file takes the rest.
         st = os.statvfs(self.mnt)
@@ -329,29 +270,12 @@ class OneEngineTest(FaultTest):
     qctl works beside the engine; after the first is SIGKILLed, the lock is
     gone with it."""
 
-    PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-models:
-  ${model}:
-    properties:
-      id: {type: integer, key: true}
-queues:
-  q: {}
-  q2: {}
-stages:
-  - name: pass
-    kind: noop
-    input: q
-    output: q2
-"""
+    PIPE = pipeline("one_engine")
 
     def test_second_engine_is_refused(self):
         data = os.path.join(self.dir, "data")
-        a = self.fx.engine(self.dir, self.PIPE, subst={"model": "first"}, data=data, name="a")
-        b = self.fx.engine(self.dir, self.PIPE, subst={"model": "second"}, data=data, name="b")
+        a = self.engine(self.PIPE, model="first", data=data, name="a")
+        b = self.engine(self.PIPE, model="second", data=data, name="b")
         a.start()
         p = subprocess.run([binary("pickline"), "run", b.path, "--data", data, "--port", str(b.port)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)

@@ -11,37 +11,34 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import (SLOW, Fixtures, Identity, RecordAPI, binary, depth, hostile_record,
-                             http_request, make_workdir, remove_workdir, wait_for)
+from engine_fixtures import EngineTestCase, Identity, RecordAPI, Sink, depth, hostile_record
+from plhelp import SLOW, http_request, listen_block, pipeline, self_signed_cert, wait_for
 
 TOKEN = "tk-5c1e0f3a9b7d42e8a61f"  # 22 characters
 
-# A pipeline with the listener and one hop; ${listen} is the listen: body.
-PIPE = """
-listen:
-${listen}
-drain: 2
-queues:
-  retrieve: {ttr: 10}
-  final: {ttr: 10}
-stages:
-  - name: hop
-    kind: noop
-    input: retrieve
-    output: final
-"""
-
-
-def listen_block(**kv):
-    """The lines of a listen: section (two-space indented) from kv, in order."""
-    return "\n".join("  %s: %s" % (k, v) for k, v in kv.items())
+def exchange(port, request=b"", half_close=False, timeout=5):
+    """Sends request on a new connection to 127.0.0.1:port (then, with
+    half_close, shuts the connection for writing: "that was all") and reads
+    the answer until the server closes; returns every byte it sent."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout * SLOW)
+    try:
+        s.sendall(request)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                return data
+            data += chunk
+    finally:
+        s.close()
 
 
 def ipv6_loopback():
@@ -54,56 +51,23 @@ def ipv6_loopback():
         return False
 
 
-class ListenerTest(unittest.TestCase):
-    maxDiff = 4000
-
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-
-    def tearDown(self):
-        failed = self._failed()
-        if failed:
-            for e in self.fx.engines:
-                sys.stderr.write("\n%s: pipeline %s\n%s\n" % (self.id(), e.path, e.stderr_tail(60)))
-        self.fx.close()
-        if not failed:
-            remove_workdir(self.dir)
-        else:
-            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
-
-    def _failed(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return False
-        if not getattr(outcome, "success", True):
-            return True
-        res = getattr(outcome, "result", None)
-        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
-        return any(t is self for t, _ in errs)
-
-    # -- helpers
-
-    def write(self, name, text):
-        path = os.path.join(self.dir, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
+class ListenerTest(EngineTestCase):
+    """The pipeline is hop.yml, one noop stage behind the listener whose
+    listen: section each test writes (listen_block: its lines, from line 2
+    of the file on)."""
 
     def check(self, listen, env=None, name="pipeline.yml"):
-        """`pickline check` of PIPE with listen: body `listen`; returns
-        (exit code, stdout + stderr)."""
-        path = self.write(name, PIPE.replace("${listen}", listen))
+        """`pickline check` of hop.yml with the listen: section `listen`;
+        returns (exit code, stdout + stderr)."""
         e = {k: v for k, v in os.environ.items() if k != "PL_TEST_TOKEN"}
         e.update(env or {})
-        p = subprocess.run([binary("pickline"), "check", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, timeout=30 * SLOW, env=e)
-        return p.returncode, p.stdout + p.stderr
+        r, _ = self.check_pipeline(pipeline("hop", listen=listen), name=name, env=e)
+        return r.code, r.out + r.err
 
     def engine(self, listen, **kw):
-        """An Engine (not started) running PIPE with listen: body `listen`
-        (${port} is the engine's port)."""
-        return self.fx.engine(self.dir, PIPE.replace("${listen}", listen), **kw)
+        """An Engine (checked, not started) of hop.yml with the listen:
+        section `listen` (${port} is the engine's port)."""
+        return super().engine(pipeline("hop", listen=listen), **kw)
 
     # ------------------------------------------------------------ tokens
 
@@ -112,17 +76,17 @@ class ListenerTest(unittest.TestCase):
         # A short literal token: refused with file:line, never shown.
         rc, out = self.check(listen_block(port=7390, token=short))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: token is shorter than 16 characters", out)
+        self.assertIn("pipeline.yml:3: listen: token is shorter than 16 characters", out)
         self.assertNotIn(short, out)
         # One with a space (it would break the header).
         rc, out = self.check(listen_block(port=7390, token='"%s %s"' % (TOKEN, TOKEN)))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: token holds a space", out)
+        self.assertIn("pipeline.yml:3: listen: token holds a space", out)
         self.assertNotIn(TOKEN, out)
         # From the environment: a short value is refused, naming the variable only.
         rc, out = self.check(listen_block(port=7390, token="env:PL_TEST_TOKEN"), env={"PL_TEST_TOKEN": short})
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: token: the token in env:PL_TEST_TOKEN is shorter than 16", out)
+        self.assertIn("pipeline.yml:3: listen: token: the token in env:PL_TEST_TOKEN is shorter than 16", out)
         self.assertNotIn(short, out)
         rc, out = self.check(listen_block(port=7390, token="env:PL_TEST_TOKEN"), env={})
         self.assertEqual(rc, 1, out)
@@ -138,11 +102,11 @@ class ListenerTest(unittest.TestCase):
         self.write("short", short + "\n")
         rc, out = self.check(listen_block(port=7390, token="file:" + os.path.join(self.dir, "short")))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: token: the token in file:", out)
+        self.assertIn("pipeline.yml:3: listen: token: the token in file:", out)
         self.assertNotIn(short, out)
         rc, out = self.check(listen_block(port=7390, token="file:" + os.path.join(self.dir, "nothing")))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: token: cannot read", out)
+        self.assertIn("pipeline.yml:3: listen: token: cannot read", out)
         fifo = os.path.join(self.dir, "fifo")
         os.mkfifo(fifo)  # would block a reader forever
         rc, out = self.check(listen_block(port=7390, token="file:" + fifo))
@@ -152,7 +116,7 @@ class ListenerTest(unittest.TestCase):
     def test_beyond_loopback_needs_a_token(self):
         rc, out = self.check(listen_block(address="0.0.0.0", port=7390))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:3: listen: address 0.0.0.0 is reachable from other machines", out)
+        self.assertIn("pipeline.yml:2: listen: address 0.0.0.0 is reachable from other machines", out)
         rc, out = self.check(listen_block(address="0.0.0.0", port=7390, token="env:PL_TEST_TOKEN"),
                              env={"PL_TEST_TOKEN": TOKEN})
         self.assertEqual(rc, 0, out)
@@ -163,7 +127,7 @@ class ListenerTest(unittest.TestCase):
             self.assertEqual(rc, 0, "%s: %s" % (a, out))
         rc, out = self.check(listen_block(address="999.1.1.1", port=7390))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:3: listen: address: '999.1.1.1' is not an IPv4 address", out)
+        self.assertIn("pipeline.yml:2: listen: address: '999.1.1.1' is not an IPv4 address", out)
         rc, out = self.check(listen_block(address="'[::1]'", port=7390))
         self.assertEqual(rc, 1, out)
         self.assertIn("is not an IPv6 address (write it without brackets", out)
@@ -191,15 +155,6 @@ class ListenerTest(unittest.TestCase):
 
     # ------------------------------------------------------------ TLS
 
-    def make_cert(self):
-        cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
-        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-                            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return cert, key
-
     def https(self, port, cafile, method, path, body=None, headers=None):
         ctx = ssl.create_default_context(cafile=cafile)
         conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10 * SLOW)
@@ -215,7 +170,7 @@ class ListenerTest(unittest.TestCase):
             conn.close()
 
     def test_tls(self):
-        cert, key = self.make_cert()
+        cert, key = self_signed_cert(self.dir)
         tf = self.write("token", TOKEN)
         listen = "  port: ${port}\n  token: file:%s\n  tls: {cert: %s, key: %s}" % (tf, cert, key)
         eng = self.engine(listen, token=TOKEN)
@@ -237,7 +192,7 @@ class ListenerTest(unittest.TestCase):
         self.assertEqual(st, 401, body)
         self.assertEqual(list(json.loads(body)), ["error"])
         # Verification is real: a client that trusts another certificate refuses it.
-        other, _ = self.make_other_cert()
+        other, _ = self_signed_cert(os.path.join(self.dir, "other"))
         with self.assertRaises(ssl.SSLError):
             self.https(eng.port, other, "GET", "/health")
         # Plain HTTP to the TLS port gets no HTTP answer.
@@ -248,25 +203,14 @@ class ListenerTest(unittest.TestCase):
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0, eng.stderr_tail())
 
-    def make_other_cert(self):
-        d = os.path.join(self.dir, "other")
-        os.mkdir(d)
-        cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
-        p = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                            "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost",
-                            "-addext", "subjectAltName=IP:127.0.0.1"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return cert, key
-
     def test_tls_files_checked(self):
-        cert, key = self.make_cert()
+        cert, key = self_signed_cert(self.dir)
         rc, out = self.check("  port: 7390\n  tls: {cert: %s}" % cert)
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: tls: needs both cert and key", out)
+        self.assertIn("pipeline.yml:3: listen: tls: needs both cert and key", out)
         rc, out = self.check("  port: 7390\n  tls: {cert: %s, key: %s}" % (key, key))
         self.assertEqual(rc, 1, out)
-        self.assertIn("pipeline.yml:4: listen: tls: cert: %s is not a PEM certificate" % key, out)
+        self.assertIn("pipeline.yml:3: listen: tls: cert: %s is not a PEM certificate" % key, out)
         rc, out = self.check("  port: 7390\n  tls: {cert: %s, key: %s/none.pem}" % (cert, self.dir))
         self.assertEqual(rc, 1, out)
         self.assertIn("listen: tls: key: cannot read", out)
@@ -277,49 +221,22 @@ class ListenerTest(unittest.TestCase):
 
     # ------------------------------------------------------------ IPv6
 
-    PIPE_ASYNC6 = """
-listen:
-  address: '::1'
-  port: ${port}
-  token: ${token}
-drain: 2
-queues:
-  retrieve: {ttr: 5, backoff: 0.1}
-  submit: {ttr: 5, backoff: 0.1}
-  verified: {ttr: 5}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: submit
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-  - name: verify
-    kind: async_submit
-    input: submit
-    output: verified
-    url: ${identity}/verify
-    merge: {ok: identity_ok, score: identity_score, ref: identity_ref}
-    deadline: 60
-"""
-
     def test_ipv6_callback_url_is_bracketed(self):
         if not ipv6_loopback():
             self.skipTest("no IPv6 loopback (::1) on this machine")
         api = self.fx.add(RecordAPI())
         ident = self.fx.add(Identity(delay=0.1, retry=0.25, give_up=30))
+        sink = self.fx.add(Sink())
         api.add("u1", hostile_record("u1", 0))
-        eng = self.fx.engine(self.dir, self.PIPE_ASYNC6, token=TOKEN,
-                             subst={"records": api.url, "identity": ident.url})
+        eng = super().engine(pipeline("async", address="'::1'"), token=TOKEN, records=api.url,
+                             identity=ident.url, sink=sink.url)
         eng.base = "http://[::1]:%d" % eng.port
-        eng.check()
         eng.start()
         self.assertEqual(eng.put("retrieve", {"id": "u1"}).status, 202)
         wait_for(lambda: ident.submissions, 15, what="the identity submission")
         url = ident.submissions[0]["callback_url"]
         self.assertTrue(url.startswith("http://[::1]:%d/callbacks/verify/" % eng.port), url)
-        wait_for(lambda: depth(eng.stats(), "verified") == 1, 20, what="the callback to land")
+        wait_for(lambda: depth(eng.stats(), "final") == 1, 20, what="the callback to land")
         self.assertTrue(ident.delivered)
 
     # ------------------------------------------------------------ half-closed clients
@@ -337,20 +254,10 @@ stages:
                 req = ("POST /queues/retrieve/jobs HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
                        "Content-Type: application/json\r\nIdempotency-Key: hc-%d-%d\r\n"
                        "Content-Length: %d\r\n\r\n" % (TOKEN, t, k, len(body))).encode() + body
-                s = socket.create_connection(("127.0.0.1", eng.port), timeout=10 * SLOW)
                 try:
-                    s.sendall(req)
-                    s.shutdown(socket.SHUT_WR)  # "that was all"
-                    data = b""
-                    while True:
-                        chunk = s.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
+                    data = exchange(eng.port, req, half_close=True, timeout=10)
                 except OSError as e:
                     data = ("error: %s" % e).encode()
-                finally:
-                    s.close()
                 with lock:
                     got.append(data.split(b"\r\n", 1)[0])
 
@@ -374,14 +281,7 @@ stages:
         b.sendall(b"POST /queues/retrieve/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n{")
         time.sleep(0.2)
         # A third connection from this address: 429 in JSON, closed.
-        c = socket.create_connection(("127.0.0.1", eng.port), timeout=5 * SLOW)
-        data = b""
-        while True:
-            chunk = c.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        c.close()
+        data = exchange(eng.port)
         head, _, body = data.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 429 "), data)
         self.assertIn("too many connections from your address", json.loads(body)["error"])
@@ -422,15 +322,7 @@ stages:
                     b"POST /queues/retrieve/jobs HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
                     b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
                     b"POST /queues/retrieve/jobs HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"):
-            s = socket.create_connection(("127.0.0.1", eng.port), timeout=5 * SLOW)
-            s.sendall(req)
-            data = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                data += chunk
-            s.close()
+            data = exchange(eng.port, req)
             head, _, body = data.partition(b"\r\n\r\n")
             self.assertTrue(head.startswith(b"HTTP/1.1 400 "), data)
             self.assertIn(b"Content-Type: application/json", head)

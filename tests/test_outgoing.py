@@ -10,14 +10,12 @@ The service is a loopback HTTP fixture that records the raw request target
 (path and query, as sent) of every request it gets."""
 import os
 import sys
-import threading
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import (Fixture, Fixtures, binary, make_workdir, remove_workdir, wait_for,
-                             SLOW)
-import subprocess
+from engine_fixtures import EngineTestCase
+from plhelp import Fixture, pipeline, wait_for
 
 
 class PathRecorder(Fixture):
@@ -47,48 +45,10 @@ class PathRecorder(Fixture):
             return list(self.targets)
 
 
-PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 2
-queues:
-  retrieve: {ttr: 10, max_attempts: 2, backoff: 0.1}
-  staged: {ttr: 10, max_attempts: 2, backoff: 0.1}
-  final: {ttr: 10}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: staged
-    url: ${api}/api/v1/records/{id}
-    key_field: id
-    model: records
-  - name: lookup
-    kind: http_enrich
-    input: staged
-    output: final
-    url: ${api}/api/v1/lookup?q={q}&id={id}
-    merge: {found: found}
-"""
-
-
-class OutgoingTest(unittest.TestCase):
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-
-    def tearDown(self):
-        self.fx.close()
-        remove_workdir(self.dir)
-
+class OutgoingTest(EngineTestCase):
     def check(self, text):
-        path = os.path.join(self.dir, "p.yml")
-        with open(path, "w") as f:
-            f.write(text)
-        p = subprocess.run([binary("pickline"), "check", path], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
-        return p, path
+        """`pickline check` of text: (Result, path)."""
+        return self.check_pipeline(text, name="p.yml")
 
     def test_check_refuses_injection_and_bad_addresses(self):
         base = ("queues:\n  a:\n  b:\nstages:\n  - name: p\n    kind: http_poll\n"
@@ -105,21 +65,19 @@ class OutgoingTest(unittest.TestCase):
         ]
         for extra, line, words in cases:
             p, path = self.check(base + extra)
-            self.assertEqual(p.returncode, 1, "accepted:\n%s\n%s" % (extra, p.stdout))
-            self.assertTrue(p.stderr.startswith("%s:%d: " % (path, line)), p.stderr)
-            self.assertIn(words, p.stderr)
-            self.assertEqual(p.stderr.count("\n"), 1, "one line: %r" % p.stderr)
+            self.assertEqual(p.code, 1, "accepted:\n%s\n%s" % (extra, p.out))
+            self.assertTrue(p.err.startswith("%s:%d: " % (path, line)), p.err)
+            self.assertIn(words, p.err)
+            self.assertEqual(p.err.count("\n"), 1, "one line: %r" % p.err)
         p, _ = self.check(base + "    url: http://127.0.0.1:8080/x\n")
-        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.code, 0, p.err)
 
     def test_job_fields_cannot_move_the_request(self):
         api = self.fx.add(PathRecorder())
         api.records["dots-q"] = ".."
         api.records["dot-q"] = "."
         api.records["slash-q"] = "a/../b?c#d"
-        eng = self.fx.engine(self.dir, PIPE, subst={"api": api.url})
-        eng.check()
-        eng.start()
+        eng = self.engine(pipeline("outgoing"), api=api.url).start()
         bad = ["..", ".", "", "../admin", "a/../..", "..\\..", "x/./..", "nul\u0000x"]
         good = ["ok1", "a.b", "...", "..x", "a/b", "x?y#z@h", "a\\b", "line\r\nX-Injected: 1",
                 "dots-q", "dot-q", "slash-q", ".hidden"]

@@ -14,14 +14,14 @@ Waits are bounded polls scaled by plhelp.SLOW. PICKLINE_KEEP_TEST_DIRS=1
 keeps the work directories."""
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import SLOW, Fixtures, binary, make_workdir, qctl, remove_workdir, wait_for
+from engine_fixtures import EngineTestCase, qctl
+from plhelp import SLOW, binary, pipeline, wait_for
 import pgfix
 
 COLS = ("tenant, id, first_name, last_name, title, email, score, active, profile, "
@@ -52,44 +52,6 @@ CREATE TRIGGER users_notify AFTER INSERT OR UPDATE ON users
     FOR EACH ROW EXECUTE FUNCTION users_notify();
 """
 
-PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 5
-models:
-  users:
-    properties:
-      tenant: {type: integer, key: true, required: true, min: 0}
-      id: {type: bigint, key: true, required: true}
-      first_name: {type: string, length: 50, required: true}
-      last_name: {type: string, length: 50, required: true}
-      title: {type: string, length: 50}
-      email: {type: string, length: [5, 99], format: email}
-      score: {type: decimal, precision: 12, scale: 4}
-      active: {type: boolean}
-      profile: {type: json}
-      created_at: {type: datetime, required: true}
-      updated_at: {type: datetime, required: true}
-      deleted_at: {type: datetime, paranoid: true, default: "2999-12-31T00:00:00Z"}
-queues:
-  pg_keys: {ttr: 10, max_attempts: 100, backoff: 0.05}
-stages:
-${notify}
-  - name: users_src
-    kind: pg_extract
-    input: pg_keys
-    dsn: "${dsn}"
-    table: users
-    model: users
-    updated_column: updated_at
-    interval: ${interval}
-    page: ${page}
-    rows: ${rows}
-    seconds: 0.3
-${extra}
-"""
-
 NOTIFY = """
   - name: users_notices
     kind: pg_notify
@@ -111,9 +73,7 @@ def insert_sql(lo, hi, tenant=1, ts=None):
             "FROM generate_series(%d, %d) g;" % (tenant, upd, lo, hi - 1))
 
 
-class PgSourceTest(unittest.TestCase):
-    maxDiff = 4000
-
+class PgSourceTest(EngineTestCase):
     @classmethod
     def setUpClass(cls):
         cls.src = pgfix.PgCluster()
@@ -131,9 +91,9 @@ class PgSourceTest(unittest.TestCase):
         cls.dst.close()
 
     def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
+        super().setUp()
         self.loaders = []
+        self.addCleanup(self.stop_loaders)
         if not self.src.running:
             self.src.start()
         self.sdb = self.src.create_db("src")
@@ -142,45 +102,30 @@ class PgSourceTest(unittest.TestCase):
         self.edsn = self.sdb.replace("user=postgres", "user=extractor")
         os.environ["PGSRC_TEST_DSN"] = self.edsn
 
-    def tearDown(self):
-        failed = self._failed()
+    def stop_loaders(self):
         for p, f in self.loaders:
             if p.poll() is None:
                 p.kill()
             p.wait()
             f.close()
-        if failed:
-            for e in self.fx.engines:
-                sys.stderr.write("\n%s:\n%s\n" % (self.id(), e.stderr_tail(60)))
-            for _, f in self.loaders:
-                try:
-                    with open(f.name, "rb") as r:
-                        sys.stderr.write("--- qload\n%s\n" % r.read().decode()[-3000:])
-                except OSError:
-                    pass
-        self.fx.close()
-        if failed:
-            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
-        else:
-            remove_workdir(self.dir)
 
-    def _failed(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return False
-        if not getattr(outcome, "success", True):
-            return True
-        res = getattr(outcome, "result", None)
-        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
-        return any(t is self for t, _ in errs)
+    def failure_report(self):
+        out = [super().failure_report()]
+        for _, f in self.loaders:
+            try:
+                with open(f.name, "rb") as r:
+                    out.append("--- qload\n%s" % r.read().decode()[-3000:])
+            except OSError:
+                pass
+        return "\n".join(out)
 
     # -- helpers
 
     def engine(self, notify=True, page=5000, interval=0.2, rows=1000, extra=""):
-        eng = self.fx.engine(self.dir, PIPE, subst={
-            "dsn": self.edsn, "notify": NOTIFY if notify else "", "page": page,
-            "interval": interval, "rows": rows, "extra": extra})
-        eng.check()
+        """An engine of pg_extract.yml, started: with the pg_notify stage
+        (notify), the extract's page, interval and rows, and extra lines."""
+        eng = super().engine(pipeline("pg_extract", notify=NOTIFY if notify else "", extra=extra),
+                             dsn=self.edsn, page=page, interval=interval, rows=rows)
         return eng.start(timeout=15)
 
     def loader(self, eng):
@@ -226,11 +171,6 @@ class PgSourceTest(unittest.TestCase):
         r = self.dst.psql("SELECT count(*), coalesce(sum(rows), 0) FROM pickline_ledger", self.tdb)
         return int(r[0][0]), int(r[0][1])
 
-    def batches(self, eng):
-        p = qctl(eng.data, "batches", "--json", "--limit", "0")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return json.loads(p.stdout or "[]")
-
     def staged_rows(self, eng):
         """Rows in every batch the engine sealed or holds open."""
         return sum(b["rows"] for b in self.batches(eng))
@@ -267,9 +207,7 @@ class PgSourceTest(unittest.TestCase):
         self.assertEqual(rows[0][4], "")      # '' stays '' (g % 3 == 1)
         self.assertEqual(rows[1][4], "Dr")
         self.assertEqual(self.dst.scalar("SELECT count(*) FROM users WHERE tenant = 2", self.tdb), "0")
-        p = qctl(eng.data, "rejects", "users", "--json")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        rej = json.loads(p.stdout)
+        rej = self.rejects(eng, "users")
         self.assertEqual(len(rej), 1, rej)
         self.assertIn("email", json.dumps(rej))
         self.assertEqual(eng.terminate()[0], 0)

@@ -110,6 +110,8 @@ static const char *fill(const char *line, const char *v, const char *after)
         return "7390";
     if (strncmp(v, "${token}", 8) == 0)
         return "a-token-of-32-characters-or-so-x";
+    if (v - line >= 9 && strncmp(v - 9, "address: ", 9) == 0)
+        return "127.0.0.1";
     if (*after == '/' || (v - line >= 5 && strncmp(v - 5, "url: ", 5) == 0) ||
         (v - line >= 6 && strncmp(v - 6, "base: ", 6) == 0))
         return "http://127.0.0.1:9";
@@ -119,16 +121,61 @@ static const char *fill(const char *line, const char *v, const char *after)
     return "1";
 }
 
+/* py_seed adds the pipeline text of a python test (a template, its
+ * ${name}s filled in as fill says) when it loads. */
+static void py_seed(Seeds *s, const char *text)
+{
+    Text t = {0};
+    for (const char *p = text; *p;) {
+        const char *v = strstr(p, "${");
+        const char *c = v ? strchr(v, '}') : NULL;
+        if (!v || !c) {
+            text_adds(&t, p);
+            break;
+        }
+        text_add(&t, p, (size_t)(v - p));
+        const char *line = v;
+        while (line > text && line[-1] != '\n')
+            line--;
+        text_adds(&t, fill(line, v, c + 1));
+        p = c + 1;
+    }
+    char err[512];
+    Pipeline *p = NULL;
+    if (pipeline_parse("seed.yml", t.p, t.len, stage_kind_specs, &p, err, sizeof err) == 0) {
+        seed_add(s, t);
+        s->py++;
+    } else {
+        free(t.p);
+        s->py_dropped++;
+    }
+    pipeline_free(p);
+}
+
 /* py_pipelines adds the python tests' pipelines that load once their
- * ${name}s are filled in: the triple-quoted strings with queues: and
- * stages: in tests/test_x.py. */
+ * ${name}s are filled in: the files of tests/pipelines/, and the
+ * triple-quoted strings with queues: and stages: in tests/test_x.py. */
 static void py_pipelines(Seeds *s, const char *top)
 {
     char dir[2 * PATH_MAX], path[3 * PATH_MAX];
-    snprintf(dir, sizeof dir, "%s/tests", top);
+    snprintf(dir, sizeof dir, "%s/tests/pipelines", top);
     DIR *d = opendir(dir);
     T_CHECK(d != NULL);
     struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t nl = strlen(e->d_name), len;
+        if (nl < 5 || strcmp(e->d_name + nl - 4, ".yml") != 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        char *src = slurp(path, &len);
+        T_CHECK(src != NULL);
+        py_seed(s, src);
+        free(src);
+    }
+    closedir(d);
+    snprintf(dir, sizeof dir, "%s/tests", top);
+    d = opendir(dir);
+    T_CHECK(d != NULL);
     while ((e = readdir(d))) {
         size_t nl = strlen(e->d_name);
         if (strncmp(e->d_name, "test_", 5) != 0 || nl < 4 || strcmp(e->d_name + nl - 3, ".py") != 0)
@@ -142,33 +189,8 @@ static void py_pipelines(Seeds *s, const char *top)
             if (!b)
                 break;
             *b = '\0';
-            if (strstr(a + 3, "queues:") && strstr(a + 3, "stages:")) {
-                Text t = {0};
-                for (const char *p = a + 3; *p;) {
-                    const char *v = strstr(p, "${");
-                    const char *c = v ? strchr(v, '}') : NULL;
-                    if (!v || !c) {
-                        text_adds(&t, p);
-                        break;
-                    }
-                    text_add(&t, p, (size_t)(v - p));
-                    const char *line = v;
-                    while (line > a + 3 && line[-1] != '\n')
-                        line--;
-                    text_adds(&t, fill(line, v, c + 1));
-                    p = c + 1;
-                }
-                char err[512];
-                Pipeline *p = NULL;
-                if (pipeline_parse("seed.yml", t.p, t.len, stage_kind_specs, &p, err, sizeof err) == 0) {
-                    seed_add(s, t);
-                    s->py++;
-                } else {
-                    free(t.p);
-                    s->py_dropped++;
-                }
-                pipeline_free(p);
-            }
+            if (strstr(a + 3, "queues:") && strstr(a + 3, "stages:"))
+                py_seed(s, a + 3);
             a = strstr(b + 3, "\"\"\"");
         }
         free(src);

@@ -23,7 +23,7 @@ COMMANDS = ["put", "reserve", "ack", "delete", "release", "bury", "touch", "kick
 STATE_KEYS = ("ready", "delayed", "reserved", "buried")
 
 
-class QctlCase(plhelp.DataDirTest):
+class QctlCase(plhelp.TempDirTest):
     """Helpers around one data directory (self.data)."""
 
     def setUp(self):

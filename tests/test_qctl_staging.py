@@ -91,7 +91,7 @@ def ndjson(rows):
     return "".join(json.dumps(r) + "\n" for r in rows)
 
 
-class StagingCase(plhelp.DataDirTest):
+class StagingCase(plhelp.TempDirTest):
 
     def setUp(self):
         super().setUp()
@@ -100,12 +100,6 @@ class StagingCase(plhelp.DataDirTest):
         self.env = dict(os.environ)
         self.env.pop("PICKLINE_DATA", None)
         self.pipeline = self.write("pipeline.yml", PIPELINE)
-
-    def write(self, name, text):
-        path = os.path.join(self.tmp, name)
-        with open(path, "w") as f:
-            f.write(text)
-        return path
 
     # ------------------------------------------------------------ running
     def q(self, *args, input=None, data=None):

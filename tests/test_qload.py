@@ -109,29 +109,20 @@ def user(i, tenant=1, **kw):
     return r
 
 
-class QloadTest(unittest.TestCase):
-    maxDiff = 4000
+class QloadCase(pgfix.ClusterTest, plhelp.TempDirTest):
+    """One cluster for the class (ClusterTest), and per test a fresh
+    database (self.dsn), data directory (self.data) and the models of
+    PIPELINE (self.pipeline); helpers to stage rows, run qload and qctl, and
+    read the warehouse. test_qload_faults's cases are QloadCases too."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.pg = pgfix.PgCluster()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pg.close()
+    tmp_prefix = "qload-test-"
 
     def setUp(self):
+        super().setUp()
         self.qload_bin = plhelp.binary("qload")
+        self.qctl_bin = plhelp.binary("qctl")
         self.fill_bin = plhelp.binary("tests/prog_stagefill")
-        self.tmp = plhelp.make_tempdir("qload-test-")
-        self.addCleanup(plhelp.remove_tree, self.tmp)
-        self.data = os.path.join(self.tmp, "data")
-        self.pipeline = os.path.join(self.tmp, "pipeline.yml")
-        with open(self.pipeline, "w") as f:
-            f.write(PIPELINE)
-        if not self.pg.running:
-            self.pg.start()
-        self.dsn = self.pg.create_db()
+        self.pipeline = self.write("pipeline.yml", PIPELINE)
         self.env = dict(os.environ)
         for k in ("PICKLINE_DATA", "PICKLINE_TARGET", "PICKLINE_QLOAD_CRASH"):
             self.env.pop(k, None)
@@ -159,16 +150,28 @@ class QloadTest(unittest.TestCase):
         env.update(env_extra or {})
         return plhelp.run(argv, env=env, timeout=timeout)
 
-    def qctl_json(self, *args):
-        r = plhelp.run([plhelp.binary("qctl"), "--data", self.data] + list(args) + ["--json"],
-                       env=self.env)
-        self.assertEqual(r.code, 0, r)
-        return r.json()
-
     def load_ok(self, *args):
         r = self.qload("--json", *args)
         self.assertEqual(r.code, 0, r)
         return r.json()
+
+    def qctl(self, *args):
+        """qctl --data (ours) ARGS, which must exit 0: its Result."""
+        r = plhelp.run([self.qctl_bin, "--data", self.data] + list(args), env=self.env)
+        self.assertEqual(r.code, 0, r)
+        return r
+
+    def qctl_json(self, *args):
+        return self.qctl(*(list(args) + ["--json"])).json()
+
+    def batches(self):
+        return self.qctl_json("batches", "--limit", "0")
+
+    def end(self, p):
+        """Kills process p (if still running) and reaps it."""
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
 
     def sql(self, q):
         return self.pg.psql(q, dsn=self.dsn)
@@ -183,6 +186,8 @@ class QloadTest(unittest.TestCase):
         return self.rows("SELECT store, batch, model, rows, rejected FROM pickline_ledger "
                          "ORDER BY batch")
 
+
+class QloadTest(QloadCase):
     def create_tables(self):
         """Runs the models' DDL (qload --create-tables) from a data directory
         of its own that holds no batches, so nothing is loaded yet."""

@@ -12,7 +12,6 @@ violates, an UNLOGGED table) fails the batch with the difference, turns no row
 into a reject, and the batch loads normally after the table is fixed and
 `qctl batches retry`; a few genuinely bad rows still become rejects.
 """
-import json
 import os
 import signal
 import subprocess
@@ -28,76 +27,8 @@ import test_qload  # noqa: E402  (its PIPELINE; importing the module runs none o
 SLOW = plhelp.SLOW
 
 
-class QloadCase(unittest.TestCase):
-    """A fresh database and data directory per test, on the class's cluster."""
-    maxDiff = 4000
-    cluster_conf = None
-
-    @classmethod
-    def setUpClass(cls):
-        cls.pg = pgfix.PgCluster(extra_conf=cls.cluster_conf)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pg.close()
-
-    def setUp(self):
-        self.qload_bin = plhelp.binary("qload")
-        self.qctl_bin = plhelp.binary("qctl")
-        self.fill_bin = plhelp.binary("tests/prog_stagefill")
-        self.tmp = plhelp.make_tempdir("qload-faults-")
-        self.addCleanup(plhelp.remove_tree, self.tmp)
-        self.data = os.path.join(self.tmp, "data")
-        self.pipeline = os.path.join(self.tmp, "pipeline.yml")
-        with open(self.pipeline, "w") as f:
-            f.write(test_qload.PIPELINE)
-        if not self.pg.running:
-            self.pg.start()
-        self.dsn = self.pg.create_db()
-        self.env = dict(os.environ)
-        for k in ("PICKLINE_DATA", "PICKLINE_TARGET", "PICKLINE_QLOAD_CRASH"):
-            self.env.pop(k, None)
-
-    def stage(self, model, rows, batch_rows=None):
-        lines = [json.dumps(r) for r in rows]
-        argv = [self.fill_bin, self.data, self.pipeline, model]
-        if batch_rows:
-            argv += ["--batch-rows", str(batch_rows)]
-        r = plhelp.run(argv, input="\n".join(lines) + "\n", timeout=60)
-        self.assertEqual(r.code, 0, r)
-        return [int(x) for x in r.out.split()]
-
-    def qload(self, *args, env_extra=None):
-        env = dict(self.env)
-        env.update(env_extra or {})
-        return plhelp.run([self.qload_bin, "--data", self.data, "--target", self.dsn] +
-                          list(args), env=env, timeout=120)
-
-    def end(self, p):
-        if p.poll() is None:
-            p.kill()
-        p.communicate()
-
-    def qctl(self, *args):
-        r = plhelp.run([self.qctl_bin, "--data", self.data] + list(args), env=self.env)
-        self.assertEqual(r.code, 0, r)
-        return r
-
-    def qctl_json(self, *args):
-        return self.qctl(*(list(args) + ["--json"])).json()
-
-    def batches(self):
-        return self.qctl_json("batches", "--limit", "0")
-
-    def sql(self, q):
-        return self.pg.psql(q, dsn=self.dsn)
-
-    def one(self, q):
-        return self.pg.scalar(q, dsn=self.dsn)
-
-
 # ---------------------------------------------------------------- item 3
-class WarehouseCrashTest(QloadCase):
+class WarehouseCrashTest(test_qload.QloadCase):
     # A tuned warehouse: COMMIT does not wait for the WAL flush unless the
     # session asks for it (pgfix's cluster also runs with fsync=off, which a
     # crash of the server process, unlike one of the machine, does not punish).
@@ -237,7 +168,7 @@ class WarehouseCrashTest(QloadCase):
 
 
 # ---------------------------------------------------------------- item 6
-class TableMismatchTest(QloadCase):
+class TableMismatchTest(test_qload.QloadCase):
 
     def events(self, n, payload="p%d", start=0):
         return [{"id": i, "payload": payload % i} for i in range(start, start + n)]

@@ -16,63 +16,13 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pgfix  # noqa: E402
-from engine_fixtures import (SLOW, Fixture, Fixtures, Geocoder, binary, depth, make_workdir,  # noqa: E402
-                             qctl, remove_workdir, wait_for)
-
-PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 5
-models:
-  users:
-    properties:
-      id: {type: integer, key: true}
-      email: {type: string, length: 99, required: true}
-      name: {type: string, length: 200}
-      address: {type: string, length: 200}
-      lat: {type: decimal}
-      lon: {type: decimal}
-queues:
-  retrieve: {ttr: 10, max_attempts: 50, backoff: 0.1}
-  validate: {ttr: 10, max_attempts: 50, backoff: 0.1}
-  geo: {ttr: 10, max_attempts: 50, backoff: 0.1}
-  final: {ttr: 10, max_attempts: 50, backoff: 0.1}
-stages:
-  - name: extract
-    kind: http_extract
-    input: retrieve
-    output: validate
-    url: ${records}/records/{id}
-    key_field: id
-    model: users
-    concurrency: 16
-  - name: check
-    kind: validate
-    input: validate
-    model: users
-    output: geo
-    concurrency: 32
-  - name: geocode
-    kind: http_enrich
-    input: geo
-    output: final
-    url: ${geo}/geocode?address={address}
-    merge: {lat: lat, lon: lon}
-    concurrency: 16
-  - name: seal
-    kind: batch
-    input: final
-    rows: 250
-    seconds: 0.5
-    concurrency: 32
-"""
+from engine_fixtures import EngineTestCase, Geocoder, depth, qctl  # noqa: E402
+from plhelp import SLOW, Fixture, binary, pipeline  # noqa: E402
 
 QUEUES = ("retrieve", "validate", "geo", "final")
 
@@ -101,57 +51,14 @@ def record(i, v):
             "address": "%d street, version %d" % (i, v)}
 
 
-class StagedRowsTest(unittest.TestCase):
-    maxDiff = 4000
-
-    @classmethod
-    def setUpClass(cls):
-        cls.pg = pgfix.PgCluster()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pg.close()
-
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-        self.db = self.pg.create_db()
-
-    def tearDown(self):
-        failed = self._failed()
-        if failed:
-            for e in self.fx.engines:
-                sys.stderr.write("\n%s: pipeline %s\n%s\n" % (self.id(), e.path, e.stderr_tail(60)))
-        self.fx.close()
-        if failed:
-            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
-        else:
-            remove_workdir(self.dir)
-
-    def _failed(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return False
-        if not getattr(outcome, "success", True):
-            return True
-        res = getattr(outcome, "result", None)
-        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
-        return any(t is self for t, _ in errs)
-
-    # -- helpers
-
-    def engine(self):
+class StagedRowsTest(pgfix.ClusterTest, EngineTestCase):
+    def engine(self, pipe=None):
+        """An engine of staged_rows.yml (or the text pipe), started, against
+        new fixtures (self.records, self.geo)."""
         self.records = self.fx.add(VersionedRecords())
         self.geo = self.fx.add(Geocoder())
-        eng = self.fx.engine(self.dir, PIPE, subst={"records": self.records.url, "geo": self.geo.url})
-        eng.check()
-        return eng.start()
-
-    def wait(self, pred, timeout, what, eng):
-        try:
-            return wait_for(pred, timeout, 0.05, what)
-        except AssertionError as ex:
-            raise AssertionError("%s\n%s" % (ex, eng.stderr_tail())) from None
+        return super().engine(pipe or pipeline("staged_rows"), records=self.records.url,
+                              geo=self.geo.url).start()
 
     def put_many(self, eng, queue, bodies):
         """Puts the bodies on queue in a few transactions (qctl import)."""
@@ -159,21 +66,13 @@ class StagedRowsTest(unittest.TestCase):
         p = qctl(eng.data, "import", queue, input=lines)
         self.assertEqual(p.returncode, 0, p.stderr)
 
-    def wait_idle(self, eng, timeout=60):
-        """Waits until every queue of the line is empty; returns the stats."""
-        box = {}
-
-        def ok():
-            box["s"] = eng.stats()
-            return all(depth(box["s"], q) == 0 for q in QUEUES) and box["s"]
-
-        try:
-            return wait_for(ok, timeout, 0.1, "the line to empty")
-        except AssertionError:
-            buried = {q: [(j["body"], j["error"]) for j in eng.peek(q, "buried")][:5] for q in QUEUES}
-            raise AssertionError("the line did not empty: %s\nburied: %s\n%s"
-                                 % ({q: box["s"].get(q) for q in QUEUES}, buried,
-                                    eng.stderr_tail())) from None
+    def batched_rows(self, eng):
+        """Waits until the line is empty, seals every open batch, and
+        returns the rows of every batch."""
+        self.wait_empty(eng, QUEUES, timeout=60)
+        p = qctl(eng.data, "batches", "seal", "--all")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return [r for b in self.batches(eng) for r in self.batch_rows(eng, b["id"])]
 
     def info(self, eng):
         p = qctl(eng.data, "info", "--json")
@@ -190,21 +89,11 @@ class StagedRowsTest(unittest.TestCase):
         """Seals what is open and runs qload once; returns its summary."""
         p = qctl(eng.data, "batches", "seal", "--all")
         self.assertEqual(p.returncode, 0, p.stderr)
-        p = subprocess.run([binary("qload"), "--data", eng.data, "--target", self.db, "--create-tables",
+        p = subprocess.run([binary("qload"), "--data", eng.data, "--target", self.dsn, "--create-tables",
                             "--json", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True, timeout=120 * SLOW)
         self.assertEqual(p.returncode, 0, "qload: %s%s" % (p.stdout, p.stderr))
         return json.loads(p.stdout)
-
-    def batches(self, eng):
-        p = qctl(eng.data, "batches", "--json", "--limit", "0")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return json.loads(p.stdout or "[]")
-
-    def batch_rows(self, eng, bid):
-        p = qctl(eng.data, "batches", "show", bid, "--rows", "1000000", "--json")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return [d["row"] for d in json.loads(p.stdout)["data"]]
 
     # ------------------------------------------------------------ tests
 
@@ -218,10 +107,10 @@ class StagedRowsTest(unittest.TestCase):
         for wave in range(waves):
             ids = range(wave * n + 1, (wave + 1) * n + 1)
             self.put_many(eng, "retrieve", [{"id": i} for i in ids])
-            self.wait_idle(eng)
+            self.wait_empty(eng, QUEUES, timeout=60)
             self.assertEqual(self.load(eng)["failed"], 0)
             loaded += n
-            self.assertEqual(int(self.pg.scalar("SELECT count(*) FROM users", dsn=self.db)), loaded)
+            self.assertEqual(int(self.pg.scalar("SELECT count(*) FROM users", dsn=self.dsn)), loaded)
             bs = self.batches(eng)
             self.assertTrue(bs and all(b["state"] == "loaded" for b in bs), bs)
             staged.append(self.staged(eng))
@@ -267,12 +156,7 @@ class StagedRowsTest(unittest.TestCase):
         self.wait(lambda: depth(eng.stats(), "final") == 0 and self.batches(eng), 20, "A batched", eng)
         staged.append(self.staged(eng))
         self.assertEqual(qctl(eng.data, "resume", "geo").returncode, 0)
-        self.wait_idle(eng)
-        p = qctl(eng.data, "batches", "seal", "--all")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        rows = []
-        for b in self.batches(eng):
-            rows += self.batch_rows(eng, b["id"])
+        rows = self.batched_rows(eng)
         names = sorted(r["name"][:2] for r in rows)
         self.assertEqual(names, ["v1", "v2"], [r["name"][:8] for r in rows])
         for r in rows:
@@ -292,12 +176,7 @@ class StagedRowsTest(unittest.TestCase):
         eng = self.engine()
         keys = [11, 12, 13]
         self.put_many(eng, "retrieve", [{"id": k} for _ in range(40) for k in keys])
-        self.wait_idle(eng)
-        p = qctl(eng.data, "batches", "seal", "--all")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        rows = []
-        for b in self.batches(eng):
-            rows += self.batch_rows(eng, b["id"])
+        rows = self.batched_rows(eng)
         got = collections.Counter((r["id"], r["name"].split("-")[0]) for r in rows)
         want = collections.Counter((k, "v%d" % v) for k in keys for v in range(1, 41))
         self.assertEqual(got, want)
@@ -313,18 +192,10 @@ class StagedRowsTest(unittest.TestCase):
         """validate sends each row to geo and to final: two jobs name one
         instance (its geocode merge is seen by both); each is batched, and
         the row is deleted when the second one is, not before."""
-        eng = self.fx.engine(self.dir, PIPE.replace("    output: geo\n", "    output: [geo, final]\n"),
-                             subst={"records": self.fx.add(VersionedRecords()).url,
-                                    "geo": self.fx.add(Geocoder()).url})
-        eng.check()
-        eng.start()
+        eng = self.engine(pipeline("staged_rows").replace("    output: geo\n",
+                                                          "    output: [geo, final]\n"))
         self.put_many(eng, "retrieve", [{"id": i} for i in range(1, 51)])
-        self.wait_idle(eng)
-        p = qctl(eng.data, "batches", "seal", "--all")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        rows = []
-        for b in self.batches(eng):
-            rows += self.batch_rows(eng, b["id"])
+        rows = self.batched_rows(eng)
         self.assertEqual(collections.Counter(r["id"] for r in rows), {i: 2 for i in range(1, 51)})
         for q in QUEUES:
             self.assertEqual(eng.peek(q, "buried"), [], q)
@@ -347,12 +218,7 @@ class StagedRowsTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(self.staged(eng), (0, 5))
         self.assertEqual(qctl(eng.data, "resume", "validate").returncode, 0)
-        self.wait_idle(eng)
-        p = qctl(eng.data, "batches", "seal", "--all")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        rows = []
-        for b in self.batches(eng):
-            rows += self.batch_rows(eng, b["id"])
+        rows = self.batched_rows(eng)
         self.assertEqual(sorted(r["id"] for r in rows), [101, 101, 102, 103, 104, 105])
         for r in rows:
             loc = Geocoder.locate(record(r["id"], 1)["address"])

@@ -51,7 +51,8 @@ Environment:
                            the thread interleaving is not replayed)
   PICKLINE_SOAK=1          a soak run: ten times the kills and faults
   PICKLINE_SOAK=N          (N > 1) a soak run with N kills per run
-  PICKLINE_KEEP_TEST_DIRS=1  keep the work directory (data, logs)
+  PICKLINE_KEEP_TEST_DIRS=1  keep the work directory (data, logs; kept anyway when
+                           the run fails)
 """
 import collections
 import http.client
@@ -72,34 +73,6 @@ import pgfix  # noqa: E402
 import plhelp  # noqa: E402
 
 SLOW = plhelp.SLOW
-
-PIPELINE = """\
-listen:
-  address: 127.0.0.1
-  port: %(port)d
-drain: 5
-models:
-  events:
-    properties:
-      k: {type: string, length: 64, key: true, required: true}
-      n: {type: integer, required: true}
-      payload: {type: text}
-queues:
-  incoming: {ttr: 2, max_attempts: 100000, backoff: 0.05}
-  final: {ttr: 2, max_attempts: 100000, backoff: 0.05}
-stages:
-  - name: check
-    kind: validate
-    input: incoming
-    model: events
-    output: final
-  - name: seal
-    kind: batch
-    input: final
-    model: events
-    rows: 50
-    seconds: 0.25
-"""
 
 QUEUES = ("incoming", "final")
 SEAMS = ("before_copy", "during_copy", "before_commit", "after_commit")  # qload --help
@@ -425,7 +398,7 @@ class Run:
         self.pipeline = os.path.join(self.tmp, "pipeline.yml")
         self.port = pick_port()
         with open(self.pipeline, "w") as f:
-            f.write(PIPELINE % {"port": self.port})
+            f.write(plhelp.pipeline("torture", port=self.port))
         env = dict(os.environ)
         for k in ("PICKLINE_DATA", "PICKLINE_TARGET", "PICKLINE_QLOAD_CRASH"):
             env.pop(k, None)
@@ -453,7 +426,7 @@ class Run:
                 sys.stderr.write("torture [%s]: stopping the warehouse: %s\n" % (self.label, e))
 
     def _remove_tmp(self):
-        if os.environ.get("PICKLINE_KEEP_TEST_DIRS"):
+        if plhelp.keep_dirs() or plhelp.test_failed(self.test):
             sys.stderr.write("torture [%s]: kept %s\n" % (self.label, self.tmp))
             return
         plhelp.remove_tree(self.tmp)

@@ -1,8 +1,8 @@
 """End-to-end tests of the validate and batch stage kinds: the real
 `pickline run` with a pipeline validate -> final -> batch over a users
 model, fed over HTTP (POST /queues/validate/jobs), checked through the
-engine's log, the queues (`qctl stats`) and, where qctl has them,
-`qctl batches --json` / `qctl batches show ID --json` / `qctl rejects --json`.
+engine's log, the queues (`qctl stats`), `qctl batches --json`,
+`qctl batches show ID --json` and `qctl rejects --json`.
 
 Each test has a fresh temp dir. Waits are bounded polls (scaled for
 sanitizer builds). PICKLINE_KEEP_TEST_DIRS=1 keeps the temp dirs."""
@@ -11,107 +11,27 @@ import json
 import os
 import random
 import re
-import subprocess
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import (SLOW, Fixtures, binary, depth, make_workdir, qctl, remove_workdir,
-                             wait_for)
-
-PIPE = """
-listen:
-  address: 127.0.0.1
-  port: ${port}
-drain: 5
-models:
-  users:
-    properties:
-      id: {type: integer, key: true, required: true, min: 1}
-      email:
-        type: string
-        length: [5, 99]
-        format: email
-        required: true
-        messages: {format: "that is not an email address"}
-      name: {type: string, length: 20}
-      permission: {type: integer, default: 1}
-queues:
-  validate: {ttr: 1, max_attempts: 100, backoff: 0.05}
-  final: {ttr: 1, max_attempts: 100, backoff: 0.05}
-stages:
-  - name: check
-    kind: validate
-    input: validate
-    model: users
-    output: final
-${threshold}
-  - name: seal
-    kind: batch
-    input: final
-    model: users
-    rows: ${rows}
-    seconds: ${seconds}
-"""
+from engine_fixtures import EngineTestCase, depth, qctl
+from plhelp import SLOW, pipeline
 
 FIELDS = ["id", "email", "name", "permission"]
-
-
-def qctl_has(cmd):
-    """Whether the built qctl has subcommand cmd (`qctl CMD --help` exits 0)."""
-    try:
-        p = subprocess.run([binary("qctl"), cmd, "--help"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, timeout=30)
-    except (OSError, FileNotFoundError):
-        return False
-    return p.returncode == 0
-
-
-HAS_BATCHES = qctl_has("batches")
-HAS_REJECTS = qctl_has("rejects")
-NEEDS = "qctl has no `batches` / `rejects` commands in this build"
 
 
 def valid_row(i):
     return {"id": i, "email": "user%d@example.com" % i, "name": "n\"%d,\n\\" % i}
 
 
-class ValidateTest(unittest.TestCase):
-    maxDiff = 4000
-
-    def setUp(self):
-        self.dir = make_workdir()
-        self.fx = Fixtures()
-
-    def tearDown(self):
-        failed = self._failed()
-        if failed:
-            for e in self.fx.engines:
-                sys.stderr.write("\n%s: pipeline %s\n%s\n" % (self.id(), e.path, e.stderr_tail(60)))
-        self.fx.close()
-        if failed:
-            sys.stderr.write("%s: kept %s\n" % (self.id(), self.dir))
-        else:
-            remove_workdir(self.dir)
-
-    def _failed(self):
-        outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return False
-        if not getattr(outcome, "success", True):
-            return True
-        res = getattr(outcome, "result", None)
-        errs = list(getattr(res, "errors", [])) + list(getattr(res, "failures", []))
-        return any(t is self for t, _ in errs)
-
-    # -- helpers
-
+class ValidateTest(EngineTestCase):
     def engine(self, rows=10000, seconds=5, threshold="", workdir=None):
-        eng = self.fx.engine(workdir or self.dir, PIPE, subst={"rows": rows, "seconds": seconds,
-                                                                "threshold": threshold})
-        eng.check()
-        return eng.start()
+        """An engine of validate.yml, started: the batch stage seals at rows
+        rows or after seconds; threshold: the reject_threshold lines."""
+        return super().engine(pipeline("validate", threshold=threshold), workdir=workdir, rows=rows,
+                              seconds=seconds).start()
 
     def put(self, eng, body, key=None):
         r = eng.put("validate", body, key=key)
@@ -122,38 +42,6 @@ class ValidateTest(unittest.TestCase):
         for r in rows:
             self.put(eng, {"model": "users", "row": r}, key="row-%s" % json.dumps(r, sort_keys=True)[:200])
 
-    def wait(self, pred, timeout, what, eng):
-        try:
-            return wait_for(pred, timeout, 0.05, what)
-        except AssertionError as ex:
-            raise AssertionError("%s\n%s" % (ex, eng.stderr_tail())) from None
-
-    def wait_empty(self, eng, timeout=20):
-        """Waits until validate and final hold no job; returns the stats."""
-        box = {}
-
-        def ok():
-            box["s"] = eng.stats()
-            return depth(box["s"], "validate") == 0 and depth(box["s"], "final") == 0
-
-        self.wait(ok, timeout, "the queues to empty (last stats %s)" % box.get("s"), eng)
-        return box["s"]
-
-    def batches(self, eng):
-        p = qctl(eng.data, "batches", "--json", "--limit", "0")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return json.loads(p.stdout or "[]")
-
-    def batch_rows(self, eng, bid):
-        p = qctl(eng.data, "batches", "show", bid, "--rows", "1000000", "--json")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return [d["row"] for d in json.loads(p.stdout)["data"]]
-
-    def rejects(self, eng):
-        p = qctl(eng.data, "rejects", "--json", "--limit", "0")
-        self.assertEqual(p.returncode, 0, p.stderr)
-        return json.loads(p.stdout or "[]")
-
     def seal_lines(self, eng):
         """(id, model, rows, state) of every 'batch N (M, R rows...) STATE' log line."""
         out = []
@@ -161,7 +49,7 @@ class ValidateTest(unittest.TestCase):
             out.append((int(m.group(1)), m.group(2), int(m.group(3)), m.group(4)))
         return out
 
-    # ------------------------------------------------------------ without qctl batches
+    # ------------------------------------------------------------ tests
 
     def test_1_valid_rows_pass_invalid_rows_are_logged_nothing_is_buried(self):
         """Seals at N rows and logs it; rejects are logged with the first failed
@@ -214,7 +102,6 @@ class ValidateTest(unittest.TestCase):
 
     # ------------------------------------------------------------ with qctl batches
 
-    @unittest.skipUnless(HAS_BATCHES and HAS_REJECTS, NEEDS)
     def test_2_batches_hold_normalised_rows_and_rejects_hold_what_failed(self):
         eng = self.engine(rows=10, seconds=3600)
         good = [valid_row(i) for i in range(1, 26)]
@@ -226,7 +113,7 @@ class ValidateTest(unittest.TestCase):
         self.put_inline(eng, good[:12])
         self.put_inline(eng, bad)
         self.put_inline(eng, good[12:])
-        self.wait_empty(eng)
+        self.wait_empty(eng, ("validate", "final"))
         bs = self.wait(lambda: (lambda b: len(b) == 3 and b)(self.batches(eng)), 10,
                        "3 batches", eng)
         self.assertEqual([(b["model"], b["state"], b["rows"]) for b in bs],
@@ -260,7 +147,7 @@ class ValidateTest(unittest.TestCase):
         p = qctl(eng.data, "rejects", "replay", r100["id"], "--row",
                  json.dumps({"id": 100, "email": "fixed@example.com"}))
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.wait_empty(eng)
+        self.wait_empty(eng, ("validate", "final"))
         bs = self.wait(lambda: (lambda b: b[-1]["rows"] == 6 and b)(self.batches(eng)), 10,
                        "the replayed row in the open batch", eng)
         self.assertIn({"id": 100, "email": "fixed@example.com", "name": None, "permission": 1},
@@ -269,7 +156,6 @@ class ValidateTest(unittest.TestCase):
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0, eng.stderr_tail())
 
-    @unittest.skipUnless(HAS_BATCHES, NEEDS)
     def test_3_references_to_staged_rows_are_normalised_in_place(self):
         """A reference job: the staged row (written by a replay here, the way an
         extract stage writes it) is normalised in place and batched."""
@@ -280,18 +166,17 @@ class ValidateTest(unittest.TestCase):
         p = qctl(eng.data, "rejects", "replay", rj[0]["id"], "--row",
                  json.dumps({"id": 7, "email": "seven@example.com"}))
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.wait_empty(eng)
+        self.wait_empty(eng, ("validate", "final"))
         bs = self.wait(lambda: (lambda b: b and b[-1]["state"] == "sealed" and b)(self.batches(eng)),
                        10, "a sealed batch", eng)
         self.assertEqual(self.batch_rows(eng, bs[-1]["id"]),
                          [{"id": 7, "email": "seven@example.com", "name": None, "permission": 1}])
 
-    @unittest.skipUnless(HAS_BATCHES, NEEDS)
     def test_4_an_open_batch_seals_after_its_seconds(self):
         eng = self.engine(rows=1000, seconds=0.6)
         t0 = time.monotonic()
         self.put_inline(eng, [valid_row(i) for i in range(1, 4)])
-        self.wait_empty(eng)
+        self.wait_empty(eng, ("validate", "final"))
         bs = self.wait(lambda: (lambda b: b and b[0]["state"] == "sealed" and b)(self.batches(eng)),
                        10, "the batch to seal by age", eng)
         took = time.monotonic() - t0
@@ -306,13 +191,12 @@ class ValidateTest(unittest.TestCase):
         self.wait(lambda: (lambda b: len(b) == 2 and b[1]["state"] == "sealed" and b)(self.batches(eng)),
                   10, "a second batch sealed by age", eng)
 
-    @unittest.skipUnless(HAS_BATCHES, NEEDS)
     def test_5_a_reject_threshold_holds_the_batch(self):
         eng = self.engine(rows=1000, seconds=0.5,
                           threshold="    reject_threshold: {count: 2, rate: 0.9}")
         self.put_inline(eng, [valid_row(1), {"id": 2}, valid_row(3), {"id": 4, "email": "x"},
                               {"id": 5, "email": "@"}, valid_row(6)])
-        self.wait_empty(eng)
+        self.wait_empty(eng, ("validate", "final"))
         bs = self.wait(lambda: (lambda b: b and b[0]["state"] != "open" and b)(self.batches(eng)),
                        10, "the batch to close", eng)
         b = bs[0]
@@ -329,7 +213,7 @@ class ValidateTest(unittest.TestCase):
         eng = self.engine(rows=1000, seconds=0.5, workdir=other,
                           threshold="    reject_threshold: {rate: 0.25}")
         self.put_inline(eng, [valid_row(1), valid_row(2), valid_row(3), {"id": 4}, {"id": 5}])
-        self.wait_empty(eng)
+        self.wait_empty(eng, ("validate", "final"))
         bs = self.wait(lambda: (lambda b: b and b[0]["state"] != "open" and b)(self.batches(eng)),
                        10, "the second batch to close", eng)
         self.assertEqual((bs[0]["state"], bs[0]["rows"], bs[0]["rejects"]), ("held", 3, 2), bs)
@@ -337,7 +221,6 @@ class ValidateTest(unittest.TestCase):
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0, eng.stderr_tail())
 
-    @unittest.skipUnless(HAS_BATCHES and HAS_REJECTS, NEEDS)
     def test_6_sigkill_mid_run_then_restart_every_valid_row_in_exactly_one_batch(self):
         seed = int(os.environ.get("PICKLINE_TEST_SEED") or random.randrange(1 << 30))
         rnd = random.Random(seed)
@@ -368,7 +251,7 @@ class ValidateTest(unittest.TestCase):
         eng.start()
         p = qctl(eng.data, "resume", "validate")
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.wait_empty(eng, timeout=60)
+        self.wait_empty(eng, ("validate", "final"), timeout=60)
         bs = self.wait(lambda: (lambda b: b and all(x["state"] == "sealed" for x in b) and b)(self.batches(eng)),
                        15, "every batch sealed", eng)
         got = collections.Counter()
