@@ -23,15 +23,13 @@ every comparison matched; 1 otherwise; 2 for usage.
     python3 examples/edge-copy/run.py [--rows N] [--timeout S] [--keep]
 
 Binaries come from $PICKLINE_BUILD (default build/release). Standard
-library only, plus tests/pgfix.py for the throwaway clusters.
+library only, plus tests/pgfix.py for the throwaway clusters and tests/plhelp.py
+(the test kit: the build, processes and their logs).
 """
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,6 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import pgfix  # noqa: E402
+import plhelp  # noqa: E402
+from plhelp import RunError, say, tail  # noqa: E402
 
 # The warehouse's table (the edge's comes from the model: qload --create-tables).
 TABLE = """
@@ -77,84 +77,15 @@ def insert_sql(lo, hi):
             "FROM generate_series(%d, %d) g;" % (lo, hi - 1))
 
 
-class RunError(Exception):
-    """The run failed; the message says what and where to look."""
-
-
-def say(*a):
-    print(*a, flush=True)
-
-
-def tail(path, n=20):
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return "    (no %s)" % path
-    return "\n".join("    " + line for line in lines[-n:])
-
-
-class Run:
+class Run(plhelp.RunBase):
     def __init__(self, args):
+        super().__init__("pickline-edge.", "edge-data")
         self.args = args
-        build = os.environ.get("PICKLINE_BUILD") or "build/release"
-        self.build = build if os.path.isabs(build) else os.path.join(ROOT, build)
-        self.slow = 4.0 if "asan" in os.path.basename(os.path.normpath(self.build)) else 1.0
-        self.bins = {}
-        for b in ("pickline", "qctl", "qload"):
-            p = os.path.join(self.build, b)
-            if not os.access(p, os.X_OK):
-                raise RunError("%s is not built; build it with `scons -Q variant=release` (or set "
-                               "PICKLINE_BUILD to the build directory that has it)" % p)
-            self.bins[b] = p
-        self.work = tempfile.mkdtemp(prefix="pickline-edge.")
-        self.data = os.path.join(self.work, "edge-data")
-        self.procs = {}
         self.wh = self.edge = None
         self.t0 = time.monotonic()
 
-    # ------------------------------------------------------------ processes
-
-    def start(self, name, argv, env=None):
-        log = os.path.join(self.work, name + ".log")
-        f = open(log, "ab")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                             cwd=self.work, env=env)
-        f.close()
-        self.procs[name] = (p, log)
-        return p
-
-    def check_alive(self):
-        for name, (p, log) in self.procs.items():
-            if p.poll() is not None:
-                raise RunError("%s exited with status %s; its log (%s) ends:\n%s"
-                               % (name, p.returncode, log, tail(log)))
-
-    def stop_procs(self):
-        """SIGTERM qload (it finishes its batch), then the engine (it
-        drains); both must exit 0."""
-        problems = []
-        for name in ("qload", "pickline"):
-            if name not in self.procs:
-                continue
-            p, log = self.procs.pop(name)
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30 * self.slow)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-                    problems.append("%s did not exit within 30 s of SIGTERM; killed it (log %s)"
-                                    % (name, log))
-                    continue
-            if p.returncode != 0:
-                problems.append("%s exited with status %d (expected 0); its log (%s) ends:\n%s"
-                                % (name, p.returncode, log, tail(log)))
-        return problems
-
     def close(self):
-        problems = self.stop_procs()
+        problems = self.procs.stop(("qload", "pickline"))
         for pg in (self.wh, self.edge):
             if pg:
                 try:
@@ -162,15 +93,6 @@ class Run:
                 except Exception as e:  # noqa: BLE001 -- report, keep stopping
                     problems.append("stopping PostgreSQL: %s" % e)
         return problems
-
-    def qctl(self, *args):
-        p = subprocess.run([self.bins["qctl"], "--data", self.data] + list(args),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, timeout=60)
-        if p.returncode != 0:
-            raise RunError("qctl %s failed (exit %d): %s" % (" ".join(args), p.returncode,
-                                                            p.stderr.strip()))
-        return p.stdout
 
     def batches(self):
         out = json.loads(self.qctl("batches", "--json", "--limit", "0") or "[]")
@@ -195,7 +117,7 @@ class Run:
         t = time.monotonic()
         end = t + self.args.timeout * self.slow
         while not self.same():
-            self.check_alive()
+            self.procs.check_alive()
             if time.monotonic() > end:
                 raise RunError("%s: the edge does not equal the warehouse after %d s\n%s"
                                % (what, self.args.timeout * self.slow, self.differences()))
@@ -215,7 +137,7 @@ class Run:
         diff = [k for k in sorted(set(w) & set(e)) if w[k] != e[k]]
         for k in diff[:3]:
             lines.append("  differs %s:\n    warehouse %s\n    edge      %s" % (k, w[k], e[k]))
-        for name, (_, log) in self.procs.items():
+        for name, (_, log) in self.procs.procs.items():
             lines.append("  %s log ends:\n%s" % (name, tail(log, 10)))
         return "\n".join(lines)
 
@@ -227,17 +149,17 @@ class Run:
 
     def start_engine(self):
         env = dict(os.environ, WAREHOUSE_DSN=self.reader_dsn)
-        self.start("pickline", [self.bins["pickline"], "run", os.path.join(HERE, "pipeline.yml"),
+        self.procs.start("pickline", [self.bins["pickline"], "run", os.path.join(HERE, "pipeline.yml"),
                                 "--data", self.data], env=env)
         # qload reads the models from the data directory: wait for the engine
         # to write it, then follow.
         end = time.monotonic() + 15 * self.slow
         while not os.path.exists(os.path.join(self.data, "data.mdb")):
-            self.check_alive()
+            self.procs.check_alive()
             if time.monotonic() > end:
                 raise RunError("pickline made no data directory in %s within 15 s" % self.data)
             time.sleep(0.05)
-        self.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.edsn,
+        self.procs.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.edsn,
                              "--pipeline", os.path.join(HERE, "pipeline.yml"), "--follow", "--mode", "merge",
                              "--create-tables", "--poll", "0.2"])
 
@@ -285,7 +207,7 @@ class Run:
             raise RunError("the edge holds %s soft-deleted users, the warehouse %s" % (gone, dele))
 
         say("\n== 3. the engine stops; the next run copies only what changed meanwhile")
-        problems = self.stop_procs()
+        problems = self.procs.stop(("qload", "pickline"))
         if problems:
             raise RunError("\n".join(problems))
         before = {b["id"] for b in self.batches()}

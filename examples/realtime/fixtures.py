@@ -17,88 +17,32 @@ loopback by in-process HTTP servers (standard library only).
 and make_dataset(), the records the run feeds (valid and invalid users,
 tenants) with what the warehouse should hold afterwards.
 
-The servers speak HTTP/1.1 with keep-alive (ThreadingHTTPServer, one thread
-per connection), so the engine's connection pool is used as it would be
-against a real service.
+The servers are tests/plhelp.py's Fixture (ThreadingHTTPServer, one thread
+per connection) speaking HTTP/1.1 with keep-alive, so the engine's connection
+pool is used as it would be against a real service.
 """
 import collections
 import hashlib
 import heapq
 import http.client
 import json
+import os
+import sys
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "tests"))
+import plhelp  # noqa: E402
 
 
 # ---------------------------------------------------------------- base
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in two writes: with Nagle on, the second waits
-    # for the client's delayed ACK (40 ms) on every kept-alive answer.
-    disable_nagle_algorithm = True
-    fx = None  # the Fixture, set per subclass
-
-    def log_message(self, fmt, *args):
-        pass
-
-    def _dispatch(self):
-        u = urllib.parse.urlsplit(self.path)
-        self.url_path = u.path
-        self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(u.query, keep_blank_values=True).items()}
-        n = int(self.headers.get("Content-Length") or 0)
-        self.req_body = self.rfile.read(n) if n else b""
-        with self.fx.lock:
-            self.fx.requests += 1
-        try:
-            self.fx.handle(self)
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
-
-    do_GET = do_POST = _dispatch
-
-    def reply(self, status, body=b"", headers=None):
-        if not isinstance(body, (bytes, str)):
-            body = json.dumps(body, ensure_ascii=False)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
-        self.send_response(status)
-        if status != 304:
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if body and status != 304:
-            self.wfile.write(body)
-
-
-class Fixture:
-    """A ThreadingHTTPServer on 127.0.0.1 (port 0: any free one) serving
-    self.handle(req) on a daemon thread; .url is http://127.0.0.1:PORT."""
-
-    def __init__(self, port=0):
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.stopping = threading.Event()
-        handler = type(type(self).__name__ + "Handler", (_Handler,), {"fx": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.url = "http://127.0.0.1:%d" % self.port
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                       name=type(self).__name__, daemon=True)
-        self.thread.start()
-
-    def handle(self, req):
-        req.reply(404, {"error": "no such path"})
-
-    def close(self):
-        self.stopping.set()
-        self.server.shutdown()
-        self.server.server_close()
+class Fixture(plhelp.Fixture):
+    """plhelp's loopback HTTP service, speaking HTTP/1.1 with keep-alive as
+    a real service would."""
+    http_version = "HTTP/1.1"
 
 
 # ---------------------------------------------------------------- A.1 changes feed

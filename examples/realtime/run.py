@@ -15,7 +15,8 @@ the queue or batch that is stuck and prints `qctl stats`); 2 for usage.
     python3 examples/realtime/run.py [--records N] [--timeout S] [--keep]
 
 Binaries come from $PICKLINE_BUILD (default build/release). Standard
-library only, plus tests/pgfix.py for the throwaway PostgreSQL.
+library only, plus tests/pgfix.py for the throwaway PostgreSQL and tests/plhelp.py
+(the test kit: the build, processes and their logs, the services' base).
 """
 import argparse
 import collections
@@ -25,10 +26,8 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
@@ -39,37 +38,14 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import fixtures  # noqa: E402
 import pgfix  # noqa: E402
+import plhelp  # noqa: E402
+from plhelp import RunError, say, tail  # noqa: E402
 
 # pgfix.query_json reads the whole result as one CSV field: let it be big.
 csv.field_size_limit(1 << 30)
 
 # The loopback ports written in pipeline.yml, moved to free ones at run time.
 PORTS = {"listen": 7381, "feed": 18081, "records": 18082, "geocoder": 18083, "identity": 18084}
-
-
-class RunError(Exception):
-    """The run failed; the message says what and where to look."""
-
-
-def free_port():
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def say(*a):
-    print(*a, flush=True)
-
-
-def tail(path, n=25):
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return "(no %s)" % path
-    return "\n".join("    " + l for l in lines[-n:])
 
 
 def json_items(text):
@@ -92,44 +68,14 @@ def json_items(text):
     return []
 
 
-class Run:
+class Run(plhelp.RunBase):
     def __init__(self, args):
+        super().__init__("pickline-realtime.", "data")
         self.args = args
-        build = os.environ.get("PICKLINE_BUILD") or "build/release"
-        self.build = build if os.path.isabs(build) else os.path.join(ROOT, build)
-        # Sanitizer builds run several times slower: their waits are scaled.
-        self.slow = 4.0 if "asan" in os.path.basename(os.path.normpath(self.build)) else 1.0
-        self.bins = {}
-        for b in ("pickline", "qctl", "qload"):
-            p = os.path.join(self.build, b)
-            if not os.access(p, os.X_OK):
-                raise RunError("%s is not built; build it with `scons -Q variant=release` (or set "
-                               "PICKLINE_BUILD to the build directory that has it)" % p)
-            self.bins[b] = p
-        self.work = tempfile.mkdtemp(prefix="pickline-realtime.")
-        self.data = os.path.join(self.work, "data")
-        self.procs = {}       # name -> (Popen, log path)
         self.fx = []
         self.notices = None
         self.pg = None
         self.ok = False
-
-    # ------------------------------------------------------------ processes
-
-    def start(self, name, argv):
-        log = os.path.join(self.work, name + ".log")
-        f = open(log, "wb")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                             cwd=self.work)
-        f.close()
-        self.procs[name] = (p, log)
-        return p
-
-    def check_alive(self):
-        for name, (p, log) in self.procs.items():
-            if p.poll() is not None:
-                raise RunError("%s exited with status %s while the run was going on; its log "
-                               "(%s) ends:\n%s" % (name, p.returncode, log, tail(log)))
 
     def stop(self):
         """Stops everything; returns the problems seen on the way (a
@@ -137,21 +83,7 @@ class Run:
         problems = []
         # qload first (it may be mid-COPY: SIGTERM lets it finish the batch),
         # then the engine (SIGTERM drains), then the services and PostgreSQL.
-        for name in ("qload", "pickline"):
-            if name not in self.procs:
-                continue
-            p, log = self.procs[name]
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    if p.wait(30 * self.slow) != 0:
-                        problems.append("%s exited with status %d on SIGTERM (expected 0); its "
-                                        "log (%s) ends:\n%s" % (name, p.returncode, log, tail(log)))
-                except subprocess.TimeoutExpired:
-                    problems.append("%s did not exit within %d s of SIGTERM; killed it (log: %s)"
-                                    % (name, 30 * self.slow, log))
-                    p.kill()
-                    p.wait()
+        problems += self.procs.stop(("qload", "pickline"))
         if self.notices:
             self.notices.close()
         for f in self.fx:
@@ -165,15 +97,6 @@ class Run:
             except Exception as e:
                 problems.append("stopping PostgreSQL: %s" % e)
         return problems
-
-    def qctl(self, *args):
-        p = subprocess.run([self.bins["qctl"], "--data", self.data] + list(args),
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           text=True, timeout=60)
-        if p.returncode != 0:
-            raise RunError("qctl %s failed (exit %d): %s" % (" ".join(args), p.returncode,
-                                                            p.stderr.strip()))
-        return p.stdout
 
     # ------------------------------------------------------------ warehouse
 
@@ -208,7 +131,7 @@ class Run:
         self.geo = fixtures.Geocoder()
         self.idn = fixtures.Identity(delay=1e9 if a.silent_identity else a.callback_delay)
         self.fx = [self.feed, self.api, self.geo, self.idn]
-        ports = {"listen": free_port(), "feed": self.feed.port, "records": self.api.port,
+        ports = {"listen": plhelp.free_port(), "feed": self.feed.port, "records": self.api.port,
                  "geocoder": self.geo.port, "identity": self.idn.port}
         with open(os.path.join(HERE, "pipeline.yml"), encoding="utf-8") as f:
             text = f.read()
@@ -226,11 +149,11 @@ class Run:
         if p.returncode != 0:
             raise RunError("pickline check refused the pipeline:\n%s" % p.stdout)
 
-        self.start("pickline", [self.bins["pickline"], "run", self.pipeline, "--data", self.data,
+        self.procs.start("pickline", [self.bins["pickline"], "run", self.pipeline, "--data", self.data,
                                  "--port", str(ports["listen"])])
         deadline = time.monotonic() + 30 * self.slow
         while True:
-            self.check_alive()
+            self.procs.check_alive()
             try:
                 with urllib.request.urlopen(self.base + "/health", timeout=2) as r:
                     if r.status == 200:
@@ -239,9 +162,9 @@ class Run:
                 pass
             if time.monotonic() > deadline:
                 raise RunError("pickline did not answer GET %s/health within %d s; its log ends:\n%s"
-                               % (self.base, 30 * self.slow, tail(self.procs["pickline"][1])))
+                               % (self.base, 30 * self.slow, tail(self.procs.log("pickline"), 25)))
             time.sleep(0.05)
-        self.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.dsn,
+        self.procs.start("qload", [self.bins["qload"], "--data", self.data, "--target", self.dsn,
                              "--follow", "--create-tables", "--mode", "merge"])
         self.notices = fixtures.NoticeSender(self.base)
         say("started: pickline run (listener %s), qload --follow --create-tables --mode merge, "
@@ -278,7 +201,7 @@ class Run:
         the timeout; then raises RunError naming what is stuck."""
         last_print = 0.0
         while True:
-            self.check_alive()
+            self.procs.check_alive()
             c = self.counts()
             r = self.rejects()
             if done(c, r):
@@ -355,7 +278,7 @@ class Run:
             lines.append("qctl stats:\n" + self.qctl("stats"))
         except Exception as e:  # the report must not hide the timeout
             lines.append("(qctl could not say more: %s)" % e)
-        for name, (p, log) in self.procs.items():
+        for name, (p, log) in self.procs.procs.items():
             lines.append("%s log (%s) ends:\n%s" % (name, log, tail(log, 15)))
         raise RunError("\n".join(lines))
 
