@@ -166,6 +166,14 @@ int cli_parse_ms(const char *s, uint64_t min, uint64_t max, uint64_t *out)
     return 0;
 }
 
+void *cli_grow(void *v, size_t n, size_t *cap, size_t size, size_t first)
+{
+    if (n < *cap)
+        return v;
+    *cap = *cap ? *cap * 2 : first;
+    return xrealloc(v, *cap * size);
+}
+
 int cli_read_all(Strbuf *b, FILE *f, size_t max)
 {
     char chunk[65536];
@@ -321,10 +329,7 @@ void cli_table_add(CliTable *t, const char *fmt, ...)
     int rc = vasprintf(&s, fmt, ap);
     va_end(ap);
     PL_ASSERT(rc >= 0, "vasprintf has memory for a table cell");
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 64;
-        t->cell = xrealloc(t->cell, t->cap * sizeof *t->cell);
-    }
+    t->cell = cli_grow(t->cell, t->n, &t->cap, sizeof *t->cell, 64);
     t->cell[t->n++] = s;
 }
 

@@ -90,6 +90,11 @@ int cli_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
  * [min, max]; digits past the third decimal must be 0. 0 or -1. */
 int cli_parse_ms(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+/* cli_grow returns array v (of *cap elements of size bytes, n of them in
+ * use) with room for one more: the same, or moved to twice the capacity
+ * (first elements the first time). Out of memory aborts (xrealloc). */
+void *cli_grow(void *v, size_t n, size_t *cap, size_t size, size_t first);
+
 /* cli_read_all appends everything f holds until its end to b. Returns 0,
  * EFBIG once b holds more than max bytes, or the errno of a read error. */
 int cli_read_all(Strbuf *b, FILE *f, size_t max);

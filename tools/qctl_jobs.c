@@ -927,10 +927,7 @@ int qctl_import(Ctx *c)
         size_t e = nl ? (size_t)(nl - in.buf) : in.len, off;
         line++;
         if (json_trim(in.buf + a, e - a, &off) > 0) {
-            if (n == cap) {
-                cap = cap ? cap * 2 : 256;
-                v = xrealloc(v, cap * sizeof *v);
-            }
+            v = cli_grow(v, n, &cap, sizeof *v, 256);
             memset(&v[n], 0, sizeof v[n]);
             v[n].line = line;
             if (import_line(in.buf + a, e - a, q, &conf, exists, &v[n++], m, sizeof m)) {

@@ -83,10 +83,7 @@ typedef struct Staged {
 static int staged_add(const StagedCount *sc, void *arg)
 {
     Staged *st = arg;
-    if (st->n == st->cap) {
-        st->cap = st->cap ? st->cap * 2 : 8;
-        st->v = xrealloc(st->v, st->cap * sizeof *st->v);
-    }
+    st->v = cli_grow(st->v, st->n, &st->cap, sizeof *st->v, 8);
     st->v[st->n++] = *sc;
     st->all.rows += sc->rows;
     st->all.refs += sc->refs;
@@ -487,10 +484,7 @@ int qctl_configure(Ctx *c)
 static int list_add(const QueueStats *s, void *arg)
 {
     ListOp *o = arg;
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 16;
-        o->v = xrealloc(o->v, o->cap * sizeof *o->v);
-    }
+    o->v = cli_grow(o->v, o->n, &o->cap, sizeof *o->v, 16);
     o->v[o->n++] = *s;
     return 0;
 }

@@ -524,10 +524,7 @@ typedef struct ReplayAll {
 static int rall_collect(const RejectRead *r, void *arg)
 {
     ReplayAll *a = arg;
-    if (a->n == a->cap) {
-        a->cap = a->cap ? a->cap * 2 : 256;
-        a->ids = xrealloc(a->ids, a->cap * sizeof *a->ids);
-    }
+    a->ids = cli_grow(a->ids, a->n, &a->cap, sizeof *a->ids, 256);
     a->ids[a->n++] = r->r.id;
     a->direct |= r->queue[0] == '\0';
     return 0;

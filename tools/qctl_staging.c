@@ -586,10 +586,7 @@ static int seal_collect(const BatchRec *b, void *arg)
     SealOp *o = arg;
     if (b->rows == 0 || (o->model && strcmp(b->model, o->model) != 0))
         return 0;
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 16;
-        o->v = xrealloc(o->v, o->cap * sizeof *o->v);
-    }
+    o->v = cli_grow(o->v, o->n, &o->cap, sizeof *o->v, 16);
     o->v[o->n++] = *b;
     return 0;
 }
@@ -681,10 +678,7 @@ static int prune_collect(const BatchRec *b, void *arg)
     PruneOp *o = arg;
     if (b->loaded_ms >= o->cutoff_ms)
         return 0;
-    if (o->n == o->cap) {
-        o->cap = o->cap ? o->cap * 2 : 64;
-        o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
-    }
+    o->ids = cli_grow(o->ids, o->n, &o->cap, sizeof *o->ids, 64);
     o->ids[o->n++] = b->id;
     return 0;
 }

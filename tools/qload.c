@@ -224,10 +224,7 @@ static int collect_fn(const BatchRec *b, void *arg)
         if (!h.any)
             return 0;
     }
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 64;
-        c->items = xrealloc(c->items, c->cap * sizeof *c->items);
-    }
+    c->items = cli_grow(c->items, c->n, &c->cap, sizeof *c->items, 64);
     Item *it = &c->items[c->n++];
     it->id = b->id;
     it->pos = model_pos(c->L->ms, b->model);
