@@ -220,6 +220,23 @@ static void batch_json(Strbuf *b, const BatchRec *r)
     sb_adds(b, "}");
 }
 
+/* print_batches writes n batches, at(arg, i), as a JSON array on stdout,
+ * one a line. */
+static void print_batches(size_t n, const BatchRec *(*at)(const void *arg, size_t i),
+                          const void *arg)
+{
+    Strbuf b;
+    sb_init(&b);
+    sb_adds(&b, "[");
+    for (size_t i = 0; i < n; i++) {
+        sb_adds(&b, i ? ",\n" : "\n");
+        batch_json(&b, at(arg, i));
+    }
+    sb_adds(&b, n ? "\n]\n" : "]\n");
+    fwrite(b.buf, 1, b.len, stdout);
+    sb_free(&b);
+}
+
 static uint64_t live_rows(const BatchRec *r)
 {
     return r->rows > r->removed ? r->rows - r->removed : 0;
@@ -272,8 +289,9 @@ static int blist_fn(Txn *t, void *arg)
     return batch_each(t, l->state, blist_add, l);
 }
 
-static const BatchRec *blist_at(const BatchList *l, size_t i)
+static const BatchRec *blist_at(const void *arg, size_t i)
 {
+    const BatchList *l = arg;
     return &l->v[l->limit ? (l->start + i) % l->limit : i];
 }
 
@@ -302,16 +320,7 @@ int qctl_batches(Ctx *c)
         goto done;
     }
     if (c->json) {
-        Strbuf b;
-        sb_init(&b);
-        sb_adds(&b, "[");
-        for (size_t i = 0; i < l.n; i++) {
-            sb_adds(&b, i ? ",\n" : "\n");
-            batch_json(&b, blist_at(&l, i));
-        }
-        sb_adds(&b, l.n ? "\n]\n" : "]\n");
-        fwrite(b.buf, 1, b.len, stdout);
-        sb_free(&b);
+        print_batches(l.n, blist_at, &l);
         rc = CLI_OK;
         goto done;
     }
@@ -581,6 +590,11 @@ typedef struct SealOp {
     size_t n, cap;
 } SealOp;
 
+static const BatchRec *seal_at(const void *arg, size_t i)
+{
+    return &((const SealOp *)arg)->v[i];
+}
+
 static int seal_collect(const BatchRec *b, void *arg)
 {
     SealOp *o = arg;
@@ -636,16 +650,7 @@ int qctl_batches_seal(Ctx *c)
         goto done;
     }
     if (c->json) {
-        Strbuf b;
-        sb_init(&b);
-        sb_adds(&b, "[");
-        for (size_t i = 0; i < o.n; i++) {
-            sb_adds(&b, i ? ",\n" : "\n");
-            batch_json(&b, &o.v[i]);
-        }
-        sb_adds(&b, o.n ? "\n]\n" : "]\n");
-        fwrite(b.buf, 1, b.len, stdout);
-        sb_free(&b);
+        print_batches(o.n, seal_at, &o);
     } else if (o.n == 0) {
         if (o.model)
             printf("model '%s' has no open batch with rows; nothing sealed (see 'qctl "
