@@ -174,19 +174,6 @@ void *cli_grow(void *v, size_t n, size_t *cap, size_t size, size_t first)
     return xrealloc(v, *cap * size);
 }
 
-int cli_read_all(Strbuf *b, FILE *f, size_t max)
-{
-    char chunk[65536];
-    for (;;) {
-        size_t k = fread(chunk, 1, sizeof chunk, f);
-        sb_add(b, chunk, k);
-        if (b->len > max)
-            return EFBIG;
-        if (k < sizeof chunk)
-            return ferror(f) ? (errno ? errno : EIO) : 0;
-    }
-}
-
 /* -------------------------------------------------------- human formats */
 
 CliStr cli_secs(uint64_t ms)

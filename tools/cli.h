@@ -10,7 +10,6 @@
 #ifndef CLI_H
 #define CLI_H
 
-#include "row.h" /* Strbuf */
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -94,10 +93,6 @@ int cli_parse_ms(const char *s, uint64_t min, uint64_t max, uint64_t *out);
  * use) with room for one more: the same, or moved to twice the capacity
  * (first elements the first time). Out of memory aborts (xrealloc). */
 void *cli_grow(void *v, size_t n, size_t *cap, size_t size, size_t first);
-
-/* cli_read_all appends everything f holds until its end to b. Returns 0,
- * EFBIG once b holds more than max bytes, or the errno of a read error. */
-int cli_read_all(Strbuf *b, FILE *f, size_t max);
 
 /* -------------------------------------------------------- human formats */
 

@@ -11,8 +11,8 @@
 
 #include "cli.h"
 #include "queue.h"
-#include "row.h"
 #include "store.h"
+#include "strbuf.h"
 
 #include <stddef.h>
 #include <stdint.h>

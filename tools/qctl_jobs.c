@@ -249,7 +249,7 @@ int qctl_put(Ctx *c)
     } else {
         if (isatty(STDIN_FILENO))
             cli_note("reading the body from the terminal; end it with Ctrl-D");
-        rc = cli_read_all(&body, stdin, QUEUE_BODY_LIMIT);
+        rc = sb_read(&body, stdin, QUEUE_BODY_LIMIT);
         if (rc == EFBIG) {
             rc = cli_errorf("body is over %u bytes, more than any queue accepts", QUEUE_BODY_LIMIT);
             goto fail;
@@ -915,7 +915,7 @@ int qctl_import(Ctx *c)
     sb_init(&in);
     if (isatty(STDIN_FILENO))
         cli_note("reading NDJSON jobs from the terminal; end with Ctrl-D");
-    if ((rc = cli_read_all(&in, stdin, SIZE_MAX - 1)) != 0) {
+    if ((rc = sb_read(&in, stdin, SIZE_MAX - 1)) != 0) {
         rc = cli_errorf("cannot read stdin: %s", strerror(rc));
         goto fail;
     }

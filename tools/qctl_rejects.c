@@ -686,7 +686,7 @@ int qctl_rejects_replay(Ctx *c)
         if (strcmp(src, "-") == 0) {
             if (isatty(STDIN_FILENO))
                 cli_note("reading the fixed row from the terminal; end it with Ctrl-D");
-            if ((rc = cli_read_all(&in, stdin, ROW_LIMIT)) != 0) {
+            if ((rc = sb_read(&in, stdin, ROW_LIMIT)) != 0) {
                 rc = cli_errorf("cannot read the fixed row from stdin: %s",
                                 rc == EFBIG ? "over 64 MiB" : strerror(rc));
                 goto done;

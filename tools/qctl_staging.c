@@ -21,11 +21,6 @@
 
 /* ---------------------------------------------------------------- models */
 
-static const char *const type_names[] = {"serial", "integer", "bigint", "decimal", "boolean",
-                                         "string", "text", "datetime", "date", "json"};
-static const char *const drift_names[] = {"reject", "ignore", "keep"};
-static const char *const format_names[] = {"none", "email", "url", "regex"};
-
 /* A model's name: a letter first, at most 127 bytes. */
 int qctl_arg_model(const Ctx *c, const char *m)
 {
@@ -107,7 +102,7 @@ static void field_rules(const Field *f, Strbuf *b)
     if (f->format == FF_REGEX)
         sb_addf(b, " format %s", f->regex_src ? f->regex_src : "regex");
     else if (f->format != FF_NONE)
-        sb_addf(b, " format %s", format_names[f->format]);
+        sb_addf(b, " format %s", model_format_name(f->format));
     if (f->has_default)
         sb_addf(b, " default %s", f->default_text ? f->default_text : "?");
     for (int r = 0; r < RULE_COUNT; r++)
@@ -128,7 +123,7 @@ static void schema_human(const Models *ms)
         for (size_t i = 0; i < m->nkey; i++)
             sb_addf(&b, "%s%s", i ? ", " : "", m->fields[m->key[i]].name);
         printf("%smodel %s  (table %s; key %s; drift %s", k ? "\n" : "", m->name, m->table,
-               m->nkey ? b.buf : "none", drift_names[m->drift]);
+               m->nkey ? b.buf : "none", model_drift_name(m->drift));
         if (m->drift == DRIFT_KEEP)
             printf(" into %s", m->drift_column ? m->drift_column : "extra");
         puts(")");
@@ -140,7 +135,7 @@ static void schema_human(const Models *ms)
             if (f->type == FT_DECIMAL && f->precision)
                 cli_table_add(&t, "decimal(%u,%u)", f->precision, f->scale);
             else
-                cli_table_add(&t, "%s", type_names[f->type]);
+                cli_table_add(&t, "%s", model_type_name(f->type));
             cli_table_add(&t, "%s", b.len ? b.buf + 1 : "-");
         }
         cli_table_print(&t, stdout);

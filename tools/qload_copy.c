@@ -61,19 +61,12 @@ enum { PAGE_FULL = 1, PAGE_FOUND = 2, PAGE_BAD = 3, PAGE_DELETE = 4 };
 
 static void add_seq(Strbuf *b, uint32_t seq)
 {
-    char d[16];
-    int n = 0;
     /* model_csv_row ends the line with "\n": put ",seq" before it. */
     if (b->len && b->buf[b->len - 1] == '\n')
-        b->len--;
-    d[n++] = '\n';
-    do {
-        d[n++] = (char)('0' + seq % 10);
-        seq /= 10;
-    } while (seq);
-    d[n++] = ',';
-    while (n)
-        sb_add(b, &d[--n], 1);
+        sb_setlen(b, b->len - 1);
+    sb_add(b, ",", 1);
+    sb_add_u64(b, seq);
+    sb_add(b, "\n", 1);
 }
 
 static int row_fn(uint32_t seq, const void *mp, size_t len, void *arg)

@@ -28,13 +28,6 @@
 
 /* ------------------------------------------------------------ the table */
 
-static const char *const type_names[] = {
-    [FT_SERIAL] = "serial",   [FT_INTEGER] = "integer", [FT_BIGINT] = "bigint",
-    [FT_DECIMAL] = "decimal", [FT_BOOLEAN] = "boolean", [FT_STRING] = "string",
-    [FT_TEXT] = "text",       [FT_DATETIME] = "datetime", [FT_DATE] = "date",
-    [FT_JSON] = "json",
-};
-
 /* type_fits tells whether a column of PostgreSQL type category cat (pg_type.
  * typcategory; base: the type's name, a domain's base type's) can hold
  * values of model type t, as model_csv_row writes them. Strings fit any
@@ -129,15 +122,15 @@ int qload_table_check(Loader *L, char *msg, size_t n)
                 break;
         if (r == nr) {
             diff_add(&d, &more, "no column %s (the model's %s field)", L->cols[i],
-                     type_names[ft]);
+                     model_type_name(ft));
             continue;
         }
         if (!type_fits(ft, PQgetvalue(res, r, 2)[0], PQgetvalue(res, r, 3)))
             diff_add(&d, &more, "column %s is %s, which cannot hold the model's %s values",
-                     L->cols[i], PQgetvalue(res, r, 1), type_names[ft]);
+                     L->cols[i], PQgetvalue(res, r, 1), model_type_name(ft));
         else if (*PQgetvalue(res, r, 7))
             diff_add(&d, &more, "column %s is a generated column, which cannot take the "
-                     "model's %s values", L->cols[i], type_names[ft]);
+                     "model's %s values", L->cols[i], model_type_name(ft));
     }
     for (int r = 0; r < nr; r++) {
         const char *col = PQgetvalue(res, r, 0);
