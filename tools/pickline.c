@@ -8,6 +8,7 @@
 #include "pipeline.h"
 #include "pl.h"
 #include "kinds.h"
+#include "version.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -23,7 +24,8 @@ static const char help_main[] =
     "commands:\n"
     "  run PIPELINE.yml [--data DIR]   run the engine\n"
     "  check PIPELINE.yml              validate the pipeline file, print the stage graph\n\n"
-    "  --help                          this; 'pickline COMMAND --help' for one command\n\n"
+    "  --help                          this; 'pickline COMMAND --help' for one command\n"
+    "  --version                       the version\n\n"
     "Exit status: 0 ok, 1 failure, 2 usage.\n";
 
 static const char help_check[] =
@@ -153,6 +155,9 @@ int main(int argc, char **argv)
         return usage(NULL, "no command given", NULL);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(help_main, stdout);
+        rc = ST_OK;
+    } else if (strcmp(argv[1], "--version") == 0) {
+        printf("pickline %s\n", pl_version);
         rc = ST_OK;
     } else if (strcmp(argv[1], "check") == 0) {
         if (has_help(argc - 2, argv + 2)) {

@@ -26,6 +26,7 @@
 #include "json.h"
 #include "pl.h"
 #include "store.h"
+#include "version.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -457,6 +458,7 @@ static void help_main(FILE *f)
             fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
     fputs("\nglobal flags (before or after the command):\n", f);
     cli_flags_help(f, globals, 3, 11);
+    fputs("  --version   the version\n", f);
     fputs("\nTimes are in seconds, fractions allowed (0.25). Exit status: 0 ok,\n"
           "1 failure (or no job ready for reserve), 2 usage.\n", f);
 }
@@ -614,6 +616,11 @@ int main(int argc, char **argv)
     cli_prog = "qctl";
     pl_log_level = PL_LOG_WARN; /* stderr is for problems; the engine's info lines are not */
     signal(SIGPIPE, SIG_IGN); /* a closed stdout is a write error we report */
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("qctl %s\n", pl_version);
+        rc = CLI_OK;
+        goto out;
+    }
     args_parse(&c, argc, argv, &help, err, sizeof err);
     if (help) {
         if (c.cmd)

@@ -29,6 +29,7 @@
 #include "pl.h"
 #include "staging.h"
 #include "store.h"
+#include "version.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -82,6 +83,7 @@ static const char usage_head[] =
     "usage: qload [--data DIR] --target DSN [--follow] [--create-tables]\n"
     "             [--mode append|merge] [--pipeline FILE] [--model M] [--json]\n"
     "             [--quiet] [--poll S]\n"
+    "       qload --version\n"
     "\n"
     "Loads the sealed batches of a pickline data directory into a PostgreSQL\n"
     "warehouse with COPY, exactly once: a ledger table, pickline_ledger, records\n"
@@ -485,6 +487,10 @@ int main(int argc, char **argv)
     struct sigaction sa = {0};
 
     cli_prog = "qload";
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("qload %s\n", pl_version);
+        return fflush(stdout) == 0 ? CLI_OK : CLI_FAIL;
+    }
     if ((st = parse_args(argc, argv, &L.o)) != CLI_OK)
         return st;
     if (L.o.help) {
