@@ -192,6 +192,7 @@ static void start_drain(Engine *e, const char *why)
 {
     pl_log(PL_LOG_INFO, "engine: %s: draining (stop reserving, finish or release in-flight jobs)", why);
     e->draining = 1;
+    notify_stopping("draining");
     ev_timer_stop(e->loop, &e->tick);
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
@@ -407,9 +408,16 @@ int engine_run(Engine *e)
         if (st->conf->input)
             slots_kick(st);
     }
-    pl_log(PL_LOG_INFO, "engine: running %zu stages on %s%s%s", e->nstages, store_path(e->store),
-           e->listener ? ", listening on " : "", e->listener ? e->callback_base : "");
+    char status[300];
+    snprintf(status, sizeof status, "running %zu stages on %s%s%s", e->nstages,
+             store_path(e->store), e->listener ? ", listening on " : "",
+             e->listener ? e->callback_base : "");
+    pl_log(PL_LOG_INFO, "engine: %s", status);
+    /* Open, listening, every stage begun: READY=1 (a Type=notify unit). */
+    notify_watchdog_start(&e->notify, e->loop);
+    notify_ready(status);
     ev_run(e->loop, 0);
+    notify_watchdog_stop(&e->notify);
     /* A signal belongs to one loop at a time: let it go with this run. */
     ev_signal_stop(e->loop, &e->sigterm);
     ev_signal_stop(e->loop, &e->sigint);

@@ -8,6 +8,7 @@
 #include "engine.h"
 #include "http.h"
 #include "listen.h"
+#include "notify.h"
 
 #include <ev.h>
 #include <pthread.h>
@@ -37,6 +38,7 @@ struct Engine {
     int fatal;             /* the store is unusable (MDB_PANIC): stop, restart recovers */
     int lock_fd;           /* DIR/engine.lock, flocked while the engine runs; -1 none */
     unsigned ops_in_flight;
+    Notify notify;         /* the service manager's watchdog (notify.h) */
 };
 
 /* engine_check_drained ends the loop once a draining engine has nothing in
