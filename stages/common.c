@@ -109,20 +109,21 @@ int stage_check_dsn(const ConfErr *l, const char *key, const ConfNode *n)
             return conf_errat(l, n->line, "%s: has a control character (0x%02X) at byte %zu; "
                          "remove it", key, c, (size_t)(p - s) + 1);
     }
-    if (strncmp(s, "env:", 4) == 0) {
-        if (!s[4])
-            return conf_errat(l, n->line, "%s: env: needs a variable name, like env:SOURCE_DSN",
-                         key);
-        return 0;
+    if (pipeline_secret_is_ref(s)) { /* read when the stage starts: stage_pg_dsn */
+        const char *why = pipeline_secret_ref_error(s);
+        return why ? conf_errat(l, n->line, "%s: %s", key, why) : 0;
     }
     PQconninfoOption *opts = PQconninfoParse(s, &msg);
     if (!opts) {
         char m[200] = "out of memory";
-        if (msg) {
+        if (msg && n->raw) /* libpq's words quote the string, which holds a ${VAR}'s value */
+            snprintf(m, sizeof m, "its message is not shown: it may quote the value of %.120s",
+                     n->raw);
+        else if (msg)
             snprintf(m, sizeof m, "%s", msg);
-            m[strcspn(m, "\n")] = '\0';
+        m[strcspn(m, "\n")] = '\0';
+        if (msg)
             PQfreemem(msg);
-        }
         return conf_errat(l, n->line, "%s: is not a valid libpq connection string (libpq: %s); "
                      "write keyword=value pairs or a postgresql:// URI", key, m);
     }
@@ -144,20 +145,34 @@ int stage_check_dsn(const ConfErr *l, const char *key, const ConfNode *n)
 
 int stage_pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen)
 {
+    const ConfNode *n = conf_get(s->conf->node, "dsn");
+    const char *path = engine_pipeline(s->engine)->path;
+    int line = n ? n->line : s->conf->line;
+    char why[300], *msg = NULL;
     *out = NULL;
-    if (!strncmp(dsn, "env:", 4)) {
-        const char *v = getenv(dsn + 4);
-        if (!v || !*v) {
-            snprintf(err, errlen, "%s:%d: stage '%s': dsn: environment variable %s is not set; "
-                     "export it (a libpq conninfo like \"host=db dbname=app\") or write the "
-                     "conninfo in dsn:", engine_pipeline(s->engine)->path, s->conf->line,
-                     s->conf->name, dsn + 4);
-            return PL_EINVAL;
-        }
-        *out = xstrdup(v);
+    if (!pipeline_secret_is_ref(dsn)) {
+        *out = xstrdup(dsn);
         return 0;
     }
-    *out = xstrdup(dsn);
+    if (pipeline_secret(dsn, out, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s:%d: stage '%s': dsn: %s (a libpq conninfo like \"host=db "
+                 "dbname=app\")", path, line, s->conf->name, why);
+        return PL_EINVAL;
+    }
+    /* Checked here, as pickline check does a dsn written out, but without
+     * libpq's message: it quotes the string, which is a secret. */
+    PQconninfoOption *opts = PQconninfoParse(*out, &msg);
+    if (!opts) {
+        if (msg)
+            PQfreemem(msg);
+        pipeline_secret_free(*out);
+        *out = NULL;
+        snprintf(err, errlen, "%s:%d: stage '%s': dsn: %.200s is not a valid libpq connection "
+                 "string (libpq's message is not shown: it may quote a password); write "
+                 "keyword=value pairs or a postgresql:// URI", path, line, s->conf->name, dsn);
+        return PL_EINVAL;
+    }
+    PQconninfoFree(opts);
     return 0;
 }
 
@@ -192,18 +207,32 @@ int stage_conf_headers(const Stage *s, char ***out, char *err, size_t errlen)
                  engine_pipeline(s->engine)->path, h->line, s->conf->name);
         return PL_EINVAL;
     }
-    char **l = xcalloc(h->n + 1, sizeof *l);
+    char **l = xcalloc(h->n + 1, sizeof *l), why[300];
     for (size_t i = 0; i < h->n; i++) {
         const ConfNode *v = h->kids[i];
+        char *val;
         if (v->type != CONF_SCALAR) {
             snprintf(err, errlen, "%s:%d: stage '%s': header '%s' must be a string",
                      engine_pipeline(s->engine)->path, v->line, s->conf->name, h->keys[i]);
             stage_headers_free(l);
             return PL_EINVAL;
         }
-        size_t n = strlen(h->keys[i]) + strlen(v->value) + 3;
+        /* env:NAME and file:PATH are read now (pickline check saw their
+         * form); the value is checked as one written out is, unshown. */
+        if (pipeline_secret(v->value, &val, why, sizeof why) != 0 ||
+            http_header_check(h->keys[i], val, why, sizeof why) != 0) {
+            snprintf(err, errlen, "%s:%d: stage '%s': headers: %s: %s%s%s",
+                     engine_pipeline(s->engine)->path, v->line, s->conf->name, h->keys[i],
+                     pipeline_secret_is_ref(v->value) ? v->value : "",
+                     pipeline_secret_is_ref(v->value) ? ": " : "", why);
+            pipeline_secret_free(val);
+            stage_headers_free(l);
+            return PL_EINVAL;
+        }
+        size_t n = strlen(h->keys[i]) + strlen(val) + 3;
         l[i] = xmalloc(n);
-        snprintf(l[i], n, "%s: %s", h->keys[i], v->value);
+        snprintf(l[i], n, "%s: %s", h->keys[i], val);
+        pipeline_secret_free(val);
     }
     *out = l;
     return 0;
@@ -214,7 +243,7 @@ void stage_headers_free(char **h)
     if (!h)
         return;
     for (char **p = h; *p; p++)
-        free(*p);
+        pipeline_secret_free(*p); /* a header may hold a secret: wiped */
     free(h);
 }
 

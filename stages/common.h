@@ -15,7 +15,7 @@
 #define STAGE_URL_HINT "give the URL to call, like http://127.0.0.1:8080/"
 #define STAGE_MERGE_HINT "map response fields to row fields, like merge: {lat: latitude}"
 #define STAGE_MODEL_HINT "name the model its rows belong to, like model: users (declared under models:)"
-#define STAGE_DSN_HINT "give a libpq conninfo, or env:NAME to read it from $NAME"
+#define STAGE_DSN_HINT "give a libpq conninfo, or env:NAME or file:PATH to read it from $NAME or a file"
 
 /* stage_conf_str, stage_conf_strs, stage_conf_num and stage_conf_uint read
  * key name of stage s, which its kind declares (asserted), with the
@@ -31,12 +31,17 @@ int stage_conf_uint(const Stage *s, const char *name, unsigned long long *out, c
 
 /* stage_check_dsn is a ConfKey check (pipeline.h) for a libpq conninfo
  * (keywords or a postgresql:// URI) whose hosts and ports are valid, or
- * env:NAME (read when the stage starts: stage_pg_dsn). */
+ * env:NAME or file:PATH (read when the stage starts: stage_pg_dsn). A dsn
+ * with a ${VAR} in it is refused without libpq's message, which would
+ * quote the variable's value. */
 int stage_check_dsn(const ConfErr *e, const char *key, const ConfNode *v);
 
-/* stage_pg_dsn resolves a stage's dsn setting into *out (free it): "env:NAME"
- * reads $NAME, anything else is the libpq conninfo itself. PL_EINVAL with
- * err naming the stage when the variable is not set. */
+/* stage_pg_dsn resolves a stage's dsn setting into *out (free it with
+ * pipeline_secret_free): "env:NAME" reads $NAME, "file:PATH" the file
+ * (pipeline_secret), anything else is the libpq conninfo itself. PL_EINVAL
+ * with err naming the stage and the line when the variable is not set, the
+ * file cannot be read, or what they hold is not a conninfo (the message
+ * never shows it). */
 int stage_pg_dsn(const Stage *s, const char *dsn, char **out, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- helpers */

@@ -1,7 +1,8 @@
 /* test_conf.c: engine/data/conf.c: the YAML tree (lines of nodes and of
  * keys, quoting, what the reader refuses), the getters' messages (one
  * wording for the pipeline, the models and the stage kinds), and the
- * did-you-mean helpers. pipeline_load's own checks are in test_pipeline.c. */
+ * did-you-mean helpers, the environment's variables (conf_subst).
+ * pipeline_load's own checks are in test_pipeline.c. */
 #include "t.h"
 #include "conf.h"
 #include "pl.h"
@@ -221,6 +222,120 @@ static void did_you_mean(void)
     conf_free(r.root);
 }
 
+/* ------------------------------------------------------------ variables */
+
+/* subst reads text and expands it: the tree, or NULL with r->err set. */
+static ConfNode *subst(Rd *r, const char *text)
+{
+    ConfErr e = conf_err("c.yml", r->err, sizeof r->err);
+    rd(r, text);
+    T_OK(r->rc);
+    r->rc = conf_subst(&e, r->root);
+    if (r->rc) {
+        conf_free(r->root);
+        r->root = NULL;
+    }
+    return r->root;
+}
+
+static const char *val(const ConfNode *root, const char *key)
+{
+    const ConfNode *n = conf_get(root, key);
+    T_CHECK(n != NULL && n->type == CONF_SCALAR);
+    return n->value;
+}
+
+static void variables_expand_in_values(void)
+{
+    Rd r;
+    setenv("PL_T_HOST", "db.example", 1);
+    setenv("PL_T_PORT", "5433", 1);
+    setenv("PL_T_EMPTY", "", 1);
+    unsetenv("PL_T_UNSET");
+    ConfNode *root = subst(&r, "url: http://${PL_T_HOST}:${PL_T_PORT}/x\n"
+                               "port: ${PL_T_PORT}\n"
+                               "qport: \"${PL_T_PORT}\"\n"
+                               "def: ${PL_T_UNSET:-fallback value}\n"
+                               "defempty: ${PL_T_EMPTY:-used}\n"
+                               "empty: x${PL_T_EMPTY}y\n"
+                               "set: ${PL_T_HOST:-not used}\n"
+                               "lit: $${PL_T_HOST} $$ $x {y} ${PL_T_UNSET:-}\n"
+                               "plain: no variables\n"
+                               "list: [\"${PL_T_HOST}\", {k: \"${PL_T_PORT}\"}]\n");
+    T_CHECK(root != NULL);
+    T_CHECK(strcmp(val(root, "url"), "http://db.example:5433/x") == 0);
+    /* a plain ${PORT} stays plain (a number), a quoted one quoted (a string) */
+    T_CHECK(strcmp(val(root, "port"), "5433") == 0 && !conf_get(root, "port")->quoted);
+    T_CHECK(strcmp(val(root, "qport"), "5433") == 0 && conf_get(root, "qport")->quoted);
+    T_CHECK(strcmp(val(root, "def"), "fallback value") == 0);
+    T_CHECK(strcmp(val(root, "defempty"), "used") == 0);
+    T_CHECK(strcmp(val(root, "empty"), "xy") == 0);
+    T_CHECK(strcmp(val(root, "set"), "db.example") == 0);
+    T_CHECK(strcmp(val(root, "lit"), "${PL_T_HOST} $$ $x {y} ") == 0);
+    /* the text as written is kept, and messages show it */
+    T_CHECK(strcmp(conf_get(root, "url")->raw, "http://${PL_T_HOST}:${PL_T_PORT}/x") == 0);
+    T_CHECK(strcmp(conf_text(conf_get(root, "port")), "${PL_T_PORT}") == 0);
+    T_CHECK(conf_get(root, "plain")->raw == NULL);
+    T_CHECK(strcmp(conf_text(conf_get(root, "plain")), "no variables") == 0);
+    const ConfNode *l = conf_get(root, "list");
+    T_CHECK(strcmp(l->kids[0]->value, "db.example") == 0);
+    T_CHECK(strcmp(conf_get(l->kids[1], "k")->value, "5433") == 0);
+    /* expanding twice changes nothing */
+    ConfErr e = conf_err("c.yml", r.err, sizeof r.err);
+    T_OK(conf_subst(&e, root));
+    T_CHECK(strcmp(val(root, "url"), "http://db.example:5433/x") == 0);
+    conf_free(root);
+    unsetenv("PL_T_HOST");
+    unsetenv("PL_T_PORT");
+    unsetenv("PL_T_EMPTY");
+}
+
+static void variables_messages_show_the_text_as_written(void)
+{
+    Rd r;
+    char err[300], buf[64];
+    unsigned long long u;
+    ConfErr e = conf_err("c.yml", err, sizeof err);
+    setenv("PL_T_SECRET", "hunter2-very-secret", 1);
+    setenv("PL_T_EMPTY", "", 1);
+    ConfNode *root = subst(&r, "a: 1\nport: ${PL_T_SECRET}\nq: \"${PL_T_EMPTY}\"\n");
+    T_CHECK(root != NULL);
+    T_ERR(conf_as_uint(&e, "port", conf_get(root, "port"), 1, 65535, &u), PL_EINVAL);
+    HAS(err, 2, "port: expected a whole number from 1 to 65535 (got '${PL_T_SECRET}')");
+    T_CHECK(strstr(err, "hunter2") == NULL);
+    T_CHECK(strcmp(conf_desc(conf_get(root, "q"), buf, sizeof buf),
+                   "\"${PL_T_EMPTY}\", which is empty") == 0);
+    conf_free(root);
+    unsetenv("PL_T_SECRET");
+    unsetenv("PL_T_EMPTY");
+}
+
+static void variables_refused(void)
+{
+    Rd r;
+    unsetenv("PL_T_UNSET");
+    T_CHECK(subst(&r, "a: 1\nb:\n  c: [x, \"${PL_T_UNSET}\"]\n") == NULL);
+    HAS(r.err, 3, "${PL_T_UNSET} is not set; export PL_T_UNSET, or give a default: "
+                  "${PL_T_UNSET:-default}");
+    T_CHECK(subst(&r, "a: x${\n") == NULL);
+    HAS(r.err, 1, "'${' must be followed by a variable name");
+    T_CHECK(subst(&r, "a: ${9LIVES}\n") == NULL);
+    HAS(r.err, 1, "'${' must be followed by a variable name");
+    T_CHECK(subst(&r, "a: ${PL_T_UNSET\n") == NULL);
+    HAS(r.err, 1, "${PL_T_UNSET is not closed: write ${PL_T_UNSET} or ${PL_T_UNSET:-default}");
+    T_CHECK(subst(&r, "a: ${PL_T_UNSET:-open\n") == NULL);
+    HAS(r.err, 1, "${PL_T_UNSET:-... has no closing '}'");
+    T_CHECK(subst(&r, "a: ${PL_T_UNSET-x}\n") == NULL);
+    HAS(r.err, 1, "${PL_T_UNSET is not closed");
+    T_CHECK(subst(&r, "a: ${PL_T_UNSET:-${HOME}}\n") == NULL);
+    HAS(r.err, 1, "a default cannot hold another ${...}");
+    T_CHECK(subst(&r, "a: 1\n\n${PL_T_UNSET}: 2\n") == NULL);
+    HAS(r.err, 3, "key '${PL_T_UNSET}': variables are expanded in values, not in keys");
+    /* In flow style a ${VAR} must be quoted (YAML's rule): the message says so. */
+    REFUSED("a: 1\nb: {c: ${PL_T_UNSET}}\n", 2, "(inside { } or [ ], write a ${VAR} in quotes: "
+            "\"${VAR}\")");
+}
+
 static const TCase cases[] = {
     T_CASE(tree_has_lines_and_quotes),
     T_CASE(key_line_without_key_lines),
@@ -228,6 +343,9 @@ static const TCase cases[] = {
     T_CASE(getters_word_their_errors),
     T_CASE(errors_stay_one_line),
     T_CASE(did_you_mean),
+    T_CASE(variables_expand_in_values),
+    T_CASE(variables_messages_show_the_text_as_written),
+    T_CASE(variables_refused),
     {NULL, NULL},
 };
 

@@ -916,6 +916,149 @@ static void err_duplicate_key_deep(void)
     free(text);
 }
 
+/* --------------------------------------------------- variables, secrets */
+
+/* The environment's ${VAR}s in any value (the listener, drain, queues,
+ * stages); p->text, which the engine keeps in the store, stays as written. */
+static void variables_everywhere(void)
+{
+    static const char text[] = "drain: ${PL_T_DRAIN}\nlisten:\n  port: ${PL_T_PORT}\n"
+                               "queues:\n  a: {ttr: 1}\n  b:\n    ttr: ${PL_T_TTR:-7}\n  c:\n"
+                               "stages:\n  - name: x\n    kind: http_extract\n    input: a\n"
+                               "    output: b\n    url: ${PL_T_API}/records/{id}\n";
+    setenv("PL_T_PORT", "9123", 1);
+    setenv("PL_T_API", "http://api.example:8080", 1);
+    setenv("PL_T_DRAIN", "2.5", 1);
+    unsetenv("PL_T_TTR");
+    Pipeline *p = load_ok(text);
+    T_EQ(p->listen_port, 9123);
+    T_CHECK(p->drain_s == 2.5);
+    T_EQ(pipeline_queue(p, "b")->conf.ttr_ms, 7000);
+    T_CHECK(strcmp(conf_get(p->stages[0].node, "url")->value,
+                   "http://api.example:8080/records/{id}") == 0);
+    T_CHECK(p->text_len == strlen(text) && strcmp(p->text, text) == 0);
+    pipeline_free(p);
+    /* an unset one is named at its line */
+    unsetenv("PL_T_API");
+    expect_err(text, 14, "${PL_T_API} is not set; export PL_T_API, or give a default: "
+               "${PL_T_API:-default}");
+    /* a value that is not what its key takes is shown as written */
+    setenv("PL_T_API", "http://api.example:8080", 1);
+    setenv("PL_T_PORT", "not-a-port-hunter2", 1);
+    expect_err(text, 3, "listen: port: expected a whole number from 1 to 65535 (got "
+               "'${PL_T_PORT}')");
+    unsetenv("PL_T_PORT");
+    unsetenv("PL_T_API");
+    unsetenv("PL_T_DRAIN");
+}
+
+/* A reader (qctl, qload: kinds NULL) expands and reads only queues: and
+ * models:; the engine's variables need not be set where it runs. */
+static void variables_reader_reads_queues_and_models(void)
+{
+    static const char text[] = "listen:\n  port: ${PL_T_PORT}\n  token: env:PL_T_TOKEN\n"
+                               "queues:\n  a:\n    ttr: ${PL_T_TTR:-3}\n  b:\n"
+                               "stages:\n  - {name: x, kind: http_extract, input: a, output: b, "
+                               "url: \"${PL_T_API}/{id}\"}\n";
+    char err[512] = "";
+    Pipeline *p = NULL;
+    unsetenv("PL_T_PORT");
+    unsetenv("PL_T_TOKEN");
+    unsetenv("PL_T_API");
+    unsetenv("PL_T_TTR");
+    const char *path = write_file("r.yml", text);
+    T_OK(pipeline_load(path, NULL, &p, err, sizeof err));
+    T_EQ(p->nqueues, 2);
+    T_EQ(pipeline_queue(p, "a")->conf.ttr_ms, 3000);
+    T_EQ(p->nstages, 0);
+    T_CHECK(p->listen_token == NULL);
+    pipeline_free(p);
+    T_OK(pipeline_parse("stored", text, strlen(text), NULL, &p, err, sizeof err));
+    pipeline_free(p);
+    /* the engine's check needs them all */
+    T_ERR(pipeline_load(path, stage_kind_specs, &p, err, sizeof err), PL_EINVAL);
+    T_CHECK(strstr(err, ":2: ${PL_T_PORT} is not set") != NULL);
+    /* what a reader reads must expand */
+    static const char q[] = "queues:\n  a:\n    ttr: ${PL_T_TTR}\n";
+    T_ERR(pipeline_parse("stored", q, sizeof q - 1, NULL, &p, err, sizeof err), PL_EINVAL);
+    if (strncmp(err, "stored:3: ${PL_T_TTR} is not set", 32) != 0)
+        t_fail(__FILE__, __LINE__, "error: %s", err);
+}
+
+/* A secret setting (a header value, a dsn, the token) may name where the
+ * secret is: env:NAME or file:PATH, read when the stage starts; check
+ * checks the form. */
+static void secret_refs_checked(void)
+{
+#define HDR(h) POLL("http://h/") "    headers:\n" h
+#define PGDSN(dsn) MODELS MQUEUES "stages:\n  - name: src\n    kind: pg_extract\n" \
+                   "    dsn: " dsn "\n    table: users\n    model: users\n" \
+                   "    updated_column: updated_at\n"
+    unsetenv("PL_T_NOT_SET_AT_CHECK");
+    load_free(HDR("      Authorization: env:PL_T_NOT_SET_AT_CHECK\n"
+                  "      X-Key: file:/nonexistent/key\n"));
+    expect_err(HDR("      Authorization: \"env:\"\n"), 11, "stage 'p': headers: Authorization: "
+               "env: needs a variable name");
+    expect_err(HDR("      Authorization: \"env:A-B\"\n"), 11, "env: needs a variable name");
+    expect_err(HDR("      X-Key: \"file:\"\n"), 11, "headers: X-Key: file: needs a path");
+    load_free(PGDSN("file:/nonexistent/dsn"));
+    expect_err(PGDSN("\"file:\""), 17, "stage 'src': dsn: file: needs a path");
+    expect_err(PGDSN("\"env:\""), 17, "stage 'src': dsn: env: needs a variable name");
+    /* a dsn from a variable that libpq refuses: libpq's message (which
+     * quotes the string, password and all) is not shown */
+    setenv("PL_T_DSN", "postgresql://u:hunter2@db.example:5432/x?nosuchoption=1", 1);
+    const char *path = write_file("p.yml", PGDSN("\"${PL_T_DSN}\""));
+    char err[512];
+    Pipeline *p;
+    T_ERR(pipeline_load(path, stage_kind_specs, &p, err, sizeof err), PL_EINVAL);
+    if (!strstr(err, ":17: stage 'src': dsn: is not a valid libpq connection string (libpq: its "
+                "message is not shown: it may quote the value of ${PL_T_DSN})") ||
+        strstr(err, "hunter2"))
+        t_fail(__FILE__, __LINE__, "error: %s", err);
+    /* written out, libpq's message helps */
+    expect_err(PGDSN("\"postgresql://u@db.example/x?nosuchoption=1\""), 17,
+               "invalid URI query parameter: \"nosuchoption\"");
+    unsetenv("PL_T_DSN");
+#undef HDR
+#undef PGDSN
+}
+
+static void secrets_read(void)
+{
+    char *v = NULL, why[300];
+    setenv("PL_T_S", "s3cret", 1);
+    T_OK(pipeline_secret("env:PL_T_S", &v, why, sizeof why));
+    T_CHECK(strcmp(v, "s3cret") == 0);
+    pipeline_secret_free(v);
+    setenv("PL_T_S", "", 1);
+    T_ERR(pipeline_secret("env:PL_T_S", &v, why, sizeof why), PL_EINVAL);
+    T_CHECK(v == NULL && strstr(why, "environment variable PL_T_S is empty"));
+    unsetenv("PL_T_S");
+    T_ERR(pipeline_secret("env:PL_T_S", &v, why, sizeof why), PL_EINVAL);
+    T_CHECK(strstr(why, "environment variable PL_T_S is not set; export it"));
+    /* a file: the newline an editor leaves is not part of it */
+    const char *path = write_file("secret", "file-s3cret\r\n");
+    char ref[PATH_MAX + 8];
+    snprintf(ref, sizeof ref, "file:%s", path);
+    T_OK(pipeline_secret(ref, &v, why, sizeof why));
+    T_CHECK(strcmp(v, "file-s3cret") == 0);
+    pipeline_secret_free(v);
+    T_ERR(pipeline_secret("file:/nonexistent/secret", &v, why, sizeof why), PL_EINVAL);
+    T_CHECK(strcmp(why, "cannot read /nonexistent/secret: No such file or directory") == 0);
+    snprintf(ref, sizeof ref, "file:%s", t_dir());
+    T_ERR(pipeline_secret(ref, &v, why, sizeof why), PL_EINVAL);
+    T_CHECK(strstr(why, "not a regular file") != NULL);
+    /* anything else is the secret itself */
+    T_OK(pipeline_secret("Bearer abc", &v, why, sizeof why));
+    T_CHECK(strcmp(v, "Bearer abc") == 0);
+    pipeline_secret_free(v);
+    T_CHECK(pipeline_secret_is_ref("env:X") && pipeline_secret_is_ref("file:/x"));
+    T_CHECK(!pipeline_secret_is_ref("Bearer env:X") && !pipeline_secret_is_ref("environment"));
+    T_CHECK(pipeline_secret_ref_error("env:X_1") == NULL);
+    T_CHECK(pipeline_secret_ref_error("env:1X") != NULL);
+    T_CHECK(pipeline_secret_ref_error("file:") != NULL);
+}
+
 static const TCase cases[] = {
     T_CASE(example_loads),
     T_CASE(defaults_filled),
@@ -944,6 +1087,10 @@ static const TCase cases[] = {
     T_CASE(err_cursor_param),
     T_CASE(err_dsn_hosts),
     T_CASE(err_duplicate_key_deep),
+    T_CASE(variables_everywhere),
+    T_CASE(variables_reader_reads_queues_and_models),
+    T_CASE(secret_refs_checked),
+    T_CASE(secrets_read),
     {NULL, NULL},
 };
 

@@ -9,6 +9,7 @@
 #include "conf.h"
 
 #include "pl.h"
+#include "strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -177,6 +178,7 @@ void conf_free(ConfNode *c)
     free(c->keys);
     free(c->kids);
     free(c->value);
+    free(c->raw);
     free(c->klines);
     free(container_of(c, Node, c));
 }
@@ -286,6 +288,11 @@ const char *conf_desc(const ConfNode *n, char *buf, size_t size)
         return "a map";
     if (n->type == CONF_SEQ)
         return "a list";
+    if (n->raw) { /* as written: the expansion may be a secret */
+        snprintf(buf, size, n->quoted ? "\"%.40s%s\"%s" : "'%.40s%s'%s", n->raw,
+                 strlen(n->raw) > 40 ? "..." : "", n->value[0] ? "" : ", which is empty");
+        return buf;
+    }
     if (conf_is_null(n))
         return "nothing";
     snprintf(buf, size, n->quoted ? "the string \"%.40s%s\"" : "'%.40s%s'", n->value,
@@ -335,13 +342,17 @@ static int yaml_fail(Reader *r)
         if (*s == '\t')
             return conf_errat(r->e, (int)line, "tab in the indentation; YAML indents with spaces "
                          "only (libyaml: %s)", p->problem ? p->problem : "error");
+    /* A ${VAR} inside { } or [ ] is not plain text to YAML: say so. */
+    const char *ls = line_at(r, line), *le = ls ? memchr(ls, '\n', (size_t)(end - ls)) : NULL;
+    const char *quote = ls && memmem(ls, (size_t)((le ? le : end) - ls), "${", 2) ?
+        " (inside { } or [ ], write a ${VAR} in quotes: \"${VAR}\")" : "";
     if (p->context && p->context_mark.line != p->problem_mark.line)
         return conf_errat(r->e, (int)line, "invalid YAML: %s (%s at line %zu); check the "
-                     "indentation and the quoting", p->problem ? p->problem : "error",
-                     p->context, p->context_mark.line + 1);
+                     "indentation and the quoting%s", p->problem ? p->problem : "error",
+                     p->context, p->context_mark.line + 1, quote);
     return conf_errat(r->e, (int)line, "invalid YAML: %s%s%s%s; check the indentation and the "
-                 "quoting", p->problem ? p->problem : "error", p->context ? " (" : "",
-                 p->context ? p->context : "", p->context ? ")" : "");
+                 "quoting%s", p->problem ? p->problem : "error", p->context ? " (" : "",
+                 p->context ? p->context : "", p->context ? ")" : "", quote);
 }
 
 static int next(Reader *r, yaml_event_t *ev)
@@ -517,6 +528,107 @@ fail:
     yaml_parser_delete(&r.yp);
     conf_free(doc);
     return rc;
+}
+
+/* ========================================================= variables */
+
+const char *conf_text(const ConfNode *n)
+{
+    return n->raw ? n->raw : n->value;
+}
+
+static int name_start(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static int name_char(char c)
+{
+    return name_start(c) || (c >= '0' && c <= '9');
+}
+
+/* expand writes the expansion of scalar n's value into b: 0, or PL_EINVAL
+ * with e's message. */
+static int expand(const ConfErr *e, const ConfNode *n, Strbuf *b)
+{
+    const char *p = n->value;
+    while (*p) {
+        if (p[0] == '$' && p[1] == '$' && p[2] == '{') { /* $${: a literal ${ */
+            sb_add(b, "${", 2);
+            p += 3;
+            continue;
+        }
+        if (p[0] != '$' || p[1] != '{') {
+            sb_add(b, p++, 1);
+            continue;
+        }
+        const char *name = p + 2, *q = name, *def = NULL;
+        size_t deflen = 0;
+        while (name_char(*q))
+            q++;
+        size_t len = (size_t)(q - name);
+        if (!len || !name_start(*name))
+            return conf_errat(e, n->line, "'${' must be followed by a variable name (a letter or "
+                              "_, then letters, digits, _) and '}', like ${API_TOKEN}; write $${ "
+                              "for a literal ${");
+        if (q[0] == ':' && q[1] == '-') {
+            def = q + 2;
+            const char *end = strchr(def, '}');
+            if (!end)
+                return conf_errat(e, n->line, "${%.*s:-... has no closing '}'", (int)len, name);
+            deflen = (size_t)(end - def);
+            if (memmem(def, deflen, "${", 2))
+                return conf_errat(e, n->line, "${%.*s:-...}: a default cannot hold another ${...}; "
+                                  "write it out", (int)len, name);
+            q = end;
+        }
+        if (*q != '}')
+            return conf_errat(e, n->line, "${%.*s is not closed: write ${%.*s} or "
+                              "${%.*s:-default}", (int)len, name, (int)len, name, (int)len, name);
+        char var[256];
+        if (len >= sizeof var)
+            return conf_errat(e, n->line, "${%.64s...}: the variable name is over %zu characters",
+                              name, sizeof var - 1);
+        memcpy(var, name, len);
+        var[len] = '\0';
+        const char *val = getenv(var);
+        if (def && (!val || !*val))
+            sb_add(b, def, deflen);
+        else if (!val)
+            return conf_errat(e, n->line, "${%s} is not set; export %s, or give a default: "
+                              "${%s:-default}", var, var, var);
+        else
+            sb_adds(b, val);
+        p = q + 1;
+    }
+    return 0;
+}
+
+int conf_subst(const ConfErr *e, ConfNode *n)
+{
+    int rc;
+    if (n->type == CONF_SCALAR) {
+        if (!strstr(n->value, "${") || n->raw)
+            return 0;
+        Strbuf b;
+        sb_init(&b);
+        if ((rc = expand(e, n, &b))) {
+            sb_free(&b);
+            return rc;
+        }
+        n->raw = n->value;
+        n->value = xstrndup(b.buf ? b.buf : "", b.len);
+        sb_free(&b);
+        return 0;
+    }
+    for (size_t i = 0; i < n->n; i++) {
+        if (n->type == CONF_MAP && strstr(n->keys[i], "${"))
+            return conf_errat(e, conf_key_line(n, (int)i), "key '%.64s': variables are expanded "
+                              "in values, not in keys; write the key out", n->keys[i]);
+        if ((rc = conf_subst(e, n->kids[i])))
+            return rc;
+    }
+    return 0;
 }
 
 /* ============================================================== getters */

@@ -12,7 +12,12 @@
  * one way for all of them, "FILE:LINE: PFX KEY: expected ... (got ...);
  * hint", through a ConfErr. Nothing in a tree is converted: values are
  * the text as written, and the getters read them (YAML 1.1 booleans, whole
- * and decimal numbers; a quoted value is a string, never a number). */
+ * and decimal numbers; a quoted value is a string, never a number).
+ *
+ * conf_subst expands ${NAME} and ${NAME:-default} from the environment in
+ * the values of a tree (Vector's and Benthos's syntax), before the getters
+ * read them; a node keeps the text as written (raw), and messages show
+ * that, never the expansion (it may hold a secret). */
 #ifndef PL_CONF_H
 #define PL_CONF_H
 
@@ -32,6 +37,8 @@ struct ConfNode {
     char **keys;         /* CONF_MAP: keys[i] names kids[i] */
     ConfNode **kids;
     int *klines;         /* CONF_MAP: the line of keys[i]; NULL in a tree built elsewhere */
+    char *raw;           /* CONF_SCALAR: the text as written when conf_subst changed it
+                          * (value is then the expansion); NULL otherwise */
 };
 
 /* ConfErr: where a loader's messages go; pfx names the part being checked
@@ -57,6 +64,22 @@ int conf_errat(const ConfErr *e, int line, const char *fmt, ...) __attribute__((
 int conf_read(const ConfErr *e, const char *text, size_t len, ConfNode **root);
 void conf_free(ConfNode *root);
 
+/* conf_subst expands the environment's variables in every scalar value of
+ * the tree n (n included): ${NAME} is the value of NAME, which must be set
+ * (empty is a value); ${NAME:-default} is default (the text up to the next
+ * '}') when NAME is unset or empty; $${ is a literal ${. NAME is a letter
+ * or '_', then letters, digits and '_'. A value keeps its quoted flag (a
+ * plain ${PORT} can be a number, a quoted "${PORT}" is a string), and the
+ * text as written goes to raw. Keys are not expanded: a "${" in one is an
+ * error. Returns 0, or PL_EINVAL with e's message at the value's line, the
+ * first problem: "${NAME} is not set; export NAME, or give a default:
+ * ${NAME:-default}", an unterminated ${, a bad name. */
+int conf_subst(const ConfErr *e, ConfNode *n);
+
+/* conf_text returns the text of scalar n as written in the file: raw when
+ * conf_subst expanded it, else value. Messages quote this. */
+const char *conf_text(const ConfNode *n);
+
 /* conf_get returns map's child named key, or NULL (also for a non-map).
  * conf_index returns the index of key among map's keys, or -1.
  * conf_key_line returns the line of map's key i: where it was written, or
@@ -68,7 +91,9 @@ int conf_key_line(const ConfNode *map, int i);
 /* conf_is_null says whether n is YAML's nothing: a plain empty scalar, ~,
  * or null (Null, NULL). conf_desc describes n for a message: 'text', the
  * string "text" (quoted in the file), a map, a list, nothing; buf (64
- * bytes will do) holds the text when it is used. */
+ * bytes will do) holds the text when it is used. A value with variables is
+ * described as written, never by its expansion: '${PORT}' (and "which is
+ * empty" when it expanded to nothing). */
 int conf_is_null(const ConfNode *n);
 const char *conf_desc(const ConfNode *n, char *buf, size_t size);
 

@@ -147,16 +147,9 @@ static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
                                                                            : conf_desc(v, buf, sizeof buf));
         t = v->value;
         p->listen_has_token = 1;
-        if (strncmp(t, "env:", 4) == 0) {
-            const char *name = t + 4;
-            if (!*name || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
-                    strlen(name) || isdigit((unsigned char)*name))
-                return conf_errat(l, v->line, "listen: token: env: needs a variable name, like "
-                             "env:PICKLINE_TOKEN");
-        } else if (strncmp(t, "file:", 5) == 0) {
-            if (!t[5])
-                return conf_errat(l, v->line, "listen: token: file: needs a path, like "
-                                  "file:/etc/pickline/token");
+        if (pipeline_secret_is_ref(t)) {
+            if ((why = pipeline_secret_ref_error(t)) != NULL)
+                return conf_errat(l, v->line, "listen: token: %s", why);
         } else if ((why = token_error(t)) != NULL) {
             return conf_errat(l, v->line, "listen: token %s; better still, keep it out of this file "
                               "(token: env:NAME or token: file:PATH)", why);
@@ -233,6 +226,67 @@ static void wipe_free(char *s)
     }
 }
 
+/* ---------------------------------------------------------------- secrets */
+
+#define SECRET_FILE_MAX 65536
+
+int pipeline_secret_is_ref(const char *s)
+{
+    return strncmp(s, "env:", 4) == 0 || strncmp(s, "file:", 5) == 0;
+}
+
+const char *pipeline_secret_ref_error(const char *s)
+{
+    if (strncmp(s, "env:", 4) == 0) {
+        const char *name = s + 4;
+        if (!*name || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                strlen(name) || isdigit((unsigned char)*name))
+            return "env: needs a variable name (letters, digits, _), like env:PICKLINE_TOKEN";
+    } else if (strncmp(s, "file:", 5) == 0 && !s[5]) {
+        return "file: needs a path, like file:/etc/pickline/token";
+    }
+    return NULL;
+}
+
+int pipeline_secret(const char *s, char **out, char *why, size_t whylen)
+{
+    char w[128];
+    size_t len;
+    *out = NULL;
+    if (strncmp(s, "env:", 4) == 0) {
+        const char *e = getenv(s + 4);
+        if (!e || !*e) {
+            snprintf(why, whylen, "environment variable %.64s is %s; %s it before starting "
+                     "pickline", s + 4, e ? "empty" : "not set", e ? "set" : "export");
+            return PL_EINVAL;
+        }
+        *out = xstrdup(e);
+        return 0;
+    }
+    if (strncmp(s, "file:", 5) != 0) {
+        *out = xstrdup(s);
+        return 0;
+    }
+    if (read_small(s + 5, SECRET_FILE_MAX, out, &len, w, sizeof w) != 0) {
+        snprintf(why, whylen, "cannot read %.200s: %s", s + 5, w);
+        return PL_EINVAL;
+    }
+    while (len && ((*out)[len - 1] == '\n' || (*out)[len - 1] == '\r'))
+        (*out)[--len] = 0; /* the newline an editor or echo leaves */
+    if (strlen(*out) != len) {
+        wipe_free(*out);
+        *out = NULL;
+        snprintf(why, whylen, "%.200s holds a NUL byte; a secret is text", s + 5);
+        return PL_EINVAL;
+    }
+    return 0;
+}
+
+void pipeline_secret_free(char *s)
+{
+    wipe_free(s);
+}
+
 /* listen_secrets reads what the listen: section points to: the token from
  * the environment or a file, the TLS certificate and key. */
 static int listen_secrets(const ConfErr *l, Pipeline *p)
@@ -245,22 +299,9 @@ static int listen_secrets(const ConfErr *l, Pipeline *p)
         return 0;
     if ((v = conf_get(n, "token")) && !p->listen_token) {
         const char *t = v->value;
-        char *val = NULL;
-        if (strncmp(t, "env:", 4) == 0) {
-            const char *e = getenv(t + 4);
-            if (!e)
-                return conf_errat(l, v->line, "listen: token: environment variable %.64s is not "
-                             "set; export it before starting pickline", t + 4);
-            if (!*e)
-                return conf_errat(l, v->line, "listen: token: environment variable %.64s is "
-                             "empty; set it to the token", t + 4);
-            val = xstrdup(e);
-        } else {
-            if (read_small(t + 5, 4096, &val, &len, why, sizeof why) != 0)
-                return conf_errat(l, v->line, "listen: token: cannot read %.200s: %s", t + 5, why);
-            while (len && (val[len - 1] == '\n' || val[len - 1] == '\r'))
-                val[--len] = 0; /* the newline an editor or echo leaves */
-        }
+        char *val = NULL, wbuf[300];
+        if (pipeline_secret(t, &val, wbuf, sizeof wbuf) != 0)
+            return conf_errat(l, v->line, "listen: token: %s", wbuf);
         if ((bad = token_error(val)) != NULL) {
             wipe_free(val);
             return conf_errat(l, v->line, "listen: token: the token in %.200s %s", t, bad);
@@ -387,13 +428,28 @@ static int check_top(const ConfErr *l, Pipeline *p, const KindSpec *const *kinds
             return conf_errat(l, conf_key_line(root, (int)i), "%s: not supported by this version of "
                          "pickline yet; remove it for now (give qload --target DSN)",
                          root->keys[i]);
-    if ((v = conf_get(root, "data")) && (rc = conf_as_name(l, "data", v, &p->data_dir)))
-        return rc;
-    if ((v = conf_get(root, "listen")) && (rc = check_listen(l, p, v)))
-        return rc;
-    if ((v = conf_get(root, "drain")) &&
-        (rc = conf_as_num(l, "drain", v, 0, CONF_SECS_MAX, "seconds", &p->drain_s)))
-        return rc;
+    /* The environment's ${VAR}s: everywhere for the engine and check; for
+     * a reader (qctl, qload: kinds NULL) only in what it reads, the queues
+     * and models (the rest is the engine's business, and its variables
+     * need not be set where qctl runs). */
+    if (kinds) {
+        if ((rc = conf_subst(l, (ConfNode *)root)))
+            return rc;
+    } else {
+        for (size_t i = 0; i < root->n; i++)
+            if ((!strcmp(root->keys[i], "queues") || !strcmp(root->keys[i], "models")) &&
+                (rc = conf_subst(l, root->kids[i])))
+                return rc;
+    }
+    if (kinds) {
+        if ((v = conf_get(root, "data")) && (rc = conf_as_name(l, "data", v, &p->data_dir)))
+            return rc;
+        if ((v = conf_get(root, "listen")) && (rc = check_listen(l, p, v)))
+            return rc;
+        if ((v = conf_get(root, "drain")) &&
+            (rc = conf_as_num(l, "drain", v, 0, CONF_SECS_MAX, "seconds", &p->drain_s)))
+            return rc;
+    }
     if ((v = conf_get(root, "queues")) && (rc = check_queues(l, p, v)))
         return rc;
     /* Models before stages: the stages' model: keys name them. */
@@ -484,7 +540,7 @@ int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out
         err[0] = '\0';
     p->path = xstrdup(path);
     if ((rc = read_all(&l, path, &text, &len)) || (rc = parse(p, &l, text, len, kinds)) ||
-        (rc = listen_secrets(&l, p)))
+        (kinds && (rc = listen_secrets(&l, p))))
         goto fail;
     *out = p;
     return 0;

@@ -150,12 +150,16 @@ typedef struct Pipeline {
 
 /* pipeline_load reads and checks path. kinds is the NULL-terminated list
  * of the stage kinds there are: each stage is checked against the spec of
- * its kind. With kinds NULL (qctl, qload: they run no stage) the stages:
- * section is skipped, unchecked, and nstages is 0; the rest is checked as
- * ever. Returns 0 and *out, or PL_EINVAL (or an errno value) with a message
- * in err: "FILE:LINE: what; hint". It also reads what the listen: section
- * points to (the token from the environment or a file, the TLS certificate
- * and key); no message ever shows a token. */
+ * its kind. The environment's variables are expanded in every value first
+ * (conf_subst: ${NAME}, ${NAME:-default}); p->text keeps the file as
+ * written, unexpanded. With kinds NULL (a reader: qctl, qload, which run
+ * no stage and no listener) only queues: and models: are expanded and
+ * read; the other sections are skipped, unchecked (nstages is 0, the
+ * listen and data settings are the defaults). Returns 0 and *out, or
+ * PL_EINVAL (or an errno value) with a message in err: "FILE:LINE: what;
+ * hint". With kinds, it also reads what the listen: section points to (the
+ * token from the environment or a file, the TLS certificate and key); no
+ * message ever shows a token, nor the expansion of a variable. */
 int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out, char *err,
                   size_t errlen);
 
@@ -165,6 +169,31 @@ int pipeline_load(const char *path, const KindSpec *const *kinds, Pipeline **out
  * runs in the store, so qctl and qload read the same models. */
 int pipeline_parse(const char *name, const char *text, size_t len, const KindSpec *const *kinds,
                    Pipeline **out, char *err, size_t errlen);
+
+/* ------------------------------------------------------------------ secrets
+ *
+ * A setting that holds a secret (the listener's token, a stage's dsn: and
+ * its header values) may name where the secret is instead of holding it:
+ * "env:NAME" (an environment variable, set and not empty) or "file:PATH"
+ * (a file: systemd's credentials, a Kubernetes secret, a 0600 file). The
+ * pipeline file, and the copy of it the engine keeps in the store, then
+ * hold no secret. */
+
+/* pipeline_secret_is_ref says whether s names where a secret is (it
+ * starts with env: or file:). pipeline_secret_ref_error returns what is
+ * wrong with the form of such an s (an env: without a valid name, a file:
+ * without a path), or NULL. */
+int pipeline_secret_is_ref(const char *s);
+const char *pipeline_secret_ref_error(const char *s);
+
+/* pipeline_secret reads secret setting s into *out: for "env:NAME" the
+ * variable's value, for "file:PATH" the file's text (a regular file of at
+ * most 64 KiB; a final newline is dropped), else s itself. Returns 0 (free
+ * *out with pipeline_secret_free, which wipes it), or PL_EINVAL with why
+ * ("environment variable X is not set; export it ...", "cannot read PATH:
+ * No such file or directory"), which never shows the secret. */
+int pipeline_secret(const char *s, char **out, char *why, size_t whylen);
+void pipeline_secret_free(char *s);
 
 /* pipeline_free frees p; NULL is a no-op. */
 void pipeline_free(Pipeline *p);

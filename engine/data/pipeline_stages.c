@@ -161,7 +161,9 @@ static int check_url(const ConfErr *l, const char *key, const ConfNode *n, int t
 }
 
 /* check_headers: a map of header names to values a stage sends with each
- * request (see http_header_check), as many as it likes. */
+ * request (see http_header_check), as many as it likes. A value may name
+ * where a secret is (env:NAME, file:PATH: pipeline_secret), read when the
+ * stage starts. */
 static int check_headers(const ConfErr *l, const char *key, const ConfNode *n)
 {
     char buf[64], why[400];
@@ -177,6 +179,12 @@ static int check_headers(const ConfErr *l, const char *key, const ConfNode *n)
             return rc;
         if (http_header_check(n->keys[i], "", why, sizeof why))
             return conf_errat(l, conf_key_line(n, (int)i), "%s: %s", key, why);
+        if (pipeline_secret_is_ref(s)) { /* env:NAME, file:PATH: read when the stage starts */
+            const char *bad = pipeline_secret_ref_error(s);
+            if (bad)
+                return conf_errat(l, n->kids[i]->line, "%s: %s", k, bad);
+            continue;
+        }
         if (http_header_check(n->keys[i], s, why, sizeof why))
             return conf_errat(l, n->kids[i]->line, "%s: %s", k, why);
     }
