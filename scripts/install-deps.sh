@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
   build-essential scons pkg-config
   liblmdb-dev lmdb-utils libmsgpack-dev libev-dev libcurl4-openssl-dev libpq-dev libyaml-dev libyajl-dev libmicrohttpd-dev nettle-dev
-  libsystemd-dev scdoc groff-base bash-completion systemd
+  libsystemd-dev scdoc groff-base man-db bash-completion systemd
   postgresql postgresql-client
   beanstalkd wrk
   python3 openssl ca-certificates

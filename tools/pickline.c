@@ -31,8 +31,9 @@ static const char help_main[] =
 static const char help_check[] =
     "usage: pickline check PIPELINE.yml\n\n"
     "Reads the pipeline file and checks it: the YAML, every key of every section\n"
-    "and stage kind, and that each queue a stage reads or writes is declared\n"
-    "under queues:. Prints \"FILE: ok, N queues, M stages\" and the stage graph in\n"
+    "and stage kind, that each queue a stage reads or writes is declared under\n"
+    "queues:, and that every ${VAR} the file uses is set (see pickline.yml(5)).\n"
+    "Prints \"FILE: ok, N queues, M stages\" and the stage graph in\n"
     "the order of the flow, or the first problem as FILE:LINE: what; hint (on\n"
     "stderr, exit status 1). Nothing is opened or started.\n";
 
