@@ -69,6 +69,7 @@ typedef struct AsyncStage {
 typedef struct AsyncJob {
     StageRowCall rc;
     uint32_t tries;         /* submissions so far, from the job body */
+    uint32_t pri;           /* the priority its output will have (slot_priority) */
     char token[CALLBACK_TOKEN_LEN + 1];
     Strbuf waiting;
     AsyncStage *k;
@@ -146,7 +147,7 @@ static int put_waiting(Txn *t, void *arg)
     verifier_hash(j->token + SELECTOR_LEN, VERIFIER_LEN, vh);
     sb_addf(&j->waiting, ",\"tries\":%u,\"verifier_sha256\":\"%s\",\"expires_ms\":%llu}",
             j->tries + 1, vh, (unsigned long long)(t->now + ms));
-    PutArgs a = {.delay_ms = ms, .key = j->token, .keylen = SELECTOR_LEN,
+    PutArgs a = {.pri = j->pri, .delay_ms = ms, .key = j->token, .keylen = SELECTOR_LEN,
                  .body = j->waiting.buf, .len = j->waiting.len};
     uint64_t id;
     return queue_put(t, j->k->wait_queue, &a, &id, NULL);
@@ -156,6 +157,13 @@ static int put_waiting(Txn *t, void *arg)
 static void submitted(Slot *s, const msgpack_object *json, const void *mp, size_t len)
 {
     (void)json, (void)mp, (void)len;
+    AsyncJob *j = s->data;
+    char why[QUEUE_REASON_MAX];
+    /* The waiting job carries the priority the output will be put at. */
+    if (slot_priority(s, NULL, &j->pri, why, sizeof why) != 0) {
+        slot_bury(s, why);
+        return;
+    }
     slot_extra(s, put_waiting, s->data);
     slot_done(s);
 }
@@ -348,7 +356,7 @@ static int cb_apply(Txn *t, CommitOp *op)
     Strbuf out;
     sb_init(&out);
     stage_ref_body(&out, w.ref.model, w.ref.key, w.ref.row);
-    PutArgs a = {.body = out.buf, .len = out.len};
+    PutArgs a = {.pri = j.pri, .body = out.buf, .len = out.len};
     rc = queue_put(t, k->stage->conf->outputs[0], &a, &id, NULL);
     sb_free(&out);
     if (rc)
@@ -475,7 +483,7 @@ static int expire_apply(Txn *t, CommitOp *op)
         stage_ref_body(&b, w->ref.model, w->ref.key, w->ref.row);
         b.len--; /* reopen the object */
         sb_addf(&b, ",\"tries\":%u}", w->tries);
-        PutArgs a = {.body = b.buf, .len = b.len};
+        PutArgs a = {.pri = js[i].pri, .body = b.buf, .len = b.len};
         uint64_t id;
         rc = queue_put(t, k->stage->conf->input, &a, &id, NULL);
         sb_free(&b);

@@ -51,6 +51,7 @@ typedef struct VJob {
     int ref;                  /* the body is a reference: check the row again in the commit */
     uint64_t row_id;          /* ref: the instance it names (0: the legacy row) */
     int valid;
+    uint32_t pri;             /* valid: the priority of its outputs (slot_priority) */
     Strbuf key;               /* the staged row's key */
     Strbuf row;               /* the row that was validated (msgpack) */
     msgpack_sbuffer norm;     /* valid: the normalised row */
@@ -194,7 +195,7 @@ static int commit(Txn *t, void *arg)
         sb_reset(&j->out);
         stage_ref_body(&j->out, model, key, inst);
         for (size_t i = 0; !rc && i < c->noutputs; i++) {
-            PutArgs pa = {.body = j->out.buf, .len = j->out.len};
+            PutArgs pa = {.pri = j->pri, .body = j->out.buf, .len = j->out.len};
             uint64_t id;
             rc = queue_put(t, c->outputs[i], &pa, &id, NULL);
         }
@@ -295,6 +296,22 @@ static void validate_start(Slot *s)
         } else if (!j->valid && row_key_of(m, j->row.buf, j->row.len, &j->key) != 0) {
             sb_reset(&j->key);
             sb_adds(&j->key, "");
+        }
+    }
+    if (j->valid) {
+        /* The outputs' priority: the normalised row is their record. */
+        RowView nv;
+        char why[QUEUE_REASON_MAX];
+        rc = row_view(&nv, j->norm.data, j->norm.size);
+        if (rc == 0) {
+            rc = slot_priority(s, &nv.root, &j->pri, why, sizeof why);
+            row_view_free(&nv);
+        } else {
+            rc = slot_priority(s, NULL, &j->pri, why, sizeof why);
+        }
+        if (rc) {
+            slot_bury(s, why);
+            return;
         }
     }
     if (!j->valid) {

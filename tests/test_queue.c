@@ -924,10 +924,10 @@ static void forward_in_place(void)
     T_EQ(j.id, id);
     uint64_t lease = j.lease;
     /* A stale lease and a queue too small for the body change nothing. */
-    T_ERR(queue_forward(t, id, lease + 1, "b"), PL_ELEASE);
-    T_ERR(queue_forward(t, id, lease, "tiny"), PL_ETOOBIG);
-    T_OK(queue_forward(t, id, lease, "b"));
-    T_ERR(queue_forward(t, id, lease, "b"), PL_ELEASE);
+    T_ERR(queue_forward(t, id, lease + 1, "b", 7), PL_ELEASE);
+    T_ERR(queue_forward(t, id, lease, "tiny", 7), PL_ETOOBIG);
+    T_OK(queue_forward(t, id, lease, "b", j.pri));
+    T_ERR(queue_forward(t, id, lease, "b", 7), PL_ELEASE);
     T_OK(store_txn_commit(t));
 
     t = wbegin(s);
@@ -944,15 +944,16 @@ static void forward_in_place(void)
     T_OK(queue_put(t, "a", &a, &again, &existed));
     T_EQ(existed, 2);
     T_EQ(again, id);
-    /* In b it starts afresh with its body intact; FIFO by id puts it first. */
+    /* In b it starts afresh with its body intact, at the priority it was
+     * given (its own, 7): the job already there at 0 goes first. */
+    T_OK(queue_reserve(t, "b", 0, &j));
+    T_EQ(j.id, other);
     T_OK(queue_reserve(t, "b", 0, &j));
     T_EQ(j.id, id);
     T_EQ(j.attempts, 1);
-    T_EQ(j.pri, 0);
+    T_EQ(j.pri, 7);
     T_CHECK(j.len == 7 && memcmp(j.body, "{\"k\":1}", 7) == 0);
     T_CHECK(j.keylen == 0);
-    T_OK(queue_reserve(t, "b", 0, &j));
-    T_EQ(j.id, other);
     T_OK(store_txn_commit(t));
     store_close(s);
 }

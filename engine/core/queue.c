@@ -723,7 +723,7 @@ int queue_ack(Txn *t, uint64_t id, uint64_t lease)
     return 0;
 }
 
-int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue)
+int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue, uint32_t pri)
 {
     JobRec j;
     QRec *q, *dq;
@@ -744,7 +744,7 @@ int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue)
         return txn_fail(t, rc);
     q->s.acks++;
     JobRec n = {
-        .qid = dq->s.qid, .pri = 0, .created_ms = t->now, .ttr_ms = dq->s.conf.ttr_ms,
+        .qid = dq->s.qid, .pri = pri, .created_ms = t->now, .ttr_ms = dq->s.conf.ttr_ms,
     };
     if ((rc = state_enter(t, dq, id, &n, JOB_READY, 0)) != 0 ||
         (rc = job_store(t, id, &n, 0)) != 0)

@@ -128,14 +128,14 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
 int queue_ack(Txn *t, uint64_t id, uint64_t lease);
 
 /* queue_forward is queue_ack of a reserved job plus queue_put of the same
- * body (no key, priority 0) on queue, done in place: the job keeps its id
+ * body (no key, priority pri) on queue, done in place: the job keeps its id
  * and body, and only its header and index entry change (a stage that
  * hands a job on unchanged: noop, route). It counts as an ack on the old
  * queue and a put on the new one; the job starts afresh there (attempts 0,
  * the queue's ttr). Its place in the new queue's FIFO is its id: the order
  * the line first saw it. Errors as queue_ack and queue_put; nothing is
  * written when it fails before the move (lease, size, room). */
-int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue);
+int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue, uint32_t pri);
 
 /* queue_release returns reserved job id to ready, or to delayed for
  * delay_ms > 0; delay_ms < 0 asks for the queue's exponential backoff

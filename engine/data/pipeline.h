@@ -114,6 +114,12 @@ typedef struct StageConf {
     double rate_per_s;          /* per host; 0 none */
     double timeout_s, connect_timeout_s;
     int insecure;
+    /* the priority of the jobs it puts (lower is more urgent): by default
+     * its input job's; `priority: N` sets it; `priority_field: F` takes it
+     * from field F of the record an output carries (stage.h: slot_priority) */
+    int has_priority;           /* priority: N is given */
+    uint32_t priority;
+    const char *priority_field; /* NULL: none */
 } StageConf;
 
 struct Models; /* model.h */

@@ -25,7 +25,7 @@
 
 static const char *const stage_keys[] = {"name", "kind", "input", "output", "concurrency",
                                          "batch", "rate", "timeout", "connect_timeout",
-                                         "insecure", NULL};
+                                         "insecure", "priority", "priority_field", NULL};
 static const char *const rule_keys[] = {"when", "to", NULL};
 static const char *const ops[] = {"equals", "not_equals", "exists", "in", NULL};
 static const char *const cond_keys[] = {"field", "equals", "not_equals", "exists", "in", NULL};
@@ -467,7 +467,55 @@ static int check_common(const ConfErr *l, const ConfNode *n, StageConf *s)
         return rc;
     if ((v = conf_get(n, "insecure")) && (rc = conf_as_bool(l, "insecure", v, &s->insecure)))
         return rc;
+    if ((v = conf_get(n, "priority"))) {
+        if ((rc = conf_as_uint(l, "priority", v, 0, UINT32_MAX, &u)))
+            return rc;
+        s->has_priority = 1;
+        s->priority = (uint32_t)u;
+    }
+    if ((v = conf_get(n, "priority_field")) &&
+        (rc = conf_as_name(l, "priority_field", v, &s->priority_field)))
+        return rc;
     return 0;
+}
+
+/* check_priority checks priority: and priority_field: against the stage's
+ * kind (a stage that puts no job has no priority to give) and, when the
+ * stage names a declared model, priority_field against its properties: an
+ * integer property (a priority is a whole number 0..4294967295). */
+static int check_priority(const ConfErr *l, const Pipeline *p, const KindSpec *k,
+                          const ConfNode *n, const StageConf *s)
+{
+    const ConfNode *v = conf_get(n, "priority_field"), *mv;
+    int i;
+    if ((k->flags & KIND_SINK) &&
+        ((i = conf_index(n, "priority")) >= 0 || (i = conf_index(n, "priority_field")) >= 0))
+        return conf_errat(l, conf_key_line(n, i), "%s: %s %s stage puts no job (its rows go into "
+                          "batches); set the priority on the stage that feeds it, or remove %s:",
+                          n->keys[i], k->article, k->name, n->keys[i]);
+    if (!v || !p->models || !(mv = conf_get(n, "model")) || mv->type != CONF_SCALAR)
+        return 0;
+    const Model *m = models_find(p->models, mv->value);
+    if (!m)
+        return 0;
+    for (size_t f = 0; f < m->nfields; f++) {
+        const Field *fd = &m->fields[f];
+        if (strcmp(fd->name, s->priority_field) != 0)
+            continue;
+        if (fd->type == FT_INTEGER || fd->type == FT_BIGINT || fd->type == FT_SERIAL)
+            return 0;
+        return conf_errat(l, v->line, "priority_field: property '%s' of model '%s' is %s; a "
+                          "priority is a whole number 0..4294967295: name an integer property",
+                          fd->name, m->name, model_type_name(fd->type));
+    }
+    ConfNear nr = CONF_NEAR(s->priority_field);
+    for (size_t f = 0; f < m->nfields; f++)
+        conf_near_try(&nr, m->fields[f].name);
+    if (nr.best)
+        return conf_errat(l, v->line, "priority_field: model '%s' has no property '%.64s'; did you "
+                          "mean '%s'?", m->name, s->priority_field, nr.best);
+    return conf_errat(l, v->line, "priority_field: model '%s' has no property '%.64s'; declare it "
+                      "(an integer) or name one it has", m->name, s->priority_field);
 }
 
 /* kind_list writes the names of kinds, comma-separated, into buf. */
@@ -564,7 +612,8 @@ static int check_stage(const ConfErr *l, Pipeline *p, size_t idx, const ConfNode
         if ((rc = qrefs(&sl, p, "output", v, s)))
             return rc;
     }
-    if ((rc = check_common(&sl, n, s)) || (rc = check_kind_keys(&sl, p, k, n, s)))
+    if ((rc = check_common(&sl, n, s)) || (rc = check_kind_keys(&sl, p, k, n, s)) ||
+        (rc = check_priority(&sl, p, k, n, s)))
         return rc;
     if ((k->flags & KIND_SINK) && !p->models)
         return conf_errat(&sl, n->line, "%s %s stage needs the models: section (qload loads batches "

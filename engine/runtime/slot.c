@@ -30,6 +30,7 @@ typedef struct SlotOp {
     Strbuf why;
     int in_actions;  /* the last apply failed in the outputs, after the ack */
     char fail[320];  /* what failed in the last apply (writer thread; read in done) */
+    char pri_why[300]; /* slot_priority refused the record's priority field: why */
 } SlotOp;
 
 /* The most jobs one reserve takes (a stage's batch: is capped here). */
@@ -60,7 +61,11 @@ typedef struct Reserver {
 /* A slot's outputs are recorded as a byte list of actions, applied in the
  * commit after the ack: 'P' put, 'R' a landed row (a new staged row
  * instance and the reference to it), 'M' row merge, 'X' extra, 'C' cursor.
- * Fields are length-prefixed (u32); strings are recorded with their NUL. */
+ * Fields are length-prefixed (u32); strings are recorded with their NUL. A
+ * put records its priority (an emit's own), or PRI_SLOT: the slot's, which
+ * is decided when the slot ends (slot_priority); a landed row's reference
+ * always goes at the slot's. */
+#define PRI_SLOT UINT64_MAX
 static void act_bytes(Strbuf *b, const void *p, size_t n)
 {
     uint32_t l = (uint32_t)n;
@@ -142,8 +147,9 @@ static void put_failure(Txn *t, const char *q, size_t len, size_t keylen, int rc
 }
 
 /* apply_row_land applies an 'R' action: model, key, queue, row: the row
- * becomes a new instance and a reference to it goes on queue. */
-static int apply_row_land(Txn *t, const char **p, const char *end, char *fail, size_t failn)
+ * becomes a new instance and a reference to it goes on queue at pri. */
+static int apply_row_land(Txn *t, const char **p, const char *end, uint32_t pri, char *fail,
+                          size_t failn)
 {
     const char *model = take_str(p, end), *key = take_str(p, end), *q = take_str(p, end), *mp;
     size_t len = 0;
@@ -160,17 +166,19 @@ static int apply_row_land(Txn *t, const char **p, const char *end, char *fail, s
     Strbuf body;
     sb_init(&body);
     staging_ref_json(&body, model, key, row);
-    PutArgs pa = {.body = body.buf, .len = body.len};
+    PutArgs pa = {.pri = pri, .body = body.buf, .len = body.len};
     if ((rc = queue_put(t, q, &pa, &id, NULL)) != 0)
         put_failure(t, q, body.len, 0, rc, fail, failn);
     sb_free(&body);
     return rc;
 }
 
-/* apply_actions applies a slot's or a source's recorded outputs in t. On
- * failure it returns the error and, when it can say more than the code
- * (which queue refused a put, and why), writes that into fail. */
-static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, char *fail, size_t failn)
+/* apply_actions applies a slot's or a source's recorded outputs in t, the
+ * slot's at pri. On failure it returns the error and, when it can say more
+ * than the code (which queue refused a put, and why), writes that into
+ * fail. */
+static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, uint32_t pri, char *fail,
+                         size_t failn)
 {
     const char *p = acts->buf, *end = acts->buf + acts->len;
     int rc = 0;
@@ -183,18 +191,20 @@ static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, char *fa
             fa = take(&p, end, &a); /* queue */
             fb = take(&p, end, &b); /* key */
             fc = take(&p, end, &c); /* body */
-            if (!fa || !fb || !fc)
+            uint64_t ppri;
+            if (!fa || !fb || !fc || take_u64(&p, end, &ppri))
                 return PL_EFORMAT;
             char q[QUEUE_NAME_MAX + 1];
             snprintf(q, sizeof q, "%.*s", (int)a, fa);
-            PutArgs pa = {.pri = 0, .body = fc, .len = c, .key = b ? fb : NULL, .keylen = b};
+            PutArgs pa = {.pri = ppri == PRI_SLOT ? pri : (uint32_t)ppri, .body = fc, .len = c,
+                          .key = b ? fb : NULL, .keylen = b};
             uint64_t id;
             if ((rc = queue_put(t, q, &pa, &id, NULL)) != 0)
                 put_failure(t, q, c, b, rc, fail, failn);
             break;
         }
         case 'R':
-            rc = apply_row_land(t, &p, end, fail, failn);
+            rc = apply_row_land(t, &p, end, pri, fail, failn);
             break;
         case 'M':
             rc = apply_row_merge(t, &p, end);
@@ -230,12 +240,99 @@ static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, char *fa
     return rc;
 }
 
-static void acts_put(Strbuf *acts, const char *queue, const void *body, size_t len, const char *key)
+static void acts_put(Strbuf *acts, const char *queue, const void *body, size_t len, const char *key,
+                     uint64_t pri)
 {
     sb_add(acts, "P", 1);
     act_bytes(acts, queue, strlen(queue));
     act_bytes(acts, key ? key : "", key ? strlen(key) : 0);
     act_bytes(acts, body, len);
+    act_bytes(acts, &pri, sizeof pri);
+}
+
+/* ---------------------------------------------------------------- priority */
+
+/* pri_field reads the stage's priority_field of rec into *pri: 1 when rec
+ * holds a whole number 0..4294967295 there, 0 when it holds nothing (no
+ * such field, or null), PL_EINVAL (err says what it holds) otherwise. */
+static int pri_field(const StageConf *c, const msgpack_object *rec, uint32_t *pri, char *err,
+                     size_t errlen)
+{
+    const msgpack_object *v = rec ? row_field(rec, c->priority_field) : NULL;
+    if (!v || v->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER && v->via.u64 <= UINT32_MAX) {
+        *pri = (uint32_t)v->via.u64;
+        return 1;
+    }
+    Strbuf txt;
+    sb_init(&txt);
+    row_put_object(&txt, v);
+    snprintf(err, errlen, "priority_field '%s' holds %.80s%s; a priority is a whole number "
+             "0..4294967295 (lower is more urgent): fix the record, or the field",
+             c->priority_field, txt.buf ? txt.buf : "?", txt.len > 80 ? "..." : "");
+    sb_free(&txt);
+    return PL_EINVAL;
+}
+
+/* pri_default: a stage's outputs' priority when no record says one. */
+static uint32_t pri_default(const StageConf *c, uint32_t in)
+{
+    return c->has_priority ? c->priority : in;
+}
+
+/* pri_from_ref finds the priority field in the staged row body references
+ * (body: a reference {"model","key"[,"row_id"]}): 1, 0 (no reference, no
+ * row, or no field), PL_EINVAL. */
+static int pri_from_ref(Slot *s, const msgpack_object *body, uint32_t *pri, char *err,
+                        size_t errlen)
+{
+    Strbuf model, key, row;
+    RowView v;
+    int rc = 0;
+    const msgpack_object *rid = row_field(body, "row_id");
+    sb_init(&model);
+    sb_init(&key);
+    sb_init(&row);
+    if (row_field_text(body, "model", &model) == 0 && row_field_text(body, "key", &key) == 0 &&
+        (!rid || rid->type == MSGPACK_OBJECT_POSITIVE_INTEGER) &&
+        stage_row(s->stage, model.buf, key.buf, rid ? rid->via.u64 : 0, &row) == 0 &&
+        row_view(&v, row.buf, row.len) == 0) {
+        rc = pri_field(s->stage->conf, &v.root, pri, err, errlen);
+        row_view_free(&v);
+    }
+    sb_free(&model);
+    sb_free(&key);
+    sb_free(&row);
+    return rc;
+}
+
+int slot_priority(Slot *s, const msgpack_object *rec, uint32_t *pri, char *err, size_t errlen)
+{
+    SlotOp *so = s->op;
+    const StageConf *c = s->stage->conf;
+    if (!s->pri_set) {
+        uint32_t v = pri_default(c, s->pri);
+        int rc = 0;
+        const msgpack_object *body;
+        char berr[160];
+        so->pri_why[0] = '\0';
+        if (c->priority_field) {
+            if (rec)
+                rc = pri_field(c, rec, &v, so->pri_why, sizeof so->pri_why);
+            else if (slot_body(s, &body, berr, sizeof berr) == 0 &&
+                     (rc = pri_field(c, body, &v, so->pri_why, sizeof so->pri_why)) == 0)
+                rc = pri_from_ref(s, body, &v, so->pri_why, sizeof so->pri_why);
+        }
+        s->out_pri = rc < 0 ? pri_default(c, s->pri) : v;
+        s->pri_set = rc < 0 ? -1 : 1;
+    }
+    *pri = s->out_pri;
+    if (s->pri_set < 0) {
+        snprintf(err, errlen, "%s", so->pri_why);
+        return PL_EINVAL;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------- slots */
@@ -251,13 +348,23 @@ static int stage_writes(const Stage *s, const char *queue)
 void slot_put(Slot *s, const char *queue, const void *body, size_t len, const char *key)
 {
     PL_ASSERT(stage_writes(s->stage, queue), "a stage writes only the queues it declares");
-    acts_put(&s->acts, queue, body, len, key);
+    acts_put(&s->acts, queue, body, len, key, PRI_SLOT);
 }
 
 void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, size_t len,
                    const char *queue)
 {
     PL_ASSERT(stage_writes(s->stage, queue), "a stage writes only the queues it declares");
+    if (s->stage->conf->priority_field && !s->pri_set) {
+        /* The landed row is the record its reference carries. */
+        RowView v;
+        uint32_t pri;
+        char err[8];
+        if (row_view(&v, mp, len) == 0) {
+            slot_priority(s, &v.root, &pri, err, sizeof err);
+            row_view_free(&v);
+        }
+    }
     sb_add(&s->acts, "R", 1);
     act_str(&s->acts, model);
     act_str(&s->acts, key);
@@ -295,9 +402,10 @@ static int forward_of(const Slot *s, char *q, size_t qn)
 {
     const char *p = s->acts.buf, *end = p + s->acts.len, *fa, *fb, *fc;
     size_t a, b, c;
+    uint64_t pri;
     if (s->acts.len == 0 || *p++ != 'P' || !(fa = take(&p, end, &a)) ||
-        !(fb = take(&p, end, &b)) || !(fc = take(&p, end, &c)) || p != end || b != 0 ||
-        c != s->body.len || a >= qn || memcmp(fc, s->body.buf, c) != 0)
+        !(fb = take(&p, end, &b)) || !(fc = take(&p, end, &c)) || take_u64(&p, end, &pri) ||
+        p != end || b != 0 || c != s->body.len || a >= qn || memcmp(fc, s->body.buf, c) != 0)
         return 0;
     memcpy(q, fa, a);
     q[a] = '\0';
@@ -318,7 +426,8 @@ static int slot_apply(Txn *t, CommitOp *op)
     /* The same job handed on unchanged: move it in place. */
     char fq[QUEUE_NAME_MAX + 1];
     if (forward_of(s, fq, sizeof fq)) {
-        if ((rc = queue_forward(t, s->id, s->lease, fq)) != 0 && rc != PL_ELEASE && rc != PL_ENOJOB)
+        if ((rc = queue_forward(t, s->id, s->lease, fq, s->out_pri)) != 0 && rc != PL_ELEASE &&
+            rc != PL_ENOJOB)
             put_failure(t, fq, s->body.len, 0, rc, so->fail, sizeof so->fail);
         return rc;
     }
@@ -333,7 +442,8 @@ static int slot_apply(Txn *t, CommitOp *op)
     /* The ack first: if the lease was lost, nothing else happens. */
     if ((rc = queue_ack(t, s->id, s->lease)) != 0)
         return rc;
-    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name, so->fail, sizeof so->fail)) != 0) {
+    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name, s->out_pri, so->fail,
+                            sizeof so->fail)) != 0) {
         so->in_actions = 1;
         return txn_fail(t, rc); /* after the ack: all or nothing */
     }
@@ -459,6 +569,15 @@ static void slot_end(Slot *s, int end, int64_t delay_ms, const char *why)
 
 void slot_done(Slot *s)
 {
+    uint32_t pri;
+    char why[QUEUE_REASON_MAX];
+    /* The outputs' priority, unless the kind decided it (or has no output
+     * at all): a record whose priority field is not a priority is set
+     * aside with the reason, never sent on at a guess. */
+    if (s->acts.len && slot_priority(s, NULL, &pri, why, sizeof why) != 0) {
+        slot_bury(s, why);
+        return;
+    }
     slot_end(s, END_ACK, 0, NULL);
 }
 
@@ -532,6 +651,7 @@ static int rsv_apply(Txn *t, CommitOp *op)
         s->id = js[i].id;
         s->lease = js[i].lease;
         s->attempts = js[i].attempts;
+        s->pri = js[i].pri;
         sb_reset(&s->body);
         sb_add(&s->body, js[i].body, js[i].len);
     }
@@ -557,6 +677,8 @@ static void rsv_done(EngineOp *eo, int rc)
         st->reserving--;
         if (i < got) {
             body_forget(s);
+            s->pri_set = 0;
+            s->out_pri = pri_default(st->conf, s->pri);
             s->state = SLOT_WORKING;
             s->started_ns = pl_mono_ns();
             sb_reset(&s->acts);
@@ -717,6 +839,7 @@ struct Emit {
     EngineOp eo;
     Stage *stage;
     Strbuf acts;
+    msgpack_sbuffer scratch; /* a body decoded for its priority field */
     size_t n;
     void (*done)(void *arg, int rc);
     void *arg;
@@ -727,13 +850,27 @@ Emit *emit_new(Stage *s)
     Emit *em = xcalloc(1, sizeof *em);
     em->stage = s;
     sb_init(&em->acts);
+    msgpack_sbuffer_init(&em->scratch);
     return em;
 }
 
 void emit_put(Emit *em, const char *queue, const void *body, size_t len, const char *key)
 {
     PL_ASSERT(stage_writes(em->stage, queue), "a stage writes only the queues it declares");
-    acts_put(&em->acts, queue, body, len, key);
+    const StageConf *c = em->stage->conf;
+    uint32_t pri = pri_default(c, 0);
+    if (c->priority_field) {
+        char err[400];
+        RowView v;
+        em->scratch.size = 0;
+        if (row_from_json_object(body, len, &em->scratch, err, sizeof err) == 0 &&
+            row_view(&v, em->scratch.data, em->scratch.size) == 0) {
+            if (pri_field(c, &v.root, &pri, err, sizeof err) < 0)
+                stage_log(em->stage, PL_LOG_WARN, 0, "%s; the job goes at priority %u", err, pri);
+            row_view_free(&v);
+        }
+    }
+    acts_put(&em->acts, queue, body, len, key, pri);
     em->n++;
 }
 
@@ -759,7 +896,7 @@ static int emit_apply(Txn *t, CommitOp *op)
 {
     Emit *em = (Emit *)op;
     char fail[320];
-    int rc = apply_actions(t, &em->acts, em->stage->conf->name, fail, sizeof fail);
+    int rc = apply_actions(t, &em->acts, em->stage->conf->name, 0, fail, sizeof fail);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -773,6 +910,7 @@ static void emit_done(EngineOp *eo, int rc)
     if (em->done)
         em->done(em->arg, rc);
     sb_free(&em->acts);
+    msgpack_sbuffer_destroy(&em->scratch);
     free(em);
 }
 

@@ -92,6 +92,7 @@ struct Slot {
     Stage *stage;
     uint64_t id, lease;
     uint32_t attempts;
+    uint32_t pri;           /* the job's priority (lower is more urgent) */
     Strbuf body;            /* the job's body (JSON), NUL-terminated */
     /* read-write for kinds */
     void *data;             /* the kind's slot_size bytes, allocated by the engine */
@@ -104,6 +105,8 @@ struct Slot {
     msgpack_sbuffer bmp;    /* the body decoded by slot_body */
     RowView bview;
     int body_ok;
+    int pri_set;            /* out_pri is decided (slot_priority) */
+    uint32_t out_pri;
 };
 
 /* slot_body decodes the slot's job body, a JSON object, and sets *root to
@@ -112,6 +115,21 @@ struct Slot {
  * the slot takes its next job. Returns 0, or PL_EINVAL with err saying why
  * the body is not a JSON object ("invalid JSON at byte N: ..."). */
 int slot_body(Slot *s, const msgpack_object **root, char *err, size_t errlen);
+
+/* slot_priority decides the priority of the slot's outputs (lower is more
+ * urgent) and sets *pri. It is the input job's priority, unless the stage
+ * says `priority: N` (then N) or `priority_field: F`: then it is the value
+ * of field F of the record the outputs carry, when that record has one (not
+ * null), which must be a whole number 0..4294967295 (never coerced: "3" is
+ * not one). rec is that record (a msgpack map), when the kind holds it (the
+ * validate stage: the normalised row); with rec NULL the runtime finds it:
+ * the row the slot landed (slot_row_land), else the job body when it has
+ * field F, else the staged row the body references. Decided once per job:
+ * a later call returns the same. Returns 0, or PL_EINVAL with err saying
+ * which field holds what; the kind buries the job with it (slot_done does so
+ * when the kind did not ask). Every output of the slot (slot_put,
+ * slot_row_land, and a forward in place) gets this priority. */
+int slot_priority(Slot *s, const msgpack_object *rec, uint32_t *pri, char *err, size_t errlen);
 
 /* Outputs of a slot, committed with its ack by slot_done. queue must be one
  * of the stage's declared outputs. key: an idempotency key or NULL. */
@@ -149,7 +167,10 @@ void slot_buryf(Slot *s, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Producers (sources, and a stage that produces on its own): an Emit is
  * one commit of what the stage found. emit_new starts one; emit_put adds an
  * output job (queue one of the stage's outputs, key an idempotency key or
- * NULL); emit_cursor sets the stage's cursor (stage_cursor reads it). */
+ * NULL) at the stage's `priority:` (default 0), or with `priority_field: F`
+ * at the value of the body's field F (a body without it gets the default;
+ * one whose F is not a whole number 0..4294967295 too, with a warning
+ * logged); emit_cursor sets the stage's cursor (stage_cursor reads it). */
 Emit *emit_new(Stage *s);
 void emit_put(Emit *e, const char *queue, const void *body, size_t len, const char *key);
 void emit_cursor(Emit *e, const void *value, size_t len);
