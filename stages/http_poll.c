@@ -11,7 +11,15 @@
  *   cursor_field: cursor     # response field with the next cursor
  *   items_field: changes     # response field with the array of changes
  *   next_field: next         # response field with the next page's URL
- *   key_field: id            # change field used as the job's idempotency key */
+ *   key_field: id            # change field used as the job's idempotency key
+ *
+ * Polite polling. A feed that answers 5xx, 408 or 429 (or does not answer:
+ * a timeout, a refused or reset connection) is asked again after a backoff
+ * that doubles with every failure in a row: 2, 4, 8 ... times the interval
+ * (at least 1 s, 2 s, 4 s ...), at most POLL_BACKOFF_MAX, plus up to a
+ * quarter more of jitter; and never before its Retry-After says (seconds or
+ * an HTTP-date, up to POLL_RETRY_AFTER_MAX). The first good answer ends
+ * the backoff. */
 #include "common.h"
 #include "engine.h"
 #include "pl.h"
@@ -59,29 +67,48 @@ static void poll_schedule(PollStage *k, double after)
     ev_timer_start(k->stage->loop, &k->timer);
 }
 
+#define POLL_BACKOFF_MAX 300.0      /* seconds: the longest backoff after failures */
+#define POLL_RETRY_AFTER_MAX 3600.0 /* seconds: the longest Retry-After honoured */
+
+/* poll_backoff doubles the backoff (the first: twice the interval, at
+ * least 1 s) and returns it with up to a quarter more of jitter. */
+static double poll_backoff(PollStage *k)
+{
+    double first = 2 * k->interval < 1 ? 1 : 2 * k->interval;
+    k->backoff = k->backoff ? k->backoff * 2 : first;
+    if (k->backoff > POLL_BACKOFF_MAX)
+        k->backoff = POLL_BACKOFF_MAX;
+    return k->backoff * (1 + 0.25 * (double)(pl_random64() % 1000) / 1000.0);
+}
+
 static void poll_committed(void *arg, int rc)
 {
     PollStage *k = arg;
     k->busy = 0;
     if (rc) {
-        k->backoff = k->backoff ? k->backoff * 2 : k->interval;
-        if (k->backoff > 60)
-            k->backoff = 60;
-        poll_schedule(k, k->backoff);
+        poll_schedule(k, poll_backoff(k));
         return;
     }
     k->backoff = 0;
     poll_schedule(k, k->following ? 0 : k->interval);
 }
 
-static void poll_fail(PollStage *k, const char *what, int transient)
+/* poll_fail schedules the next poll after a failure: a transient one backs
+ * off, and waits at least retry_after seconds (the feed's Retry-After). */
+static void poll_fail(PollStage *k, const char *what, int transient, double retry_after)
 {
-    stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s", k->call.url.buf, what);
+    double after = k->interval;
+    if (transient) {
+        after = poll_backoff(k);
+        if (retry_after > POLL_RETRY_AFTER_MAX)
+            retry_after = POLL_RETRY_AFTER_MAX;
+        if (retry_after > after)
+            after = retry_after;
+    }
+    stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s; next poll in %.1f s%s", k->call.url.buf,
+              what, after, transient && retry_after >= after ? " (its Retry-After)" : "");
     k->busy = 0;
-    k->backoff = k->backoff ? k->backoff * 2 : k->interval;
-    if (k->backoff > 60)
-        k->backoff = 60;
-    poll_schedule(k, transient ? k->backoff : k->interval);
+    poll_schedule(k, after);
 }
 
 static void poll_done(void *arg, const HttpResult *r)
@@ -94,13 +121,14 @@ static void poll_done(void *arg, const HttpResult *r)
         return;
     }
     if (r->outcome != HTTP_OK) {
-        poll_fail(k, r->error, r->outcome == HTTP_TRANSIENT);
+        poll_fail(k, r->error, r->outcome == HTTP_TRANSIENT, r->retry_after_s);
         return;
     }
     const char *cur, *etag, *next;
     state_split(&k->state, &cur, &etag, &next);
     if (r->status == 304) { /* nothing new since the ETag */
         k->busy = 0;
+        k->backoff = 0;
         k->following = 0;
         poll_schedule(k, k->interval);
         return;
@@ -111,7 +139,7 @@ static void poll_done(void *arg, const HttpResult *r)
     if (row_from_json_object(r->body, r->len, &mp, err, sizeof err) != 0) {
         snprintf(why, sizeof why, "malformed JSON: %s", err);
         msgpack_sbuffer_destroy(&mp);
-        poll_fail(k, why, 1);
+        poll_fail(k, why, 1, 0);
         return;
     }
     RowView v;
@@ -121,7 +149,7 @@ static void poll_done(void *arg, const HttpResult *r)
         snprintf(why, sizeof why, "response has no '%s' array", k->items_field);
         row_view_free(&v);
         msgpack_sbuffer_destroy(&mp);
-        poll_fail(k, why, 1);
+        poll_fail(k, why, 1, 0);
         return;
     }
     Emit *b = emit_new(s);
