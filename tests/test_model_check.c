@@ -208,7 +208,10 @@ static void datetimes_and_dates_follow_the_calendar(void)
     static const char *good[] = {"2026-01-31T12:00:00Z", "2026-01-31T12:00:00.123456Z",
                                  "2026-01-31 12:00Z", "2024-02-29T00:00:00+02:00",
                                  "2026-12-31T23:59:59-08", "2026-06-01T05:30:00+0530",
-                                 "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999999z"};
+                                 "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999z",
+                                 "2026-01-31T12:00:00.123456000Z", "2026-01-31T12:00:00.1000000000Z",
+                                 "0001-01-01T04:00:00+04:00", "9999-12-31T20:00:00-03:59",
+                                 "0001-01-01T00:00:00-05:00"};
     static const char *calendar[] = {"2026-02-30T00:00:00Z", "2023-02-29T00:00:00Z",
                                      "1900-02-29T00:00:00Z", "2026-13-01T00:00:00Z",
                                      "2026-04-31T00:00:00Z", "2026-01-31T24:00:00Z",
@@ -217,7 +220,15 @@ static void datetimes_and_dates_follow_the_calendar(void)
     static const char *form[] = {"2026-01-31", "2026-1-31T12:00:00Z", "2026-01-31T12",
                                  "2026-01-31T12:00:00.Z", "2026-01-31T12:00:00ZZ",
                                  "2026-01-31T12:00:00+2", "31/01/2026 12:00", "",
-                                 "2026-01-31T12:00:00 Z", "2026-01-31T12:00:00.1234567890Z"};
+                                 "2026-01-31T12:00:00 Z"};
+    /* More than microseconds: PostgreSQL would round them (the first lands
+     * on the next day), so they are refused unless the rest are zeros. */
+    static const char *precision[] = {"2024-12-31T23:59:59.9999999Z", "2026-01-31T12:00:00.1234567890Z",
+                                      "9999-12-31T23:59:59.999999999z", "2026-01-31T12:00:00.0000001Z"};
+    /* The instant (UTC) outside the years 1 to 9999: a timestamp BC, or
+     * past what the extract and most tools read. */
+    static const char *range[] = {"0001-01-01T00:00:00+05:00", "0001-01-01T03:59:59+04:00",
+                                  "9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59-00:01"};
     char row[200];
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
         snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", good[i]);
@@ -230,6 +241,14 @@ static void datetimes_and_dates_follow_the_calendar(void)
     for (size_t i = 0; i < sizeof form / sizeof *form; i++) {
         snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", form[i]);
         V_BAD(m, row, "at must be a date and time like 2026-01-31T12:00:00Z");
+    }
+    for (size_t i = 0; i < sizeof precision / sizeof *precision; i++) {
+        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", precision[i]);
+        V_BAD(m, row, "at has more than 6 fractional digits of a second that are not zeros");
+    }
+    for (size_t i = 0; i < sizeof range / sizeof *range; i++) {
+        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", range[i]);
+        V_BAD(m, row, "at falls outside the years 1 to 9999 in UTC");
     }
     V_BAD(m, "{\"id\":1,\"at\":1700000000}", "at must be a date and time like 2026-01-31T12:00:00Z (got 1700000000)");
     /* no zone means UTC, and the normalised row says so */
@@ -264,6 +283,21 @@ static void booleans_json_required_defaults(void)
     V_OK(m, "{\"id\":1,\"doc\":[]}", NULL);
     V_BAD(m, "{\"id\":1,\"doc\":{\"a\":\"x\\u0000y\"}}", "doc must be JSON whose strings are UTF-8 without NUL");
     V_BAD(m, "{\"id\":1,\"doc\":{\"a\\u0000\":1}}", "doc must be JSON");
+    /* A key twice in one object: jsonb would keep the last value alone. */
+    V_BAD(m, "{\"id\":1,\"doc\":{\"a\":1,\"a\":2}}", "doc holds an object with the key \\\"a\\\" twice");
+    V_BAD(m, "{\"id\":1,\"doc\":[{\"x\":{\"b\":1,\"c\":0,\"b\":1}}]}", "the key \\\"b\\\" twice");
+    V_BAD(m, "{\"id\":1,\"doc\":{\"\":1,\"\":1}}", "the key \\\"\\\" twice");
+    {
+        Strbuf big;
+        sb_init(&big);
+        sb_adds(&big, "{\"id\":1,\"doc\":{");
+        for (int i = 0; i < 40; i++)
+            sb_addf(&big, "\"k%d\":%d,", i, i);
+        sb_adds(&big, "\"k17\":0}}");
+        V_BAD(m, big.buf, "the key \\\"k17\\\" twice");
+        sb_free(&big);
+    }
+    V_OK(m, "{\"id\":1,\"doc\":{\"a\":1,\"b\":{\"a\":2},\"c\":[{\"a\":3},{\"a\":4}]}}", NULL);
 
     /* Absent fields are nil, defaults filled, declaration order whatever the input order. */
     V_OK(m, "{\"note\":\"n\",\"id\":7}",

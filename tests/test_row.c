@@ -247,6 +247,25 @@ static void invalid_utf8(void)
     BAD("\"\\ud83d\\ud83d\"", "invalid JSON at byte 1: lone UTF-16 surrogate");
     BAD("\"ab\\ud83d\"", "invalid JSON at byte 3: lone UTF-16 surrogate");
     BAD("{\"\\ude00\":1}", "invalid JSON at byte 2: lone UTF-16 surrogate");
+    /* ... and json_validate, the listener's and qctl put's check, refuses
+     * them too, at the same byte (a body it takes must decode). */
+    static const struct { const char *in, *want; } lone[] = {
+        {"\"\\ud800\"", "invalid JSON at byte 1: lone UTF-16 surrogate escape: a high"},
+        {"[\"x\\udc00\"]", "invalid JSON at byte 3: lone UTF-16 surrogate escape: a low"},
+        {"\"\\ud83d\\u0041\"", "invalid JSON at byte 1: lone UTF-16 surrogate"},
+        {"\"\\ud83d\\ud83d\"", "invalid JSON at byte 1: lone UTF-16 surrogate"},
+        {"{\"a\":\"\\\\\\ud83d\"}", "invalid JSON at byte 8: lone UTF-16 surrogate"},
+        {"{\"\\ude00\":1}", "invalid JSON at byte 2: lone UTF-16 surrogate"},
+    };
+    for (size_t i = 0; i < sizeof lone / sizeof *lone; i++) {
+        char err[200] = "";
+        T_ERR(json_validate(lone[i].in, strlen(lone[i].in), err, sizeof err), PL_EINVAL);
+        if (!strstr(err, lone[i].want))
+            t_fail(__FILE__, __LINE__, "json_validate(%s): '%s' lacks '%s'", lone[i].in, err,
+                   lone[i].want);
+    }
+    static const char pairs[] = "[\"\\ud83d\\ude00\",\"\\\\ud800\",\"\\uDBFF\\uDFFF\"]";
+    T_OK(json_validate(pairs, sizeof pairs - 1, NULL, 0));
 }
 
 static void nested(Strbuf *b, int depth, int objects)

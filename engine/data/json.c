@@ -5,7 +5,11 @@
  * in JSON), and only the grammar is checked. yajl's own UTF-8 check lets
  * overlong forms and encoded surrogates through, so the whole text is also
  * checked here against the Unicode table of well-formed sequences; the error
- * reported is whichever comes first in the text. */
+ * reported is whichever comes first in the text. yajl also takes a lone
+ * UTF-16 surrogate escape ("\ud800" without its low half, or a low half
+ * alone), which encodes no character (RFC 8259 section 8.2 leaves it to the
+ * reader; PostgreSQL's text and jsonb cannot hold it), so the escapes of a
+ * text yajl accepted are checked too. */
 #include "json.h"
 
 #include "pl.h"
@@ -111,6 +115,65 @@ size_t json_trim(const void *buf, size_t len, size_t *off)
         b--;
     *off = a;
     return b - a;
+}
+
+static int hex_val(unsigned char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* u_escape reads the \uXXXX escape at p[0..n) into *cp: 1, or 0 when
+ * there is none. */
+static int u_escape(const unsigned char *p, size_t n, unsigned *cp)
+{
+    if (n < 6 || p[0] != '\\' || p[1] != 'u')
+        return 0;
+    unsigned v = 0;
+    for (int i = 2; i < 6; i++) {
+        int h = hex_val(p[i]);
+        if (h < 0)
+            return 0;
+        v = v << 4 | (unsigned)h;
+    }
+    *cp = v;
+    return 1;
+}
+
+/* surrogate_scan returns the offset of the first lone UTF-16 surrogate
+ * escape in p[0..len), a JSON text yajl accepted, or len when there is
+ * none; *why says which half it is. */
+static size_t surrogate_scan(const unsigned char *p, size_t len, const char **why)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (!in_str) {
+            in_str = p[i] == '"';
+            continue;
+        }
+        if (p[i] == '"') {
+            in_str = 0;
+        } else if (p[i] == '\\' && i + 1 < len) {
+            unsigned cp, lo;
+            if (p[i + 1] != 'u' || !u_escape(p + i, len - i, &cp)) {
+                i++; /* a one-character escape */
+                continue;
+            }
+            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                *why = "a low surrogate escape without a high one before it";
+                return i;
+            }
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (!u_escape(p + i + 6, len - i - 6, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
+                    *why = "a high surrogate escape without a low one after it";
+                    return i;
+                }
+                i += 6;
+            }
+            i += 5;
+        }
+    }
+    return len;
 }
 
 /* yajl allocates through our wrappers: out of memory aborts (pl.h). */
@@ -220,8 +283,18 @@ int json_validate(const void *buf, size_t len, char *err, size_t errlen)
                      bad, why, p[bad]);
         return PL_EINVAL;
     }
-    if (st == yajl_status_ok)
-        return 0;
+    if (st == yajl_status_ok) {
+        const char *sw = NULL;
+        size_t at_s = surrogate_scan(p, len, &sw);
+        if (at_s == len)
+            return 0;
+        if (err && errlen) {
+            excerpt(p + at_s, len - at_s, near);
+            snprintf(err, errlen, "invalid JSON at byte %zu: lone UTF-16 surrogate escape: %s "
+                     "(near '%s'); it encodes no character", at_s, sw, near);
+        }
+        return PL_EINVAL;
+    }
     if (!err || !errlen)
         return PL_EINVAL;
     if (eof) {

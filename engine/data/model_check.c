@@ -258,13 +258,36 @@ static int take(const char *s, size_t n, size_t *i, char c)
     return 0;
 }
 
-/* dt_parse checks an ISO 8601 date (with_time 0) or date-time: returns 0
- * (*zone: a zone was written), 1 when the form is wrong, 2 when the form is
- * right but the calendar or the clock has no such moment. */
+/* days_from_civil: days from 0000-03-01 of the proleptic Gregorian date
+ * y-m-d (Howard Hinnant's algorithm), for comparing instants. */
+static long long days_from_civil(long long y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe;
+}
+
+/* The fractional digits a warehouse timestamp keeps (PostgreSQL:
+ * microseconds); more are refused unless they are zeros (PostgreSQL would
+ * round them, and ...59.9999999Z would land on the next day). */
+#define DT_FRAC_KEPT 6
+
+enum { DT_OK, DT_FORM, DT_CALENDAR, DT_PRECISION, DT_RANGE };
+
+/* dt_parse checks an ISO 8601 date (with_time 0) or date-time: returns
+ * DT_OK (*zone: a zone was written), DT_FORM when the form is wrong,
+ * DT_CALENDAR when the form is right but the calendar or the clock has no
+ * such moment, DT_PRECISION when it has more than DT_FRAC_KEPT fractional
+ * digits that are not all zeros, DT_RANGE when its instant (UTC, after its
+ * zone) falls outside the years 1 to 9999, which a warehouse timestamp holds
+ * (0001-01-01T00:00:00+05:00 is in year 0, 1 BC). */
 static int dt_parse(const char *s, size_t n, int with_time, int *zone)
 {
     size_t i = 0;
-    int y, mo, d, hh = 0, mi = 0, ss = 0, zh = 0, zm = 0;
+    int y, mo, d, hh = 0, mi = 0, ss = 0, zh = 0, zm = 0, zsign = 1, lost = 0;
 
     *zone = 0;
     if (!take_digits(s, n, &i, 4, &y) || !take(s, n, &i, '-') ||
@@ -282,16 +305,20 @@ static int dt_parse(const char *s, size_t n, int with_time, int *zone)
                 return 1;
             if (take(s, n, &i, '.')) {
                 size_t f = i;
-                while (i < n && model_is_digit(s[i]))
+                while (i < n && model_is_digit(s[i])) {
+                    if (i - f >= DT_FRAC_KEPT && s[i] != '0')
+                        lost = 1;
                     i++;
-                if (i == f || i - f > 9)
-                    return 1;
+                }
+                if (i == f || i - f > 32)
+                    return DT_FORM;
             }
         }
         if (i < n && (s[i] == 'Z' || s[i] == 'z')) {
             i++;
             *zone = 1;
         } else if (i < n && (s[i] == '+' || s[i] == '-')) {
+            zsign = s[i] == '-' ? -1 : 1;
             i++;
             if (!take_digits(s, n, &i, 2, &zh))
                 return 1;
@@ -310,7 +337,16 @@ static int dt_parse(const char *s, size_t n, int with_time, int *zone)
         return 2;
     if (hh > 23 || mi > 59 || ss > 59 || zh > 15 || zm > 59)
         return 2;
-    return 0;
+    if (lost)
+        return DT_PRECISION;
+    if (with_time) {
+        /* The instant in minutes (a zone is whole minutes): local time
+         * minus the zone's offset. */
+        long long at = days_from_civil(y, mo, d) * 1440 + hh * 60 + mi - zsign * (zh * 60 + zm);
+        if (at < days_from_civil(1, 1, 1) * 1440 || at >= days_from_civil(10000, 1, 1) * 1440)
+            return DT_RANGE;
+    }
+    return DT_OK;
 }
 
 /* email_ok: a practical check: one @, a local part, a dotted domain of
@@ -401,9 +437,48 @@ static int regex_ok(const Field *f, const char *s, size_t n)
     return ok;
 }
 
+/* key_cmp orders map keys (strings) by their bytes, for json_ok. */
+static int key_cmp(const void *a, const void *b)
+{
+    const msgpack_object_str *x = *(const msgpack_object_str *const *)a,
+                             *y = *(const msgpack_object_str *const *)b;
+    size_t n = x->size < y->size ? x->size : y->size;
+    int c = n ? memcmp(x->ptr, y->ptr, n) : 0;
+    return c ? c : (x->size > y->size) - (x->size < y->size);
+}
+
+/* dup_key returns a key that map m (string keys) holds twice, or NULL. */
+static const msgpack_object_str *dup_key(const msgpack_object *m)
+{
+    uint32_t n = m->via.map.size;
+    const msgpack_object_kv *kv = m->via.map.ptr;
+    if (n < 2)
+        return NULL;
+    if (n <= 16) {
+        for (uint32_t i = 1; i < n; i++)
+            for (uint32_t j = 0; j < i; j++)
+                if (kv[i].key.via.str.size == kv[j].key.via.str.size &&
+                    (kv[i].key.via.str.size == 0 || memcmp(kv[i].key.via.str.ptr, kv[j].key.via.str.ptr,
+                           kv[i].key.via.str.size) == 0))
+                    return &kv[i].key.via.str;
+        return NULL;
+    }
+    const msgpack_object_str **k = xmalloc(n * sizeof *k), *d = NULL;
+    for (uint32_t i = 0; i < n; i++)
+        k[i] = &kv[i].key.via.str;
+    qsort(k, n, sizeof *k, key_cmp);
+    for (uint32_t i = 1; i < n && !d; i++)
+        if (key_cmp(&k[i - 1], &k[i]) == 0)
+            d = k[i];
+    free(k);
+    return d;
+}
+
 /* json_ok checks that every string in v (keys too) is UTF-8 without NULs,
- * and that there are no binary or foreign ext values: what jsonb can hold. */
-static int json_ok(const msgpack_object *v)
+ * and that there are no binary or foreign ext values: what jsonb can hold;
+ * and that no object holds a key twice (jsonb would keep the last one
+ * alone: a value lost without a word), setting *dup to it (0 then). */
+static int json_ok(const msgpack_object *v, const msgpack_object_str **dup)
 {
     switch (v->type) {
     case MSGPACK_OBJECT_STR:
@@ -418,14 +493,16 @@ static int json_ok(const msgpack_object *v)
         return isfinite(v->via.f64);
     case MSGPACK_OBJECT_ARRAY:
         for (uint32_t i = 0; i < v->via.array.size; i++)
-            if (!json_ok(&v->via.array.ptr[i]))
+            if (!json_ok(&v->via.array.ptr[i], dup))
                 return 0;
         return 1;
     case MSGPACK_OBJECT_MAP:
         for (uint32_t i = 0; i < v->via.map.size; i++)
             if (v->via.map.ptr[i].key.type != MSGPACK_OBJECT_STR ||
-                !json_ok(&v->via.map.ptr[i].key) || !json_ok(&v->via.map.ptr[i].val))
+                !json_ok(&v->via.map.ptr[i].key, dup) || !json_ok(&v->via.map.ptr[i].val, dup))
                 return 0;
+        if ((*dup = dup_key(v)) != NULL)
+            return 0;
         return 1;
     default:
         return 1;
@@ -626,10 +703,23 @@ static int check_value(const Field *f, const msgpack_object *v, msgpack_packer *
                   name, got(v, g, sizeof g));
             return 1;
         }
-        if (r == 2) {
+        if (r == DT_CALENDAR) {
             vfail(c, f, name, nl, RULE_TYPE, dt ? "%s must be a real calendar date and time "
                   "(got %s)" : "%s must be a real calendar date (got %s)", name,
                   got(v, g, sizeof g));
+            return 1;
+        }
+        if (r == DT_PRECISION) {
+            vfail(c, f, name, nl, RULE_TYPE, "%s has more than %d fractional digits of a "
+                  "second that are not zeros (got %s); the warehouse keeps microseconds and "
+                  "would round it: send at most %d digits", name, DT_FRAC_KEPT,
+                  got(v, g, sizeof g), DT_FRAC_KEPT);
+            return 1;
+        }
+        if (r == DT_RANGE) {
+            vfail(c, f, name, nl, RULE_TYPE, "%s falls outside the years 1 to 9999 in UTC "
+                  "(got %s); a warehouse timestamp would hold it as a year BC or beyond "
+                  "9999: send a time inside them", name, got(v, g, sizeof g));
             return 1;
         }
         if (dt && !zone) { /* no zone means UTC: say so for the warehouse */
@@ -641,14 +731,26 @@ static int check_value(const Field *f, const msgpack_object *v, msgpack_packer *
         }
         return 0;
     }
-    default: /* FT_JSON */
-        if (!json_ok(v)) {
+    default: { /* FT_JSON */
+        const msgpack_object_str *dup = NULL;
+        int ok = json_ok(v, &dup);
+        if (!ok && dup) {
+            Strbuf k;
+            sb_init(&k);
+            sb_add_json_string(&k, dup->ptr, dup->size > 100 ? 100 : dup->size);
+            vfail(c, f, name, nl, RULE_TYPE, "%s holds an object with the key %s twice; jsonb "
+                  "would keep only the last value: send each key once", name, k.buf);
+            sb_free(&k);
+            return 1;
+        }
+        if (!ok) {
             vfail(c, f, name, nl, RULE_TYPE, "%s must be JSON whose strings are UTF-8 without "
                   "NUL characters (\\u0000), as jsonb requires", name);
             return 1;
         }
         msgpack_pack_object(pk, *v);
         return 0;
+    }
     }
 }
 
