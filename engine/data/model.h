@@ -141,7 +141,10 @@ const Model *models_find(const Models *ms, const char *name);
  * "12" or "12abc" is a type error); decimal takes a JSON number or a string
  * holding exactly one; datetime takes an ISO 8601 string
  * (YYYY-MM-DD[T ]HH:MM[:SS[.frac]][Z|+HH[:MM]|-HH[:MM]]; without a zone it
- * is UTC), date YYYY-MM-DD, both checked against the calendar.
+ * is UTC), date YYYY-MM-DD, both checked against the calendar; a datetime
+ * keeps at most 6 fractional digits (more only as zeros) and its instant in
+ * UTC lies in the years 1 to 9999. A json value holds no object with a key
+ * twice.
  *
  * A row with "_deleted": true is a soft delete: only the key fields are
  * checked and out holds the key fields, the paranoid field (its value in
