@@ -435,6 +435,8 @@ class QloadTest(QloadCase):
         r = self.qload("--mode", "merge", "--json")
         self.assertEqual(r.code, 1, r)
         self.assertEqual(r.json()["rejected"], 2, r)
+        rej = self.qctl_json("rejects")
+        self.assertEqual(sorted(x["key"] for x in rej), ["11/1", "2/1"])
         got = {x["id"]: x for x in self.rows("SELECT * FROM users")}
         self.assertEqual(sorted(got), list(range(1, 11)) + [12])
         self.assertEqual(got[2]["first_name"], "F2")             # Bob refused
@@ -485,6 +487,9 @@ class QloadTest(QloadCase):
         self.assertIn("too long", why[77])
         self.assertEqual({x["row"]["id"]: x["row"]["payload"] for x in rej}[150], "forbidden")
         self.assertEqual([x["stage"] for x in rej], ["qload"] * 5)
+        # Each is keyed by its model key, as a validate stage's reject is.
+        self.assertEqual(sorted(x["key"] for x in rej), sorted(["17", "43", "77", "150", "299"]))
+        self.assertIn("row 17 (key 17) rejected: ", r.err)
         bat = self.qctl_json("batches")
         self.assertEqual([(b["state"], b["rows"], b["removed"]) for b in bat],
                          [("loaded", 200, 4), ("loaded", 100, 1)])

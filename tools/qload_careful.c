@@ -55,22 +55,39 @@ typedef struct Rej {
     uint64_t id;
     uint32_t seq;
     const char *msg;
+    const Model *m;
+    Strbuf key;
 } Rej;
 
+/* reject_fn moves the row to the rejects under its model key (the key of
+ * a validate stage's reject: "7", "3/7"), or "batch N row M" when the row
+ * has none. */
 static int reject_fn(Txn *t, void *arg)
 {
     Rej *r = arg;
     uint64_t rid;
-    return batch_row_reject(t, r->id, r->seq, r->msg, &rid);
+    const void *mp;
+    size_t len;
+    RowView v;
+    int keyed = 0, rc = batch_row_get(t, r->id, r->seq, &mp, &len);
+    if (rc)
+        return rc;
+    sb_reset(&r->key);
+    if (row_view(&v, mp, len) == 0) {
+        keyed = model_row_key(r->m, &v.root, &r->key) == 0 && r->key.len > 0;
+        row_view_free(&v);
+    }
+    return batch_row_reject(t, r->id, r->seq, keyed ? r->key.buf : NULL, r->msg, &rid);
 }
 
 /* reject moves row seq to the rejects with L->err (in the store, before
  * the PostgreSQL COMMIT: a crash in between never loses it). */
 int qload_reject(Loader *L, uint32_t seq)
 {
-    Rej r = {L->b.id, seq, L->err};
+    Rej r = {L->b.id, seq, L->err, L->m, SB_INIT};
     int rc = store_run(L->s, reject_fn, &r);
     if (rc) {
+        sb_free(&r.key);
         snprintf(L->err, sizeof L->err, "moving row %" PRIu32 " of batch %" PRIu64
                  " to the rejects: %s", seq, L->b.id, pl_strerror(rc));
         return K_LOCAL;
@@ -78,11 +95,12 @@ int qload_reject(Loader *L, uint32_t seq)
     L->rejected++;
     L->att_rejected++;
     if (!L->o.quiet && L->rejected <= 10)
-        qload_say(L, "batch %" PRIu64 " (%s): row %" PRIu32 " rejected: %s", L->b.id, L->m->name,
-                  seq, L->err);
+        qload_say(L, "batch %" PRIu64 " (%s): row %" PRIu32 " (key %s) rejected: %s", L->b.id,
+                  L->m->name, seq, r.key.len ? r.key.buf : "-", L->err);
     else if (!L->o.quiet && L->rejected == 11)
         qload_say(L, "batch %" PRIu64 " (%s): more rows rejected; see them with qctl rejects",
                   L->b.id, L->m->name);
+    sb_free(&r.key);
     return K_OK;
 }
 

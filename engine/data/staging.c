@@ -462,7 +462,8 @@ int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *le
     return 0;
 }
 
-int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uint64_t *rid)
+int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *rkey, const char *message,
+                     uint64_t *rid)
 {
     BatchRec b;
     const void *mp;
@@ -479,7 +480,10 @@ int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uin
     sb_adds(&errs, "[{\"field\":null,\"rule\":\"warehouse\",\"message\":");
     sb_add_json_string(&errs, message, strlen(message));
     sb_adds(&errs, "}]");
-    sb_addf(&key, "batch %llu row %u", (unsigned long long)id, seq);
+    if (rkey)
+        sb_adds(&key, rkey);
+    else
+        sb_addf(&key, "batch %llu row %u", (unsigned long long)id, seq);
     RejectRec r = {0};
     r.model = b.model;
     r.key = key.buf;

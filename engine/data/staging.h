@@ -94,9 +94,12 @@ int batch_rows(Txn *t, uint64_t id, uint32_t from, uint32_t max,
 int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *len);
 
 /* batch_row_reject moves row seq of batch id into the rejects with the
- * warehouse's message (rule "warehouse"), and counts it as removed.
+ * warehouse's message (rule "warehouse"), and counts it as removed. key is
+ * the reject's key: the row's model key (model_row_key), as the validate
+ * stage's rejects have; NULL for a row without one: then "batch N row M".
  * PL_ENOBATCH when there is no such batch or row (moved already). */
-int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *message, uint64_t *rid);
+int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *key, const char *message,
+                     uint64_t *rid);
 
 /* batch_forget deletes the record of loaded batch id and any rows left of
  * it (`qctl batches prune`: the ledger in the warehouse keeps the history).
