@@ -18,7 +18,8 @@ SLOW = plhelp.SLOW
 # Every command `qctl --help` lists (the test also checks the list itself).
 COMMANDS = ["put", "reserve", "ack", "delete", "release", "bury", "touch", "kick",
             "kick-job", "peek", "show", "purge", "pause", "resume", "create", "configure",
-            "stats", "queues", "info", "export", "import", "top", "compact", "schema", "batches", "rejects", "verify"]
+            "stats", "queues", "info", "export", "import", "top", "compact", "schema", "batches", "rejects", "verify",
+            "edit"]
 
 STATE_KEYS = ("ready", "delayed", "reserved", "buried")
 

@@ -958,6 +958,35 @@ static void forward_in_place(void)
     store_close(s);
 }
 
+/* queue_set_body: an operator's fix of a body, refused while reserved. */
+static void set_body(void)
+{
+    Store *s = open_store(NULL);
+    Txn *t = wbegin(s);
+    QueueConf small;
+    queue_conf_default(&small);
+    small.max_body = 16;
+    T_OK(queue_create(t, "q", &small));
+    PutArgs a = {.pri = 5, .body = "{\"a\":1}", .len = 7, .key = "k", .keylen = 1};
+    uint64_t id, other;
+    T_OK(queue_put(t, "q", &a, &id, NULL));
+    other = put(t, "q", 9, "{\"b\":2}");
+    T_OK(queue_set_body(t, id, "{\"a\":22}", 8));
+    T_ERR(queue_set_body(t, id, "{\"a\":\"far too long\"}", 21), PL_ETOOBIG);
+    T_ERR(queue_set_body(t, 424242, "{}", 2), PL_ENOJOB);
+    Job j;
+    T_OK(queue_get(t, id, &j));
+    T_CHECK(j.len == 8 && memcmp(j.body, "{\"a\":22}", 8) == 0);
+    T_EQ(j.pri, 5);
+    T_CHECK(j.keylen == 1 && j.key[0] == 'k');
+    T_OK(queue_reserve(t, "q", 0, &j));
+    T_EQ(j.id, id);
+    T_ERR(queue_set_body(t, id, "{}", 2), PL_ESTATE);
+    T_OK(queue_set_body(t, other, "{}", 2));
+    T_OK(store_txn_commit(t));
+    store_close(s);
+}
+
 static const TCase cases[] = {
     T_CASE(put_reserve_ack),
     T_CASE(priority_then_fifo),
@@ -985,6 +1014,7 @@ static const TCase cases[] = {
     T_CASE(read_only_store_refuses_writes),
     T_CASE(compact_copy),
     T_CASE(forward_in_place),
+    T_CASE(set_body),
     {NULL, NULL},
 };
 

@@ -248,6 +248,16 @@ static void row_reject_and_drop(void)
     char where[64];
     snprintf(where, sizeof where, "batch %llu row 5", (unsigned long long)br.id);
     T_CHECK(strcmp(r2.key, where) == 0);
+    /* An operator's fix of its row (qctl edit --reject): row and key
+     * change, the rest stays. */
+    row(&b, 55, "fixed");
+    T_OK(reject_set_row(t, rid2, b.data, b.size, "55"));
+    T_OK(reject_get(t, rid2, &r2));
+    T_CHECK(strcmp(r2.key, "55") == 0 && strcmp(r2.stage, "qload") == 0);
+    T_EQ(r2.r.batch, br.id);
+    T_CHECK(r2.r.row_len == b.size && memcmp(r2.r.row, b.data, b.size) == 0);
+    T_CHECK(memmem(r2.r.errors, r2.r.errors_len, "no key to name it by", 20));
+    T_ERR(reject_set_row(t, 999999, b.data, b.size, NULL), PL_ENOREJECT);
     T_EQ(r.r.batch, br.id);
     T_CHECK(r.r.errors_len > 0 && memmem(r.r.errors, r.r.errors_len, "n_small", 7));
     Strbuf js;

@@ -256,6 +256,25 @@ static const Cmd cmds[] = {
      "  \"ttr_ms\":N,\"lease\":\"T\"|null,\"key\":\"K\"|null,\"error\":\"E\"|null,\n"
      "  \"body\":JSON}  (times in ms since the epoch; the lease token as a string)",
      1, 1, {{NULL, NULL, NULL}}},
+    {"edit", qctl_edit, "ID | --reject ID | --row ID | --row MODEL KEY [ROW_ID] [--body FILE|-]",
+     "fix a stuck job's body, a reject's row or a staged row",
+     "Opens what is named in $VISUAL (else $EDITOR, else vi), or reads it from\n"
+     "--body FILE ('-': stdin), checks it and writes it back in one transaction:\n"
+     "  ID                     the body of job ID (JSON; refused while the job is\n"
+     "                         reserved: a worker holds it)\n"
+     "  --reject ID            the row of reject ID, before 'qctl rejects replay'\n"
+     "  --row ID               the staged row that job ID references\n"
+     "  --row MODEL KEY [N]    staged row instance N of MODEL/KEY (0: a legacy row)\n"
+     "A row must be a JSON object that passes every rule of its model (it is\n"
+     "written normalised, as validate writes it), and a staged row keeps its key.\n"
+     "Nothing is written when it was changed by someone else meanwhile, or when\n"
+     "the check fails: the message names the file that holds the edit.\n"
+     "--json: {\"edited\":true,\"what\":\"job|reject|row\",\"id\":N,...,\"bytes\":N}",
+     1, 3,
+     {{"body", "FILE", "read the new text from FILE ('-': stdin), not an editor"},
+      {"reject", NULL, "ID is a reject: edit its row"},
+      {"row", NULL, "edit a staged row: the one job ID references, or MODEL KEY [ROW_ID]"},
+      {"pipeline", "FILE", "the models from FILE, not from the data directory"}}},
     {"purge", qctl_purge, "QUEUE [--state S]", "delete the jobs of a queue",
      "Deletes every job of QUEUE (or those in one state), 10000 per transaction.\n"
      "--json: {\"queue\":\"Q\",\"purged\":N}",

@@ -138,6 +138,7 @@ int qctl_kick_job(Ctx *c);
 int qctl_peek(Ctx *c);
 int qctl_show(Ctx *c);
 int qctl_export(Ctx *c);
+int qctl_edit(Ctx *c); /* qctl_edit.c */
 int qctl_import(Ctx *c);
 int qctl_kick(Ctx *c); /* qctl_queues.c */
 int qctl_purge(Ctx *c);

@@ -838,3 +838,24 @@ int queue_get(Txn *t, uint64_t id, Job *out)
     return q_fill(t, id, &j, q, out);
 }
 
+int queue_set_body(Txn *t, uint64_t id, const void *body, size_t len)
+{
+    JobRec j;
+    QRec *q;
+    int rc = leased(t, id, 0, &j, &q);
+    if (rc)
+        return rc;
+    if (j.state == JOB_RESERVED)
+        return PL_ESTATE;
+    if (len > q->s.conf.max_body)
+        return PL_ETOOBIG;
+    if ((rc = store_reserve(t, len + 64)) != 0)
+        return rc;
+    unsigned char kb[9];
+    job_key(kb, id, JK_BODY);
+    MDB_val k = {9, kb}, v = {len, (void *)body};
+    if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_JOBS), &k, &v, 0)) != 0)
+        return txn_fail(t, rc);
+    return 0;
+}
+

@@ -172,6 +172,13 @@ int queue_lookup_key(Txn *t, const char *queue, const char *key, size_t keylen, 
 /* queue_get reads job id into *out. Returns 0 or PL_ENOJOB. */
 int queue_get(Txn *t, uint64_t id, Job *out);
 
+/* queue_set_body replaces the body of job id (an operator's fix: qctl
+ * edit), keeping everything else (state, priority, attempts, key, place in
+ * its queue). A reserved job is refused with PL_ESTATE: a worker holds it
+ * and would ack the old work. PL_ETOOBIG for a body over its queue's
+ * max_body, PL_ENOJOB, or no room (store_room). */
+int queue_set_body(Txn *t, uint64_t id, const void *body, size_t len);
+
 /* queue_peek calls fn for up to limit jobs of queue in state (0: all, in the
  * order ready, delayed, reserved, buried), in the order they would be
  * served. fn returning non-zero stops the walk and is returned. */

@@ -565,12 +565,10 @@ int batch_forget(Txn *t, uint64_t id)
 
 /* ---------------------------------------------------------------- rejects */
 
-int reject_add(Txn *t, const RejectRec *r, uint64_t *id)
+/* reject_put writes r as reject rid made at time_ms. */
+static int reject_put(Txn *t, uint64_t rid, uint64_t time_ms, const RejectRec *r)
 {
-    uint64_t rid;
-    int rc = staging_counter(t, "next_rid", &rid);
-    if (rc)
-        return rc;
+    int rc;
     msgpack_sbuffer sb;
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
@@ -583,7 +581,7 @@ int reject_add(Txn *t, const RejectRec *r, uint64_t *id)
     pack_str(&pk, r->stage ? r->stage : "");
     pack_str(&pk, r->queue ? r->queue : "");
     msgpack_pack_uint64(&pk, r->batch);
-    msgpack_pack_uint64(&pk, t->now);
+    msgpack_pack_uint64(&pk, time_ms);
     msgpack_pack_bin(&pk, r->row_len);
     msgpack_pack_bin_body(&pk, r->row, r->row_len);
     msgpack_pack_str(&pk, r->errors_len);
@@ -599,11 +597,55 @@ int reject_add(Txn *t, const RejectRec *r, uint64_t *id)
     MDB_val mk = {sizeof k, k}, mv = {sb.size, sb.data};
     rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0);
     msgpack_sbuffer_destroy(&sb);
-    if (rc)
-        return txn_fail(t, rc);
+    return rc ? txn_fail(t, rc) : 0;
+}
+
+int reject_add(Txn *t, const RejectRec *r, uint64_t *id)
+{
+    uint64_t rid;
+    int rc = staging_counter(t, "next_rid", &rid);
+    if (rc || (rc = reject_put(t, rid, t->now, r)) != 0)
+        return rc;
     if (id)
         *id = rid;
     return 0;
+}
+
+int reject_set_row(Txn *t, uint64_t id, const void *row, size_t len, const char *key)
+{
+    RejectRead r;
+    int rc = reject_get(t, id, &r);
+    if (rc)
+        return rc;
+    /* The errors and the job are views into the record: copy them before
+     * it is rewritten. */
+    Strbuf errors, job, k;
+    sb_init(&errors);
+    sb_init(&job);
+    sb_init(&k);
+    sb_add(&errors, r.r.errors, r.r.errors_len);
+    if (r.r.job)
+        sb_add(&job, r.r.job, r.r.job_len);
+    sb_adds(&k, key ? key : r.key);
+    RejectRec n = r.r;
+    n.model = r.model;
+    n.key = k.buf;
+    n.stage = r.stage;
+    n.queue = r.queue;
+    n.row = row;
+    n.row_len = len;
+    n.errors = errors.buf;
+    n.errors_len = errors.len;
+    n.job = r.r.job ? job.buf : NULL;
+    n.job_len = job.len;
+    if (strlen(n.key) >= sizeof r.key)
+        rc = PL_EINVAL;
+    else if ((rc = store_reserve(t, len + errors.len + job.len + 512)) == 0)
+        rc = reject_put(t, id, r.r.time_ms, &n);
+    sb_free(&errors);
+    sb_free(&job);
+    sb_free(&k);
+    return rc;
 }
 
 static int reject_decode(const void *buf, size_t len, RejectRead *o)

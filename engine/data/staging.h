@@ -238,6 +238,12 @@ int reject_get(Txn *t, uint64_t id, RejectRead *out);
 /* reject_each calls fn for every reject (of model, or all when NULL) in id
  * order; a non-zero return stops and is returned. */
 int reject_each(Txn *t, const char *model, int (*fn)(const RejectRead *r, void *arg), void *arg);
+/* reject_set_row replaces the row of reject id with row (msgpack; an
+ * operator's fix before the replay: qctl edit --reject), and its key with
+ * key (NULL: kept; a replay stages a reference's row under it), keeping
+ * everything else. PL_ENOREJECT if none, PL_EINVAL for a key over 255
+ * bytes. */
+int reject_set_row(Txn *t, uint64_t id, const void *row, size_t len, const char *key);
 /* reject_del deletes reject id; PL_ENOREJECT if none. */
 int reject_del(Txn *t, uint64_t id);
 
