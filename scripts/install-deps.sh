@@ -10,7 +10,10 @@ pkgs=(
   postgresql postgresql-client
   beanstalkd wrk
   python3 openssl ca-certificates
+  npm
 )
+# npm: tests/test_vega.py fetches the public vega-datasets package (real data
+# with field names that are not identifiers) in its setup.
 
 missing=()
 for p in "${pkgs[@]}"; do

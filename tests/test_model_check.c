@@ -348,6 +348,78 @@ static void seed_rows_defaults_and_message_overrides(void)
     tm_fx_free(&fx);
 }
 
+/* from: a property reads a source field whose name is not an identifier,
+ * or a path into nested objects; the column is the property. */
+static void properties_read_their_source_fields(void)
+{
+    Fx fx;
+    PARSE_OK(&fx, "models:\n"
+                  "  movies:\n"
+                  "    properties:\n"
+                  "      title: {type: text, key: true, from: Title}\n"
+                  "      us_gross: {type: bigint, from: \"US Gross\"}\n"
+                  "      rating: {type: decimal, from: \"Rotten Tomatoes Rating\"}\n"
+                  "      city: {type: string, from: address.city}\n"
+                  "      zip: {type: string, from: \"address.zip.code\"}\n"
+                  "  kept:\n"
+                  "    drift: keep\n"
+                  "    properties:\n"
+                  "      id: {type: integer, key: true, from: \"ID #\"}\n");
+    const Model *m = models_find(fx.ms, "movies"), *k = models_find(fx.ms, "kept");
+    T_EQ(m->nfrom, 5);
+    T_EQ(m->fields[3].npath, 2);
+    /* the raw row: sources read, written under the columns' names */
+    V_OK(m, "{\"Title\":\"Up\",\"US Gross\":293004164,\"Rotten Tomatoes Rating\":98,"
+            "\"address\":{\"city\":\"Emeryville\",\"zip\":{\"code\":\"94608\"},\"x\":1}}",
+         "{\"title\":\"Up\",\"us_gross\":293004164,\"rating\":98,\"city\":\"Emeryville\","
+         "\"zip\":\"94608\"}");
+    /* a normalised row validates to itself (read by the columns' names) */
+    V_OK(m, "{\"title\":\"Up\",\"us_gross\":293004164,\"rating\":98,\"city\":\"Emeryville\","
+            "\"zip\":\"94608\"}", NULL);
+    /* a top-level field of the whole dotted name wins over the path */
+    V_OK(m, "{\"Title\":\"A\",\"address.city\":\"Flat\",\"address\":{\"city\":\"Deep\"}}",
+         "{\"title\":\"A\",\"us_gross\":null,\"rating\":null,\"city\":\"Flat\",\"zip\":null}");
+    /* a path through something that is not an object has no value */
+    V_OK(m, "{\"Title\":\"B\",\"address\":\"12 Main St\"}",
+         "{\"title\":\"B\",\"us_gross\":null,\"rating\":null,\"city\":null,\"zip\":null}");
+    /* rules apply to the source's value, named by the property */
+    V_BAD(m, "{\"Title\":\"C\",\"US Gross\":\"lots\"}", "{\"field\":\"us_gross\",\"rule\":\"type\"");
+    V_BAD(m, "{\"US Gross\":1}", "title is required");
+    V_BAD(m, "{\"Title\":\"D\",\"US Gross\":1,\"US Gross\":2}", "US Gross appears twice");
+    /* an undeclared field is drift; the sources are not */
+    V_BAD(m, "{\"Title\":\"E\",\"Budget\":1}", "field 'Budget' is not declared");
+    V_OK(k, "{\"ID #\":7,\"note\":\"x\"}", "{\"id\":7,\"extra\":{\"note\":\"x\"}}");
+    /* the key of a raw row is read from its source */
+    Strbuf key;
+    msgpack_sbuffer sb;
+    RowView v;
+    sb_init(&key);
+    msgpack_sbuffer_init(&sb);
+    tm_pack_json(&sb, "{\"US Gross\":1,\"Title\":\"Toy Story\"}");
+    T_OK(row_view(&v, sb.data, sb.size));
+    T_OK(model_row_key(m, &v.root, &key));
+    T_CHECK(strcmp(key.buf, "Toy Story") == 0);
+    row_view_free(&v);
+    sb_free(&key);
+    msgpack_sbuffer_destroy(&sb);
+    tm_fx_free(&fx);
+
+    PARSE_ERR("models:\n  m:\n    properties:\n      US Gross: bigint\n", 4,
+              "'US Gross' is not a valid property name (a property is a column): use 1 to 63 of "
+              "letters, digits and _, starting with a letter or _; to read a source field of "
+              "that name, name the property and give the field as from:, like us_gross: "
+              "{type: ..., from: \"US Gross\"}");
+    PARSE_ERR("models:\n  m:\n    properties:\n      a: {type: text, from: \"x..y\"}\n", 4,
+              "from: 'x..y' has an empty step");
+    PARSE_ERR("models:\n  m:\n    properties:\n      a: {type: text, from: \".x\"}\n", 4,
+              "has an empty step");
+    PARSE_ERR("models:\n  m:\n    properties:\n      a: {type: text, from: \"\"}\n", 4, "from:");
+    PARSE_ERR("models:\n  m:\n    properties:\n      a: {type: text, from: a}\n", 4,
+              "from: 'a' is the property's own name");
+    PARSE_ERR("models:\n  m:\n    properties:\n      a: {type: text, from: b}\n      b: text\n",
+              4, "from: 'b' reads field 'b', which is also the name of property 'b'");
+}
+
 static void drift_reject_ignore_keep(void)
 {
     Fx fx;
@@ -573,6 +645,7 @@ static const TCase cases[] = {
     T_CASE(datetimes_and_dates_follow_the_calendar),
     T_CASE(booleans_json_required_defaults),
     T_CASE(seed_rows_defaults_and_message_overrides),
+    T_CASE(properties_read_their_source_fields),
     T_CASE(drift_reject_ignore_keep),
     T_CASE(one_field_is_checked_alone),
     T_CASE(soft_deletes_keep_the_key_and_the_time),

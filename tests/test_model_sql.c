@@ -420,7 +420,8 @@ static void models_json_is_json(void)
                "\"scale\":null,\"format\":\"email\",\"regex\":null,\"default\":null,"
                "\"paranoid\":false,\"messages\":{\"length\":\"Please, use an email address "
                "between 5 and 99 characters\",\"format\":\"Doesn't look like an email address "
-               "to me\",\"unique\":\"We already have an account with that email\"}}");
+               "to me\",\"unique\":\"We already have an account with that email\"},"
+               "\"from\":null}");
     HAS(j.buf, "\"default\":\"2999-12-31T00:00:00Z\",\"paranoid\":true");
     HAS(j.buf, "{\"name\":\"permission\",\"type\":\"integer\"");
     HAS(j.buf, "\"default\":1,");

@@ -81,6 +81,10 @@ static int models_read(Ctx *c, const char *file, Pipeline **p)
 /* field_rules describes a field's rules in one line for people. */
 static void field_rules(const Field *f, Strbuf *b)
 {
+    if (f->from) {
+        sb_adds(b, " from ");
+        sb_add_json_string(b, f->from, strlen(f->from));
+    }
     if (f->key)
         sb_adds(b, " key");
     if (f->required)

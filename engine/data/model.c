@@ -141,7 +141,7 @@ static const char *const model_keys[] = {"table", "drift", "drift_column", "prop
                                          "belongs_to", "has_n", NULL};
 static const char *const prop_keys[] = {"type", "required", "key", "unique", "length", "min",
                                         "max", "format", "regex", "default", "paranoid",
-                                        "precision", "scale", "messages", NULL};
+                                        "precision", "scale", "messages", "from", NULL};
 static const char *const bt_keys[] = {"model", "fields", NULL};
 static const char *const hn_keys[] = {"model", "through", NULL};
 
@@ -301,6 +301,65 @@ static int parse_messages(const ConfErr *l, Field *f, const ConfNode *n)
     return 0;
 }
 
+/* ident_suggest writes a column name for source field name: lower case,
+ * runs of other characters as one _, no _ at either end, a _ first when it
+ * would start with a digit ("US Gross" -> us_gross). */
+static void ident_suggest(const char *name, char *out, size_t n)
+{
+    size_t o = 0;
+    int gap = 0;
+    for (const char *p = name; *p && o + 2 < n; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (isalnum(c) && c < 0x80) {
+            if (gap && o)
+                out[o++] = '_';
+            if (o == 0 && isdigit(c))
+                out[o++] = '_';
+            out[o++] = (char)tolower(c);
+            gap = 0;
+        } else {
+            gap = 1;
+        }
+    }
+    if (o == 0)
+        out[o++] = 'f';
+    out[o] = '\0';
+}
+
+/* FROM_MAX: the longest source field or path from: takes. */
+#define FROM_MAX 255
+
+/* parse_from reads from: (a source field, or a dotted path into nested
+ * objects) of f. */
+static int parse_from(const ConfErr *l, Model *m, Field *f, const ConfNode *v)
+{
+    int rc = conf_as_name(l, "from", v, &f->from);
+    if (rc)
+        return rc;
+    size_t n = strlen(f->from);
+    if (n > FROM_MAX)
+        return conf_errat(l, v->line, "from: the source field is %zu bytes; at most %d", n,
+                          FROM_MAX);
+    if (strcmp(f->from, f->name) == 0)
+        return conf_errat(l, v->line, "from: '%s' is the property's own name; remove from:",
+                          f->name);
+    if (f->from[0] == '.' || f->from[n - 1] == '.' || strstr(f->from, ".."))
+        return conf_errat(l, v->line, "from: '%.64s' has an empty step; a path is field names "
+                          "joined by single dots, like address.city", f->from);
+    for (const char *p = f->from; p; p = strchr(p, '.'), p = p ? p + 1 : NULL)
+        f->npath++;
+    f->path = xcalloc(f->npath, sizeof *f->path);
+    const char *p = f->from;
+    for (size_t i = 0; i < f->npath; i++) {
+        const char *dot = strchr(p, '.');
+        size_t len = dot ? (size_t)(dot - p) : strlen(p);
+        f->path[i] = xstrndup(p, len);
+        p += len + 1;
+    }
+    m->nfrom++;
+    return 0;
+}
+
 /* parse_field reads property name (node n) of model m into f. */
 static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, const ConfNode *n)
 {
@@ -313,9 +372,15 @@ static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, 
     snprintf(l.pfx, sizeof l.pfx, "%.100sproperty '%.64s': ", ml->pfx, name);
     f->name = name;
     f->line = n->line;
-    if (!ident_ok(name))
-        return conf_errat(&l, n->line, "'%.64s' is not a valid property name; use 1 to %d of "
-                     "letters, digits and _, starting with a letter or _", name, NAME_LEN_MAX);
+    if (!ident_ok(name)) {
+        char col[NAME_LEN_MAX + 1];
+        ident_suggest(name, col, sizeof col);
+        return conf_errat(&l, n->line, "'%.64s' is not a valid property name (a property is a "
+                          "column): use 1 to %d of letters, digits and _, starting with a letter "
+                          "or _; to read a source field of that name, name the property and give "
+                          "the field as from:, like %s: {type: ..., from: \"%.64s\"}", name,
+                          NAME_LEN_MAX, col, name);
+    }
     if (strcmp(name, "_deleted") == 0)
         return conf_errat(&l, n->line, "_deleted is reserved for soft deletes; rename the property");
     if (n->type == CONF_SCALAR && !conf_is_null(n)) {
@@ -342,6 +407,8 @@ static int parse_field(const ConfErr *ml, Model *m, Field *f, const char *name, 
     f->type = (FieldType)t;
     if (n->type != CONF_MAP)
         goto defaults;
+    if ((v = conf_get(n, "from")) && (rc = parse_from(&l, m, f, v)))
+        return rc;
 
     if (((v = conf_get(n, "required")) && (rc = conf_as_bool(&l, "required", v, &f->required))) ||
         ((v = conf_get(n, "key")) && (rc = conf_as_bool(&l, "key", v, &f->key))) ||
@@ -519,6 +586,22 @@ static int parse_model(const ConfErr *ml, Models *ms, size_t i, const char *name
                 return conf_errat(&l, m->fields[j].line, "property '%s' is also the drift column "
                              "(drift_column: %s); give drift_column: another name",
                              m->drift_column, m->drift_column);
+    /* A source field that is also a property's name would feed two
+     * columns, one by name and one by from:; say which. */
+    for (size_t j = 0; j < m->nfields; j++) {
+        const Field *f = &m->fields[j];
+        for (size_t k = 0; f->from && k < m->nfields; k++)
+            if (k != j && strcmp(m->fields[k].name, f->from) == 0)
+                return conf_errat(&l, f->line, "property '%s': from: '%.64s' reads field '%s', "
+                                  "which is also the name of property '%s'; a row's field feeds "
+                                  "one property by its name: rename property '%s' or give it a "
+                                  "from: too", f->name, f->from, m->fields[k].name,
+                                  m->fields[k].name, m->fields[k].name);
+        if (m->drift == DRIFT_KEEP && f->from && strcmp(f->path[0], m->drift_column) == 0)
+            return conf_errat(&l, f->line, "property '%s': from: '%.64s' reads the drift column "
+                              "'%s'; give drift_column: another name", f->name, f->from,
+                              m->drift_column);
+    }
     return 0;
 }
 
@@ -810,6 +893,9 @@ void models_free(Models *ms)
             if (m->fields[j].format == FF_REGEX)
                 regfree(&m->fields[j].regex);
             msgpack_sbuffer_destroy(&m->fields[j].default_mp);
+            for (size_t k = 0; k < m->fields[j].npath; k++)
+                free(m->fields[j].path[k]);
+            free(m->fields[j].path);
         }
         for (size_t r = 0; r < m->nrels; r++)
             free(m->rels[r].fields);

@@ -30,6 +30,20 @@
  *         authorities:   {model: authorities}
  *         subscriptions: {model: subscriptions, through: authorities}
  *
+ * A property is a column, so its name is an identifier; a source field
+ * whose name is not one (public data: "US Gross", "Rotten Tomatoes
+ * Rating") is named with from:, and so is a field inside nested objects,
+ * by a dotted path:
+ *
+ *         us_gross:    {type: bigint, from: "US Gross"}
+ *         city:        {type: string, from: "address.city"}
+ *
+ * A row's value for such a property is its source field (a dotted path:
+ * the top-level field of that whole name when the row has one, else the
+ * path through nested objects); a row without the source field is read by
+ * the property's name (the normalised form, which validate writes with the
+ * column names). The source fields are declared, not drift.
+ *
  * Types: serial, integer, bigint, decimal (precision, scale), boolean,
  * string (length, default 50), text, datetime, date, json. Rules per
  * property: required, key, unique, length (N, or [min, max], in characters),
@@ -74,6 +88,9 @@ const char *model_format_name(FieldFormat f);
 
 typedef struct Field {
     const char *name;
+    const char *from;               /* the source field (from:), or NULL: the name */
+    char **path;                    /* from split at its dots (npath 1: no dot) */
+    size_t npath;
     FieldType type;
     int line;
     int required, key, unique, paranoid;
@@ -111,6 +128,7 @@ typedef struct Model {
     size_t *key;                    /* indexes into fields of the key, in order */
     size_t nkey;
     int paranoid;                   /* index of the paranoid field, or -1 */
+    size_t nfrom;                   /* fields with a from: */
     Relation *rels;
     size_t nrels;
 } Model;
@@ -170,8 +188,9 @@ int model_check_field(const Model *m, const char *name, const msgpack_object *v,
                       msgpack_packer *pk, Strbuf *errors, size_t *nerrors);
 
 /* model_row_key writes the row's key as text ("7" or "3/7": key fields
- * joined by '/') for staging and rejects. PL_EINVAL if a key field is
- * missing or not a scalar. */
+ * joined by '/') for staging and rejects, reading each key field as
+ * model_validate does (its source field, else its name). PL_EINVAL if a
+ * key field is missing or not a scalar. */
 int model_row_key(const Model *m, const msgpack_object *row, Strbuf *out);
 
 /* ---------------------------------------------------------------- load */
@@ -201,7 +220,8 @@ void models_ddl(const Models *ms, Strbuf *out);
 /* models_json appends the metadata as one JSON object for downstream
  * tools: {"models":[{"name","table","drift","key":[..],"fields":[{"name",
  * "type","required","key","unique","length":[min,max],"min","max",
- * "format","regex","default","paranoid","messages":{..}}],"belongs_to":[..],
+ * "format","regex","default","paranoid","messages":{..},"from" (the source
+ * field, or null)}],"belongs_to":[..],
  * "has_n":[..]}],"load_order":[..]}. */
 void models_json(const Models *ms, Strbuf *out);
 

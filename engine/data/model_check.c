@@ -786,14 +786,44 @@ static void pack_name(msgpack_packer *pk, const char *s)
     msgpack_pack_str_body(pk, s, n);
 }
 
+/* ---------------------------------------------------------------- sources */
+
+/* source_is says whether a row's top-level field k is a source of m (a
+ * property's from:, or the first step of a dotted one). */
+static int source_is(const Model *m, const msgpack_object *k)
+{
+    for (size_t j = 0; m->nfrom && j < m->nfields; j++) {
+        const Field *f = &m->fields[j];
+        if (f->from && (model_key_is(k, f->from) || model_key_is(k, f->path[0])))
+            return 1;
+    }
+    return 0;
+}
+
+/* source_value returns f's value in row from its source: the top-level
+ * field named the whole from:, else its path through nested objects;
+ * NULL when the row has none (or f has no from:). */
+static const msgpack_object *source_value(const Field *f, const msgpack_object *row)
+{
+    if (!f->from)
+        return NULL;
+    const msgpack_object *v = model_member(row, f->from);
+    if (v || f->npath < 2)
+        return v;
+    v = row;
+    for (size_t i = 0; v && i < f->npath; i++)
+        v = v->type == MSGPACK_OBJECT_MAP ? model_member(v, f->path[i]) : NULL;
+    return v;
+}
+
 /* is_drift says whether member kv of a row is undeclared (not a field, not
- * "_deleted"). */
+ * a source, not "_deleted"). */
 static int is_drift(const Model *m, size_t i, const msgpack_object_kv *kv)
 {
     if (kv->key.type != MSGPACK_OBJECT_STR)
         return 1;
     return model_field_index(m, i, kv->key.via.str.ptr, kv->key.via.str.size) < 0 &&
-           !model_key_is(&kv->key, "_deleted");
+           !model_key_is(&kv->key, "_deleted") && !source_is(m, &kv->key);
 }
 
 int model_validate(const Model *m, const msgpack_object *row, msgpack_sbuffer *out,
@@ -834,6 +864,14 @@ int model_validate(const Model *m, const msgpack_object *row, msgpack_sbuffer *o
                       "in the row; send each field once", m->fields[idx].name);
             else
                 val[idx] = &kv[i].val;
+        } else if (m->nfrom && source_is(m, k)) {
+            /* a source: found through source_value below */
+            for (size_t j = 0; j < m->nfields; j++)
+                if (m->fields[j].from && model_key_is(k, m->fields[j].from) &&
+                    source_value(&m->fields[j], row) != &kv[i].val)
+                    vfail(&c, NULL, k->via.str.ptr, k->via.str.size, RULE_TYPE, "%.*s appears "
+                          "twice in the row; send each field once", (int)utf8_cut(k->via.str.ptr,
+                          k->via.str.size, 64), k->via.str.ptr);
         } else if (model_key_is(k, "_deleted")) {
             if (del)
                 vfail(&c, NULL, "_deleted", 8, RULE_TYPE, "_deleted appears twice in the row; "
@@ -851,6 +889,13 @@ int model_validate(const Model *m, const msgpack_object *row, msgpack_sbuffer *o
                 }
             }
         }
+    }
+    /* A property with from: takes its source's value when the row has it
+     * (a raw row), else its own name's (a normalised row). */
+    for (size_t j = 0; m->nfrom && j < m->nfields; j++) {
+        const msgpack_object *sv = source_value(&m->fields[j], row);
+        if (sv)
+            val[j] = sv;
     }
     if (del && del->type == MSGPACK_OBJECT_BOOLEAN)
         deleted = del->via.boolean;
@@ -1016,7 +1061,10 @@ int model_row_key(const Model *m, const msgpack_object *row, Strbuf *out)
     if (!row || row->type != MSGPACK_OBJECT_MAP || m->nkey == 0)
         return PL_EINVAL;
     for (size_t k = 0; k < m->nkey; k++) {
-        const msgpack_object *v = model_member(row, m->fields[m->key[k]].name);
+        const Field *f = &m->fields[m->key[k]];
+        const msgpack_object *v = source_value(f, row);
+        if (!v)
+            v = model_member(row, f->name);
         if (k)
             sb_add(out, "/", 1);
         if (!v || put_key_part(out, v)) {

@@ -84,7 +84,10 @@ static void field_json(Strbuf *out, const Field *f)
             json_str(out, f->messages[r]);
             first = 0;
         }
-    sb_adds(out, "}}");
+    sb_adds(out, "}");
+    json_key(out, 0, "from");
+    json_str(out, f->from);
+    sb_adds(out, "}");
 }
 
 void models_json(const Models *ms, Strbuf *out)
