@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------ PostgreSQL */
 
@@ -183,6 +184,29 @@ static int durable(Loader *L)
     return K_OK;
 }
 
+/* DDL_TRIES: how often ddl_exec runs its statements when another session
+ * created the same tables at the same instant. */
+#define DDL_TRIES 5
+
+/* ddl_exec runs statements that create what does not exist yet (CREATE
+ * TABLE IF NOT EXISTS ...). Several qloads, one per engine, may start at
+ * once against one fresh warehouse: IF NOT EXISTS does not see a table
+ * another session is creating, so the later session waits for the other's
+ * commit and then fails with unique_violation on PostgreSQL's catalog
+ * (23505, pg_type_typname_nsp_index) or duplicate_table (42P07). The tables
+ * exist then: the statements run again, and this time change nothing. */
+static int ddl_exec(Loader *L, const char *sql)
+{
+    for (int i = 1;; i++) {
+        int k = qload_pg_exec(L, sql);
+        if (k == K_OK || i == DDL_TRIES ||
+            (strcmp(L->state, "23505") != 0 && strcmp(L->state, "42P07") != 0 &&
+             strcmp(L->state, "42710") != 0))
+            return k;
+        usleep(20000u * (unsigned)i);
+    }
+}
+
 /* pg_connect connects and prepares the session: UTC, UTF-8, the ledger, and
  * with --create-tables the models' tables. K_OK, K_CONN or K_PERM (with
  * L->err). */
@@ -211,7 +235,7 @@ int qload_pg_connect(Loader *L)
     PQsetNoticeProcessor(L->pg, notice_ignore, NULL);
     memset(L->checked, 0, L->ms->n ? L->ms->n : 1);
     L->leftovers_done = 0;
-    k = qload_pg_exec(L, "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8';"
+    k = ddl_exec(L, "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8';"
                          " SET client_min_messages = warning;"
                          " CREATE TABLE IF NOT EXISTS pickline_ledger (store text, batch bigint,"
                          " model text, rows bigint, rejected bigint,"
@@ -222,7 +246,7 @@ int qload_pg_connect(Loader *L)
     if (k == K_OK && L->o.create_tables) {
         sb_reset(&L->sql);
         models_ddl(L->ms, &L->sql);
-        k = qload_pg_exec(L, L->sql.buf);
+        k = ddl_exec(L, L->sql.buf);
         if (k != K_OK && k != K_CONN) {
             char e[700];
             snprintf(e, sizeof e, "%.*s", (int)sizeof e - 1, L->err);
