@@ -34,6 +34,7 @@ stages:
     cursor_field: cursor
     items_field: changes
     key_field: id
+    priority_field: seq
 """
 
 SLACK = 0.05  # timer and clock granularity
@@ -101,9 +102,12 @@ class HttpPollTest(EngineTestCase):
         early = {what: "%.2f s, not %.1f" % (g, want) for what, (g, want) in waits.items()
                  if g < want - SLACK}
         self.assertEqual(early, {}, "polled again too soon: %s\n%s" % (early, eng.stderr_tail()))
-        # Nothing lost or doubled on the way.
-        bodies = sorted(j["body"]["id"] for j in eng.peek("changes"))
-        self.assertEqual(bodies, ["a", "b", "c", "d"])
+        # Nothing lost or doubled on the way; each change at the priority
+        # its record says (priority_field: seq).
+        jobs = eng.peek("changes")
+        self.assertEqual(sorted(j["body"]["id"] for j in jobs), ["a", "b", "c", "d"])
+        self.assertEqual({j["body"]["id"]: j["priority"] for j in jobs},
+                         {j["body"]["id"]: j["body"]["seq"] for j in jobs})
         log = eng.stderr()
         self.assertIn("HTTP 429", log)
         self.assertIn("(its Retry-After)", log)
