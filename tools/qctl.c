@@ -19,8 +19,8 @@
  * qctl_jobs.c (put, reserve, the operations on one job, peek, show, export,
  * import), qctl_queues.c (kick, purge, pause, create, configure, stats,
  * info, verify, compact), qctl_staging.c (schema, batches), qctl_rejects.c
- * (rejects), qctl_top.c (top); qctl.h is what they share, cli.h what qctl
- * shares with qload. */
+ * (rejects), qctl_top.c (top), qctl_edit.c (edit); qctl.h is what they
+ * share, cli.h what qctl shares with qload. */
 #include "qctl.h"
 
 #include "json.h"
