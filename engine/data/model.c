@@ -33,6 +33,7 @@ static const char *const rule_names[] = {"required", "type", "length", "min", "m
                                          "format", "drift", "unique", NULL};
 static const char *const drift_names[] = {"reject", "ignore", "keep", NULL};
 static const char *const format_names[] = {"none", "email", "url", "regex", NULL};
+static const char *const on_delete_names[] = {"soft", "hard", NULL};
 
 #define TYPE_LIST "serial, integer, bigint, decimal, boolean, string, text, datetime, date, json"
 
@@ -137,8 +138,8 @@ static int v_ident(const ConfErr *l, const char *key, const ConfNode *n, const c
     return 0;
 }
 
-static const char *const model_keys[] = {"table", "drift", "drift_column", "properties",
-                                         "belongs_to", "has_n", NULL};
+static const char *const model_keys[] = {"table", "drift", "drift_column", "on_delete",
+                                         "properties", "belongs_to", "has_n", NULL};
 static const char *const prop_keys[] = {"type", "required", "key", "unique", "length", "min",
                                         "max", "format", "regex", "default", "paranoid",
                                         "precision", "scale", "messages", "from", NULL};
@@ -517,6 +518,49 @@ defaults:
     return 0;
 }
 
+/* hash_add folds n bytes of p into the FNV-1a hash *h, then a separator
+ * byte (so that "ab","c" and "a","bc" differ). */
+static void hash_add(uint64_t *h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++)
+        *h = (*h ^ c[i]) * 0x100000001b3ull;
+    *h = (*h ^ 0xff) * 0x100000001b3ull;
+}
+
+static void hash_str(uint64_t *h, const char *s)
+{
+    hash_add(h, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void hash_u64(uint64_t *h, uint64_t v)
+{
+    unsigned char b[8];
+    pl_put_be64(b, v);
+    hash_add(h, b, 8);
+}
+
+/* shape_hash is m's version (model.h, "Versions"): never 0. */
+static uint64_t shape_hash(const Model *m)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    hash_str(&h, "pickline model shape 1");
+    hash_str(&h, m->table);
+    hash_str(&h, m->drift == DRIFT_KEEP ? m->drift_column : "");
+    for (size_t i = 0; i < m->nfields; i++) {
+        const Field *f = &m->fields[i];
+        hash_str(&h, f->name);
+        hash_u64(&h, (uint64_t)f->type);
+        hash_u64(&h, f->type == FT_STRING ? f->len_max : 0);
+        hash_u64(&h, ((uint64_t)f->precision << 32) | f->scale);
+        hash_u64(&h, (uint64_t)((f->required ? 1 : 0) | (f->key ? 2 : 0) | (f->unique ? 4 : 0) |
+                                (f->paranoid ? 8 : 0) | (f->has_default ? 16 : 0)));
+        if (f->has_default)
+            hash_add(&h, f->default_mp.data, f->default_mp.size);
+    }
+    return h ? h : 1;
+}
+
 /* parse_model reads model i's own keys and properties (pass 1). */
 static int parse_model(const ConfErr *ml, Models *ms, size_t i, const char *name, const ConfNode *n)
 {
@@ -602,6 +646,17 @@ static int parse_model(const ConfErr *ml, Models *ms, size_t i, const char *name
                               "'%s'; give drift_column: another name", f->name, f->from,
                               m->drift_column);
     }
+    m->on_delete = m->paranoid >= 0 ? ON_DELETE_SOFT : ON_DELETE_HARD;
+    if ((v = conf_get(n, "on_delete"))) {
+        if ((rc = pick(&l, "on_delete", v, on_delete_names, &d)))
+            return rc;
+        if (d == ON_DELETE_SOFT && m->paranoid < 0)
+            return conf_errat(&l, v->line, "on_delete: soft sets the paranoid column, and model "
+                         "'%s' has none; declare one ({type: datetime, paranoid: true}) or use "
+                         "on_delete: hard", name);
+        m->on_delete = (OnDelete)d;
+    }
+    m->version = shape_hash(m);
     return 0;
 }
 

@@ -10,6 +10,7 @@
  *       table: users               # default: the model's name
  *       drift: reject              # undeclared fields: reject | ignore | keep
  *       drift_column: extra        # keep: they go into this json column
+ *       on_delete: soft            # a deleted row (_deleted): soft | hard
  *       properties:
  *         id:         {type: serial, key: true}
  *         tenant:     {type: integer, required: true, min: 0, key: true}
@@ -50,7 +51,21 @@
  * min/max (numbers), format (email, url, or regex: "^...$" as a POSIX
  * extended regex), default, messages (one per rule name: required, type,
  * length, min, max, format, drift). A belongs_to's fields are the child's
- * columns, in the order of the parent's key. */
+ * columns, in the order of the parent's key.
+ *
+ * Deletes. A row marked "_deleted": true (see model_validate), a tombstone,
+ * tells qload's merge that the row is gone: on_delete: soft sets the
+ * model's paranoid column (the default when the model has one), hard
+ * deletes the row from the table (the default when it has none; soft
+ * needs a paranoid property).
+ *
+ * Versions. A model's version is a hash of what shapes its rows and its
+ * table: the table, the drift column, and per property its name, type,
+ * length, precision and scale, required, key, unique, paranoid and
+ * default, in order (not its validation rules, messages or relations).
+ * Staged rows and batches record the version they were validated with,
+ * so qload loads a batch with that version's columns even after the
+ * pipeline changed (see staging.h). */
 #ifndef PL_MODEL_H
 #define PL_MODEL_H
 
@@ -70,6 +85,8 @@ typedef enum FieldType {
 typedef enum FieldFormat { FF_NONE, FF_EMAIL, FF_URL, FF_REGEX } FieldFormat;
 
 typedef enum DriftPolicy { DRIFT_REJECT, DRIFT_IGNORE, DRIFT_KEEP } DriftPolicy;
+
+typedef enum OnDelete { ON_DELETE_SOFT, ON_DELETE_HARD } OnDelete;
 
 /* The rules, for messages and for the "rule" of a validation error. */
 typedef enum Rule {
@@ -129,6 +146,8 @@ typedef struct Model {
     size_t nkey;
     int paranoid;                   /* index of the paranoid field, or -1 */
     size_t nfrom;                   /* fields with a from: */
+    OnDelete on_delete;             /* what a tombstone does in the warehouse */
+    uint64_t version;               /* the hash of its shape (never 0), see above */
     Relation *rels;
     size_t nrels;
 } Model;
@@ -217,8 +236,19 @@ int model_csv_row(const Model *m, const msgpack_object *row, int op, Strbuf *out
 void model_ddl(const Models *ms, const Model *m, Strbuf *out);
 void models_ddl(const Models *ms, Strbuf *out);
 
+/* model_column_ddl appends f's column as model_ddl declares it: "name" type
+ * [NOT NULL] [DEFAULT value] (for ALTER TABLE ... ADD COLUMN). */
+void model_column_ddl(const Field *f, Strbuf *out);
+
+/* model_pg_type appends f's column type as PostgreSQL's format_type() spells
+ * it ("character varying(50)", "timestamp with time zone", "numeric(12,4)",
+ * "bigint"), to compare with a table's columns; NULL: the drift column's
+ * "jsonb". */
+void model_pg_type(const Field *f, Strbuf *out);
+
 /* models_json appends the metadata as one JSON object for downstream
- * tools: {"models":[{"name","table","drift","key":[..],"fields":[{"name",
+ * tools: {"models":[{"name","table","drift","drift_column","key":[..],
+ * "paranoid","on_delete","version" (16 hex digits),"fields":[{"name",
  * "type","required","key","unique","length":[min,max],"min","max",
  * "format","regex","default","paranoid","messages":{..},"from" (the source
  * field, or null)}],"belongs_to":[..],

@@ -116,6 +116,10 @@ void models_json(const Models *ms, Strbuf *out)
         sb_add(out, "]", 1);
         json_key(out, 0, "paranoid");
         json_str(out, m->paranoid >= 0 ? m->fields[m->paranoid].name : NULL);
+        json_key(out, 0, "on_delete");
+        json_str(out, m->on_delete == ON_DELETE_HARD ? "hard" : "soft");
+        json_key(out, 0, "version");
+        sb_addf(out, "\"%016llx\"", (unsigned long long)m->version);
         json_key(out, 0, "fields");
         sb_add(out, "[", 1);
         for (size_t k = 0; k < m->nfields; k++) {

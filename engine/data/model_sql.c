@@ -277,6 +277,37 @@ static void put_cols(Strbuf *out, const Model *m, const size_t *idx, size_t n)
     sb_add(out, ")", 1);
 }
 
+void model_column_ddl(const Field *f, Strbuf *out)
+{
+    model_sql_ident(out, f->name);
+    sb_add(out, " ", 1);
+    put_sql_type(out, f);
+    if (f->required || f->key)
+        sb_adds(out, " NOT NULL");
+    if (f->has_default) {
+        sb_adds(out, " DEFAULT ");
+        put_default(out, f);
+    }
+}
+
+void model_pg_type(const Field *f, Strbuf *out)
+{
+    if (!f) {
+        sb_adds(out, "jsonb");
+        return;
+    }
+    switch (f->type) {
+    case FT_STRING:
+        sb_addf(out, "character varying(%" PRIu64 ")", f->len_max);
+        break;
+    case FT_DATETIME:
+        sb_adds(out, "timestamp with time zone");
+        break;
+    default:
+        put_sql_type(out, f);
+    }
+}
+
 void model_ddl(const Models *ms, const Model *m, Strbuf *out)
 {
     const char *sep = "\n  ";
@@ -285,18 +316,9 @@ void model_ddl(const Models *ms, const Model *m, Strbuf *out)
     model_sql_ident(out, m->table);
     sb_adds(out, " (");
     for (size_t i = 0; i < m->nfields; i++) {
-        const Field *f = &m->fields[i];
         sb_adds(out, sep);
         sep = ",\n  ";
-        model_sql_ident(out, f->name);
-        sb_add(out, " ", 1);
-        put_sql_type(out, f);
-        if (f->required || f->key)
-            sb_adds(out, " NOT NULL");
-        if (f->has_default) {
-            sb_adds(out, " DEFAULT ");
-            put_default(out, f);
-        }
+        model_column_ddl(&m->fields[i], out);
     }
     if (m->drift == DRIFT_KEEP) {
         sb_adds(out, sep);
