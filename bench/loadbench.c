@@ -408,13 +408,13 @@ static int stage_apply(Txn *t, void *arg)
 {
     Stager *st = arg;
     int rc;
-    if (st->from == 0 && (rc = staging_pipeline_put(t, yaml_path, yaml.buf, yaml.len)) != 0)
+    if (st->from == 0 && (rc = staging_pipeline_put(t, yaml_path, yaml.buf, yaml.len, NULL)) != 0)
         return rc;
     for (size_t i = st->from; i < st->from + st->n; i++) {
         const char *p;
         size_t n;
         gen_bytes(&st->g, i, &p, &n);
-        if ((rc = staging_append(t, "users", p, n, &st->pol, NULL)) != 0)
+        if ((rc = staging_append(t, "users", 0, p, n, &st->pol, NULL)) != 0)
             return rc;
     }
     if (st->from + st->n == st->total)

@@ -61,8 +61,12 @@ static int append(Txn *t, void *arg)
     /* A copy: the view dies with the next write of this transaction. */
     sb_reset(&j->row);
     sb_add(&j->row, mp, len);
+    /* The batch takes the row under the model version it was validated
+     * with (staging.h, "Model versions"), whatever the engine runs now. */
+    uint64_t version;
     BatchRec b;
-    if ((rc = staging_append(t, j->ref.model, j->row.buf, j->row.len, j->pol, &b)) != 0)
+    if ((rc = staging_row_version(t, j->ref.model, j->ref.key, j->ref.row, &version)) != 0 ||
+        (rc = staging_append(t, j->ref.model, version, j->row.buf, j->row.len, j->pol, &b)) != 0)
         return rc;
     /* The batch holds the row now: this reference is used up, and the
      * last one deletes the staged row in this same commit. */

@@ -109,6 +109,7 @@ typedef struct Staged {
     Strbuf rejects;   /* [u32 keylen][key][u32 rowlen][row][u32 errlen][errors] ... */
     size_t nrows, nrejects;
     const char *model, *stage;
+    uint64_t version;   /* the model's: the rows are validated against it */
     const SealPolicy *pol;
     Sealer *sealer;   /* told of the batches the appends seal */
 } Staged;
@@ -185,6 +186,7 @@ static void staged_init(Staged *s, PgxStage *k)
     sb_init(&s->rows);
     sb_init(&s->rejects);
     s->model = k->m->name;
+    s->version = k->m->version;
     s->stage = k->stage->conf->name;
     s->pol = &k->pol;
     s->sealer = &k->sealer;
@@ -207,7 +209,7 @@ static int staged_apply(Txn *t, void *arg)
     int rc;
     while (p && p < end) {
         uint32_t n = pl_get_be32(p);
-        if ((rc = staging_append(t, s->model, p + 4, n, s->pol, &b)) != 0)
+        if ((rc = staging_append(t, s->model, s->version, p + 4, n, s->pol, &b)) != 0)
             return rc;
         if (b.state != BATCH_OPEN)
             sealer_note(s->sealer, b.id);

@@ -11,7 +11,8 @@
  * (staging.h), or carries the row inline: {"model":M,"row":{...}} (its key
  * is then model_row_key of the normalised row). A valid row's normalised
  * form (defaults filled in, declared field order) replaces the staged row
- * (an inline one lands as a new instance) and a reference goes to every
+ * (an inline one lands as a new instance), recording the model's version
+ * (staging.h, "Model versions"), and a reference goes to every
  * output (the instance holds one reference per output); an invalid row
  * becomes a reject (`qctl rejects`) holding the row as it was, the errors,
  * this stage and its input queue, and a job to replay (a replay stages the
@@ -181,14 +182,15 @@ static int commit(Txn *t, void *arg)
     if (valid) {
         if (j->ref) {
             /* Normalised in place; one reference in, one per output out. */
-            rc = staging_row_put(t, model, key, inst, norm->data, norm->size);
+            rc = staging_row_put_valid(t, model, key, inst, j->m->version, norm->data,
+                                       norm->size);
             if (!rc && c->noutputs > 1)
                 rc = staging_row_hold(t, model, key, inst, (uint32_t)(c->noutputs - 1));
             else if (!rc && c->noutputs == 0)
                 rc = staging_row_drop(t, model, key, inst, NULL);
         } else if (c->noutputs) {
-            rc = staging_row_new(t, model, key, norm->data, norm->size, (uint32_t)c->noutputs,
-                                 &inst);
+            rc = staging_row_new_valid(t, model, key, j->m->version, norm->data, norm->size,
+                                       (uint32_t)c->noutputs, &inst);
         } else {
             rc = 0;
         }

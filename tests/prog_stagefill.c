@@ -8,7 +8,8 @@
  * Each line of stdin is a JSON object, validated with MODEL (model_validate).
  * Valid rows are appended (normalised) to MODEL's open batch, which is
  * sealed every N rows (default: never) and at the end (unless --no-seal).
- * The pipeline text is stored so that qload and qctl find the models.
+ * The pipeline text is stored so that qload and qctl find the models (and
+ * the rows are staged under the model's version, as the engine does).
  * Sealed batch ids are printed one per line. An invalid line is printed on
  * stderr with its errors and the exit status is 1; with --reject it is
  * stored as a reject (stage "prog_stagefill", no queue) instead. */
@@ -82,7 +83,7 @@ static int fill_txn(Txn *t, void *arg)
             }
         } else {
             BatchRec b;
-            rc = staging_append(t, f->m->name, out.data, out.size, &pol, &b);
+            rc = staging_append(t, f->m->name, f->m->version, out.data, out.size, &pol, &b);
             if (!rc && b.state != BATCH_OPEN)
                 fprintf(f->sealed, "%llu\n", (unsigned long long)b.id);
         }
@@ -97,6 +98,7 @@ static int fill_txn(Txn *t, void *arg)
 typedef struct Final {
     const char *model, *path, *text;
     size_t len;
+    const Models *ms;
     int seal;
     uint64_t sealed;
 } Final;
@@ -105,7 +107,7 @@ static int final_txn(Txn *t, void *arg)
 {
     Final *f = arg;
     char uuid[33];
-    int rc = staging_pipeline_put(t, f->path, f->text, f->len);
+    int rc = staging_pipeline_put(t, f->path, f->text, f->len, f->ms);
     if (!rc)
         rc = staging_uuid(t, uuid);
     if (!rc && f->seal)
@@ -195,7 +197,7 @@ int main(int argc, char **argv)
         }
     }
     free(line);
-    Final fin = {model, p->path, p->text, p->text_len, seal, 0};
+    Final fin = {model, p->path, p->text, p->text_len, p->models, seal, 0};
     if ((rc = store_run(s, final_txn, &fin)) != 0) {
         fprintf(stderr, "prog_stagefill: %s\n", pl_strerror(rc));
         return 1;

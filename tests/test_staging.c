@@ -73,13 +73,13 @@ static void append_and_read(void)
     BatchRec br;
     for (int i = 0; i < 5; i++) {
         row(&b, i, "x");
-        T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &br));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &br));
     }
     T_EQ(br.rows, 5);
     T_EQ(br.state, BATCH_OPEN);
     uint64_t users = br.id;
     row(&b, 100, "t");
-    T_OK(staging_append(t, "tenants", b.data, b.size, &no_limits, &br));
+    T_OK(staging_append(t, "tenants", 0, b.data, b.size, &no_limits, &br));
     T_CHECK(br.id != users);
     T_OK(store_txn_commit(t));
 
@@ -130,7 +130,7 @@ static void seal_by_rows_and_time(void)
     uint64_t first = 0;
     for (int i = 0; i < 7; i++) {
         row(&b, i, "x");
-        T_OK(staging_append(t, "users", b.data, b.size, &p, &br));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &p, &br));
         if (i == 0)
             first = br.id;
         if (i == 2 || i == 5)
@@ -182,7 +182,7 @@ static void hold_on_rejects(void)
     T_OK(staging_note_reject(t, "users"));
     for (int i = 0; i < 4; i++) {
         row(&b, i, "x");
-        T_OK(staging_append(t, "users", b.data, b.size, &count, &br));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &count, &br));
     }
     T_EQ(br.state, BATCH_HELD);
     T_EQ(br.rejects, 2);
@@ -192,7 +192,7 @@ static void hold_on_rejects(void)
     T_OK(staging_note_reject(t, "users"));
     for (int i = 0; i < 4; i++) {
         row(&b, i, "y");
-        T_OK(staging_append(t, "users", b.data, b.size, &rate, &br));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &rate, &br));
     }
     T_EQ(br.state, BATCH_HELD);
     T_CHECK(strstr(br.error, "20.0%") != NULL);
@@ -201,7 +201,7 @@ static void hold_on_rejects(void)
     T_OK(staging_note_reject(t, "users"));
     for (int i = 0; i < 4; i++) {
         row(&b, i, "z");
-        T_OK(staging_append(t, "users", b.data, b.size, &lax, &br));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &lax, &br));
     }
     T_EQ(br.state, BATCH_SEALED);
     T_OK(store_txn_commit(t));
@@ -218,7 +218,7 @@ static void row_reject_and_drop(void)
     BatchRec br;
     for (int i = 0; i < 6; i++) {
         row(&b, i, "q\\\"uo,te");
-        T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &br));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &br));
     }
     uint64_t sealed;
     T_OK(staging_seal_due(t, "users", &no_limits, 1, &sealed));
@@ -268,11 +268,11 @@ static void row_reject_and_drop(void)
 
     /* Replay a qload reject: appended to the model's open batch. */
     uint64_t job = 7;
-    T_OK(reject_replay(t, rid, NULL, 0, &job));
+    T_OK(reject_replay(t, rid, NULL, 0, 0, &job));
     T_EQ(job, 0);
     T_ERR(reject_get(t, rid, &r), PL_ENOREJECT);
     BatchRec open;
-    T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &open));
+    T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &open));
     T_CHECK(open.id != br.id);
     T_EQ(open.rows, 2);
 
@@ -312,8 +312,8 @@ static void drop_many_pages(void)
     BatchRec a, c;
     for (int i = 0; i < 6000; i++) {
         row(&b, i, "a longer value so that the rows fill a good many pages of the tree");
-        T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &a));
-        T_OK(staging_append(t, "tenants", b.data, b.size, &no_limits, &c));
+        T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &a));
+        T_OK(staging_append(t, "tenants", 0, b.data, b.size, &no_limits, &c));
     }
     T_OK(store_txn_commit(t));
     t = wbegin(s);
@@ -345,7 +345,7 @@ static void forget_loaded_only(void)
     Txn *t = wbegin(s);
     BatchRec br;
     row(&b, 1, "x");
-    T_OK(staging_append(t, "users", b.data, b.size, &no_limits, &br));
+    T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &br));
     uint64_t sealed;
     T_OK(staging_seal_due(t, "users", &no_limits, 1, &sealed));
     T_ERR(batch_forget(t, sealed), PL_ESTATE);
@@ -413,7 +413,7 @@ static void reject_replay_to_queue(void)
     msgpack_sbuffer_init(&fixed);
     row(&fixed, 9, "fixed");
     uint64_t jid = 0;
-    T_OK(reject_replay(t, rid, fixed.data, fixed.size, &jid));
+    T_OK(reject_replay(t, rid, fixed.data, fixed.size, 0, &jid));
     T_CHECK(jid != 0);
     Job j;
     T_OK(queue_get(t, jid, &j));
@@ -428,7 +428,7 @@ static void reject_replay_to_queue(void)
     T_CHECK(len == fixed.size && memcmp(mp, fixed.data, fixed.size) == 0);
     T_EQ(refs, 1);
     T_ERR(staging_row_get(t, "users", "1", 0, &mp, &len, NULL), PL_ENOROW);
-    T_ERR(reject_replay(t, rid, NULL, 0, &jid), PL_ENOREJECT);
+    T_ERR(reject_replay(t, rid, NULL, 0, 0, &jid), PL_ENOREJECT);
     T_OK(reject_del(t, other));
     T_ERR(reject_del(t, other), PL_ENOREJECT);
     T_OK(store_txn_commit(t));
@@ -741,8 +741,8 @@ static void reject_replay_inline_and_other(void)
     r.job = notice;
     r.job_len = strlen(notice);
     T_OK(reject_add(t, &r, &r2));
-    T_OK(reject_replay(t, r1, fixed.data, fixed.size, &j1));
-    T_OK(reject_replay(t, r2, NULL, 0, &j2));
+    T_OK(reject_replay(t, r1, fixed.data, fixed.size, 0, &j1));
+    T_OK(reject_replay(t, r2, NULL, 0, 0, &j2));
     Job j;
     T_OK(queue_get(t, j1, &j));
     const char *want = "{\"model\":\"users\",\"row\":{\"n\":2,\"s\":\"fixed\"}}";

@@ -391,6 +391,7 @@ typedef struct Replay {
     const Models *ms;           /* NULL: no pipeline read (no row needs it) */
     const char *pipeline;       /* the pipeline's name, for messages */
     const void *fixed;          /* --row: the fixed row (msgpack) */
+    uint64_t version;           /* a direct one: the model version it was validated with */
     size_t fixed_len;
     /* out */
     uint64_t job, batch;
@@ -475,8 +476,9 @@ static int replay_one(Txn *t, Replay *r)
         sb_reset(&r->errors);
         row = norm.data;
         len = norm.size;
+        r->version = m->version;
     }
-    if ((rc = reject_replay(t, r->id, row, len, &r->job)) != 0)
+    if ((rc = reject_replay(t, r->id, row, len, r->direct ? r->version : 0, &r->job)) != 0)
         goto out;
     if (r->direct) {
         Newest n = {.model = r->model};

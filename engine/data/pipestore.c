@@ -66,3 +66,41 @@ int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char 
     sb_free(&pr.text);
     return rc;
 }
+
+typedef struct VersionRead {
+    const char *model;
+    uint64_t version;
+    PipeRead pr;
+} VersionRead;
+
+static int version_read(Txn *t, void *arg)
+{
+    VersionRead *vr = arg;
+    return staging_model_version_get(t, vr->model, vr->version, &vr->pr.path, &vr->pr.text);
+}
+
+int pipeline_of_version(Store *s, const char *model, uint64_t version, struct Pipeline **out,
+                        char *err, size_t errlen)
+{
+    VersionRead vr = {model, version, {SB_INIT, SB_INIT}};
+    *out = NULL;
+    int rc = store_read(s, version_read, &vr);
+    if (rc == PL_ENOPIPELINE) {
+        snprintf(err, errlen, "%s holds no pipeline that declares version %016llx of model %s "
+                 "(the rows were staged by a pickline that kept no model versions, or the "
+                 "store is damaged)", store_path(s), (unsigned long long)version, model);
+    } else if (rc) {
+        snprintf(err, errlen, "%s: cannot read version %016llx of model %s: %s", store_path(s),
+                 (unsigned long long)version, model, pl_strerror(rc));
+    } else {
+        char name[600];
+        snprintf(name, sizeof name, "%s (version %016llx of model %s, as stored in %s)",
+                 vr.pr.path.len ? vr.pr.path.buf : "pipeline", (unsigned long long)version, model,
+                 store_path(s));
+        rc = pipeline_parse(name, vr.pr.text.buf ? vr.pr.text.buf : "", vr.pr.text.len, NULL, out,
+                            err, errlen);
+    }
+    sb_free(&vr.pr.path);
+    sb_free(&vr.pr.text);
+    return rc;
+}

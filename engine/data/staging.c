@@ -3,13 +3,15 @@
  *
  * Records are msgpack arrays led by a format version, like rec.c's:
  *   batch  [1, id, model, state, rows, removed, rejects, created, sealed,
- *           loaded, attempts, error]
+ *           loaded, attempts, error, model_version]  (model_version: an
+ *           element added later; a record without it reads as 0)
  *   reject [1, id, model, key, stage, queue, batch, time, row (bin),
  *           errors (str), job (str or nil)]
  * A newer version is refused (PL_EFORMAT), never guessed at. */
 #include "staging.h"
 #include "staging_int.h"
 
+#include "model.h"
 #include "pl.h"
 #include "queue.h"
 #include "row.h"
@@ -159,7 +161,7 @@ int batch_save(Txn *t, const BatchRec *b)
     msgpack_packer pk;
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 12);
+    msgpack_pack_array(&pk, 13);
     msgpack_pack_uint32(&pk, REC_VERSION);
     msgpack_pack_uint64(&pk, b->id);
     pack_str(&pk, b->model);
@@ -172,6 +174,7 @@ int batch_save(Txn *t, const BatchRec *b)
     msgpack_pack_uint64(&pk, b->loaded_ms);
     msgpack_pack_uint32(&pk, b->attempts);
     pack_str(&pk, b->error);
+    msgpack_pack_uint64(&pk, b->version);
     unsigned char k[10];
     batch_key(k, b->id);
     MDB_val mk = {sizeof k, k}, mv = {sb.size, sb.data};
@@ -199,7 +202,8 @@ static int batch_decode(const void *buf, size_t len, BatchRec *b)
         obj_u64(&a[3], &st) || obj_u64(&a[4], &b->rows) || obj_u64(&a[5], &b->removed) ||
         obj_u64(&a[6], &b->rejects) || obj_u64(&a[7], &b->created_ms) ||
         obj_u64(&a[8], &b->sealed_ms) || obj_u64(&a[9], &b->loaded_ms) ||
-        obj_u64(&a[10], &att) || obj_str(&a[11], b->error, sizeof b->error) || st > BATCH_FAILED)
+        obj_u64(&a[10], &att) || obj_str(&a[11], b->error, sizeof b->error) || st > BATCH_FAILED ||
+        (o->via.array.size > 12 && obj_u64(&a[12], &b->version)))
         goto out;
     b->state = (int)st;
     b->attempts = (uint32_t)att;
@@ -311,7 +315,7 @@ static int seal_now(Txn *t, BatchRec *b, const SealPolicy *p)
     return batch_save(t, b);
 }
 
-int staging_append(Txn *t, const char *model, const void *row, size_t len,
+int staging_append(Txn *t, const char *model, uint64_t version, const void *row, size_t len,
                    const SealPolicy *policy, BatchRec *out)
 {
     BatchRec b;
@@ -320,6 +324,16 @@ int staging_append(Txn *t, const char *model, const void *row, size_t len,
         return rc;
     if ((rc = open_batch(t, model, 1, &b)) != 0)
         return rc;
+    if (b.version != version) {
+        /* A batch holds rows of one version of its model: a row of another
+         * (the pipeline changed while rows were in flight) seals the open
+         * batch and opens the next one. */
+        if (b.rows) {
+            if ((rc = seal_now(t, &b, policy)) != 0 || (rc = open_batch(t, model, 1, &b)) != 0)
+                return txn_fail(t, rc);
+        }
+        b.version = version;
+    }
     if (b.rows >= UINT32_MAX)
         return PL_EFULL;
     unsigned char k[13];
@@ -776,7 +790,8 @@ out:
     return rc;
 }
 
-int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *job)
+int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t version,
+                  uint64_t *job)
 {
     RejectRead r;
     int rc = reject_get(t, id, &r);
@@ -796,7 +811,13 @@ int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *jo
     if (r.r.job)
         sb_add(&jobb, r.r.job, r.r.job_len);
     if (!r.queue[0]) {
-        rc = staging_append(t, r.model, rowb.buf, rowb.len, NULL, NULL);
+        /* Back into a batch of the version of the model the row was
+         * validated with: the caller's, else (a row qload refused) its
+         * batch's, while that is kept. */
+        BatchRec from;
+        if (!version && r.r.batch && batch_get(t, r.r.batch, &from) == 0)
+            version = from.version;
+        rc = staging_append(t, r.model, version, rowb.buf, rowb.len, NULL, NULL);
     } else if (!jobb.len) {
         /* No job to replay (none of ours stores such a reject): the row
          * goes back where a pickline before instances kept it. */
@@ -821,7 +842,84 @@ int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *jo
 
 /* ---------------------------------------------------------------- pipeline */
 
-int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len)
+static int pipeline_put(Txn *t, const char *path, const char *text, size_t len);
+
+/* version_key writes DB_META's key of model version (model, version):
+ * "mv/" model 0 version (big-endian); 0 for a model name too long. */
+static size_t version_key(unsigned char *k, size_t n, const char *model, uint64_t version)
+{
+    size_t ml = strlen(model);
+    if (!ml || 3 + ml + 1 + 8 > n)
+        return 0;
+    memcpy(k, "mv/", 3);
+    memcpy(k + 3, model, ml);
+    k[3 + ml] = 0;
+    pl_put_be64(k + 4 + ml, version);
+    return 3 + ml + 1 + 8;
+}
+
+int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len,
+                         const Models *ms)
+{
+    int rc;
+    for (size_t i = 0; ms && i < ms->n; i++) {
+        /* The first pipeline seen with this version of the model defines
+         * it; a later one with the same version has the same shape. */
+        unsigned char kb[3 + STAGING_MODEL_MAX + 1 + 8];
+        MDB_val k = {version_key(kb, sizeof kb, ms->m[i].name, ms->m[i].version), kb}, old;
+        if (!k.mv_size)
+            continue;
+        rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &old);
+        if (rc == 0)
+            continue;
+        if (rc != MDB_NOTFOUND)
+            return rc;
+        msgpack_sbuffer vb;
+        msgpack_packer vp;
+        msgpack_sbuffer_init(&vb);
+        msgpack_packer_init(&vp, &vb, msgpack_sbuffer_write);
+        msgpack_pack_array(&vp, 3);
+        msgpack_pack_uint32(&vp, REC_VERSION);
+        pack_str(&vp, path ? path : "");
+        msgpack_pack_str(&vp, len);
+        msgpack_pack_str_body(&vp, text, len);
+        MDB_val v = {vb.size, vb.data};
+        rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
+        msgpack_sbuffer_destroy(&vb);
+        if (rc)
+            return rc;
+    }
+    return pipeline_put(t, path, text, len);
+}
+
+int staging_model_version_get(Txn *t, const char *model, uint64_t version, Strbuf *path,
+                              Strbuf *text)
+{
+    unsigned char kb[3 + STAGING_MODEL_MAX + 1 + 8];
+    MDB_val k = {version_key(kb, sizeof kb, model, version), kb}, v;
+    RowView rv;
+    if (!k.mv_size)
+        return PL_ENOPIPELINE;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOPIPELINE;
+    if (rc || (rc = row_view(&rv, v.mv_data, v.mv_size)) != 0)
+        return rc;
+    const msgpack_object *o = &rv.root, *a = o->via.array.ptr;
+    uint64_t ver;
+    rc = PL_EFORMAT;
+    if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size >= 3 && obj_u64(&a[0], &ver) == 0 &&
+        ver == REC_VERSION && a[1].type == MSGPACK_OBJECT_STR && a[2].type == MSGPACK_OBJECT_STR) {
+        sb_add(path, a[1].via.str.ptr, a[1].via.str.size);
+        sb_add(text, a[2].via.str.ptr, a[2].via.str.size);
+        rc = 0;
+    }
+    row_view_free(&rv);
+    return rc;
+}
+
+/* pipeline_put keeps the pipeline file the engine runs (see staging.h). */
+static int pipeline_put(Txn *t, const char *path, const char *text, size_t len)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;

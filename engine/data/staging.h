@@ -9,6 +9,8 @@
  *   DB_STAGE model 0 key 0 row u64 -> a staged row instance (see "staged rows")
  *   DB_STAGE model 0 key         -> a legacy staged row (ditto)
  *   DB_META  "next_row"          -> u64 counter of staged row instances
+ *   DB_META  "mv/" model 0 version u64 -> [1, path, text]: the pipeline that
+ *                                declared that version of the model
  * Staging refuses a model name that starts with byte 0x01 or 0x02, so the
  * batch rows and rejects never meet the staged rows of the stages.
  *
@@ -18,7 +20,17 @@
  * begun a load), loaded (the warehouse's ledger holds it; its rows are
  * dropped), or failed (qload gave up: the error says why; `qctl batches
  * retry` seals it again). Every function here works inside the caller's
- * transaction (store_run, or a CommitOp) and follows CommitOp.apply's rules. */
+ * transaction (store_run, or a CommitOp) and follows CommitOp.apply's rules.
+ *
+ * Model versions. A row validated against a model records the model's
+ * version (model.h) with it: a staged row instance, and the batch it is
+ * appended to, whose rows are all of one version. The engine keeps, for
+ * every version of every model it ran, the pipeline file that declared it
+ * ("mv/"), so qload loads a batch with the columns of exactly the version
+ * its rows were validated with, even after the model changed: a merge then
+ * never touches a column the rows did not have. Version 0 means not
+ * recorded (rows staged before versions, or never validated): qload uses
+ * the current model for those. */
 #ifndef PL_STAGING_H
 #define PL_STAGING_H
 
@@ -45,6 +57,7 @@ typedef struct BatchRec {
     uint64_t created_ms, sealed_ms, loaded_ms;
     uint32_t attempts;      /* load attempts */
     char error[512];        /* held: why; failed: the last load error */
+    uint64_t version;       /* the model version of its rows (0: not recorded) */
 } BatchRec;
 
 typedef struct SealPolicy {
@@ -60,10 +73,13 @@ typedef struct SealPolicy {
  * has none yet: MDB_NOTFOUND. */
 int staging_uuid(Txn *t, char out[33]);
 
-/* staging_append appends row (a msgpack map) to the open batch of model,
- * opening one if none, and seals it when policy says so (rows reached, or
- * a hold). *out (may be NULL) gets the batch record afterwards. */
-int staging_append(Txn *t, const char *model, const void *row, size_t len,
+/* staging_append appends row (a msgpack map, validated against version
+ * `version` of model; 0: unknown) to the open batch of model, opening one
+ * if none, and seals it when policy says so (rows reached, or a hold). An
+ * open batch that holds rows of another version is sealed (by policy)
+ * first, and the row opens the next one. *out (may be NULL) gets the
+ * batch record afterwards. */
+int staging_append(Txn *t, const char *model, uint64_t version, const void *row, size_t len,
                    const SealPolicy *policy, BatchRec *out);
 
 /* staging_note_reject counts one rejected row against the open batch of
@@ -167,20 +183,38 @@ int staging_ref_parse(const msgpack_object *body, StagedRef *out);
 int staging_row_new(Txn *t, const char *model, const char *key, const void *mp, size_t len,
                     uint32_t refs, uint64_t *row);
 
+/* staging_row_new_valid is staging_row_new for a row validated against
+ * version `version` of model (recorded with it, see "Model versions";
+ * staging_row_new records 0: not validated). */
+int staging_row_new_valid(Txn *t, const char *model, const char *key, uint64_t version,
+                          const void *mp, size_t len, uint32_t refs, uint64_t *row);
+
 /* staging_row_get reads instance row of (model, key): *mp and *len view the
  * row (valid until the next write in t or its end), *refs (may be NULL)
  * gets its references (0 for a legacy row). */
 int staging_row_get(Txn *t, const char *model, const char *key, uint64_t row, const void **mp,
                     size_t *len, uint32_t *refs);
 
-/* staging_row_put replaces the row of instance row, keeping its refs. Row 0
- * writes the legacy row, created if missing (a reject replay of old). */
+/* staging_row_put replaces the row of instance row, keeping its refs and
+ * its model version. Row 0 writes the legacy row, created if missing (a
+ * reject replay of old). */
 int staging_row_put(Txn *t, const char *model, const char *key, uint64_t row, const void *mp,
                     size_t len);
 
+/* staging_row_put_valid replaces the row of instance row (not 0) with mp,
+ * its normalised form under version `version` of model, which it records;
+ * refs are kept. */
+int staging_row_put_valid(Txn *t, const char *model, const char *key, uint64_t row,
+                          uint64_t version, const void *mp, size_t len);
+
+/* staging_row_version sets *version to the model version instance row
+ * was validated with (0: not validated, or the legacy row). */
+int staging_row_version(Txn *t, const char *model, const char *key, uint64_t row,
+                        uint64_t *version);
+
 /* staging_row_merge sets fields to[i] of the row from fields from[i] of src
- * (a msgpack map), as row_merge does (fields missing in src are skipped);
- * PL_EINVAL when the row or src is not a map. */
+ * (a msgpack map), as row_merge does (fields missing in src are skipped),
+ * keeping its model version; PL_EINVAL when the row or src is not a map. */
 int staging_row_merge(Txn *t, const char *model, const char *key, uint64_t row, const void *src,
                       size_t len, const char *const *from, const char *const *to, size_t n);
 
@@ -253,15 +287,29 @@ int reject_del(Txn *t, uint64_t id);
  * and a reference to it goes on the reject's queue; when it carries its row
  * inline ({"model":M,"row":{...}}), it goes on the queue with row in place
  * of the old one; any other job goes on the queue as it was stored. A
- * qload reject (no queue) is appended to its model's open batch instead.
- * Then the reject is deleted. *job (may be NULL) gets the new job's id, or
- * 0. PL_ENOREJECT if there is no reject id (dropped or replayed since). */
-int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t *job);
+ * reject without a queue (qload's, pg_extract's) is appended to its
+ * model's open batch instead, as a row of model version `version` (the one
+ * the caller validated row with; 0: the version of the reject's batch, if
+ * it has one and it is kept, else unknown). Then the reject is deleted.
+ * *job (may be NULL) gets the new job's id, or 0. PL_ENOREJECT if there is
+ * no reject id (dropped or replayed since). */
+int reject_replay(Txn *t, uint64_t id, const void *row, size_t len, uint64_t version,
+                  uint64_t *job);
 
 /* The pipeline file the engine runs, kept in the store (DB_META
  * "pipeline": msgpack [path, text]) so that qctl and qload read the same
- * models without being told where the file is. */
-int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len);
+ * models without being told where the file is; and for each model of ms
+ * (parsed from text; may be NULL) whose version the store has not seen,
+ * the same file under "mv/" (see "Model versions"). */
+struct Models;
+int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len,
+                         const struct Models *ms);
+
+/* staging_model_version_get appends the path and text of the pipeline
+ * that declared version `version` of model to path and text.
+ * PL_ENOPIPELINE when the store has none. */
+int staging_model_version_get(Txn *t, const char *model, uint64_t version, Strbuf *path,
+                              Strbuf *text);
 
 struct Pipeline;
 /* pipeline_from_store parses the pipeline kept in s (file, when not NULL,
@@ -270,5 +318,12 @@ struct Pipeline;
  * run `pickline run FILE` once, or pass --pipeline FILE" when none. */
 int pipeline_from_store(Store *s, const char *file, struct Pipeline **out, char *err,
                         size_t errlen);
+
+/* pipeline_of_version parses the pipeline that declared version `version`
+ * of model (staging_model_version_get) for its models, as
+ * pipeline_from_store does. PL_ENOPIPELINE with err naming the model and
+ * version when the store has none. */
+int pipeline_of_version(Store *s, const char *model, uint64_t version, struct Pipeline **out,
+                        char *err, size_t errlen);
 
 #endif

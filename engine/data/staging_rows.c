@@ -14,8 +14,9 @@
 #include <string.h>
 
 #define SROW_KEY_MAX (STAGING_MODEL_MAX + 1 + STAGING_KEY_MAX + 1 + 8)
-#define INST_HDR 12
-#define INST_VERSION 1
+#define INST_HDR1 12     /* format 1: [1, refs, row] */
+#define INST_HDR 21      /* format 2: [2, refs, model version, row] */
+#define INST_VERSION 2
 
 /* srow_key writes the key of staged row (model, key, row) into k (room for
  * SROW_KEY_MAX bytes) and sets *n: model 0 key, then 0 row (big-endian)
@@ -61,36 +62,53 @@ static int srow_split(const MDB_val *k, size_t *ml, size_t *kl, uint64_t *row)
     return *row ? 0 : PL_ECORRUPT;
 }
 
-static void inst_hdr(unsigned char *h, uint32_t refs, uint32_t len)
+static void inst_hdr(unsigned char *h, uint32_t refs, uint64_t version, uint32_t len)
 {
-    h[0] = 0x93; /* fixarray 3 */
+    h[0] = 0x94; /* fixarray 4 */
     h[1] = INST_VERSION;
     h[2] = 0xce; /* uint32 */
     pl_put_be32(h + 3, refs);
-    h[7] = 0xc6; /* bin32 */
-    pl_put_be32(h + 8, len);
+    h[7] = 0xcf; /* uint64 */
+    pl_put_be64(h + 8, version);
+    h[16] = 0xc6; /* bin32 */
+    pl_put_be32(h + 17, len);
 }
 
-/* inst_parse checks an instance record and views its parts. */
-static int inst_parse(const MDB_val *v, uint32_t *refs, const void **mp, size_t *len)
+/* inst_parse checks an instance record (format 1 or 2) and views its
+ * parts; *version (may be NULL) gets the model version (0 in format 1). */
+static int inst_parse(const MDB_val *v, uint32_t *refs, uint64_t *version, const void **mp,
+                      size_t *len)
 {
     const unsigned char *h = v->mv_data;
-    if (v->mv_size < INST_HDR || h[0] != 0x93)
+    size_t hdr;
+    if (v->mv_size < INST_HDR1 || (h[0] != 0x93 && h[0] != 0x94))
         return PL_ECORRUPT;
-    if (h[1] != INST_VERSION)
-        return h[1] > INST_VERSION && h[1] < 0x80 ? PL_EFORMAT : PL_ECORRUPT;
-    if (h[2] != 0xce || h[7] != 0xc6 || pl_get_be32(h + 8) != v->mv_size - INST_HDR)
+    if (h[1] > INST_VERSION)
+        return h[1] < 0x80 ? PL_EFORMAT : PL_ECORRUPT;
+    if (h[1] == 1 && h[0] == 0x93 && h[2] == 0xce && h[7] == 0xc6) {
+        hdr = INST_HDR1;
+        if (version)
+            *version = 0;
+    } else if (h[1] == 2 && h[0] == 0x94 && v->mv_size >= INST_HDR && h[2] == 0xce &&
+               h[7] == 0xcf && h[16] == 0xc6) {
+        hdr = INST_HDR;
+        if (version)
+            *version = pl_get_be64(h + 8);
+    } else {
+        return PL_ECORRUPT;
+    }
+    if (pl_get_be32(h + hdr - 4) != v->mv_size - hdr)
         return PL_ECORRUPT;
     *refs = pl_get_be32(h + 3);
-    *mp = h + INST_HDR;
-    *len = v->mv_size - INST_HDR;
+    *mp = h + hdr;
+    *len = v->mv_size - hdr;
     return 0;
 }
 
-/* inst_write stores an instance (refs, row) under k; row must not view the
- * map (MDB_RESERVE may move what it views). */
-static int inst_write(Txn *t, MDB_val *k, uint32_t refs, const void *row, size_t len,
-                      unsigned flags)
+/* inst_write stores an instance (refs, version, row) under k, in format 2;
+ * row must not view the map (MDB_RESERVE may move what it views). */
+static int inst_write(Txn *t, MDB_val *k, uint32_t refs, uint64_t version, const void *row,
+                      size_t len, unsigned flags)
 {
     if (len > UINT32_MAX - INST_HDR)
         return PL_ETOOBIG;
@@ -98,7 +116,7 @@ static int inst_write(Txn *t, MDB_val *k, uint32_t refs, const void *row, size_t
     int rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), k, &v, flags | MDB_RESERVE);
     if (rc)
         return rc;
-    inst_hdr(v.mv_data, refs, (uint32_t)len);
+    inst_hdr(v.mv_data, refs, version, (uint32_t)len);
     memcpy((unsigned char *)v.mv_data + INST_HDR, row, len);
     return 0;
 }
@@ -159,6 +177,12 @@ out:
 int staging_row_new(Txn *t, const char *model, const char *key, const void *mp, size_t len,
                     uint32_t refs, uint64_t *row)
 {
+    return staging_row_new_valid(t, model, key, 0, mp, len, refs, row);
+}
+
+int staging_row_new_valid(Txn *t, const char *model, const char *key, uint64_t version,
+                          const void *mp, size_t len, uint32_t refs, uint64_t *row)
+{
     unsigned char kb[SROW_KEY_MAX];
     size_t n;
     uint64_t id;
@@ -173,7 +197,7 @@ int staging_row_new(Txn *t, const char *model, const char *key, const void *mp, 
         return rc;
     MDB_val k = {n, kb};
     /* A fresh id: an instance already there would be a damaged counter. */
-    if ((rc = inst_write(t, &k, refs, mp, len, MDB_NOOVERWRITE)) != 0)
+    if ((rc = inst_write(t, &k, refs, version, mp, len, MDB_NOOVERWRITE)) != 0)
         return txn_fail(t, rc == MDB_KEYEXIST ? PL_ECORRUPT : rc);
     *row = id;
     return 0;
@@ -189,7 +213,7 @@ int staging_row_get(Txn *t, const char *model, const char *key, uint64_t row, co
     if (rc)
         return rc;
     if (row) {
-        if ((rc = inst_parse(&v, &r, mp, len)) != 0)
+        if ((rc = inst_parse(&v, &r, NULL, mp, len)) != 0)
             return rc;
     } else {
         *mp = v.mv_data;
@@ -200,28 +224,60 @@ int staging_row_get(Txn *t, const char *model, const char *key, uint64_t row, co
     return 0;
 }
 
-int staging_row_put(Txn *t, const char *model, const char *key, uint64_t row, const void *mp,
-                    size_t len)
+/* row_put replaces the row of instance row, keeping its refs, and its
+ * version unless set_version (then: version). */
+static int row_put(Txn *t, const char *model, const char *key, uint64_t row, int set_version,
+                   uint64_t version, const void *mp, size_t len)
 {
     unsigned char kb[SROW_KEY_MAX];
     MDB_val k, v;
     uint32_t refs = 0;
+    uint64_t ver = 0;
     const void *old;
     size_t oldlen;
     int rc = srow_find(t, model, key, row, kb, &k, &v);
     if (rc && !(rc == PL_ENOROW && row == 0))
         return rc;
-    if (row && (rc = inst_parse(&v, &refs, &old, &oldlen)) != 0)
+    if (row && (rc = inst_parse(&v, &refs, &ver, &old, &oldlen)) != 0)
         return rc;
+    if (set_version)
+        ver = version;
     if ((rc = store_room(t)) != 0)
         return rc;
     if (row)
-        rc = inst_write(t, &k, refs, mp, len, 0);
+        rc = inst_write(t, &k, refs, ver, mp, len, 0);
     else {
         MDB_val nv = {len, (void *)mp};
         rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &k, &nv, 0);
     }
     return rc ? txn_fail(t, rc) : 0;
+}
+
+int staging_row_put(Txn *t, const char *model, const char *key, uint64_t row, const void *mp,
+                    size_t len)
+{
+    return row_put(t, model, key, row, 0, 0, mp, len);
+}
+
+int staging_row_put_valid(Txn *t, const char *model, const char *key, uint64_t row,
+                          uint64_t version, const void *mp, size_t len)
+{
+    return row_put(t, model, key, row, 1, version, mp, len);
+}
+
+int staging_row_version(Txn *t, const char *model, const char *key, uint64_t row,
+                        uint64_t *version)
+{
+    unsigned char kb[SROW_KEY_MAX];
+    MDB_val k, v;
+    uint32_t refs;
+    const void *mp;
+    size_t len;
+    int rc = srow_find(t, model, key, row, kb, &k, &v);
+    *version = 0;
+    if (rc || row == 0)
+        return rc;
+    return inst_parse(&v, &refs, version, &mp, &len);
 }
 
 int staging_row_merge(Txn *t, const char *model, const char *key, uint64_t row, const void *src,
@@ -266,7 +322,7 @@ static int refs_add(Txn *t, const char *model, const char *key, uint64_t row, in
     if (row == 0) /* a legacy row counts nothing and stays */
         return 0;
     if ((rc = srow_find(t, model, key, row, kb, &k, &v)) != 0 ||
-        (rc = inst_parse(&v, &refs, &mp, &len)) != 0)
+        (rc = inst_parse(&v, &refs, NULL, &mp, &len)) != 0)
         return rc;
     int64_t now = (int64_t)refs + delta;
     if (now <= 0) {
@@ -346,7 +402,7 @@ int staging_row_count(Txn *t, int (*fn)(const StagedCount *c, void *arg), void *
             uint32_t refs;
             const void *mp;
             size_t len;
-            if ((rc = inst_parse(&v, &refs, &mp, &len)) != 0)
+            if ((rc = inst_parse(&v, &refs, NULL, &mp, &len)) != 0)
                 break;
             cur.rows++;
             cur.refs += refs;

@@ -244,7 +244,7 @@ static int declare_queues(Txn *t, void *arg)
     char uuid[33];
     int rc = staging_uuid(t, uuid);
     if (!rc && a->p->text)
-        rc = staging_pipeline_put(t, a->p->path, a->p->text, a->p->text_len);
+        rc = staging_pipeline_put(t, a->p->path, a->p->text, a->p->text_len, a->p->models);
     return rc;
 }
 
