@@ -222,7 +222,7 @@ class BatchesTest(StagingCase):
         for b in bs:
             self.assertEqual(set(b), {"id", "model", "state", "rows", "removed", "rejects",
                                       "created_ms", "sealed_ms", "loaded_ms", "attempts",
-                                      "error"})
+                                      "error", "model_version"})
         self.assertEqual([(b["model"], b["state"], b["rows"]) for b in bs],
                          [("users", "sealed", 3), ("users", "sealed", 3), ("users", "sealed", 1),
                           ("tenants", "open", 2)])

@@ -341,11 +341,28 @@ static const Cmd cmds[] = {
      "directory) in load order, parents first: per model its table, key and drift\n"
      "policy, one line per field with its type and rules, and its relations.\n"
      "--ddl: the CREATE TABLE statements qload --create-tables runs.\n"
-     "--json: {\"models\":[{\"name\",\"table\",\"drift\",\"key\":[..],\"fields\":[..],\n"
-     "  \"belongs_to\":[..],\"has_n\":[..]}],\"load_order\":[..]}",
+     "'qctl schema diff --target DSN' compares them with the warehouse's tables.\n"
+     "--json: {\"models\":[{\"name\",\"table\",\"drift\",\"key\":[..],\"on_delete\",\n"
+     "  \"version\",\"fields\":[..],\"belongs_to\":[..],\"has_n\":[..]}],\"load_order\":[..]}",
      0, 0,
      {{"pipeline", "FILE", "read the models from FILE, not from the data directory"},
       {"ddl", NULL, "print the SQL DDL of the models"}}},
+    {"schema diff", qctl_schema_diff, "--target DSN [--pipeline FILE] [--model M]",
+     "the models against the warehouse's tables",
+     "Compares each model's table in the warehouse (read from pg_catalog, nothing\n"
+     "is changed) with the model, in load order, and lists the changes: create\n"
+     "(a missing table), add (a property the table lacks: with its type, NOT NULL\n"
+     "and default), widen (a longer string), which `qload --migrate` makes; and\n"
+     "refuse, with the reason, which it never makes: a type change, a narrowed or\n"
+     "dropped column, a new key column, a new required column without a default.\n"
+     "The target is --target DSN, else $PICKLINE_TARGET. Exit status 0 whether or\n"
+     "not there are changes (see in_sync), 1 when the warehouse cannot be read.\n"
+     "--json: {\"in_sync\":B,\"models\":[{\"model\",\"table\",\"changes\":[{\"column\",\n"
+     "  \"action\",\"model_type\",\"table_type\",\"sql\",\"reason\"}]}]}",
+     0, 0,
+     {{"target", "DSN", "libpq conninfo or URI of the warehouse (default $PICKLINE_TARGET)"},
+      {"pipeline", "FILE", "read the models from FILE, not from the data directory"},
+      {"model", "M", "compare only model M"}}},
     {"batches", qctl_batches,
      "[show|seal|release|retry|fail|prune] [--state S] [--model M] [--limit N]",
      "staged batches: list, show, seal, release, retry, fail, prune",
@@ -356,7 +373,9 @@ static const Cmd cmds[] = {
      "loading, loaded, failed (qload gave up; retry seals it again).\n"
      "--json: an array of {\"id\":N,\"model\":\"M\",\"state\":\"S\",\"rows\":N,\"removed\":N,\n"
      "  \"rejects\":N,\"created_ms\":T,\"sealed_ms\":T|null,\"loaded_ms\":T|null,\n"
-     "  \"attempts\":N,\"error\":\"E\"|null}  (the newest N with --limit)",
+     "  \"attempts\":N,\"error\":\"E\"|null,\"model_version\":\"HEX\"|null}  (the newest N\n"
+     "  with --limit; model_version: the version of the model its rows were\n"
+     "  validated with, which qload loads them with)",
      0, 0,
      {{"state", "S", "open, sealed, held, loading, loaded, failed or all (default)"},
       {"model", "M", "only the batches of model M"},

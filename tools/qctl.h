@@ -151,6 +151,7 @@ int qctl_info(Ctx *c);
 int qctl_verify(Ctx *c);
 int qctl_compact(Ctx *c);
 int qctl_schema(Ctx *c); /* qctl_staging.c */
+int qctl_schema_diff(Ctx *c);
 int qctl_batches(Ctx *c);
 int qctl_batches_show(Ctx *c);
 int qctl_batches_seal(Ctx *c);

@@ -1,5 +1,6 @@
 /* qctl_staging.c: the staging side of the line (staging.h): the models of
- * the pipeline the engine runs (kept in the store; schema), and the batches
+ * the pipeline the engine runs (kept in the store; schema, and schema diff
+ * against the warehouse's tables), and the batches
  * of staged rows that qload loads (batches: list, show, seal, release,
  * retry, fail, prune). Output gathered inside a transaction goes into a
  * Strbuf first (views die with the transaction) and is printed after. */
@@ -7,6 +8,7 @@
 
 #include "json.h"
 #include "model.h"
+#include "pgschema.h"
 #include "pipeline.h"
 #include "pl.h"
 #include "row.h"
@@ -14,6 +16,7 @@
 #include "store.h"
 
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +197,61 @@ int qctl_schema(Ctx *c)
     return CLI_OK;
 }
 
+/* schema diff: the models against the warehouse's tables (pgschema.h). */
+int qctl_schema_diff(Ctx *c)
+{
+    const char *target = qctl_opt(c, "target"), *model = qctl_opt(c, "model"), *env;
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *vals[] = {"10", "qctl", NULL, NULL};
+    SchemaDiff d = {0};
+    Pipeline *p = NULL;
+    PGconn *pg = NULL;
+    char err[800];
+    int rc;
+
+    if (!target)
+        target = (env = getenv("PICKLINE_TARGET")) && *env ? env : NULL;
+    if (!target || !*target)
+        return qctl_usage(c, "no target: pass --target DSN (a libpq conninfo or URI) or set "
+                             "$PICKLINE_TARGET");
+    if (model && (rc = qctl_arg_model(c, model)))
+        return rc;
+    if ((rc = models_read(c, qctl_opt(c, "pipeline"), &p)))
+        return rc;
+    if (model && !models_find(p->models, model)) {
+        rc = cli_errorf("model '%s' is not declared in the pipeline; see 'qctl schema'", model);
+        goto out;
+    }
+    vals[2] = target;
+    pg = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(pg) != CONNECTION_OK) {
+        const char *m = PQerrorMessage(pg);
+        rc = cli_errorf("cannot connect to the target: %.*s; check --target (or $PICKLINE_TARGET)",
+                        (int)strcspn(m ? m : "", "\n"), m ? m : "");
+        goto out;
+    }
+    if (schema_diff(pg, p->models, model, &d, err, sizeof err) != 0) {
+        rc = cli_errorf("%s", err);
+        goto out;
+    }
+    if (c->json) {
+        Strbuf b = SB_INIT;
+        schema_diff_json(&d, &b);
+        fwrite(b.buf, 1, b.len, stdout);
+        putchar('\n');
+        sb_free(&b);
+    } else {
+        schema_diff_print(&d, stdout);
+    }
+    rc = CLI_OK;
+out:
+    schema_diff_free(&d);
+    if (pg)
+        PQfinish(pg);
+    pipeline_free(p);
+    return rc;
+}
+
 /* ---------------------------------------------------------------- batches */
 
 static void batch_members(Strbuf *b, const BatchRec *r)
@@ -210,6 +268,10 @@ static void batch_members(Strbuf *b, const BatchRec *r)
         sb_add_json_string(b, r->error, strnlen(r->error, sizeof r->error));
     else
         sb_adds(b, "null");
+    if (r->version)
+        sb_addf(b, ",\"model_version\":\"%016" PRIx64 "\"", r->version);
+    else
+        sb_adds(b, ",\"model_version\":null");
 }
 
 static void batch_json(Strbuf *b, const BatchRec *r)

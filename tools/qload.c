@@ -51,8 +51,8 @@
 
 /* The options: parse_args reads them, --help prints them between
  * usage_head and usage_tail. */
-enum { F_DATA, F_TARGET, F_FOLLOW, F_POLL, F_CREATE, F_MODE, F_PIPELINE, F_MODEL, F_JSON,
-       F_QUIET, F_HELP, NFLAGS };
+enum { F_DATA, F_TARGET, F_FOLLOW, F_POLL, F_CREATE, F_MIGRATE, F_MODE, F_PIPELINE, F_MODEL,
+       F_JSON, F_QUIET, F_HELP, NFLAGS };
 static const CliFlag flags[NFLAGS] = {
     [F_DATA] = {"data", "DIR", "the data directory (default $PICKLINE_DATA, else\n"
                                CLI_DEFAULT_DIR ")"},
@@ -66,9 +66,15 @@ static const CliFlag flags[NFLAGS] = {
     [F_CREATE] = {"create-tables", NULL,
                   "create the models' tables (CREATE TABLE IF NOT EXISTS,\n"
                   "keys, unique, foreign keys) before loading"},
+    [F_MIGRATE] = {"migrate", NULL,
+                   "--create-tables, and bring existing tables up to the\n"
+                   "models: add the columns they lack (with their defaults),\n"
+                   "widen a longer string; never drop, narrow or retype a\n"
+                   "column: say so instead (see `qctl schema diff`)"},
     [F_MODE] = {"mode", "MODE", "append (default): COPY rows into the table;\n"
                                 "merge: upsert by the model's key (the last row of a key\n"
-                                "wins), soft deletes set the model's paranoid column"},
+                                "wins); a deleted row (\"_deleted\": true) deletes the\n"
+                                "row, or sets the paranoid column (the model's on_delete)"},
     [F_PIPELINE] = {"pipeline", "FILE",
                     "read the models from FILE instead of the pipeline kept\n"
                     "in the data directory"},
@@ -80,7 +86,7 @@ static const CliFlag flags[NFLAGS] = {
 };
 
 static const char usage_head[] =
-    "usage: qload [--data DIR] --target DSN [--follow] [--create-tables]\n"
+    "usage: qload [--data DIR] --target DSN [--follow] [--create-tables | --migrate]\n"
     "             [--mode append|merge] [--pipeline FILE] [--model M] [--json]\n"
     "             [--quiet] [--poll S]\n"
     "       qload --version\n"
@@ -88,7 +94,9 @@ static const char usage_head[] =
     "Loads the sealed batches of a pickline data directory into a PostgreSQL\n"
     "warehouse with COPY, exactly once: a ledger table, pickline_ledger, records\n"
     "each batch in the same transaction as its rows. Parents load before\n"
-    "children (the models' belongs_to), then by batch id.\n"
+    "children (the models' belongs_to), then by batch id. A batch loads with\n"
+    "the columns of the version of its model its rows were validated with,\n"
+    "so rows staged before a model gained a column never set that column.\n"
     "\n";
 
 static const char usage_tail[] =
@@ -360,6 +368,9 @@ static int parse_args(int argc, char **argv, Opts *o)
         case F_CREATE:
             o->create_tables = 1;
             break;
+        case F_MIGRATE:
+            o->migrate = o->create_tables = 1;
+            break;
         case F_JSON:
             o->json = 1;
             break;
@@ -416,6 +427,64 @@ static void summary(Loader *L)
     fflush(stdout);
 }
 
+static ModelVer *add_version(Loader *L, const Model *m, Pipeline *own)
+{
+    /* L->mv points into the array: found again after it grows. */
+    size_t at = L->mv ? (size_t)(L->mv - L->vers) : SIZE_MAX;
+    L->vers = cli_grow(L->vers, L->nvers, &L->capvers, sizeof *L->vers, 8);
+    if (at != SIZE_MAX)
+        L->mv = &L->vers[at];
+    ModelVer *v = &L->vers[L->nvers++];
+    memset(v, 0, sizeof *v);
+    v->m = m;
+    v->version = m->version;
+    v->own = own;
+    return v;
+}
+
+int qload_model_for(Loader *L, const char *name, uint64_t version, char *msg, size_t n)
+{
+    const Model *cur = models_find(L->ms, name);
+    char err[1024];
+    Pipeline *p = NULL;
+    const Model *m;
+
+    if (cur && (version == 0 || version == cur->version))
+        version = cur->version;
+    for (size_t i = 0; i < L->nvers; i++)
+        if (L->vers[i].version == version && !strcmp(L->vers[i].m->name, name)) {
+            L->mv = &L->vers[i];
+            L->m = L->mv->m;
+            return K_OK;
+        }
+    if (version == 0) {
+        snprintf(msg, n, "model '%s' is not declared in the pipeline; declare it under models: (or "
+                 "pass --pipeline FILE), then run `qctl batches retry %" PRIu64 "`", name, L->b.id);
+        return K_PERM;
+    }
+    /* A version the pipeline does not declare (any more): the store keeps
+     * the pipeline that did. */
+    if (pipeline_of_version(L->s, name, version, &p, err, sizeof err) != 0) {
+        snprintf(msg, n, "batch %" PRIu64 " holds rows of version %016" PRIx64 " of model %s, "
+                 "which qload cannot read: %.600s", L->b.id, version, name, err);
+        return K_PERM;
+    }
+    m = p->models ? models_find(p->models, name) : NULL;
+    if (!m || m->version != version) {
+        snprintf(msg, n, "batch %" PRIu64 ": the pipeline the store kept for version %016" PRIx64
+                 " of model %s declares %s; the store is damaged", L->b.id, version, name,
+                 m ? "another version" : "no such model");
+        pipeline_free(p);
+        return K_PERM;
+    }
+    L->mv = add_version(L, m, p);
+    L->m = m;
+    qload_say(L, "batch %" PRIu64 " (%s) holds rows of an earlier version of the model (%016"
+              PRIx64 "): loading them with its %zu columns", L->b.id, name, version,
+              m->nfields + (m->drift == DRIFT_KEEP));
+    return K_OK;
+}
+
 static int uuid_fn(Txn *t, void *arg)
 {
     return staging_uuid(t, arg);
@@ -447,9 +516,8 @@ static int open_store(Loader *L)
         return CLI_FAIL;
     }
     L->ms = L->p->models;
-    L->direct_skip = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->direct_skip);
-    L->keyed = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->keyed);
-    L->checked = xcalloc(L->ms && L->ms->n ? L->ms->n : 1, sizeof *L->checked);
+    for (size_t i = 0; i < L->ms->n; i++)
+        add_version(L, &L->ms->m[i], NULL);
     if (L->o.model && !models_find(L->ms, L->o.model)) {
         return cli_usage(USAGE_HINT, "model '%s' is not declared in the pipeline; pass one of "
                          "its models", L->o.model);
@@ -582,9 +650,9 @@ out:
     sb_free(&L.sql);
     sb_free(&L.tmp);
     msgpack_zone_destroy(&L.zone);
-    free(L.direct_skip);
-    free(L.keyed);
-    free(L.checked);
+    for (size_t i = 0; i < L.nvers; i++)
+        pipeline_free(L.vers[i].own);
+    free(L.vers);
     free(L.held);
     pipeline_free(L.p);
     store_close(L.s);

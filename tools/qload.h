@@ -26,7 +26,7 @@ enum {
     K_SKIP,      /* the batch is no longer ours to load (its state changed) */
     K_LINE,      /* careful COPY refused one line: reject it, then try again */
     K_LOCAL,     /* the store failed */
-    K_NODIRECT,  /* a direct merge met a soft delete: merge through the temp table */
+    K_NODIRECT,  /* a direct merge met a deleted row: merge through the temp table */
     K_TABLE      /* the table refuses the batch as a whole (systematic refusals) */
 };
 
@@ -39,9 +39,22 @@ enum { CRASH_NONE, CRASH_BEFORE_COPY, CRASH_DURING_COPY, CRASH_BEFORE_COMMIT,
 
 typedef struct Opts {
     const char *dir, *target, *pipeline, *model;
-    int follow, create_tables, merge, json, quiet, help;
+    int follow, create_tables, migrate, merge, json, quiet, help;
     double poll_s;
 } Opts;
+
+/* ModelVer: a version of a model that batches load with (qload_model_for):
+ * the pipeline's own, or an older one parsed from the pipeline the store
+ * kept for it (staging.h, "Model versions"); and what qload learnt of its
+ * table. */
+typedef struct ModelVer {
+    const Model *m;
+    uint64_t version;
+    Pipeline *own;          /* the older pipeline m comes from (freed with it), or NULL */
+    unsigned direct_skip;   /* batches to merge without trying direct */
+    signed char keyed;      /* the key has a unique index (1), not (-1), unknown (0) */
+    signed char checked;    /* its table matched it on this connection */
+} ModelVer;
 
 /* A row the careful path found refused, held back (see REFUSE_SAMPLE). */
 typedef struct Refused {
@@ -68,15 +81,20 @@ typedef struct Loader {
     PGconn *pg;
     int crash;              /* the seam still armed, or CRASH_NONE */
 
+    /* the versions of models met so far: the pipeline's first, in its order */
+    ModelVer *vers;
+    size_t nvers, capvers;
+    int migrate_done;       /* --migrate ran on this connection */
+    uint64_t n_refused;     /* what --migrate would not do (the last run) */
+
     /* the batch being loaded */
+    ModelVer *mv;           /* its model version; m is mv->m */
     const Model *m;
     BatchRec b;
     uint64_t sent;          /* rows sent by the last stream */
     uint64_t live;          /* rows sent for this batch, for the progress line */
     uint64_t rejected;      /* rows of this batch moved to the rejects (all attempts) */
     uint64_t att_rejected;  /* of those, found by this attempt's ranges */
-    unsigned *direct_skip;  /* per model (index in ms->m): batches to merge without trying direct */
-    signed char *keyed;     /* per model: the key has a unique index (1), not (-1), unknown (0) */
     char **cols;            /* the model's columns (views), and their cast types */
     char **types;
     size_t ncols;
@@ -89,7 +107,6 @@ typedef struct Loader {
     long line;              /* COPY context line of the last error, or 0 */
 
     /* per connection */
-    signed char *checked;   /* per model: its table matched the model on this connection */
     int sync_local;         /* SET LOCAL synchronous_commit in each load transaction */
     int leftovers_done;     /* loaded batches with rows left were checked against the ledger */
 
@@ -121,6 +138,12 @@ void qload_say(Loader *L, const char *fmt, ...) __attribute__((format(printf, 2,
  * 200 ms unless force; qload_progress_clear takes it away. */
 void qload_progress(Loader *L, int force);
 void qload_progress_clear(Loader *L);
+
+/* qload_model_for sets L->mv (and L->m) to version `version` of model
+ * name (0: the pipeline's own): the pipeline's when it is that version,
+ * else the one the store kept, parsed once and cached. K_OK, or K_PERM
+ * with msg saying why there is none. */
+int qload_model_for(Loader *L, const char *name, uint64_t version, char *msg, size_t n);
 
 /* qload_batches lists this run's batches (of --model only) into *items, a
  * new array of *n: those to load, sealed or loading, in load order; with
@@ -182,11 +205,17 @@ int qload_col_types(Loader *L);
  * exactly the model's key, else -1. K_OK or the query's failure. */
 int qload_key_indexed(Loader *L, signed char *out);
 
+/* qload_migrate (--migrate) creates the models' missing tables, adds the
+ * columns the models have and the tables lack, widens what the models
+ * widened, and says what it refuses to do (pgschema.h); the changes run
+ * in one transaction. K_OK, K_CONN or K_PERM with L->err. */
+int qload_migrate(Loader *L);
+
 /* ----------------------------------------------------------- qload_copy.c */
 
 /* qload_copy_rows runs copy_sql (a COPY ... FROM STDIN) and streams the
  * batch's rows into it as model_csv_row writes them (op: with the op
- * column; seq: with a _seq column; direct: a soft delete stops it with
+ * column; seq: with a _seq column; direct: a deleted row stops it with
  * K_NODIRECT). K_OK, or the kind of the failure with L->err. */
 int qload_copy_rows(Loader *L, const char *copy_sql, int op, int seq, int direct);
 

@@ -34,7 +34,7 @@
 /* A merge first tries to COPY straight into the table (as fast as append)
  * inside a savepoint: that works whenever no key of the batch is in the
  * table yet (an initial copy, new rows). A key that is there (a unique
- * violation) or a soft delete in the batch rolls back to the savepoint and
+ * violation) or a deleted row in the batch rolls back to the savepoint and
  * merges through the temp table; the model then skips the direct try for
  * its next DIRECT_BACKOFF batches, so a stream of updates does not pay for
  * a failed try every time. */
@@ -45,7 +45,7 @@
 typedef struct Stream {
     Loader *L;
     int op, seq;            /* model_csv_row's op column; a _seq column */
-    int direct;             /* straight into the table: a soft delete stops it */
+    int direct;             /* straight into the table: a deleted row stops it */
     uint32_t from;          /* next seq to read */
     uint32_t in_page;       /* rows read by this page */
     uint64_t limit;         /* stop the page after this many rows sent (seam), or 0 */
@@ -397,7 +397,9 @@ static void add_last_per_key(Loader *L, Strbuf *b, const char *src, int cast, ui
 
 /* load_sql writes the statements that move rows [a, z] of src into the
  * table: append, an INSERT; merge, the upsert of the last update of each
- * key, then the soft delete of the keys whose last row is a delete. */
+ * key, then for the keys whose last row is a delete (a tombstone) the
+ * DELETE of the row, or with on_delete: soft the update of the paranoid
+ * column. */
 void qload_load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a, uint64_t z)
 {
     const Model *m = L->m;
@@ -434,16 +436,21 @@ void qload_load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a,
             sb_adds(b, "NOTHING");
     }
     sb_adds(b, ";");
-    if (m->paranoid < 0)
-        return;
-    const char *par = m->fields[m->paranoid].name;
-    sb_adds(b, " UPDATE ");
-    model_sql_ident(b, m->table);
-    sb_adds(b, " AS t SET ");
-    model_sql_ident(b, par);
-    sb_adds(b, " = s.");
-    model_sql_ident(b, par);
-    sb_adds(b, " FROM ");
+    if (m->on_delete == ON_DELETE_HARD || m->paranoid < 0) {
+        /* a hard delete: the row goes */
+        sb_adds(b, " DELETE FROM ");
+        model_sql_ident(b, m->table);
+        sb_adds(b, " AS t USING ");
+    } else {
+        const char *par = m->fields[m->paranoid].name;
+        sb_adds(b, " UPDATE ");
+        model_sql_ident(b, m->table);
+        sb_adds(b, " AS t SET ");
+        model_sql_ident(b, par);
+        sb_adds(b, " = s.");
+        model_sql_ident(b, par);
+        sb_adds(b, " FROM ");
+    }
     add_last_per_key(L, b, src, cast, a, z, "");
     sb_adds(b, " WHERE s._op = 'd'");
     for (size_t i = 0; i < m->nkey; i++) {
@@ -457,7 +464,7 @@ void qload_load_sql(Loader *L, Strbuf *b, const char *src, int cast, uint64_t a,
 }
 
 /* copy_into_table streams the batch straight into the model's table
- * (direct: a soft delete stops it with K_NODIRECT). */
+ * (direct: a deleted row stops it with K_NODIRECT). */
 static int copy_into_table(Loader *L, int direct)
 {
     sb_reset(&L->sql);
@@ -479,8 +486,8 @@ int qload_load_fast(Loader *L)
 
     if (!L->o.merge)
         return copy_into_table(L, 0);
-    unsigned *skip = &L->direct_skip[m - L->ms->m];
-    signed char *keyed = &L->keyed[m - L->ms->m];
+    unsigned *skip = &L->mv->direct_skip;
+    signed char *keyed = &L->mv->keyed;
     if (!*keyed && (k = qload_key_indexed(L, keyed)) != K_OK)
         return k;
     if (*skip || *keyed < 0) {
@@ -498,7 +505,7 @@ int qload_load_fast(Loader *L)
         *skip = DIRECT_BACKOFF;
     }
     /* CREATE ... AS SELECT copies the column types and no constraints
-     * (soft deletes leave required columns NULL). */
+     * (deleted rows leave required columns NULL). */
     sb_reset(&L->sql);
     sb_adds(&L->sql, "CREATE TEMP TABLE pl_load ON COMMIT DROP AS SELECT ");
     qload_add_cols(L, &L->sql, NULL);

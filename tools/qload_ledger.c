@@ -286,7 +286,6 @@ int qload_load_batch(Loader *L, const Item *it)
     Mark mk = {L, it->id, 0, NULL, &L->b};
     uint64_t t0 = pl_mono_ns();
     int k, rc, careful = 0;
-    size_t mi;
     char msg[2048]; /* cut to the batch record's error field when stored */
 
     if ((rc = store_run(L->s, mark_loading_fn, &mk)) != 0) {
@@ -296,14 +295,13 @@ int qload_load_batch(Loader *L, const Item *it)
     }
     if (L->b.state != BATCH_LOADING)
         return K_SKIP;
-    L->m = models_find(L->ms, L->b.model);
+    L->m = NULL;
     L->rejected = 0;
     L->sent = 0;
     L->live = 0;
-    if (!L->m) {
-        snprintf(msg, sizeof msg, "model '%s' is not declared in the pipeline; declare it under "
-                 "models: (or pass --pipeline FILE), then run `qctl batches retry %" PRIu64 "`",
-                 L->b.model, L->b.id);
+    /* The columns of the model version the rows were validated with. */
+    if (qload_model_for(L, L->b.model, L->b.version, msg, sizeof msg) != K_OK) {
+        L->m = NULL;
         return fail_batch(L, msg);
     }
     if (L->o.merge && L->m->nkey == 0) {
@@ -312,8 +310,7 @@ int qload_load_batch(Loader *L, const Item *it)
         return fail_batch(L, msg);
     }
     qload_set_columns(L, L->m);
-    mi = (size_t)(L->m - L->ms->m);
-    if (!L->checked[mi]) {
+    if (!L->mv->checked) {
         k = qload_table_check(L, msg, sizeof msg);
         if (k == K_CONN)
             return K_CONN;
@@ -322,7 +319,7 @@ int qload_load_batch(Loader *L, const Item *it)
                 perm_message(L, msg, sizeof msg);
             return fail_batch(L, msg);
         }
-        L->checked[mi] = 1;
+        L->mv->checked = 1;
     }
 
     for (;;) {
@@ -353,7 +350,7 @@ int qload_load_batch(Loader *L, const Item *it)
             }
         }
         /* The table may have changed: check it again for the next batch. */
-        L->checked[mi] = 0;
+        L->mv->checked = 0;
         if (k == K_TABLE)
             snprintf(msg, sizeof msg, "%s", L->err);
         else

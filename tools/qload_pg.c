@@ -233,7 +233,8 @@ int qload_pg_connect(Loader *L)
         return k;
     }
     PQsetNoticeProcessor(L->pg, notice_ignore, NULL);
-    memset(L->checked, 0, L->ms->n ? L->ms->n : 1);
+    for (size_t i = 0; i < L->nvers; i++)
+        L->vers[i].checked = 0;
     L->leftovers_done = 0;
     k = ddl_exec(L, "SET TimeZone = 'UTC'; SET client_encoding = 'UTF8';"
                          " SET client_min_messages = warning;"
@@ -243,7 +244,9 @@ int qload_pg_connect(Loader *L)
                          " PRIMARY KEY (store, batch))");
     if (k == K_OK)
         k = durable(L);
-    if (k == K_OK && L->o.create_tables) {
+    if (k == K_OK && L->o.migrate) {
+        k = qload_migrate(L);
+    } else if (k == K_OK && L->o.create_tables) {
         sb_reset(&L->sql);
         models_ddl(L->ms, &L->sql);
         k = ddl_exec(L, L->sql.buf);

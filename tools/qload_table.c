@@ -12,10 +12,19 @@
  * column NOT NULL has a default or is an identity or generated column; the
  * table is not UNLOGGED. A difference fails the batch (state failed, every
  * difference in its error, `qctl batches` shows it) without rejecting a row;
- * fix the table, then `qctl batches retry ID`. */
+ * fix the table, then `qctl batches retry ID`.
+ *
+ * --migrate. Before loading, once a connection, qload_migrate brings the
+ * tables up to the models as far as it safely can (pgschema.h: create
+ * missing tables, add new columns with their defaults, widen strings) in
+ * one transaction, and says what it refuses (a type change, a narrowed or
+ * dropped column, a new key or required column without a default). A
+ * refusal stops nothing: a batch that the table cannot take fails with the
+ * difference, as without --migrate. */
 #include "qload.h"
 
 #include "model.h"
+#include "pgschema.h"
 #include "pl.h"
 
 #include <inttypes.h>
@@ -27,33 +36,6 @@
 #include <string.h>
 
 /* ------------------------------------------------------------ the table */
-
-/* type_fits tells whether a column of PostgreSQL type category cat (pg_type.
- * typcategory; base: the type's name, a domain's base type's) can hold
- * values of model type t, as model_csv_row writes them. Strings fit any
- * type with a text input (a uuid, an enum, json): whether they do is the
- * rows' business. */
-static int type_fits(FieldType t, char cat, const char *base)
-{
-    int json = !strcmp(base, "json") || !strcmp(base, "jsonb");
-    switch (t) {
-    case FT_STRING:
-    case FT_TEXT:
-        return 1;
-    case FT_SERIAL:
-    case FT_INTEGER:
-    case FT_BIGINT:
-    case FT_DECIMAL:
-        return cat == 'N' || cat == 'S' || json;
-    case FT_BOOLEAN:
-        return cat == 'B' || cat == 'S';
-    case FT_DATETIME:
-    case FT_DATE:
-        return cat == 'D' || cat == 'S';
-    default:
-        return cat == 'S' || json;
-    }
-}
 
 /* diff_add appends one difference to d ("; " between them); when d is
  * nearly full, the rest are only counted. */
@@ -125,7 +107,7 @@ int qload_table_check(Loader *L, char *msg, size_t n)
                      model_type_name(ft));
             continue;
         }
-        if (!type_fits(ft, PQgetvalue(res, r, 2)[0], PQgetvalue(res, r, 3)))
+        if (!schema_type_fits(ft, PQgetvalue(res, r, 2)[0], PQgetvalue(res, r, 3)))
             diff_add(&d, &more, "column %s is %s, which cannot hold the model's %s values",
                      L->cols[i], PQgetvalue(res, r, 1), model_type_name(ft));
         else if (*PQgetvalue(res, r, 7))
@@ -252,4 +234,58 @@ void qload_set_columns(Loader *L, const Model *m)
         L->cols[i] = (char *)m->fields[i].name;
     if (m->drift == DRIFT_KEEP)
         L->cols[m->nfields] = (char *)(m->drift_column ? m->drift_column : "extra");
+}
+
+/* ------------------------------------------------------------ --migrate */
+
+int qload_migrate(Loader *L)
+{
+    SchemaDiff d = {0};
+    char err[700];
+    int k = K_OK, said = L->migrate_done;
+
+    if (schema_diff(L->pg, L->ms, NULL, &d, err, sizeof err) != 0) {
+        snprintf(L->err, sizeof L->err, "--migrate: %s", err);
+        k = PQstatus(L->pg) == CONNECTION_BAD ? K_CONN : K_PERM;
+        goto out;
+    }
+    sb_reset(&L->sql);
+    for (size_t i = 0; i < d.n; i++)
+        if (d.c[i].sql.len) {
+            sb_add(&L->sql, d.c[i].sql.buf, d.c[i].sql.len);
+            sb_adds(&L->sql, "\n");
+        }
+    if (L->sql.len) {
+        if ((k = qload_pg_exec(L, "BEGIN")) != K_OK)
+            goto out;
+        if ((k = qload_pg_exec(L, L->sql.buf)) != K_OK) {
+            char e[700];
+            snprintf(e, sizeof e, "%.*s", (int)sizeof e - 1, L->err);
+            qload_pg_exec(L, "ROLLBACK");
+            snprintf(L->err, sizeof L->err, "--migrate: PostgreSQL refused the changes (nothing "
+                     "was changed): %s; see them with `qctl schema diff --target ...`", e);
+            k = k == K_CONN ? K_CONN : K_PERM;
+            goto out;
+        }
+        if ((k = qload_pg_exec(L, "COMMIT")) != K_OK)
+            goto out;
+    }
+    L->n_refused = 0;
+    for (size_t i = 0; i < d.n; i++) {
+        const SchemaChange *c = &d.c[i];
+        if (c->act == SCH_CREATE)
+            qload_say(L, "--migrate: created table %s", c->m->table);
+        else if (c->act == SCH_ADD)
+            qload_say(L, "--migrate: table %s: added column %s", c->m->table, c->reason);
+        else if (c->act == SCH_WIDEN)
+            qload_say(L, "--migrate: table %s: widened column %s %s", c->m->table, c->column,
+                      c->reason);
+        else if (!said)
+            qload_say(L, "--migrate: table %s: refused: %s", c->m->table, c->reason);
+        L->n_refused += c->act == SCH_REFUSE;
+    }
+    L->migrate_done = 1;
+out:
+    schema_diff_free(&d);
+    return k;
 }
