@@ -15,6 +15,8 @@
  *     where: "tenant <> 0"        # optional row filter (SQL, trusted configuration)
  *     rows: 10000                 # seal policy of the batches it fills (as the batch kind)
  *     seconds: 1
+ *     reconcile_dsn: "env:EDGE_DSN"   # optional: find deletes by comparing keys with the
+ *                                     # copy (pg_reconcile.h, with its other reconcile_* keys)
  *
  * Watermark extract. The cursor (stored with the stage, JSON
  * {"ts":TEXT,"key":[TEXT,...]}) is the (updated_column, key columns) of
@@ -43,18 +45,27 @@
  * The stage's Sealer (sealer.h) seals the model's open batches older than
  * `seconds`.
  *
- * Deletes are soft: the model's paranoid column is updated in the source
- * (with updated_column), and the row flows like any other update; qload
- * --mode merge carries it to the target.
+ * Deletes. A soft delete (the source sets the model's paranoid column with
+ * updated_column) flows like any other update. A hard delete is carried by
+ * its notice, {"table":T,"op":"delete","key":{...}} (examples/edge-copy/
+ * setup.sql's trigger sends one): the row is read by key as for any notice,
+ * and when the source does not have it (any more: a row inserted again
+ * since is simply extracted) a tombstone is staged, the row
+ * {key..., "_deleted": true} validated against the model, which qload's
+ * merge turns into a DELETE or an update of the paranoid column (the
+ * model's on_delete:). Deletes made while no one listened (the engine
+ * stopped, a notice lost) are found by the reconciliation, when
+ * reconcile_dsn: names the copy (pg_reconcile.h).
  *
  * Key notices. Jobs on the input queue are {"table":T,"key":{col:val,...}}
  * (a pg_notify stage's output). A watermark extract misses a row whose
  * transaction commits after a later timestamp was extracted (updated_at is
  * set at the start of a transaction, and can commit late); a notice,
  * delivered at commit, catches it. A job is worked by reading the row by key
- * with the page's filters, and one more column: whether the row is still
- * ahead of the cursor. A row gone (hard-deleted or filtered out) means
- * nothing to do; a row ahead of the cursor (or with no cursor yet) is left to
+ * and two more columns: whether the row is still ahead of the cursor, and
+ * whether it passes the page's filters. A row filtered out means nothing to
+ * do, and so does a row gone, but for a delete notice (a tombstone, above);
+ * a row ahead of the cursor (or with no cursor yet) is left to
  * the watermark extract; a row version the watermark extract staged in this
  * run (a table of recent (key, ts) hashes) is not staged again; any other row
  * is validated and staged (or rejected) in the commit that acks the job
@@ -81,6 +92,7 @@
 #include "common.h"
 #include "engine.h"
 #include "model.h"
+#include "pg_reconcile.h"
 #include "pglink.h"
 #include "pl.h"
 #include "sealer.h"
@@ -97,7 +109,7 @@
 #define INTERVAL_DEFAULT 1.0
 #define SEEN_SLOTS 65536 /* recent (key, ts) of watermark rows, for key jobs */
 
-enum { Q_NONE, Q_PAGE, Q_KEY }; /* the query in flight */
+enum { Q_NONE, Q_PAGE, Q_KEY, Q_RECON }; /* the query in flight */
 
 typedef struct PgxStage PgxStage;
 
@@ -122,6 +134,7 @@ typedef struct KJob {
     Strbuf *key;      /* nkey texts of the notice's key */
     size_t nkey;
     Strbuf table;     /* the notice's table */
+    int del;          /* a delete notice ("op": "delete") */
 } KJob;
 
 struct PgxStage {
@@ -155,7 +168,14 @@ struct PgxStage {
     Strbuf errors, keytext;
     Sealer sealer;
     uint64_t *seen;              /* SEEN_SLOTS pairs (key hash, ts hash) */
+    Reconcile rec;               /* the reconciliation (pg_reconcile.h), when configured */
 };
+
+/* Tombs: the tombstones the reconciliation found, in their own commit. */
+typedef struct Tombs {
+    PgxStage *k;
+    Staged st;
+} Tombs;
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -373,6 +393,27 @@ static int stage_row_into(PgxStage *k, Staged *st)
     return valid;
 }
 
+/* tombstone_into validates the tombstone of the row with key (nkey
+ * texts: its key columns as PostgreSQL writes them) into st: the row
+ * {key..., "_deleted": true}, which model_validate completes with the
+ * paranoid column's time. Returns 1 when valid. */
+static int tombstone_into(PgxStage *k, const Strbuf *key, Staged *st)
+{
+    msgpack_packer pk;
+    const Model *m = k->m;
+    k->raw.size = 0;
+    msgpack_packer_init(&pk, &k->raw, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, m->nkey + 1);
+    for (size_t i = 0; i < m->nkey; i++) {
+        const Field *f = &m->fields[m->key[i]];
+        pack_str(&pk, f->name, strlen(f->name));
+        pack_value(&pk, &k->raw, f, key[i].buf ? key[i].buf : "", key[i].len);
+    }
+    pack_str(&pk, "_deleted", 8);
+    msgpack_pack_true(&pk);
+    return stage_row_into(k, st);
+}
+
 /* seen_* remember the (key, ts) of rows the watermark read in this run. */
 static size_t seen_slot(const PgxStage *k, const PGresult *r, uint64_t *kh, uint64_t *th)
 {
@@ -489,6 +530,8 @@ static void link_up(PgLink *l)
     stage_log(k->stage, PL_LOG_INFO, 0, "connected to the source%s; extracting %s into model %s",
               l->again ? " again" : "", k->table, k->m->name);
     k->wm_due = 1;
+    if (k->have_cursor)
+        reconcile_can_start(&k->rec);
     next_work(k);
 }
 
@@ -497,6 +540,8 @@ static void link_up(PgLink *l)
 static void link_down(PgLink *l, const char *why)
 {
     PgxStage *k = l->arg;
+    if (k->query == Q_RECON)
+        reconcile_source_lost(&k->rec);
     k->query = Q_NONE;
     if (k->kcur) {
         KJob *j = k->kcur;
@@ -591,6 +636,7 @@ static void page_done(void *arg, int rc)
             sb_add(&k->cur_key[i], k->nxt_key[i].buf, k->nxt_key[i].len);
         }
         k->have_cursor = 1;
+        reconcile_can_start(&k->rec);
         stage_log(k->stage, PL_LOG_DEBUG, 0, "extracted %zu rows (%zu rejected) up to %s",
                   st->nrows, st->nrejects, k->cursor_json.buf);
         if (k->page_rows >= k->page)
@@ -643,6 +689,9 @@ static void key_row(PgxStage *k, const PGresult *r)
     KJob *j = k->kcur;
     k->k_found++;
     const char *ahead = PQgetvalue(r, 0, (int)k->m->nfields);
+    const char *passes = PQgetvalue(r, 0, (int)k->m->nfields + 1);
+    if (passes[0] != 't') /* filtered out (where:, since:): not for the copy */
+        return;
     if (ahead[0] == 't') /* the watermark extract will bring it */
         return;
     if (seen_has(k, r)) /* this very version was staged by the watermark */
@@ -655,6 +704,8 @@ static void key_end(PgxStage *k)
 {
     KJob *j = k->kcur;
     k->kcur = NULL;
+    if (j->del && k->k_found == 0) /* the source says the row is gone: a tombstone */
+        tombstone_into(k, j->key, &j->st);
     if (j->st.nrows || j->st.nrejects) {
         sealer_touch(&k->sealer);
         slot_extra(j->slot, staged_apply, &j->st);
@@ -664,7 +715,8 @@ static void key_end(PgxStage *k)
     slot_done(j->slot);
 }
 
-#define NOTICE_SHAPE "a key notice is {\"table\":T,\"key\":{column:value,...}}"
+#define NOTICE_SHAPE "a key notice is {\"table\":T,\"key\":{column:value,...}}, with " \
+                     "\"op\":\"delete\" for a delete"
 
 /* table_is tells whether the notice's table t names the stage's table
  * (schema.table, or table alone). */
@@ -697,6 +749,15 @@ static void pgx_start(Slot *s)
         slot_buryf(s, "job body has no \"table\" or no \"key\" object; " NOTICE_SHAPE);
         return;
     }
+    const msgpack_object *op = row_field(body, "op");
+    j->del = 0;
+    if (op && op->type != MSGPACK_OBJECT_STR && op->type != MSGPACK_OBJECT_NIL) {
+        slot_buryf(s, "the notice's \"op\" is not a string; " NOTICE_SHAPE);
+        return;
+    }
+    if (op && op->type == MSGPACK_OBJECT_STR && op->via.str.size == 6 &&
+        !strncasecmp(op->via.str.ptr, "delete", 6))
+        j->del = 1;
     if (!table_is(k, t->buf)) {
         slot_buryf(s, "the notice is for table '%.100s' but stage '%s' extracts '%s'; send it to "
                    "the pg_extract stage of that table", t->buf, s->stage->conf->name, k->table);
@@ -742,8 +803,12 @@ static void next_work(PgxStage *k)
         key_start(k, j);
         return;
     }
-    if (k->wm_due && !k->stopped)
+    if (k->wm_due && !k->stopped) {
         page_start(k);
+        return;
+    }
+    if (k->rec.wants_source && !k->stopped && k->have_cursor)
+        reconcile_next(&k->rec); /* the reconciliation's query, when nothing else waits */
 }
 
 static void link_row(PgLink *l, const PGresult *r)
@@ -753,6 +818,8 @@ static void link_row(PgLink *l, const PGresult *r)
         page_row(k, r);
     else if (k->query == Q_KEY)
         key_row(k, r);
+    else if (k->query == Q_RECON)
+        reconcile_source_row(&k->rec, r);
 }
 
 /* link_over: the query in flight is over. */
@@ -761,6 +828,11 @@ static void link_over(PgLink *l, const char *error)
     PgxStage *k = l->arg;
     int q = k->query;
     k->query = Q_NONE;
+    if (q == Q_RECON) { /* its failure ends its pass, not the link */
+        reconcile_source_over(&k->rec, error);
+        next_work(k);
+        return;
+    }
     if (error && q == Q_KEY && !strncmp(l->sqlstate, "22", 2)) {
         /* The notice's key is not a value of the key column's type. */
         KJob *j = k->kcur;
@@ -840,12 +912,14 @@ static void build_sql(PgxStage *k)
     for (size_t i = 0; i <= m->nkey; i++)
         sb_addf(b, "%s$%zu", i ? ", " : "", i + 1);
     sb_addf(b, ")%s ORDER BY %s LIMIT %llu", filt.buf ? filt.buf : "", order.buf, k->page);
-    /* key: $1..$n the key, then the cursor; the last column says "ahead" */
+    /* key: $1..$n the key, then the cursor; two more columns say "ahead"
+     * and whether the row passes the filters (not in the WHERE: a delete
+     * notice must see a row that is there but filtered out) */
     b = &k->sql_key;
     sb_addf(b, "SELECT %s, (%s) > (", cols.buf, order.buf);
     for (size_t i = 0; i <= m->nkey; i++)
         sb_addf(b, "%s$%zu", i ? ", " : "", m->nkey + i + 1);
-    sb_adds(b, ") FROM ");
+    sb_addf(b, "), coalesce((true%s), false) FROM ", filt.buf ? filt.buf : "");
     add_table(b, k->table);
     sb_adds(b, " WHERE ");
     for (size_t i = 0; i < m->nkey; i++) {
@@ -854,7 +928,6 @@ static void build_sql(PgxStage *k)
         model_sql_ident(b, m->fields[m->key[i]].name);
         sb_addf(b, " = $%zu", i + 1);
     }
-    sb_addf(b, "%s", filt.buf ? filt.buf : "");
     sb_free(&cols);
     sb_free(&order);
     sb_free(&filt);
@@ -887,8 +960,57 @@ static const ConfKey pgx_keys[] = {
     {"where", KEY_STR, 0, 0, 0, NULL, NULL},
     SEALER_KEY_ROWS,
     SEALER_KEY_SECONDS,
+    RECONCILE_KEYS,
     {0},
 };
+
+/* ---------------------------------------------------------------- reconciliation */
+
+static void rec_query(void *arg, const char *sql, int n, const char *const *vals)
+{
+    PgxStage *k = arg;
+    k->query = Q_RECON;
+    pglink_query(&k->link, sql, n, vals);
+}
+
+static void rec_wake(void *arg)
+{
+    next_work(arg);
+}
+
+static void tombs_done(void *arg, int rc)
+{
+    Tombs *tb = arg;
+    PgxStage *k = tb->k;
+    if (rc)
+        stage_log(k->stage, PL_LOG_ERROR, 0, "the commit of %zu deletes the reconciliation found "
+                  "failed: %s", tb->st.nrows, pl_strerror(rc));
+    staged_free(&tb->st);
+    free(tb);
+    reconcile_gone_done(&k->rec, rc);
+    next_work(k);
+}
+
+/* rec_gone stages the tombstones of n keys the source lacks, in one commit
+ * submitted now (before the next source query: see "Order"). */
+static void rec_gone(void *arg, const Strbuf *keys, size_t n)
+{
+    PgxStage *k = arg;
+    Tombs *tb = xcalloc(1, sizeof *tb);
+    tb->k = k;
+    staged_init(&tb->st, k);
+    for (size_t i = 0; i < n; i++)
+        tombstone_into(k, keys + i * k->m->nkey, &tb->st);
+    stage_log(k->stage, PL_LOG_INFO, 0, "reconciliation: %zu rows of %s are gone from the source; "
+              "staging their deletes", n, k->table);
+    sealer_touch(&k->sealer);
+    Emit *e = emit_new(k->stage);
+    emit_extra(e, staged_apply, &tb->st);
+    emit_commit(e, tombs_done, tb);
+}
+
+static const ReconcileOps rec_ops = {.source_query = rec_query, .wake = rec_wake,
+                                     .gone = rec_gone};
 
 static int pgx_init(Stage *s, char *err, size_t errlen)
 {
@@ -956,6 +1078,12 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
     staged_init(k->page_st, k);
     k->seen = xcalloc(2 * SEEN_SLOTS, sizeof *k->seen);
     build_sql(k);
+    Strbuf qt = SB_INIT;
+    add_table(&qt, k->table);
+    rc = reconcile_conf(&k->rec, s, k->m, qt.buf, k->where, &rec_ops, k, err, errlen);
+    sb_free(&qt);
+    if (rc)
+        return rc;
     if ((rc = cursor_load(k)) != 0)
         return fail(err, errlen, s, "cannot read its cursor: %s", pl_strerror(rc));
     snprintf(k->name, sizeof k->name, "source %s", k->table);
@@ -978,6 +1106,7 @@ static void pgx_stop(Stage *s)
     k->stopped = 1;
     ev_timer_stop(s->loop, &k->poll);
     sealer_stop(&k->sealer);
+    reconcile_stop(&k->rec);
     for (size_t i = 0; i < k->npending; i++)
         slot_retry(k->pending[i]->slot, 0, "engine draining");
     k->npending = 0;
@@ -1015,10 +1144,12 @@ static void pgx_fini(Stage *s)
         return;
     ev_timer_stop(s->loop, &k->poll);
     sealer_stop(&k->sealer);
+    reconcile_stop(&k->rec);
     pglink_stop(&k->link, 0);
     /* A commit still in flight (a forced stop) reads these: leave them. */
-    if (k->committing || sealer_busy(&k->sealer) || s->in_flight)
+    if (k->committing || sealer_busy(&k->sealer) || reconcile_busy(&k->rec) || s->in_flight)
         return;
+    reconcile_free(&k->rec);
     for (size_t i = 0; k->cur_key && i < k->m->nkey; i++) {
         sb_free(&k->cur_key[i]);
         sb_free(&k->nxt_key[i]);

@@ -9,7 +9,9 @@
  *     wake: users_src           # optional: a pg_extract stage to wake at once
  *
  * A payload is JSON {"table":T,"key":{column:value,...}} (what a trigger
- * sends with pg_notify(channel, json_build_object(...)::text)); it goes on
+ * sends with pg_notify(channel, json_build_object(...)::text)), with
+ * "op":"delete" for a row deleted (pg_extract then stages its delete when
+ * the row is gone; other members are carried as they are); it goes on
  * the output as it is, with the idempotency key "CHANNEL:HASH" (fnv-1a of
  * the payload), so a burst of notices for one row waiting in the queue is one
  * job. All notifications read in one loop turn commit in one Emit (stage.h). A payload
