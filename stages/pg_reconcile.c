@@ -547,8 +547,31 @@ int reconcile_conf(Reconcile *r, Stage *s, const Model *m, const char *src_table
     if (m->nkey > 64)
         return conf_fail(err, errlen, s, "reconcile_dsn: the model's key has more than 64 "
                          "columns");
-    if ((rc = stage_pg_dsn(s, dsn, &r->conninfo, err, errlen)) != 0)
-        return rc;
+    if (pipeline_secret_is_ref(dsn)) {
+        char why[300], msg[400];
+        if (pipeline_secret(dsn, &r->conninfo, why, sizeof why) != 0) {
+            snprintf(msg, sizeof msg, "reconcile_dsn: %s (a libpq conninfo like \"host=edge "
+                     "dbname=app\")", why);
+            return conf_fail(err, errlen, s, msg);
+        }
+        /* checked as stage_pg_dsn does, without libpq's message: it
+         * quotes the string, which is a secret */
+        char *pmsg = NULL;
+        PQconninfoOption *opts = PQconninfoParse(r->conninfo, &pmsg);
+        if (!opts) {
+            if (pmsg)
+                PQfreemem(pmsg);
+            pipeline_secret_free(r->conninfo);
+            r->conninfo = NULL;
+            snprintf(msg, sizeof msg, "reconcile_dsn: %.200s is not a valid libpq connection "
+                     "string (libpq's message is not shown: it may quote a password); write "
+                     "keyword=value pairs or a postgresql:// URI", dsn);
+            return conf_fail(err, errlen, s, msg);
+        }
+        PQconninfoFree(opts);
+    } else {
+        r->conninfo = xstrdup(dsn);
+    }
     r->on = 1;
     r->src_table = xstrdup(src_table);
     r->where = where ? xstrdup(where) : NULL;
@@ -636,7 +659,7 @@ void reconcile_free(Reconcile *r)
     sb_free(&r->sql);
     sb_free(&r->keys);
     free(r->mark);
-    free(r->conninfo);
+    pipeline_secret_free(r->conninfo);
     free(r->src_table);
     free(r->tgt_table);
     free(r->where);

@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import unittest
+import unittest.mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_fixtures import EngineTestCase, qctl  # noqa: E402
+from engine_fixtures import EngineError, EngineTestCase, qctl  # noqa: E402
 from plhelp import SLOW, binary, pipeline, run, wait_for  # noqa: E402
 import pgfix  # noqa: E402
 
@@ -113,10 +114,11 @@ class PgDeleteTest(EngineTestCase):
 
     def engine_of(self, on_delete="", reconcile=None, interval=0.2):
         """An engine of pg_deletes.yml (not started): the model's on_delete
-        line, and a reconcile: block {every, range} against the edge."""
+        line, and a reconcile: block {every, range[, dsn]} against the edge
+        (or the dsn: given)."""
         rec = ""
         if reconcile:
-            rec = RECONCILE.replace("${target}", self.tdb).replace(
+            rec = RECONCILE.replace("${target}", reconcile.get("dsn", self.tdb)).replace(
                 "${every}", str(reconcile["every"])).replace("${range}", str(reconcile["range"]))
         text = pipeline("pg_deletes", on_delete=("    on_delete: %s" % on_delete) if on_delete else "",
                         reconcile=rec)
@@ -220,6 +222,36 @@ class PgDeleteTest(EngineTestCase):
         self.assertEqual(len(rows), 110 - 11 + 3 - 3)
         st = eng.stats().get("pg_keys", {})
         self.assertEqual(st.get("buried", 0), 0, st)
+
+    def test_reconcile_dsn_from_the_environment(self):
+        """reconcile_dsn: "env:NAME" reads the edge's dsn when the engine
+        starts; a variable that is not set, or holds no connection string,
+        stops the start with a message that names reconcile_dsn (and not
+        the value); set, the reconciliation finds a delete nobody was told
+        about."""
+        self.src.psql(insert_sql(1, 21), self.sdb)
+        eng = self.engine_of(on_delete="hard", interval=30,
+                             reconcile={"every": 1, "range": 5, "dsn": "env:PL_TEST_EDGE_DSN"})
+        env = {k: v for k, v in os.environ.items() if k != "PL_TEST_EDGE_DSN"}
+        with unittest.mock.patch.dict(os.environ, env, clear=True):
+            with self.assertRaises(EngineError) as cm:
+                eng.start(timeout=15)
+        eng._close_err()
+        self.assertIn("reconcile_dsn", str(cm.exception))
+        self.assertIn("PL_TEST_EDGE_DSN", str(cm.exception))
+        with self.assertRaises(EngineError) as cm:
+            eng.start(timeout=15, env={"PL_TEST_EDGE_DSN": "secret-password-xyz"})
+        eng._close_err()
+        self.assertIn("reconcile_dsn: env:PL_TEST_EDGE_DSN is not a valid libpq connection",
+                      str(cm.exception))
+        self.assertNotIn("secret-password-xyz", str(cm.exception))
+        eng.start(timeout=15, env={"PL_TEST_EDGE_DSN": self.tdb})
+        self.loader(eng)
+        self.assertEqual(len(self.wait_equal(eng)), 20)
+        self.src.psql("ALTER TABLE users DISABLE TRIGGER users_notify;"
+                      "DELETE FROM users WHERE tenant = 1 AND id IN (7, 19);"
+                      "ALTER TABLE users ENABLE TRIGGER users_notify;", self.sdb)
+        self.assertEqual(len(self.wait_equal(eng, timeout=45)), 18)
 
 
 class HttpDeleteTest(EngineTestCase):
