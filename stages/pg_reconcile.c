@@ -202,8 +202,16 @@ static void send_target(Reconcile *r)
             vals_of(r->lo, r->m->nkey, vals, &n);
         }
     } else {
+        /* The texts are named k0, k1...: an output column named as a key
+         * column would be what ORDER BY sorts by (the text: '10' < '9'),
+         * and the page would not be the range's next keys. */
         sb_adds(b, "SELECT ");
-        add_keys(r, b, NULL, "::text");
+        for (size_t i = 0; i < r->m->nkey; i++) {
+            if (i)
+                sb_adds(b, ", ");
+            model_sql_ident(b, r->m->fields[r->m->key[i]].name);
+            sb_addf(b, "::text AS k%zu", i);
+        }
         sb_addf(b, " FROM %s WHERE true", r->tgt_table);
         if (r->have_after) {
             add_cmp(r, b, ">", &np);

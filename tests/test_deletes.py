@@ -223,6 +223,28 @@ class PgDeleteTest(EngineTestCase):
         st = eng.stats().get("pg_keys", {})
         self.assertEqual(st.get("buried", 0), 0, st)
 
+    def test_reconciliation_pages_a_range_in_key_order(self):
+        """A range that differs is read from the edge in pages of 1000 keys
+        in the key's order (tenant, id as numbers, not as their text): rows
+        deleted while the engine was stopped, anywhere in a range of 2,500
+        keys, are all found (before, a page sorted by the keys' text, '1',
+        '10', '100', '1000', ..., ended at id 18xx and the next page began
+        after it: ids 2-9, 20-99 and 200-999 were never checked)."""
+        self.src.psql(insert_sql(1, 2501), self.sdb)
+        eng = self.engine_of(on_delete="hard", reconcile={"every": 2, "range": 10000},
+                             interval=30)
+        eng.start(timeout=15)
+        self.loader(eng)
+        self.assertEqual(len(self.wait_equal(eng, timeout=45)), 2500)
+        self.assertEqual(eng.terminate()[0], 0)
+        gone = [2, 5, 99, 700, 1001, 1500, 1999, 2000, 2400, 2500]
+        self.src.psql("DELETE FROM users WHERE tenant = 1 AND id IN (%s)"
+                      % ",".join(map(str, gone)), self.sdb)
+        eng.start(timeout=15)
+        rows = self.wait_equal(eng, timeout=45)
+        self.assertEqual(len(rows), 2500 - len(gone))
+        self.assertRegex(eng.stderr(), r"reconciled .* %d gone from the source" % len(gone))
+
     def test_reconcile_dsn_from_the_environment(self):
         """reconcile_dsn: "env:NAME" reads the edge's dsn when the engine
         starts; a variable that is not set, or holds no connection string,
