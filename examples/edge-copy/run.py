@@ -9,10 +9,11 @@ NULL versus ''). Then:
 
   1. the first run: `pickline run pipeline.yml` with
      `qload --follow --mode merge --create-tables` copies everything;
-  2. changes while the engine runs (updates, soft deletes, inserts) arrive
-     in the edge within a second or so;
+  2. changes while the engine runs (updates, soft deletes, hard deletes,
+     inserts) arrive in the edge within a second or so;
   3. the engine and qload stop; more changes are made; the next run copies
-     only those (the extract goes on from its cursor);
+     only those (the extract goes on from its cursor), and its
+     reconciliation finds the rows deleted meanwhile;
 
 and after each step the edge's table is compared with the warehouse's, row
 for row and value for value (an md5 of all the rows' text, in key order;
@@ -134,6 +135,9 @@ class Run(plhelp.RunBase):
         missing = sorted(set(w) - set(e))
         if missing:
             lines.append("  missing in the edge (tenant, id): %s" % missing[:10])
+        extra = sorted(set(e) - set(w))
+        if extra:
+            lines.append("  still in the edge, gone from the warehouse (tenant, id): %s" % extra[:10])
         diff = [k for k in sorted(set(w) & set(e)) if w[k] != e[k]]
         for k in diff[:3]:
             lines.append("  differs %s:\n    warehouse %s\n    edge      %s" % (k, w[k], e[k]))
@@ -148,7 +152,7 @@ class Run(plhelp.RunBase):
     # ------------------------------------------------------------ the engine
 
     def start_engine(self):
-        env = dict(os.environ, WAREHOUSE_DSN=self.reader_dsn)
+        env = dict(os.environ, WAREHOUSE_DSN=self.reader_dsn, EDGE_DSN=self.edsn)
         self.procs.start("pickline", [self.bins["pickline"], "run", os.path.join(HERE, "pipeline.yml"),
                                 "--data", self.data], env=env)
         # qload reads the models from the data directory: wait for the engine
@@ -193,13 +197,15 @@ class Run(plhelp.RunBase):
 
         say("\n== 2. changes while the engine runs arrive in the edge")
         n = a.rows
+        hard = self.wh.scalar("SELECT count(*) FROM users WHERE id % 700 = 5", self.wdsn)
         self.wh_sql("UPDATE users SET title = 'Director of \"Growth\", EMEA' WHERE id % 100 = 7;"
-                    "UPDATE users SET deleted_at = now() WHERE id % 500 = 3;" +
+                    "UPDATE users SET deleted_at = now() WHERE id % 500 = 3;"
+                    "DELETE FROM users WHERE id % 700 = 5;" +
                     insert_sql(n + 1, n + 101))
         upd = self.wh.scalar("SELECT count(*) FROM users WHERE id % 100 = 7", self.wdsn)
         dele = self.wh.scalar("SELECT count(*) FROM users WHERE deleted_at < '2999-01-01'", self.wdsn)
-        say("  warehouse: %s titles updated, %s users soft-deleted (deleted_at = now()), 100 "
-            "inserted" % (upd, dele))
+        say("  warehouse: %s titles updated, %s users soft-deleted (deleted_at = now()), %s "
+            "deleted (DELETE), 100 inserted" % (upd, dele, hard))
         self.show_same("live changes", self.wait_same("the live changes"))
         gone = self.edge.scalar("SELECT count(*) FROM users WHERE deleted_at < '2999-01-01'", self.edsn)
         say("  the edge holds %s soft-deleted users (deleted_at set), as the warehouse does" % gone)
@@ -211,20 +217,23 @@ class Run(plhelp.RunBase):
         if problems:
             raise RunError("\n".join(problems))
         before = {b["id"] for b in self.batches()}
+        gone = int(self.wh.scalar("SELECT count(*) FROM users WHERE id % 1000 = 13", self.wdsn))
         self.wh_sql("UPDATE users SET phone = '+44 20 7946 0000' WHERE id % 1000 = 11;"
-                    "UPDATE users SET deleted_at = now() WHERE id % 1000 = 12;" +
+                    "UPDATE users SET deleted_at = now() WHERE id % 1000 = 12;"
+                    "DELETE FROM users WHERE id % 1000 = 13;" +
                     insert_sql(n + 101, n + 121))
         changed = int(self.wh.scalar("SELECT count(*) FROM users WHERE id %% 1000 IN (11, 12) "
                                      "OR id > %d" % (n + 100), self.wdsn))
-        say("  warehouse (engine stopped): %d rows changed or inserted" % changed)
+        say("  warehouse (engine stopped): %d rows changed or inserted, %d deleted" % (changed, gone))
         self.start_engine()
         self.show_same("second run", self.wait_same("the second run"))
         new = [b for b in self.batches() if b["id"] not in before]
         staged = sum(b["rows"] for b in new)
-        say("  the second run staged %d rows in %d batch(es), not %d: only what changed"
-            % (staged, len(new), n + 120))
-        if staged != changed:
-            raise RunError("the second run staged %d rows; %d changed" % (staged, changed))
+        say("  the second run staged %d rows in %d batch(es), not %d: only what changed, and the "
+            "deletes its reconciliation found" % (staged, len(new), n + 120))
+        if staged != changed + gone:
+            raise RunError("the second run staged %d rows; %d changed and %d were deleted"
+                           % (staged, changed, gone))
         say("\n== stopping (SIGTERM: qload finishes its batch, the engine drains)")
 
 

@@ -4,11 +4,15 @@
 --    WHERE (updated_at, tenant, id) > (cursor) ORDER BY updated_at, tenant, id.
 -- 2. updated_at must move on every change; the trigger below sets it, so
 --    writers that forget it are caught too.
--- 3. A NOTIFY on every insert and update (a soft delete is an update of
---    deleted_at): {"table":"users","key":{"tenant":..,"id":..}} on channel
---    users_changed, delivered when the transaction commits. Notices are a
---    wake-up for low latency; the watermark extract is what guarantees that
---    nothing is missed (notices sent while the engine is away are lost).
+-- 3. A NOTIFY on every insert, update and delete (a soft delete is an
+--    update of deleted_at): {"table":"users","op":"insert"|"update"|"delete",
+--    "key":{"tenant":..,"id":..}} on channel users_changed, delivered when
+--    the transaction commits. Notices are a wake-up for low latency; the
+--    watermark extract is what guarantees that no insert or update is
+--    missed, and the reconciliation (pipeline.yml's reconcile_dsn) that no
+--    delete is (notices sent while the engine is away are lost). A delete
+--    notice makes the engine read the row by key: when it is gone, its
+--    delete is staged, and qload deletes it in the edge.
 -- 4. A role for the engine that can only read the table.
 --
 -- The users table itself is the warehouse's; run.py creates this one:
@@ -37,14 +41,16 @@ CREATE TRIGGER users_touch BEFORE INSERT OR UPDATE ON users
     FOR EACH ROW EXECUTE FUNCTION users_touch();
 
 CREATE OR REPLACE FUNCTION users_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE r users;
 BEGIN
+    IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
     PERFORM pg_notify('users_changed', json_build_object('table', 'users',
-        'key', json_build_object('tenant', NEW.tenant, 'id', NEW.id))::text);
+        'op', lower(TG_OP), 'key', json_build_object('tenant', r.tenant, 'id', r.id))::text);
     RETURN NULL;
 END $$;
 
 DROP TRIGGER IF EXISTS users_notify ON users;
-CREATE TRIGGER users_notify AFTER INSERT OR UPDATE ON users
+CREATE TRIGGER users_notify AFTER INSERT OR UPDATE OR DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION users_notify();
 
 DO $$ BEGIN
