@@ -123,7 +123,7 @@ _qctl()
     put | reserve | kick | peek | purge | pause | resume | configure | stats | queues | export | import)
         ((npos == 0)) && COMPREPLY=($(compgen -W "$(_qctl_queues "$qctl" "$dir" "$cur")" -- "$cur"))
         ;;
-    batches | rejects)
+    batches | rejects | schema)
         if [[ -z $sub && $npos == 0 ]]; then
             COMPREPLY=($(compgen -W "$("$qctl" $cmd --help 2>/dev/null |
                 awk -v c="$cmd" '/^  / && $1 == c && NF > 2 { print $2 }')" -- "$cur"))
