@@ -30,12 +30,12 @@ static void close_conn(PgLink *l)
 
 void pglink_fail(PgLink *l, const char *what)
 {
-    char why[800];
-    const char *pq = l->conn ? PQerrorMessage(l->conn) : "";
-    size_t pn = strlen(pq);
-    while (pn && (pq[pn - 1] == '\n' || pq[pn - 1] == ' '))
-        pn--;
-    snprintf(why, sizeof why, "%s%s%.*s", what, pn ? ": " : "", (int)pn, pq);
+    char why[800], pq[700];
+    /* libpq's messages span lines ("...failed: Connection refused\n\tIs
+     * the server running...?"): one line, for the log and the reason */
+    snprintf(pq, sizeof pq, "%s", l->conn ? PQerrorMessage(l->conn) : "");
+    pl_oneline(pq);
+    snprintf(why, sizeof why, "%s%s%s", what, *pq ? ": " : "", pq);
     l->backoff = l->backoff ? l->backoff * 2 : PGLINK_BACKOFF_MIN;
     if (l->backoff > PGLINK_BACKOFF_MAX)
         l->backoff = PGLINK_BACKOFF_MAX;
@@ -114,11 +114,9 @@ static void result(PgLink *l, PGresult *r)
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return;
     const char *msg = PQresultErrorMessage(r), *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        n--;
     if (!l->failed) {
-        snprintf(l->error, sizeof l->error, "%.*s", (int)n, msg);
+        snprintf(l->error, sizeof l->error, "%s", msg);
+        pl_oneline(l->error); /* "ERROR:  ...\nDETAIL:  ..." */
         snprintf(l->sqlstate, sizeof l->sqlstate, "%s", ss ? ss : "");
     }
     l->failed = 1;

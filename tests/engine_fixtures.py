@@ -484,16 +484,18 @@ class Engine:
                               % (self.path, p.returncode, p.stdout, p.stderr, self.text))
         return p.stdout
 
-    def start(self, wait=True, timeout=15.0, env=None):
-        """Starts the engine (with env added to the environment), and waits
-        for /health unless wait is false. Returns self."""
+    def start(self, wait=True, timeout=15.0, env=None, args=()):
+        """Starts the engine (with env added to the environment, and args
+        after its own), and waits for /health unless wait is false. Returns
+        self."""
         assert not self.running(), "engine already running"
         self.starts += 1
         err = os.path.join(self.workdir, "engine-%d.err" % self.starts)
         self.errfiles.append(err)
         self._err = open(err, "wb")
         self.proc = subprocess.Popen(
-            [binary("pickline"), "run", self.path, "--data", self.data, "--port", str(self.port)],
+            [binary("pickline"), "run", self.path, "--data", self.data, "--port", str(self.port)]
+            + [str(a) for a in args],
             stdin=subprocess.DEVNULL, stdout=self._err, stderr=self._err, cwd=self.workdir,
             env=dict(os.environ, **env) if env else None)
         if wait:

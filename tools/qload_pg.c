@@ -66,12 +66,9 @@ int qload_classify(Loader *L, const PGresult *res)
             snprintf(L->err, sizeof L->err, "%s (SQLSTATE %s)", prim, L->state);
     } else {
         const char *m = PQerrorMessage(L->pg);
-        size_t n;
         snprintf(L->err, sizeof L->err, "%s", m && *m ? m : "connection to the target lost");
-        n = strlen(L->err);
-        while (n && (L->err[n - 1] == '\n' || L->err[n - 1] == ' '))
-            L->err[--n] = '\0';
     }
+    pl_oneline(L->err); /* libpq's messages (and a detail) may span lines */
     if (!st || !*st || PQstatus(L->pg) == CONNECTION_BAD)
         return K_CONN;
     if (!strncmp(st, "22", 2) || !strncmp(st, "23", 2))
@@ -220,11 +217,10 @@ int qload_pg_connect(Loader *L)
     L->pg = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(L->pg) != CONNECTION_OK) {
         const char *m = PQerrorMessage(L->pg);
-        size_t n;
         snprintf(L->err, sizeof L->err, "%s", m && *m ? m : "cannot connect");
-        n = strlen(L->err);
-        while (n && (L->err[n - 1] == '\n' || L->err[n - 1] == ' '))
-            L->err[--n] = '\0';
+        /* "...failed: Connection refused\n\tIs the server running...?\n":
+         * one line */
+        pl_oneline(L->err);
         /* A bad conninfo never gets better by waiting. */
         k = strstr(L->err, "invalid connection option") || strstr(L->err, "missing \"=\"") ||
                     strstr(L->err, "invalid URI") || strstr(L->err, "invalid integer value")

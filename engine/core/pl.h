@@ -57,10 +57,51 @@ uint64_t pl_random64(void);
  * (getrandom(2)); for secrets (callback tokens). Returns 0 or an errno. */
 int pl_random_bytes(void *buf, size_t n);
 
-/* Logging: one line per event to stderr, "time level message". */
+/* Logging: one line per event, whatever the message holds (line breaks in
+ * it are folded: pl_oneline), written with one write(2) so that the lines
+ * of several threads never mix. To stderr, or to the file pl_log_open
+ * named. Two formats:
+ *   text  2024-05-01T12:00:00.123Z info stage=NAME job=ID message
+ *         (stage= and job= only when the event has them)
+ *   json  {"time":"2024-05-01T12:00:00.123Z","level":"info","message":"...",
+ *          "stage":"NAME","job":ID}  (stage and job null when it has none;
+ *         any byte that is not valid UTF-8 becomes U+FFFD)
+ * The level and format are set once at start (pickline run's flags),
+ * before any thread logs. */
 enum { PL_LOG_ERROR, PL_LOG_WARN, PL_LOG_INFO, PL_LOG_DEBUG };
-extern int pl_log_level;
+enum { PL_LOG_TEXT, PL_LOG_JSON };
+extern int pl_log_level;  /* events above it are not written; PL_LOG_INFO */
+extern int pl_log_format; /* PL_LOG_TEXT */
 void pl_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* pl_logx logs an event of stage (NULL: none) and job (0: none). */
+void pl_logx(int level, const char *stage, uint64_t job, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* pl_log_level_parse returns the level named s ("error", "warn", "info",
+ * "debug"), or -1; pl_log_format_parse the format ("text", "json"), or -1. */
+int pl_log_level_parse(const char *s);
+int pl_log_format_parse(const char *s);
+
+/* pl_log_open sends the log to the file at path (opened to append, created
+ * 0640 if missing) instead of stderr. Returns 0 or an errno value (the log
+ * stays where it was). */
+int pl_log_open(const char *path);
+
+/* pl_log_reopen opens the log file's path again, for a log rotator that
+ * renamed it (SIGUSR1): the lines after it go to the new file. A no-op
+ * returning 0 while the log goes to stderr; on failure the log stays on the
+ * old file and the errno value is returned. Safe while other threads log. */
+int pl_log_reopen(void);
+
+/* pl_log_path returns the log file's path, or NULL for stderr. */
+const char *pl_log_path(void);
+
+/* pl_oneline folds s in place into one line: each line break (CR, LF),
+ * with the spaces and tabs around it, becomes "; " (none at the end), and
+ * other control characters become spaces. For messages of other programs
+ * that span lines, like libpq's ("...failed: Connection refused\n\tIs the
+ * server running...?\n"). Returns s. */
+char *pl_oneline(char *s);
 
 /* PL_ASSERT stays on in release builds; msg names the broken rule. */
 #define PL_ASSERT(cond, msg) \

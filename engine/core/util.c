@@ -1,7 +1,9 @@
-/* util.c: allocator wrappers, error names, clocks, random tokens, logging. */
+/* util.c: allocator wrappers, error names, clocks, random tokens, logging
+ * (text or JSON lines, to stderr or a file reopened on demand). */
 #include "pl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 int pl_log_level = PL_LOG_INFO;
 
@@ -140,22 +143,229 @@ int pl_random_bytes(void *buf, size_t n)
     return 0;
 }
 
-void pl_log(int level, const char *fmt, ...)
+/* ---------------------------------------------------------------- logging */
+
+int pl_log_format = PL_LOG_TEXT;
+
+/* The log's descriptor: stderr, or the file of pl_log_open. A reopen puts
+ * the new file in place with dup2, which is atomic: a thread writing a
+ * line writes it whole to the old file or to the new one. */
+static int log_fd = 2;
+static char *log_path;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+int pl_log_level_parse(const char *s)
 {
-    static const char *const lv[] = {"error", "warn", "info", "debug"};
+    for (int i = 0; i <= PL_LOG_DEBUG; i++)
+        if (strcmp(s, level_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int pl_log_format_parse(const char *s)
+{
+    return strcmp(s, "text") == 0 ? PL_LOG_TEXT : strcmp(s, "json") == 0 ? PL_LOG_JSON : -1;
+}
+
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    return fd < 0 ? -errno : fd;
+}
+
+int pl_log_open(const char *path)
+{
+    int fd = open_log(path);
+    if (fd < 0)
+        return -fd;
+    if (log_fd != 2)
+        close(log_fd);
+    log_fd = fd;
+    free(log_path);
+    log_path = xstrdup(path);
+    return 0;
+}
+
+int pl_log_reopen(void)
+{
+    if (!log_path)
+        return 0;
+    int fd = open_log(log_path);
+    if (fd < 0)
+        return -fd;
+    int rc = dup2(fd, log_fd) < 0 ? errno : 0;
+    close(fd);
+    return rc;
+}
+
+const char *pl_log_path(void)
+{
+    return log_path;
+}
+
+char *pl_oneline(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r;) {
+        if (*r == '\n' || *r == '\r') {
+            while (w > s && (w[-1] == ' ' || w[-1] == '\t'))
+                w--;
+            while (*r == '\n' || *r == '\r' || *r == ' ' || *r == '\t')
+                r++;
+            if (*r && w > s) {
+                *w++ = ';';
+                *w++ = ' ';
+            }
+        } else {
+            unsigned char c = (unsigned char)*r++;
+            *w++ = c < 0x20 || c == 0x7f ? ' ' : (char)c;
+        }
+    }
+    *w = '\0';
+    return s;
+}
+
+/* utf8_len returns the length of the well-formed UTF-8 sequence at p (at
+ * most n bytes), or 0 when there is none. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    size_t len = p[0] < 0x80 ? 1 : (p[0] & 0xe0) == 0xc0 ? 2 : (p[0] & 0xf0) == 0xe0 ? 3
+               : (p[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (len == 0 || len > n || (len == 2 && p[0] < 0xc2) || (len == 4 && p[0] > 0xf4))
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    if ((len == 3 && p[0] == 0xe0 && p[1] < 0xa0) || (len == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
+        (len == 4 && p[0] == 0xf0 && p[1] < 0x90) || (len == 4 && p[0] == 0xf4 && p[1] >= 0x90))
+        return 0; /* overlong, a surrogate, or past U+10FFFF */
+    return len;
+}
+
+/* Line: the log line being built, in a fixed buffer (no allocation per
+ * event); what does not fit is cut. */
+typedef struct Line {
+    char b[16384];
+    size_t n;
+} Line;
+
+static void line_add(Line *l, const char *s, size_t n)
+{
+    if (n > sizeof l->b - 2 - l->n) /* room for the newline */
+        n = sizeof l->b - 2 - l->n;
+    memcpy(l->b + l->n, s, n);
+    l->n += n;
+}
+
+static void line_adds(Line *l, const char *s)
+{
+    line_add(l, s, strlen(s));
+}
+
+/* line_json_string appends s as a JSON string (valid UTF-8 whatever s is). */
+static void line_json_string(Line *l, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    line_add(l, "\"", 1);
+    while (n > 0) {
+        char esc[8];
+        size_t k = utf8_len(p, n);
+        if (k == 0) {
+            line_adds(l, "\\ufffd");
+            k = 1;
+        } else if (*p == '"' || *p == '\\') {
+            esc[0] = '\\', esc[1] = (char)*p;
+            line_add(l, esc, 2);
+        } else if (*p < 0x20 || *p == 0x7f) {
+            snprintf(esc, sizeof esc, "\\u%04x", *p);
+            line_adds(l, esc);
+        } else {
+            line_add(l, (const char *)p, k);
+        }
+        p += k;
+        n -= k;
+    }
+    line_add(l, "\"", 1);
+}
+
+static void vlog(int level, const char *stage, uint64_t job, const char *fmt, va_list ap)
+{
     if (level > pl_log_level)
         return;
-    char ts[32];
-    time_t t = time(NULL);
+    if (level < PL_LOG_ERROR)
+        level = PL_LOG_ERROR;
+    char ts[40], tsz[64], msg[2048], num[24];
+    struct timespec now;
     struct tm tm;
-    gmtime_r(&t, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    char line[2048];
+    clock_gettime(CLOCK_REALTIME, &now);
+    gmtime_r(&now.tv_sec, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(tsz, sizeof tsz, "%s.%03uZ", ts, (unsigned)(now.tv_nsec / 1000000) % 1000u);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    pl_oneline(msg);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)job);
+    Line l;
+    l.n = 0;
+    if (pl_log_format == PL_LOG_JSON) {
+        line_adds(&l, "{\"time\":\"");
+        line_adds(&l, tsz);
+        line_adds(&l, "\",\"level\":\"");
+        line_adds(&l, level_names[level]);
+        line_adds(&l, "\",\"message\":");
+        line_json_string(&l, msg);
+        line_adds(&l, ",\"stage\":");
+        if (stage)
+            line_json_string(&l, stage);
+        else
+            line_adds(&l, "null");
+        line_adds(&l, ",\"job\":");
+        line_adds(&l, job ? num : "null");
+        line_adds(&l, "}");
+    } else {
+        line_adds(&l, tsz);
+        line_adds(&l, " ");
+        line_adds(&l, level_names[level]);
+        line_adds(&l, " ");
+        if (stage) {
+            line_adds(&l, "stage=");
+            line_adds(&l, stage);
+            line_adds(&l, " ");
+        }
+        if (job) {
+            line_adds(&l, "job=");
+            line_adds(&l, num);
+            line_adds(&l, " ");
+        }
+        line_adds(&l, msg);
+    }
+    l.b[l.n++] = '\n';
+    for (const char *p = l.b; l.n > 0;) {
+        ssize_t w = write(log_fd, p, l.n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* nowhere to say it */
+        p += w;
+        l.n -= (size_t)w;
+    }
+}
+
+void pl_log(int level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vlog(level, NULL, 0, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s %s %s\n", ts, lv[level], line);
+}
+
+void pl_logx(int level, const char *stage, uint64_t job, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(level, stage, job, fmt, ap);
+    va_end(ap);
 }
 
 void pl_assert_fail(const char *file, int line, const char *expr, const char *msg)

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 Store *engine_store(Engine *e) { return e->store; }
@@ -209,6 +210,12 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 {
     (void)revents;
     Engine *e = w->data;
+    if (e->draining && e->reload) {
+        e->reload = 0;
+        pl_log(PL_LOG_INFO, "engine: signal %d while draining for a reload: stopping instead",
+               w->signum);
+        return;
+    }
     if (e->draining) {
         pl_log(PL_LOG_WARN, "engine: second signal; stopping now (leases expire by themselves)");
         ev_break(loop, EVBREAK_ALL);
@@ -217,6 +224,108 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
     char why[32];
     snprintf(why, sizeof why, "signal %d", w->signum);
     start_drain(e, why);
+}
+
+/* on_sighup checks the pipeline file as it is now, with the kinds the
+ * engine runs; a file that checks is restarted with after a drain (the
+ * caller of engine_run does it), one that does not changes nothing. */
+static void on_sighup(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)revents;
+    Engine *e = w->data;
+    const char *path = e->p->path;
+    if (e->draining) {
+        pl_log(PL_LOG_WARN, "engine: SIGHUP ignored: already draining to %s",
+               e->reload ? "reload" : "stop");
+        return;
+    }
+    if (!path) {
+        pl_log(PL_LOG_ERROR, "engine: SIGHUP ignored: the pipeline was not read from a file");
+        return;
+    }
+    size_t n = 0;
+    while (e->kinds && e->kinds[n])
+        n++;
+    const KindSpec **specs = xcalloc(n + 1, sizeof *specs);
+    for (size_t i = 0; i < n; i++)
+        specs[i] = &e->kinds[i]->spec;
+    char err[1024] = "";
+    Pipeline *np = NULL;
+    int rc = pipeline_load(path, specs, &np, err, sizeof err);
+    free(specs);
+    if (rc) {
+        pl_log(PL_LOG_ERROR, "engine: SIGHUP: %s does not check, so the engine runs on with the "
+               "pipeline it has; fix the file and send SIGHUP again: %s", path,
+               err[0] ? err : pl_strerror(rc));
+        return;
+    }
+    char why[600];
+    snprintf(why, sizeof why, "SIGHUP: %s checks (%zu queues, %zu stages); reloading", path,
+             np->nqueues, np->nstages);
+    pipeline_free(np);
+    e->reload = 1;
+    start_drain(e, why);
+}
+
+static void on_sigusr1(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)revents;
+    (void)w;
+    int rc = pl_log_reopen();
+    if (rc)
+        pl_log(PL_LOG_ERROR, "engine: SIGUSR1: cannot reopen the log file %s: %s; logging on to "
+               "the file that was open", pl_log_path(), strerror(rc));
+    else if (pl_log_path())
+        pl_log(PL_LOG_INFO, "engine: SIGUSR1: log file %s reopened", pl_log_path());
+}
+
+/* A SIGTERM or SIGINT that came while no loop watched the signals: while
+ * the engine opened (engine_run drains at once), or after a run (a reload
+ * stops instead of restarting). */
+static volatile sig_atomic_t quiet_stop;
+
+static void on_quiet_signal(int sig)
+{
+    if (sig == SIGTERM || sig == SIGINT)
+        quiet_stop = 1;
+}
+
+/* quiet_signals takes SIGHUP, SIGUSR1, SIGTERM and SIGINT while no loop
+ * watches them (their default ends the process at once): while the engine
+ * opens, after a run (libev gives a stopped signal back its default), and
+ * from a reload's exec (which keeps them blocked and pending) until now. A
+ * SIGHUP or SIGUSR1 then does nothing; a SIGTERM or SIGINT is noted. */
+static void quiet_signals(void)
+{
+    static const int sigs[] = {SIGHUP, SIGUSR1, SIGTERM, SIGINT};
+    struct sigaction sa;
+    sigset_t set;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_quiet_signal;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) {
+        sigaction(sigs[i], &sa, NULL);
+        sigaddset(&set, sigs[i]);
+    }
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+int engine_stop_signaled(void)
+{
+    return quiet_stop;
+}
+
+int engine_reloading(const Engine *e)
+{
+    return e->reload && e->drained && !e->fatal && !quiet_stop;
+}
+
+int engine_take_lock(Engine *e)
+{
+    int fd = e->lock_fd;
+    e->lock_fd = -1;
+    return fd;
 }
 
 /* ---------------------------------------------------------------- open/run */
@@ -252,10 +361,23 @@ static int declare_queues(Txn *t, void *arg)
  * flock on DIR/engine.lock, held until the process ends (a SIGKILL lets
  * it go: no stale lock to clean). The file says who holds it, so a second
  * engine is refused naming the first. qctl and qload never take it. */
-static int engine_lock(Engine *e, const char *dir, char *err, size_t errlen)
+static int engine_lock(Engine *e, const char *dir, int handed, char *err, size_t errlen)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/engine.lock", dir);
+    if (handed > 2) {
+        /* The engine this one replaces (a reload) held the lock and kept
+         * it open across exec: no other engine could take the directory
+         * in between. Use it when it is this directory's lock. */
+        struct stat a, b;
+        if (fstat(handed, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino && flock(handed, LOCK_EX | LOCK_NB) == 0) {
+            fcntl(handed, F_SETFD, FD_CLOEXEC);
+            e->lock_fd = handed;
+            return 0;
+        }
+        close(handed);
+    }
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0) {
         snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
@@ -299,7 +421,9 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
 {
     *out = NULL;
     Engine *e = xcalloc(1, sizeof *e);
+    quiet_signals();
     e->p = p;
+    e->kinds = kinds;
     pthread_mutex_init(&e->mu, NULL);
     const char *dir = o && o->data_dir ? o->data_dir : p->data_dir;
     if (!dir)
@@ -314,7 +438,7 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
                  *store_error() ? store_error() : pl_strerror(rc));
         goto fail;
     }
-    if ((rc = engine_lock(e, dir, err, errlen)) != 0)
+    if ((rc = engine_lock(e, dir, o ? o->lock_fd : -1, err, errlen)) != 0)
         goto fail;
     QArg qa = {p};
     if ((rc = store_run(e->store, declare_queues, &qa)) != 0) {
@@ -387,7 +511,9 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
     ev_timer_init(&e->tick, on_tick, 1.0, 1.0);
     ev_signal_init(&e->sigterm, on_signal, SIGTERM);
     ev_signal_init(&e->sigint, on_signal, SIGINT);
-    e->sigterm.data = e->sigint.data = e;
+    ev_signal_init(&e->sighup, on_sighup, SIGHUP);
+    ev_signal_init(&e->sigusr1, on_sigusr1, SIGUSR1);
+    e->sigterm.data = e->sigint.data = e->sighup.data = e->sigusr1.data = e;
     *out = e;
     return 0;
 fail:
@@ -400,7 +526,11 @@ int engine_run(Engine *e)
     signal(SIGPIPE, SIG_IGN);
     ev_signal_start(e->loop, &e->sigterm);
     ev_signal_start(e->loop, &e->sigint);
+    ev_signal_start(e->loop, &e->sighup);
+    ev_signal_start(e->loop, &e->sigusr1);
     ev_timer_start(e->loop, &e->tick);
+    if (quiet_stop)
+        start_drain(e, "SIGTERM or SIGINT while starting");
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
         if (st->kind->begin)
@@ -421,6 +551,9 @@ int engine_run(Engine *e)
     /* A signal belongs to one loop at a time: let it go with this run. */
     ev_signal_stop(e->loop, &e->sigterm);
     ev_signal_stop(e->loop, &e->sigint);
+    ev_signal_stop(e->loop, &e->sighup);
+    ev_signal_stop(e->loop, &e->sigusr1);
+    quiet_signals();
     return e->fatal ? MDB_PANIC : 0;
 }
 

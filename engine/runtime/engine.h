@@ -15,6 +15,9 @@
 typedef struct EngineOpts {
     const char *data_dir;  /* NULL: the pipeline's, else $PICKLINE_DATA, else ./pickline-data */
     unsigned port;         /* overrides the pipeline's listen port when non-zero */
+    int lock_fd;           /* > 2: the data directory's engine.lock, open and flocked, handed
+                            * over by the engine this one replaces (engine_take_lock);
+                            * used when it is that directory's, else closed */
 } EngineOpts;
 
 /* engine_open opens the data directory, creates or updates the declared
@@ -29,8 +32,31 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
 /* engine_run runs the loop until SIGTERM or SIGINT, then drains: stops
  * reserving, lets in-flight jobs finish for the pipeline's drain time,
  * releases the rest, commits, and returns 0. It returns MDB_PANIC at once
- * when the store failed fatally (a restart recovers). */
+ * when the store failed fatally (a restart recovers).
+ *
+ * Other signals: SIGUSR1 reopens the log file (pl_log_reopen). SIGHUP
+ * reads the pipeline file again and checks it (pipeline_load with the
+ * engine's kinds): when it checks, the engine drains as for SIGTERM and
+ * engine_run returns 0 with engine_reloading(e) set, for the caller to
+ * start again with the file (pickline run re-executes itself); when it
+ * does not, the engine logs why and runs on as it was. A SIGTERM or
+ * SIGINT during that drain turns it into a stop. */
 int engine_run(Engine *e);
+
+/* engine_reloading tells whether engine_run returned to be started again
+ * with the pipeline file re-read (SIGHUP, above). */
+int engine_reloading(const Engine *e);
+
+/* engine_stop_signaled tells whether a SIGTERM or SIGINT came while no
+ * engine's loop watched them (while one opened, or after its run): a
+ * reload then stops instead (pickline run). */
+int engine_stop_signaled(void);
+
+/* engine_take_lock hands the flock of the data directory (engine.lock)
+ * over to the caller, for the engine that replaces this one (a reload):
+ * returns its descriptor, which the caller owns from now on (engine_close
+ * no longer closes it), or -1 when there is none. */
+int engine_take_lock(Engine *e);
 
 /* engine_stop asks a running engine to drain and return from engine_run,
  * as SIGTERM does. Safe from any thread. */

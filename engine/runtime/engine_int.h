@@ -28,7 +28,9 @@ struct Engine {
     ev_check check;
     uint64_t woke_ns, block_max_ns;
     int stop_requested;
-    ev_signal sigterm, sigint;
+    ev_signal sigterm, sigint, sighup, sigusr1;
+    const StageKind *const *kinds; /* engine_open's, to check a reloaded file */
+    int reload;            /* draining to restart with the file again (SIGHUP) */
     ev_timer tick, drain_timer;
     EngineOp tick_op;
     int tick_busy;

@@ -979,14 +979,13 @@ int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf
 
 void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)
 {
+    if (level > pl_log_level)
+        return;
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (job)
-        pl_log(level, "stage=%s job=%llu %s", s->conf->name, (unsigned long long)job, msg);
-    else
-        pl_log(level, "stage=%s %s", s->conf->name, msg);
+    pl_logx(level, s->conf->name, job, "%s", msg);
 }
 

@@ -191,7 +191,8 @@ int stage_cursor(Stage *s, Strbuf *out);
  * transaction on the loop thread. */
 int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf *out);
 
-/* stage_log logs one line "stage=NAME job=ID msg". */
+/* stage_log logs one event of stage s and job (0: none) with pl_logx:
+ * "stage=NAME job=ID msg" in text, fields stage and job in JSON. */
 void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
