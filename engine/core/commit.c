@@ -133,6 +133,10 @@ static void run_batch(Committer *c, CommitOp *batch, unsigned n)
         c->st.apply_ns_total += t_applied - t0;
         if (dt > c->st.commit_ns_max)
             c->st.commit_ns_max = dt;
+        int b = 0;
+        while (b < COMMIT_LAT_BOUNDS && (double)dt / 1e9 > commit_lat_bounds[b])
+            b++;
+        c->st.lat_buckets[b]++;
         pthread_mutex_unlock(&c->mu);
         if (rc)
             pl_log(PL_LOG_ERROR, "commit: commit of %u operations failed: %s", n, pl_strerror(rc));
@@ -311,6 +315,9 @@ int committer_run(Committer *c, CommitOp *op)
     pthread_mutex_unlock(&w.mu);
     return rc;
 }
+
+const double commit_lat_bounds[COMMIT_LAT_BOUNDS] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025,
+                                                     0.05,   0.1,   0.25,  0.5,   1};
 
 void committer_stats(Committer *c, CommitStats *out)
 {

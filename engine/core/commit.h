@@ -56,10 +56,17 @@ void committer_submit(Committer *c, CommitOp *op);
  * result. For threads that may block (tools, benchmarks, tests). */
 int committer_run(Committer *c, CommitOp *op);
 
+/* The commit latency histogram (apply and flush of one transaction, in
+ * seconds): bucket i < COMMIT_LAT_BOUNDS counts the commits of at most
+ * commit_lat_bounds[i] over the bound before it; the last one the rest. */
+#define COMMIT_LAT_BOUNDS 11
+extern const double commit_lat_bounds[COMMIT_LAT_BOUNDS];
+
 typedef struct CommitStats {
     uint64_t commits, ops, max_ops_per_commit, retries;
     uint64_t commit_ns_total, commit_ns_max;
     uint64_t apply_ns_total;   /* of commit_ns_total: running the ops (the rest: flushes) */
+    uint64_t lat_buckets[COMMIT_LAT_BOUNDS + 1];
 } CommitStats;
 void committer_stats(Committer *c, CommitStats *out);
 

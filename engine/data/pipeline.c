@@ -31,8 +31,9 @@
 
 /* =============================================================== schema */
 
-static const char *const top_keys[] = {"data", "listen", "drain", "queues", "stages",
+static const char *const top_keys[] = {"data", "listen", "drain", "health", "queues", "stages",
                                        "models", "target", NULL};
+static const char *const health_keys[] = {"dependency_failures", "batch_wait", "disk_min", NULL};
 static const char *const listen_keys[] = {"address", "port", "token", "insecure", "max_body", "max_conns",
                                           "max_conns_per_ip", "idle_timeout", "request_timeout", "tls", NULL};
 static const char *const queue_keys[] = {"ttr", "max_attempts", "backoff", "backoff_max",
@@ -90,6 +91,35 @@ static const char *token_error(const char *t)
     if (n < HTTP_TOKEN_MIN)
         return "is shorter than 16 characters; use a random one, e.g. `openssl rand -hex 32`";
     return NULL;
+}
+
+/* check_health reads the health: section: when GET /ready says unready. */
+static int check_health(const ConfErr *l, Pipeline *p, const ConfNode *n)
+{
+    char buf[64];
+    const ConfNode *v;
+    unsigned long long u;
+    int rc;
+    if (conf_is_null(n))
+        return 0;
+    if (n->type != CONF_MAP)
+        return conf_errat(l, n->line, "health: expected a map of dependency_failures, batch_wait, "
+                     "disk_min (got %s)", conf_desc(n, buf, sizeof buf));
+    if ((rc = conf_keys_check(l, n, "health", health_keys)))
+        return rc;
+    if ((v = conf_get(n, "dependency_failures"))) {
+        if ((rc = conf_as_uint(l, "health: dependency_failures", v, 1, 1000000, &u)))
+            return rc;
+        p->health_dep_failures = (unsigned)u;
+    }
+    if ((v = conf_get(n, "batch_wait")) &&
+        (rc = conf_as_num(l, "health: batch_wait", v, 1, 7 * CONF_SECS_MAX, "seconds",
+                          &p->health_batch_wait_s)))
+        return rc;
+    if ((v = conf_get(n, "disk_min")) &&
+        (rc = conf_as_uint(l, "health: disk_min", v, 0, 1ull << 50, &p->health_disk_min)))
+        return rc;
+    return 0;
 }
 
 static int check_listen(const ConfErr *l, Pipeline *p, const ConfNode *n)
@@ -449,6 +479,8 @@ static int check_top(const ConfErr *l, Pipeline *p, const KindSpec *const *kinds
         if ((v = conf_get(root, "drain")) &&
             (rc = conf_as_num(l, "drain", v, 0, CONF_SECS_MAX, "seconds", &p->drain_s)))
             return rc;
+        if ((v = conf_get(root, "health")) && (rc = check_health(l, p, v)))
+            return rc;
     }
     if ((v = conf_get(root, "queues")) && (rc = check_queues(l, p, v)))
         return rc;
@@ -522,6 +554,9 @@ static int parse(Pipeline *p, const ConfErr *l, char *text, size_t len, const Ki
     p->listen_port = 7380;
     p->listen_max_body = 1u << 20;
     p->drain_s = 10;
+    p->health_dep_failures = 5;
+    p->health_batch_wait_s = 600;
+    p->health_disk_min = 64u << 20;
     int rc = conf_read(l, text, len, &p->root);
     return rc ? rc : check_top(l, p, kinds);
 }

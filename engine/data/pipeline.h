@@ -147,6 +147,12 @@ typedef struct Pipeline {
     char *listen_tls_key;
     int listen_tls;             /* a tls: section is given (even when not read) */
     double drain_s;             /* SIGTERM: how long in-flight work may finish; default 10 */
+    /* health: when GET /ready says unready (engine/runtime/observe.h) */
+    unsigned health_dep_failures;       /* a stage's dependency failing this many attempts in
+                                         * a row; default 5 */
+    double health_batch_wait_s;         /* a batch sealed and not loaded this long; default 600 */
+    unsigned long long health_disk_min; /* bytes free on the data directory's disk; default
+                                         * 64 MiB (0: not checked) */
     QueueDecl *queues;
     size_t nqueues;
     StageConf *stages;

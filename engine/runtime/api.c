@@ -6,10 +6,7 @@
  *                            within the queue's key_retention: 200, the first
  *                            job's id, "existed":true); ?pri=N&delay=S.
  *   GET  /queues             depths by state of every queue (JSON)
- *   GET  /health             liveness (no token needed)
- *   GET  /metrics            Prometheus text: queue depths by state, per
- *                            stage in flight/done/retried/buried and a
- *                            latency histogram, commits and ops per commit */
+ * (GET /health, /ready, /metrics, / and /status: observe.h.) */
 #include "engine.h"
 #include "json.h"
 #include "listen.h"
@@ -191,87 +188,9 @@ static void on_queues(void *arg, Exchange *x)
     sb_free(&b);
 }
 
-static void on_health(void *arg, Exchange *x)
-{
-    Engine *e = arg;
-    char out[128];
-    int n = snprintf(out, sizeof out, "{\"status\":\"ok\",\"stages\":%zu}\n", engine_nstages(e));
-    exchange_respond(x, 200, "application/json", out, (size_t)n);
-}
-
-static int metric_queue(const QueueStats *s, void *arg)
-{
-    Strbuf *b = arg;
-    const char *st[] = {"ready", "delayed", "reserved", "buried"};
-    const uint64_t v[] = {s->ready, s->delayed, s->reserved, s->buried};
-    for (int i = 0; i < 4; i++)
-        sb_addf(b, "pickline_queue_jobs{queue=\"%s\",state=\"%s\"} %llu\n", s->name, st[i],
-                (unsigned long long)v[i]);
-    sb_addf(b, "pickline_queue_puts_total{queue=\"%s\"} %llu\n", s->name, (unsigned long long)s->puts);
-    sb_addf(b, "pickline_queue_acks_total{queue=\"%s\"} %llu\n", s->name, (unsigned long long)s->acks);
-    sb_addf(b, "pickline_queue_oldest_ready_seconds{queue=\"%s\"} %.3f\n", s->name,
-            (double)s->oldest_ready_ms / 1000.0);
-    return 0;
-}
-
-static int read_metrics(Txn *t, void *arg)
-{
-    return queue_list(t, metric_queue, arg);
-}
-
-static void on_metrics(void *arg, Exchange *x)
-{
-    Engine *e = arg;
-    Strbuf b;
-    sb_init(&b);
-    sb_adds(&b, "# TYPE pickline_queue_jobs gauge\n");
-    int rc = store_read(engine_store(e), read_metrics, &b);
-    sb_adds(&b, "# TYPE pickline_stage_in_flight gauge\n# TYPE pickline_stage_jobs_total counter\n"
-                "# TYPE pickline_stage_latency_seconds histogram\n");
-    for (size_t i = 0; i < engine_nstages(e); i++) {
-        Stage *s = engine_stage_at(e, i);
-        const char *n = s->conf->name;
-        sb_addf(&b, "pickline_stage_in_flight{stage=\"%s\"} %u\n", n, s->in_flight);
-        sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"done\"} %llu\n", n,
-                (unsigned long long)s->ctr.done);
-        sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"retried\"} %llu\n", n,
-                (unsigned long long)s->ctr.retried);
-        sb_addf(&b, "pickline_stage_jobs_total{stage=\"%s\",outcome=\"buried\"} %llu\n", n,
-                (unsigned long long)s->ctr.buried);
-        uint64_t cum = 0;
-        for (int k = 0; k <= STAGE_LAT_BOUNDS; k++) {
-            char le[32] = "+Inf";
-            if (k < STAGE_LAT_BOUNDS)
-                snprintf(le, sizeof le, "%g", stage_lat_bounds[k]);
-            cum += s->ctr.lat_buckets[k];
-            sb_addf(&b, "pickline_stage_latency_seconds_bucket{stage=\"%s\",le=\"%s\"} %llu\n", n, le,
-                    (unsigned long long)cum);
-        }
-        sb_addf(&b, "pickline_stage_latency_seconds_sum{stage=\"%s\"} %.6f\n", n, s->ctr.lat_sum);
-        sb_addf(&b, "pickline_stage_latency_seconds_count{stage=\"%s\"} %llu\n", n, (unsigned long long)cum);
-    }
-    CommitStats cs;
-    engine_commit_stats(e, &cs);
-    sb_addf(&b, "# TYPE pickline_commits_total counter\npickline_commits_total %llu\n"
-                "# TYPE pickline_commit_ops_total counter\npickline_commit_ops_total %llu\n"
-                "# TYPE pickline_commit_ops_max gauge\npickline_commit_ops_max %llu\n"
-                "# TYPE pickline_commit_seconds_max gauge\npickline_commit_seconds_max %.6f\n"
-                "# TYPE pickline_loop_block_seconds_max gauge\npickline_loop_block_seconds_max %.6f\n",
-            (unsigned long long)cs.commits, (unsigned long long)cs.ops,
-            (unsigned long long)cs.max_ops_per_commit, (double)cs.commit_ns_max / 1e9,
-            (double)engine_loop_block_max(e) / 1e9);
-    if (rc)
-        exchange_error(x, 500, pl_strerror(rc));
-    else
-        exchange_respond(x, 200, "text/plain; version=0.0.4", b.buf, b.len);
-    sb_free(&b);
-}
-
 void api_register(Engine *e)
 {
     Listener *l = engine_listener(e);
     listener_route(l, "POST", "/queues/", 0, on_put, e);
     listener_route(l, "GET", "/queues", 0, on_queues, e);
-    listener_route(l, "GET", "/health", 1, on_health, e);
-    listener_route(l, "GET", "/metrics", 0, on_metrics, e);
 }

@@ -7,6 +7,7 @@
  * crosses back: the writer pushes finished ops on a locked list and wakes
  * the loop with ev_async; the loop runs their loop_done. */
 #include "engine_int.h"
+#include "observe.h"
 #include "staging.h"
 #include "pl.h"
 #include "queue.h"
@@ -156,6 +157,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)loop, (void)revents;
     Engine *e = container_of(w, Engine, tick);
+    observe_tick(e->obs);
     if (e->tick_busy || e->draining)
         return;
     e->tick_busy = 1;
@@ -424,6 +426,7 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
     quiet_signals();
     e->p = p;
     e->kinds = kinds;
+    e->started_ms = pl_now_ms();
     pthread_mutex_init(&e->mu, NULL);
     const char *dir = o && o->data_dir ? o->data_dir : p->data_dir;
     if (!dir)
@@ -481,6 +484,7 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
         snprintf(e->callback_base, sizeof e->callback_base, "%s://%s%s%s:%u", lo.tls_cert ? "https" : "http",
                  v6 ? "[" : "", addr, v6 ? "]" : "", listener_port(e->listener));
         api_register(e);
+        e->obs = observe_open(e); /* /health, /ready, /metrics, / and /status */
     }
     e->nstages = p->nstages;
     e->stages = xcalloc(p->nstages ? p->nstages : 1, sizeof *e->stages);
@@ -569,6 +573,7 @@ void engine_close(Engine *e)
      * arrive now are dropped with the loop), and only then the stages free
      * their data. */
     listener_close(e->listener);
+    observe_close(e->obs);
     for (size_t i = 0; i < e->nstages; i++)
         http_class_free(e->stages[i].http);
     http_close(e->http);

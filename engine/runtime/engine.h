@@ -100,8 +100,9 @@ void engine_submit(Engine *e, EngineOp *o);
  * none), where api.c and stages register their routes. */
 struct Listener *engine_listener(Engine *e);
 
-/* api_register adds the built-in endpoints (api.c): POST /queues/NAME/jobs,
- * GET /queues, GET /health, GET /metrics. */
+/* api_register adds the built-in endpoints of the queues (api.c): POST
+ * /queues/NAME/jobs, GET /queues. (GET /health, /ready, /metrics, / and
+ * /status are observe.h's.) */
 void api_register(Engine *e);
 
 #endif

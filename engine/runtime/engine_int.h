@@ -39,6 +39,8 @@ struct Engine {
     int draining, drain_expired, drained;
     int fatal;             /* the store is unusable (MDB_PANIC): stop, restart recovers */
     int lock_fd;           /* DIR/engine.lock, flocked while the engine runs; -1 none */
+    struct Observe *obs;   /* what it tells about itself (observe.h) */
+    uint64_t started_ms;
     unsigned ops_in_flight;
     Notify notify;         /* the service manager's watchdog (notify.h) */
 };

@@ -505,6 +505,7 @@ static void slot_committed(EngineOp *eo, int rc)
         double dt = (double)(pl_mono_ns() - s->started_ns) / 1e9;
         if (so->end == END_ACK) {
             st->ctr.done++;
+            stage_dep_ok(st);
             int b = 0;
             while (b < STAGE_LAT_BOUNDS && dt > stage_lat_bounds[b])
                 b++;
@@ -629,6 +630,8 @@ void slot_retry(Slot *s, double after_s, const char *error)
         d = after_s * 1000;
     stage_log(st, PL_LOG_INFO, s->id, "retry in %.1f s (attempt %u): %s", d / 1000, s->attempts,
               error ? error : "");
+    if (!st->draining)
+        stage_dep_failed(st, error ? error : "retry");
     slot_end(s, END_RELEASE, (int64_t)d, error ? error : "retry");
 }
 
@@ -975,6 +978,17 @@ int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf
     RowRead a = {model, key, row, out};
     sb_reset(out);
     return store_read(s->engine->store, read_row, &a);
+}
+
+void stage_dep_failed(Stage *s, const char *why)
+{
+    s->ctr.dep_failures++;
+    snprintf(s->dep_error, sizeof s->dep_error, "%s", why);
+}
+
+void stage_dep_ok(Stage *s)
+{
+    s->ctr.dep_failures = 0;
 }
 
 void stage_log(const Stage *s, int level, uint64_t job, const char *fmt, ...)

@@ -62,6 +62,7 @@ extern const double stage_lat_bounds[STAGE_LAT_BOUNDS];
 
 typedef struct StageCounters {
     uint64_t done, retried, buried, failed_commits;
+    uint64_t dep_failures;  /* attempts at the stage's dependency that failed in a row */
     uint64_t lat_buckets[STAGE_LAT_BOUNDS + 1];
     double lat_sum;
 } StageCounters;
@@ -85,6 +86,7 @@ struct Stage {
     void *rsv;              /* nrsv reservers (slot.c) */
     unsigned nrsv;
     int slots_set;          /* the kind's slot_init ran */
+    char dep_error[240];    /* the last failure stage_dep_failed noted */
 };
 
 struct Slot {
@@ -190,6 +192,14 @@ int stage_cursor(Stage *s, Strbuf *out);
  * legacy row) into out (msgpack). PL_ENOROW if there is none. A short read
  * transaction on the loop thread. */
 int stage_row(Stage *s, const char *model, const char *key, uint64_t row, Strbuf *out);
+
+/* stage_dep_failed notes that an attempt of stage s at what it depends on
+ * (a service, a database) failed, why; stage_dep_ok that one worked. A
+ * stage whose last health: dependency_failures attempts failed makes the
+ * engine unready (GET /ready). slot_retry and a slot's committed ack note them
+ * for the stages with an input queue; a source notes its own. */
+void stage_dep_failed(Stage *s, const char *why);
+void stage_dep_ok(Stage *s);
 
 /* stage_log logs one event of stage s and job (0: none) with pl_logx:
  * "stage=NAME job=ID msg" in text, fields stage and job in JSON. */
