@@ -107,6 +107,7 @@ static void poll_fail(PollStage *k, const char *what, int transient, double retr
     }
     stage_log(k->stage, PL_LOG_WARN, 0, "poll %s: %s; next poll in %.1f s%s", k->call.url.buf,
               what, after, transient && retry_after >= after ? " (its Retry-After)" : "");
+    stage_dep_failed(k->stage, what); /* /ready counts them */
     k->busy = 0;
     poll_schedule(k, after);
 }
@@ -124,6 +125,7 @@ static void poll_done(void *arg, const HttpResult *r)
         poll_fail(k, r->error, r->outcome == HTTP_TRANSIENT, r->retry_after_s);
         return;
     }
+    stage_dep_ok(s);
     const char *cur, *etag, *next;
     state_split(&k->state, &cur, &etag, &next);
     if (r->status == 304) { /* nothing new since the ETag */

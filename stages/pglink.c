@@ -46,6 +46,8 @@ void pglink_fail(PgLink *l, const char *what)
     else
         stage_log(l->stage, PL_LOG_DEBUG, 0, "%s still down: %s", l->name, why);
     l->down_logged = 1;
+    if (!l->stopped)
+        stage_dep_failed(l->stage, why); /* /ready counts them */
     close_conn(l);
     if (l->ops->down)
         l->ops->down(l, why);
@@ -135,6 +137,7 @@ static void finished(PgLink *l)
             return;
         }
         l->state = PGLINK_READY;
+        stage_dep_ok(l->stage);
         l->again = l->down_logged;
         if (l->ops->up)
             l->ops->up(l);

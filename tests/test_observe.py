@@ -178,6 +178,15 @@ class ReadyTest(ObserveCase):
         self.wait_ready(eng, 200, "the service is back")
         self.wait_empty(eng, ["ids", "raw", "valid"])
 
+    def test_source_whose_database_is_down_makes_unready(self):
+        text = ("listen:\n  port: ${port}\nhealth:\n  dependency_failures: 2\nqueues:\n  keys:\n"
+                "stages:\n  - name: notices\n    kind: pg_notify\n    dsn: \"host=127.0.0.1 port=%d "
+                "dbname=x\"\n    channels: [c]\n    output: keys\n" % plhelp.free_port())
+        eng = self.engine(text)
+        eng.start()
+        _, reasons = self.wait_ready(eng, 503, "the database is down")
+        self.assertRegex(reasons[0], r"^stage 'notices': the last \d+ attempts at its dependency failed")
+
     def test_batch_not_loaded_makes_unready(self):
         eng = self.start(health="  batch_wait: 1", rows=1)
         eng.put("ids", {"id": 1})
