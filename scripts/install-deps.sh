@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh: install the Debian packages pickline needs to build, test and
-# bench. Idempotent: only missing packages are installed; safe to run repeatedly.
+# bench (prometheus for promtool, chromium and tmux: the tests look at the status
+# page in a real browser and at qctl top in a real terminal). Idempotent: only missing packages are installed; safe to run repeatedly.
 set -euo pipefail
 
 pkgs=(
@@ -10,6 +11,7 @@ pkgs=(
   postgresql postgresql-client
   beanstalkd wrk
   python3 openssl ca-certificates
+  prometheus chromium tmux
 )
 # npm: tests/test_vega.py fetches the public vega-datasets package (real data
 # with field names that are not identifiers) in its setup. A machine whose
@@ -45,4 +47,7 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts services on install; beanstalkd's system instance is not ours.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop beanstalkd >/dev/null 2>&1 || true; fi
 service beanstalkd stop >/dev/null 2>&1 || true
+# prometheus is here for its promtool (tests/test_observe.py), not as a service.
+if command -v systemctl >/dev/null 2>&1; then systemctl stop prometheus >/dev/null 2>&1 || true; fi
+service prometheus stop >/dev/null 2>&1 || true
 echo "install-deps: done"

@@ -339,3 +339,45 @@ class StatusPageTest(ObserveCase):
         self.assertEqual(dom.code, 0, dom)
         self.assertIn("a bearer token is needed", dom.out)
         self.assertIn('id="auth" style="display: block;"', dom.out)
+
+
+# ---------------------------------------------------------------- qctl top in a terminal
+
+class TopTest(ObserveCase):
+    """qctl top as people see it: in a terminal (tmux), read with
+    capture-pane, quit with the q key."""
+
+    def tmux(self, *args):
+        return subprocess.run(["tmux", "-L", self.sock] + list(args), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=30)
+
+    def screen(self):
+        return self.tmux("capture-pane", "-p", "-t", "top").stdout
+
+    def test_top_shows_the_line_of_stages(self):
+        self.assertIsNotNone(shutil.which("tmux"), "tmux is missing: scripts/install-deps.sh installs it")
+        eng = self.start()
+        self.assertEqual(qctl(eng.data, "pause", "raw").returncode, 0)
+        for i in range(1, 6):
+            eng.put("ids", {"id": i})
+        self.wait_depth(eng, "raw", 5, states=("ready",))
+        self.sock = "pickline-top-%d" % os.getpid()
+        self.addCleanup(lambda: self.tmux("kill-server"))
+        r = self.tmux("new-session", "-d", "-s", "top", "-x", "150", "-y", "50",
+                      "%s --data %s top --interval 0.3" % (plhelp.binary("qctl"), eng.data))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        row = lambda name: re.compile(r"^%s\s" % name, re.M)  # noqa: E731
+        self.wait(lambda: re.search(r"^check\s+validate\s+raw\s+5\s+0\s+\S+\s+->\s+valid\s*$",
+                                    self.screen(), re.M), 30, "the check stage with 5 jobs waiting", eng)
+        text = self.screen()
+        self.assertIn("STAGE", text)
+        self.assertRegex(text, re.compile(r"^fetch\s+http_extract\s+ids\s+0\s+0\s+\S+\s+->\s+raw\s*$", re.M))
+        self.assertRegex(text, re.compile(r"^seal\s+batch\s+valid\s+0\s+0\s+\S+\s+->\s+\(batches\)\s*$", re.M))
+        at = [row(n).search(text).start() for n in ("fetch", "check", "seal")]
+        self.assertEqual(at, sorted(at), "the stages in the order of the flow:\n" + text)
+        # It is live: the queue drains once resumed.
+        self.assertEqual(qctl(eng.data, "resume", "raw").returncode, 0)
+        self.wait(lambda: re.search(r"^check\s+validate\s+raw\s+0\s+0\s", self.screen(), re.M), 30,
+                  "the check stage's queue to drain on the screen", eng)
+        self.tmux("send-keys", "-t", "top", "q")
+        self.wait(lambda: self.tmux("has-session", "-t", "top").returncode != 0, 10, "top to quit on q", eng)

@@ -1,7 +1,10 @@
-/* qctl_top.c: top, a live view of the line: the queues (jobs by state,
- * put/reserve/ack rates, oldest ready), the data map, the batches by state
- * and the rejects, redrawn every interval in its own short read
- * transaction until 'q', Ctrl-C or SIGTERM. */
+/* qctl_top.c: top, a live view of the line: the stages in the order of
+ * the flow, each with the queue it works (depth, jobs done per second: the
+ * acks of that queue) and the queues it feeds, as the engine's status page
+ * draws them (the engine keeps its stages in the store: staging_line_get);
+ * the queues (jobs by state, put/reserve/ack rates, oldest ready), the data
+ * map, the batches by state and the rejects, redrawn every interval in its
+ * own short read transaction until 'q', Ctrl-C or SIGTERM. */
 #include "qctl.h"
 
 #include "pl.h"
@@ -39,6 +42,7 @@ typedef struct Frame {
     int staged;                         /* the counts below were read */
     uint64_t batches[BATCH_FAILED + 1]; /* by state */
     uint64_t rejects;
+    Line line;                          /* the engine's stages (none: n 0) */
 } Frame;
 
 static const QueueStats *frame_find(const Frame *f, const char *name)
@@ -59,6 +63,88 @@ static CliStr rate(uint64_t now, uint64_t then, double dt, int have)
     return r;
 }
 
+static const char *const line_head[] = {"STAGE", "KIND", "WORKS", "READY", "RESERVED", "DONE/s",
+                                        "", "FEEDS"};
+
+/* line_level is a stage's column in the flow: 0 for a source or a stage
+ * whose queue no stage feeds, else one after the furthest of its feeders
+ * (the status page's rule). */
+static size_t line_level(const Line *l, size_t i, unsigned depth)
+{
+    const LineStage *s = &l->stages[i];
+    size_t lv = 0;
+    if (!s->input || depth > l->n)
+        return 0; /* a cycle: stop */
+    for (size_t k = 0; k < l->n; k++)
+        for (size_t o = 0; o < l->stages[k].noutputs; o++)
+            if (k != i && strcmp(l->stages[k].outputs[o], s->input) == 0) {
+                size_t w = line_level(l, k, depth + 1) + 1;
+                if (w > lv)
+                    lv = w;
+            }
+    return lv;
+}
+
+/* line_draw writes the stages in the order of the flow, one a row: the
+ * queue it works (a source: none) with its depth and the rate the stage
+ * finishes its jobs (the queue's acks; a source: the puts on what it
+ * feeds), and the queues it feeds. */
+static void line_draw(FILE *f, const Frame *cur, const Frame *prev, double dt)
+{
+    const Line *l = &cur->line;
+    CliTable t = {.ncol = 8, .head = line_head, .align = "llrrrrcl"};
+    size_t *order = calloc(l->n ? l->n : 1, sizeof *order), *lv = calloc(l->n ? l->n : 1, sizeof *lv);
+    PL_ASSERT(order && lv, "memory for the line");
+    for (size_t i = 0; i < l->n; i++) {
+        lv[i] = line_level(l, i, 0);
+        order[i] = i;
+    }
+    for (size_t i = 1; i < l->n; i++) /* stable: by level, then as declared */
+        for (size_t k = i; k > 0 && lv[order[k - 1]] > lv[order[k]]; k--) {
+            size_t x = order[k];
+            order[k] = order[k - 1];
+            order[k - 1] = x;
+        }
+    for (size_t j = 0; j < l->n; j++) {
+        const LineStage *s = &l->stages[order[j]];
+        const QueueStats *q = s->input ? frame_find(cur, s->input) : NULL;
+        const QueueStats *pq = q && prev ? frame_find(prev, q->name) : NULL;
+        char feeds[256] = "";
+        size_t used = 0;
+        uint64_t puts = 0, pputs = 0;
+        int have = prev != NULL;
+        for (size_t o = 0; o < s->noutputs; o++) {
+            const QueueStats *oq = frame_find(cur, s->outputs[o]), *op = prev ? frame_find(prev, s->outputs[o]) : NULL;
+            int n = snprintf(feeds + used, sizeof feeds - used, "%s%s%s", o ? ", " : "", s->outputs[o],
+                             oq ? "" : "?");
+            used += n > 0 && (size_t)n < sizeof feeds - used ? (size_t)n : 0;
+            puts += oq ? oq->puts : 0;
+            pputs += op ? op->puts : 0;
+            have = have && oq && op;
+        }
+        cli_table_add(&t, "%s", s->name);
+        cli_table_add(&t, "%s", s->kind);
+        cli_table_add(&t, "%s", s->input ? s->input : "(source)");
+        if (q) {
+            cli_table_add(&t, "%" PRIu64, q->ready);
+            cli_table_add(&t, "%" PRIu64, q->reserved);
+        } else {
+            cli_table_add(&t, "-");
+            cli_table_add(&t, "-");
+        }
+        if (s->input)
+            cli_table_add(&t, "%s", rate(q ? q->acks : 0, pq ? pq->acks : 0, dt, q && pq).s);
+        else
+            cli_table_add(&t, "%s", rate(puts, pputs, dt, have && s->noutputs).s);
+        cli_table_add(&t, "%s", "->");
+        cli_table_add(&t, "%s", s->noutputs ? feeds : "(batches)");
+    }
+    cli_table_print(&t, f);
+    cli_table_free(&t);
+    free(order);
+    free(lv);
+}
+
 static const char *const top_head[] = {"QUEUE", "READY", "DELAYED", "RESERVED", "BURIED",
                                        "PUT/s", "RES/s", "ACK/s", "OLDEST", "PAUSED"};
 
@@ -71,6 +157,10 @@ static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev,
 
     fprintf(f, "pickline top  %s  %s  every %ss  q quits\n\n", c->dir,
             cli_clock(cur->list.ms).s, cli_secs(every).s);
+    if (cur->line.n) {
+        line_draw(f, cur, prev, dt);
+        fputc('\n', f);
+    }
     for (size_t k = 0; k < cur->list.n; k++) {
         const QueueStats *s = &cur->list.v[k], *p = prev ? frame_find(prev, s->name) : NULL;
         cli_table_add(&t, "%s", s->name);
@@ -178,6 +268,9 @@ static int top_fn(Txn *t, void *arg)
         return rc;
     memset(f->batches, 0, sizeof f->batches);
     f->rejects = 0;
+    staging_line_free(&f->line);
+    if ((rc = staging_line_get(t, &f->line)) != 0 && rc != PL_ENOPIPELINE && rc != PL_EFORMAT)
+        return rc; /* no line kept (an engine never ran here, or an older one): no stage view */
     f->staged = batch_each(t, -1, top_batch, f) == 0 && reject_each(t, NULL, top_reject, f) == 0;
     return 0;
 }
@@ -259,5 +352,7 @@ int qctl_top(Ctx *c)
     sigaction(SIGTERM, &old_term, NULL);
     free(fr[0].list.v);
     free(fr[1].list.v);
+    staging_line_free(&fr[0].line);
+    staging_line_free(&fr[1].line);
     return rc;
 }

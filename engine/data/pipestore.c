@@ -1,13 +1,15 @@
-/* pipestore.c: pipeline_from_store (staging.h), apart from staging.c so
- * that programs using only batches and rejects need not link the pipeline
- * reader. */
+/* pipestore.c: pipeline_from_store and the line kept in the store
+ * (staging.h), apart from staging.c so that programs using only batches and
+ * rejects need not link the pipeline reader. */
 #include "staging.h"
 
 #include "pipeline.h"
 #include "pl.h"
 #include "row.h"
 
+#include <msgpack.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct PipeRead {
@@ -103,4 +105,137 @@ int pipeline_of_version(Store *s, const char *model, uint64_t version, struct Pi
     sb_free(&vr.pr.path);
     sb_free(&vr.pr.text);
     return rc;
+}
+
+/* ---------------------------------------------------------------- the line */
+
+#define LINE_FORMAT 1
+
+static void pack_s(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+int staging_line_put(Txn *t, const Pipeline *p)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_uint32(&pk, LINE_FORMAT);
+    msgpack_pack_array(&pk, p->nstages);
+    for (size_t i = 0; i < p->nstages; i++) {
+        const StageConf *c = &p->stages[i];
+        msgpack_pack_array(&pk, 4);
+        pack_s(&pk, c->name);
+        pack_s(&pk, c->kind);
+        if (c->input)
+            pack_s(&pk, c->input);
+        else
+            msgpack_pack_nil(&pk);
+        msgpack_pack_array(&pk, c->noutputs);
+        for (size_t k = 0; k < c->noutputs; k++)
+            pack_s(&pk, c->outputs[k]);
+    }
+    MDB_val k = {4, "line"}, v = {sb.size, sb.data}, old;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &old);
+    if (rc == 0 && old.mv_size == sb.size && memcmp(old.mv_data, sb.data, sb.size) == 0)
+        rc = 0; /* unchanged: write nothing */
+    else
+        rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
+    msgpack_sbuffer_destroy(&sb);
+    return rc;
+}
+
+/* line_str copies string o into *at (advanced) and returns it; NULL when o
+ * is not a string. */
+static const char *line_str(const msgpack_object *o, char **at)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return NULL;
+    char *s = *at;
+    memcpy(s, o->via.str.ptr, o->via.str.size);
+    s[o->via.str.size] = '\0';
+    *at += o->via.str.size + 1;
+    return s;
+}
+
+int staging_line_get(Txn *t, Line *out)
+{
+    memset(out, 0, sizeof *out);
+    MDB_val k = {4, "line"}, v;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return PL_ENOPIPELINE;
+    if (rc)
+        return rc;
+    RowView rv;
+    if ((rc = row_view(&rv, v.mv_data, v.mv_size)) != 0)
+        return PL_ECORRUPT;
+    const msgpack_object *o = &rv.root;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2 ||
+        o->via.array.ptr[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        row_view_free(&rv);
+        return PL_ECORRUPT;
+    }
+    if (o->via.array.ptr[0].via.u64 != LINE_FORMAT) {
+        row_view_free(&rv);
+        return PL_EFORMAT;
+    }
+    const msgpack_object *st = &o->via.array.ptr[1];
+    if (st->type != MSGPACK_OBJECT_ARRAY) {
+        row_view_free(&rv);
+        return PL_ECORRUPT;
+    }
+    /* One block: the stages, the output pointers, then the strings (the
+     * record's size bounds them, with a NUL each). */
+    size_t n = st->via.array.size, nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *e = &st->via.array.ptr[i];
+        if (e->type != MSGPACK_OBJECT_ARRAY || e->via.array.size != 4 ||
+            e->via.array.ptr[3].type != MSGPACK_OBJECT_ARRAY) {
+            row_view_free(&rv);
+            return PL_ECORRUPT;
+        }
+        nout += e->via.array.ptr[3].via.array.size;
+    }
+    size_t strs = v.mv_size + 4 * (n + nout) + 1;
+    char *mem = xmalloc(n * sizeof(LineStage) + nout * sizeof(char *) + strs);
+    LineStage *ls = (LineStage *)(void *)mem;
+    const char **outs = (const char **)(void *)(mem + n * sizeof(LineStage));
+    char *at = (char *)(outs + nout);
+    rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const msgpack_object *e = st->via.array.ptr[i].via.array.ptr;
+        ls[i].name = line_str(&e[0], &at);
+        ls[i].kind = line_str(&e[1], &at);
+        ls[i].input = e[2].type == MSGPACK_OBJECT_NIL ? NULL : line_str(&e[2], &at);
+        ls[i].outputs = outs;
+        ls[i].noutputs = e[3].via.array.size;
+        for (size_t j = 0; j < ls[i].noutputs && !rc; j++)
+            if (!(*outs++ = line_str(&e[3].via.array.ptr[j], &at)))
+                rc = PL_ECORRUPT;
+        if (!ls[i].name || !ls[i].kind || (e[2].type != MSGPACK_OBJECT_NIL && !ls[i].input))
+            rc = PL_ECORRUPT;
+    }
+    row_view_free(&rv);
+    if (rc) {
+        free(mem);
+        return rc;
+    }
+    out->stages = ls;
+    out->n = n;
+    out->mem = mem;
+    return 0;
+}
+
+void staging_line_free(Line *l)
+{
+    if (!l)
+        return;
+    free(l->mem);
+    memset(l, 0, sizeof *l);
 }

@@ -312,6 +312,32 @@ int staging_model_version_get(Txn *t, const char *model, uint64_t version, Strbu
                               Strbuf *text);
 
 struct Pipeline;
+
+/* The line the engine runs, kept in the store beside the pipeline file
+ * (DB_META "line": msgpack [1, [[name, kind, input or nil, [outputs]], ...]],
+ * written by the engine at each start and reload) so that qctl top draws
+ * the stages as the engine sees them, without the stage kinds to read the
+ * file's stages: section. LineStage strings are the Line's. */
+typedef struct LineStage {
+    const char *name, *kind;
+    const char *input;          /* NULL: a source */
+    const char **outputs;
+    size_t noutputs;
+} LineStage;
+typedef struct Line {
+    LineStage *stages;
+    size_t n;
+    void *mem;                  /* private */
+} Line;
+
+/* staging_line_put keeps the stages of p (pipeline.h) in the store. */
+int staging_line_put(Txn *t, const struct Pipeline *p);
+/* staging_line_get reads them into *out (staging_line_free frees it):
+ * PL_ENOPIPELINE when no engine of this format kept one, PL_EFORMAT for a
+ * newer format. */
+int staging_line_get(Txn *t, Line *out);
+void staging_line_free(Line *l);
+
 /* pipeline_from_store parses the pipeline kept in s (file, when not NULL,
  * is read instead) for its models and queues: its stages are skipped
  * (pipeline_load with no kinds). PL_ENOPIPELINE with err "no pipeline file stored in DIR;

@@ -356,6 +356,8 @@ static int declare_queues(Txn *t, void *arg)
     int rc = staging_uuid(t, uuid);
     if (!rc && a->p->text)
         rc = staging_pipeline_put(t, a->p->path, a->p->text, a->p->text_len, a->p->models);
+    if (!rc)
+        rc = staging_line_put(t, a->p); /* the stages, for qctl top */
     return rc;
 }
 
