@@ -281,7 +281,7 @@ static void err_unknown_keys(void)
                "unknown key 'stagse'; did you mean 'stages'?");
     expect_err("qeueus:\n  a:\n", 1, "unknown key 'qeueus'; did you mean 'queues'?");
     expect_err("pipeline:\n  a:\n", 1, "unknown key 'pipeline'; the top level takes data, "
-               "listen, drain, queues, stages");
+               "listen, drain, health, queues, stages");
     expect_err(NOOP("") "target: postgres://x\n", 10, "target: not supported by this version "
                "of pickline yet");
     expect_err(NOOP("    concurency: 3\n"), 10, "stage 's': unknown key 'concurency'; did you "
@@ -293,6 +293,25 @@ static void err_unknown_keys(void)
     expect_err("listen:\n  prot: 80\n" NOOP(""), 2, "unknown key 'prot'; did you mean 'port'?");
     expect_err("queues:\n  a:\n    tt: 5\n", 3, "queue 'a': unknown key 'tt'; did you mean "
                "'ttr'?");
+}
+
+/* health: the limits of GET /ready, defaults filled in. */
+static void health_section(void)
+{
+    Pipeline *p = load_ok(NOOP(""));
+    T_EQ(p->health_dep_failures, 5);
+    T_CHECK(p->health_batch_wait_s == 600);
+    T_CHECK(p->health_disk_min == 64u << 20);
+    pipeline_free(p);
+    p = load_ok("health:\n  dependency_failures: 2\n  batch_wait: 1.5\n  disk_min: 0\n" NOOP(""));
+    T_EQ(p->health_dep_failures, 2);
+    T_CHECK(p->health_batch_wait_s == 1.5);
+    T_CHECK(p->health_disk_min == 0);
+    pipeline_free(p);
+    expect_err("health:\n  batch_wiat: 5\n" NOOP(""), 2, "unknown key 'batch_wiat'; did you mean "
+               "'batch_wait'?");
+    expect_err("health:\n  dependency_failures: 0\n" NOOP(""), 2, "health: dependency_failures");
+    expect_err("health: 5\n" NOOP(""), 1, "health: expected a map of dependency_failures");
 }
 
 static void err_types_and_ranges(void)
@@ -1070,6 +1089,7 @@ static const TCase cases[] = {
     T_CASE(err_tabs),
     T_CASE(err_duplicate_key),
     T_CASE(err_unknown_keys),
+    T_CASE(health_section),
     T_CASE(err_types_and_ranges),
     T_CASE(err_missing_required),
     T_CASE(err_queues),
