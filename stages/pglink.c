@@ -34,7 +34,7 @@ void pglink_fail(PgLink *l, const char *what)
     /* libpq's messages span lines ("...failed: Connection refused\n\tIs
      * the server running...?"): one line, for the log and the reason */
     snprintf(pq, sizeof pq, "%s", l->conn ? PQerrorMessage(l->conn) : "");
-    pl_oneline(pq);
+    pl_oneline(pq, sizeof pq);
     snprintf(why, sizeof why, "%s%s%s", what, *pq ? ": " : "", pq);
     l->backoff = l->backoff ? l->backoff * 2 : PGLINK_BACKOFF_MIN;
     if (l->backoff > PGLINK_BACKOFF_MAX)
@@ -118,7 +118,7 @@ static void result(PgLink *l, PGresult *r)
     const char *msg = PQresultErrorMessage(r), *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     if (!l->failed) {
         snprintf(l->error, sizeof l->error, "%s", msg);
-        pl_oneline(l->error); /* "ERROR:  ...\nDETAIL:  ..." */
+        pl_oneline(l->error, sizeof l->error); /* "ERROR:  ...\nDETAIL:  ..." */
         snprintf(l->sqlstate, sizeof l->sqlstate, "%s", ss ? ss : "");
     }
     l->failed = 1;

@@ -68,7 +68,7 @@ int qload_classify(Loader *L, const PGresult *res)
         const char *m = PQerrorMessage(L->pg);
         snprintf(L->err, sizeof L->err, "%s", m && *m ? m : "connection to the target lost");
     }
-    pl_oneline(L->err); /* libpq's messages (and a detail) may span lines */
+    pl_oneline(L->err, sizeof L->err); /* libpq's messages (and a detail) may span lines */
     if (!st || !*st || PQstatus(L->pg) == CONNECTION_BAD)
         return K_CONN;
     if (!strncmp(st, "22", 2) || !strncmp(st, "23", 2))
@@ -220,7 +220,7 @@ int qload_pg_connect(Loader *L)
         snprintf(L->err, sizeof L->err, "%s", m && *m ? m : "cannot connect");
         /* "...failed: Connection refused\n\tIs the server running...?\n":
          * one line */
-        pl_oneline(L->err);
+        pl_oneline(L->err, sizeof L->err);
         /* A bad conninfo never gets better by waiting. */
         k = strstr(L->err, "invalid connection option") || strstr(L->err, "missing \"=\"") ||
                     strstr(L->err, "invalid URI") || strstr(L->err, "invalid integer value")

@@ -96,12 +96,13 @@ int pl_log_reopen(void);
 /* pl_log_path returns the log file's path, or NULL for stderr. */
 const char *pl_log_path(void);
 
-/* pl_oneline folds s in place into one line: each line break (CR, LF),
- * with the spaces and tabs around it, becomes "; " (none at the end), and
- * other control characters become spaces. For messages of other programs
- * that span lines, like libpq's ("...failed: Connection refused\n\tIs the
+/* pl_oneline folds string s, in a buffer of size bytes, into one line:
+ * each line break (CR, LF), with the spaces and tabs around it, becomes
+ * "; " (none at the end), and other control characters become spaces;
+ * what no longer fits in size is cut. For messages of other programs that
+ * span lines, like libpq's ("...failed: Connection refused\n\tIs the
  * server running...?\n"). Returns s. */
-char *pl_oneline(char *s);
+char *pl_oneline(char *s, size_t size);
 
 /* PL_ASSERT stays on in release builds; msg names the broken rule. */
 #define PL_ASSERT(cond, msg) \

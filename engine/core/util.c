@@ -204,16 +204,18 @@ const char *pl_log_path(void)
     return log_path;
 }
 
-char *pl_oneline(char *s)
+/* fold writes src into dst (cap bytes, NUL included) folded into one line
+ * (pl_oneline); what does not fit is cut. */
+static void fold(const char *r, char *dst, size_t cap)
 {
-    char *w = s;
-    for (const char *r = s; *r;) {
+    char *w = dst, *end = dst + cap - 1;
+    while (*r && w < end) {
         if (*r == '\n' || *r == '\r') {
-            while (w > s && (w[-1] == ' ' || w[-1] == '\t'))
+            while (w > dst && (w[-1] == ' ' || w[-1] == '\t'))
                 w--;
             while (*r == '\n' || *r == '\r' || *r == ' ' || *r == '\t')
                 r++;
-            if (*r && w > s) {
+            if (*r && w > dst && end - w >= 2) {
                 *w++ = ';';
                 *w++ = ' ';
             }
@@ -223,6 +225,16 @@ char *pl_oneline(char *s)
         }
     }
     *w = '\0';
+}
+
+char *pl_oneline(char *s, size_t size)
+{
+    char buf[2048];
+    size_t n = strlen(s);
+    char *copy = n < sizeof buf ? memcpy(buf, s, n + 1) : xstrdup(s);
+    fold(copy, s, size);
+    if (copy != buf)
+        free(copy);
     return s;
 }
 
@@ -296,15 +308,15 @@ static void vlog(int level, const char *stage, uint64_t job, const char *fmt, va
         return;
     if (level < PL_LOG_ERROR)
         level = PL_LOG_ERROR;
-    char ts[40], tsz[64], msg[2048], num[24];
+    char ts[40], tsz[64], raw[2048], msg[2048], num[24];
     struct timespec now;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &now);
     gmtime_r(&now.tv_sec, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(tsz, sizeof tsz, "%s.%03uZ", ts, (unsigned)(now.tv_nsec / 1000000) % 1000u);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    pl_oneline(msg);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    fold(raw, msg, sizeof msg);
     snprintf(num, sizeof num, "%llu", (unsigned long long)job);
     Line l;
     l.n = 0;
