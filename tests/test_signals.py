@@ -140,6 +140,23 @@ class SignalTest(EngineTestCase):
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0)
 
+    def test_sighup_tells_the_service_manager_reloading_then_ready(self):
+        from test_service import NotifySocket
+        ns = NotifySocket(os.path.join(self.dir, "notify.sock"))
+        self.addCleanup(ns.close)
+        eng = self.engine(HOP)
+        eng.start(env={"NOTIFY_SOCKET": ns.path})
+        ns.wait("READY=1")
+        eng.proc.send_signal(signal.SIGHUP)
+        ns.wait("RELOADING=1")
+        wait_for(lambda: ns.drain() or sum("READY=1" in m for m in ns.msgs) >= 2, 30,
+                 what="READY=1 from the restarted engine")
+        self.assertFalse([m for m in ns.msgs if "STOPPING=1" in m], "a reload is no stop: %s" % ns.msgs)
+        self.assertLess(ns.index("RELOADING=1"), len(ns.msgs) - 1)
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0)
+        ns.wait("STOPPING=1")
+
     def test_sighup_with_a_file_that_does_not_check_keeps_running(self):
         eng = self.engine(HOP)
         log = os.path.join(self.dir, "engine.log")

@@ -195,7 +195,10 @@ static void start_drain(Engine *e, const char *why)
 {
     pl_log(PL_LOG_INFO, "engine: %s: draining (stop reserving, finish or release in-flight jobs)", why);
     e->draining = 1;
-    notify_stopping("draining");
+    if (e->reload) /* the unit stays up: RELOADING=1, then the new engine's READY=1 */
+        notify_reloading("reloading the pipeline file: draining");
+    else
+        notify_stopping("draining");
     ev_timer_stop(e->loop, &e->tick);
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
@@ -216,6 +219,7 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         e->reload = 0;
         pl_log(PL_LOG_INFO, "engine: signal %d while draining for a reload: stopping instead",
                w->signum);
+        notify_stopping("draining");
         return;
     }
     if (e->draining) {
