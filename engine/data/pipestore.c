@@ -2,6 +2,7 @@
  * (staging.h), apart from staging.c so that programs using only batches and
  * rejects need not link the pipeline reader. */
 #include "staging.h"
+#include "staging_int.h"
 
 #include "pipeline.h"
 #include "pl.h"
@@ -19,10 +20,8 @@ typedef struct PipeRead {
 static int pipe_read(Txn *t, void *arg)
 {
     PipeRead *pr = arg;
-    MDB_val k = {8, "pipeline"}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOPIPELINE;
+    MDB_val v;
+    int rc = staging_get(t, DB_META, "pipeline", 8, PL_ENOPIPELINE, &v);
     if (rc)
         return rc;
     RowView rv;
@@ -111,41 +110,26 @@ int pipeline_of_version(Store *s, const char *model, uint64_t version, struct Pi
 
 #define LINE_FORMAT 1
 
-static void pack_s(msgpack_packer *pk, const char *s)
-{
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
-
 int staging_line_put(Txn *t, const Pipeline *p)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 2);
-    msgpack_pack_uint32(&pk, LINE_FORMAT);
+    staging_rec_begin(&sb, &pk, 2, LINE_FORMAT);
     msgpack_pack_array(&pk, p->nstages);
     for (size_t i = 0; i < p->nstages; i++) {
         const StageConf *c = &p->stages[i];
         msgpack_pack_array(&pk, 4);
-        pack_s(&pk, c->name);
-        pack_s(&pk, c->kind);
+        staging_pack_str(&pk, c->name);
+        staging_pack_str(&pk, c->kind);
         if (c->input)
-            pack_s(&pk, c->input);
+            staging_pack_str(&pk, c->input);
         else
             msgpack_pack_nil(&pk);
         msgpack_pack_array(&pk, c->noutputs);
         for (size_t k = 0; k < c->noutputs; k++)
-            pack_s(&pk, c->outputs[k]);
+            staging_pack_str(&pk, c->outputs[k]);
     }
-    MDB_val k = {4, "line"}, v = {sb.size, sb.data}, old;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &old);
-    if (rc == 0 && old.mv_size == sb.size && memcmp(old.mv_data, sb.data, sb.size) == 0)
-        rc = 0; /* unchanged: write nothing */
-    else
-        rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
+    int rc = staging_put_changed(t, "line", &sb);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }
@@ -166,10 +150,8 @@ static const char *line_str(const msgpack_object *o, char **at)
 int staging_line_get(Txn *t, Line *out)
 {
     memset(out, 0, sizeof *out);
-    MDB_val k = {4, "line"}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOPIPELINE;
+    MDB_val v;
+    int rc = staging_get(t, DB_META, "line", 4, PL_ENOPIPELINE, &v);
     if (rc)
         return rc;
     RowView rv;

@@ -101,11 +101,63 @@ static void reject_key(unsigned char k[9], uint64_t id)
     pl_put_be64(k + 1, id);
 }
 
-static void pack_str(msgpack_packer *pk, const char *s)
+void staging_rec_begin(msgpack_sbuffer *sb, msgpack_packer *pk, uint32_t n, uint32_t format)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_array(pk, n);
+    msgpack_pack_uint32(pk, format);
+}
+
+void staging_pack_str(msgpack_packer *pk, const char *s)
 {
     size_t n = strlen(s);
     msgpack_pack_str(pk, n);
     msgpack_pack_str_body(pk, s, n);
+}
+
+int staging_get(Txn *t, int db, const void *k, size_t klen, int missing, MDB_val *v)
+{
+    MDB_val mk = {klen, (void *)k};
+    int rc = mdb_get(t->mdb, txn_dbi(t, db), &mk, v);
+    return rc == MDB_NOTFOUND ? missing : rc;
+}
+
+int staging_walk(Txn *t, int db, const void *start, size_t slen, size_t plen, size_t klen,
+                 StagingWalk fn, void *arg)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, db), &c);
+    if (rc)
+        return rc;
+    MDB_val k = {slen, (void *)start}, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if ((klen && k.mv_size != klen) || k.mv_size < plen || memcmp(k.mv_data, start, plen) != 0)
+            break;
+        if ((rc = fn(c, &k, &v, arg)) != 0)
+            break;
+    }
+    mdb_cursor_close(c);
+    return rc == MDB_NOTFOUND || rc == STAGING_WALK_END ? 0 : rc;
+}
+
+int staging_put_changed(Txn *t, const char *name, const msgpack_sbuffer *sb)
+{
+    MDB_val k = {strlen(name), (void *)name}, v = {sb->size, sb->data}, old;
+    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &old);
+    if (rc == 0 && old.mv_size == sb->size && memcmp(old.mv_data, sb->data, sb->size) == 0)
+        return 0; /* unchanged: write nothing */
+    return mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
+}
+
+/* put_packed puts the record sb holds under key k of db and frees sb. */
+static int put_packed(Txn *t, int db, const void *k, size_t klen, msgpack_sbuffer *sb)
+{
+    MDB_val mk = {klen, (void *)k}, mv = {sb->size, sb->data};
+    int rc = mdb_put(t->mdb, txn_dbi(t, db), &mk, &mv, 0);
+    msgpack_sbuffer_destroy(sb);
+    return rc;
 }
 
 static int obj_u64(const msgpack_object *o, uint64_t *v)
@@ -123,6 +175,26 @@ static int obj_str(const msgpack_object *o, char *buf, size_t n)
     size_t l = o->via.str.size < n - 1 ? o->via.str.size : n - 1;
     memcpy(buf, o->via.str.ptr, l);
     buf[l] = '\0';
+    return 0;
+}
+
+/* rec_view views the record in buf as an array of at least min elements led
+ * by REC_VERSION, its elements in *a: 0 (free v after), row_view's error, or
+ * PL_EFORMAT (v freed). */
+static int rec_view(RowView *v, const void *buf, size_t len, uint32_t min,
+                    const msgpack_object **a)
+{
+    int rc = row_view(v, buf, len);
+    if (rc)
+        return rc;
+    const msgpack_object *o = &v->root;
+    uint64_t ver;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < min ||
+        obj_u64(&o->via.array.ptr[0], &ver) || ver != REC_VERSION) {
+        row_view_free(v);
+        return PL_EFORMAT;
+    }
+    *a = o->via.array.ptr;
     return 0;
 }
 
@@ -159,12 +231,9 @@ int batch_save(Txn *t, const BatchRec *b)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 13);
-    msgpack_pack_uint32(&pk, REC_VERSION);
+    staging_rec_begin(&sb, &pk, 13, REC_VERSION);
     msgpack_pack_uint64(&pk, b->id);
-    pack_str(&pk, b->model);
+    staging_pack_str(&pk, b->model);
     msgpack_pack_uint32(&pk, (uint32_t)b->state);
     msgpack_pack_uint64(&pk, b->rows);
     msgpack_pack_uint64(&pk, b->removed);
@@ -173,37 +242,29 @@ int batch_save(Txn *t, const BatchRec *b)
     msgpack_pack_uint64(&pk, b->sealed_ms);
     msgpack_pack_uint64(&pk, b->loaded_ms);
     msgpack_pack_uint32(&pk, b->attempts);
-    pack_str(&pk, b->error);
+    staging_pack_str(&pk, b->error);
     msgpack_pack_uint64(&pk, b->version);
     unsigned char k[10];
     batch_key(k, b->id);
-    MDB_val mk = {sizeof k, k}, mv = {sb.size, sb.data};
-    int rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &mk, &mv, 0);
-    msgpack_sbuffer_destroy(&sb);
-    return rc;
+    return put_packed(t, DB_META, k, sizeof k, &sb);
 }
 
 static int batch_decode(const void *buf, size_t len, BatchRec *b)
 {
     RowView v;
-    int rc = row_view(&v, buf, len);
+    const msgpack_object *a;
+    memset(b, 0, sizeof *b);
+    int rc = rec_view(&v, buf, len, 12, &a);
     if (rc)
         return rc;
-    const msgpack_object *o = &v.root;
     rc = PL_EFORMAT;
-    memset(b, 0, sizeof *b);
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size < 12)
-        goto out;
-    const msgpack_object *a = o->via.array.ptr;
-    uint64_t ver, st, att;
-    if (obj_u64(&a[0], &ver) || ver != REC_VERSION)
-        goto out;
+    uint64_t st, att;
     if (obj_u64(&a[1], &b->id) || obj_str(&a[2], b->model, sizeof b->model) ||
         obj_u64(&a[3], &st) || obj_u64(&a[4], &b->rows) || obj_u64(&a[5], &b->removed) ||
         obj_u64(&a[6], &b->rejects) || obj_u64(&a[7], &b->created_ms) ||
         obj_u64(&a[8], &b->sealed_ms) || obj_u64(&a[9], &b->loaded_ms) ||
         obj_u64(&a[10], &att) || obj_str(&a[11], b->error, sizeof b->error) || st > BATCH_FAILED ||
-        (o->via.array.size > 12 && obj_u64(&a[12], &b->version)))
+        (v.root.via.array.size > 12 && obj_u64(&a[12], &b->version)))
         goto out;
     b->state = (int)st;
     b->attempts = (uint32_t)att;
@@ -217,37 +278,33 @@ int batch_get(Txn *t, uint64_t id, BatchRec *out)
 {
     unsigned char k[10];
     batch_key(k, id);
-    MDB_val mk = {sizeof k, k}, mv;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &mk, &mv);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOBATCH;
-    if (rc)
+    MDB_val v;
+    int rc = staging_get(t, DB_META, k, sizeof k, PL_ENOBATCH, &v);
+    return rc ? rc : batch_decode(v.mv_data, v.mv_size, out);
+}
+
+typedef struct BatchEach {
+    int state;
+    int (*fn)(const BatchRec *b, void *arg);
+    void *arg;
+} BatchEach;
+
+static int batch_each1(MDB_cursor *c, const MDB_val *k, const MDB_val *v, void *arg)
+{
+    BatchEach *e = arg;
+    BatchRec b;
+    int rc;
+    (void)c;
+    (void)k;
+    if ((rc = batch_decode(v->mv_data, v->mv_size, &b)) != 0)
         return rc;
-    return batch_decode(mv.mv_data, mv.mv_size, out);
+    return e->state >= 0 && b.state != e->state ? 0 : e->fn(&b, e->arg);
 }
 
 int batch_each(Txn *t, int state, int (*fn)(const BatchRec *b, void *arg), void *arg)
 {
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_META), &c);
-    if (rc)
-        return rc;
-    unsigned char k0[2] = {'b', '/'};
-    MDB_val k = {2, k0}, v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 10 || memcmp(k.mv_data, "b/", 2) != 0)
-            break;
-        BatchRec b;
-        if ((rc = batch_decode(v.mv_data, v.mv_size, &b)) != 0)
-            break;
-        if (state >= 0 && b.state != state)
-            continue;
-        if ((rc = fn(&b, arg)) != 0)
-            break;
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    BatchEach e = {state, fn, arg};
+    return staging_walk(t, DB_META, "b/", 2, 2, 10, batch_each1, &e);
 }
 
 static int open_batch(Txn *t, const char *model, int create, BatchRec *b)
@@ -386,6 +443,21 @@ static int seal_one(Txn *t, BatchRec *b, SealArg *a)
     return 0;
 }
 
+typedef struct OpenIds {
+    uint64_t ids[256];
+    size_t n;
+} OpenIds;
+
+static int open_id(MDB_cursor *c, const MDB_val *k, const MDB_val *v, void *arg)
+{
+    OpenIds *o = arg;
+    (void)c;
+    (void)k;
+    if (v->mv_size == 8)
+        o->ids[o->n++] = pl_get_be64(v->mv_data);
+    return o->n < 256 ? 0 : STAGING_WALK_END;
+}
+
 int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int force,
                      uint64_t *sealed)
 {
@@ -403,24 +475,12 @@ int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int fo
     } else {
         /* Collect the open batch ids first: sealing deletes "bo/" keys
          * under the cursor. */
-        uint64_t ids[256];
-        size_t n = 0;
-        MDB_cursor *c;
-        if ((rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_META), &c)) != 0)
+        OpenIds o;
+        o.n = 0;
+        if ((rc = staging_walk(t, DB_META, "bo/", 3, 3, 0, open_id, &o)) != 0)
             return rc;
-        MDB_val k = {3, "bo/"}, v;
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0 && n < 256;
-             rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-            if (k.mv_size < 3 || memcmp(k.mv_data, "bo/", 3) != 0)
-                break;
-            if (v.mv_size == 8)
-                ids[n++] = pl_get_be64(v.mv_data);
-        }
-        mdb_cursor_close(c);
-        if (rc && rc != MDB_NOTFOUND)
-            return rc;
-        for (size_t i = 0; i < n; i++) {
-            if ((rc = batch_get(t, ids[i], &b)) != 0) {
+        for (size_t i = 0; i < o.n; i++) {
+            if ((rc = batch_get(t, o.ids[i], &b)) != 0) {
                 if (rc == PL_ENOBATCH)
                     continue;
                 return rc;
@@ -436,39 +496,39 @@ int staging_seal_due(Txn *t, const char *model, const SealPolicy *policy, int fo
 
 /* ---------------------------------------------------------------- rows */
 
+typedef struct RowsArg {
+    uint32_t max, n;
+    int (*fn)(uint32_t seq, const void *mp, size_t len, void *arg);
+    void *arg;
+} RowsArg;
+
+static int batch_row1(MDB_cursor *c, const MDB_val *k, const MDB_val *v, void *arg)
+{
+    RowsArg *a = arg;
+    (void)c;
+    int rc = a->fn(pl_get_be32((const unsigned char *)k->mv_data + 9), v->mv_data, v->mv_size,
+                   a->arg);
+    if (rc)
+        return rc;
+    return a->max && ++a->n >= a->max ? STAGING_WALK_END : 0;
+}
+
+/* The rows of batch id: the keys that start with row_key's first 9 bytes. */
 int batch_rows(Txn *t, uint64_t id, uint32_t from, uint32_t max,
                int (*fn)(uint32_t seq, const void *mp, size_t len, void *arg), void *arg)
 {
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_STAGE), &c);
-    if (rc)
-        return rc;
+    RowsArg a = {max, 0, fn, arg};
     unsigned char kb[13];
     row_key(kb, id, from);
-    MDB_val k = {sizeof kb, kb}, v;
-    uint32_t n = 0;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        const unsigned char *p = k.mv_data;
-        if (k.mv_size != 13 || p[0] != TAG_ROW || pl_get_be64(p + 1) != id)
-            break;
-        if ((rc = fn(pl_get_be32(p + 9), v.mv_data, v.mv_size, arg)) != 0)
-            break;
-        if (max && ++n >= max)
-            break;
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return staging_walk(t, DB_STAGE, kb, sizeof kb, 9, 13, batch_row1, &a);
 }
 
 int batch_row_get(Txn *t, uint64_t id, uint32_t seq, const void **mp, size_t *len)
 {
     unsigned char kb[13];
     row_key(kb, id, seq);
-    MDB_val k = {sizeof kb, kb}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOBATCH;
+    MDB_val v;
+    int rc = staging_get(t, DB_STAGE, kb, sizeof kb, PL_ENOBATCH, &v);
     if (rc)
         return rc;
     *mp = v.mv_data;
@@ -527,36 +587,34 @@ int batch_row_reject(Txn *t, uint64_t id, uint32_t seq, const char *rkey, const 
     return rc;
 }
 
+typedef struct DropArg {
+    size_t max, n;
+    int *more;
+} DropArg;
+
+static int drop_row(MDB_cursor *c, const MDB_val *k, const MDB_val *v, void *arg)
+{
+    DropArg *a = arg;
+    (void)k;
+    (void)v;
+    if (a->max && a->n >= a->max) {
+        *a->more = 1;
+        return STAGING_WALK_END;
+    }
+    a->n++;
+    return mdb_cursor_del(c, 0);
+}
+
 int batch_drop_rows(Txn *t, uint64_t id, size_t max, int *more)
 {
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_STAGE), &c);
-    if (rc)
-        return rc;
+    DropArg a = {max, 0, more};
     unsigned char kb[13];
     row_key(kb, id, 0);
-    MDB_val k = {sizeof kb, kb}, v;
-    size_t n = 0;
     *more = 0;
     /* After mdb_cursor_del the cursor stands on the next record, and
      * MDB_NEXT returns it (LMDB's delete-while-walking idiom): one seek. */
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        const unsigned char *p = k.mv_data;
-        if (k.mv_size != 13 || p[0] != TAG_ROW || pl_get_be64(p + 1) != id)
-            break;
-        if (max && n >= max) {
-            *more = 1;
-            break;
-        }
-        if ((rc = mdb_cursor_del(c, 0)) != 0)
-            break;
-        n++;
-    }
-    mdb_cursor_close(c);
-    if (rc == MDB_NOTFOUND || rc == 0)
-        return 0;
-    return txn_fail(t, rc);
+    int rc = staging_walk(t, DB_STAGE, kb, sizeof kb, 9, 13, drop_row, &a);
+    return rc ? txn_fail(t, rc) : 0;
 }
 
 int batch_forget(Txn *t, uint64_t id)
@@ -585,15 +643,12 @@ static int reject_put(Txn *t, uint64_t rid, uint64_t time_ms, const RejectRec *r
     int rc;
     msgpack_sbuffer sb;
     msgpack_packer pk;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, 11);
-    msgpack_pack_uint32(&pk, REC_VERSION);
+    staging_rec_begin(&sb, &pk, 11, REC_VERSION);
     msgpack_pack_uint64(&pk, rid);
-    pack_str(&pk, r->model ? r->model : "");
-    pack_str(&pk, r->key ? r->key : "");
-    pack_str(&pk, r->stage ? r->stage : "");
-    pack_str(&pk, r->queue ? r->queue : "");
+    staging_pack_str(&pk, r->model ? r->model : "");
+    staging_pack_str(&pk, r->key ? r->key : "");
+    staging_pack_str(&pk, r->stage ? r->stage : "");
+    staging_pack_str(&pk, r->queue ? r->queue : "");
     msgpack_pack_uint64(&pk, r->batch);
     msgpack_pack_uint64(&pk, time_ms);
     msgpack_pack_bin(&pk, r->row_len);
@@ -608,9 +663,7 @@ static int reject_put(Txn *t, uint64_t rid, uint64_t time_ms, const RejectRec *r
     }
     unsigned char k[9];
     reject_key(k, rid);
-    MDB_val mk = {sizeof k, k}, mv = {sb.size, sb.data};
-    rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0);
-    msgpack_sbuffer_destroy(&sb);
+    rc = put_packed(t, DB_STAGE, k, sizeof k, &sb);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -665,15 +718,13 @@ int reject_set_row(Txn *t, uint64_t id, const void *row, size_t len, const char 
 static int reject_decode(const void *buf, size_t len, RejectRead *o)
 {
     RowView v;
-    int rc = row_view(&v, buf, len);
+    const msgpack_object *a;
+    memset(o, 0, sizeof *o);
+    int rc = rec_view(&v, buf, len, 11, &a);
     if (rc)
         return rc;
-    memset(o, 0, sizeof *o);
     rc = PL_EFORMAT;
-    const msgpack_object *a = v.root.via.array.ptr;
-    uint64_t ver;
-    if (v.root.type != MSGPACK_OBJECT_ARRAY || v.root.via.array.size < 11 ||
-        obj_u64(&a[0], &ver) || ver != REC_VERSION || obj_u64(&a[1], &o->r.id) ||
+    if (obj_u64(&a[1], &o->r.id) ||
         obj_str(&a[2], o->model, sizeof o->model) || obj_str(&a[3], o->key, sizeof o->key) ||
         obj_str(&a[4], o->stage, sizeof o->stage) || obj_str(&a[5], o->queue, sizeof o->queue) ||
         obj_u64(&a[6], &o->r.batch) || obj_u64(&a[7], &o->r.time_ms) ||
@@ -710,37 +761,34 @@ int reject_get(Txn *t, uint64_t id, RejectRead *out)
 {
     unsigned char k[9];
     reject_key(k, id);
-    MDB_val mk = {sizeof k, k}, mv;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOREJECT;
-    if (rc)
+    MDB_val v;
+    int rc = staging_get(t, DB_STAGE, k, sizeof k, PL_ENOREJECT, &v);
+    return rc ? rc : reject_decode(v.mv_data, v.mv_size, out);
+}
+
+typedef struct RejectEach {
+    const char *model;
+    int (*fn)(const RejectRead *r, void *arg);
+    void *arg;
+} RejectEach;
+
+static int reject_each1(MDB_cursor *c, const MDB_val *k, const MDB_val *v, void *arg)
+{
+    RejectEach *e = arg;
+    RejectRead r;
+    int rc;
+    (void)c;
+    (void)k;
+    if ((rc = reject_decode(v->mv_data, v->mv_size, &r)) != 0)
         return rc;
-    return reject_decode(mv.mv_data, mv.mv_size, out);
+    return e->model && strcmp(e->model, r.model) != 0 ? 0 : e->fn(&r, e->arg);
 }
 
 int reject_each(Txn *t, const char *model, int (*fn)(const RejectRead *r, void *arg), void *arg)
 {
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_STAGE), &c);
-    if (rc)
-        return rc;
+    RejectEach e = {model, fn, arg};
     unsigned char k0[1] = {TAG_REJECT};
-    MDB_val k = {1, k0}, v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != 9 || ((unsigned char *)k.mv_data)[0] != TAG_REJECT)
-            break;
-        RejectRead r;
-        if ((rc = reject_decode(v.mv_data, v.mv_size, &r)) != 0)
-            break;
-        if (model && strcmp(model, r.model) != 0)
-            continue;
-        if ((rc = fn(&r, arg)) != 0)
-            break;
-    }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return staging_walk(t, DB_STAGE, k0, 1, 1, 9, reject_each1, &e);
 }
 
 int reject_del(Txn *t, uint64_t id)
@@ -876,17 +924,11 @@ int staging_pipeline_put(Txn *t, const char *path, const char *text, size_t len,
             return rc;
         msgpack_sbuffer vb;
         msgpack_packer vp;
-        msgpack_sbuffer_init(&vb);
-        msgpack_packer_init(&vp, &vb, msgpack_sbuffer_write);
-        msgpack_pack_array(&vp, 3);
-        msgpack_pack_uint32(&vp, REC_VERSION);
-        pack_str(&vp, path ? path : "");
+        staging_rec_begin(&vb, &vp, 3, REC_VERSION);
+        staging_pack_str(&vp, path ? path : "");
         msgpack_pack_str(&vp, len);
         msgpack_pack_str_body(&vp, text, len);
-        MDB_val v = {vb.size, vb.data};
-        rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
-        msgpack_sbuffer_destroy(&vb);
-        if (rc)
+        if ((rc = put_packed(t, DB_META, k.mv_data, k.mv_size, &vb)) != 0)
             return rc;
     }
     return pipeline_put(t, path, text, len);
@@ -896,20 +938,17 @@ int staging_model_version_get(Txn *t, const char *model, uint64_t version, Strbu
                               Strbuf *text)
 {
     unsigned char kb[3 + STAGING_MODEL_MAX + 1 + 8];
-    MDB_val k = {version_key(kb, sizeof kb, model, version), kb}, v;
+    size_t kl = version_key(kb, sizeof kb, model, version);
+    MDB_val v;
     RowView rv;
-    if (!k.mv_size)
+    const msgpack_object *a;
+    if (!kl)
         return PL_ENOPIPELINE;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &v);
-    if (rc == MDB_NOTFOUND)
-        return PL_ENOPIPELINE;
-    if (rc || (rc = row_view(&rv, v.mv_data, v.mv_size)) != 0)
+    int rc = staging_get(t, DB_META, kb, kl, PL_ENOPIPELINE, &v);
+    if (rc || (rc = rec_view(&rv, v.mv_data, v.mv_size, 3, &a)) != 0)
         return rc;
-    const msgpack_object *o = &rv.root, *a = o->via.array.ptr;
-    uint64_t ver;
     rc = PL_EFORMAT;
-    if (o->type == MSGPACK_OBJECT_ARRAY && o->via.array.size >= 3 && obj_u64(&a[0], &ver) == 0 &&
-        ver == REC_VERSION && a[1].type == MSGPACK_OBJECT_STR && a[2].type == MSGPACK_OBJECT_STR) {
+    if (a[1].type == MSGPACK_OBJECT_STR && a[2].type == MSGPACK_OBJECT_STR) {
         sb_add(path, a[1].via.str.ptr, a[1].via.str.size);
         sb_add(text, a[2].via.str.ptr, a[2].via.str.size);
         rc = 0;
@@ -926,16 +965,10 @@ static int pipeline_put(Txn *t, const char *path, const char *text, size_t len)
     msgpack_sbuffer_init(&sb);
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     msgpack_pack_array(&pk, 2);
-    pack_str(&pk, path ? path : "");
+    staging_pack_str(&pk, path ? path : "");
     msgpack_pack_str(&pk, len);
     msgpack_pack_str_body(&pk, text, len);
-    MDB_val k = {8, "pipeline"}, v = {sb.size, sb.data};
-    MDB_val old;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &k, &old);
-    if (rc == 0 && old.mv_size == sb.size && memcmp(old.mv_data, sb.data, sb.size) == 0)
-        rc = 0; /* unchanged: write nothing */
-    else
-        rc = mdb_put(t->mdb, txn_dbi(t, DB_META), &k, &v, 0);
+    int rc = staging_put_changed(t, "pipeline", &sb);
     msgpack_sbuffer_destroy(&sb);
     return rc;
 }

@@ -132,8 +132,7 @@ static int srow_find(Txn *t, const char *model, const char *key, uint64_t row, u
         return rc;
     k->mv_size = n;
     k->mv_data = kb;
-    rc = mdb_get(t->mdb, txn_dbi(t, DB_STAGE), k, v);
-    return rc == MDB_NOTFOUND ? PL_ENOROW : rc;
+    return staging_get(t, DB_STAGE, kb, n, PL_ENOROW, v);
 }
 
 void staging_ref_json(Strbuf *out, const char *model, const char *key, uint64_t row)
