@@ -1,6 +1,7 @@
 /* test_queue.c: every queue semantic of engine/core/queue.c on a real LMDB
  * environment, with a fake clock for delays and leases. */
 #include "t.h"
+#include "t_store.h"
 #include "pl.h"
 #include "queue.h"
 #include "store.h"
@@ -12,29 +13,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static uint64_t fake_now = 1700000000000ull;
-static uint64_t fake_clock(void *arg)
-{
-    (void)arg;
-    return fake_now;
-}
-
-static Store *open_store(const StoreOpts *o)
-{
-    StoreOpts d = {.create = 1};
-    Store *s;
-    T_OK(store_open(t_dir(), o ? o : &d, &s));
-    store_set_clock(s, fake_clock, NULL);
-    return s;
-}
-
-static Txn *wbegin(Store *s)
-{
-    Txn *t;
-    T_OK(store_txn_begin(s, 1, &t));
-    return t;
-}
-
 static uint64_t put(Txn *t, const char *q, uint32_t pri, const char *body)
 {
     PutArgs a = {.pri = pri, .body = body, .len = strlen(body)};
@@ -45,12 +23,12 @@ static uint64_t put(Txn *t, const char *q, uint32_t pri, const char *body)
 
 static void put_reserve_ack(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t id = put(t, "q", 10, "{\"a\":1}");
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     Job j;
     T_OK(queue_reserve(t, "q", 0, &j));
     T_EQ(j.id, id);
@@ -58,7 +36,7 @@ static void put_reserve_ack(void)
     T_EQ(j.state, JOB_RESERVED);
     T_CHECK(j.len == 7 && memcmp(j.body, "{\"a\":1}", 7) == 0);
     T_CHECK(strcmp(j.queue, "q") == 0);
-    T_EQ(j.due_ms, fake_now + 60000);
+    T_EQ(j.due_ms, ts_now + 60000);
     uint64_t lease = j.lease;
     T_CHECK(lease != 0);
     T_ERR(queue_reserve(t, "q", 0, &j), PL_EEMPTY);
@@ -66,7 +44,7 @@ static void put_reserve_ack(void)
     T_ERR(queue_ack(t, id, lease), PL_ENOJOB);
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready + st.reserved + st.delayed + st.buried, 0);
@@ -80,8 +58,8 @@ static void put_reserve_ack(void)
 
 static void priority_then_fifo(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t a = put(t, "q", 5, "1"), b = put(t, "q", 1, "2"), c = put(t, "q", 5, "3"),
              d = put(t, "q", 1, "4"), e = put(t, "q", 0xffffffffu, "5");
     uint64_t want[] = {b, d, a, c, e};
@@ -96,28 +74,28 @@ static void priority_then_fifo(void)
 
 static void delay_promotes(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     PutArgs a = {.pri = 1, .delay_ms = 5000, .body = "x", .len = 1};
     uint64_t id;
     Job j;
     T_OK(queue_put(t, "q", &a, &id, NULL));
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_ERR(queue_reserve(t, "q", 0, &j), PL_EEMPTY);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.delayed, 1);
     uint64_t due;
     T_OK(queue_next_due(t, &due));
-    T_EQ(due, fake_now + 5000);
+    T_EQ(due, ts_now + 5000);
     store_txn_abort(t);
-    fake_now += 4999;
-    t = wbegin(s);
+    ts_now += 4999;
+    t = ts_wbegin(s);
     T_ERR(queue_reserve(t, "q", 0, &j), PL_EEMPTY);
     store_txn_abort(t);
-    fake_now += 1;
-    t = wbegin(s);
+    ts_now += 1;
+    t = ts_wbegin(s);
     T_OK(queue_reserve(t, "q", 0, &j));
     T_EQ(j.id, id);
     T_OK(queue_stats(t, "q", &st));
@@ -129,16 +107,16 @@ static void delay_promotes(void)
 
 static void lease_expiry_and_stale_token(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t id = put(t, "q", 1, "x");
     Job j;
     T_OK(queue_reserve(t, "q", 1000, &j));
     uint64_t old = j.lease;
     T_OK(store_txn_commit(t));
 
-    fake_now += 1001;
-    t = wbegin(s);
+    ts_now += 1001;
+    t = ts_wbegin(s);
     Job j2;
     T_OK(queue_reserve(t, "q", 0, &j2)); /* the tick returned it to ready */
     T_EQ(j2.id, id);
@@ -153,7 +131,7 @@ static void lease_expiry_and_stale_token(void)
     T_OK(queue_ack(t, id, j2.lease));
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.expiries, 1);
@@ -165,8 +143,8 @@ static void lease_expiry_and_stale_token(void)
 
 static void max_attempts_buries(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf c;
     queue_conf_default(&c);
     c.max_attempts = 2;
@@ -176,13 +154,13 @@ static void max_attempts_buries(void)
     uint64_t id = put(t, "q", 1, "x");
     T_OK(store_txn_commit(t));
     for (int i = 0; i < 2; i++) {
-        t = wbegin(s);
+        t = ts_wbegin(s);
         Job j;
         T_OK(queue_reserve(t, "q", 0, &j));
         T_OK(store_txn_commit(t));
-        fake_now += 101;
+        ts_now += 101;
     }
-    t = wbegin(s);
+    t = ts_wbegin(s);
     size_t moved;
     T_OK(queue_tick(t, 100, &moved));
     T_EQ(moved, 1);
@@ -200,8 +178,8 @@ static void max_attempts_buries(void)
 
 static void release_delay_and_backoff(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf c;
     queue_conf_default(&c);
     c.backoff_ms = 100;
@@ -220,18 +198,18 @@ static void release_delay_and_backoff(void)
     T_OK(queue_release(t, id, j.lease, -1, "again", &buried)); /* backoff: 100 * 2^(2-1) */
     T_OK(queue_get(t, id, &j));
     T_EQ(j.state, JOB_DELAYED);
-    T_EQ(j.due_ms, fake_now + 200);
+    T_EQ(j.due_ms, ts_now + 200);
     T_OK(store_txn_commit(t));
     for (int i = 0; i < 2; i++) {
-        fake_now = j.due_ms;
-        t = wbegin(s);
+        ts_now = j.due_ms;
+        t = ts_wbegin(s);
         T_OK(queue_reserve(t, "q", 0, &j));
         T_OK(queue_release(t, id, j.lease, -1, NULL, NULL));
         T_OK(queue_get(t, id, &j));
-        T_EQ(j.due_ms, fake_now + 250); /* capped at backoff_max */
+        T_EQ(j.due_ms, ts_now + 250); /* capped at backoff_max */
         T_OK(store_txn_commit(t));
     }
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_ERR(queue_release(t, id, 0, 0, NULL, NULL), PL_ESTATE); /* not reserved */
     store_txn_abort(t);
     store_close(s);
@@ -263,8 +241,8 @@ static void backoff_doubles_to_its_ceiling(void)
 
 static void release_past_max_attempts_buries(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf c;
     queue_conf_default(&c);
     c.max_attempts = 1;
@@ -284,20 +262,20 @@ static void release_past_max_attempts_buries(void)
 
 static void touch_extends(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t id = put(t, "q", 1, "x");
     Job j;
     T_OK(queue_reserve(t, "q", 1000, &j));
     T_OK(store_txn_commit(t));
-    fake_now += 900;
-    t = wbegin(s);
+    ts_now += 900;
+    t = ts_wbegin(s);
     uint64_t until;
     T_OK(queue_touch(t, id, j.lease, &until));
-    T_EQ(until, fake_now + 60000); /* the job's own ttr */
+    T_EQ(until, ts_now + 60000); /* the job's own ttr */
     T_OK(store_txn_commit(t));
-    fake_now += 1000;
-    t = wbegin(s);
+    ts_now += 1000;
+    t = ts_wbegin(s);
     size_t moved;
     T_OK(queue_tick(t, 10, &moved));
     T_EQ(moved, 0);
@@ -308,8 +286,8 @@ static void touch_extends(void)
 
 static void bury_and_kick(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t a = put(t, "q", 1, "a"), b = put(t, "q", 1, "b"), c = put(t, "q", 1, "c");
     Job j;
     T_OK(queue_reserve(t, "q", 0, &j));
@@ -346,8 +324,8 @@ static void bury_and_kick(void)
 
 static void idempotency_key(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     PutArgs a = {.pri = 1, .key = "order-17", .keylen = 8, .body = "1", .len = 1};
     uint64_t id1, id2, id3;
     int ex;
@@ -363,7 +341,7 @@ static void idempotency_key(void)
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready, 1);
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     Job j;
     T_OK(queue_reserve(t, "q", 0, &j));
     T_CHECK(j.keylen == 8 && !memcmp(j.key, "order-17", 8));
@@ -379,13 +357,13 @@ static void idempotency_key(void)
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready + st.reserved, 0);
     T_OK(store_txn_commit(t));
-    fake_now += 86400ull * 1000 - 1; /* a moment before the end */
-    t = wbegin(s);
+    ts_now += 86400ull * 1000 - 1; /* a moment before the end */
+    t = ts_wbegin(s);
     T_OK(queue_put(t, "q", &a, &id2, &ex));
     T_EQ(ex, 2);
     T_OK(store_txn_commit(t));
-    fake_now += 1; /* its retention is over: the key is free again */
-    t = wbegin(s);
+    ts_now += 1; /* its retention is over: the key is free again */
+    t = ts_wbegin(s);
     T_OK(queue_put(t, "q", &a, &id2, &ex));
     T_EQ(ex, 0);
     T_CHECK(id2 > id1);
@@ -408,8 +386,8 @@ static void idempotency_key(void)
  * with no retention frees a key with its job. */
 static void key_retention_sweep(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf none;
     queue_conf_default(&none);
     none.key_retention_s = 0;
@@ -429,7 +407,7 @@ static void key_retention_sweep(void)
     }
     T_OK(store_txn_commit(t));
     /* Delete every job (the operator's delete counts like an ack). */
-    t = wbegin(s);
+    t = ts_wbegin(s);
     size_t n;
     T_OK(queue_purge(t, "q", 0, 5000, &n));
     T_EQ(n, 2500);
@@ -444,14 +422,14 @@ static void key_retention_sweep(void)
     T_EQ(n, 0);
     T_OK(store_txn_commit(t));
     MDB_stat ms;
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_OK(mdb_stat(t->mdb, txn_dbi(t, DB_KEYS), &ms));
     T_EQ(ms.ms_entries, 2501);
     store_txn_abort(t);
-    fake_now += 3600ull * 1000;
+    ts_now += 3600ull * 1000;
     size_t total = 0, rounds = 0;
     do {
-        t = wbegin(s);
+        t = ts_wbegin(s);
         T_OK(queue_sweep_keys(t, 1000, &n));
         T_OK(store_txn_commit(t));
         total += n;
@@ -459,7 +437,7 @@ static void key_retention_sweep(void)
     } while (n == 1000);
     T_EQ(total, 2500);
     T_EQ(rounds, 3);
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_OK(mdb_stat(t->mdb, txn_dbi(t, DB_KEYS), &ms));
     T_EQ(ms.ms_entries, 1); /* the live job's key in "plain" */
     T_OK(queue_put(t, "q", &a, &id, &ex));
@@ -470,12 +448,12 @@ static void key_retention_sweep(void)
 
 static void batch_reserve_n_ack_n(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     for (int i = 0; i < 1000; i++)
         put(t, "q", (uint32_t)(i % 3), "{}");
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     Job *js = calloc(1000, sizeof *js);
     size_t got;
     T_OK(queue_reserve_n(t, "q", 600, 0, js, &got));
@@ -487,7 +465,7 @@ static void batch_reserve_n_ack_n(void)
     T_OK(queue_reserve_n(t, "q", 1000, 0, js, &got));
     T_EQ(got, 400);
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready, 0);
@@ -503,10 +481,10 @@ static void batch_reserve_n_ack_n(void)
  * bodies; every body view handed out must still be the job's own body. */
 static void reserve_n_bodies_intact(void)
 {
-    Store *s = open_store(NULL);
+    Store *s = ts_open(NULL);
     char body[200];
     for (int round = 0; round < 5; round++) {
-        Txn *t = wbegin(s);
+        Txn *t = ts_wbegin(s);
         for (int i = 0; i < 600; i++) {
             int len = snprintf(body, sizeof body, "{\"n\":%d,\"pad\":\"%.*s\"}", round * 600 + i,
                                (i * 37) % 120, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
@@ -519,7 +497,7 @@ static void reserve_n_bodies_intact(void)
     Job *js = calloc(64, sizeof *js);
     int seen = 0;
     for (;;) {
-        Txn *t = wbegin(s);
+        Txn *t = ts_wbegin(s);
         size_t got;
         int rc = queue_reserve_n(t, "q", 64, 0, js, &got);
         if (rc == PL_EEMPTY) {
@@ -544,14 +522,14 @@ static void reserve_n_bodies_intact(void)
 
 static void pause_resume(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     put(t, "q", 1, "x");
     Job j;
     T_OK(queue_pause(t, "q", 1));
     T_ERR(queue_reserve(t, "q", 0, &j), PL_EPAUSED);
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_ERR(queue_reserve(t, "q", 0, &j), PL_EPAUSED); /* durable */
     T_OK(queue_pause(t, "q", 0));
     T_OK(queue_reserve(t, "q", 0, &j));
@@ -576,8 +554,8 @@ static int seen(const Job *j, void *arg)
 
 static void peek_and_purge(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t a = put(t, "q", 2, "a"), b = put(t, "q", 1, "b");
     PutArgs pa = {.pri = 0, .delay_ms = 1000, .body = "c", .len = 1};
     uint64_t c, d;
@@ -617,8 +595,8 @@ static void peek_and_purge(void)
 
 static void body_limit_and_bad_names(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf c;
     queue_conf_default(&c);
     c.max_body = 10;
@@ -642,13 +620,13 @@ static void body_limit_and_bad_names(void)
 
 static void survives_reopen(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t id = put(t, "q", 7, "persist");
     T_OK(store_txn_commit(t));
     store_close(s);
-    s = open_store(NULL);
-    t = wbegin(s);
+    s = ts_open(NULL);
+    t = ts_wbegin(s);
     Job j;
     T_OK(queue_get(t, id, &j));
     T_EQ(j.pri, 7);
@@ -662,13 +640,13 @@ static void survives_reopen(void)
 static void map_grows(void)
 {
     StoreOpts o = {.create = 1, .map_initial = 1 << 20};
-    Store *s = open_store(&o);
+    Store *s = ts_open(&o);
     static char body[4096];
     memset(body, 'x', sizeof body - 1);
     for (int b = 0; b < 20; b++) {
         struct A { int dummy; } *unused = NULL;
         (void)unused;
-        Txn *t = wbegin(s);
+        Txn *t = ts_wbegin(s);
         int rc = 0;
         for (int i = 0; i < 250 && !rc; i++) {
             PutArgs a = {.body = body, .len = sizeof body};
@@ -687,7 +665,7 @@ static void map_grows(void)
     StoreInfo si;
     T_OK(store_info(s, &si));
     T_CHECK(si.map_size >= 20u << 20);
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready, 5000);
@@ -730,7 +708,7 @@ static int resume_q(Txn *t, void *arg)
 static void headroom_keeps_acks_working(void)
 {
     StoreOpts o = {.create = 1, .map_initial = 1 << 20, .map_max = 6 << 20, .headroom = 1 << 20};
-    Store *s = open_store(&o);
+    Store *s = ts_open(&o);
     Fill f = {0};
     int rc;
     while ((rc = store_run(s, put_many, &f)) == 0)
@@ -739,7 +717,7 @@ static void headroom_keeps_acks_working(void)
     T_CHECK(f.n > 100);
     /* The room that is left is the acks': deleting everything succeeds. */
     T_OK(store_run(s, ack_all, NULL));
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready, 0);
@@ -761,8 +739,8 @@ static int falloc_enospc(int fd, off_t off, off_t len)
 
 static void full_disk_refuses_puts_not_acks(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     uint64_t id = put(t, "q", 1, "x");
     T_OK(store_txn_commit(t));
     struct stat st0;
@@ -776,11 +754,11 @@ static void full_disk_refuses_puts_not_acks(void)
     for (int i = 0; i < 1000 && rc == 0; i++)
         rc = store_run(s, put_many, &f);
     T_ERR(rc, ENOSPC);
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_OK(queue_ack(t, id, 0));
     T_OK(store_txn_commit(t));
     store_set_fallocate(s, NULL);
-    t = wbegin(s);
+    t = ts_wbegin(s);
     put(t, "q", 1, "room again");
     T_OK(store_txn_commit(t));
     store_close(s);
@@ -808,7 +786,7 @@ static void not_a_data_dir(void)
 
 static void two_processes_one_queue(void)
 {
-    Store *s = open_store(NULL);
+    Store *s = ts_open(NULL);
     store_close(s);
     pid_t kids[2];
     for (int k = 0; k < 2; k++) {
@@ -840,8 +818,8 @@ static void two_processes_one_queue(void)
         waitpid(kids[k], &st, 0);
         T_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     }
-    s = open_store(NULL);
-    Txn *t = wbegin(s);
+    s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "shared", &st));
     T_EQ(st.ready, 4000);
@@ -859,8 +837,8 @@ static void two_processes_one_queue(void)
 
 static void read_only_store_refuses_writes(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     put(t, "q", 1, "x");
     T_OK(store_txn_commit(t));
     store_close(s);
@@ -879,12 +857,12 @@ static void read_only_store_refuses_writes(void)
 
 static void compact_copy(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     for (int i = 0; i < 2000; i++)
         put(t, "q", 1, "some body that takes room");
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     size_t n;
     T_OK(queue_purge(t, "q", 0, 1990, &n));
     T_OK(store_txn_commit(t));
@@ -895,7 +873,7 @@ static void compact_copy(void)
     store_close(s);
     StoreOpts o = {.create = 0};
     T_OK(store_open(dst, &o, &s));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     QueueStats st;
     T_OK(queue_stats(t, "q", &st));
     T_EQ(st.ready, 10);
@@ -906,8 +884,8 @@ static void compact_copy(void)
 /* queue_forward: ack + put of the same body, in place. */
 static void forward_in_place(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf small;
     queue_conf_default(&small);
     small.max_body = 4;
@@ -918,7 +896,7 @@ static void forward_in_place(void)
     other = put(t, "b", 0, "{\"first\":true}");
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     Job j;
     T_OK(queue_reserve(t, "a", 0, &j));
     T_EQ(j.id, id);
@@ -930,7 +908,7 @@ static void forward_in_place(void)
     T_ERR(queue_forward(t, id, lease, "b", 7), PL_ELEASE);
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     QueueStats sa, sb;
     T_OK(queue_stats(t, "a", &sa));
     T_OK(queue_stats(t, "b", &sb));
@@ -961,8 +939,8 @@ static void forward_in_place(void)
 /* queue_set_body: an operator's fix of a body, refused while reserved. */
 static void set_body(void)
 {
-    Store *s = open_store(NULL);
-    Txn *t = wbegin(s);
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
     QueueConf small;
     queue_conf_default(&small);
     small.max_body = 16;

@@ -1,6 +1,7 @@
 /* test_staging.c: batches and rejects of engine/data/staging.c on a real LMDB
  * environment, with a fake clock for the seal timer. */
 #include "t.h"
+#include "t_store.h"
 #include "pl.h"
 #include "queue.h"
 #include "row.h"
@@ -9,29 +10,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-
-static uint64_t fake_now = 1700000000000ull;
-static uint64_t fake_clock(void *arg)
-{
-    (void)arg;
-    return fake_now;
-}
-
-static Store *open_store(void)
-{
-    StoreOpts d = {.create = 1};
-    Store *s;
-    T_OK(store_open(t_dir(), &d, &s));
-    store_set_clock(s, fake_clock, NULL);
-    return s;
-}
-
-static Txn *wbegin(Store *s)
-{
-    Txn *t;
-    T_OK(store_txn_begin(s, 1, &t));
-    return t;
-}
 
 /* row packs {"n": n, "s": s} into b. */
 static void row(msgpack_sbuffer *b, int n, const char *s)
@@ -66,10 +44,10 @@ static int collect(uint32_t seq, const void *mp, size_t len, void *arg)
 
 static void append_and_read(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     BatchRec br;
     for (int i = 0; i < 5; i++) {
         row(&b, i, "x");
@@ -83,7 +61,7 @@ static void append_and_read(void)
     T_CHECK(br.id != users);
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     Seen seen = {0};
     T_OK(batch_rows(t, users, 0, 0, collect, &seen));
     T_EQ(seen.n, 5);
@@ -121,11 +99,11 @@ static int each(const BatchRec *x, void *arg)
 
 static void seal_by_rows_and_time(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     SealPolicy p = {3, 5.0, UINT64_MAX, 1.0};
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     BatchRec br;
     uint64_t first = 0;
     for (int i = 0; i < 7; i++) {
@@ -141,25 +119,25 @@ static void seal_by_rows_and_time(void)
     T_OK(store_txn_commit(t));
     /* Row 7 opened a third batch; it is not due before 5 s. */
     uint64_t sealed = 99;
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_OK(staging_seal_due(t, NULL, &p, 0, &sealed));
     T_EQ(sealed, 0);
     T_OK(store_txn_commit(t));
-    fake_now += 5000;
-    t = wbegin(s);
+    ts_now += 5000;
+    t = ts_wbegin(s);
     T_OK(staging_seal_due(t, "users", &p, 0, &sealed));
     T_EQ(sealed, br.id);
     T_OK(batch_get(t, br.id, &br));
     T_EQ(br.state, BATCH_SEALED);
     T_EQ(br.rows, 1);
-    T_EQ(br.sealed_ms, fake_now);
+    T_EQ(br.sealed_ms, ts_now);
     /* An empty model: nothing to seal, no error. */
     T_OK(staging_seal_due(t, "nobody", &p, 1, &sealed));
     T_EQ(sealed, 0);
     T_OK(store_txn_commit(t));
 
     /* Listing by state, in id order. */
-    t = wbegin(s);
+    t = ts_wbegin(s);
     IdList l = {{0}, 0};
     T_OK(batch_each(t, BATCH_SEALED, each, &l));
     T_EQ(l.n, 3);
@@ -172,11 +150,11 @@ static void seal_by_rows_and_time(void)
 
 static void hold_on_rejects(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     SealPolicy count = {4, 0, 1, 1.0};
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     BatchRec br;
     T_OK(staging_note_reject(t, "users"));
     T_OK(staging_note_reject(t, "users"));
@@ -211,10 +189,10 @@ static void hold_on_rejects(void)
 
 static void row_reject_and_drop(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     BatchRec br;
     for (int i = 0; i < 6; i++) {
         row(&b, i, "q\\\"uo,te");
@@ -230,7 +208,7 @@ static void row_reject_and_drop(void)
     T_OK(batch_row_reject(t, br.id, 5, NULL, "no key to name it by", &rid2));
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_OK(batch_get(t, br.id, &br));
     T_EQ(br.rows, 6);
     T_EQ(br.removed, 2);
@@ -305,10 +283,10 @@ static int count_rows(uint32_t seq, const void *mp, size_t len, void *arg)
  * the neighbours' rows stay. */
 static void drop_many_pages(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     BatchRec a, c;
     for (int i = 0; i < 6000; i++) {
         row(&b, i, "a longer value so that the rows fill a good many pages of the tree");
@@ -316,7 +294,7 @@ static void drop_many_pages(void)
         T_OK(staging_append(t, "tenants", 0, b.data, b.size, &no_limits, &c));
     }
     T_OK(store_txn_commit(t));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     int more = 1;
     T_OK(batch_drop_rows(t, a.id, 1000, &more));
     T_EQ(more, 1);
@@ -339,10 +317,10 @@ static void drop_many_pages(void)
 
 static void forget_loaded_only(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     BatchRec br;
     row(&b, 1, "x");
     T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &br));
@@ -375,13 +353,13 @@ static void body_ref(const void *json, size_t n, StagedRef *ref);
 
 static void reject_replay_to_queue(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     row(&b, 1, "bad");
     const char *errs = "[{\"field\":\"n\",\"rule\":\"min\",\"message\":\"n must be at least 5\"}]";
     const char *job = "{\"model\":\"users\",\"key\":\"1\"}";
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     RejectRec r = {0};
     r.model = "users";
     r.key = "1";
@@ -400,7 +378,7 @@ static void reject_replay_to_queue(void)
     T_CHECK(other > rid);
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     int n = 0;
     T_OK(reject_each(t, "users", count_rejects, &n));
     T_EQ(n, 1);
@@ -488,10 +466,10 @@ static Counts count_staged(Txn *t)
  * share a row, and the last reference deletes it. */
 static void staged_rows_are_instances(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     uint64_t a, c, d;
     row(&b, 1, "a");
     T_OK(staging_row_new(t, "users", "7", b.data, b.size, 1, &a));
@@ -502,7 +480,7 @@ static void staged_rows_are_instances(void)
     T_CHECK(a != 0 && c != a && d != c && d != a);
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     const void *mp;
     size_t len;
     uint32_t refs = 99;
@@ -580,7 +558,7 @@ static void staged_rows_are_instances(void)
     store_txn_abort(t);
 
     /* Ids are never reused, even after the rows are gone. */
-    t = wbegin(s);
+    t = ts_wbegin(s);
     uint64_t e;
     T_OK(staging_row_new(t, "users", "7", b.data, b.size, 1, &e));
     T_CHECK(e > d && e > c);
@@ -595,18 +573,18 @@ static void staged_rows_are_instances(void)
  * read and merged through row 0, counted apart, never deleted by a drop. */
 static void staged_rows_legacy(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     row(&b, 5, "old");
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     MDB_val k = {strlen("users") + 1 + 2, "users\0" "42"}, v = {b.size, b.data};
     T_OK(mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &k, &v, 0));
     uint64_t inst;
     T_OK(staging_row_new(t, "users", "42", b.data, b.size, 1, &inst));
     T_OK(store_txn_commit(t));
 
-    t = wbegin(s);
+    t = ts_wbegin(s);
     const void *mp;
     size_t len;
     uint32_t refs = 7;
@@ -647,7 +625,7 @@ static void staged_rows_legacy(void)
  * record is named as such. */
 static void staged_rows_refused(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b;
     msgpack_sbuffer_init(&b);
     row(&b, 1, "x");
@@ -656,7 +634,7 @@ static void staged_rows_refused(void)
     longkey[sizeof longkey - 1] = '\0';
     memset(longmodel, 'm', sizeof longmodel - 1);
     longmodel[sizeof longmodel - 1] = '\0';
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     uint64_t id;
     T_ERR(staging_row_new(t, "", "1", b.data, b.size, 1, &id), PL_EINVAL);
     T_ERR(staging_row_new(t, "\x01users", "1", b.data, b.size, 1, &id), PL_EINVAL);
@@ -723,7 +701,7 @@ static void staged_refs_round_trip(void)
  * not about a staged row goes back as it was, and nothing is staged. */
 static void reject_replay_inline_and_other(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     msgpack_sbuffer b, fixed;
     msgpack_sbuffer_init(&b);
     msgpack_sbuffer_init(&fixed);
@@ -732,7 +710,7 @@ static void reject_replay_inline_and_other(void)
     const char *errs = "[]";
     const char *inl = "{\"model\":\"users\",\"row\":{\"n\":1,\"s\":\"bad\"}}";
     const char *notice = "{\"table\":\"users\",\"key\":{\"id\":1}}";
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     RejectRec r = {.model = "users", .key = "", .stage = "v", .queue = "validate", .row = b.data,
                    .row_len = b.size, .errors = errs, .errors_len = 2, .job = inl,
                    .job_len = strlen(inl)};
@@ -759,9 +737,9 @@ static void reject_replay_inline_and_other(void)
 
 static void uuid_stable(void)
 {
-    Store *s = open_store();
+    Store *s = ts_open(NULL);
     char a[33], c[33];
-    Txn *t = wbegin(s);
+    Txn *t = ts_wbegin(s);
     T_OK(staging_uuid(t, a));
     T_EQ(strlen(a), 32);
     T_OK(store_txn_commit(t));
@@ -775,7 +753,7 @@ static void uuid_stable(void)
     char dir[512];
     snprintf(dir, sizeof dir, "%s/other", t_dir());
     T_OK(store_open(dir, &d, &s));
-    t = wbegin(s);
+    t = ts_wbegin(s);
     T_OK(staging_uuid(t, c));
     T_OK(store_txn_commit(t));
     T_CHECK(strcmp(a, c) != 0);
