@@ -54,6 +54,35 @@ static off_t file_size(const char *p)
     return st.st_size;
 }
 
+/* raw_open opens the store's LMDB environment in t_dir() behind its back
+ * (flags 0 or MDB_RDONLY) and a transaction on its sub-database db. */
+static MDB_dbi raw_open(const char *db, unsigned flags, MDB_env **env, MDB_txn **txn)
+{
+    MDB_dbi dbi;
+    T_OK(mdb_env_create(env));
+    mdb_env_set_maxdbs(*env, 10);
+    T_OK(mdb_env_open(*env, t_dir(), flags, 0600));
+    T_OK(mdb_txn_begin(*env, NULL, flags, txn));
+    T_OK(mdb_dbi_open(*txn, db, 0, &dbi));
+    return dbi;
+}
+
+/* raw_put writes key = val into sub-database db, the way a foreign program
+ * (or a damaged disk) would; val NULL deletes key. */
+static void raw_put(const char *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi = raw_open(db, 0, &env, &txn);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    if (val)
+        T_OK(mdb_put(txn, dbi, &k, &v, 0));
+    else
+        T_OK(mdb_del(txn, dbi, &k, NULL));
+    T_OK(mdb_txn_commit(txn));
+    mdb_env_close(env);
+}
+
 static void created_whole_only_when_absent(void)
 {
     uint64_t last = fill(3, 10);
@@ -114,29 +143,16 @@ static void store_without_magic_is_refused(void)
 {
     fill(5, 10);
     /* Take the magic record out, the way a foreign program would. */
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    T_OK(mdb_env_create(&env));
-    mdb_env_set_maxdbs(env, 10);
-    T_OK(mdb_env_open(env, t_dir(), 0, 0600));
-    T_OK(mdb_txn_begin(env, NULL, 0, &txn));
-    T_OK(mdb_dbi_open(txn, "meta", 0, &dbi));
-    MDB_val k = {5, "magic"};
-    T_OK(mdb_del(txn, dbi, &k, NULL));
-    T_OK(mdb_txn_commit(txn));
-    mdb_env_close(env);
+    raw_put("meta", "magic", 5, NULL, 0);
     Store *s;
     StoreOpts o = {.create = 1};
     T_ERR(store_open(t_dir(), &o, &s), PL_ENOTDATA);
     T_CHECK(strstr(store_error(), "magic") != NULL);
     /* Nothing was re-initialised: the ids are where they were. */
-    T_OK(mdb_env_create(&env));
-    mdb_env_set_maxdbs(env, 10);
-    T_OK(mdb_env_open(env, t_dir(), MDB_RDONLY, 0600));
-    T_OK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn));
-    T_OK(mdb_dbi_open(txn, "meta", 0, &dbi));
-    MDB_val nk = {7, "next_id"}, nv;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi = raw_open("meta", MDB_RDONLY, &env, &txn);
+    MDB_val k = {5, "magic"}, nk = {7, "next_id"}, nv;
     T_OK(mdb_get(txn, dbi, &nk, &nv));
     T_EQ(pl_get_be64(nv.mv_data), 6);
     T_ERR(mdb_get(txn, dbi, &k, &nv), MDB_NOTFOUND);
@@ -213,21 +229,10 @@ static void damaged_record_is_an_error_not_an_allocation(void)
 
     /* In a store: the job reads as damaged, by id, and the rest work. */
     fill(3, 10);
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    T_OK(mdb_env_create(&env));
-    mdb_env_set_maxdbs(env, 10);
-    T_OK(mdb_env_open(env, t_dir(), 0, 0600));
-    T_OK(mdb_txn_begin(env, NULL, 0, &txn));
-    T_OK(mdb_dbi_open(txn, "jobs", 0, &dbi));
     unsigned char kb[9];
     pl_put_be64(kb, 2);
     kb[8] = 0;
-    MDB_val k = {9, kb}, v = {8, (void *)bad[0]};
-    T_OK(mdb_put(txn, dbi, &k, &v, 0));
-    T_OK(mdb_txn_commit(txn));
-    mdb_env_close(env);
+    raw_put("jobs", kb, sizeof kb, bad[0], 8);
     Store *s;
     StoreOpts o = {0};
     T_OK(store_open(t_dir(), &o, &s));
@@ -251,22 +256,6 @@ static void seen(void *arg, const char *what, const char *why)
     Seen *s = arg;
     s->n++;
     snprintf(s->last, sizeof s->last, "%s: %s", what, why);
-}
-
-static void raw_del(const char *db, const void *key, size_t klen)
-{
-    MDB_env *env;
-    MDB_txn *txn;
-    MDB_dbi dbi;
-    T_OK(mdb_env_create(&env));
-    mdb_env_set_maxdbs(env, 10);
-    T_OK(mdb_env_open(env, t_dir(), 0, 0600));
-    T_OK(mdb_txn_begin(env, NULL, 0, &txn));
-    T_OK(mdb_dbi_open(txn, db, 0, &dbi));
-    MDB_val k = {klen, (void *)key};
-    T_OK(mdb_del(txn, dbi, &k, NULL));
-    T_OK(mdb_txn_commit(txn));
-    mdb_env_close(env);
 }
 
 /* store_verify finds nothing wrong in a healthy store with jobs in every
@@ -317,7 +306,7 @@ static void verify_healthy_then_damaged(void)
     unsigned char ik[17] = {'l'};
     pl_put_be64(ik + 1, due);
     pl_put_be64(ik + 9, reserved);
-    raw_del("index", ik, sizeof ik);
+    raw_put("index", ik, sizeof ik, NULL, 0);
     T_OK(store_open(t_dir(), &o, &s));
     sn.n = 0;
     T_OK(store_verify(s, seen, &sn, 100, &vc));
