@@ -34,6 +34,10 @@ _Noreturn void t_fail(const char *file, int line, const char *fmt, ...)
 /* t_dir returns this test's fresh temporary directory (removed afterwards). */
 const char *t_dir(void);
 
+/* t_root returns the top of the tree: the working directory (tests/run runs
+ * there) or three levels above the test program (build/VARIANT/tests/). */
+const char *t_root(void);
+
 /* t_main runs the cases named on the command line (all when none). */
 int t_main(int argc, char **argv, const char *suite, const TCase *cases);
 

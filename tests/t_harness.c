@@ -2,6 +2,7 @@
 #include "t.h"
 #include "pl.h"
 
+#include <limits.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,20 @@ static char dir[256];
 const char *t_dir(void)
 {
     return dir;
+}
+
+const char *t_root(void)
+{
+    static char path[PATH_MAX + 16];
+    char exe[PATH_MAX];
+    if (access("examples/reference.yml", R_OK) == 0)
+        return ".";
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    T_CHECK(n > 0);
+    exe[n] = '\0';
+    *strrchr(exe, '/') = '\0';
+    snprintf(path, sizeof path, "%s/../../..", exe);
+    return path;
 }
 
 void t_fail(const char *file, int line, const char *fmt, ...)

@@ -80,22 +80,6 @@ static char *slurp(const char *path, size_t *len)
     return t.p;
 }
 
-/* root finds the top of the tree: the working directory (tests/run runs
- * there) or three levels above the test program (build/VARIANT/tests/). */
-static const char *root(void)
-{
-    static char path[PATH_MAX + 16];
-    char exe[PATH_MAX];
-    if (access("examples/reference.yml", R_OK) == 0)
-        return ".";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    T_CHECK(n > 0);
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    snprintf(path, sizeof path, "%s/../../..", exe);
-    return path;
-}
-
 /* fill returns what a python test's ${name} becomes, from where it stands:
  * a whole line of extra settings goes, a URL's base is a URL, a DSN a
  * socket directory, a port and a token themselves, anything else 1. */
@@ -226,7 +210,7 @@ static const char *const builtin[] = {
 static Seeds seeds_load(void)
 {
     Seeds s = {0};
-    const char *top = root();
+    const char *top = t_root();
     char path[3 * PATH_MAX];
     size_t len;
     snprintf(path, sizeof path, "%s/examples/reference.yml", top);

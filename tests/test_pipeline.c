@@ -59,19 +59,11 @@ static void expect_err_at(int tline, const char *text, int line, const char *wan
 }
 #define expect_err(text, line, want) expect_err_at(__LINE__, text, line, want)
 
-/* example_path finds examples/reference.yml from the top of the tree (where
- * tests/run runs) or from the test program (build/VARIANT/tests/). */
+/* example_path finds examples/reference.yml from the top of the tree. */
 static const char *example_path(void)
 {
     static char path[PATH_MAX + 64];
-    char exe[PATH_MAX];
-    if (access("examples/reference.yml", R_OK) == 0)
-        return "examples/reference.yml";
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    T_CHECK(n > 0);
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    snprintf(path, sizeof path, "%s/../../../examples/reference.yml", exe);
+    snprintf(path, sizeof path, "%s/examples/reference.yml", t_root());
     return path;
 }
 
