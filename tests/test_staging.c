@@ -22,6 +22,20 @@ static void row(msgpack_sbuffer *b, int n, const char *s)
 
 static const SealPolicy no_limits = {0, 0, UINT64_MAX, 1.0};
 
+/* append_rows appends count rows {"n": 0.., "s": str} to model under
+ * policy p; *br is the batch the last one went to. */
+static void append_rows(Txn *t, const char *model, int count, const char *str,
+                        const SealPolicy *p, BatchRec *br)
+{
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    for (int i = 0; i < count; i++) {
+        row(&b, i, str);
+        T_OK(staging_append(t, model, 0, b.data, b.size, p, br));
+    }
+    msgpack_sbuffer_destroy(&b);
+}
+
 typedef struct Seen {
     uint32_t seqs[64];
     int ns[64];
@@ -49,10 +63,7 @@ static void append_and_read(void)
     msgpack_sbuffer_init(&b);
     Txn *t = ts_wbegin(s);
     BatchRec br;
-    for (int i = 0; i < 5; i++) {
-        row(&b, i, "x");
-        T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &br));
-    }
+    append_rows(t, "users", 5, "x", &no_limits, &br);
     T_EQ(br.rows, 5);
     T_EQ(br.state, BATCH_OPEN);
     uint64_t users = br.id;
@@ -151,39 +162,27 @@ static void seal_by_rows_and_time(void)
 static void hold_on_rejects(void)
 {
     Store *s = ts_open(NULL);
-    msgpack_sbuffer b;
-    msgpack_sbuffer_init(&b);
     SealPolicy count = {4, 0, 1, 1.0};
     Txn *t = ts_wbegin(s);
     BatchRec br;
     T_OK(staging_note_reject(t, "users"));
     T_OK(staging_note_reject(t, "users"));
-    for (int i = 0; i < 4; i++) {
-        row(&b, i, "x");
-        T_OK(staging_append(t, "users", 0, b.data, b.size, &count, &br));
-    }
+    append_rows(t, "users", 4, "x", &count, &br);
     T_EQ(br.state, BATCH_HELD);
     T_EQ(br.rejects, 2);
     T_CHECK(strstr(br.error, "qctl batches release") != NULL);
     /* The rate: 1 of 5 is 20%, over 10%. */
     SealPolicy rate = {4, 0, UINT64_MAX, 0.10};
     T_OK(staging_note_reject(t, "users"));
-    for (int i = 0; i < 4; i++) {
-        row(&b, i, "y");
-        T_OK(staging_append(t, "users", 0, b.data, b.size, &rate, &br));
-    }
+    append_rows(t, "users", 4, "y", &rate, &br);
     T_EQ(br.state, BATCH_HELD);
     T_CHECK(strstr(br.error, "20.0%") != NULL);
     /* Under the rate: sealed. */
     SealPolicy lax = {4, 0, UINT64_MAX, 0.5};
     T_OK(staging_note_reject(t, "users"));
-    for (int i = 0; i < 4; i++) {
-        row(&b, i, "z");
-        T_OK(staging_append(t, "users", 0, b.data, b.size, &lax, &br));
-    }
+    append_rows(t, "users", 4, "z", &lax, &br);
     T_EQ(br.state, BATCH_SEALED);
     T_OK(store_txn_commit(t));
-    msgpack_sbuffer_destroy(&b);
     store_close(s);
 }
 
@@ -194,10 +193,7 @@ static void row_reject_and_drop(void)
     msgpack_sbuffer_init(&b);
     Txn *t = ts_wbegin(s);
     BatchRec br;
-    for (int i = 0; i < 6; i++) {
-        row(&b, i, "q\\\"uo,te");
-        T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &br));
-    }
+    append_rows(t, "users", 6, "q\\\"uo,te", &no_limits, &br);
     uint64_t sealed;
     T_OK(staging_seal_due(t, "users", &no_limits, 1, &sealed));
     T_EQ(sealed, br.id);
