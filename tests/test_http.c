@@ -332,12 +332,36 @@ static HttpClass *klass(unsigned conc, double rate, double timeout)
     return http_class_new(H, "test", &p);
 }
 
+/* open_class sets up and makes a class (as klass); close_class frees it and
+ * tears down. */
+static HttpClass *open_class(unsigned conc, double rate, double timeout)
+{
+    setup();
+    return klass(conc, rate, timeout);
+}
+
+static void close_class(HttpClass *c)
+{
+    http_class_free(c);
+    teardown();
+}
+
+/* close_idle checks that c has nothing in flight or waiting, then closes
+ * it as close_class. */
+static void close_idle(HttpClass *c)
+{
+    HttpStats st;
+    http_class_stats(c, &st);
+    T_EQ(st.in_flight, 0);
+    T_EQ(st.waiting, 0);
+    close_class(c);
+}
+
 /* ------------------------------------------------------------ the tests */
 
 static void ok_json(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got g = {0};
     get(c, U("/ok"), &g, NULL);
     T_EQ(g.n, 0); /* never from inside http_request */
@@ -357,16 +381,12 @@ static void ok_json(void)
     http_class_stats(c, &st);
     T_EQ(st.started, 1);
     T_EQ(st.ok, 1);
-    T_EQ(st.in_flight, 0);
-    T_EQ(st.waiting, 0);
-    http_class_free(c);
-    teardown();
+    close_idle(c);
 }
 
 static void methods_and_bodies(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     static char big[3000];
     memset(big, 'b', sizeof big - 1);
     const char *hdrs[] = {"X-Test: hello", NULL};
@@ -393,14 +413,12 @@ static void methods_and_bodies(void)
     T_CHECK(strcmp(g[4].body, "POST|-|pickline/0|0|") == 0);
     T_EQ(g[5].status, 200);
     T_EQ(g[5].len, 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void permanent_404(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got g = {0}, l = {0};
     get(c, U("/404"), &g, NULL);
     get(c, U("/long404"), &l, NULL);
@@ -414,14 +432,12 @@ static void permanent_404(void)
     HttpStats st;
     http_class_stats(c, &st);
     T_EQ(st.permanent, 2);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void transient_statuses(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got a = {0}, b = {0}, d = {0}, e = {0};
     get(c, U("/500"), &a, NULL);
     get(c, U("/408"), &b, NULL);
@@ -444,14 +460,12 @@ static void transient_statuses(void)
     HttpStats st;
     http_class_stats(c, &st);
     T_EQ(st.transient, 4);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void timeout(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0.5);
+    HttpClass *c = open_class(0, 0, 0.5);
     Got g = {0};
     double t0 = now_s();
     get(c, U("/sleep?ms=5000"), &g, NULL);
@@ -460,8 +474,7 @@ static void timeout(void)
     T_EQ(g.outcome, HTTP_TRANSIENT);
     T_CHECK(strcmp(g.error, "timeout after 0.5 s") == 0);
     T_CHECK(dt >= 0.45 && dt < 1.0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void refused(void)
@@ -479,8 +492,7 @@ static void refused(void)
     T_EQ(g.outcome, HTTP_TRANSIENT);
     T_EQ(g.status, 0);
     T_CHECK(strncmp(g.error, "connection refused", 18) == 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void reset(void)
@@ -500,41 +512,35 @@ static void reset(void)
     shutdown(rst_fd, SHUT_RDWR);
     pthread_join(rst_th, NULL);
     close(rst_fd);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void closed_without_answer(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got g = {0};
     get(c, U("/close"), &g, NULL);
     run(1, 10);
     T_EQ(g.outcome, HTTP_TRANSIENT);
     T_EQ(g.status, 0);
     T_CHECK(strncmp(g.error, "connection closed without a response", 36) == 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void dns_failure(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 5);
+    HttpClass *c = open_class(0, 0, 5);
     Got g = {0};
     get(c, "http://pickline-test.invalid/x", &g, NULL);
     run(1, 15);
     T_EQ(g.outcome, HTTP_TRANSIENT);
     T_CHECK(strncmp(g.error, "cannot resolve host", 19) == 0 || strncmp(g.error, "timeout", 7) == 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void bad_urls(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got a = {0}, b = {0};
     get(c, "ftp://127.0.0.1/x", &a, NULL);
     get(c, "http://[::1/x", &b, NULL);
@@ -544,8 +550,7 @@ static void bad_urls(void)
     T_CHECK(strncmp(a.error, "bad URL", 7) == 0);
     T_EQ(b.outcome, HTTP_PERMANENT);
     T_CHECK(strncmp(b.error, "bad URL", 7) == 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 /* A CR or LF in a URL or a header (built at run time: a server's next-page
@@ -554,8 +559,7 @@ static void bad_urls(void)
  * value is fine (HTTP allows it). */
 static void injection_refused(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got g[4] = {{0}};
     const char *inject[] = {"X-Test: hello\r\nX-Injected: 1", NULL};
     const char *lf[] = {"X-Test: a\nb", NULL};
@@ -581,8 +585,7 @@ static void injection_refused(void)
     T_CHECK(strncmp(g[2].error, "bad URL: a control character (0x0D)", 35) == 0);
     T_EQ(g[3].outcome, HTTP_OK);
     T_CHECK(strcmp(g[3].body, "POST|a\tb|pickline/0|0|") == 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 /* A chain: each done starts the next request (100 in a row). */
@@ -655,16 +658,12 @@ static void concurrency_limit(void)
     T_CHECK(max_in_flight <= 3);
     http_class_stats(c, &st);
     T_EQ(st.started, 20);
-    T_EQ(st.in_flight, 0);
-    T_EQ(st.waiting, 0);
-    http_class_free(c);
-    teardown();
+    close_idle(c);
 }
 
 static void rate_limit(void)
 {
-    setup();
-    HttpClass *c = klass(8, 50, 0);
+    HttpClass *c = open_class(8, 50, 0);
     Got g[25] = {{0}};
     double t0 = now_s();
     for (int i = 0; i < 25; i++)
@@ -674,14 +673,12 @@ static void rate_limit(void)
     for (int i = 0; i < 25; i++)
         T_EQ(g[i].outcome, HTTP_OK);
     T_CHECK(dt >= 0.45);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void cancel(void)
 {
-    setup();
-    HttpClass *c = klass(1, 0, 0);
+    HttpClass *c = open_class(1, 0, 0);
     Got a = {0}, b = {0}, d = {0};
     HttpReq *ra, *rb, *rd;
     get(c, U("/sleep?ms=3000"), &a, &ra);
@@ -704,10 +701,7 @@ static void cancel(void)
     http_class_stats(c, &st);
     T_EQ(st.canceled, 2);
     T_EQ(st.ok, 1);
-    T_EQ(st.in_flight, 0);
-    T_EQ(st.waiting, 0);
-    http_class_free(c);
-    teardown();
+    close_idle(c);
 }
 
 /* A done that cancels another request: that done runs nested, once. */
@@ -721,8 +715,7 @@ static void canceler_done(void *arg, const HttpResult *r)
 
 static void cancel_from_done(void)
 {
-    setup();
-    HttpClass *c = klass(4, 0, 0);
+    HttpClass *c = open_class(4, 0, 0);
     Got a = {0}, b = {0};
     HttpRequest rq = {.method = "GET", .url = U("/ok")};
     submit(c, &rq, canceler_done, &a, NULL);
@@ -734,14 +727,12 @@ static void cancel_from_done(void)
     T_EQ(b.outcome, HTTP_CANCELED);
     nap(0.05);
     T_EQ(a.n + b.n, 2);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static void class_free_cancels(void)
 {
-    setup();
-    HttpClass *c = klass(5, 0, 0);
+    HttpClass *c = open_class(5, 0, 0);
     Got g[10] = {{0}};
     for (int i = 0; i < 10; i++)
         get(c, U("/sleep?ms=3000"), &g[i], NULL);
@@ -758,8 +749,7 @@ static void class_free_cancels(void)
 
 static void close_cancels(void)
 {
-    setup();
-    HttpClass *c = klass(5, 0, 0);
+    HttpClass *c = open_class(5, 0, 0);
     Got g[10] = {{0}}, bad = {0};
     for (int i = 0; i < 10; i++)
         get(c, U("/sleep?ms=3000"), &g[i], NULL);
@@ -811,8 +801,7 @@ static void class_free_from_done(void)
 
 static void body_cap(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     Got a = {0}, b = {0};
     get(c, U("/big"), &a, NULL);
     get(c, U("/big?cl=1"), &b, NULL);
@@ -826,8 +815,7 @@ static void body_cap(void)
     run(3, 10);
     T_EQ(c2.outcome, HTTP_OK);
     T_CHECK(strcmp(c2.body, "{\"ok\":true}") == 0);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 static int burst_ok;
@@ -843,8 +831,7 @@ static void burst_done(void *arg, const HttpResult *r)
 
 static void burst_1000(void)
 {
-    setup();
-    HttpClass *c = klass(0, 0, 0);
+    HttpClass *c = open_class(0, 0, 0);
     double t0 = now_s();
     for (int i = 0; i < 1000; i++) {
         HttpRequest rq = {.method = "GET", .url = U("/ok")};
@@ -857,8 +844,7 @@ static void burst_1000(void)
     HttpStats st;
     http_class_stats(c, &st);
     T_EQ(st.ok, 1000);
-    http_class_free(c);
-    teardown();
+    close_class(c);
 }
 
 int main(int argc, char **argv)
