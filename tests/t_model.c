@@ -158,6 +158,19 @@ void tm_v_bad(const char *file, int line, const Model *m, const char *json, size
     sb_free(&errs);
 }
 
+void tm_v_each(const char *file, int line, const Model *m, const char *field,
+               const char *const *values, size_t n, const char *want)
+{
+    char row[200];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(row, sizeof row, "{\"id\":1,\"%s\":\"%s\"}", field, values[i]);
+        if (want)
+            tm_v_bad(file, line, m, row, 0, want);
+        else
+            tm_v_ok(file, line, m, row, NULL);
+    }
+}
+
 /* ------------------------------------------------------------- the seed */
 
 const char tm_seed_yaml[] =

@@ -47,6 +47,13 @@ void tm_v_bad(const char *file, int line, const Model *m, const char *json, size
 #define V_OK(m, json, want) tm_v_ok(__FILE__, __LINE__, m, json, want)
 #define V_BAD(m, json, want) tm_v_bad(__FILE__, __LINE__, m, json, 0, want)
 #define V_BADN(m, json, n, want) tm_v_bad(__FILE__, __LINE__, m, json, n, want)
+/* V_EACH checks the row {"id":1,"FIELD":"V"} for each string V of the array
+ * values: valid (as V_OK, any output) with want NULL, else refused with want
+ * in its errors (as V_BAD). */
+#define V_EACH(m, field, values, want) \
+    tm_v_each(__FILE__, __LINE__, m, field, values, sizeof values / sizeof *values, want)
+void tm_v_each(const char *file, int line, const Model *m, const char *field,
+               const char *const *values, size_t n, const char *want);
 
 /* tm_seed_yaml: the seed's models (users, tenants, authorities,
  * subscriptions), with the line of every fifth line marked. */

@@ -177,23 +177,10 @@ static void formats_email_url_regex(void)
     static const char *bad_url[] = {"example.com", "ftp://x.y", "http://", "http:///x",
                                     "http://a b/", "http://x:port/", "http://x:123456/",
                                     "https://:80/"};
-    char row[200];
-    for (size_t i = 0; i < sizeof good_mail / sizeof *good_mail; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"mail\":\"%s\"}", good_mail[i]);
-        V_OK(m, row, NULL);
-    }
-    for (size_t i = 0; i < sizeof bad_mail / sizeof *bad_mail; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"mail\":\"%s\"}", bad_mail[i]);
-        V_BAD(m, row, "\"rule\":\"format\",\"message\":\"mail must be an email address");
-    }
-    for (size_t i = 0; i < sizeof good_url / sizeof *good_url; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"site\":\"%s\"}", good_url[i]);
-        V_OK(m, row, NULL);
-    }
-    for (size_t i = 0; i < sizeof bad_url / sizeof *bad_url; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"site\":\"%s\"}", bad_url[i]);
-        V_BAD(m, row, "site must be an http:// or https:// URL");
-    }
+    V_EACH(m, "mail", good_mail, NULL);
+    V_EACH(m, "mail", bad_mail, "\"rule\":\"format\",\"message\":\"mail must be an email address");
+    V_EACH(m, "site", good_url, NULL);
+    V_EACH(m, "site", bad_url, "site must be an http:// or https:// URL");
     V_OK(m, "{\"id\":1,\"code\":\"NL123\"}", NULL);
     V_BAD(m, "{\"id\":1,\"code\":\"nl123\"}", "code must match ^[A-Z]{2}[0-9]+$ (got the string \\\"nl123\\\")");
     V_BAD(m, "{\"id\":1,\"code\":\"NL123 \"}", "code must match");
@@ -229,27 +216,11 @@ static void datetimes_and_dates_follow_the_calendar(void)
      * past what the extract and most tools read. */
     static const char *range[] = {"0001-01-01T00:00:00+05:00", "0001-01-01T03:59:59+04:00",
                                   "9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59-00:01"};
-    char row[200];
-    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", good[i]);
-        V_OK(m, row, NULL);
-    }
-    for (size_t i = 0; i < sizeof calendar / sizeof *calendar; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", calendar[i]);
-        V_BAD(m, row, "at must be a real calendar date and time");
-    }
-    for (size_t i = 0; i < sizeof form / sizeof *form; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", form[i]);
-        V_BAD(m, row, "at must be a date and time like 2026-01-31T12:00:00Z");
-    }
-    for (size_t i = 0; i < sizeof precision / sizeof *precision; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", precision[i]);
-        V_BAD(m, row, "at has more than 6 fractional digits of a second that are not zeros");
-    }
-    for (size_t i = 0; i < sizeof range / sizeof *range; i++) {
-        snprintf(row, sizeof row, "{\"id\":1,\"at\":\"%s\"}", range[i]);
-        V_BAD(m, row, "at falls outside the years 1 to 9999 in UTC");
-    }
+    V_EACH(m, "at", good, NULL);
+    V_EACH(m, "at", calendar, "at must be a real calendar date and time");
+    V_EACH(m, "at", form, "at must be a date and time like 2026-01-31T12:00:00Z");
+    V_EACH(m, "at", precision, "at has more than 6 fractional digits of a second that are not zeros");
+    V_EACH(m, "at", range, "at falls outside the years 1 to 9999 in UTC");
     V_BAD(m, "{\"id\":1,\"at\":1700000000}", "at must be a date and time like 2026-01-31T12:00:00Z (got 1700000000)");
     /* no zone means UTC, and the normalised row says so */
     Strbuf out, errs;
