@@ -2,7 +2,8 @@
 file (`listen:`): the token rules of `pickline check`, TLS, an IPv6 address
 in the callback URL, half-closed clients, the connection limits, strict
 framing. The real `pickline` against real sockets; the C tests of
-engine/runtime/listen.c are in tests/test_listen.c.
+engine/runtime/listen.c are in tests/test_listen.c and
+tests/test_listen_strict.c.
 
 Each test has a fresh temp dir and fresh fixtures; set
 PICKLINE_KEEP_TEST_DIRS=1 to keep the dirs of failed tests for a look."""
