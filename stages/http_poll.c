@@ -19,9 +19,18 @@
  * (at least 1 s, 2 s, 4 s ...), at most POLL_BACKOFF_MAX, plus up to a
  * quarter more of jitter; and never before its Retry-After says (seconds or
  * an HTTP-date, up to POLL_RETRY_AFTER_MAX). The first good answer ends
- * the backoff. */
+ * the backoff.
+ *
+ * The next page. A feed's answer names its next page (next_field): a link
+ * that starts with one / is read against url:'s origin; an absolute one is
+ * followed only on that origin (scheme, host and port), because the
+ * stage's headers, its tokens among them, go with every request it sends.
+ * A link elsewhere (or no URL at all) fails the poll with the reason: the
+ * page is not taken, nothing moves, and the feed is asked again after the
+ * backoff (its owner has to fix the link). */
 #include "common.h"
 #include "engine.h"
+#include "http_check.h"
 #include "pl.h"
 
 #include <stdio.h>
@@ -112,6 +121,32 @@ static void poll_fail(PollStage *k, const char *what, int transient, double retr
     poll_schedule(k, after);
 }
 
+/* poll_next writes the next page's link, link[0..len), into out as the
+ * absolute URL to ask, read against url:'s origin when it starts with one
+ * /. Returns 0, or PL_EINVAL with why saying why it is not followed. */
+static int poll_next(const PollStage *k, const char *link, size_t len, Strbuf *out, char *why,
+                     size_t n)
+{
+    char shown[300], bad[300];
+    size_t o = http_url_origin_len(k->url);
+    sb_reset(out);
+    if (len && link[0] == '/' && !(len > 1 && link[1] == '/'))
+        sb_add(out, k->url, o);
+    sb_add(out, link, len);
+    int ok = !memchr(link, '\0', len) && http_url_check(out->buf, 0, bad, sizeof bad) == 0;
+    if (ok && http_url_same_origin(k->url, out->buf))
+        return 0;
+    if (ok)
+        snprintf(bad, sizeof bad, "another scheme, host or port");
+    snprintf(why, n, "the next page's link '%s' (next_field '%s') is not on url:'s origin %.*s "
+             "(%s); the stage's headers go with every request, so it follows links only there "
+             "(a feed links its pages on its own origin, or relative: /path?page=2): the page is "
+             "not taken", http_printable(shown, sizeof shown, link, len), k->next_field, (int)o,
+             k->url, bad);
+    sb_reset(out);
+    return PL_EINVAL;
+}
+
 static void poll_done(void *arg, const HttpResult *r)
 {
     PollStage *k = arg;
@@ -135,7 +170,7 @@ static void poll_done(void *arg, const HttpResult *r)
         poll_schedule(k, k->interval);
         return;
     }
-    char err[256], why[400];
+    char err[256], why[1024];
     msgpack_sbuffer mp;
     msgpack_sbuffer_init(&mp);
     if (row_from_json_object(r->body, r->len, &mp, err, sizeof err) != 0) {
@@ -154,12 +189,21 @@ static void poll_done(void *arg, const HttpResult *r)
         poll_fail(k, why, 1, 0);
         return;
     }
-    Emit *b = emit_new(s);
     Strbuf body, key, ncur, nnext;
+    sb_init(&nnext);
+    const msgpack_object *nx = k->next_field ? row_field(&v.root, k->next_field) : NULL;
+    if (nx && nx->type == MSGPACK_OBJECT_STR && nx->via.str.size &&
+        poll_next(k, nx->via.str.ptr, nx->via.str.size, &nnext, why, sizeof why) != 0) {
+        sb_free(&nnext);
+        row_view_free(&v);
+        msgpack_sbuffer_destroy(&mp);
+        poll_fail(k, why, 1, 0);
+        return;
+    }
+    Emit *b = emit_new(s);
     sb_init(&body);
     sb_init(&key);
     sb_init(&ncur);
-    sb_init(&nnext);
     msgpack_sbuffer one;
     msgpack_sbuffer_init(&one);
     msgpack_packer pk;
@@ -180,9 +224,6 @@ static void poll_done(void *arg, const HttpResult *r)
     /* The new state: cursor (from the response, else kept), ETag, next page. */
     if (!(k->cursor_field && row_field_text(&v.root, k->cursor_field, &ncur) == 0))
         sb_adds(&ncur, cur);
-    const msgpack_object *nx = k->next_field ? row_field(&v.root, k->next_field) : NULL;
-    if (nx && nx->type == MSGPACK_OBJECT_STR && nx->via.str.size)
-        sb_add(&nnext, nx->via.str.ptr, nx->via.str.size);
     const char *et = http_result_header(r, "ETag");
     Strbuf st;
     sb_init(&st);
@@ -225,6 +266,12 @@ static void poll_tick(struct ev_loop *loop, ev_timer *w, int revents)
     sb_reset(&k->call.url);
     const char *own[3];
     size_t n = 0;
+    if (*next && !http_url_same_origin(k->url, next)) {
+        /* Kept by a pickline that followed links anywhere: not followed. */
+        stage_log(s, PL_LOG_WARN, 0, "the stored next page is not on url:'s origin; polling "
+                  "url: instead");
+        next = "";
+    }
     if (*next) {
         sb_adds(&k->call.url, next);
     } else {

@@ -115,5 +115,101 @@ class HttpPollTest(EngineTestCase):
         self.assertEqual(rc, 0, eng.stderr_tail())
 
 
+NEXT_PIPE = """\
+listen:
+  address: 127.0.0.1
+  port: ${port}
+drain: 2
+queues:
+  changes: {ttr: 60}
+stages:
+  - name: poll
+    kind: http_poll
+    output: changes
+    url: ${feed}/changes
+    interval: 0.3
+    items_field: changes
+    next_field: next
+    key_field: id
+    headers:
+      Authorization: "Bearer feed-secret-0123456789"
+"""
+
+
+class PagedFeed(Fixture):
+    """GET /changes (the first page) and /changes?page=N: .pages maps a page
+    number to (change ids, next link or None); the first page is 1. Notes
+    every request's path, query and Authorization header."""
+
+    def __init__(self, pages):
+        super().__init__()
+        self.pages = pages
+        self.seen = []
+
+    def handle(self, req):
+        with self.lock:
+            self.seen.append((req.url_path, dict(req.query), req.headers.get("Authorization")))
+        page = int(req.query.get("page", "1"))
+        ids, nxt = self.pages.get(page, ([], None))
+        body = {"changes": [{"id": i} for i in ids]}
+        if nxt:
+            body["next"] = nxt(self) if callable(nxt) else nxt
+        req.reply(200, body)
+
+
+class Elsewhere(Fixture):
+    """Another origin: it must never be asked (it would get the feed's token)."""
+
+    def handle(self, req):
+        with self.lock:
+            self.seen = getattr(self, "seen", []) + [(req.url_path, req.headers.get("Authorization"))]
+        req.reply(200, {"changes": [{"id": "stolen"}]})
+
+
+class NextPageTest(EngineTestCase):
+    """The next page's link comes from the feed's answer: a relative one
+    (/changes?page=2) is read against url:'s origin, and one on another
+    origin is refused, because the stage's headers (its token) go with every
+    request it sends: the page is not taken, and the error says why."""
+
+    def test_relative_next_page_is_followed(self):
+        feed = self.fx.add(PagedFeed({1: (["a", "b"], "/changes?page=2"),
+                                      2: (["c"], lambda f: f.url + "/changes?page=3"),
+                                      3: (["d"], None)}))
+        eng = self.engine(NEXT_PIPE, feed=feed.url)
+        eng.start()
+        self.wait_depth(eng, "changes", 4)
+        self.assertEqual(sorted(j["body"]["id"] for j in eng.peek("changes")), ["a", "b", "c", "d"])
+        pages = [q.get("page") for path, q, auth in feed.seen[:3]]
+        self.assertEqual(pages, [None, "2", "3"], feed.seen)
+        self.assertTrue(all(auth == "Bearer feed-secret-0123456789" for _, _, auth in feed.seen))
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
+    def test_next_page_on_another_origin_is_refused(self):
+        other = self.fx.add(Elsewhere())
+        evil = [other.url + "/steal", other.url.replace("127.0.0.1", "localhost") + "/steal",
+                "//127.0.0.1:%d/steal" % other.port]
+        for i, link in enumerate(evil):
+            with self.subTest(link=link):
+                feed = self.fx.add(PagedFeed({1: (["a"], link)}))
+                work = os.path.join(self.dir, "run%d" % i)
+                os.makedirs(work)
+                eng = self.engine(NEXT_PIPE, workdir=work, feed=feed.url)
+                eng.start()
+                self.wait(lambda: "not on url:'s origin" in eng.stderr() and len(feed.seen) >= 2,
+                          30, "the refusal logged twice", eng)
+                self.assertFalse(getattr(other, "seen", []),
+                                 "another origin was asked (with the feed's token)")
+                # The page is not taken: nothing of it is put, the feed is asked again.
+                self.assertEqual(eng.peek("changes"), [])
+                self.assertTrue(all(path == "/changes" and not q for path, q, _ in feed.seen),
+                                feed.seen)
+                self.assertIn("next_field 'next'", eng.stderr())
+                self.assertNotIn("feed-secret", eng.stderr())
+                rc, _ = eng.terminate()
+                self.assertEqual(rc, 0, eng.stderr_tail())
+
+
 if __name__ == "__main__":
     unittest.main()

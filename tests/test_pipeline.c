@@ -3,6 +3,7 @@
  * right file:line with a useful message, and the stage graph is in flow
  * order. */
 #include "t.h"
+#include "http_check.h"
 #include "model.h"
 #include "pipeline.h"
 #include "pl.h"
@@ -1070,6 +1071,33 @@ static void secrets_read(void)
     T_CHECK(pipeline_secret_ref_error("file:") != NULL);
 }
 
+/* A next page an answer names is followed only on url:'s origin. */
+static void url_same_origin(void)
+{
+    static const struct { const char *a, *b; int same; } v[] = {
+        {"http://feed.example/changes", "http://feed.example/changes?page=2", 1},
+        {"http://feed.example/changes", "HTTP://Feed.Example:80/x", 1},
+        {"https://feed.example/", "https://feed.example:443?p=1", 1},
+        {"http://feed.example./a", "http://feed.example/b", 1},
+        {"http://127.0.0.1:8080/a", "http://127.0.0.1:8080", 1},
+        {"http://[::1]:8080/a", "http://[::1]:8080/b", 1},
+        {"http://feed.example/", "https://feed.example/", 0},
+        {"http://feed.example/", "http://feed.example:8080/", 0},
+        {"http://feed.example/", "http://feed.example.evil/", 0},
+        {"http://127.0.0.1:8080/", "http://localhost:8080/", 0},
+        {"http://[::1]:8080/", "http://[::1]:8081/", 0},
+        {"http://feed.example/", "//feed.example/", 0},
+        {"http://feed.example/", "/changes", 0},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        T_EQ(http_url_same_origin(v[i].a, v[i].b), v[i].same);
+        T_EQ(http_url_same_origin(v[i].b, v[i].a), v[i].same);
+    }
+    T_EQ(http_url_origin_len("http://feed.example:81/changes?x=1"), strlen("http://feed.example:81"));
+    T_EQ(http_url_origin_len("https://[::1]?x"), strlen("https://[::1]"));
+    T_EQ(http_url_origin_len("/changes"), 0);
+}
+
 static const TCase cases[] = {
     T_CASE(example_loads),
     T_CASE(defaults_filled),
@@ -1103,6 +1131,7 @@ static const TCase cases[] = {
     T_CASE(variables_reader_reads_queues_and_models),
     T_CASE(secret_refs_checked),
     T_CASE(secrets_read),
+    T_CASE(url_same_origin),
     {NULL, NULL},
 };
 

@@ -152,6 +152,61 @@ size_t http_url_path_end(const char *url)
     return (size_t)(p - url);
 }
 
+size_t http_url_origin_len(const char *url)
+{
+    const char *p = strstr(url, "://");
+    if (!p)
+        return 0;
+    p += 3;
+    return (size_t)(p - url) + strcspn(p, "/?#");
+}
+
+/* Origin: an origin's parts as they stand in its URL. */
+typedef struct Origin {
+    int https;
+    const char *host, *port;
+    size_t hlen, plen;
+} Origin;
+
+static int origin_of(const char *url, Origin *o)
+{
+    size_t skip;
+    if (strncasecmp(url, "http://", 7) == 0)
+        skip = 7, o->https = 0;
+    else if (strncasecmp(url, "https://", 8) == 0)
+        skip = 8, o->https = 1;
+    else
+        return -1;
+    const char *a = url + skip;
+    size_t alen = strcspn(a, "/?#");
+    const char *colon = NULL;
+    if (a[0] == '[') {
+        const char *rb = memchr(a, ']', alen);
+        if (!rb)
+            return -1;
+        if (rb + 1 < a + alen && rb[1] == ':')
+            colon = rb + 1;
+    } else {
+        colon = memchr(a, ':', alen);
+    }
+    o->host = a;
+    o->hlen = colon ? (size_t)(colon - a) : alen;
+    if (o->hlen && a[o->hlen - 1] == '.' && a[0] != '[')
+        o->hlen--; /* one trailing dot: the same name */
+    o->port = colon ? colon + 1 : o->https ? "443" : "80";
+    o->plen = colon ? (size_t)(a + alen - colon - 1) : strlen(o->port);
+    return 0;
+}
+
+int http_url_same_origin(const char *a, const char *b)
+{
+    Origin x, y;
+    if (origin_of(a, &x) || origin_of(b, &y))
+        return 0;
+    return x.https == y.https && x.hlen == y.hlen && strncasecmp(x.host, y.host, x.hlen) == 0 &&
+           x.plen == y.plen && memcmp(x.port, y.port, x.plen) == 0;
+}
+
 int http_url_check(const char *url, int tmpl, char *why, size_t n)
 {
     char s[300];

@@ -30,6 +30,20 @@ int http_url_check(const char *url, int tmpl, char *why, size_t n);
  * where its path ends: the first ? or # after the host, or its length. */
 size_t http_url_path_end(const char *url);
 
+/* http_url_origin_len returns the length of url's origin, its scheme://
+ * and authority (up to the path, the query or the end): the part a
+ * relative link such as /changes?page=2 is read against. 0 when url has no
+ * "://". */
+size_t http_url_origin_len(const char *url);
+
+/* http_url_same_origin is 1 when the absolute URLs a and b (each checked by
+ * http_url_check) name one origin: the same scheme, the same host (letters'
+ * case aside) and the same port (80 for http, 443 for https when none is
+ * written); else 0. A stage sends its headers (tokens) with each request, so
+ * a URL that an answer gives it (a next page) is followed only on its own
+ * url:'s origin. */
+int http_url_same_origin(const char *a, const char *b);
+
 /* http_host_check checks the host[len] of a URL or a connection string: a
  * DNS name (labels of 1 to 63 letters, digits and -, not starting or ending
  * with -, at most 253 bytes, one trailing dot allowed), or, when its last
