@@ -190,5 +190,50 @@ class QctlEditTest(EngineTestCase):
         self.assertEqual(rc, 0, eng.stderr_tail())
 
 
+class DeleteReferenceTest(EngineTestCase):
+    """A job that references a staged row holds the row: deleting, acking or
+    purging it with qctl gives the reference up, and the last one deletes the
+    row (else nothing would ever name it again, and the store would keep it
+    for good)."""
+
+    def staged(self, data):
+        p = qctl(data, "info", "--json")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return json.loads(p.stdout)["staged"]
+
+    def test_deleting_reference_jobs_deletes_their_rows(self):
+        eng = self.engine(pipeline("edit"))
+        eng.start()
+        self.assertEqual(qctl(eng.data, "pause", "checked").returncode, 0)
+        for i in range(1, 8):
+            r = eng.put("in", {"model": "users", "row": {"id": i, "email": "u%d@example.com" % i}})
+            self.assertEqual(r.status, 202, r)
+        self.wait_depth(eng, "checked", 7)
+        eng.terminate()
+        jobs = sorted(eng.peek("checked"), key=lambda j: j["body"]["key"])
+        self.assertEqual(self.staged(eng.data)["rows"], 7)
+        # delete, ack and bury-then-delete one each.
+        p = qctl(eng.data, "delete", jobs[0]["id"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = qctl(eng.data, "ack", jobs[1]["id"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = qctl(eng.data, "bury", jobs[2]["id"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.staged(eng.data)["rows"], 5)  # a buried job still holds its row
+        p = qctl(eng.data, "delete", jobs[2]["id"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        st = self.staged(eng.data)
+        self.assertEqual((st["rows"], st["refs"]), (4, 4))
+        # A purge gives up the rest.
+        p = qctl(eng.data, "purge", "checked")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        st = self.staged(eng.data)
+        self.assertEqual((st["rows"], st["refs"]), (0, 0))
+        # A job that is no reference is deleted as before.
+        jid = qctl(eng.data, "put", "other", '{"model": "users", "key": "1"}').stdout.strip()
+        p = qctl(eng.data, "delete", jid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main()

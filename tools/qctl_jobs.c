@@ -8,6 +8,7 @@
 #include "json.h"
 #include "pl.h"
 #include "queue.h"
+#include "staging.h"
 #include "store.h"
 
 #include <errno.h>
@@ -345,6 +346,9 @@ static int jobop_fn(Txn *t, void *arg)
     switch (o->op) {
     case OP_ACK:
     case OP_DELETE:
+        /* The row a reference job holds goes with its last reference. */
+        if ((rc = staging_job_gone(t, j.body, j.len, NULL)) != 0)
+            return rc;
         return queue_ack(t, o->id, o->lease);
     case OP_RELEASE:
         rc = queue_release(t, o->id, o->lease, o->delay_ms, o->text, &o->buried);

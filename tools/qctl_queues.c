@@ -234,13 +234,31 @@ typedef struct PurgeOp {
     const char *queue;
     int state;
     size_t n;
+    uint64_t *ids;          /* CHUNK: the jobs of one transaction */
 } PurgeOp;
 
+static int purge_collect(const Job *j, void *arg)
+{
+    PurgeOp *p = arg;
+    p->ids[p->n++] = j->id;
+    return 0;
+}
+
+/* purge_fn deletes up to CHUNK jobs, each giving up the staged row it
+ * references (staging_job_gone), so a purge leaves no row that nothing
+ * names. */
 static int purge_fn(Txn *t, void *arg)
 {
     PurgeOp *p = arg;
     p->n = 0;
-    return queue_purge(t, p->queue, p->state, CHUNK, &p->n);
+    int rc = queue_peek(t, p->queue, p->state, CHUNK, purge_collect, p);
+    for (size_t i = 0; i < p->n && rc == 0; i++) {
+        Job j;
+        if ((rc = queue_get(t, p->ids[i], &j)) == 0 &&
+            (rc = staging_job_gone(t, j.body, j.len, NULL)) == 0)
+            rc = queue_delete(t, p->ids[i]);
+    }
+    return rc;
 }
 
 int qctl_purge(Ctx *c)
@@ -257,15 +275,18 @@ int qctl_purge(Ctx *c)
                              "or all", sname);
     if ((rc = qctl_open(c, OPEN_WRITE)))
         return rc;
+    p.ids = xmalloc(CHUNK * sizeof *p.ids);
     /* Bounded transactions: a big purge never holds the writer lock long. */
     do {
         if ((rc = store_run(c->s, purge_fn, &p)) != 0) {
+            free(p.ids);
             if (total)
                 cli_note("purged %" PRIu64 " jobs before this error", total);
             return qctl_queue_fail(c, rc, q);
         }
         total += p.n;
     } while (p.n == CHUNK);
+    free(p.ids);
     if (c->json) {
         fputs("{\"queue\":", stdout);
         json_put_string(stdout, q, strlen(q));

@@ -189,6 +189,10 @@ int queue_peek(Txn *t, const char *queue, int state, size_t limit, JobFn fn, voi
  * setting *n. Call again while *n == max (bounded transactions). */
 int queue_purge(Txn *t, const char *queue, int state, size_t max, size_t *n);
 
+/* queue_delete deletes job id whatever its state or lease (as queue_purge
+ * deletes each of its jobs); PL_ENOJOB when there is none. */
+int queue_delete(Txn *t, uint64_t id);
+
 /* queue_pause stops (paused=1) or resumes (0) reserving from queue. */
 int queue_pause(Txn *t, const char *queue, int paused);
 

@@ -257,6 +257,18 @@ int queue_purge(Txn *t, const char *queue, int state, size_t max, size_t *n)
     return rc;
 }
 
+int queue_delete(Txn *t, uint64_t id)
+{
+    JobRec j;
+    QRec *q;
+    int rc;
+    if ((rc = q_job_load(t, id, &j)) != 0 || (rc = q_byid(t, j.qid, &q)) != 0 ||
+        (rc = q_drop(t, q, id, &j)) != 0)
+        return rc;
+    q->s.deletes++;
+    return 0;
+}
+
 /* ---------------------------------------------------------------- names */
 
 const char *queue_state_name(int state)

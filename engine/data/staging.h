@@ -227,6 +227,14 @@ int staging_row_hold(Txn *t, const char *model, const char *key, uint64_t row, u
  * row (0) is left as it is. */
 int staging_row_drop(Txn *t, const char *model, const char *key, uint64_t row, int *deleted);
 
+/* staging_job_gone gives up the reference a job holds when the job goes
+ * without being worked (qctl delete, ack, purge): when body (the job's body,
+ * JSON, len bytes) names an instance, one reference of it is dropped, and
+ * the last one deletes the row (staging_row_drop). A body that names no
+ * instance (not a reference, a legacy one, an instance already gone) is
+ * left as it is: 0. *dropped (may be NULL) is set when a reference went. */
+int staging_job_gone(Txn *t, const void *body, size_t len, int *dropped);
+
 /* staging_row_del deletes instance row (the legacy row for 0) whatever its
  * references. */
 int staging_row_del(Txn *t, const char *model, const char *key, uint64_t row);

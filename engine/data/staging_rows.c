@@ -356,6 +356,32 @@ int staging_row_drop(Txn *t, const char *model, const char *key, uint64_t row, i
     return refs_add(t, model, key, row, -1, deleted);
 }
 
+int staging_job_gone(Txn *t, const void *body, size_t len, int *dropped)
+{
+    msgpack_sbuffer mp;
+    RowView v;
+    StagedRef ref;
+    int rc = 0, named = 0;
+    if (dropped)
+        *dropped = 0;
+    /* Parsed into a copy first: the body is a view into the store, which
+     * the drop's write may move. */
+    msgpack_sbuffer_init(&mp);
+    if (row_from_json_object(body, len, &mp, NULL, 0) == 0 && row_view(&v, mp.data, mp.size) == 0) {
+        named = staging_ref_parse(&v.root, &ref) == 0 && ref.row != 0;
+        row_view_free(&v);
+    }
+    msgpack_sbuffer_destroy(&mp);
+    if (named) {
+        rc = staging_row_drop(t, ref.model, ref.key, ref.row, NULL);
+        if (rc == PL_ENOROW)
+            rc = 0;
+        else if (rc == 0 && dropped)
+            *dropped = 1;
+    }
+    return rc;
+}
+
 int staging_row_del(Txn *t, const char *model, const char *key, uint64_t row)
 {
     unsigned char kb[SROW_KEY_MAX];
