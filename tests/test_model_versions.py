@@ -228,7 +228,10 @@ class MigrateTest(test_qload.QloadCase):
         for word in ("add", "widen", "refuse"):
             self.assertIn(word, p.out)
         r = self.qload("--migrate", "--json")
-        self.assertEqual(r.code, 0, r)
+        # What it refused is left undone: exit 1, as for a rejected row, so
+        # that a script or a deploy step sees it.
+        self.assertEqual(r.code, 1, r)
+        self.assertIn("4 changes refused", r.err)
         for col in ("a", "b", "c", "d"):
             self.assertRegex(r.err, r"refused.*\b%s\b|\b%s\b.*refused" % (col, col))
         after = self.columns()
@@ -254,6 +257,7 @@ class MigrateTest(test_qload.QloadCase):
         self.assertEqual([c["action"] for c in p.json()["models"][0]["changes"]], ["create"])
         r = self.qload("--migrate", "--json")
         self.assertEqual(r.code, 0, r)
+        self.assertNotIn("refused", r.err)
         self.assertIn("d", self.columns())
 
 

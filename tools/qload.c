@@ -20,7 +20,7 @@
  * and qload.h is what they share.
  *
  * Exit status: 0 all loaded and nothing rejected, 1 something rejected or
- * failed or the target unreachable, 2 usage. */
+ * failed, a --migrate change refused, or the target unreachable, 2 usage. */
 #include "qload.h"
 
 #include "cli.h"
@@ -116,8 +116,8 @@ static const char usage_tail[] =
     "full_page_writes = off, and refuses an UNLOGGED ledger.\n"
     "\n"
     "Exit status: 0 everything loaded, nothing rejected; 1 rows rejected,\n"
-    "batches failed or the warehouse unreachable (the batch stays loadable);\n"
-    "2 usage.\n"
+    "batches failed, a --migrate change refused or the warehouse unreachable\n"
+    "(the batch stays loadable); 2 usage.\n"
     "\n"
     "Test seam: with PICKLINE_QLOAD_CRASH set to before_copy, during_copy (half\n"
     "the rows sent), before_commit (rows and ledger row written, not committed),\n"
@@ -635,8 +635,12 @@ int main(int argc, char **argv)
         if (PQstatus(L.pg) != CONNECTION_OK && reconnect(&L) != K_OK)
             break;
     }
-    if (st == CLI_OK && !L.o.follow && (L.n_rejected || L.n_failed))
+    if (st == CLI_OK && !L.o.follow && (L.n_rejected || L.n_failed || L.n_refused))
         st = CLI_FAIL;
+    if (L.n_refused)
+        cli_note("--migrate: %" PRIu64 " change%s refused (see above, and `qctl schema diff "
+                 "--target ...`); the tables keep them until you make them by hand",
+                 (uint64_t)L.n_refused, L.n_refused == 1 ? "" : "s");
     summary(&L);
 
 out:
