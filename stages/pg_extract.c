@@ -1039,6 +1039,12 @@ static int pgx_init(Stage *s, char *err, size_t errlen)
                     model ? model : "");
     if (!k->table)
         k->table = k->m->table;
+    for (size_t i = 0; i < k->m->nfields; i++)
+        if (k->m->fields[i].from)
+            return fail(err, errlen, s, "model '%s' reads property '%s' from '%s' (from:), but "
+                        "pg_extract selects the table's columns by the properties' names; name "
+                        "the property as the column (or give this table a model without from:)",
+                        k->m->name, k->m->fields[i].name, k->m->fields[i].from);
     if (k->m->nkey == 0 || k->m->nkey > 60)
         return fail(err, errlen, s, "model '%s' has no key; mark its key columns key: true (the "
                     "extract orders rows by (%s, key))", k->m->name,

@@ -436,6 +436,25 @@ static void a_merge_of_too_many_fields_is_refused_at_the_check(void)
     te_close(e);
 }
 
+/* pg_extract reads columns by the properties' names: a model that reads a
+ * property from: another field is refused at start, not extracted with
+ * NULLs where the column has another name. */
+static void pg_extract_refuses_from_fields(void)
+{
+    Engine *e = NULL;
+    char err[512] = "";
+    int rc = te_try_open(pipe_text(
+        "models:\n  films:\n    properties:\n      id: {type: bigint, key: true}\n"
+        "      us_gross: {type: bigint, from: \"US Gross\"}\n"
+        "      updated_at: {type: datetime}\n"
+        "queues:\n  out:\n"
+        "stages:\n  - name: src\n    kind: pg_extract\n    dsn: \"host=/nonexistent dbname=x\"\n"
+        "    table: films\n    model: films\n    updated_column: updated_at\n"), &e, err, sizeof err);
+    if (rc == 0 || e)
+        t_fail(__FILE__, __LINE__, "a model with from: was taken by pg_extract: %d %s", rc, err);
+    EXPECT_IN(err, "reads property 'us_gross' from 'US Gross' (from:), but pg_extract selects");
+}
+
 /* ---------------------------------------------------------------- route */
 
 static const char *route_pipe(const char *dflt)
@@ -669,6 +688,7 @@ int main(int argc, char **argv)
         T_CASE(validate_normalises_or_rejects),
         T_CASE(batch_seals_at_rows_and_after_seconds),
         T_CASE(batch_buries_what_it_cannot_put_in_a_batch),
+        T_CASE(pg_extract_refuses_from_fields),
         {NULL, NULL},
     };
     return t_main(argc, argv, "stages", cases);
