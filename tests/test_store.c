@@ -318,6 +318,78 @@ static void verify_healthy_then_damaged(void)
     store_close(s);
 }
 
+
+typedef struct Big {
+    const char *b;
+    size_t n;
+} Big;
+
+static int put_big(Txn *t, void *arg)
+{
+    Big *g = arg;
+    uint64_t id;
+    PutArgs a = {.body = g->b, .len = g->n};
+    return queue_put(t, "q", &a, &id, NULL);
+}
+
+/* A store opened while another process grows it past the map the opener
+ * sees (qctl or qload started beside a busy engine): LMDB answers the
+ * first transaction with MDB_MAP_RESIZED when a commit grew the data
+ * between mdb_env_open and it. The open adopts the new size and goes on. */
+static void open_beside_a_growing_writer(void)
+{
+    int pfd[2];
+    T_OK(pipe(pfd) == 0 ? 0 : errno);
+    pid_t pid = fork();
+    T_CHECK(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        Store *s;
+        StoreOpts o = {.create = 1};
+        if (store_open(t_dir(), &o, &s) != 0)
+            _exit(3);
+        if (write(pfd[1], "x", 1) != 1)
+            _exit(4);
+        size_t body = 256 << 10;
+        char *b = malloc(body);
+        memset(b, 'x', body);
+        /* 256 KiB per commit, to well past the opener's 64 MiB first map. */
+        Big big = {b, body};
+        for (int i = 0; i < 800; i++)
+            if (store_run(s, put_big, &big) != 0)
+                _exit(5);
+        store_close(s);
+        _exit(0);
+    }
+    close(pfd[1]);
+    char c;
+    T_EQ(read(pfd[0], &c, 1), 1);
+    int opens = 0, failed = 0, first = 0, status;
+    for (;;) {
+        int done = waitpid(pid, &status, WNOHANG) == pid;
+        for (int ro = 0; ro < 2; ro++) {
+            Store *s;
+            StoreOpts o = {.readonly = ro};
+            int rc = store_open(t_dir(), &o, &s);
+            opens++;
+            if (rc) {
+                failed++;
+                if (!first)
+                    first = rc;
+            } else {
+                store_close(s);
+            }
+        }
+        if (done)
+            break;
+    }
+    T_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    T_CHECK(opens > 20);
+    if (failed)
+        t_fail(__FILE__, __LINE__, "%d of %d opens failed, the first with %s", failed, opens,
+               pl_strerror(first));
+}
+
 static const TCase cases[] = {
     T_CASE(verify_healthy_then_damaged),
     T_CASE(created_whole_only_when_absent),
@@ -327,6 +399,7 @@ static const TCase cases[] = {
     T_CASE(foreign_lmdb_is_refused),
     T_CASE(garbage_data_file_is_refused),
     T_CASE(damaged_record_is_an_error_not_an_allocation),
+    T_CASE(open_beside_a_growing_writer),
     {NULL, NULL},
 };
 

@@ -328,7 +328,17 @@ int store_open(const char *dir, const StoreOpts *o, Store **out)
     if (ei.me_mapsize < opts.map_initial)
         mdb_env_set_mapsize(s->env, opts.map_initial);
 
-    if ((rc = mdb_txn_begin(s->env, NULL, opts.readonly ? MDB_RDONLY : 0, &txn)) != 0)
+    /* A writer of another process (the engine) may have grown the data
+     * past the map this open sized from the file a moment ago: adopt the
+     * size it recorded, as store_txn_begin does. */
+    for (int tries = 0;; tries++) {
+        rc = mdb_txn_begin(s->env, NULL, opts.readonly ? MDB_RDONLY : 0, &txn);
+        if (rc != MDB_MAP_RESIZED || tries > 3)
+            break;
+        if ((rc = mdb_env_set_mapsize(s->env, 0)) != 0)
+            break;
+    }
+    if (rc)
         goto fail;
     for (int i = 0; i < DB_COUNT; i++) {
         /* A store older than a sub-database gets it made (a write open); a
