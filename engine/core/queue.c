@@ -723,24 +723,20 @@ int queue_ack(Txn *t, uint64_t id, uint64_t lease)
     return 0;
 }
 
-int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue, uint32_t pri)
+/* forward_job moves job id (j, in q; its lease or hold checked) to the
+ * ready jobs of dq in place, with priority pri. */
+static int forward_job(Txn *t, QRec *q, QRec *dq, uint64_t id, JobRec *j, uint32_t pri)
 {
-    JobRec j;
-    QRec *q, *dq;
     const void *body;
     size_t len;
     int rc;
-    if ((rc = q_find(t, queue, 1, NULL, &dq)) != 0 || (rc = leased(t, id, lease, &j, &q)) != 0)
-        return rc;
-    if (j.state != JOB_RESERVED)
-        return PL_ESTATE;
     if ((rc = body_get(t, id, &body, &len)) != 0)
         return rc;
     if (len > dq->s.conf.max_body)
         return PL_ETOOBIG;
     if ((rc = store_reserve(t, 64)) != 0) /* the body stays where it is */
         return rc;
-    if ((rc = state_leave(t, q, id, &j)) != 0 || (rc = q_key_release(t, q, id, &j)) != 0)
+    if ((rc = state_leave(t, q, id, j)) != 0 || (rc = q_key_release(t, q, id, j)) != 0)
         return txn_fail(t, rc);
     q->s.acks++;
     JobRec n = {
@@ -751,6 +747,48 @@ int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue, uint32
         return txn_fail(t, rc);
     dq->s.puts++;
     return 0;
+}
+
+int queue_forward(Txn *t, uint64_t id, uint64_t lease, const char *queue, uint32_t pri)
+{
+    JobRec j;
+    QRec *q, *dq;
+    int rc;
+    if ((rc = q_find(t, queue, 1, NULL, &dq)) != 0 || (rc = leased(t, id, lease, &j, &q)) != 0)
+        return rc;
+    if (j.state != JOB_RESERVED)
+        return PL_ESTATE;
+    return forward_job(t, q, dq, id, &j, pri);
+}
+
+/* release_job ends attempt j->attempts of job id (lease already checked):
+ * back to ready or delayed, or buried past max_attempts. */
+static int release_job(Txn *t, QRec *q, uint64_t id, JobRec *j, int64_t delay_ms, const char *error,
+                       int *buried)
+{
+    j->lease = 0;
+    if (error) {
+        j->error = error;
+        j->errorlen = strlen(error);
+    }
+    const QueueConf *c = &q->s.conf;
+    if (c->max_attempts && j->attempts >= c->max_attempts) {
+        char why[QUEUE_REASON_MAX + 80];
+        snprintf(why, sizeof why, "gave up after %u attempts: %.*s", j->attempts,
+                 (int)(j->error ? j->errorlen : 8), j->error ? j->error : "released");
+        j->error = why;
+        j->errorlen = strlen(why);
+        q->s.buries++;
+        if (buried)
+            *buried = 1;
+        return q_move(t, q, id, j, JOB_BURIED, 0);
+    }
+    if (delay_ms < 0)
+        delay_ms = (int64_t)queue_backoff_ms(c, j->attempts);
+    q->s.releases++;
+    if (delay_ms > 0)
+        return q_move(t, q, id, j, JOB_DELAYED, t->now + (uint64_t)delay_ms);
+    return q_move(t, q, id, j, JOB_READY, 0);
 }
 
 int queue_release(Txn *t, uint64_t id, uint64_t lease, int64_t delay_ms, const char *error,
@@ -767,29 +805,7 @@ int queue_release(Txn *t, uint64_t id, uint64_t lease, int64_t delay_ms, const c
         return rc;
     if (j.state != JOB_RESERVED)
         return PL_ESTATE;
-    j.lease = 0;
-    if (error) {
-        j.error = error;
-        j.errorlen = strlen(error);
-    }
-    const QueueConf *c = &q->s.conf;
-    if (c->max_attempts && j.attempts >= c->max_attempts) {
-        char why[QUEUE_REASON_MAX + 80];
-        snprintf(why, sizeof why, "gave up after %u attempts: %.*s", j.attempts,
-                 (int)(j.error ? j.errorlen : 8), j.error ? j.error : "released");
-        j.error = why;
-        j.errorlen = strlen(why);
-        q->s.buries++;
-        if (buried)
-            *buried = 1;
-        return q_move(t, q, id, &j, JOB_BURIED, 0);
-    }
-    if (delay_ms < 0)
-        delay_ms = (int64_t)queue_backoff_ms(c, j.attempts);
-    q->s.releases++;
-    if (delay_ms > 0)
-        return q_move(t, q, id, &j, JOB_DELAYED, t->now + (uint64_t)delay_ms);
-    return q_move(t, q, id, &j, JOB_READY, 0);
+    return release_job(t, q, id, &j, delay_ms, error, buried);
 }
 
 int queue_touch(Txn *t, uint64_t id, uint64_t lease, uint64_t *until)
@@ -859,3 +875,150 @@ int queue_set_body(Txn *t, uint64_t id, const void *body, size_t len)
     return 0;
 }
 
+
+/* ---------------------------------------------------------------- held */
+
+/* A job held in memory is still ready on disk: its hold is good while the
+ * job is ready in the queue it was taken from. Anything else (reserved by
+ * someone, buried, deleted, moved) means someone else has it now. */
+static int held_load(Txn *t, uint64_t id, uint32_t qid, JobRec *j, QRec **q)
+{
+    int rc = q_job_load(t, id, j);
+    if (rc)
+        return rc;
+    if (j->state != JOB_READY || j->qid != qid)
+        return PL_ELEASE;
+    return q_byid(t, qid, q);
+}
+
+int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
+                 int (*held)(uint64_t id, void *arg), void *arg, Job *out, size_t *got)
+{
+    QRec *q;
+    *got = 0;
+    int rc = reserve_prep(t, queue, &q);
+    if (rc)
+        return rc;
+    if (q->s.ready <= nheld)
+        return PL_EEMPTY;
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
+    if (!c)
+        return ENOMEM;
+    unsigned char pre[5];
+    size_t plen = q_idx_prefix(pre, JOB_READY, q->s.qid);
+    MDB_val k;
+    for (rc = q_idx_seek(c, pre, plen, plen, &k); rc == 0 && *got < n;
+         rc = q_idx_next(c, pre, plen, &k)) {
+        uint64_t id = q_idx_id(&k);
+        if (held && held(id, arg))
+            continue;
+        JobRec j;
+        Job *o = &out[*got];
+        if ((rc = q_job_load(t, id, &j)) != 0 || (rc = q_fill(t, id, &j, q, o)) != 0)
+            return rc;
+        o->attempts = j.attempts + 1; /* the attempt this hold is */
+        o->lease = 0;
+        ++*got;
+    }
+    if (rc && rc != MDB_NOTFOUND)
+        return rc;
+    return *got ? 0 : PL_EEMPTY;
+}
+
+int queue_held_ack(Txn *t, uint64_t id, uint32_t qid)
+{
+    JobRec j;
+    QRec *q;
+    int rc = held_load(t, id, qid, &j, &q);
+    if (rc || (rc = q_drop(t, q, id, &j)) != 0)
+        return rc;
+    q->s.reserves++;
+    q->s.acks++;
+    return 0;
+}
+
+int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const char *queue, uint32_t pri)
+{
+    JobRec j;
+    QRec *q, *dq;
+    int rc;
+    if ((rc = q_find(t, queue, 1, NULL, &dq)) != 0 || (rc = held_load(t, id, qid, &j, &q)) != 0 ||
+        (rc = forward_job(t, q, dq, id, &j, pri)) != 0)
+        return rc;
+    q->s.reserves++;
+    return 0;
+}
+
+int queue_held_release(Txn *t, uint64_t id, uint32_t qid, int64_t delay_ms, const char *error,
+                       int *buried)
+{
+    JobRec j;
+    QRec *q;
+    if (buried)
+        *buried = 0;
+    if (error && strlen(error) > QUEUE_REASON_MAX)
+        return PL_ETOOBIG;
+    int rc = held_load(t, id, qid, &j, &q);
+    if (rc)
+        return rc;
+    j.attempts++;
+    q->s.reserves++;
+    return release_job(t, q, id, &j, delay_ms, error, buried);
+}
+
+int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const char *reason)
+{
+    JobRec j;
+    QRec *q;
+    if (!reason || !*reason)
+        return PL_EINVAL;
+    if (strlen(reason) > QUEUE_REASON_MAX)
+        return PL_ETOOBIG;
+    int rc = held_load(t, id, qid, &j, &q);
+    if (rc)
+        return rc;
+    j.attempts++;
+    j.lease = 0;
+    j.error = reason;
+    j.errorlen = strlen(reason);
+    q->s.reserves++;
+    q->s.buries++;
+    return q_move(t, q, id, &j, JOB_BURIED, 0);
+}
+
+int queue_held_lost(Txn *t, uint64_t id, uint32_t qid, uint32_t attempts, const char *why,
+                    int *buried)
+{
+    JobRec j;
+    QRec *q;
+    if (buried)
+        *buried = 0;
+    int rc = held_load(t, id, qid, &j, &q);
+    if (rc == PL_ENOJOB || rc == PL_ELEASE)
+        return 0; /* done, or ended another way, before the process did */
+    if (rc)
+        return rc;
+    if (j.attempts != attempts)
+        return 0; /* its hold ended (a release wrote the attempt) */
+    j.attempts++;
+    q->s.reserves++;
+    char text[QUEUE_REASON_MAX + 80];
+    snprintf(text, sizeof text, "%.*s", QUEUE_REASON_MAX, why ? why : "the engine stopped while working it");
+    j.error = text;
+    j.errorlen = strlen(text);
+    if (q->s.conf.max_attempts && j.attempts >= q->s.conf.max_attempts) {
+        char b[QUEUE_REASON_MAX + 80];
+        snprintf(b, sizeof b, "gave up after %u attempts: %.*s", j.attempts, QUEUE_REASON_MAX - 40,
+                 text);
+        j.error = b;
+        j.errorlen = strlen(b);
+        q->s.buries++;
+        if (buried)
+            *buried = 1;
+        return q_move(t, q, id, &j, JOB_BURIED, 0);
+    }
+    /* Still ready, at the same place (the index key holds no attempts). */
+    if ((rc = job_store(t, id, &j, 0)) != 0)
+        return txn_fail(t, rc);
+    return 0;
+}

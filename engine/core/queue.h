@@ -122,6 +122,36 @@ int queue_reserve(Txn *t, const char *queue, uint32_t ttr_ms, Job *out);
  * valid until the next update in the transaction (copy them before it). */
 int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *out, size_t *got);
 
+/* Jobs held in memory. The engine works the jobs of its own stages without
+ * writing a lease: queue_hold_n reads up to n ready jobs of queue in
+ * serving order into out[] (views valid until the next update in the
+ * transaction), skipping those for which held(id, arg) says the caller
+ * holds them already (nheld of the queue's ready jobs: with no more ready
+ * than that it returns PL_EEMPTY at once), and writes nothing: the jobs
+ * stay ready on disk. out[i].attempts is the attempt the hold stands for
+ * (stored attempts + 1), out[i].lease 0. Errors as queue_reserve_n.
+ *
+ * A hold ends with queue_held_ack, _forward, _release or _bury (as
+ * queue_ack, queue_forward (priority pri on queue), queue_release and
+ * queue_bury of a reserved job; release and bury store the attempt), each given the qid the job was
+ * taken from: when the job is no longer ready in that queue (`qctl
+ * reserve` took it, an operator buried or deleted it) they write nothing
+ * and return PL_ELEASE (PL_ENOJOB when it is gone). So a hold is never
+ * exclusive on disk, but its end is: whoever commits first has the job.
+ * A crash ends every hold with the jobs still ready, as a lease expiry
+ * would; queue_held_lost then stores the attempt such a hold was (when the
+ * job still has the stored attempts it was taken with), burying the job
+ * past max_attempts with why; a job that has moved on is left alone. */
+int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
+                 int (*held)(uint64_t id, void *arg), void *arg, Job *out, size_t *got);
+int queue_held_ack(Txn *t, uint64_t id, uint32_t qid);
+int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const char *queue, uint32_t pri);
+int queue_held_release(Txn *t, uint64_t id, uint32_t qid, int64_t delay_ms, const char *error,
+                       int *buried);
+int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const char *reason);
+int queue_held_lost(Txn *t, uint64_t id, uint32_t qid, uint32_t attempts, const char *why,
+                    int *buried);
+
 /* queue_ack deletes job id: the work is done. lease: the token from reserve
  * (or 0, the operator's delete of a job in any state). Returns 0,
  * PL_ENOJOB, or PL_ELEASE when the lease is not held. */

@@ -113,7 +113,8 @@ static int dir_check(const char *dir, int create)
         if (!strcmp(e->d_name, "data.mdb"))
             appeared = 1; /* made by another process since the lstat (it holds the lock) */
         else if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "lock.mdb") &&
-                 strcmp(e->d_name, NEW_DIR) && strcmp(e->d_name, "engine.lock"))
+                 strcmp(e->d_name, NEW_DIR) && strcmp(e->d_name, "engine.lock") &&
+                 strcmp(e->d_name, "engine.inflight"))
             other = 1;
     }
     closedir(d);

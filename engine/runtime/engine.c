@@ -518,6 +518,8 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
             goto fail;
         slots_set(st);
     }
+    if ((rc = holds_open(e, dir, err, errlen)) != 0)
+        goto fail;
     ev_timer_init(&e->tick, on_tick, 1.0, 1.0);
     ev_signal_init(&e->sigterm, on_signal, SIGTERM);
     ev_signal_init(&e->sigint, on_signal, SIGINT);
@@ -592,6 +594,7 @@ void engine_close(Engine *e)
     for (size_t i = 0; i < e->nstages; i++)
         slots_close(&e->stages[i]);
     free(e->stages);
+    holds_close(e);
     if (e->loop)
         ev_loop_destroy(e->loop);
     store_close(e->store);

@@ -13,6 +13,10 @@
 #include <ev.h>
 #include <pthread.h>
 #include <stdint.h>
+
+typedef struct Held Held;
+typedef struct Flight Flight;
+
 struct Engine {
     const Pipeline *p;
     Store *store;
@@ -43,6 +47,12 @@ struct Engine {
     uint64_t started_ms;
     unsigned ops_in_flight;
     Notify notify;         /* the service manager's watchdog (notify.h) */
+    Held *held;            /* one per distinct input queue (slot.c) */
+    size_t nheld;
+    Flight *flight;        /* the in-flight file's entries, mapped (slot.c) */
+    void *flight_map;
+    size_t flight_len;
+    int flight_anon;       /* no file: a crash does not count the attempts in flight */
 };
 
 /* engine_check_drained ends the loop once a draining engine has nothing in
@@ -54,6 +64,13 @@ void engine_check_drained(Engine *e);
  * (slot.c). */
 void slots_open(Stage *st);
 void slots_close(Stage *st);
+
+/* holds_open makes the held sets of the stages' input queues and the
+ * in-flight file DIR/engine.inflight, after storing the attempts of the
+ * jobs the last run left in it (after every slots_open, before any stage
+ * runs); holds_close frees them. */
+int holds_open(Engine *e, const char *dir, char *err, size_t errlen);
+void holds_close(Engine *e);
 
 /* slots_set runs st's kind's slot_init on each of its slots (after init). */
 void slots_set(Stage *st);

@@ -3,24 +3,71 @@
  * the slots, and the stages' reads (cursor, staged row) and log.
  *
  * A stage with an input queue has reservers: each one parked CommitOp that
- * reserves up to `batch` jobs into free slots (copying id, lease and body
- * inside the transaction) and comes back when a job is ready or after a
- * second. A finished slot commits ack + outputs (or release, or bury) as one
- * EngineOp; the slot is free again when that commit is done. A source
- * commits what it found with an Emit. */
+ * takes up to `batch` jobs into free slots (copying id and body inside the
+ * transaction) and comes back when a job is ready or after a second. A
+ * finished slot commits ack + outputs (or release, or bury) as one EngineOp;
+ * the slot is free again when that commit is done. A source commits what it
+ * found with an Emit.
+ *
+ * Holds, not leases. The engine is the one worker of its slots, so it does
+ * not write a lease when it takes a job: queue_hold_n reads ready jobs and
+ * leaves them ready on disk, and the engine keeps the ids it holds in a set
+ * per input queue (Held), so that no two slots take one job. A hop is then
+ * one write transaction, the ack with its outputs, where a lease costs a
+ * write to take the job as well. The end of a hold checks that the job is
+ * still ready where it was taken (queue.h): `qctl reserve` of a held job
+ * wins, and the slot's commit then writes nothing. A crash ends every hold
+ * with its job still ready, as the expiry of a lease would.
+ *
+ * max_attempts stays honest for a job that kills the engine each time: the
+ * in-flight file DIR/engine.inflight (a shared mapping, written with plain
+ * stores and never flushed: it survives the death of the process, not of
+ * the machine) names the job each slot holds and the attempts it had when
+ * taken. The next engine_open stores one attempt for each job still named
+ * there, and buries it past max_attempts (queue_held_lost), before any stage
+ * starts. A power cut may lose the file, and with it the count of that one
+ * attempt, or keep an entry a later commit had made stale, which the
+ * attempts check tells apart. */
 #include "engine_int.h"
 #include "staging.h"
 #include "pl.h"
 #include "queue.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum { SLOT_FREE, SLOT_RESERVING, SLOT_WORKING, SLOT_COMMITTING };
 enum { END_ACK, END_RELEASE, END_BURY };
+
+/* Held: the ids of the jobs the engine holds from one input queue, for the
+ * reservers (writer thread) and the slots ending (loop thread). An open
+ * addressing set: 0 is empty, HELD_GONE a deleted entry. */
+#define HELD_GONE UINT64_MAX
+struct Held {
+    char queue[QUEUE_NAME_MAX + 1];
+    pthread_mutex_t mu;
+    uint64_t *v;
+    size_t cap, n, used;     /* used: n and the deleted entries */
+};
+
+/* The in-flight file: a header, then one entry per slot. */
+#define FLIGHT_MAGIC "PLFLY01"
+typedef struct FlightHead {
+    char magic[8];
+    char uuid[32];           /* the store's (staging_uuid): a file of another store is ignored */
+    uint32_t nslots, zero;
+} FlightHead;
+struct Flight {
+    uint64_t id;             /* 0: the slot holds nothing */
+    uint32_t qid, attempts;  /* where it was taken, its stored attempts then */
+};
 
 typedef struct SlotOp {
     EngineOp eo;
@@ -40,8 +87,9 @@ typedef struct SlotOp {
 
 typedef struct Reserver {
     EngineOp eo;
-    Job *js;         /* RSV_MAX: the views reserve_n gives, copied out in apply */
+    Job *js;         /* RSV_MAX: the views hold_n gives, copied out in apply */
     Stage *stage;
+    Held *held;      /* the ids held from queue (shared with its other readers) */
     Slot **want;     /* slots being filled by the op in flight */
     size_t nwant, got;
     int active;
@@ -55,6 +103,102 @@ typedef struct Reserver {
  * waits this long before it asks again, so a broken store is not hammered
  * in a loop. */
 #define RSV_PAUSE_S 1.0
+
+/* ---------------------------------------------------------------- held */
+
+static size_t held_slot(uint64_t id, size_t cap)
+{
+    id ^= id >> 33;
+    id *= 0xff51afd7ed558ccdULL;
+    id ^= id >> 33;
+    return (size_t)id & (cap - 1);
+}
+
+static int held_has(uint64_t id, void *arg)
+{
+    Held *h = arg;
+    for (size_t i = held_slot(id, h->cap);; i = (i + 1) & (h->cap - 1)) {
+        if (h->v[i] == id)
+            return 1;
+        if (h->v[i] == 0)
+            return 0;
+    }
+}
+
+static void held_put(uint64_t *v, size_t cap, uint64_t id)
+{
+    size_t i = held_slot(id, cap);
+    while (v[i] != 0 && v[i] != HELD_GONE)
+        i = (i + 1) & (cap - 1);
+    v[i] = id;
+}
+
+/* held_add and held_del: with h->mu held. */
+static void held_add(Held *h, uint64_t id)
+{
+    if ((h->used + 1) * 4 > h->cap * 3) {
+        size_t cap = h->cap;
+        while ((h->n + 1) * 2 > cap)
+            cap *= 2;
+        uint64_t *v = xcalloc(cap, sizeof *v);
+        for (size_t i = 0; i < h->cap; i++)
+            if (h->v[i] && h->v[i] != HELD_GONE)
+                held_put(v, cap, h->v[i]);
+        free(h->v);
+        h->v = v;
+        h->cap = cap;
+        h->used = h->n;
+    }
+    held_put(h->v, h->cap, id);
+    h->n++;
+    h->used++;
+}
+
+static void held_del(Held *h, uint64_t id)
+{
+    for (size_t i = held_slot(id, h->cap);; i = (i + 1) & (h->cap - 1)) {
+        if (h->v[i] == id) {
+            h->v[i] = HELD_GONE;
+            h->n--;
+            return;
+        }
+        PL_ASSERT(h->v[i] != 0, "a held job is let go once");
+    }
+}
+
+static Held *held_of(Engine *e, const char *queue)
+{
+    for (size_t i = 0; i < e->nheld; i++)
+        if (!strcmp(e->held[i].queue, queue))
+            return &e->held[i];
+    return NULL;
+}
+
+/* flight_set names the job slot s holds (before its kind starts on it);
+ * flight_clear lets it go. */
+static void flight_set(Engine *e, const Slot *s, uint32_t attempts)
+{
+    Flight *f = &e->flight[s->flight];
+    f->qid = s->qid;
+    f->attempts = attempts;
+    __atomic_store_n(&f->id, s->id, __ATOMIC_RELEASE);
+}
+
+static void flight_clear(Engine *e, const Slot *s)
+{
+    __atomic_store_n(&e->flight[s->flight].id, 0, __ATOMIC_RELEASE);
+}
+
+/* let_go ends slot s's hold on its job (loop thread): after its last
+ * commit, or when the reserve that took it failed. */
+static void let_go(Slot *s, Held *h)
+{
+    Engine *e = s->stage->engine;
+    flight_clear(e, s);
+    pthread_mutex_lock(&h->mu);
+    held_del(h, s->id);
+    pthread_mutex_unlock(&h->mu);
+}
 
 /* ---------------------------------------------------------------- actions */
 
@@ -420,13 +564,13 @@ static int slot_apply(Txn *t, CommitOp *op)
     so->in_actions = 0;
     so->fail[0] = '\0';
     if (so->end == END_RELEASE)
-        return queue_release(t, s->id, s->lease, so->delay_ms, so->why.buf, NULL);
+        return queue_held_release(t, s->id, s->qid, so->delay_ms, so->why.buf, NULL);
     if (so->end == END_BURY)
-        return queue_bury(t, s->id, s->lease, so->why.buf);
+        return queue_held_bury(t, s->id, s->qid, so->why.buf);
     /* The same job handed on unchanged: move it in place. */
     char fq[QUEUE_NAME_MAX + 1];
     if (forward_of(s, fq, sizeof fq)) {
-        if ((rc = queue_forward(t, s->id, s->lease, fq, s->out_pri)) != 0 && rc != PL_ELEASE &&
+        if ((rc = queue_held_forward(t, s->id, s->qid, fq, s->out_pri)) != 0 && rc != PL_ELEASE &&
             rc != PL_ENOJOB)
             put_failure(t, fq, s->body.len, 0, rc, so->fail, sizeof so->fail);
         return rc;
@@ -439,8 +583,8 @@ static int slot_apply(Txn *t, CommitOp *op)
                  pl_strerror(rc));
         return rc;
     }
-    /* The ack first: if the lease was lost, nothing else happens. */
-    if ((rc = queue_ack(t, s->id, s->lease)) != 0)
+    /* The ack first: if the hold was lost, nothing else happens. */
+    if ((rc = queue_held_ack(t, s->id, s->qid)) != 0)
         return rc;
     if ((rc = apply_actions(t, &s->acts, s->stage->conf->name, s->out_pri, so->fail,
                             sizeof so->fail)) != 0) {
@@ -484,10 +628,11 @@ static uint64_t retry_delay_ms(const Slot *s, uint64_t min_ms)
 
 static void slot_free(Slot *s)
 {
+    Stage *st = s->stage;
+    let_go(s, ((Reserver *)st->rsv)->held);
     s->state = SLOT_FREE;
     s->req = NULL;
     sb_reset(&s->acts);
-    Stage *st = s->stage;
     st->in_flight--;
     slots_kick(st);
     if (st->engine->draining)
@@ -521,8 +666,8 @@ static void slot_committed(EngineOp *eo, int rc)
     }
     st->ctr.failed_commits++;
     if ((rc == PL_ELEASE || rc == PL_ENOJOB) && !so->in_actions) {
-        stage_log(st, PL_LOG_WARN, s->id, "lease lost before the commit (it expired?): "
-                  "nothing written; the job will be worked again");
+        stage_log(st, PL_LOG_WARN, s->id, "the job was taken, buried or deleted by someone else "
+                  "before the commit (qctl?): nothing written");
         slot_free(s);
         return;
     }
@@ -548,7 +693,7 @@ static void slot_committed(EngineOp *eo, int rc)
         }
         return;
     }
-    stage_log(st, PL_LOG_ERROR, s->id, "cannot %s the job: %s; its lease will expire",
+    stage_log(st, PL_LOG_ERROR, s->id, "cannot %s the job: %s; it stays ready and will be worked again",
               so->end == END_RELEASE ? "release" : "bury", pl_strerror(rc));
     slot_free(s);
 }
@@ -637,29 +782,47 @@ void slot_retry(Slot *s, double after_s, const char *error)
 
 /* ---------------------------------------------------------------- reserver */
 
+/* rsv_unhold lets go of what an earlier run of rsv_apply took (the apply
+ * runs again when its transaction is retried): with r->held->mu held. */
+static void rsv_unhold(Reserver *r)
+{
+    Engine *e = r->stage->engine;
+    for (size_t i = 0; i < r->got; i++) {
+        flight_clear(e, r->want[i]);
+        held_del(r->held, r->want[i]->id);
+    }
+    r->got = 0;
+}
+
 static int rsv_apply(Txn *t, CommitOp *op)
 {
     Reserver *r = (Reserver *)op;
+    Engine *e = r->stage->engine;
+    Held *h = r->held;
     Job *js = r->js;
     size_t n = r->nwant < RSV_MAX ? r->nwant : RSV_MAX, got = 0;
-    r->got = 0;
-    int rc = queue_reserve_n(t, r->queue, n, r->ttr_ms, js, &got);
+    pthread_mutex_lock(&h->mu);
+    rsv_unhold(r);
+    int rc = queue_hold_n(t, r->queue, n, h->n, held_has, h, js, &got);
     if (rc == PL_EPAUSED)
-        return PL_EEMPTY; /* a paused queue is one with nothing to give */
-    if (rc)
-        return rc;
-    /* Copy out now: the views die with the transaction. */
-    for (size_t i = 0; i < got; i++) {
+        rc = PL_EEMPTY; /* a paused queue is one with nothing to give */
+    /* Copy out now: the views die with the transaction. Each job is named
+     * in the in-flight file before the loop can start on it. */
+    for (size_t i = 0; !rc && i < got; i++) {
         Slot *s = r->want[i];
         s->id = js[i].id;
-        s->lease = js[i].lease;
+        s->lease = 0;
+        s->qid = js[i].qid;
         s->attempts = js[i].attempts;
         s->pri = js[i].pri;
         sb_reset(&s->body);
         sb_add(&s->body, js[i].body, js[i].len);
+        held_add(h, s->id);
+        flight_set(e, s, js[i].attempts - 1);
+        r->got = i + 1;
     }
-    r->got = got;
-    return 0;
+    pthread_mutex_unlock(&h->mu);
+    return rc;
 }
 
 static void rsv_done(EngineOp *eo, int rc)
@@ -667,6 +830,12 @@ static void rsv_done(EngineOp *eo, int rc)
     Reserver *r = (Reserver *)eo;
     Stage *st = r->stage;
     r->active = 0;
+    if (rc && r->got) {
+        /* The transaction failed: what it read may not be there. */
+        pthread_mutex_lock(&r->held->mu);
+        rsv_unhold(r);
+        pthread_mutex_unlock(&r->held->mu);
+    }
     if (rc && rc != PL_EEMPTY) {
         stage_log(st, PL_LOG_ERROR, 0, "reserve from '%s' failed: %s; trying again in %.0f s",
                   r->queue, pl_strerror(rc), RSV_PAUSE_S);
@@ -691,10 +860,12 @@ static void rsv_done(EngineOp *eo, int rc)
         }
     }
     r->nwant = 0;
+    r->got = 0;
     for (size_t i = 0; i < got; i++) {
         Slot *s = r->want[i];
         if (st->draining) {
-            slot_end(s, END_RELEASE, 0, "engine draining");
+            /* Not started: let it go, nothing to write (the job is ready). */
+            slot_free(s);
             continue;
         }
         st->kind->start(s);
@@ -834,6 +1005,146 @@ void slots_cancel(Stage *st)
         if (s->state == SLOT_WORKING && s->req)
             http_cancel(s->req); /* its done sees HTTP_CANCELED and retries */
     }
+}
+
+/* ---------------------------------------------------------------- in-flight file */
+
+typedef struct Lost {
+    const Flight *f;
+    size_t n;
+    size_t counted, buried;
+} Lost;
+
+/* count_lost stores the attempts of the holds a stopped engine left in its
+ * in-flight file (queue_held_lost). */
+static int count_lost(Txn *t, void *arg)
+{
+    Lost *l = arg;
+    l->counted = l->buried = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const Flight *f = &l->f[i];
+        if (!f->id)
+            continue;
+        char why[160];
+        int buried = 0;
+        snprintf(why, sizeof why, "the engine stopped while working it (attempt %u; a crash, "
+                 "kill -9 or power cut)", f->attempts + 1);
+        int rc = queue_held_lost(t, f->id, f->qid, f->attempts, why, &buried);
+        if (rc)
+            return rc;
+        l->counted++;
+        l->buried += buried != 0;
+    }
+    return 0;
+}
+
+static int read_uuid(Txn *t, void *arg)
+{
+    return staging_uuid(t, arg);
+}
+
+/* holds_open makes a Held per input queue and the in-flight file of
+ * DIR/engine.inflight, after storing what the last one left (see the top
+ * of this file). */
+int holds_open(Engine *e, const char *dir, char *err, size_t errlen)
+{
+    size_t nslots = 0;
+    e->held = xcalloc(e->nstages ? e->nstages : 1, sizeof *e->held);
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *st = &e->stages[i];
+        if (!st->rsv)
+            continue;
+        Held *h = held_of(e, st->conf->input);
+        if (!h) {
+            h = &e->held[e->nheld++];
+            snprintf(h->queue, sizeof h->queue, "%s", st->conf->input);
+            pthread_mutex_init(&h->mu, NULL);
+            h->cap = 64;
+            h->v = xcalloc(h->cap, sizeof *h->v);
+        }
+        Reserver *rs = st->rsv;
+        for (unsigned k = 0; k < st->nrsv; k++)
+            rs[k].held = h;
+        for (unsigned k = 0; k < st->nslots; k++)
+            st->slots[k].flight = (uint32_t)nslots++;
+    }
+
+    char path[4200], uuid[33];
+    int rc = store_run(e->store, read_uuid, uuid);
+    if (rc) {
+        snprintf(err, errlen, "cannot read the store's identity: %s", pl_strerror(rc));
+        return rc;
+    }
+    snprintf(path, sizeof path, "%s/engine.inflight", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open '%s': %s", path, strerror(errno));
+        return errno;
+    }
+    /* What the last engine held when it stopped. */
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && (size_t)sb.st_size >= sizeof(FlightHead)) {
+        size_t len = (size_t)sb.st_size;
+        char *buf = xmalloc(len);
+        ssize_t got = pread(fd, buf, len, 0);
+        FlightHead fh;
+        memcpy(&fh, buf, sizeof fh);
+        if (got == (ssize_t)len && !memcmp(fh.magic, FLIGHT_MAGIC, 8) && !memcmp(fh.uuid, uuid, 32) &&
+            sizeof fh + (size_t)fh.nslots * sizeof(Flight) <= len) {
+            Lost l = {(const Flight *)(buf + sizeof fh), fh.nslots, 0, 0};
+            rc = store_run(e->store, count_lost, &l);
+            if (rc)
+                snprintf(err, errlen, "cannot count the attempts the last run left in '%s': %s",
+                         path, pl_strerror(rc));
+            else if (l.counted)
+                pl_log(PL_LOG_WARN, "engine: the last run stopped while working %zu jobs; their "
+                       "attempts are counted (%zu buried past max_attempts)", l.counted, l.buried);
+        } else if (got > 0) {
+            pl_log(PL_LOG_WARN, "engine: '%s' is not this store's in-flight file; its contents are "
+                   "ignored", path);
+        }
+        free(buf);
+    }
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    /* A fresh one, every block allocated: a store into a mapping of a
+     * hole on a full disk is a SIGBUS. Without it the engine still runs,
+     * only a crash does not count the attempts it ends. */
+    e->flight_len = sizeof(FlightHead) + (nslots ? nslots : 1) * sizeof(Flight);
+    int frc = ftruncate(fd, 0) != 0 ? errno : posix_fallocate(fd, 0, (off_t)e->flight_len);
+    void *m = frc ? MAP_FAILED : mmap(NULL, e->flight_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        pl_log(PL_LOG_WARN, "engine: cannot make '%s' (%s): a crash will not count the attempts "
+               "of the jobs in flight against max_attempts", path, strerror(frc ? frc : errno));
+        m = mmap(NULL, e->flight_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        PL_ASSERT(m != MAP_FAILED, "an anonymous mapping of a few pages works");
+        e->flight_anon = 1;
+    }
+    close(fd);
+    memset(m, 0, e->flight_len);
+    FlightHead fh = {.nslots = (uint32_t)nslots};
+    memcpy(fh.magic, FLIGHT_MAGIC, 8);
+    memcpy(fh.uuid, uuid, 32);
+    memcpy(m, &fh, sizeof fh);
+    e->flight_map = m;
+    e->flight = (Flight *)((char *)m + sizeof fh);
+    return 0;
+}
+
+void holds_close(Engine *e)
+{
+    for (size_t i = 0; i < e->nheld; i++) {
+        pthread_mutex_destroy(&e->held[i].mu);
+        free(e->held[i].v);
+    }
+    free(e->held);
+    e->held = NULL;
+    e->nheld = 0;
+    if (e->flight_map)
+        munmap(e->flight_map, e->flight_len);
+    e->flight_map = NULL;
 }
 
 /* ---------------------------------------------------------------- sources */

@@ -92,8 +92,8 @@ struct Stage {
 struct Slot {
     /* read-only for kinds */
     Stage *stage;
-    uint64_t id, lease;
-    uint32_t attempts;
+    uint64_t id, lease;     /* lease: 0, the engine holds its jobs in memory */
+    uint32_t attempts;      /* the attempt this is (1 the first time) */
     uint32_t pri;           /* the job's priority (lower is more urgent) */
     Strbuf body;            /* the job's body (JSON), NUL-terminated */
     /* read-write for kinds */
@@ -101,6 +101,8 @@ struct Slot {
     HttpReq *req;           /* the kind's request in flight, for drain to cancel */
     /* private */
     int state;
+    uint32_t qid;           /* the queue the job is held from (queue_hold_n) */
+    uint32_t flight;        /* its entry in the in-flight file (engine.c) */
     uint64_t started_ns;
     Strbuf acts;
     void *op;
