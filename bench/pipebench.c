@@ -79,9 +79,17 @@ static Strbuf yaml;
 static char yaml_path[400];
 static unsigned port;
 
+/* The children of the run in progress, stopped if we die. */
+static Proc *children[4];
+
 static void die(const char *what, const char *why)
 {
     fprintf(stderr, "pipebench: %s: %s\n", what, why);
+    for (size_t i = 0; i < sizeof children / sizeof children[0]; i++)
+        if (children[i] && children[i]->pid) {
+            kill(children[i]->pid, SIGKILL);
+            proc_wait(children[i], 5);
+        }
     exit(1);
 }
 
@@ -430,6 +438,10 @@ static void run_line(Run *r, const char *form, unsigned round)
     char *eargv[] = {self_path, "--engine-child", yaml_path, dir, portarg, stats, NULL};
     snprintf(out, sizeof out, "%s/engine-%s-%u.out", basedir, form, round);
     snprintf(err, sizeof err, "%s/engine-%s-%u.err", basedir, form, round);
+    children[0] = &r->eng;
+    children[1] = &r->ql;
+    children[2] = &r->perf_e;
+    children[3] = &r->perf_q;
     if (proc_start(&r->eng, eargv, out, err) != 0)
         die("engine", r->eng.err);
     /* The engine is ready once it listens (its store and queues exist). */

@@ -17,7 +17,13 @@
  * reject_threshold of the pipeline's validate stages of the same model.
  * The stage's Sealer (sealer.h) seals (or holds) open batches older than
  * `seconds`, and logs every seal with the batch id, model and rows once it
- * is committed. */
+ * is committed.
+ *
+ * Fused (slot.c): when the stage is the only reader of its input queue, a
+ * row sent there is appended in the sender's commit (take_row) while the
+ * queue is idle, with no reference job, no staged row instance, and no
+ * reserve; the rows of a model whose stage would bury them (a model not
+ * declared, or not the stage's) are declined and go through the queue. */
 #include "common.h"
 #include "engine.h"
 #include "model.h"
@@ -80,6 +86,34 @@ static int append(Txn *t, void *arg)
 static const SealPolicy *policy_of(const BatchStage *k, const Model *m)
 {
     return &k->pol[m - k->ms->m];
+}
+
+static int batch_take_row(Stage *s, Txn *t, const char *model, const char *key,
+                          uint64_t version, const void *mp, size_t len, int *taken)
+{
+    (void)key;
+    BatchStage *k = s->data;
+    const Model *m = models_find(k->ms, model);
+    *taken = 0;
+    if (!m || (k->model && m != k->model))
+        return 0; /* a slot buries it, with the reason */
+    BatchRec b;
+    /* Under the version the sender validated the row with, as append
+     * takes it from the staged row (a row of another version seals the
+     * open batch first: staging_append). */
+    int rc = staging_append(t, model, version, mp, len, policy_of(k, m), &b);
+    if (rc)
+        return rc;
+    if (b.state != BATCH_OPEN)
+        sealer_note(&k->sealer, b.id);
+    *taken = 1;
+    return 0;
+}
+
+static void batch_took_rows(Stage *s)
+{
+    BatchStage *k = s->data;
+    sealer_touch(&k->sealer);
 }
 
 static void batch_start(Slot *s)
@@ -226,4 +260,5 @@ const StageKind kind_batch = {
              .graph_note = "batches for qload"},
     .slot_size = sizeof(BJob),
     .init = batch_init, .slot_init = batch_slot_init, .start = batch_start, .stop = batch_stop,
-    .fini = batch_fini, .slot_fini = batch_slot_fini};
+    .fini = batch_fini, .slot_fini = batch_slot_fini, .take_row = batch_take_row,
+    .took_rows = batch_took_rows};

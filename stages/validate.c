@@ -47,6 +47,7 @@ typedef struct ValidateStage {
  * thread while the slot is committing; the loop does not touch it then. */
 typedef struct VJob {
     Stage *stage;
+    Slot *slot;
     uint64_t id;
     const Model *m;
     int ref;                  /* the body is a reference: check the row again in the commit */
@@ -180,23 +181,39 @@ static int commit(Txn *t, void *arg)
         }
     }
     if (valid) {
+        /* Outputs fused to a stage that takes rows get the row itself in
+         * this commit (slot_take_row); the others a reference each. */
+        uint64_t taken = 0;
+        uint32_t nref = 0;
+        for (size_t i = 0; i < c->noutputs; i++) {
+            int took = 0;
+            if (i < 64 && (rc = slot_take_row(j->slot, t, c->outputs[i], model, key,
+                                              j->m->version, norm->data, norm->size, &took)) != 0)
+                return rc;
+            if (took)
+                taken |= 1ull << i;
+            else
+                nref++;
+        }
+        rc = 0;
         if (j->ref) {
             /* Normalised in place; one reference in, one per output out. */
-            rc = staging_row_put_valid(t, model, key, inst, j->m->version, norm->data,
-                                       norm->size);
-            if (!rc && c->noutputs > 1)
-                rc = staging_row_hold(t, model, key, inst, (uint32_t)(c->noutputs - 1));
-            else if (!rc && c->noutputs == 0)
+            if (nref)
+                rc = staging_row_put_valid(t, model, key, inst, j->m->version, norm->data,
+                                           norm->size);
+            if (!rc && nref > 1)
+                rc = staging_row_hold(t, model, key, inst, nref - 1);
+            else if (!rc && nref == 0)
                 rc = staging_row_drop(t, model, key, inst, NULL);
-        } else if (c->noutputs) {
-            rc = staging_row_new_valid(t, model, key, j->m->version, norm->data, norm->size,
-                                       (uint32_t)c->noutputs, &inst);
-        } else {
-            rc = 0;
+        } else if (nref) {
+            rc = staging_row_new_valid(t, model, key, j->m->version, norm->data, norm->size, nref,
+                                       &inst);
         }
         sb_reset(&j->out);
         stage_ref_body(&j->out, model, key, inst);
         for (size_t i = 0; !rc && i < c->noutputs; i++) {
+            if (i < 64 && (taken >> i & 1))
+                continue;
             PutArgs pa = {.pri = j->pri, .body = j->out.buf, .len = j->out.len};
             uint64_t id;
             rc = queue_put(t, c->outputs[i], &pa, &id, NULL);
@@ -230,6 +247,7 @@ static void validate_start(Slot *s)
     int rc;
 
     j->id = s->id;
+    j->slot = s;
     j->m = m;
     j->ref = 0;
     j->row_id = 0;

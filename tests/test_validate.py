@@ -273,6 +273,67 @@ class ValidateTest(EngineTestCase):
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0, eng.stderr_tail())
 
+    # ------------------------------------------------------------ fused hand-off
+
+    def staged_rows(self, eng):
+        return self.qctl_json(eng, "info")["staged"]["rows"]
+
+    def rows_in_batches(self, eng, n, what):
+        return self.wait(lambda: (lambda b: sum(x["rows"] for x in b) == n and b)(self.batches(eng)),
+                         15, what, eng)
+
+    def test_7_rows_pass_an_idle_final_in_the_validate_commit(self):
+        # The batch stage is final's only reader: valid rows go into the
+        # batch in the commit that acks their validate job, with no job on
+        # final and no staged row instance; final's totals count them.
+        eng = self.engine(rows=1000, seconds=0.3)
+        self.put_inline(eng, [valid_row(i) for i in range(1, 201)])
+        self.put_inline(eng, [{"id": 9001, "email": "nope"}])
+        self.rows_in_batches(eng, 200, "200 rows in batches")
+        s = self.wait_empty(eng, ("validate", "final"))
+        self.assertEqual((s["final"]["puts"], s["final"]["acks"], s["final"]["buried"]), (200, 200, 0), s)
+        self.assertEqual(self.staged_rows(eng), 0)
+        self.assertEqual(len(self.rejects(eng)), 1)
+        self.assertIn("taken by stage 'seal' in the sender's commit", eng.stderr())
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
+    def test_8_a_paused_or_busy_final_keeps_its_order(self):
+        # Paused, final holds the references (nothing passes it); once
+        # resumed the batch stage works them, and then rows pass again.
+        eng = self.engine(rows=1000, seconds=0.3)
+        p = qctl(eng.data, "pause", "final")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.put_inline(eng, [valid_row(i) for i in range(1, 51)])
+        self.wait(lambda: depth(eng.stats(), "final", ("ready",)) == 50, 10, "50 waiting on final", eng)
+        self.assertEqual(self.staged_rows(eng), 50)
+        self.assertEqual(sum(b["rows"] for b in self.batches(eng)), 0)
+        # A job put on final meanwhile waits with them (and is buried: it
+        # names no row).
+        p = qctl(eng.data, "put", "final", json.dumps({"model": "users", "key": "nope", "row_id": 99}))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = qctl(eng.data, "resume", "final")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.rows_in_batches(eng, 50, "the 50 waiting rows batched")
+        self.wait(lambda: depth(eng.stats(), "final", ("ready", "reserved", "delayed")) == 0, 10,
+                  "final worked off", eng)
+        s = eng.stats()
+        self.assertEqual((s["final"]["puts"], s["final"]["buried"]), (51, 1), s)
+        self.put_inline(eng, [valid_row(i) for i in range(51, 61)])
+        self.rows_in_batches(eng, 60, "10 more rows batched")
+        live = ("ready", "reserved", "delayed")
+        self.wait(lambda: depth(eng.stats(), "validate") + depth(eng.stats(), "final", live) == 0, 10,
+                  "validate and final worked off", eng)
+        s = eng.stats()
+        self.assertEqual((s["final"]["puts"], s["final"]["acks"]), (61, 60), s)
+        self.assertEqual(self.staged_rows(eng), 0)
+        got = collections.Counter()
+        for b in self.batches(eng):
+            got.update(r["id"] for r in self.batch_rows(eng, b["id"]))
+        self.assertEqual(got, collections.Counter(range(1, 61)))
+        rc, _ = eng.terminate()
+        self.assertEqual(rc, 0, eng.stderr_tail())
+
 
 if __name__ == "__main__":
     unittest.main()

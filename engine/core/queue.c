@@ -1022,3 +1022,29 @@ int queue_held_lost(Txn *t, uint64_t id, uint32_t qid, uint32_t attempts, const 
         return txn_fail(t, rc);
     return 0;
 }
+
+/* ---------------------------------------------------------------- pass */
+
+int queue_passable(Txn *t, const char *queue)
+{
+    QRec *q;
+    int rc = q_find(t, queue, 0, NULL, &q);
+    if (rc)
+        return rc;
+    if (q->s.paused)
+        return PL_EPAUSED;
+    return q->s.ready || q->s.delayed || q->s.reserved ? PL_ESTATE : 0;
+}
+
+int queue_pass(Txn *t, const char *queue)
+{
+    QRec *q;
+    int rc = q_find(t, queue, 0, NULL, &q);
+    if (rc)
+        return rc;
+    q->s.puts++;
+    q->s.reserves++;
+    q->s.acks++;
+    q->dirty = 1;
+    return 0;
+}

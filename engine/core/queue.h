@@ -152,6 +152,16 @@ int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const char *reason);
 int queue_held_lost(Txn *t, uint64_t id, uint32_t qid, uint32_t attempts, const char *why,
                     int *buried);
 
+/* queue_passable says whether a job may pass through queue without
+ * stopping (a hand-off fused into its consumer's commit, engine.c): 0 when
+ * the queue exists, is not paused and holds no ready, delayed or reserved
+ * job (one that passed now would overtake them); else PL_ENOQUEUE,
+ * PL_EPAUSED or PL_ESTATE, and the job goes on the queue as usual.
+ * queue_pass then counts the job that passed as a put, a reserve and an
+ * ack of queue, so its totals still show the flow. */
+int queue_passable(Txn *t, const char *queue);
+int queue_pass(Txn *t, const char *queue);
+
 /* queue_ack deletes job id: the work is done. lease: the token from reserve
  * (or 0, the operator's delete of a job in any state). Returns 0,
  * PL_ENOJOB, or PL_ELEASE when the lease is not held. */

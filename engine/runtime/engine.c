@@ -520,6 +520,7 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
     }
     if ((rc = holds_open(e, dir, err, errlen)) != 0)
         goto fail;
+    fuse_plan(e);
     ev_timer_init(&e->tick, on_tick, 1.0, 1.0);
     ev_signal_init(&e->sigterm, on_signal, SIGTERM);
     ev_signal_init(&e->sigint, on_signal, SIGINT);

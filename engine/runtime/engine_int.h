@@ -49,6 +49,9 @@ struct Engine {
     Notify notify;         /* the service manager's watchdog (notify.h) */
     Held *held;            /* one per distinct input queue (slot.c) */
     size_t nheld;
+    const char **fuse_q;   /* fused queues and the stage that takes their rows (slot.c) */
+    Stage **fuse_to;
+    size_t nfuse;
     Flight *flight;        /* the in-flight file's entries, mapped (slot.c) */
     void *flight_map;
     size_t flight_len;
@@ -71,6 +74,11 @@ void slots_close(Stage *st);
  * runs); holds_close frees them. */
 int holds_open(Engine *e, const char *dir, char *err, size_t errlen);
 void holds_close(Engine *e);
+
+/* fuse_plan finds the fused queues: each read by one stage only, whose
+ * kind takes rows (take_row), after every stage is open; holds_close frees
+ * what it made. */
+void fuse_plan(Engine *e);
 
 /* slots_set runs st's kind's slot_init on each of its slots (after init). */
 void slots_set(Stage *st);

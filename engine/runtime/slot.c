@@ -46,6 +46,15 @@
 enum { SLOT_FREE, SLOT_RESERVING, SLOT_WORKING, SLOT_COMMITTING };
 enum { END_ACK, END_RELEASE, END_BURY };
 
+/* Taken: the rows stages took in one hand-off's commit (fused), counted
+ * as done for them once it committed. */
+#define TAKEN_MAX 8
+typedef struct Taken {
+    Stage *by[TAKEN_MAX];
+    uint32_t n[TAKEN_MAX];
+    unsigned k;
+} Taken;
+
 /* Held: the ids of the jobs the engine holds from one input queue, for the
  * reservers (writer thread) and the slots ending (loop thread). An open
  * addressing set: 0 is empty, HELD_GONE a deleted entry. */
@@ -72,6 +81,7 @@ struct Flight {
 typedef struct SlotOp {
     EngineOp eo;
     Slot *slot;
+    Taken taken;     /* writer thread in apply; loop thread in done */
     int end;
     int64_t delay_ms;
     Strbuf why;
@@ -200,6 +210,102 @@ static void let_go(Slot *s, Held *h)
     pthread_mutex_unlock(&h->mu);
 }
 
+/* ---------------------------------------------------------------- fusion
+ *
+ * A stage that never waits on the outside and takes rows (batch) is fused
+ * to its input queue when it is the queue's only reader: a row sent there
+ * (validate's valid rows, a landed row) is taken in the sender's commit,
+ * as stream engines chain operators, instead of going through the queue as
+ * a reference job (a staged row instance, a put, a reserve and an ack, the
+ * row read back and deleted). The hand-off is still one transaction, so it
+ * is exactly once as before; the queue's totals count the row as a put and
+ * an ack, and a record is always somewhere qctl shows: in a queue before,
+ * in a batch (or the rejects) after. A queue that is paused, or holds
+ * jobs (from qctl, the listener, a replay, an earlier run), is not passed
+ * through: rows wait their turn there. */
+
+static Stage *fused_to(Engine *e, const char *queue)
+{
+    for (size_t i = 0; i < e->nfuse; i++)
+        if (!strcmp(e->fuse_q[i], queue))
+            return e->fuse_to[i];
+    return NULL;
+}
+
+void fuse_plan(Engine *e)
+{
+    e->fuse_q = xcalloc(e->nstages ? e->nstages : 1, sizeof *e->fuse_q);
+    e->fuse_to = xcalloc(e->nstages ? e->nstages : 1, sizeof *e->fuse_to);
+    for (size_t i = 0; i < e->nstages; i++) {
+        Stage *c = &e->stages[i];
+        if (!c->conf->input || !c->kind->take_row)
+            continue;
+        size_t readers = 0;
+        for (size_t j = 0; j < e->nstages; j++)
+            readers += e->stages[j].conf->input && !strcmp(e->stages[j].conf->input, c->conf->input);
+        if (readers != 1)
+            continue;
+        e->fuse_q[e->nfuse] = c->conf->input;
+        e->fuse_to[e->nfuse++] = c;
+        pl_log(PL_LOG_INFO, "engine: rows sent to '%s' are taken by stage '%s' in the sender's "
+               "commit while the queue is idle", c->conf->input, c->conf->name);
+    }
+}
+
+/* take_row offers a row sent by stage from to queue to its fused stage
+ * (see slot_take_row); counts what was taken in tk (may be NULL). */
+static int take_row(Stage *from, Taken *tk, Txn *t, const char *queue, const char *model,
+                    const char *key, uint64_t version, const void *mp, size_t len, int *taken)
+{
+    *taken = 0;
+    Stage *c = fused_to(from->engine, queue);
+    if (!c || c == from)
+        return 0;
+    int rc = queue_passable(t, queue);
+    if (rc == PL_EPAUSED || rc == PL_ESTATE || rc == PL_ENOQUEUE)
+        return 0;
+    if (rc)
+        return rc;
+    if ((rc = c->kind->take_row(c, t, model, key, version, mp, len, taken)) != 0 || !*taken)
+        return rc;
+    if ((rc = queue_pass(t, queue)) != 0)
+        return txn_fail(t, rc);
+    if (tk) {
+        /* Counted as the taker's jobs, and its took_rows told, once the
+         * commit is done (slot_committed, emit_done). */
+        unsigned i = 0;
+        while (i < tk->k && tk->by[i] != c)
+            i++;
+        if (i == tk->k && i < TAKEN_MAX) {
+            tk->by[i] = c;
+            tk->n[i] = 0;
+            tk->k++;
+        }
+        if (i < TAKEN_MAX)
+            tk->n[i]++;
+    }
+    return 0;
+}
+
+int slot_take_row(Slot *s, Txn *t, const char *queue, const char *model, const char *key,
+                  uint64_t version, const void *mp, size_t len, int *taken)
+{
+    SlotOp *so = s->op;
+    return take_row(s->stage, &so->taken, t, queue, model, key, version, mp, len, taken);
+}
+
+/* took_done counts what stages took in a committed hand-off as their
+ * jobs and tells them (loop thread). */
+static void took_done(const Taken *tk)
+{
+    for (unsigned i = 0; i < tk->k; i++) {
+        Stage *c = tk->by[i];
+        c->ctr.done += tk->n[i];
+        if (c->kind->took_rows)
+            c->kind->took_rows(c);
+    }
+}
+
 /* ---------------------------------------------------------------- actions */
 
 /* A slot's outputs are recorded as a byte list of actions, applied in the
@@ -291,16 +397,21 @@ static void put_failure(Txn *t, const char *q, size_t len, size_t keylen, int rc
 }
 
 /* apply_row_land applies an 'R' action: model, key, queue, row: the row
- * becomes a new instance and a reference to it goes on queue at pri. */
-static int apply_row_land(Txn *t, const char **p, const char *end, uint32_t pri, char *fail,
-                          size_t failn)
+ * becomes a new instance and a reference to it goes on queue at pri (or
+ * the row goes straight to the stage that takes it: take_row). */
+static int apply_row_land(Txn *t, Stage *from, Taken *tk, const char **p, const char *end,
+                          uint32_t pri, char *fail, size_t failn)
 {
     const char *model = take_str(p, end), *key = take_str(p, end), *q = take_str(p, end), *mp;
     size_t len = 0;
     uint64_t row, id;
-    int rc;
+    int rc, taken;
     if (!model || !key || !q || !(mp = take(p, end, &len)))
         return PL_EFORMAT;
+    /* A landed row is not validated: model version 0, as staging_row_new
+     * records it for the reference's way (staging.h, "Model versions"). */
+    if ((rc = take_row(from, tk, t, q, model, key, 0, mp, len, &taken)) != 0 || taken)
+        return rc;
     if ((rc = staging_row_new(t, model, key, mp, len, 1, &row)) != 0) {
         if (rc == PL_EINVAL)
             snprintf(fail, failn, "cannot stage row %.60s/%.100s: a model name has at most %d "
@@ -321,9 +432,10 @@ static int apply_row_land(Txn *t, const char **p, const char *end, uint32_t pri,
  * slot's at pri. On failure it returns the error and, when it can say more
  * than the code (which queue refused a put, and why), writes that into
  * fail. */
-static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, uint32_t pri, char *fail,
-                         size_t failn)
+static int apply_actions(Txn *t, const Strbuf *acts, Stage *from, Taken *tk, uint32_t pri,
+                         char *fail, size_t failn)
 {
+    const char *stage = from->conf->name;
     const char *p = acts->buf, *end = acts->buf + acts->len;
     int rc = 0;
     while (p < end && rc == 0) {
@@ -348,7 +460,7 @@ static int apply_actions(Txn *t, const Strbuf *acts, const char *stage, uint32_t
             break;
         }
         case 'R':
-            rc = apply_row_land(t, &p, end, pri, fail, failn);
+            rc = apply_row_land(t, from, tk, &p, end, pri, fail, failn);
             break;
         case 'M':
             rc = apply_row_merge(t, &p, end);
@@ -563,6 +675,7 @@ static int slot_apply(Txn *t, CommitOp *op)
     int rc;
     so->in_actions = 0;
     so->fail[0] = '\0';
+    so->taken.k = 0;
     if (so->end == END_RELEASE)
         return queue_held_release(t, s->id, s->qid, so->delay_ms, so->why.buf, NULL);
     if (so->end == END_BURY)
@@ -586,7 +699,7 @@ static int slot_apply(Txn *t, CommitOp *op)
     /* The ack first: if the hold was lost, nothing else happens. */
     if ((rc = queue_held_ack(t, s->id, s->qid)) != 0)
         return rc;
-    if ((rc = apply_actions(t, &s->acts, s->stage->conf->name, s->out_pri, so->fail,
+    if ((rc = apply_actions(t, &s->acts, s->stage, &so->taken, s->out_pri, so->fail,
                             sizeof so->fail)) != 0) {
         so->in_actions = 1;
         return txn_fail(t, rc); /* after the ack: all or nothing */
@@ -651,6 +764,7 @@ static void slot_committed(EngineOp *eo, int rc)
         if (so->end == END_ACK) {
             st->ctr.done++;
             stage_dep_ok(st);
+            took_done(&so->taken);
             int b = 0;
             while (b < STAGE_LAT_BOUNDS && dt > stage_lat_bounds[b])
                 b++;
@@ -1145,6 +1259,11 @@ void holds_close(Engine *e)
     if (e->flight_map)
         munmap(e->flight_map, e->flight_len);
     e->flight_map = NULL;
+    free(e->fuse_q);
+    free(e->fuse_to);
+    e->fuse_q = NULL;
+    e->fuse_to = NULL;
+    e->nfuse = 0;
 }
 
 /* ---------------------------------------------------------------- sources */
@@ -1152,6 +1271,7 @@ void holds_close(Engine *e)
 struct Emit {
     EngineOp eo;
     Stage *stage;
+    Taken taken;
     Strbuf acts;
     msgpack_sbuffer scratch; /* a body decoded for its priority field */
     size_t n;
@@ -1210,7 +1330,8 @@ static int emit_apply(Txn *t, CommitOp *op)
 {
     Emit *em = (Emit *)op;
     char fail[320];
-    int rc = apply_actions(t, &em->acts, em->stage->conf->name, 0, fail, sizeof fail);
+    em->taken.k = 0;
+    int rc = apply_actions(t, &em->acts, em->stage, &em->taken, 0, fail, sizeof fail);
     return rc ? txn_fail(t, rc) : 0;
 }
 
@@ -1219,8 +1340,10 @@ static void emit_done(EngineOp *eo, int rc)
     Emit *em = (Emit *)eo;
     if (rc)
         stage_log(em->stage, PL_LOG_ERROR, 0, "commit of %zu changes failed: %s", em->n, pl_strerror(rc));
-    else
+    else {
         em->stage->ctr.done += em->n;
+        took_done(&em->taken);
+    }
     if (em->done)
         em->done(em->arg, rc);
     sb_free(&em->acts);

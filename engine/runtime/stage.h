@@ -51,6 +51,19 @@ typedef struct StageKind {
     void (*stop)(Stage *s);                      /* drain: stop producing (may be NULL) */
     void (*fini)(Stage *s);                      /* free s->data (may be NULL) */
     void (*slot_fini)(Slot *slot);               /* release slot->data (may be NULL) */
+    /* take_row (may be NULL): take a row sent to the stage's input queue
+     * inside the sender's commit, on the writer thread, instead of the
+     * reference job that would wait in the queue (a fused hand-off, see
+     * slot_take_row). Follows CommitOp.apply's rules. Sets *taken to 1
+     * when it took the row, 0 when it declines (the reference goes on the
+     * queue and a slot works it as usual); returns 0 or an error (fails
+     * the hand-off). */
+    int (*take_row)(Stage *s, Txn *t, const char *model, const char *key, uint64_t version,
+                    const void *mp, size_t len, int *taken);
+    /* took_rows (may be NULL): on the loop thread, after a commit in which
+     * take_row took rows (the batch stage's sealer learns that a batch may
+     * be open). */
+    void (*took_rows)(Stage *s);
 } StageKind;
 
 /* The job latency histogram of a stage (start -> committed, in seconds):
@@ -102,7 +115,7 @@ struct Slot {
     /* private */
     int state;
     uint32_t qid;           /* the queue the job is held from (queue_hold_n) */
-    uint32_t flight;        /* its entry in the in-flight file (engine.c) */
+    uint32_t flight;        /* its entry in the in-flight file (slot.c) */
     uint64_t started_ns;
     Strbuf acts;
     void *op;
@@ -152,6 +165,20 @@ void slot_row_land(Slot *s, const char *model, const char *key, const void *mp, 
 #define SLOT_MERGE_MAX 64
 void slot_row_merge(Slot *s, const char *model, const char *key, uint64_t row, const void *src,
                     size_t len, const char *const *from, const char *const *to, size_t n);
+/* slot_take_row, inside a slot's commit (a slot_extra fn, writer thread):
+ * offers the row mp of staged row (model, key), validated against model
+ * version `version` (0: not validated; staging.h, "Model versions"), to
+ * the stage fused to queue
+ * (one of the slot's stage's outputs). A queue is fused when exactly one
+ * stage reads it and that stage's kind takes rows (take_row: batch); the
+ * row passes when the queue is idle (not paused, no job waiting: nothing
+ * to overtake), counted as a put and an ack of the queue. Sets *taken to 1
+ * when the row was taken in this transaction (no reference for queue is
+ * needed), 0 when it was not (put the reference as usual); returns 0 or an
+ * error. */
+int slot_take_row(Slot *s, Txn *t, const char *queue, const char *model, const char *key,
+                  uint64_t version, const void *mp, size_t len, int *taken);
+
 /* slot_extra lets a kind run its own action in the same transaction (the
  * async callback registry); fn runs on the writer thread and must follow
  * CommitOp.apply's rules. arg must live until the slot ends. */
