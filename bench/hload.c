@@ -96,7 +96,8 @@ int hload_run(const HloadOpts *o, HloadResult *r)
     unsigned nc = o->conns ? o->conns : 1;
     Conn *cs = xcalloc(nc, sizeof *cs);
     double *lat = xmalloc((o->n ? o->n : 1) * sizeof *lat);
-    size_t next = 0, done = 0;
+    size_t next = 0, done = 0, step = o->stride ? o->stride : 1;
+    size_t total = (o->n + step - 1) / step;
     int ep = epoll_create1(EPOLL_CLOEXEC), rc = 0;
     uint64_t t0 = pl_mono_ns();
     for (unsigned k = 0; k < nc; k++)
@@ -111,13 +112,13 @@ int hload_run(const HloadOpts *o, HloadResult *r)
         struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLET, .data.u32 = k};
         epoll_ctl(ep, EPOLL_CTL_ADD, cs[k].fd, &ev);
     }
-    while (done < o->n) {
+    while (done < total) {
         struct epoll_event evs[128];
         int m = epoll_wait(ep, evs, 128, 30000);
         if (m < 0 && errno == EINTR)
             continue;
         if (m <= 0) {
-            snprintf(r->err, sizeof r->err, "no answer for 30 s (%zu of %zu done)", done, o->n);
+            snprintf(r->err, sizeof r->err, "no answer for 30 s (%zu of %zu done)", done, total);
             rc = -1;
             goto out;
         }
@@ -126,7 +127,8 @@ int hload_run(const HloadOpts *o, HloadResult *r)
             if (c->req == SIZE_MAX) {
                 if (next >= o->n)
                     continue;
-                prepare(o, c, next++);
+                prepare(o, c, next);
+                next += step;
                 r->sent++;
             }
             while (c->outoff < c->outlen) {
@@ -181,7 +183,8 @@ int hload_run(const HloadOpts *o, HloadResult *r)
             }
             c->req = SIZE_MAX;
             if (next < o->n) {
-                prepare(o, c, next++);
+                prepare(o, c, next);
+                next += step;
                 r->sent++;
                 while (c->outoff < c->outlen) {
                     ssize_t w = send(c->fd, c->out + c->outoff, c->outlen - c->outoff, MSG_NOSIGNAL);

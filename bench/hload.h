@@ -20,6 +20,7 @@ typedef struct HloadOpts {
     const char *buf;
     const size_t *off;
     size_t n;
+    size_t stride;           /* send requests 0, stride, 2*stride, ... (0: 1) */
     /* key_prefix: when set, request i carries "Idempotency-Key: PREFIX-i" */
     const char *key_prefix;
 } HloadOpts;

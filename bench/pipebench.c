@@ -1,9 +1,9 @@
 /* pipebench: records per second through the whole line, against `psql
  * \copy` of the same rows into an identical table in the same run.
  *
- *   pipebench [--rows N] [--rounds N] [--only copy|preload|listen]
+ *   pipebench [--rows N] [--rounds N] [--only copy|preload|listen|ingest]
  *             [--clients N] [--bulk K] [--batch-rows R] [--concurrency C]
- *             [--json] [--keep] [--perf]
+ *             [--jobs N] [--json] [--keep] [--perf]
  *
  * The rows are the seed's users model (13 columns, bench/users.c), sent as
  * jobs {"model":"users","row":{...}} to the queue `in` of this pipeline:
@@ -19,6 +19,12 @@
  *   listen   the engine and qload run idle; then --clients connections POST
  *            the jobs to the listener, one job per request, or --bulk K jobs
  *            per request (NDJSON, one commit, one answer) when K > 1.
+ * And the listener's ingest alone (ingest): --jobs jobs of 200 bytes put
+ * into a queue nobody reads, by --clients connections with the bulk form
+ * of POST /queues/in/jobs (1000 jobs a request, each request one commit
+ * and one answer after it), and one job per request, against `qctl import`
+ * of the same jobs (the store's own bulk put, 1000 a commit) in the same
+ * run.
  * The peer is `psql \copy users FROM CSV` of the same rows (model_csv_row of
  * the bytes the validate stage stages), timed as a process. Every load is
  * checked against psql's (row count and an order-independent digest of the
@@ -66,11 +72,12 @@
 
 static size_t opt_rows = 300000;
 static unsigned opt_rounds = 2, opt_clients = 64, opt_bulk = 1, opt_conc = 1024, opt_rsv = 100;
-static size_t opt_batch_rows = 50000;
+static size_t opt_batch_rows = 50000, opt_jobs = 300000;
 static const char *opt_only;
 static int opt_keep, opt_perf;
 
-static char basedir[256], selfdir[PATH_MAX - 32], qload_path[PATH_MAX], self_path[PATH_MAX];
+static char basedir[256], selfdir[PATH_MAX - 32], qload_path[PATH_MAX], self_path[PATH_MAX],
+    qctl_path[PATH_MAX];
 static PgTmp *pg;
 static PGconn *conn;
 static Pipeline *pipe_;
@@ -220,10 +227,11 @@ static pid_t pg_pid(void)
 
 /* ---------------------------------------------------------------- the rows */
 
-/* Jobs: body i at jobs.buf + joff[i]; with --bulk, request r is lines
- * r*K .. r*K+K-1 at reqoff[r]. */
+/* Jobs: line i ({"body":BODY}\n, the bulk form) at jobs.buf + loff[i];
+ * its body at jobs.buf + joff[2i] .. joff[2i+1]; with --bulk, request r is
+ * lines r*K .. r*K+K-1 at reqoff[r]. */
 static Strbuf jobs;
-static size_t *joff, *reqoff, nreq;
+static size_t *joff, *loff, *reqoff, nreq;
 static char csv_path[400];
 
 static void make_rows(void)
@@ -233,17 +241,20 @@ static void make_rows(void)
     Strbuf csv;
     sb_init(&csv);
     sb_init(&jobs);
-    joff = xmalloc((opt_rows + 1) * sizeof *joff);
+    joff = xmalloc(2 * opt_rows * sizeof *joff);
+    loff = xmalloc((opt_rows + 1) * sizeof *loff);
     FILE *f = fopen(csv_path, "w");
     if (!f)
         die(csv_path, strerror(errno));
     for (size_t i = 0; i < opt_rows; i++) {
-        joff[i] = jobs.len;
+        loff[i] = jobs.len;
+        sb_adds(&jobs, "{\"body\":");
+        joff[2 * i] = jobs.len;
         sb_adds(&jobs, "{\"model\":\"users\",\"row\":");
         users_gen_json(&g, i, &jobs);
         sb_adds(&jobs, "}");
-        if (opt_bulk > 1)
-            sb_adds(&jobs, "\n");
+        joff[2 * i + 1] = jobs.len;
+        sb_adds(&jobs, "}\n");
         users_gen_csv(&g, i, &csv);
         if (csv.len >= (1 << 20) || i + 1 == opt_rows) {
             if (fwrite(csv.buf, 1, csv.len, f) != csv.len)
@@ -251,7 +262,7 @@ static void make_rows(void)
             sb_reset(&csv);
         }
     }
-    joff[opt_rows] = jobs.len;
+    loff[opt_rows] = jobs.len;
     if (fclose(f) != 0)
         die(csv_path, strerror(errno));
     sb_free(&csv);
@@ -260,7 +271,7 @@ static void make_rows(void)
     nreq = (opt_rows + k - 1) / k;
     reqoff = xmalloc((nreq + 1) * sizeof *reqoff);
     for (size_t r = 0; r < nreq; r++)
-        reqoff[r] = joff[r * k];
+        reqoff[r] = loff[r * k];
     reqoff[nreq] = jobs.len;
 }
 
@@ -307,7 +318,7 @@ static int preload_apply(Txn *t, void *arg)
                                                      pipe_->models)) != 0)
         return rc;
     for (size_t i = p->from; i < p->from + p->n; i++) {
-        PutArgs a = {.body = jobs.buf + joff[i], .len = joff[i + 1] - joff[i] - (opt_bulk > 1)};
+        PutArgs a = {.body = jobs.buf + joff[2 * i], .len = joff[2 * i + 1] - joff[2 * i]};
         uint64_t id;
         if ((rc = queue_put(t, "in", &a, &id, NULL)) != 0)
             return rc;
@@ -474,7 +485,7 @@ static void run_line(Run *r, const char *form, unsigned round)
         c.o = (HloadOpts){.port = port, .path = "/queues/in/jobs", .conns = opt_clients,
                           .ctype = opt_bulk > 1 ? "application/x-ndjson" : "application/json",
                           .buf = jobs.buf, .off = opt_bulk > 1 ? reqoff : joff,
-                          .n = opt_bulk > 1 ? nreq : opt_rows};
+                          .n = opt_bulk > 1 ? nreq : 2 * opt_rows - 1, .stride = opt_bulk > 1 ? 1 : 2};
         pthread_create(&th, NULL, client_thread, &c);
     }
 
@@ -542,6 +553,199 @@ static double run_psql(Proc *p)
     return (double)opt_rows / p->secs;
 }
 
+/* ---------------------------------------------------------------- ingest */
+
+#define INGEST_BODY 200
+#define INGEST_BULK 1000
+
+/* The ingest jobs: line i ({"body":{...}}, 200-byte body, NDJSON) at
+ * ilines.buf + ioff[i]; its body at ibody_off[i] (ibody_len bytes). */
+static Strbuf ilines;
+static size_t *ioff, *ibody, *ireq, nireq;
+static char ingest_path[400];
+
+static void make_ingest(void)
+{
+    sb_init(&ilines);
+    ioff = xmalloc((opt_jobs + 1) * sizeof *ioff);
+    ibody = xmalloc((opt_jobs + 1) * sizeof *ibody);
+    for (size_t i = 0; i < opt_jobs; i++) {
+        char body[INGEST_BODY + 1];
+        int n = snprintf(body, sizeof body, "{\"change\":%zu,\"table\":\"users\",\"op\":\"update\","
+                         "\"at\":\"2026-11-25T10:00:00Z\",\"pad\":\"", i);
+        while (n < INGEST_BODY - 2)
+            body[n++] = 'x';
+        body[n++] = '"';
+        body[n++] = '}';
+        body[n] = '\0';
+        ioff[i] = ilines.len;
+        sb_adds(&ilines, "{\"body\":");
+        ibody[i] = ilines.len;
+        sb_add(&ilines, body, (size_t)n);
+        sb_adds(&ilines, "}\n");
+    }
+    ioff[opt_jobs] = ilines.len;
+    nireq = (opt_jobs + INGEST_BULK - 1) / INGEST_BULK;
+    ireq = xmalloc((nireq + 1) * sizeof *ireq);
+    for (size_t r = 0; r < nireq; r++)
+        ireq[r] = ioff[r * INGEST_BULK];
+    ireq[nireq] = ilines.len;
+    snprintf(ingest_path, sizeof ingest_path, "%s/ingest.ndjson", basedir);
+    FILE *f = fopen(ingest_path, "w");
+    if (!f || fwrite(ilines.buf, 1, ilines.len, f) != ilines.len || fclose(f) != 0)
+        die(ingest_path, strerror(errno));
+}
+
+static const char ingest_yaml_fmt[] =
+    "# pipebench ingest: a queue nobody reads\n"
+    "listen: {port: %u, max_body: 4194304}\n"
+    "queues:\n"
+    "  in: {}\n"
+    "  side: {}\n"
+    "  out: {}\n"
+    "stages:\n"
+    "  - {name: idle, kind: noop, input: side, output: out}\n";
+
+/* run_import: qctl import of every ingest job into a fresh store; jobs/s. */
+static double run_import(unsigned round, Proc *p)
+{
+    char dir[400], cmd[PATH_MAX + 1000], out[400];
+    snprintf(dir, sizeof dir, "%s/import-%u", basedir, round);
+    rm_rf(dir);
+    snprintf(out, sizeof out, "%s/import.out", basedir);
+    /* qctl reads stdin: through sh, timed as a process all the same. */
+    snprintf(cmd, sizeof cmd, "exec '%s' --data '%s' import in < '%s'", qctl_path, dir, ingest_path);
+    char *argv[] = {"sh", "-c", cmd, NULL};
+    malloc_trim(0);
+    if (proc_run(p, argv, out, out) != 0)
+        die("qctl import", p->err);
+    rm_rf(dir);
+    return (double)opt_jobs / p->secs;
+}
+
+/* run_posts: the engine on a fresh store, every ingest job POSTed, bulk
+ * (INGEST_BULK a request) or one by one; jobs/s until the last answer. */
+static double run_posts(unsigned round, int bulk, Run *r)
+{
+    char dir[400], stats[420], out[420], err[420], ready[440], path[400], portarg[16];
+    memset(r, 0, sizeof *r);
+    snprintf(dir, sizeof dir, "%s/ingest-%s-%u", basedir, bulk ? "bulk" : "single", round);
+    snprintf(stats, sizeof stats, "%s.stats", dir);
+    snprintf(ready, sizeof ready, "%s.ready", stats);
+    snprintf(path, sizeof path, "%s/ingest.yml", basedir);
+    snprintf(out, sizeof out, "%s.out", dir);
+    snprintf(err, sizeof err, "%s.err", dir);
+    snprintf(portarg, sizeof portarg, "%u", port);
+    rm_rf(dir);
+    FILE *f = fopen(path, "w");
+    if (!f || fprintf(f, ingest_yaml_fmt, port) < 0 || fclose(f) != 0)
+        die(path, strerror(errno));
+    char *eargv[] = {self_path, "--engine-child", path, dir, portarg, stats, NULL};
+    children[0] = &r->eng;
+    if (proc_start(&r->eng, eargv, out, err) != 0)
+        die("engine", r->eng.err);
+    while (access(ready, F_OK) != 0) {
+        if (!proc_poll(&r->eng))
+            die("the engine stopped", r->eng.err);
+        usleep(1000);
+    }
+    size_t *off = bulk ? ireq : ibody;
+    size_t *tmp = NULL;
+    if (!bulk) {
+        /* body i: ibody[i] .. ibody[i] + INGEST_BODY; hload wants off[i+1]
+         * as the end: make the pairs. */
+        tmp = xmalloc(2 * opt_jobs * sizeof *tmp);
+        for (size_t i = 0; i < opt_jobs; i++) {
+            tmp[2 * i] = ibody[i];
+            tmp[2 * i + 1] = ibody[i] + INGEST_BODY;
+        }
+    }
+    HloadResult hr;
+    int rc = 0;
+    if (bulk) {
+        HloadOpts o = {.port = port, .path = "/queues/in/jobs", .ctype = "application/x-ndjson",
+                       .conns = opt_clients, .buf = ilines.buf, .off = off, .n = nireq};
+        rc = hload_run(&o, &hr);
+    } else {
+        /* One request per job: hload sends off[i] .. off[i+1], so every
+         * other entry of tmp is a body and the rest are skipped by
+         * sending requests 0, 2, 4, ... */
+        HloadOpts o = {.port = port, .path = "/queues/in/jobs", .ctype = "application/json",
+                       .conns = opt_clients, .buf = ilines.buf, .off = tmp, .n = 2 * opt_jobs - 1,
+                       .stride = 2};
+        rc = hload_run(&o, &hr);
+    }
+    free(tmp);
+    r->hr = hr;
+    r->ingest_secs = hr.secs;
+    r->cpu_engine = proc_cpu(r->eng.pid);
+    if (proc_stop(&r->eng, SIGTERM, 60) != 0 && !r->err[0])
+        snprintf(r->err, sizeof r->err, "the engine: %s", r->eng.err);
+    if (rc != 0)
+        snprintf(r->err, sizeof r->err, "the load client: %s", hr.err);
+    if (!r->err[0] && read_stats(stats, &r->es) != 0)
+        snprintf(r->err, sizeof r->err, "the engine wrote no counters to %s", stats);
+    if (!opt_keep)
+        rm_rf(dir);
+    r->ok = !r->err[0];
+    return r->ok ? (double)opt_jobs / hr.secs : 0;
+}
+
+static void bench_ingest(void)
+{
+    make_ingest();
+    double best_imp = 0, best_bulk = 0, best_single = 0;
+    Run rb = {0}, rs = {0}, r;
+    char extra[300], lab[100];
+    for (unsigned round = 1; round <= opt_rounds; round++) {
+        Proc p;
+        double v = run_import(round, &p);
+        if (v > best_imp)
+            best_imp = v;
+        snprintf(lab, sizeof lab, "round %u: qctl import", round);
+        snprintf(extra, sizeof extra, "(%.2f s, cpu %.2f s)", p.secs, p.cpu_s);
+        report_info(lab, v, "jobs/s", extra);
+        for (int bulk = 1; bulk >= 0; bulk--) {
+            v = run_posts(round, bulk, &r);
+            snprintf(lab, sizeof lab, "round %u: POST %s", round, bulk ? "bulk" : "1 job/request");
+            if (!r.ok) {
+                report_note(lab, "", r.err);
+                continue;
+            }
+            snprintf(extra, sizeof extra, "(%.2f s; CPU engine %.2f s; %llu commits, p99 answer "
+                     "%.1f ms)", r.ingest_secs, r.cpu_engine, r.es.commits, r.hr.lat_p99_ms);
+            report_info(lab, v, "jobs/s", extra);
+            if (bulk && v > best_bulk)
+                best_bulk = v, rb = r;
+            if (!bulk && v > best_single)
+                best_single = v, rs = r;
+        }
+    }
+    char params[300];
+    snprintf(params, sizeof params, "\"jobs\":%zu,\"body_bytes\":%d,\"clients\":%u,\"bulk\":%d,"
+             "\"rounds\":%u", opt_jobs, INGEST_BODY, opt_clients, INGEST_BULK, opt_rounds);
+    if (best_bulk > 0) {
+        report_row("ingest_bulk_jobs_per_s", "POST bulk (1000 jobs/request), durable answers", params,
+                   best_bulk, "jobs/s", "qctl import (1000/commit)", best_imp, ">= 0.7x");
+        report_row("ingest_bulk_answer_p99", "  answer p99 (a request of 1000)", params,
+                   rb.hr.lat_p99_ms, "ms", NULL, 0, NULL);
+        report_row("ingest_bulk_ops_per_commit", "  requests per commit (mean)", params,
+                   rb.es.commits ? (double)rb.es.ops / (double)rb.es.commits : 0, "ops", NULL, 0, NULL);
+    }
+    snprintf(params, sizeof params, "\"jobs\":%zu,\"body_bytes\":%d,\"clients\":%u,\"bulk\":1,"
+             "\"rounds\":%u", opt_jobs, INGEST_BODY, opt_clients, opt_rounds);
+    if (best_single > 0) {
+        report_row("ingest_single_jobs_per_s", "POST 1 job/request, durable answers", params,
+                   best_single, "jobs/s", "qctl import (1000/commit)", best_imp, NULL);
+        report_row("ingest_single_ops_per_commit", "  requests per commit (mean)", params,
+                   rs.es.commits ? (double)rs.es.ops / (double)rs.es.commits : 0, "ops", NULL, 0, NULL);
+    }
+    sb_free(&ilines);
+    free(ioff);
+    free(ibody);
+    free(ireq);
+}
+
 /* ---------------------------------------------------------------- report */
 
 static void report_line(const Run *best, double psql_rps, const char *params, const char *name,
@@ -588,17 +792,18 @@ static void report_line(const Run *best, double psql_rps, const char *params, co
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: pipebench [--rows N] [--rounds N] [--only copy|preload|listen] [--clients N]\n"
-            "                 [--bulk K] [--batch-rows R] [--concurrency C] [--reserve B]\n"
-            "                 [--json] [--keep] [--perf]\n"
+            "usage: pipebench [--rows N] [--rounds N] [--only copy|preload|listen|ingest]\n"
+            "                 [--clients N] [--bulk K] [--batch-rows R] [--concurrency C]\n"
+            "                 [--reserve B] [--jobs N] [--json] [--keep] [--perf]\n"
             "  --rows N         users rows through the line (default 300000)\n"
             "  --rounds N       rounds of each form and of psql; the best counts (default 2)\n"
-            "  --only FORM      copy (psql alone), preload or listen\n"
+            "  --only FORM      copy (psql alone), preload, listen, or ingest (the listener alone)\n"
             "  --clients N      listen: connections at once (default 64)\n"
             "  --bulk K         listen: K jobs per request (NDJSON); 1: one job per request\n"
             "  --batch-rows R   the batch stage seals at R rows (default 50000)\n"
             "  --concurrency C  slots of each stage (default 1024)\n"
             "  --reserve B      jobs per reserve (the stages' batch:, default 100)\n"
+            "  --jobs N         ingest: jobs of 200 bytes (default 300000)\n"
             "  --json           one JSON object per row\n"
             "  --keep           keep the scratch directory\n"
             "  --perf           perf record the engine and qload (files in the scratch dir)\n");
@@ -655,6 +860,8 @@ int main(int argc, char **argv)
             opt_conc = (unsigned)parse_count(a, argv[++i], 65536);
         else if (!strcmp(a, "--reserve") && i + 1 < argc)
             opt_rsv = (unsigned)parse_count(a, argv[++i], 256);
+        else if (!strcmp(a, "--jobs") && i + 1 < argc)
+            opt_jobs = parse_count(a, argv[++i], 100000000);
         else if (!strcmp(a, "--only") && i + 1 < argc)
             opt_only = argv[++i];
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -669,8 +876,9 @@ int main(int argc, char **argv)
     int json = 0;
     for (int i = 1; i < argc; i++)
         json |= !strcmp(argv[i], "--json");
-    if (opt_only && strcmp(opt_only, "copy") && strcmp(opt_only, "preload") && strcmp(opt_only, "listen")) {
-        fprintf(stderr, "pipebench: --only takes copy, preload or listen\n");
+    if (opt_only && strcmp(opt_only, "copy") && strcmp(opt_only, "preload") && strcmp(opt_only, "listen") &&
+        strcmp(opt_only, "ingest")) {
+        fprintf(stderr, "pipebench: --only takes copy, preload, listen or ingest\n");
         return 2;
     }
     pl_log_level = PL_LOG_WARN;
@@ -678,6 +886,7 @@ int main(int argc, char **argv)
     proc_self_dir(selfdir, sizeof selfdir);
     snprintf(qload_path, sizeof qload_path, "%s/qload", selfdir);
     snprintf(self_path, sizeof self_path, "%s/pipebench", selfdir);
+    snprintf(qctl_path, sizeof qctl_path, "%s/qctl", selfdir);
     if (access(qload_path, X_OK) != 0)
         die(qload_path, "not found: build qload next to pipebench (scons)");
     report_init(json, argc, argv);
@@ -687,6 +896,11 @@ int main(int argc, char **argv)
         die("mkdtemp", strerror(errno));
     snprintf(csv_path, sizeof csv_path, "%s/users.csv", basedir);
     port = free_port();
+    if (opt_only && !strcmp(opt_only, "ingest")) {
+        bench_ingest();
+        rm_rf(basedir);
+        return 0;
+    }
     write_yaml();
     make_rows();
 
@@ -705,7 +919,7 @@ int main(int argc, char **argv)
         PGresult *r = sql("SELECT current_setting('server_version')");
         report_text("data in %s; PostgreSQL %s (fsync=on, synchronous_commit=on); %zu users rows, "
                     "%.0f B of JSON per job; every commit durable\n", basedir, PQgetvalue(r, 0, 0),
-                    opt_rows, (double)jobs.len / (double)opt_rows);
+                    opt_rows, (double)(joff[1] - joff[0]));
         PQclear(r);
     }
 
@@ -770,12 +984,16 @@ int main(int argc, char **argv)
                     opt_bulk > 1 ? "POST bulk -> validate -> batch -> qload"
                                  : "POST 1 job/request -> validate -> batch -> qload");
 
+    if (!opt_only)
+        bench_ingest();
+
     PQfinish(conn);
     pgtmp_stop(pg);
     pipeline_free(pipe_);
     sb_free(&yaml);
     sb_free(&jobs);
     free(joff);
+    free(loff);
     free(reqoff);
     if (opt_keep)
         fprintf(stderr, "pipebench: kept %s\n", basedir);
