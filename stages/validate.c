@@ -99,24 +99,15 @@ static void key_error(const Model *m, size_t len, Strbuf *errors)
     sb_free(&names);
 }
 
-/* check validates row (msgpack) against m: 1 when valid (norm filled), 0
- * when not (errors holds the JSON array). */
-static int check(const Model *m, const void *row, size_t len, msgpack_sbuffer *norm,
-                 Strbuf *errors)
+/* check_obj validates the decoded row o against m: 1 when valid (norm
+ * filled), 0 when not (errors holds the JSON array). */
+static int check_obj(const Model *m, const msgpack_object *o, msgpack_sbuffer *norm, Strbuf *errors)
 {
-    RowView v;
     size_t nerr = 0;
-    int rc;
     norm->size = 0;
     sb_reset(errors);
     sb_adds(errors, "[");
-    if (row_view(&v, row, len) != 0) {
-        sb_adds(errors, "{\"field\":\"\",\"rule\":\"type\",\"message\":\"the row is not valid "
-                "msgpack\"}]");
-        return 0;
-    }
-    rc = model_validate(m, &v.root, norm, errors, &nerr);
-    row_view_free(&v);
+    int rc = model_validate(m, o, norm, errors, &nerr);
     if (rc == 0)
         return 1;
     if (rc == PL_EFORMAT || nerr == 0) {
@@ -129,6 +120,23 @@ static int check(const Model *m, const void *row, size_t len, msgpack_sbuffer *n
     return 0;
 }
 
+/* check validates row (msgpack) against m, as check_obj. */
+static int check(const Model *m, const void *row, size_t len, msgpack_sbuffer *norm,
+                 Strbuf *errors)
+{
+    RowView v;
+    if (row_view(&v, row, len) != 0) {
+        norm->size = 0;
+        sb_reset(errors);
+        sb_adds(errors, "[{\"field\":\"\",\"rule\":\"type\",\"message\":\"the row is not valid "
+                "msgpack\"}]");
+        return 0;
+    }
+    int valid = check_obj(m, &v.root, norm, errors);
+    row_view_free(&v);
+    return valid;
+}
+
 /* row_key_of writes model_row_key of the row in mp into key; 0 or PL_EINVAL. */
 static int row_key_of(const Model *m, const void *mp, size_t len, Strbuf *key)
 {
@@ -139,6 +147,19 @@ static int row_key_of(const Model *m, const void *mp, size_t len, Strbuf *key)
     int rc = model_row_key(m, &v.root, key);
     row_view_free(&v);
     return rc;
+}
+
+/* pack_row writes the decoded row o into out (msgpack). */
+static void pack_row(const msgpack_object *o, Strbuf *out)
+{
+    msgpack_sbuffer rb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&rb);
+    msgpack_packer_init(&pk, &rb, msgpack_sbuffer_write);
+    row_pack_object(&pk, o);
+    sb_reset(out);
+    sb_add(out, rb.data, rb.size);
+    msgpack_sbuffer_destroy(&rb);
 }
 
 /* ---------------------------------------------------------------- commit */
@@ -269,14 +290,11 @@ static void validate_start(Slot *s)
             slot_buryf(s, "job body: \"row\" is not a JSON object; " SHAPES);
             return;
         }
-        msgpack_sbuffer rb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&rb);
-        msgpack_packer_init(&pk, &rb, msgpack_sbuffer_write);
-        row_pack_object(&pk, inl);
-        sb_add(&j->row, rb.data, rb.size);
-        msgpack_sbuffer_destroy(&rb);
+        /* Checked as decoded; its bytes are kept only for a reject. */
         j->ref = 0;
+        j->valid = check_obj(m, inl, &j->norm, &j->errors);
+        if (!j->valid)
+            pack_row(inl, &j->row);
     } else if (row_field_text(body, "key", &j->key) == 0) {
         const msgpack_object *rid = row_field(body, "row_id");
         j->ref = 1;
@@ -303,16 +321,19 @@ static void validate_start(Slot *s)
         return;
     }
 
-    j->valid = check(m, j->row.buf, j->row.len, &j->norm, &j->errors);
-    if (!j->ref) {
+    if (j->ref)
+        j->valid = check(m, j->row.buf, j->row.len, &j->norm, &j->errors);
+    else {
         /* The key of an inline row: from the normalised row when it is
          * valid (no key: a reject), else as far as the raw row gives one. */
         if (j->valid && row_key_of(m, j->norm.data, j->norm.size, &j->key) != 0) {
             j->valid = 0;
             key_error(m, 0, &j->errors);
+            pack_row(inl, &j->row);
         } else if (j->valid && j->key.len > STAGING_KEY_MAX) {
             j->valid = 0;
             key_error(m, j->key.len, &j->errors);
+            pack_row(inl, &j->row);
         } else if (!j->valid && row_key_of(m, j->row.buf, j->row.len, &j->key) != 0) {
             sb_reset(&j->key);
             sb_adds(&j->key, "");

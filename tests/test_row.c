@@ -993,6 +993,111 @@ static void random_damage(void)
     sb_free(&again);
 }
 
+/* fast_path_matches_yajl: row_from_json's own parser (the default) and
+ * the yajl-based one (row_json_slow) give the same bytes, or the same
+ * refusal and message, on valid documents, damaged ones, and the edges. */
+static int parse_as(int slow, const char *in, size_t n, int object, msgpack_sbuffer *out, char *err,
+                    size_t errlen)
+{
+    row_json_slow(slow);
+    out->size = 0;
+    err[0] = '\0';
+    int rc = object ? row_from_json_object(in, n, out, err, errlen) : row_from_json(in, n, out, err, errlen);
+    row_json_slow(0);
+    return rc;
+}
+
+static void same_parse(const char *in, size_t n, int object, int doc)
+{
+    msgpack_sbuffer a, b;
+    char ea[200], eb[200];
+    msgpack_sbuffer_init(&a);
+    msgpack_sbuffer_init(&b);
+    int ra = parse_as(0, in, n, object, &a, ea, sizeof ea);
+    int rb = parse_as(1, in, n, object, &b, eb, sizeof eb);
+    if (ra != rb || a.size != b.size || (a.size && memcmp(a.data, b.data, a.size)) || strcmp(ea, eb))
+        t_fail(__FILE__, __LINE__, "doc %d (object %d): fast %d [%s] %zu bytes, yajl %d [%s] %zu bytes: "
+               "%.*s", doc, object, ra, ea, a.size, rb, eb, b.size, (int)(n < 300 ? n : 300), in);
+    msgpack_sbuffer_destroy(&a);
+    msgpack_sbuffer_destroy(&b);
+}
+
+static void fast_path_matches_yajl(void)
+{
+    static const char *const edges[] = {
+        "", " ", "{}", "[]", "{ }", "[ ]", "\"\"", "0", "-0", "01", "-", "1.", ".5", "+1", "1e", "1e+",
+        "1E-0", "-0.0e00", "tru", "truex", "nul", "[1,]", "{\"a\":1,}", "{\"a\"}", "{\"a\":}", "{1:2}",
+        "[1 2]", "\"\\u12\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"",
+        "\"\\ud83d\\ude00\"", "\"\\u0000\"", "\"a\\qb\"", "\"\t\"", "\"\x7f\"", "\"\xc3\xa9\"",
+        "\"\xc3\"", "\"\xe0\x80\x80\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\f1", "1\v",
+        "[1]x", "{\"a\":1}{}", "18446744073709551615", "18446744073709551616", "-9223372036854775808",
+        "-9223372036854775809", "127", "128", "255", "256", "65535", "65536", "4294967295",
+        "4294967296", "-32", "-33", "-128", "-129", "-32768", "-32769", "-2147483648", "-2147483649",
+        "12345678", "1234567890123456", "\"0123456789012345678901234567890\"",
+        "\"01234567890123456789012345678901\"", "\"\\n0123456789012345678901234567890123\"",
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        for (int object = 0; object < 2; object++)
+            same_parse(edges[i], strlen(edges[i]), object, -(int)i - 1);
+    /* containers and strings around the header sizes: 15/16, 31/32, 255/256, 65535/65536 */
+    Strbuf b;
+    sb_init(&b);
+    static const unsigned sizes[] = {15, 16, 31, 32, 255, 256, 65535, 65536};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        unsigned n = sizes[k];
+        sb_reset(&b);
+        sb_add(&b, "[", 1);
+        for (unsigned i = 0; i < n; i++)
+            sb_adds(&b, i ? ",1" : "1");
+        sb_add(&b, "]", 1);
+        same_parse(b.buf, b.len, 0, (int)n);
+        sb_reset(&b);
+        sb_add(&b, "{", 1);
+        for (unsigned i = 0; i < n; i++)
+            sb_addf(&b, "%s\"k%u\":%u", i ? "," : "", i, i);
+        sb_add(&b, "}", 1);
+        same_parse(b.buf, b.len, 1, (int)n);
+        sb_reset(&b);
+        sb_add(&b, "\"", 1);
+        for (unsigned i = 0; i < n; i++)
+            sb_add(&b, i % 7 ? "x" : "\\n", i % 7 ? 1 : 2);
+        sb_add(&b, "\"", 1);
+        same_parse(b.buf, b.len, 0, (int)n);
+    }
+    /* 64 and 65 levels */
+    for (int d = 63; d <= 66; d++) {
+        sb_reset(&b);
+        for (int i = 0; i < d; i++)
+            sb_add(&b, i % 2 ? "[" : "{\"a\":", i % 2 ? 1 : 5);
+        sb_adds(&b, "1");
+        for (int i = d - 1; i >= 0; i--)
+            sb_add(&b, i % 2 ? "]" : "}", 1);
+        same_parse(b.buf, b.len, 1, 1000 + d);
+    }
+    sb_free(&b);
+    /* random documents, whole and damaged */
+    static const char junk[] = "\"\\{}[],:u0dD8e-.\xff\xc3\xed\x80 \t";
+    Gen g = {.s = 0x2545F4914F6CDD1Dull};
+    sb_init(&g.in);
+    sb_init(&g.want);
+    for (int doc = 0; doc < 6000; doc++) {
+        sb_reset(&g.in);
+        sb_reset(&g.want);
+        gen_value(&g, 0);
+        if (doc % 2) {
+            for (unsigned k = 1 + below(&g, 3); k > 0; k--) {
+                size_t at = below(&g, (unsigned)g.in.len);
+                g.in.buf[at] = below(&g, 2) ? junk[below(&g, sizeof junk - 1)] : (char)rnd(&g);
+            }
+            if (below(&g, 4) == 0)
+                g.in.len = below(&g, (unsigned)g.in.len + 1);
+        }
+        same_parse(g.in.buf, g.in.len, doc % 4 < 2, doc);
+    }
+    sb_free(&g.in);
+    sb_free(&g.want);
+}
+
 static const TCase cases[] = {
     T_CASE(strings_round_trip),
     T_CASE(escapes_give_the_same_bytes),
@@ -1013,6 +1118,7 @@ static const TCase cases[] = {
     T_CASE(json_string),
     T_CASE(random_round_trips),
     T_CASE(random_damage),
+    T_CASE(fast_path_matches_yajl),
     {NULL, NULL},
 };
 

@@ -37,7 +37,17 @@
  * Values that JSON input never produces: float32/64 in the shortest %g form
  * that reads back to the same value (NaN and infinities as null), bin as a
  * base64 string, ext types other than ROW_EXT_NUMBER as null, and a map key
- * that is not a string as the string of its JSON text. */
+ * that is not a string as the string of its JSON text.
+ *
+ * The fast path. Most texts are valid, so a single-pass parser of our own
+ * (fj_*) reads them first and writes the msgpack straight into the output,
+ * with the same rules (the strict grammar, UTF-8 by the table, surrogate
+ * pairs, canonical integers, 64 levels) and the same bytes as packing the
+ * events would give (minimal headers; a container's header is written
+ * when its count is known, its elements moved up behind it). It gives up
+ * on anything it does not accept, and then the yajl path above runs from
+ * the start: it either accepts the text as well (the fast path is never
+ * more lenient) or words the error. row_json_slow (tests) turns it off. */
 #include "row.h"
 
 #include "json.h"
@@ -416,13 +426,440 @@ fail:
     return rc;
 }
 
+/* --------------------------------------------------- JSON: the fast path */
+
+static int json_slow_only;
+
+void row_json_slow(int on)
+{
+    json_slow_only = on;
+}
+
+typedef struct Fj {
+    const unsigned char *p, *end;
+    msgpack_sbuffer *out;
+    int depth;
+} Fj;
+
+static void fj_room(msgpack_sbuffer *o, size_t n)
+{
+    if (o->alloc - o->size >= n)
+        return;
+    size_t cap = o->alloc ? o->alloc : 256;
+    PL_ASSERT(n < SIZE_MAX / 4 - o->size, "a msgpack buffer stays under SIZE_MAX / 4");
+    while (cap - o->size < n)
+        cap *= 2;
+    o->data = xrealloc(o->data, cap);
+    o->alloc = cap;
+}
+
+static void fj_put1(msgpack_sbuffer *o, unsigned c)
+{
+    fj_room(o, 1);
+    o->data[o->size++] = (char)c;
+}
+
+/* fj_head writes the minimal header of a map (0x80, 0xde, 0xdf), array
+ * (0x90, 0xdc, 0xdd) or str (0xa0, 0xd9, 0xda, 0xdb) of n into h; returns
+ * its length. */
+static size_t fj_head(unsigned char *h, int kind, size_t n)
+{
+    if (kind == 's') {
+        if (n < 32) {
+            h[0] = (unsigned char)(0xa0 | n);
+            return 1;
+        }
+        if (n < 256) {
+            h[0] = 0xd9;
+            h[1] = (unsigned char)n;
+            return 2;
+        }
+    } else if (n < 16) {
+        h[0] = (unsigned char)((kind == 'm' ? 0x80 : 0x90) | n);
+        return 1;
+    }
+    if (n < 65536) {
+        h[0] = kind == 's' ? 0xda : kind == 'm' ? 0xde : 0xdc;
+        h[1] = (unsigned char)(n >> 8);
+        h[2] = (unsigned char)n;
+        return 3;
+    }
+    h[0] = kind == 's' ? 0xdb : kind == 'm' ? 0xdf : 0xdd;
+    pl_put_be32(h + 1, (uint32_t)n);
+    return 5;
+}
+
+/* fj_close writes the header of the container or string whose body began
+ * at body (5 bytes were kept free before it) and moves the body up. */
+static void fj_close(msgpack_sbuffer *o, size_t body, int kind, size_t n)
+{
+    unsigned char h[5];
+    size_t hl = fj_head(h, kind, n), at = body - 5;
+    memcpy(o->data + at, h, hl);
+    if (hl < 5) {
+        memmove(o->data + at + hl, o->data + body, o->size - body);
+        o->size -= 5 - hl;
+    }
+}
+
+static void fj_ws(Fj *f)
+{
+    while (f->p < f->end && (*f->p == ' ' || *f->p == '\t' || *f->p == '\n' || *f->p == '\r'))
+        f->p++;
+}
+
+static int fj_hex4(const unsigned char *p, uint32_t *v)
+{
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned c = p[i], d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return -1;
+        *v = *v << 4 | d;
+    }
+    return 0;
+}
+
+/* fj_string reads a string literal (f->p at its quote) into the output as
+ * a msgpack str. */
+static int fj_string(Fj *f)
+{
+    const unsigned char *p = ++f->p, *end = f->end;
+    /* The common case: no escape, ASCII or well-formed UTF-8. */
+    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        size_t k = json_utf8_len(p, (size_t)(end - p));
+        if (!k)
+            return -1;
+        p += k;
+    }
+    if (p >= end || *p < 0x20)
+        return -1;
+    msgpack_sbuffer *o = f->out;
+    if (*p == '"') {
+        size_t n = (size_t)(p - f->p);
+        unsigned char h[5];
+        size_t hl = fj_head(h, 's', n);
+        fj_room(o, hl + n);
+        memcpy(o->data + o->size, h, hl);
+        memcpy(o->data + o->size + hl, f->p, n);
+        o->size += hl + n;
+        f->p = p + 1;
+        return 0;
+    }
+    /* Escapes: decode behind a 5-byte gap (nothing decodes longer than
+     * its text), then write the header. */
+    size_t raw = (size_t)(p - f->p);
+    fj_room(o, 5 + raw + (size_t)(end - p));
+    size_t body = o->size + 5;
+    char *w = o->data + body;
+    memcpy(w, f->p, raw);
+    w += raw;
+    while (p < end && *p != '"') {
+        unsigned c = *p;
+        if (c < 0x20)
+            return -1;
+        if (c >= 0x80) {
+            size_t k = json_utf8_len(p, (size_t)(end - p));
+            if (!k)
+                return -1;
+            memcpy(w, p, k);
+            w += k;
+            p += k;
+            continue;
+        }
+        if (c != '\\') {
+            *w++ = (char)c;
+            p++;
+            continue;
+        }
+        if (end - p < 2)
+            return -1;
+        uint32_t cp, lo;
+        switch (p[1]) {
+        case '"': *w++ = '"'; p += 2; break;
+        case '\\': *w++ = '\\'; p += 2; break;
+        case '/': *w++ = '/'; p += 2; break;
+        case 'b': *w++ = '\b'; p += 2; break;
+        case 'f': *w++ = '\f'; p += 2; break;
+        case 'n': *w++ = '\n'; p += 2; break;
+        case 'r': *w++ = '\r'; p += 2; break;
+        case 't': *w++ = '\t'; p += 2; break;
+        case 'u':
+            if (end - p < 6 || fj_hex4(p + 2, &cp))
+                return -1;
+            p += 6;
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return -1;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || fj_hex4(p + 2, &lo) ||
+                    lo < 0xDC00 || lo > 0xDFFF)
+                    return -1;
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                p += 6;
+            }
+            w += json_utf8_put(w, cp);
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (p >= end)
+        return -1;
+    size_t n = (size_t)(w - (o->data + body));
+    if (n > UINT32_MAX)
+        return -1;
+    o->size = body + n;
+    fj_close(o, body, 's', n);
+    f->p = p + 1;
+    return 0;
+}
+
+/* fj_number reads a number as cb_number would have it. */
+static int fj_number(Fj *f)
+{
+    const unsigned char *s = f->p, *p = s, *end = f->end;
+    if (p < end && *p == '-')
+        p++;
+    if (p >= end || !is_digit((char)*p))
+        return -1;
+    if (*p == '0')
+        p++;
+    else
+        while (p < end && is_digit((char)*p))
+            p++;
+    if (p < end && *p == '.') {
+        p++;
+        if (p >= end || !is_digit((char)*p))
+            return -1;
+        while (p < end && is_digit((char)*p))
+            p++;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= end || !is_digit((char)*p))
+            return -1;
+        while (p < end && is_digit((char)*p))
+            p++;
+    }
+    size_t n = (size_t)(p - s);
+    f->p = p;
+    /* As cb_number: canonical integers that fit become ints. */
+    int neg = s[0] == '-', isint = 1;
+    size_t i = (size_t)neg;
+    uint64_t v = 0;
+    if (n - i > 20 || (s[i] == '0' && (n - i > 1 || neg)))
+        isint = 0;
+    for (; isint && i < n; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (!is_digit((char)s[i]) || v > (UINT64_MAX - d) / 10)
+            isint = 0;
+        else
+            v = v * 10 + d;
+    }
+    if (isint && neg && v > (uint64_t)INT64_MAX + 1)
+        isint = 0;
+    msgpack_sbuffer *o = f->out;
+    fj_room(o, 9 + 6 + n);
+    unsigned char *w = (unsigned char *)o->data + o->size;
+    if (!isint) {
+        if (n > UINT32_MAX)
+            return -1;
+        size_t hl;
+        switch (n) {
+        case 1: w[0] = 0xd4; hl = 1; break;
+        case 2: w[0] = 0xd5; hl = 1; break;
+        case 4: w[0] = 0xd6; hl = 1; break;
+        case 8: w[0] = 0xd7; hl = 1; break;
+        case 16: w[0] = 0xd8; hl = 1; break;
+        default:
+            if (n < 256) {
+                w[0] = 0xc7;
+                w[1] = (unsigned char)n;
+                hl = 2;
+            } else if (n < 65536) {
+                w[0] = 0xc8;
+                w[1] = (unsigned char)(n >> 8);
+                w[2] = (unsigned char)n;
+                hl = 3;
+            } else {
+                w[0] = 0xc9;
+                pl_put_be32(w + 1, (uint32_t)n);
+                hl = 5;
+            }
+        }
+        w[hl] = ROW_EXT_NUMBER;
+        memcpy(w + hl + 1, s, n);
+        o->size += hl + 1 + n;
+        return 0;
+    }
+    size_t l;
+    if (!neg) {
+        if (v < 128) {
+            w[0] = (unsigned char)v;
+            l = 1;
+        } else if (v < 256) {
+            w[0] = 0xcc;
+            w[1] = (unsigned char)v;
+            l = 2;
+        } else if (v < 65536) {
+            w[0] = 0xcd;
+            w[1] = (unsigned char)(v >> 8);
+            w[2] = (unsigned char)v;
+            l = 3;
+        } else if (v <= UINT32_MAX) {
+            w[0] = 0xce;
+            pl_put_be32(w + 1, (uint32_t)v);
+            l = 5;
+        } else {
+            w[0] = 0xcf;
+            pl_put_be64(w + 1, v);
+            l = 9;
+        }
+    } else {
+        int64_t d = -(int64_t)(v - 1) - 1;
+        if (d >= -32) {
+            w[0] = (unsigned char)(int8_t)d;
+            l = 1;
+        } else if (d >= -128) {
+            w[0] = 0xd0;
+            w[1] = (unsigned char)(int8_t)d;
+            l = 2;
+        } else if (d >= -32768) {
+            w[0] = 0xd1;
+            w[1] = (unsigned char)((uint16_t)(int16_t)d >> 8);
+            w[2] = (unsigned char)(uint16_t)(int16_t)d;
+            l = 3;
+        } else if (d >= INT32_MIN) {
+            w[0] = 0xd2;
+            pl_put_be32(w + 1, (uint32_t)(int32_t)d);
+            l = 5;
+        } else {
+            w[0] = 0xd3;
+            pl_put_be64(w + 1, (uint64_t)d);
+            l = 9;
+        }
+    }
+    o->size += l;
+    return 0;
+}
+
+static int fj_word(Fj *f, const char *w, size_t n, unsigned byte)
+{
+    if ((size_t)(f->end - f->p) < n || memcmp(f->p, w, n) != 0)
+        return -1;
+    f->p += n;
+    fj_put1(f->out, byte);
+    return 0;
+}
+
+static int fj_value(Fj *f)
+{
+    if (f->p >= f->end)
+        return -1;
+    switch (*f->p) {
+    case '"':
+        return fj_string(f);
+    case 't':
+        return fj_word(f, "true", 4, 0xc3);
+    case 'f':
+        return fj_word(f, "false", 5, 0xc2);
+    case 'n':
+        return fj_word(f, "null", 4, 0xc0);
+    case '{':
+    case '[': {
+        int map = *f->p == '{';
+        if (f->depth == ROW_MAX_DEPTH)
+            return -1;
+        f->depth++;
+        f->p++;
+        msgpack_sbuffer *o = f->out;
+        fj_room(o, 5);
+        o->size += 5;
+        size_t body = o->size, n = 0;
+        fj_ws(f);
+        if (f->p < f->end && *f->p == (map ? '}' : ']')) {
+            f->p++;
+        } else {
+            for (;;) {
+                if (map) {
+                    if (f->p >= f->end || *f->p != '"' || fj_string(f))
+                        return -1;
+                    fj_ws(f);
+                    if (f->p >= f->end || *f->p != ':')
+                        return -1;
+                    f->p++;
+                    fj_ws(f);
+                }
+                if (fj_value(f))
+                    return -1;
+                if (++n > UINT32_MAX)
+                    return -1;
+                fj_ws(f);
+                if (f->p >= f->end)
+                    return -1;
+                if (*f->p == ',') {
+                    f->p++;
+                    fj_ws(f);
+                    continue;
+                }
+                if (*f->p != (map ? '}' : ']'))
+                    return -1;
+                f->p++;
+                break;
+            }
+        }
+        fj_close(o, body, map ? 'm' : 'a', n);
+        f->depth--;
+        return 0;
+    }
+    default:
+        return fj_number(f);
+    }
+}
+
+/* fast_from_json: the fast path; 0, or -1 with out as it was. */
+static int fast_from_json(const char *json, size_t len, int object, msgpack_sbuffer *out)
+{
+    size_t start = out->size;
+    Fj f = {(const unsigned char *)json, (const unsigned char *)json + len, out, 0};
+    fj_ws(&f);
+    if (object && (f.p >= f.end || *f.p != '{'))
+        goto fail;
+    if (fj_value(&f))
+        goto fail;
+    fj_ws(&f);
+    if (f.p != f.end)
+        goto fail;
+    return 0;
+fail:
+    out->size = start;
+    return -1;
+}
+
+static int from_json0(const char *json, size_t len, int object, msgpack_sbuffer *out,
+                      char *err, size_t errlen);
+
 int row_from_json(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen)
 {
+    if (!json_slow_only && fast_from_json(json, len, 0, out) == 0)
+        return 0;
     return from_json0(json, len, 0, out, err, errlen);
 }
 
 int row_from_json_object(const char *json, size_t len, msgpack_sbuffer *out, char *err,
                          size_t errlen)
 {
+    if (!json_slow_only && fast_from_json(json, len, 1, out) == 0)
+        return 0;
     return from_json0(json, len, 1, out, err, errlen);
 }

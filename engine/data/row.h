@@ -33,6 +33,11 @@
 int row_from_json(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen);
 int row_from_json_object(const char *json, size_t len, msgpack_sbuffer *out, char *err, size_t errlen);
 
+/* row_json_slow(1) makes row_from_json use only its yajl-based parser,
+ * (0) the fast one first (the default): a seam for tests that compare the
+ * two. Not thread-safe; set it before any parse. */
+void row_json_slow(int on);
+
 /* row_to_json appends the JSON text of the msgpack value in mp (len bytes)
  * to b. Returns 0 or PL_EFORMAT for malformed msgpack (also: bytes after the
  * value, nesting deeper than 64, a ROW_EXT_NUMBER that is not a JSON
