@@ -194,8 +194,111 @@ static int get_bytes(const msgpack_object *o, const char **p, size_t *n)
     return PL_EFORMAT;
 }
 
+/* The fast path of rec_job_decode: the header as rec_job_encode writes
+ * it (a fixarray of 12, version 1, minimal integers); anything else goes to
+ * the general decoder. 0, or -1 to fall back. */
+static int rd_uint(const unsigned char **pp, const unsigned char *end, uint64_t *v)
+{
+    const unsigned char *p = *pp;
+    if (p >= end)
+        return -1;
+    unsigned c = *p++;
+    size_t n;
+    if (c <= 0x7f) {
+        *v = c;
+        *pp = p;
+        return 0;
+    }
+    switch (c) {
+    case 0xcc: n = 1; break;
+    case 0xcd: n = 2; break;
+    case 0xce: n = 4; break;
+    case 0xcf: n = 8; break;
+    default: return -1;
+    }
+    if ((size_t)(end - p) < n)
+        return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++)
+        x = x << 8 | p[i];
+    *v = x;
+    *pp = p + n;
+    return 0;
+}
+
+static int rd_u32(const unsigned char **pp, const unsigned char *end, uint32_t *v)
+{
+    uint64_t x;
+    if (rd_uint(pp, end, &x) || x > UINT32_MAX)
+        return -1;
+    *v = (uint32_t)x;
+    return 0;
+}
+
+static int rd_bytes(const unsigned char **pp, const unsigned char *end, const char **s, size_t *n)
+{
+    const unsigned char *p = *pp;
+    if (p >= end)
+        return -1;
+    unsigned c = *p++;
+    size_t len, hl;
+    if (c == 0xc0) {
+        *s = NULL;
+        *n = 0;
+        *pp = p;
+        return 0;
+    }
+    if (c >= 0xa0 && c <= 0xbf) {
+        len = c & 0x1f;
+        hl = 0;
+    } else if (c == 0xc4 || c == 0xd9) {
+        hl = 1;
+    } else if (c == 0xc5 || c == 0xda) {
+        hl = 2;
+    } else if (c == 0xc6 || c == 0xdb) {
+        hl = 4;
+    } else {
+        return -1;
+    }
+    if (hl) {
+        if ((size_t)(end - p) < hl)
+            return -1;
+        len = 0;
+        for (size_t i = 0; i < hl; i++)
+            len = len << 8 | p[i];
+        p += hl;
+    }
+    if ((size_t)(end - p) < len)
+        return -1;
+    *s = (const char *)p;
+    *n = len;
+    *pp = p + len;
+    return 0;
+}
+
+static int job_decode_fast(const void *buf, size_t len, JobRec *j)
+{
+    const unsigned char *p = buf, *end = p + len;
+    uint64_t v, state;
+    if (len < 13 || p[0] != (0x90 | JOB_V1_FIELDS) || p[1] != 1)
+        return -1;
+    p += 2;
+    if (rd_u32(&p, end, &j->qid) || rd_u32(&p, end, &j->pri) || rd_uint(&p, end, &state) ||
+        rd_u32(&p, end, &j->attempts) || rd_u32(&p, end, &j->kicks) || rd_uint(&p, end, &v))
+        return -1;
+    j->created_ms = v;
+    if (rd_uint(&p, end, &j->due_ms) || rd_u32(&p, end, &j->ttr_ms) || rd_uint(&p, end, &j->lease) ||
+        rd_bytes(&p, end, &j->key, &j->keylen) || rd_bytes(&p, end, &j->error, &j->errorlen) ||
+        p != end || state < JOB_READY || state > JOB_BURIED)
+        return -1;
+    j->state = (int)state;
+    return 0;
+}
+
 int rec_job_decode(Rec *r, const void *buf, size_t len, JobRec *j)
 {
+    if (job_decode_fast(buf, len, j) == 0)
+        return 0;
     msgpack_object *a;
     uint32_t n;
     uint64_t state;
