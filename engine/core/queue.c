@@ -239,12 +239,35 @@ static void job_key(unsigned char *b, uint64_t id, int kind)
     b[8] = (unsigned char)kind;
 }
 
+/* jobs_get reads key kb of DB_JOBS through the transaction's cursor: a
+ * job's header and body sit side by side, so the reads and deletes of one
+ * job after the first stay on its page (LMDB's MDB_SET searches the
+ * cursor's page before the tree). */
+static int jobs_get(Txn *t, unsigned char *kb, MDB_val *v)
+{
+    MDB_cursor *c = txn_cursor(t, DB_JOBS);
+    if (!c)
+        return ENOMEM;
+    MDB_val k = {9, kb};
+    return mdb_cursor_get(c, &k, v, MDB_SET_KEY);
+}
+
+static int jobs_del(Txn *t, unsigned char *kb)
+{
+    MDB_cursor *c = txn_cursor(t, DB_JOBS);
+    if (!c)
+        return ENOMEM;
+    MDB_val k = {9, kb}, v;
+    int rc = mdb_cursor_get(c, &k, &v, MDB_SET);
+    return rc ? rc : mdb_cursor_del(c, 0);
+}
+
 int q_job_load(Txn *t, uint64_t id, JobRec *j)
 {
     unsigned char kb[9];
     job_key(kb, id, JK_HEADER);
-    MDB_val k = {9, kb}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_JOBS), &k, &v);
+    MDB_val v;
+    int rc = jobs_get(t, kb, &v);
     if (rc)
         return rc == MDB_NOTFOUND ? PL_ENOJOB : rc;
     if ((rc = rec_job_decode(&qc(t)->rec, v.mv_data, v.mv_size, j)) != 0)
@@ -279,8 +302,8 @@ static int body_get(Txn *t, uint64_t id, const void **p, size_t *n)
 {
     unsigned char kb[9];
     job_key(kb, id, JK_BODY);
-    MDB_val k = {9, kb}, v;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_JOBS), &k, &v);
+    MDB_val v;
+    int rc = jobs_get(t, kb, &v);
     if (rc == MDB_NOTFOUND) {
         *p = "";
         *n = 0;
@@ -445,13 +468,12 @@ int q_drop(Txn *t, QRec *q, uint64_t id, JobRec *j)
 {
     unsigned char kb[9];
     job_key(kb, id, JK_HEADER);
-    MDB_val k = {9, kb};
     int rc;
     if ((rc = state_leave(t, q, id, j)) != 0 || (rc = q_key_release(t, q, id, j)) != 0 ||
-        (rc = mdb_del(t->mdb, txn_dbi(t, DB_JOBS), &k, NULL)) != 0)
+        (rc = jobs_del(t, kb)) != 0)
         return txn_fail(t, rc);
     kb[8] = JK_BODY;
-    rc = mdb_del(t->mdb, txn_dbi(t, DB_JOBS), &k, NULL);
+    rc = jobs_del(t, kb);
     if (rc && rc != MDB_NOTFOUND)
         return txn_fail(t, rc);
     return 0;
