@@ -54,13 +54,17 @@ static void op_done_writer(CommitOp *op, int rc)
     o->rc = rc;
     o->next_done = NULL;
     pthread_mutex_lock(&e->mu);
+    int first = e->done_head == NULL;
     if (e->done_tail)
         e->done_tail->next_done = o;
     else
         e->done_head = o;
     e->done_tail = o;
     pthread_mutex_unlock(&e->mu);
-    ev_async_send(e->loop, &e->wake);
+    /* One wake-up per list: the loop takes the whole list when it wakes,
+     * and an op that comes after that finds the list empty again. */
+    if (first)
+        ev_async_send(e->loop, &e->wake);
 }
 
 void engine_submit(Engine *e, EngineOp *o)
