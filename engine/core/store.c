@@ -465,6 +465,8 @@ static void txn_release(Txn *t)
             mdb_cursor_close(t->cur[i]);
     if (t->qcache_free)
         t->qcache_free(t->qcache);
+    if (t->scache_free)
+        t->scache_free(t->scache);
     pthread_rwlock_unlock(&t->store->resize);
     free(t);
 }
@@ -487,6 +489,8 @@ int store_txn_commit(Txn *t)
         goto abort;
     }
     if (t->write) {
+        if (t->scache_flush)
+            t->scache_flush(t, t->scache);
         if (t->precommit)
             t->precommit(t, t->precommit_arg);
         if (t->failed) {

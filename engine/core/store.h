@@ -94,6 +94,9 @@ struct Txn {
     void *precommit_arg;
     void *qcache;          /* queue.c's per-transaction cache */
     void (*qcache_free)(void *);
+    void *scache;          /* staging.c's: the open batch being appended to */
+    void (*scache_free)(void *);
+    TxnHook scache_flush;  /* run before precommit */
     uint64_t next_id;      /* job id counter, loaded on first use */
     int next_id_dirty;
 };

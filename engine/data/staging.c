@@ -227,7 +227,55 @@ int staging_uuid(Txn *t, char out[33])
 
 /* ---------------------------------------------------------------- batches */
 
+/* ---------------------------------------------------------------- cache
+ *
+ * A stream of appends to one model's open batch reads and rewrites its
+ * record once per transaction, not once per row: staging_append keeps it
+ * in the transaction's cache and writes it back before the commit (or
+ * before anything else in this file reads or writes a batch record: every
+ * such path goes through batch_get, batch_save, batch_each or open_batch,
+ * which sync first). */
+
+typedef struct SCache {
+    int have, dirty;
+    BatchRec b;
+} SCache;
+
+static int batch_write(Txn *t, const BatchRec *b);
+
+static int sc_sync(Txn *t)
+{
+    SCache *c = t->scache;
+    if (!c || !c->have)
+        return 0;
+    int rc = c->dirty ? batch_write(t, &c->b) : 0;
+    c->have = c->dirty = 0;
+    return rc ? txn_fail(t, rc) : 0;
+}
+
+static void sc_flush(Txn *t, void *arg)
+{
+    (void)arg;
+    sc_sync(t);
+}
+
+static SCache *sc_of(Txn *t)
+{
+    if (!t->scache) {
+        t->scache = xcalloc(1, sizeof(SCache));
+        t->scache_free = free;
+        t->scache_flush = sc_flush;
+    }
+    return t->scache;
+}
+
 int batch_save(Txn *t, const BatchRec *b)
+{
+    int rc = sc_sync(t);
+    return rc ? rc : batch_write(t, b);
+}
+
+static int batch_write(Txn *t, const BatchRec *b)
 {
     msgpack_sbuffer sb;
     msgpack_packer pk;
@@ -279,7 +327,9 @@ int batch_get(Txn *t, uint64_t id, BatchRec *out)
     unsigned char k[10];
     batch_key(k, id);
     MDB_val v;
-    int rc = staging_get(t, DB_META, k, sizeof k, PL_ENOBATCH, &v);
+    int rc = sc_sync(t);
+    if (rc == 0)
+        rc = staging_get(t, DB_META, k, sizeof k, PL_ENOBATCH, &v);
     return rc ? rc : batch_decode(v.mv_data, v.mv_size, out);
 }
 
@@ -304,7 +354,8 @@ static int batch_each1(MDB_cursor *c, const MDB_val *k, const MDB_val *v, void *
 int batch_each(Txn *t, int state, int (*fn)(const BatchRec *b, void *arg), void *arg)
 {
     BatchEach e = {state, fn, arg};
-    return staging_walk(t, DB_META, "b/", 2, 2, 10, batch_each1, &e);
+    int rc = sc_sync(t);
+    return rc ? rc : staging_walk(t, DB_META, "b/", 2, 2, 10, batch_each1, &e);
 }
 
 static int open_batch(Txn *t, const char *model, int create, BatchRec *b)
@@ -313,7 +364,10 @@ static int open_batch(Txn *t, const char *model, int create, BatchRec *b)
     if (!*model || strlen(model) >= sizeof b->model)
         return PL_EINVAL;
     MDB_val mk = {open_key(k, sizeof k, model), k}, mv;
-    int rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &mk, &mv);
+    int rc = sc_sync(t);
+    if (rc)
+        return rc;
+    rc = mdb_get(t->mdb, txn_dbi(t, DB_META), &mk, &mv);
     if (rc == 0 && mv.mv_size == 8) {
         rc = batch_get(t, pl_get_be64(mv.mv_data), b);
         if (rc == 0 && b->state == BATCH_OPEN)
@@ -375,38 +429,46 @@ static int seal_now(Txn *t, BatchRec *b, const SealPolicy *p)
 int staging_append(Txn *t, const char *model, uint64_t version, const void *row, size_t len,
                    const SealPolicy *policy, BatchRec *out)
 {
-    BatchRec b;
     int rc;
     if ((rc = store_room(t)) != 0)
         return rc;
-    if ((rc = open_batch(t, model, 1, &b)) != 0)
-        return rc;
-    if (b.version != version) {
+    SCache *c = sc_of(t);
+    if (!c->have || strcmp(c->b.model, model) != 0) {
+        if ((rc = open_batch(t, model, 1, &c->b)) != 0)
+            return rc;
+        c->have = 1;
+        c->dirty = 0;
+    }
+    BatchRec *b = &c->b;
+    if (b->version != version) {
         /* A batch holds rows of one version of its model: a row of another
          * (the pipeline changed while rows were in flight) seals the open
          * batch and opens the next one. */
-        if (b.rows) {
-            if ((rc = seal_now(t, &b, policy)) != 0 || (rc = open_batch(t, model, 1, &b)) != 0)
+        if (b->rows) {
+            c->have = c->dirty = 0; /* sealed now, written by seal_now */
+            if ((rc = seal_now(t, b, policy)) != 0 || (rc = open_batch(t, model, 1, b)) != 0)
                 return txn_fail(t, rc);
+            c->have = 1;
         }
-        b.version = version;
+        b->version = version;
+        c->dirty = 1;
     }
-    if (b.rows >= UINT32_MAX)
+    if (b->rows >= UINT32_MAX)
         return PL_EFULL;
     unsigned char k[13];
-    row_key(k, b.id, (uint32_t)b.rows);
+    row_key(k, b->id, (uint32_t)b->rows);
     MDB_val mk = {sizeof k, k}, mv = {len, (void *)row};
     if ((rc = mdb_put(t->mdb, txn_dbi(t, DB_STAGE), &mk, &mv, 0)) != 0)
         return txn_fail(t, rc);
-    b.rows++;
-    if (policy && policy->rows && b.rows >= policy->rows)
-        rc = seal_now(t, &b, policy);
-    else
-        rc = batch_save(t, &b);
-    if (rc)
-        return txn_fail(t, rc);
+    b->rows++;
+    c->dirty = 1;
+    if (policy && policy->rows && b->rows >= policy->rows) {
+        c->have = c->dirty = 0; /* sealed now, written by seal_now */
+        if ((rc = seal_now(t, b, policy)) != 0)
+            return txn_fail(t, rc);
+    }
     if (out)
-        *out = b;
+        *out = *b;
     return 0;
 }
 
