@@ -71,7 +71,7 @@
 #include <unistd.h>
 
 static size_t opt_rows = 300000;
-static unsigned opt_rounds = 2, opt_clients = 64, opt_bulk = 1, opt_conc = 1024, opt_rsv = 100;
+static unsigned opt_rounds = 2, opt_clients = 64, opt_bulk = 1000, opt_conc = 1024, opt_rsv = 256;
 static size_t opt_batch_rows = 50000, opt_jobs = 300000;
 static const char *opt_only;
 static int opt_keep, opt_perf;
@@ -799,10 +799,10 @@ static void usage(FILE *f)
             "  --rounds N       rounds of each form and of psql; the best counts (default 2)\n"
             "  --only FORM      copy (psql alone), preload, listen, or ingest (the listener alone)\n"
             "  --clients N      listen: connections at once (default 64)\n"
-            "  --bulk K         listen: K jobs per request (NDJSON); 1: one job per request\n"
+            "  --bulk K         listen: K jobs per request (NDJSON, default 1000); 1: one job per request\n"
             "  --batch-rows R   the batch stage seals at R rows (default 50000)\n"
             "  --concurrency C  slots of each stage (default 1024)\n"
-            "  --reserve B      jobs per reserve (the stages' batch:, default 100)\n"
+            "  --reserve B      jobs per reserve (the stages' batch:, default 256)\n"
             "  --jobs N         ingest: jobs of 200 bytes (default 300000)\n"
             "  --json           one JSON object per row\n"
             "  --keep           keep the scratch directory\n"

@@ -1098,6 +1098,64 @@ static void fast_path_matches_yajl(void)
     sb_free(&g.want);
 }
 
+/* validate_fast_matches_yajl: json_validate's own checker and yajl with
+ * the UTF-8 scan agree on every text (and word refusals alike). */
+static void same_validate(const char *in, size_t n, int doc)
+{
+    char ea[200] = "", eb[200] = "";
+    json_validate_slow(0);
+    int ra = json_validate(in, n, ea, sizeof ea);
+    json_validate_slow(1);
+    int rb = json_validate(in, n, eb, sizeof eb);
+    json_validate_slow(0);
+    if (ra != rb || strcmp(ea, eb))
+        t_fail(__FILE__, __LINE__, "doc %d: fast %d [%s], yajl %d [%s]: %.*s", doc, ra, ea, rb, eb,
+               (int)(n < 300 ? n : 300), in);
+}
+
+static void validate_fast_matches_yajl(void)
+{
+    static const char *const edges[] = {
+        "", " ", "{}", "[]", "\"\\ud800\"", "\"\\udc00x\"", "\"\\u00zz\"", "01", "-", "1.", "1e", "-0",
+        "\f1", "1\v", " 1 ", "[1,]", "{\"a\"}", "\"\xed\xa0\x80\"", "\"\xc3\"", "\"\t\"", "tru", "nulll",
+        "/*c*/1", "[1]//", "\xef\xbb\xbf" "1", "{\"a\":1,\"a\":2}", "1 2", "\"\\/\"", "\"\\x\"",
+    };
+    for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
+        same_validate(edges[i], strlen(edges[i]), -(int)i - 1);
+    Strbuf b;
+    sb_init(&b);
+    for (int d = 1; d < 400; d += d < 60 ? 1 : 37) {
+        sb_reset(&b);
+        for (int i = 0; i < d; i++)
+            sb_adds(&b, i % 2 ? "[" : "{\"k\":");
+        sb_adds(&b, "0");
+        for (int i = d - 1; i >= 0; i--)
+            sb_adds(&b, i % 2 ? "]" : "}");
+        same_validate(b.buf, b.len, 2000 + d);
+    }
+    sb_free(&b);
+    static const char junk[] = "\"\\{}[],:u0dD8e-.\xff\xc3\xed\x80 \t\f";
+    Gen g = {.s = 0x5851F42D4C957F2Dull};
+    sb_init(&g.in);
+    sb_init(&g.want);
+    for (int doc = 0; doc < 6000; doc++) {
+        sb_reset(&g.in);
+        sb_reset(&g.want);
+        gen_value(&g, 0);
+        if (doc % 2) {
+            for (unsigned k = 1 + below(&g, 3); k > 0; k--) {
+                size_t at = below(&g, (unsigned)g.in.len);
+                g.in.buf[at] = below(&g, 2) ? junk[below(&g, sizeof junk - 1)] : (char)rnd(&g);
+            }
+            if (below(&g, 4) == 0)
+                g.in.len = below(&g, (unsigned)g.in.len + 1);
+        }
+        same_validate(g.in.buf, g.in.len, doc);
+    }
+    sb_free(&g.in);
+    sb_free(&g.want);
+}
+
 static const TCase cases[] = {
     T_CASE(strings_round_trip),
     T_CASE(escapes_give_the_same_bytes),
@@ -1119,6 +1177,7 @@ static const TCase cases[] = {
     T_CASE(random_round_trips),
     T_CASE(random_damage),
     T_CASE(fast_path_matches_yajl),
+    T_CASE(validate_fast_matches_yajl),
     {NULL, NULL},
 };
 

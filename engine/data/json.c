@@ -9,7 +9,14 @@
  * UTF-16 surrogate escape ("\ud800" without its low half, or a low half
  * alone), which encodes no character (RFC 8259 section 8.2 leaves it to the
  * reader; PostgreSQL's text and jsonb cannot hold it), so the escapes of a
- * text yajl accepted are checked too. */
+ * text yajl accepted are checked too.
+ *
+ * A text is valid far more often than not, so a small checker of our own
+ * (valid_fast: the RFC's grammar, strict UTF-8, any escape that is
+ * well-formed and no lone surrogate) runs first and yajl only when it
+ * refuses, to accept what it could not be sure of or to word the error. It
+ * never accepts what yajl, the UTF-8 scan and the surrogate scan refuse.
+ * json_validate_slow (tests) turns it off. */
 #include "json.h"
 
 #include "pl.h"
@@ -177,6 +184,8 @@ static size_t surrogate_scan(const unsigned char *p, size_t len, const char **wh
 }
 
 /* yajl allocates through our wrappers: out of memory aborts (pl.h). */
+static int json_validate0(const void *buf, size_t len, char *err, size_t errlen);
+
 static void *ya_malloc(void *ctx, size_t n)
 {
     (void)ctx;
@@ -228,7 +237,180 @@ static void tidy(const char *m, char *out, size_t cap)
     out[n] = '\0';
 }
 
+static int validate_slow_only;
+
+void json_validate_slow(int on)
+{
+    validate_slow_only = on;
+}
+
+typedef struct Vf {
+    const unsigned char *p, *end;
+} Vf;
+
+static void vf_ws(Vf *v)
+{
+    while (v->p < v->end && is_ws(*v->p))
+        v->p++;
+}
+
+static int vf_string(Vf *v)
+{
+    const unsigned char *p = v->p + 1, *end = v->end;
+    const char *why;
+    while (p < end && *p != '"') {
+        unsigned c = *p;
+        if (c < 0x20)
+            return -1;
+        if (c == '\\') {
+            if (end - p < 2)
+                return -1;
+            c = p[1];
+            if (c == 'u') {
+                unsigned cp, lo;
+                if (!u_escape(p, (size_t)(end - p), &cp) || (cp >= 0xDC00 && cp <= 0xDFFF))
+                    return -1; /* a low surrogate alone: yajl's path words it */
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (!u_escape(p + 6, (size_t)(end - p - 6), &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                        return -1; /* a high surrogate without its low half */
+                    p += 6;
+                }
+                p += 6;
+            } else if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' ||
+                       c == 'r' || c == 't') {
+                p += 2;
+            } else {
+                return -1;
+            }
+        } else if (c >= 0x80) {
+            size_t k = utf8_seq(p, (size_t)(end - p), &why);
+            if (!k)
+                return -1;
+            p += k;
+        } else {
+            p++;
+        }
+    }
+    if (p >= end)
+        return -1;
+    v->p = p + 1;
+    return 0;
+}
+
+static int vf_digits(Vf *v)
+{
+    if (v->p >= v->end || *v->p < '0' || *v->p > '9')
+        return -1;
+    while (v->p < v->end && *v->p >= '0' && *v->p <= '9')
+        v->p++;
+    return 0;
+}
+
+static int vf_number(Vf *v)
+{
+    if (v->p < v->end && *v->p == '-')
+        v->p++;
+    if (v->p < v->end && *v->p == '0')
+        v->p++;
+    else if (vf_digits(v))
+        return -1;
+    if (v->p < v->end && *v->p == '.') {
+        v->p++;
+        if (vf_digits(v))
+            return -1;
+    }
+    if (v->p < v->end && (*v->p == 'e' || *v->p == 'E')) {
+        v->p++;
+        if (v->p < v->end && (*v->p == '+' || *v->p == '-'))
+            v->p++;
+        if (vf_digits(v))
+            return -1;
+    }
+    return 0;
+}
+
+static int vf_word(Vf *v, const char *w, size_t n)
+{
+    if ((size_t)(v->end - v->p) < n || memcmp(v->p, w, n) != 0)
+        return -1;
+    v->p += n;
+    return 0;
+}
+
+/* vf_value checks one value; depth-bounded (a deeper text goes to yajl). */
+static int vf_value(Vf *v, int depth)
+{
+    if (v->p >= v->end)
+        return -1;
+    switch (*v->p) {
+    case '"':
+        return vf_string(v);
+    case 't':
+        return vf_word(v, "true", 4);
+    case 'f':
+        return vf_word(v, "false", 5);
+    case 'n':
+        return vf_word(v, "null", 4);
+    case '{':
+    case '[': {
+        int map = *v->p == '{';
+        if (depth >= 256)
+            return -1;
+        v->p++;
+        vf_ws(v);
+        if (v->p < v->end && *v->p == (map ? '}' : ']')) {
+            v->p++;
+            return 0;
+        }
+        for (;;) {
+            if (map) {
+                if (v->p >= v->end || *v->p != '"' || vf_string(v))
+                    return -1;
+                vf_ws(v);
+                if (v->p >= v->end || *v->p != ':')
+                    return -1;
+                v->p++;
+                vf_ws(v);
+            }
+            if (vf_value(v, depth + 1))
+                return -1;
+            vf_ws(v);
+            if (v->p >= v->end)
+                return -1;
+            if (*v->p == ',') {
+                v->p++;
+                vf_ws(v);
+                continue;
+            }
+            if (*v->p != (map ? '}' : ']'))
+                return -1;
+            v->p++;
+            return 0;
+        }
+    }
+    default:
+        return vf_number(v);
+    }
+}
+
+static int valid_fast(const void *buf, size_t len)
+{
+    Vf v = {buf, (const unsigned char *)buf + len};
+    vf_ws(&v);
+    if (vf_value(&v, 0))
+        return -1;
+    vf_ws(&v);
+    return v.p == v.end ? 0 : -1;
+}
+
 int json_validate(const void *buf, size_t len, char *err, size_t errlen)
+{
+    if (!validate_slow_only && valid_fast(buf, len) == 0)
+        return 0;
+    return json_validate0(buf, len, err, errlen);
+}
+
+static int json_validate0(const void *buf, size_t len, char *err, size_t errlen)
 {
     const unsigned char *p = buf;
     const char *why = NULL;

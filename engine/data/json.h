@@ -27,6 +27,11 @@
  * accepted (they are not converted). */
 int json_validate(const void *buf, size_t len, char *err, size_t errlen);
 
+/* json_validate_slow(1) makes json_validate use only yajl and the UTF-8
+ * scan, (0) its own checker first (the default): a seam for tests that
+ * compare the two. Not thread-safe; set it before any check. */
+void json_validate_slow(int on);
+
 /* json_yajl_alloc returns a yajl parser (yajl_alloc: callbacks cb, NULL
  * for none, and their ctx) that allocates through pl.h's wrappers, so out
  * of memory aborts; never NULL. Free it with yajl_free. */
