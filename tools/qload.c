@@ -80,7 +80,9 @@ static const CliFlag flags[NFLAGS] = {
                     "in the data directory"},
     [F_MODEL] = {"model", "M", "load only the batches of model M"},
     [F_JSON] = {"json", NULL, "print the summary as one JSON object: {\"batches\",\n"
-                              "\"rows\",\"rejected\",\"failed\",\"seconds\",\"rows_per_s\"}"},
+                              "\"rows\",\"rejected\",\"failed\",\"seconds\",\"rows_per_s\",\n"
+                              "\"load_seconds\" (COPY and COMMIT), \"drop_seconds\"\n"
+                              "(marking loaded, dropping the rows)}"},
     [F_QUIET] = {"quiet", NULL, "no progress and no per-batch lines (errors still print)"},
     [F_HELP] = {"help", NULL, "this text"},
 };
@@ -414,8 +416,10 @@ static void summary(Loader *L)
     double rate = s > 0 ? (double)L->n_rows / s : 0;
     if (L->o.json) {
         printf("{\"batches\":%" PRIu64 ",\"rows\":%" PRIu64 ",\"rejected\":%" PRIu64
-               ",\"failed\":%" PRIu64 ",\"seconds\":%.3f,\"rows_per_s\":%.0f}\n",
-               L->n_batches, L->n_rows, L->n_rejected, L->n_failed, s, rate);
+               ",\"failed\":%" PRIu64 ",\"seconds\":%.3f,\"rows_per_s\":%.0f"
+               ",\"load_seconds\":%.3f,\"drop_seconds\":%.3f}\n",
+               L->n_batches, L->n_rows, L->n_rejected, L->n_failed, s, rate,
+               (double)L->load_ns / 1e9, (double)L->drop_ns / 1e9);
     } else if (!L->o.quiet) {
         printf("loaded %" PRIu64 " batch%s, %" PRIu64 " rows in %.3f s (%.0f rows/s); %" PRIu64
                " rows rejected, %" PRIu64 " batch%s failed\n",

@@ -121,6 +121,7 @@ typedef struct Loader {
 
     /* totals */
     uint64_t n_batches, n_rows, n_rejected, n_failed;
+    uint64_t load_ns, drop_ns;  /* time in COPY and COMMIT; in marking and dropping rows */
     uint64_t t0;
     /* progress of the pass */
     int tty;

@@ -322,6 +322,7 @@ int qload_load_batch(Loader *L, const Item *it)
         L->mv->checked = 1;
     }
 
+    uint64_t t_load = pl_mono_ns();
     for (;;) {
         L->att_rejected = 0;
         L->live = 0;
@@ -359,6 +360,8 @@ int qload_load_batch(Loader *L, const Item *it)
     }
 
     /* Committed (or found committed): mark it loaded, then drop its rows. */
+    uint64_t t_drop = pl_mono_ns();
+    L->load_ns += t_drop - t_load;
     mk.state = BATCH_LOADED;
     mk.out = NULL;
     if ((rc = store_run(L->s, mark_fn, &mk)) != 0) {
@@ -371,6 +374,7 @@ int qload_load_batch(Loader *L, const Item *it)
     if ((rc = drop_rows(L, it->id)) != 0)
         qload_say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the next run "
                   "drops them)", it->id, pl_strerror(rc));
+    L->drop_ns += pl_mono_ns() - t_drop;
     {
         uint64_t rows = k == K_DONE ? L->b.rows - L->b.removed : L->sent - L->att_rejected;
         double s = (double)(pl_mono_ns() - t0) / 1e9;
