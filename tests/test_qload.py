@@ -664,6 +664,34 @@ class QloadTest(QloadCase):
                          [["350", "350"]])
         self.assertEqual([r["rows"] for r in self.ledger()], [100, 200, 50])
 
+    def test_follow_wakes_when_a_batch_is_sealed(self):
+        # A commit to the store wakes qload --follow (inotify on data.mdb):
+        # a batch sealed while it waits loads long before the poll is due,
+        # and is marked loaded with its rows dropped while qload runs on.
+        self.sql("CREATE TABLE events (id integer, payload text)")
+        self.stage("events", [{"id": 0, "payload": "first"}])
+        q = subprocess.Popen([self.qload_bin, "--data", self.data, "--target", self.dsn,
+                              "--follow", "--json", "--poll", "3600"],
+                             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.addCleanup(lambda: q.poll() is None and q.kill())
+        count = lambda: int(self.one("SELECT count(*) FROM events"))  # noqa: E731
+        self.assertTrue(pgfix.wait_until(lambda: count() == 1, 30 * SLOW))
+        ids = self.stage("events", [{"id": i, "payload": "later"} for i in range(1, 51)])
+        self.assertTrue(pgfix.wait_until(lambda: count() == 51, 30 * SLOW),
+                        "the batch sealed while qload waited was not loaded (the next poll is "
+                        "an hour away)")
+
+        def settled():
+            show = self.qctl_json("batches", "show", str(ids[0]))
+            return show["state"] == "loaded" and show["data"] == []
+        self.assertTrue(pgfix.wait_until(settled, 30 * SLOW), "the batch was not marked loaded "
+                        "and its rows dropped while qload --follow waited")
+        self.assertIsNone(q.poll())
+        q.send_signal(signal.SIGTERM)
+        out, err = q.communicate(timeout=30 * SLOW)
+        self.assertEqual(q.returncode, 0, err)
+        self.assertEqual(json.loads(out)["rows"], 51)
+
     def test_follow_stops_on_sigterm_when_idle(self):
         self.stage("events", [{"id": 1, "payload": "x"}], seal=False)  # an open batch
         q = subprocess.Popen([self.qload_bin, "--data", self.data, "--target", self.dsn,

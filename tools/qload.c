@@ -35,12 +35,14 @@
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <msgpack.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -191,6 +193,31 @@ static void sleep_ms(long ms)
     }
 }
 
+/* wait_change waits (--follow) until the store changes or --poll seconds
+ * pass: an inotify watch on data.mdb wakes qload when a commit writes it
+ * (the engine sealing a batch), so a sealed batch starts loading at once
+ * instead of at the next poll. Changes are taken at most every
+ * CHANGE_GAP_MS, so a busy engine's stream of commits costs a look now
+ * and then, not one per commit. Without inotify it sleeps --poll. */
+#define CHANGE_GAP_MS 5
+static void wait_change(Loader *L)
+{
+    long ms = (long)(L->o.poll_s * 1000);
+    if (L->watch < 0) {
+        sleep_ms(ms);
+        return;
+    }
+    char buf[4096];
+    while (read(L->watch, buf, sizeof buf) > 0)
+        ; /* our own writes, and what came while the pass ran */
+    struct pollfd pf = {.fd = L->watch, .events = POLLIN};
+    if (poll(&pf, 1, (int)ms) > 0) {
+        sleep_ms(CHANGE_GAP_MS);
+        while (read(L->watch, buf, sizeof buf) > 0)
+            ;
+    }
+}
+
 /* ------------------------------------------------------------ a pass */
 
 typedef struct HasRow {
@@ -312,6 +339,7 @@ static int pass(Loader *L)
         L->live = 0;
         qload_progress(L, 1);
     }
+    qload_pend_flush(L);
     qload_progress_clear(L);
     free(items);
     return k;
@@ -591,8 +619,18 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    L.watch = -1;
     if ((st = open_store(&L)) != CLI_OK)
         goto out;
+    if (L.o.follow) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/data.mdb", store_path(L.s));
+        L.watch = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (L.watch >= 0 && inotify_add_watch(L.watch, path, IN_MODIFY) < 0) {
+            close(L.watch);
+            L.watch = -1;
+        }
+    }
 
     k = reconnect(&L);
     if (k != K_OK) {
@@ -633,7 +671,7 @@ int main(int argc, char **argv)
         }
         if (!L.o.follow || stop_requested)
             break;
-        sleep_ms((long)(L.o.poll_s * 1000));
+        wait_change(&L);
         if (stop_requested)
             break;
         if (PQstatus(L.pg) != CONNECTION_OK && reconnect(&L) != K_OK)
@@ -648,6 +686,8 @@ int main(int argc, char **argv)
     summary(&L);
 
 out:
+    if (L.watch >= 0)
+        close(L.watch);
     qload_pg_close(&L);
     for (size_t i = 0; i < L.ncols; i++)
         free(L.types[i]);

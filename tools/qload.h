@@ -122,6 +122,11 @@ typedef struct Loader {
     /* totals */
     uint64_t n_batches, n_rows, n_rejected, n_failed;
     uint64_t load_ns, drop_ns;  /* time in COPY and COMMIT; in marking and dropping rows */
+    /* A batch the warehouse committed whose mark (loaded) and first drop
+     * of rows ride on the next store transaction: the next batch's mark
+     * (loading), or the end of the pass; 0 when none. */
+    uint64_t pend;
+    int watch;              /* --follow: inotify on data.mdb, or -1 */
     uint64_t t0;
     /* progress of the pass */
     int tty;
@@ -157,6 +162,10 @@ int qload_batches(Loader *L, int leftovers, Item **items, size_t *n);
 /* qload_load_batch loads one batch. K_OK, K_DONE, K_SKIP, K_PERM (failed
  * and marked), K_CONN (left loading: retry) or K_LOCAL. */
 int qload_load_batch(Loader *L, const Item *it);
+
+/* qload_pend_flush commits the pending batch's mark (loaded) and drop of
+ * rows on their own: at the end of a pass. */
+void qload_pend_flush(Loader *L);
 
 /* qload_settle_leftovers deals with the batches marked loaded whose rows a
  * crash kept, once per connection (see there). K_OK, K_CONN or K_LOCAL. */

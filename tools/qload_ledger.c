@@ -63,14 +63,20 @@ typedef struct Mark {
     int state;
     const char *error;
     BatchRec *out;
+    int more;               /* mark_loading: the pending batch left rows to drop */
 } Mark;
 
-/* mark_loading: sealed|loading -> loading, attempts + 1 (K_SKIP otherwise). */
+/* mark_loading: sealed|loading -> loading, attempts + 1 (K_SKIP otherwise);
+ * in the same transaction the pending batch's mark and first drop. */
+static int pend_fn(Txn *t, Loader *L, int *more);
 static int mark_loading_fn(Txn *t, void *arg)
 {
     Mark *mk = arg;
     BatchRec b;
-    int rc = batch_get(t, mk->id, &b);
+    int rc = pend_fn(t, mk->L, &mk->more);
+    if (rc)
+        return rc;
+    rc = batch_get(t, mk->id, &b);
     if (rc)
         return rc;
     if (b.state != BATCH_SEALED && b.state != BATCH_LOADING) {
@@ -123,6 +129,54 @@ static int drop_rows(Loader *L, uint64_t id)
         qload_unmap_store(L);
     }
     return rc;
+}
+
+/* pend_fn marks the pending batch loaded and drops its first rows, in
+ * the caller's transaction (*more: rows are left to drop). */
+static int pend_fn(Txn *t, Loader *L, int *more)
+{
+    *more = 0;
+    if (!L->pend)
+        return 0;
+    Mark mk = {L, L->pend, BATCH_LOADED, NULL, NULL, 0};
+    int rc = mark_fn(t, &mk);
+    return rc ? rc : batch_drop_rows(t, L->pend, DROP_CHUNK, more);
+}
+
+static int pend_only_fn(Txn *t, void *arg)
+{
+    Mark *mk = arg;
+    return pend_fn(t, mk->L, &mk->more);
+}
+
+/* pend_done clears the pending batch once its transaction committed, and
+ * drops what rows it left. */
+static void pend_done(Loader *L, int more)
+{
+    uint64_t id = L->pend;
+    L->pend = 0;
+    qload_unmap_store(L);
+    int rc = more ? drop_rows(L, id) : 0;
+    if (rc)
+        qload_say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the next run "
+                  "drops them)", id, pl_strerror(rc));
+}
+
+void qload_pend_flush(Loader *L)
+{
+    if (!L->pend)
+        return;
+    uint64_t t0 = pl_mono_ns();
+    Mark mk = {L, L->pend, 0, NULL, NULL, 0};
+    int rc = store_run(L->s, pend_only_fn, &mk);
+    if (rc) {
+        qload_say(L, "batch %" PRIu64 " is in the warehouse but cannot be marked loaded in the "
+                  "store: %s; the next run will mark it", L->pend, pl_strerror(rc));
+        L->pend = 0;
+        return;
+    }
+    pend_done(L, mk.more);
+    L->drop_ns += pl_mono_ns() - t0;
 }
 
 /* reseal_fn: loaded -> sealed again, for a batch the warehouse lost. */
@@ -250,7 +304,7 @@ static void perm_message(Loader *L, char *out, size_t n)
 /* fail_batch marks the batch failed with msg. */
 static int fail_batch(Loader *L, const char *msg)
 {
-    Mark mk = {L, L->b.id, BATCH_FAILED, msg, NULL};
+    Mark mk = {L, L->b.id, BATCH_FAILED, msg, NULL, 0};
     int rc = store_run(L->s, mark_fn, &mk);
     L->n_failed++;
     qload_say(L, "batch %" PRIu64 " (%s) failed: %s", L->b.id, L->b.model, msg);
@@ -283,15 +337,20 @@ static int rollback(Loader *L)
  * marked), K_CONN (left loading: retry) or K_LOCAL. */
 int qload_load_batch(Loader *L, const Item *it)
 {
-    Mark mk = {L, it->id, 0, NULL, &L->b};
+    Mark mk = {L, it->id, 0, NULL, &L->b, 0};
     uint64_t t0 = pl_mono_ns();
     int k, rc, careful = 0;
     char msg[2048]; /* cut to the batch record's error field when stored */
 
+    uint64_t t_mark = pl_mono_ns();
     if ((rc = store_run(L->s, mark_loading_fn, &mk)) != 0) {
         snprintf(L->err, sizeof L->err, "batch %" PRIu64 ": cannot mark it loading: %s",
                  it->id, pl_strerror(rc));
         return K_LOCAL;
+    }
+    if (L->pend) {
+        pend_done(L, mk.more);
+        L->drop_ns += pl_mono_ns() - t_mark;
     }
     if (L->b.state != BATCH_LOADING)
         return K_SKIP;
@@ -359,21 +418,27 @@ int qload_load_batch(Loader *L, const Item *it)
         return fail_batch(L, msg);
     }
 
-    /* Committed (or found committed): mark it loaded, then drop its rows. */
+    /* Committed (or found committed): it is marked loaded and its rows are
+     * dropped in the next store transaction (the next batch's mark, or the
+     * end of the pass: qload_pend_flush), which commits durably like every
+     * other; a crash before it leaves the batch loading, and the next run
+     * finds it in the ledger. */
     uint64_t t_drop = pl_mono_ns();
     L->load_ns += t_drop - t_load;
-    mk.state = BATCH_LOADED;
-    mk.out = NULL;
-    if ((rc = store_run(L->s, mark_fn, &mk)) != 0) {
-        snprintf(L->err, sizeof L->err, "batch %" PRIu64 " is in the warehouse but cannot be "
-                 "marked loaded in the store: %s; the next run will mark it", it->id,
-                 pl_strerror(rc));
-        return K_LOCAL;
+    if (L->crash == CRASH_AFTER_MARK) {
+        /* The seam: the mark alone, then the crash, leaving a loaded batch
+         * with its rows (as a crash between two drops of a big one does). */
+        mk.state = BATCH_LOADED;
+        mk.out = NULL;
+        if ((rc = store_run(L->s, mark_fn, &mk)) != 0) {
+            snprintf(L->err, sizeof L->err, "batch %" PRIu64 " is in the warehouse but cannot "
+                     "be marked loaded in the store: %s; the next run will mark it", it->id,
+                     pl_strerror(rc));
+            return K_LOCAL;
+        }
+        qload_crash_point(L, CRASH_AFTER_MARK);
     }
-    qload_crash_point(L, CRASH_AFTER_MARK);
-    if ((rc = drop_rows(L, it->id)) != 0)
-        qload_say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the next run "
-                  "drops them)", it->id, pl_strerror(rc));
+    L->pend = it->id;
     L->drop_ns += pl_mono_ns() - t_drop;
     {
         uint64_t rows = k == K_DONE ? L->b.rows - L->b.removed : L->sent - L->att_rejected;
@@ -439,7 +504,7 @@ int qload_settle_leftovers(Loader *L)
         goto out;
     for (size_t i = 0; i < n; i++) {
         char msg[400];
-        Mark mk = {L, items[i].id, BATCH_SEALED, msg, NULL};
+        Mark mk = {L, items[i].id, BATCH_SEALED, msg, NULL, 0};
         if (found[i]) {
             if ((rc = drop_rows(L, items[i].id)) != 0)
                 qload_say(L, "batch %" PRIu64 ": loaded, but dropping its rows failed: %s (the "
