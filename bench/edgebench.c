@@ -64,7 +64,7 @@
 static int opt_json, opt_keep, opt_latency = 1, opt_phases = 1;
 static size_t opt_rows = 1000000, opt_page = 10000, opt_batch = 10000;
 static unsigned opt_rate = 1000, opt_seconds = 10, opt_senders = 4;
-static double opt_seal = 0.2;
+static double opt_seal = 0.05; /* a short age: the batch stage seals by rows or by this */
 
 static char basedir[256], datadir[300], yaml_path[300];
 static char bindir[PATH_MAX - 32], pickline_path[PATH_MAX], qload_path[PATH_MAX];
@@ -943,7 +943,7 @@ static void usage(FILE *f)
             "  --senders K   connections sending the updates (default 4)\n"
             "  --page N      pg_extract's page (default 10000)\n"
             "  --batch-rows N  seal a batch at N rows (default 10000)\n"
-            "  --seal S      seal a batch S seconds after its first row (default 0.2)\n"
+            "  --seal S      seal a batch S seconds after its first row (default 0.05)\n"
             "  --no-latency  no change latency run\n"
             "  --no-phases   no run of the copy's phases one at a time (the engine alone,\n"
             "                then qload alone in merge and in append mode)\n"
