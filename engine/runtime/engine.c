@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 Store *engine_store(Engine *e) { return e->store; }
@@ -87,8 +88,31 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
     EngineOp *o = e->done_head;
     e->done_head = e->done_tail = NULL;
     pthread_mutex_unlock(&e->mu);
+    if (e->redispatch) {
+        e->redispatch = 0;
+        for (size_t i = 0; i < e->nstages; i++)
+            slots_dispatch(&e->stages[i]);
+    }
+    uint64_t t0 = pl_mono_ns();
+    unsigned n = 0;
     while (o) {
         EngineOp *next = o->next_done;
+        /* A bounded turn: past SLOTS_BUDGET_NS the rest waits for the next
+         * iteration (in order, ahead of what came meanwhile), so that the
+         * loop polls its sockets in between. */
+        if (++n % 16 == 0 && pl_mono_ns() - t0 > SLOTS_BUDGET_NS) {
+            EngineOp *last = o;
+            while (last->next_done)
+                last = last->next_done;
+            pthread_mutex_lock(&e->mu);
+            last->next_done = e->done_head;
+            if (!e->done_head)
+                e->done_tail = last;
+            e->done_head = o;
+            pthread_mutex_unlock(&e->mu);
+            ev_async_send(e->loop, &e->wake);
+            break;
+        }
         e->ops_in_flight--;
         if (o->rc == MDB_PANIC && !e->fatal) {
             /* LMDB failed to write its meta page: every later transaction
@@ -106,6 +130,14 @@ static void on_wake(struct ev_loop *loop, ev_async *w, int revents)
         engine_check_drained(e);
 }
 
+/* thread_cpu_ns: the calling thread's CPU time. */
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* The loop's block monitor: ev_check runs when the loop wakes from its
  * poll, ev_prepare just before it polls again; between them are the
  * callbacks of one iteration, which is how long the loop was blocked. */
@@ -114,6 +146,7 @@ static void on_check(struct ev_loop *loop, ev_check *w, int revents)
     (void)loop, (void)revents;
     Engine *e = container_of(w, Engine, check);
     e->woke_ns = pl_mono_ns();
+    e->woke_cpu_ns = thread_cpu_ns();
 }
 
 static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -124,12 +157,20 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *w, int revents)
         uint64_t d = pl_mono_ns() - e->woke_ns;
         if (d > e->block_max_ns)
             e->block_max_ns = d;
+        d = thread_cpu_ns() - e->woke_cpu_ns;
+        if (d > e->block_cpu_max_ns)
+            e->block_cpu_max_ns = d;
     }
 }
 
 uint64_t engine_loop_block_max(Engine *e)
 {
     return e->block_max_ns;
+}
+
+uint64_t engine_loop_block_cpu_max(Engine *e)
+{
+    return e->block_cpu_max_ns;
 }
 
 void engine_stop(Engine *e)
@@ -207,6 +248,7 @@ static void start_drain(Engine *e, const char *why)
     for (size_t i = 0; i < e->nstages; i++) {
         Stage *st = &e->stages[i];
         st->draining = 1;
+        slots_drop(st);
         if (st->kind->stop)
             st->kind->stop(st);
     }
@@ -470,7 +512,19 @@ int engine_open(const Pipeline *p, const StageKind *const *kinds, const EngineOp
     ev_check_start(e->loop, &e->check);
     ev_prepare_init(&e->prep, on_prepare);
     ev_prepare_start(e->loop, &e->prep);
-    if ((rc = http_open(e->loop, NULL, &e->http)) != 0) {
+    /* A stage's concurrency is its requests in flight, to one host if
+     * that is where they go: the client's limits follow the stages'. */
+    HttpOpts ho = {0};
+    for (size_t i = 0; i < p->nstages; i++) {
+        unsigned c = p->stages[i].concurrency ? p->stages[i].concurrency : 1;
+        if (c > ho.max_host_conns)
+            ho.max_host_conns = c;
+        ho.max_conns += c;
+    }
+    ho.max_host_conns = ho.max_host_conns < 16 ? 16 : ho.max_host_conns > 256 ? 256
+                      : ho.max_host_conns;
+    ho.max_conns = ho.max_conns < 64 ? 64 : ho.max_conns > 1024 ? 1024 : ho.max_conns;
+    if ((rc = http_open(e->loop, &ho, &e->http)) != 0) {
         snprintf(err, errlen, "cannot start the HTTP client: %s", pl_strerror(rc));
         goto fail;
     }

@@ -66,6 +66,11 @@ void engine_stop(Engine *e);
  * iteration's callbacks since the start: how long it was ever blocked. */
 uint64_t engine_loop_block_max(Engine *e);
 
+/* engine_loop_block_cpu_max is the same in the loop thread's CPU time: the
+ * longest iteration without the time the thread was not running (the
+ * machine's other threads and processes had the CPU). */
+uint64_t engine_loop_block_cpu_max(Engine *e);
+
 /* engine_close frees e (after engine_run returned); NULL is a no-op. */
 void engine_close(Engine *e);
 

@@ -31,6 +31,7 @@ struct Engine {
     ev_prepare prep;
     ev_check check;
     uint64_t woke_ns, block_max_ns;
+    uint64_t woke_cpu_ns, block_cpu_max_ns; /* the same in the loop thread's CPU time */
     int stop_requested;
     ev_signal sigterm, sigint, sighup, sigusr1;
     const StageKind *const *kinds; /* engine_open's, to check a reloaded file */
@@ -45,6 +46,7 @@ struct Engine {
     int lock_fd;           /* DIR/engine.lock, flocked while the engine runs; -1 none */
     struct Observe *obs;   /* what it tells about itself (observe.h) */
     uint64_t started_ms;
+    int redispatch;        /* a dispatch stopped at its budget: go on at the next wake */
     unsigned ops_in_flight;
     Notify notify;         /* the service manager's watchdog (notify.h) */
     Held *held;            /* one per distinct input queue (slot.c) */
@@ -83,8 +85,23 @@ void fuse_plan(Engine *e);
 /* slots_set runs st's kind's slot_init on each of its slots (after init). */
 void slots_set(Stage *st);
 
-/* slots_kick asks for jobs for st's free slots (none while draining). */
+/* A loop turn is bounded: finished ops (engine.c) and dispatches past
+ * this wait for the loop's next wake, so that it polls its sockets in
+ * between. */
+#define SLOTS_BUDGET_NS 1000000ull
+
+/* slots_kick asks for jobs for st's free slots and one reserve's worth
+ * ahead of them (none while draining). */
 void slots_kick(Stage *st);
+
+/* slots_dispatch gives the jobs waiting in st's spares to its free slots
+ * and starts them; past SLOTS_BUDGET_NS it sets e->redispatch and wakes
+ * the loop, which calls it again for every stage. */
+void slots_dispatch(Stage *st);
+
+/* slots_drop lets go of every job waiting in st's spares (a drain: not
+ * started, nothing to write, the jobs are ready on disk). */
+void slots_drop(Stage *st);
 
 /* slots_cancel cancels the HTTP requests of st's working slots (their done
  * sees HTTP_CANCELED and retries): the drain time is over. */

@@ -43,7 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-enum { SLOT_FREE, SLOT_RESERVING, SLOT_WORKING, SLOT_COMMITTING };
+enum { SLOT_FREE, SLOT_WORKING, SLOT_COMMITTING };
 enum { END_ACK, END_RELEASE, END_BURY };
 
 /* Taken: the rows stages took in one hand-off's commit (fused), counted
@@ -95,19 +95,37 @@ typedef struct SlotOp {
 /* The most reserves of one stage in flight at once. */
 #define RSV_COUNT_MAX 4
 
+/* Spare: a job a reserve took, waiting for a free slot. */
+typedef struct Spare {
+    uint64_t id;
+    uint32_t qid, attempts, pri;
+    Strbuf body;
+} Spare;
+
 typedef struct Reserver {
     EngineOp eo;
     Job *js;         /* RSV_MAX: the views hold_n gives, copied out in apply */
     Stage *stage;
     Held *held;      /* the ids held from queue (shared with its other readers) */
-    Slot **want;     /* slots being filled by the op in flight */
-    size_t nwant, got;
+    Spare *sp;       /* the jobs the last reserve took: sp[next..got) wait for slots */
+    size_t want, got, next;
     int active;
     int paused;      /* after a failed reserve, until pause fires */
     ev_timer pause;
     const char *queue;
-    uint32_t ttr_ms;
 } Reserver;
+
+/* Feed: how a stage's slots get their jobs. Reserves take up to `cap` jobs
+ * into spares (held: no write); a slot that comes free takes a spare at
+ * once, without waiting for a commit, and the reservers keep one reserve's
+ * worth of jobs ahead of the free slots. */
+typedef struct Feed {
+    Reserver *r;     /* Stage.nrsv of them */
+    Held *held;
+    Slot **free;     /* the free slots, a stack */
+    unsigned nfree;
+    unsigned cap;    /* jobs per reserve: the stage's batch:, at most RSV_MAX */
+} Feed;
 
 /* After a reserve fails (not "nothing ready": a store error), its reserver
  * waits this long before it asks again, so a broken store is not hammered
@@ -742,11 +760,14 @@ static uint64_t retry_delay_ms(const Slot *s, uint64_t min_ms)
 static void slot_free(Slot *s)
 {
     Stage *st = s->stage;
-    let_go(s, ((Reserver *)st->rsv)->held);
+    Feed *f = st->rsv;
+    let_go(s, f->held);
     s->state = SLOT_FREE;
     s->req = NULL;
     sb_reset(&s->acts);
     st->in_flight--;
+    f->free[f->nfree++] = s;
+    slots_dispatch(st);
     slots_kick(st);
     if (st->engine->draining)
         engine_check_drained(st->engine);
@@ -896,47 +917,99 @@ void slot_retry(Slot *s, double after_s, const char *error)
 
 /* ---------------------------------------------------------------- reserver */
 
-/* rsv_unhold lets go of what an earlier run of rsv_apply took (the apply
- * runs again when its transaction is retried): with r->held->mu held. */
+/* rsv_unhold lets go of the jobs a reserve took and no slot has: when its
+ * apply runs again (its transaction retried), when its commit failed, and
+ * in a drain. With r->held->mu held. */
 static void rsv_unhold(Reserver *r)
 {
-    Engine *e = r->stage->engine;
-    for (size_t i = 0; i < r->got; i++) {
-        flight_clear(e, r->want[i]);
-        held_del(r->held, r->want[i]->id);
-    }
-    r->got = 0;
+    for (size_t i = r->next; i < r->got; i++)
+        held_del(r->held, r->sp[i].id);
+    r->got = r->next = 0;
 }
 
 static int rsv_apply(Txn *t, CommitOp *op)
 {
     Reserver *r = (Reserver *)op;
-    Engine *e = r->stage->engine;
     Held *h = r->held;
     Job *js = r->js;
-    size_t n = r->nwant < RSV_MAX ? r->nwant : RSV_MAX, got = 0;
+    size_t got = 0;
     pthread_mutex_lock(&h->mu);
     rsv_unhold(r);
-    int rc = queue_hold_n(t, r->queue, n, h->n, held_has, h, js, &got);
+    int rc = queue_hold_n(t, r->queue, r->want, h->n, held_has, h, js, &got);
     if (rc == PL_EPAUSED)
         rc = PL_EEMPTY; /* a paused queue is one with nothing to give */
-    /* Copy out now: the views die with the transaction. Each job is named
-     * in the in-flight file before the loop can start on it. */
+    /* Copy out now: the views die with the transaction. */
     for (size_t i = 0; !rc && i < got; i++) {
-        Slot *s = r->want[i];
-        s->id = js[i].id;
-        s->lease = 0;
-        s->qid = js[i].qid;
-        s->attempts = js[i].attempts;
-        s->pri = js[i].pri;
-        sb_reset(&s->body);
-        sb_add(&s->body, js[i].body, js[i].len);
-        held_add(h, s->id);
-        flight_set(e, s, js[i].attempts - 1);
+        Spare *p = &r->sp[i];
+        p->id = js[i].id;
+        p->qid = js[i].qid;
+        p->attempts = js[i].attempts;
+        p->pri = js[i].pri;
+        sb_reset(&p->body);
+        sb_add(&p->body, js[i].body, js[i].len);
+        held_add(h, p->id);
         r->got = i + 1;
     }
     pthread_mutex_unlock(&h->mu);
     return rc;
+}
+
+void slots_drop(Stage *st)
+{
+    Feed *f = st->rsv;
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->held->mu);
+    for (unsigned k = 0; k < st->nrsv; k++)
+        if (!f->r[k].active)
+            rsv_unhold(&f->r[k]);
+    pthread_mutex_unlock(&f->held->mu);
+}
+
+/* Each job is named in the in-flight file before its kind starts on it. A
+ * turn is bounded (SLOTS_BUDGET_NS): the rest starts at the loop's next
+ * wake (Engine.redispatch). */
+void slots_dispatch(Stage *st)
+{
+    Feed *f = st->rsv;
+    Engine *e = st->engine;
+    if (!f || st->draining || e->draining)
+        return;
+    uint64_t t0 = pl_mono_ns();
+    unsigned n = 0;
+    for (unsigned k = 0; k < st->nrsv && f->nfree; k++) {
+        Reserver *r = &f->r[k];
+        if (r->active)
+            continue;
+        while (r->next < r->got && f->nfree) {
+            if (++n % 8 == 0 && pl_mono_ns() - t0 > SLOTS_BUDGET_NS) {
+                e->redispatch = 1;
+                ev_async_send(e->loop, &e->wake);
+                return;
+            }
+            Spare *p = &r->sp[r->next++];
+            Slot *s = f->free[--f->nfree];
+            Strbuf body = s->body;
+            body_forget(s);
+            s->id = p->id;
+            s->lease = 0;
+            s->qid = p->qid;
+            s->attempts = p->attempts;
+            s->pri = p->pri;
+            s->pri_set = 0;
+            s->out_pri = pri_default(st->conf, s->pri);
+            s->body = p->body; /* the spare takes the slot's old buffer */
+            p->body = body;
+            s->state = SLOT_WORKING;
+            s->started_ns = pl_mono_ns();
+            sb_reset(&s->acts);
+            st->in_flight++;
+            flight_set(e, s, p->attempts - 1);
+            st->kind->start(s);
+        }
+        if (r->next == r->got)
+            r->next = r->got = 0;
+    }
 }
 
 static void rsv_done(EngineOp *eo, int rc)
@@ -944,8 +1017,11 @@ static void rsv_done(EngineOp *eo, int rc)
     Reserver *r = (Reserver *)eo;
     Stage *st = r->stage;
     r->active = 0;
-    if (rc && r->got) {
-        /* The transaction failed: what it read may not be there. */
+    st->reserving--;
+    r->want = 0;
+    if (rc || st->draining) {
+        /* The transaction failed (what it read may not be there), or the
+         * stage drains: nothing of it is started. */
         pthread_mutex_lock(&r->held->mu);
         rsv_unhold(r);
         pthread_mutex_unlock(&r->held->mu);
@@ -957,33 +1033,7 @@ static void rsv_done(EngineOp *eo, int rc)
         ev_timer_set(&r->pause, RSV_PAUSE_S, 0);
         ev_timer_start(st->loop, &r->pause);
     }
-    size_t got = rc ? 0 : r->got;
-    for (size_t i = 0; i < r->nwant; i++) {
-        Slot *s = r->want[i];
-        st->reserving--;
-        if (i < got) {
-            body_forget(s);
-            s->pri_set = 0;
-            s->out_pri = pri_default(st->conf, s->pri);
-            s->state = SLOT_WORKING;
-            s->started_ns = pl_mono_ns();
-            sb_reset(&s->acts);
-            st->in_flight++;
-        } else {
-            s->state = SLOT_FREE;
-        }
-    }
-    r->nwant = 0;
-    r->got = 0;
-    for (size_t i = 0; i < got; i++) {
-        Slot *s = r->want[i];
-        if (st->draining) {
-            /* Not started: let it go, nothing to write (the job is ready). */
-            slot_free(s);
-            continue;
-        }
-        st->kind->start(s);
-    }
+    slots_dispatch(st);
     slots_kick(st);
     if (st->engine->draining)
         engine_check_drained(st->engine);
@@ -997,39 +1047,34 @@ static void on_rsv_pause(struct ev_loop *loop, ev_timer *w, int revents)
     slots_kick(r->stage);
 }
 
-/* slots_kick asks for jobs when slots are free: with no reserve in
- * flight, for whatever is free; with some, another reserver only when a
- * whole batch of slots is free (no trickle of one-job reserves). */
+/* slots_kick asks for jobs while there is room for them: the free slots
+ * and one reserve's worth ahead of them, less what waits in spares or is
+ * asked already; with a reserve in flight, another only for a whole batch
+ * (no trickle of one-job reserves). */
 void slots_kick(Stage *st)
 {
-    Reserver *rs = st->rsv;
-    if (!rs || st->draining || st->engine->draining)
+    Feed *f = st->rsv;
+    if (!f || st->draining || st->engine->draining)
         return;
-    unsigned want = st->conf->batch ? st->conf->batch : 1;
-    if (want > RSV_MAX)
-        want = RSV_MAX;
+    long pending = 0;
+    unsigned active = 0;
     for (unsigned k = 0; k < st->nrsv; k++) {
-        Reserver *r = &rs[k];
-        if (r->active || r->paused)
+        Reserver *r = &f->r[k];
+        pending += (long)(r->active ? r->want : r->got - r->next);
+        active += r->active;
+    }
+    long room = (long)f->nfree + f->cap - pending;
+    for (unsigned k = 0; k < st->nrsv; k++) {
+        Reserver *r = &f->r[k];
+        if (r->active || r->paused || r->got)
             continue;
-        unsigned active = 0;
-        for (unsigned j = 0; j < st->nrsv; j++)
-            active += rs[j].active;
-        unsigned used = st->in_flight + st->reserving;
-        unsigned free_slots = used < st->nslots ? st->nslots - used : 0;
-        if (free_slots == 0 || (active && free_slots < want))
+        if (room <= 0 || (active && room < (long)f->cap))
             return;
-        size_t n = 0;
-        for (unsigned i = 0; i < st->nslots && n < want; i++)
-            if (st->slots[i].state == SLOT_FREE) {
-                st->slots[i].state = SLOT_RESERVING;
-                st->reserving++;
-                r->want[n++] = &st->slots[i];
-            }
-        if (!n)
-            return;
-        r->nwant = n;
+        r->want = room < (long)f->cap ? (size_t)room : f->cap;
+        room -= (long)r->want;
         r->active = 1;
+        active++;
+        st->reserving++;
         r->eo.op.apply = rsv_apply;
         r->eo.op.park = 1;
         r->eo.op.deadline_ns = pl_mono_ns() + 1000000000ull;
@@ -1056,23 +1101,32 @@ void slots_open(Stage *st)
         s->op = so;
     }
     /* Enough reservers that all the slots can be refilled at once, `batch`
-     * jobs per reserve, a few at most. */
+     * jobs per reserve, a few at most, and one more to keep jobs ahead of
+     * the slots. */
     unsigned b = st->conf->batch ? st->conf->batch : 1;
     if (b > RSV_MAX)
         b = RSV_MAX;
     st->nrsv = (st->nslots + b - 1) / b;
     if (st->nrsv > RSV_COUNT_MAX)
         st->nrsv = RSV_COUNT_MAX;
-    Reserver *rs = xcalloc(st->nrsv, sizeof *rs);
+    st->nrsv++;
+    Feed *f = xcalloc(1, sizeof *f);
+    f->cap = b;
+    f->r = xcalloc(st->nrsv, sizeof *f->r);
+    f->free = xcalloc(st->nslots, sizeof *f->free);
+    for (unsigned k = st->nslots; k > 0; k--)
+        f->free[f->nfree++] = &st->slots[k - 1];
     for (unsigned k = 0; k < st->nrsv; k++) {
-        Reserver *r = &rs[k];
+        Reserver *r = &f->r[k];
         r->stage = st;
         r->queue = st->conf->input;
-        r->want = xcalloc(RSV_MAX, sizeof *r->want);
+        r->sp = xcalloc(b, sizeof *r->sp);
+        for (unsigned j = 0; j < b; j++)
+            sb_init(&r->sp[j].body);
         r->js = xcalloc(RSV_MAX, sizeof *r->js);
         ev_timer_init(&r->pause, on_rsv_pause, RSV_PAUSE_S, 0);
     }
-    st->rsv = rs;
+    st->rsv = f;
 }
 
 void slots_set(Stage *st)
@@ -1101,13 +1155,20 @@ void slots_close(Stage *st)
     free(st->slots);
     st->slots = NULL;
     st->nslots = 0;
-    Reserver *rs = st->rsv;
-    for (unsigned k = 0; rs && k < st->nrsv; k++) {
-        ev_timer_stop(st->loop, &rs[k].pause);
-        free(rs[k].want);
-        free(rs[k].js);
+    Feed *f = st->rsv;
+    for (unsigned k = 0; f && k < st->nrsv; k++) {
+        Reserver *r = &f->r[k];
+        ev_timer_stop(st->loop, &r->pause);
+        for (unsigned j = 0; j < f->cap; j++)
+            sb_free(&r->sp[j].body);
+        free(r->sp);
+        free(r->js);
     }
-    free(rs);
+    if (f) {
+        free(f->r);
+        free(f->free);
+        free(f);
+    }
     st->rsv = NULL;
     st->nrsv = 0;
 }
@@ -1176,9 +1237,10 @@ int holds_open(Engine *e, const char *dir, char *err, size_t errlen)
             h->cap = 64;
             h->v = xcalloc(h->cap, sizeof *h->v);
         }
-        Reserver *rs = st->rsv;
+        Feed *f = st->rsv;
+        f->held = h;
         for (unsigned k = 0; k < st->nrsv; k++)
-            rs[k].held = h;
+            f->r[k].held = h;
         for (unsigned k = 0; k < st->nslots; k++)
             st->slots[k].flight = (uint32_t)nslots++;
     }

@@ -95,7 +95,7 @@ struct Stage {
     /* private (slot.c) */
     Slot *slots;
     unsigned nslots;
-    unsigned reserving;     /* slots waiting for the reserver */
+    unsigned reserving;     /* reserves in flight */
     void *rsv;              /* nrsv reservers (slot.c) */
     unsigned nrsv;
     int slots_set;          /* the kind's slot_init ran */
