@@ -630,7 +630,9 @@ int queue_next_due(Txn *t, uint64_t *ms)
 
 /* ---------------------------------------------------------------- reserve */
 
-static int reserve_one(Txn *t, QRec *q, uint32_t ttr_ms, Job *out)
+/* reserve_one leases the most urgent ready job of q; with out->id only
+ * (fill 0: the caller fills the views once its writing is done). */
+static int reserve_one(Txn *t, QRec *q, uint32_t ttr_ms, Job *out, int fill_now)
 {
     MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
@@ -655,7 +657,8 @@ static int reserve_one(Txn *t, QRec *q, uint32_t ttr_ms, Job *out)
         (rc = job_store(t, id, &j, 0)) != 0)
         return txn_fail(t, rc);
     q->s.reserves++;
-    if ((rc = q_fill(t, id, &j, q, out)) != 0)
+    out->id = id;
+    if (fill_now && (rc = q_fill(t, id, &j, q, out)) != 0)
         return txn_fail(t, rc);
     return 0;
 }
@@ -684,7 +687,7 @@ int queue_reserve(Txn *t, const char *queue, uint32_t ttr_ms, Job *out)
         return rc;
     if (!q->s.ready)
         return PL_EEMPTY;
-    return reserve_one(t, q, ttr_ms, out);
+    return reserve_one(t, q, ttr_ms, out, 1);
 }
 
 int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *out, size_t *got)
@@ -695,14 +698,14 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
     if (rc)
         return rc;
     while (*got < n && q->s.ready) {
-        if ((rc = reserve_one(t, q, ttr_ms, &out[*got])) != 0)
+        if ((rc = reserve_one(t, q, ttr_ms, &out[*got], 0)) != 0)
             break;
         ++*got;
     }
     /* Each reserve rewrote a header in DB_JOBS, where the bodies live too:
-     * a write may move the nodes of a dirty page, so the views taken along
-     * the way can be stale. Take them again now that the writing is done. */
-    for (size_t i = 0; i < *got && *got > 1; i++) {
+     * a write may move the nodes of a dirty page, so views are taken once
+     * the writing is done. */
+    for (size_t i = 0; i < *got; i++) {
         JobRec j;
         int rc2 = q_job_load(t, out[i].id, &j);
         if (rc2 == 0)
