@@ -224,10 +224,12 @@ class ValidateTest(EngineTestCase):
     def test_6_sigkill_mid_run_then_restart_every_valid_row_in_exactly_one_batch(self):
         seed = int(os.environ.get("PICKLINE_TEST_SEED") or random.randrange(1 << 30))
         rnd = random.Random(seed)
-        eng = self.engine(rows=100, seconds=0.3)
+        eng = self.engine(rows=1000, seconds=0.3)
         p = qctl(eng.data, "pause", "validate")
         self.assertEqual(p.returncode, 0, p.stderr)
-        n_good, bad_ids = 3000, set(range(10000, 10100))
+        # Enough rows that the kills come while the line is at work, fast
+        # as it is (a few thousand were done before the first kill at times).
+        n_good, bad_ids = 12000, set(range(100000, 100100))
         rows = [valid_row(i) for i in range(1, n_good + 1)] + [{"id": i, "email": "nope"} for i in bad_ids]
         rnd.shuffle(rows)
         # all on disk before the first kill (qctl import: 1000 a transaction)
@@ -257,7 +259,7 @@ class ValidateTest(EngineTestCase):
         got = collections.Counter()
         for b in bs:
             got.update(r["id"] for r in self.batch_rows(eng, b["id"]))
-            self.assertLessEqual(b["rows"], 100, b)
+            self.assertLessEqual(b["rows"], 1000, b)
         dup = {i: c for i, c in got.items() if c != 1}
         self.assertEqual(dup, {}, "rows in more than one batch; " + msg)
         self.assertEqual(set(got), set(range(1, n_good + 1)), msg)
