@@ -1035,6 +1035,13 @@ static void fast_path_matches_yajl(void)
         "4294967296", "-32", "-33", "-128", "-129", "-32768", "-32769", "-2147483648", "-2147483649",
         "12345678", "1234567890123456", "\"0123456789012345678901234567890\"",
         "\"01234567890123456789012345678901\"", "\"\\n0123456789012345678901234567890123\"",
+        /* what issue 13 refuses: lone surrogates (yajl's path words them),
+         * a key twice (kept twice: the model's json check refuses it), more
+         * than microseconds (a string here: the model refuses it) */
+        "\"\\ud83d\\ud83d\"", "\"ab\\ud83d\"", "{\"\\ude00\":1}", "[\"x\\udc00\"]",
+        "{\"a\":\"\\\\\\ud83d\"}", "\"\\\\ud800\"", "\"\\uDBFF\\uDFFF\"", "\"\\ud800\\u\"",
+        "\"\\ud800\\", "{\"a\":1,\"a\":2}", "{\"d\":{\"b\":1,\"c\":0,\"b\":1}}", "{\"\":1,\"\":1}",
+        "{\"at\":\"2024-12-31T23:59:59.9999999Z\"}",
     };
     for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
         for (int object = 0; object < 2; object++)
@@ -1119,6 +1126,11 @@ static void validate_fast_matches_yajl(void)
         "", " ", "{}", "[]", "\"\\ud800\"", "\"\\udc00x\"", "\"\\u00zz\"", "01", "-", "1.", "1e", "-0",
         "\f1", "1\v", " 1 ", "[1,]", "{\"a\"}", "\"\xed\xa0\x80\"", "\"\xc3\"", "\"\t\"", "tru", "nulll",
         "/*c*/1", "[1]//", "\xef\xbb\xbf" "1", "{\"a\":1,\"a\":2}", "1 2", "\"\\/\"", "\"\\x\"",
+        /* lone surrogates: yajl takes them, the surrogate scan refuses them */
+        "\"\\ud800\\u0041\"", "\"\\ud83d\\ud83d\"", "\"ab\\ud83d\"", "{\"\\ude00\":1}",
+        "[\"x\\udc00\"]", "{\"a\":\"\\\\\\ud83d\"}", "\"\\ud800\\u\"", "\"\\ud800\\", "\"\\ud800",
+        "\"\\ud83d\\ude00\"", "\"\\\\ud800\"", "\"\\uDBFF\\uDFFF\"", "\"\\ud800\\udbff\"",
+        "\"\\udfff\\ud800\"", "{\"\\ud800\":1}", "{\"a\":{\"b\":1,\"b\":2}}",
     };
     for (size_t i = 0; i < sizeof edges / sizeof edges[0]; i++)
         same_validate(edges[i], strlen(edges[i]), -(int)i - 1);
