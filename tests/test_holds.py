@@ -179,6 +179,32 @@ class HoldsTest(EngineTestCase):
         # Each job's hop: the kills ended holds, never jobs.
         self.assertEqual(st["c"]["buried"], 0, st)
 
+    def test_4_qctl_edit_of_a_held_job_is_worked_with_its_new_body(self):
+        """qctl edit refuses a reserved job, but a job the engine holds is
+        ready on disk and may be edited: the engine, done with the old body,
+        finds the body changed at its commit and writes nothing, and the job
+        is worked again with the new one (never the old work acked for it)."""
+        api = self.fx.add(HangingRecords())
+        eng = self.engine(PIPE_EXTRACT, api=api.url)
+        eng.start()
+        r = eng.put("work", {"id": "old"})
+        self.assertEqual(r.status, 202)
+        jid = r.json()["id"]
+        wait_for(lambda: api.hits["old"] == 1, 10 * SLOW, 0.05, "the engine working the job")
+        p = qctl(eng.data, "edit", str(jid), "--body", "-", input='{"id": "new"}')
+        self.assertEqual(p.returncode, 0, p.stderr)
+        api.go.set()
+        wait_for(lambda: depth(eng.stats(), "out") == 1 and depth(eng.stats(), "work") == 0,
+                 10 * SLOW, 0.05, "the job handed on")
+        out = self.peek(eng, "out")
+        self.assertEqual([j["body"].get("key") for j in out], ["new"], out)
+        self.assertEqual((api.hits["old"], api.hits["new"]), (1, 1))
+        self.assertIn("its body edited", eng.stderr())
+        rc, _ = eng.terminate(timeout=10)
+        self.assertEqual(rc, 0, eng.stderr_tail())
+        p = qctl(eng.data, "verify")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+
 
 if __name__ == "__main__":
     unittest.main()

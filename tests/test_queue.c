@@ -965,6 +965,48 @@ static void set_body(void)
     store_close(s);
 }
 
+/* A held job (ready on disk) may be edited; the end of the hold that
+ * worked the old body then writes nothing, whichever end it is, and the
+ * job is held again with the new body (and that hold ends well). The
+ * priority travels with a held forward. */
+static void set_body_of_a_held_job(void)
+{
+    Store *s = ts_open(NULL);
+    Txn *t = ts_wbegin(s);
+    T_OK(queue_create(t, "q", NULL));
+    T_OK(queue_create(t, "next", NULL));
+    uint64_t id = put(t, "q", 5, "{\"a\":1}");
+    Job js[4];
+    size_t got = 0;
+    T_OK(queue_hold_n(t, "q", 4, 0, NULL, NULL, js, &got));
+    T_EQ(got, 1);
+    T_EQ(js[0].id, id);
+    T_EQ(js[0].pri, 5);
+    uint32_t qid = js[0].qid;
+    char old[16];
+    size_t oldlen = js[0].len;
+    memcpy(old, js[0].body, oldlen);
+    T_OK(queue_set_body(t, id, "{\"a\":2}", 7));
+    T_ERR(queue_held_ack(t, id, qid, old, oldlen), PL_ELEASE);
+    T_ERR(queue_held_forward(t, id, qid, old, oldlen, "next", 3), PL_ELEASE);
+    T_ERR(queue_held_release(t, id, qid, old, oldlen, 0, "failed", NULL), PL_ELEASE);
+    T_ERR(queue_held_bury(t, id, qid, old, oldlen, "bad"), PL_ELEASE);
+    Job j;
+    T_OK(queue_get(t, id, &j));
+    T_EQ(j.state, JOB_READY);
+    T_EQ(j.attempts, 0);
+    T_CHECK(j.len == 7 && memcmp(j.body, "{\"a\":2}", 7) == 0);
+    T_OK(queue_hold_n(t, "q", 4, 0, NULL, NULL, js, &got));
+    T_EQ(got, 1);
+    T_CHECK(js[0].len == 7 && memcmp(js[0].body, "{\"a\":2}", 7) == 0);
+    T_OK(queue_held_forward(t, id, qid, "{\"a\":2}", 7, "next", 3));
+    T_OK(queue_get(t, id, &j));
+    T_CHECK(strcmp(j.queue, "next") == 0);
+    T_EQ(j.pri, 3);
+    T_OK(store_txn_commit(t));
+    store_close(s);
+}
+
 static const TCase cases[] = {
     T_CASE(put_reserve_ack),
     T_CASE(priority_then_fifo),
@@ -993,6 +1035,7 @@ static const TCase cases[] = {
     T_CASE(compact_copy),
     T_CASE(forward_in_place),
     T_CASE(set_body),
+    T_CASE(set_body_of_a_held_job),
     {NULL, NULL},
 };
 

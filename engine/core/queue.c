@@ -904,15 +904,26 @@ int queue_set_body(Txn *t, uint64_t id, const void *body, size_t len)
 /* ---------------------------------------------------------------- held */
 
 /* A job held in memory is still ready on disk: its hold is good while the
- * job is ready in the queue it was taken from. Anything else (reserved by
- * someone, buried, deleted, moved) means someone else has it now. */
-static int held_load(Txn *t, uint64_t id, uint32_t qid, JobRec *j, QRec **q)
+ * job is ready in the queue it was taken from, with the body the holder
+ * worked (body/len; NULL: not checked). Anything else (reserved by
+ * someone, buried, deleted, moved, its body edited: queue_set_body) means
+ * someone else has it now. */
+static int held_load(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len, JobRec *j,
+                     QRec **q)
 {
     int rc = q_job_load(t, id, j);
     if (rc)
         return rc;
     if (j->state != JOB_READY || j->qid != qid)
         return PL_ELEASE;
+    if (body) {
+        const void *cur;
+        size_t n;
+        if ((rc = body_get(t, id, &cur, &n)) != 0)
+            return rc;
+        if (n != len || memcmp(cur, body, n) != 0)
+            return PL_ELEASE;
+    }
     return q_byid(t, qid, q);
 }
 
@@ -950,11 +961,11 @@ int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
     return *got ? 0 : PL_EEMPTY;
 }
 
-int queue_held_ack(Txn *t, uint64_t id, uint32_t qid)
+int queue_held_ack(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len)
 {
     JobRec j;
     QRec *q;
-    int rc = held_load(t, id, qid, &j, &q);
+    int rc = held_load(t, id, qid, body, len, &j, &q);
     if (rc || (rc = q_drop(t, q, id, &j)) != 0)
         return rc;
     q->s.reserves++;
@@ -962,20 +973,22 @@ int queue_held_ack(Txn *t, uint64_t id, uint32_t qid)
     return 0;
 }
 
-int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const char *queue, uint32_t pri)
+int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
+                       const char *queue, uint32_t pri)
 {
     JobRec j;
     QRec *q, *dq;
     int rc;
-    if ((rc = q_find(t, queue, 1, NULL, &dq)) != 0 || (rc = held_load(t, id, qid, &j, &q)) != 0 ||
+    if ((rc = q_find(t, queue, 1, NULL, &dq)) != 0 ||
+        (rc = held_load(t, id, qid, body, len, &j, &q)) != 0 ||
         (rc = forward_job(t, q, dq, id, &j, pri)) != 0)
         return rc;
     q->s.reserves++;
     return 0;
 }
 
-int queue_held_release(Txn *t, uint64_t id, uint32_t qid, int64_t delay_ms, const char *error,
-                       int *buried)
+int queue_held_release(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
+                       int64_t delay_ms, const char *error, int *buried)
 {
     JobRec j;
     QRec *q;
@@ -983,7 +996,7 @@ int queue_held_release(Txn *t, uint64_t id, uint32_t qid, int64_t delay_ms, cons
         *buried = 0;
     if (error && strlen(error) > QUEUE_REASON_MAX)
         return PL_ETOOBIG;
-    int rc = held_load(t, id, qid, &j, &q);
+    int rc = held_load(t, id, qid, body, len, &j, &q);
     if (rc)
         return rc;
     j.attempts++;
@@ -991,7 +1004,8 @@ int queue_held_release(Txn *t, uint64_t id, uint32_t qid, int64_t delay_ms, cons
     return release_job(t, q, id, &j, delay_ms, error, buried);
 }
 
-int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const char *reason)
+int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
+                    const char *reason)
 {
     JobRec j;
     QRec *q;
@@ -999,7 +1013,7 @@ int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const char *reason)
         return PL_EINVAL;
     if (strlen(reason) > QUEUE_REASON_MAX)
         return PL_ETOOBIG;
-    int rc = held_load(t, id, qid, &j, &q);
+    int rc = held_load(t, id, qid, body, len, &j, &q);
     if (rc)
         return rc;
     j.attempts++;
@@ -1018,7 +1032,7 @@ int queue_held_lost(Txn *t, uint64_t id, uint32_t qid, uint32_t attempts, const 
     QRec *q;
     if (buried)
         *buried = 0;
-    int rc = held_load(t, id, qid, &j, &q);
+    int rc = held_load(t, id, qid, NULL, 0, &j, &q);
     if (rc == PL_ENOJOB || rc == PL_ELEASE)
         return 0; /* done, or ended another way, before the process did */
     if (rc)

@@ -133,22 +133,27 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
  *
  * A hold ends with queue_held_ack, _forward, _release or _bury (as
  * queue_ack, queue_forward (priority pri on queue), queue_release and
- * queue_bury of a reserved job; release and bury store the attempt), each given the qid the job was
- * taken from: when the job is no longer ready in that queue (`qctl
- * reserve` took it, an operator buried or deleted it) they write nothing
- * and return PL_ELEASE (PL_ENOJOB when it is gone). So a hold is never
- * exclusive on disk, but its end is: whoever commits first has the job.
- * A crash ends every hold with the jobs still ready, as a lease expiry
- * would; queue_held_lost then stores the attempt such a hold was (when the
- * job still has the stored attempts it was taken with), burying the job
- * past max_attempts with why; a job that has moved on is left alone. */
+ * queue_bury of a reserved job; release and bury store the attempt), each
+ * given the qid the job was taken from and the body the holder worked
+ * (body[0..len)): when the job is no longer ready in that queue with that
+ * body (`qctl reserve` took it, an operator buried, deleted or edited it:
+ * queue_set_body) they write nothing and return PL_ELEASE (PL_ENOJOB when
+ * it is gone); an edited job stays ready and is worked again with its new
+ * body. So a hold is never exclusive on disk, but its end is: whoever
+ * commits first has the job. A crash ends every hold with the jobs still
+ * ready, as a lease expiry would; queue_held_lost then stores the attempt
+ * such a hold was (when the job still has the stored attempts it was taken
+ * with), burying the job past max_attempts with why; a job that has moved
+ * on is left alone. */
 int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
                  int (*held)(uint64_t id, void *arg), void *arg, Job *out, size_t *got);
-int queue_held_ack(Txn *t, uint64_t id, uint32_t qid);
-int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const char *queue, uint32_t pri);
-int queue_held_release(Txn *t, uint64_t id, uint32_t qid, int64_t delay_ms, const char *error,
-                       int *buried);
-int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const char *reason);
+int queue_held_ack(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len);
+int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
+                       const char *queue, uint32_t pri);
+int queue_held_release(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
+                       int64_t delay_ms, const char *error, int *buried);
+int queue_held_bury(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
+                    const char *reason);
 int queue_held_lost(Txn *t, uint64_t id, uint32_t qid, uint32_t attempts, const char *why,
                     int *buried);
 
@@ -215,7 +220,9 @@ int queue_get(Txn *t, uint64_t id, Job *out);
 /* queue_set_body replaces the body of job id (an operator's fix: qctl
  * edit), keeping everything else (state, priority, attempts, key, place in
  * its queue). A reserved job is refused with PL_ESTATE: a worker holds it
- * and would ack the old work. PL_ETOOBIG for a body over its queue's
+ * and would ack the old work. A job the engine holds (queue_hold_n: ready
+ * on disk) is edited: the end of that hold finds the body changed and
+ * writes nothing, and the job is worked again with the new body. PL_ETOOBIG for a body over its queue's
  * max_body, PL_ENOJOB, or no room (store_room). */
 int queue_set_body(Txn *t, uint64_t id, const void *body, size_t len);
 

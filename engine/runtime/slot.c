@@ -695,14 +695,15 @@ static int slot_apply(Txn *t, CommitOp *op)
     so->fail[0] = '\0';
     so->taken.k = 0;
     if (so->end == END_RELEASE)
-        return queue_held_release(t, s->id, s->qid, so->delay_ms, so->why.buf, NULL);
+        return queue_held_release(t, s->id, s->qid, s->body.buf, s->body.len, so->delay_ms,
+                                  so->why.buf, NULL);
     if (so->end == END_BURY)
-        return queue_held_bury(t, s->id, s->qid, so->why.buf);
+        return queue_held_bury(t, s->id, s->qid, s->body.buf, s->body.len, so->why.buf);
     /* The same job handed on unchanged: move it in place. */
     char fq[QUEUE_NAME_MAX + 1];
     if (forward_of(s, fq, sizeof fq)) {
-        if ((rc = queue_held_forward(t, s->id, s->qid, fq, s->out_pri)) != 0 && rc != PL_ELEASE &&
-            rc != PL_ENOJOB)
+        rc = queue_held_forward(t, s->id, s->qid, s->body.buf, s->body.len, fq, s->out_pri);
+        if (rc != 0 && rc != PL_ELEASE && rc != PL_ENOJOB)
             put_failure(t, fq, s->body.len, 0, rc, so->fail, sizeof so->fail);
         return rc;
     }
@@ -715,7 +716,7 @@ static int slot_apply(Txn *t, CommitOp *op)
         return rc;
     }
     /* The ack first: if the hold was lost, nothing else happens. */
-    if ((rc = queue_held_ack(t, s->id, s->qid)) != 0)
+    if ((rc = queue_held_ack(t, s->id, s->qid, s->body.buf, s->body.len)) != 0)
         return rc;
     if ((rc = apply_actions(t, &s->acts, s->stage, &so->taken, s->out_pri, so->fail,
                             sizeof so->fail)) != 0) {
@@ -801,8 +802,8 @@ static void slot_committed(EngineOp *eo, int rc)
     }
     st->ctr.failed_commits++;
     if ((rc == PL_ELEASE || rc == PL_ENOJOB) && !so->in_actions) {
-        stage_log(st, PL_LOG_WARN, s->id, "the job was taken, buried or deleted by someone else "
-                  "before the commit (qctl?): nothing written");
+        stage_log(st, PL_LOG_WARN, s->id, "the job was taken, buried or deleted by someone else, "
+                  "or its body edited, before the commit (qctl?): nothing written");
         slot_free(s);
         return;
     }
