@@ -63,8 +63,9 @@ static const CliFlag flags[NFLAGS] = {
     [F_FOLLOW] = {"follow", NULL, "keep running: load new batches as they are sealed, and\n"
                                   "reconnect with backoff when the warehouse goes away;\n"
                                   "SIGTERM/SIGINT finish the current batch and exit 0"},
-    [F_POLL] = {"poll", "S", "with --follow, look for new batches every S seconds\n"
-                             "(default 0.5)"},
+    [F_POLL] = {"poll", "S", "with --follow, the longest wait between looks for new\n"
+                             "batches (default 0.5; a commit that writes the store\n"
+                             "wakes qload sooner: inotify)"},
     [F_CREATE] = {"create-tables", NULL,
                   "create the models' tables (CREATE TABLE IF NOT EXISTS,\n"
                   "keys, unique, foreign keys) before loading"},

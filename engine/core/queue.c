@@ -961,6 +961,39 @@ int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
     return *got ? 0 : PL_EEMPTY;
 }
 
+int queue_overtaken(Txn *t, const char *queue, uint32_t pri, int (*held)(uint64_t id, void *arg),
+                    void *arg, int *yes)
+{
+    QRec *q;
+    *yes = 0;
+    int rc = q_find(t, queue, 0, NULL, &q);
+    if (rc)
+        return rc;
+    if (q->s.paused) {
+        *yes = 1;
+        return 0;
+    }
+    if (!q->s.ready || pri == 0)
+        return 0;
+    MDB_cursor *c = txn_cursor(t, DB_INDEX);
+    if (!c)
+        return ENOMEM;
+    unsigned char pre[5];
+    size_t plen = q_idx_prefix(pre, JOB_READY, q->s.qid);
+    MDB_val k;
+    /* Serving order: the more urgent first, so the walk stops at the
+     * first job not more urgent than pri (past only held ones before it). */
+    for (rc = q_idx_seek(c, pre, plen, plen, &k); rc == 0; rc = q_idx_next(c, pre, plen, &k)) {
+        if (k.mv_size < 17 || pl_get_be32((const unsigned char *)k.mv_data + 5) >= pri)
+            return 0;
+        if (!held || !held(q_idx_id(&k), arg)) {
+            *yes = 1;
+            return 0;
+        }
+    }
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int queue_held_ack(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len)
 {
     JobRec j;

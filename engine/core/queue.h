@@ -148,6 +148,14 @@ int queue_reserve_n(Txn *t, const char *queue, size_t n, uint32_t ttr_ms, Job *o
 int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
                  int (*held)(uint64_t id, void *arg), void *arg, Job *out, size_t *got);
 int queue_held_ack(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len);
+
+/* queue_overtaken sets *yes when jobs held ahead of the holder's slots
+ * (the engine's spares, the least urgent of priority pri) should be let
+ * go: queue is paused, or it has a ready job more urgent than pri (a lower
+ * number) that held(id, arg) does not claim. It writes nothing. Returns 0,
+ * PL_ENOQUEUE, or a store error. */
+int queue_overtaken(Txn *t, const char *queue, uint32_t pri, int (*held)(uint64_t id, void *arg),
+                    void *arg, int *yes);
 int queue_held_forward(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,
                        const char *queue, uint32_t pri);
 int queue_held_release(Txn *t, uint64_t id, uint32_t qid, const void *body, size_t len,

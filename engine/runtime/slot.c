@@ -119,13 +119,23 @@ typedef struct Reserver {
  * into spares (held: no write); a slot that comes free takes a spare at
  * once, without waiting for a commit, and the reservers keep one reserve's
  * worth of jobs ahead of the free slots. */
+typedef struct Watch {
+    EngineOp eo;
+    Stage *stage;
+    uint32_t pri;    /* the least urgent spare's priority when it was armed */
+    int active;
+} Watch;
+
 typedef struct Feed {
     Reserver *r;     /* Stage.nrsv of them */
+    Watch watch;     /* spares_watch: spares let go when overtaken */
     Held *held;
     Slot **free;     /* the free slots, a stack */
     unsigned nfree;
     unsigned cap;    /* jobs per reserve: the stage's batch:, at most RSV_MAX */
 } Feed;
+
+static void spares_watch(Stage *st);
 
 /* After a reserve fails (not "nothing ready": a store error), its reserver
  * waits this long before it asks again, so a broken store is not hammered
@@ -1036,8 +1046,81 @@ static void rsv_done(EngineOp *eo, int rc)
     }
     slots_dispatch(st);
     slots_kick(st);
+    spares_watch(st);
     if (st->engine->draining)
         engine_check_drained(st->engine);
+}
+
+/* Spares and priorities. A spare is a job taken ahead of the slots; a job
+ * put later at a more urgent priority must still be worked first, and a
+ * paused queue must give nothing more. So while a stage has spares that
+ * something could overtake (priority above 0), a watch waits parked in the
+ * committer, looking after each transaction (one index seek) for a ready
+ * job more urgent than the least urgent spare, or a pause; then the
+ * spares are let go (they are ready on disk: nothing to write) and the
+ * reservers take the best jobs again. */
+static int watch_apply(Txn *t, CommitOp *op)
+{
+    Watch *w = (Watch *)op;
+    Stage *st = w->stage;
+    Held *h = ((Feed *)st->rsv)->held;
+    int yes = 0;
+    pthread_mutex_lock(&h->mu);
+    int rc = queue_overtaken(t, st->conf->input, w->pri, held_has, h, &yes);
+    pthread_mutex_unlock(&h->mu);
+    if (rc)
+        return rc;
+    return yes ? 0 : PL_EEMPTY;
+}
+
+static void watch_done(EngineOp *eo, int rc)
+{
+    Watch *w = (Watch *)eo;
+    Stage *st = w->stage;
+    Feed *f = st->rsv;
+    w->active = 0;
+    if (rc == 0) {
+        pthread_mutex_lock(&f->held->mu);
+        for (unsigned k = 0; k < st->nrsv; k++)
+            if (!f->r[k].active)
+                rsv_unhold(&f->r[k]);
+        pthread_mutex_unlock(&f->held->mu);
+        slots_kick(st);
+    }
+    spares_watch(st);
+    if (st->engine->draining)
+        engine_check_drained(st->engine);
+}
+
+/* spares_watch arms the watch when the stage has spares that a more
+ * urgent job could overtake. */
+static void spares_watch(Stage *st)
+{
+    Feed *f = st->rsv;
+    Engine *e = st->engine;
+    if (!f || f->watch.active || st->draining || e->draining)
+        return;
+    uint32_t pri = 0;
+    int any = 0;
+    for (unsigned k = 0; k < st->nrsv; k++) {
+        Reserver *r = &f->r[k];
+        for (size_t i = r->next; !r->active && i < r->got; i++) {
+            any = 1;
+            if (r->sp[i].pri > pri)
+                pri = r->sp[i].pri;
+        }
+    }
+    if (!any || pri == 0)
+        return;
+    Watch *w = &f->watch;
+    w->stage = st;
+    w->pri = pri;
+    w->active = 1;
+    w->eo.op.apply = watch_apply;
+    w->eo.op.park = 1;
+    w->eo.op.deadline_ns = pl_mono_ns() + 1000000000ull;
+    w->eo.loop_done = watch_done;
+    engine_submit(e, &w->eo);
 }
 
 static void on_rsv_pause(struct ev_loop *loop, ev_timer *w, int revents)
