@@ -456,7 +456,7 @@ static int outcome(Slot *s, const HttpResult *r, const char *url)
         slot_buryf(s, "%s: %s", url, r->error);
         return 1;
     case HTTP_CANCELED:
-        slot_retry(s, 0, "request canceled (engine draining)");
+        slot_give_back(s, "request canceled (engine draining)");
         return 1;
     default: {
         char why[400];

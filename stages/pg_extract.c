@@ -774,7 +774,7 @@ static void pgx_start(Slot *s)
         }
     }
     if (k->stopped) {
-        slot_retry(s, 0, "engine draining");
+        slot_give_back(s, "engine draining");
         return;
     }
     if (!k->have_cursor) { /* the watermark extract has not begun: it brings every row */
@@ -1114,7 +1114,7 @@ static void pgx_stop(Stage *s)
     sealer_stop(&k->sealer);
     reconcile_stop(&k->rec);
     for (size_t i = 0; i < k->npending; i++)
-        slot_retry(k->pending[i]->slot, 0, "engine draining");
+        slot_give_back(k->pending[i]->slot, "engine draining");
     k->npending = 0;
     /* A page being read is dropped (read again next run); a key read in
      * flight finishes and acks its job. */

@@ -44,6 +44,28 @@ HOP2 = HOP.replace("  final: {ttr: 10}\n", "  final: {ttr: 10}\n  done: {ttr: 10
 """
 
 
+# A stage whose service answers in 30 s, a drain of 1 s, and two attempts
+# allowed: a reload's drain ends with the requests in flight canceled.
+SLOW_SERVICE = """\
+listen:
+  port: ${port}
+drain: 1
+queues:
+  retrieve: {ttr: 60, max_attempts: 2, backoff: 0.1}
+  final: {ttr: 60}
+stages:
+  - name: extract
+    kind: http_extract
+    input: retrieve
+    output: final
+    url: ${records}/records/{id}
+    key_field: id
+    model: users
+    concurrency: 4
+    timeout: 60
+"""
+
+
 def read(path):
     try:
         with open(path, "rb") as f:
@@ -139,6 +161,44 @@ class SignalTest(EngineTestCase):
         self.assertEqual(fd_targets(pid), fds_before)
         rc, _ = eng.terminate()
         self.assertEqual(rc, 0)
+
+    def test_reloads_do_not_count_attempts_of_the_jobs_in_flight(self):
+        # Jobs in flight when a reload's drain time is over are given back
+        # (their requests canceled), and reloads are the operator's doing,
+        # not the jobs': they never count against max_attempts. Two reloads
+        # with max_attempts 2 used to bury them ("gave up after 2 attempts").
+        from engine_fixtures import RecordAPI
+        api = self.fx.add(RecordAPI())
+        api.delay = 30
+        for rid in ("r1", "r2"):
+            api.add(rid, {"id": rid, "tenant": 1, "email": "%s@example.org" % rid})
+        eng = self.engine(SLOW_SERVICE, records=api.url)
+        log = os.path.join(self.dir, "engine.log")
+        eng.start(args=["--log-file", log])
+        pid = eng.proc.pid
+        for rid in ("r1", "r2"):
+            self.assertEqual(eng.put("retrieve", {"id": rid}).status, 202)
+        for n in (1, 2):
+            self.wait(lambda: api.hits["r1"] >= n and api.hits["r2"] >= n, 30,
+                      "both requests in flight (%d)" % n, eng)
+            eng.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: read(log).count("restarting with") >= n, 30, what="reload %d" % n)
+            eng.wait_healthy()
+        # They are worked again after the second reload, and nothing was
+        # counted against them.
+        self.wait(lambda: api.hits["r1"] >= 3 and api.hits["r2"] >= 3, 30,
+                  "both requests in flight after the reloads", eng)
+        self.assertEqual(eng.proc.pid, pid)
+        jobs = eng.peek("retrieve")
+        self.assertEqual(sorted(j["body"]["id"] for j in jobs), ["r1", "r2"])
+        self.assertEqual([(j["state"], j["attempts"]) for j in jobs], [("ready", 0)] * 2, jobs)
+        self.assertEqual(eng.peek("retrieve", "buried"), [])
+        self.assertIn("drain time over", read(log))
+        # A stop's drain still counts the attempt it cut short (test_engine 6b).
+        rc, _ = eng.terminate(timeout=1 + 10)
+        self.assertEqual(rc, 0)
+        jobs = eng.peek("retrieve")
+        self.assertEqual(sorted(j["attempts"] for j in jobs), [1, 1], jobs)
 
     def test_sighup_tells_the_service_manager_reloading_then_ready(self):
         from test_service import NotifySocket

@@ -926,6 +926,20 @@ void slot_retry(Slot *s, double after_s, const char *error)
     slot_end(s, END_RELEASE, (int64_t)d, error ? error : "retry");
 }
 
+void slot_give_back(Slot *s, const char *why)
+{
+    Stage *st = s->stage;
+    if (!st->engine->reload || !st->engine->draining) {
+        slot_retry(s, 0, why);
+        return;
+    }
+    /* A hold, not a lease: letting it go writes nothing. The slot is not
+     * dispatched again while the engine drains. */
+    PL_ASSERT(s->state == SLOT_WORKING, "a job ends once");
+    stage_log(st, PL_LOG_INFO, s->id, "given back uncounted for the reload: %s", why);
+    slot_free(s);
+}
+
 /* ---------------------------------------------------------------- reserver */
 
 /* rsv_unhold lets go of the jobs a reserve took and no slot has: when its

@@ -190,6 +190,12 @@ void slot_done(Slot *s);
  * seconds (and the queue's exponential backoff with jitter), noting error;
  * past the queue's max_attempts the queue buries it. */
 void slot_retry(Slot *s, double after_s, const char *error);
+/* slot_give_back ends a job the engine's drain cut short (a canceled call,
+ * work the kind stopped): in the drain of a reload (SIGHUP) nothing is
+ * written, so the job is ready again as it was, its attempts not counted
+ * (reloads never bring a job nearer max_attempts); in the drain of a stop
+ * it is slot_retry(s, 0, why), the attempt counted. */
+void slot_give_back(Slot *s, const char *why);
 /* slot_bury sets the job aside with reason (a permanent failure);
  * slot_buryf with the reason formatted as by printf. */
 void slot_bury(Slot *s, const char *reason);
