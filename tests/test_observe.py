@@ -28,14 +28,19 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 class Records(Fixture):
     """GET /records/ID -> {"id": ID, "email": ...}: a bad email for the ids
-    in .bad; 503 for everything while .down."""
+    in .bad; 503 for everything while .down; answered after .delay s."""
 
     def __init__(self):
         super().__init__()
         self.down = False
         self.bad = set()
+        self.delay = 0
 
     def handle(self, req):
+        with self.lock:
+            self.requests += 1
+        if self.delay and self.sleep(self.delay):
+            return
         if self.down:
             return req.reply(503, {"error": "down for the test"})
         rid = int(req.url_path.rsplit("/", 1)[1])
@@ -287,6 +292,47 @@ def boxes(png, color, min_pixels=1500):
     return count
 
 
+class WorkingTest(ObserveCase):
+
+    def test_jobs_the_engine_works_are_counted_as_working(self):
+        # The engine holds the jobs it works in memory, not by a lease: on
+        # disk they are ready. /status, /metrics and qctl top say which of
+        # them its slots work (before: 3 ready and 0 reserved everywhere,
+        # as if nothing worked them).
+        eng = self.start()
+        self.api.delay = 30  # past the stage's timeout: 2 s, then a retry
+        for i in range(1, 4):
+            self.assertEqual(eng.put("ids", {"id": i}).status, 202)
+        box = {}
+
+        def status_working():
+            st = eng.request("GET", "/status").json()
+            box["q"] = [q for q in st["queues"] if q["name"] == "ids"][0]
+            return box["q"]["working"] == 3
+        self.wait(status_working, 30, "/status to count 3 jobs working", eng)
+        q = box["q"]
+        self.assertEqual((q["ready"], q["reserved"]), (3, 0), q)
+        self.assertGreaterEqual(q["held"], 3, q)
+
+        def metrics_working():
+            samples, _ = parse_metrics(eng.request("GET", "/metrics").text)
+            return samples.get(("pickline_queue_working_jobs", labels(queue="ids"))) == 3
+        self.wait(metrics_working, 30, "/metrics to count 3 jobs working", eng)
+
+        def top_working():
+            r = qctl(eng.data, "top", "--iterations", "1")
+            box["top"] = r.stdout
+            return (re.search(r"^fetch\s+http_extract\s+ids\s+0\s+3\s+0\s", box["top"], re.M) and
+                    re.search(r"^ids\s+0\s+3\s+0\s+0\s+0\s", box["top"], re.M))
+        self.wait(top_working, 30, "qctl top to show 3 jobs working of ids", eng)
+        self.assertIn("WORKING", box["top"])
+        # Stopped, nothing works them: top reads no stale in-flight file.
+        eng.terminate()
+        r = qctl(eng.data, "top", "--iterations", "1")
+        out = r.stdout
+        self.assertRegex(out, re.compile(r"^ids\s+\d+\s+0\s", re.M), out)
+
+
 STAGE_COLOR = (0xd6, 0xea, 0xf8)  # .stage's background in status.c
 QUEUE_COLOR = (0xfd, 0xeb, 0xd0)  # .queue's
 
@@ -367,17 +413,17 @@ class TopTest(ObserveCase):
                       "%s --data %s top --interval 0.3" % (plhelp.binary("qctl"), eng.data))
         self.assertEqual(r.returncode, 0, r.stderr)
         row = lambda name: re.compile(r"^%s\s" % name, re.M)  # noqa: E731
-        self.wait(lambda: re.search(r"^check\s+validate\s+raw\s+5\s+0\s+\S+\s+->\s+valid\s*$",
+        self.wait(lambda: re.search(r"^check\s+validate\s+raw\s+5\s+0\s+0\s+\S+\s+->\s+valid\s*$",
                                     self.screen(), re.M), 30, "the check stage with 5 jobs waiting", eng)
         text = self.screen()
         self.assertIn("STAGE", text)
-        self.assertRegex(text, re.compile(r"^fetch\s+http_extract\s+ids\s+0\s+0\s+\S+\s+->\s+raw\s*$", re.M))
-        self.assertRegex(text, re.compile(r"^seal\s+batch\s+valid\s+0\s+0\s+\S+\s+->\s+\(batches\)\s*$", re.M))
+        self.assertRegex(text, re.compile(r"^fetch\s+http_extract\s+ids\s+0\s+0\s+0\s+\S+\s+->\s+raw\s*$", re.M))
+        self.assertRegex(text, re.compile(r"^seal\s+batch\s+valid\s+0\s+0\s+0\s+\S+\s+->\s+\(batches\)\s*$", re.M))
         at = [row(n).search(text).start() for n in ("fetch", "check", "seal")]
         self.assertEqual(at, sorted(at), "the stages in the order of the flow:\n" + text)
         # It is live: the queue drains once resumed.
         self.assertEqual(qctl(eng.data, "resume", "raw").returncode, 0)
-        self.wait(lambda: re.search(r"^check\s+validate\s+raw\s+0\s+0\s", self.screen(), re.M), 30,
+        self.wait(lambda: re.search(r"^check\s+validate\s+raw\s+0\s+0\s+0\s", self.screen(), re.M), 30,
                   "the check stage's queue to drain on the screen", eng)
         self.tmux("send-keys", "-t", "top", "q")
         self.wait(lambda: self.tmux("has-session", "-t", "top").returncode != 0, 10, "top to quit on q", eng)

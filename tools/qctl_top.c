@@ -4,9 +4,15 @@
  * draws them (the engine keeps its stages in the store: staging_line_get);
  * the queues (jobs by state, put/reserve/ack rates, oldest ready), the data
  * map, the batches by state and the rejects, redrawn every interval in its
- * own short read transaction until 'q', Ctrl-C or SIGTERM. */
+ * own short read transaction until 'q', Ctrl-C or SIGTERM.
+ *
+ * The engine works its jobs without a lease (they stay ready on disk): the
+ * WORKING column counts the ready jobs its slots work, from the in-flight
+ * file (inflight.h) while an engine runs, and READY the rest; RESERVED
+ * counts the leases of workers outside the engine (`qctl reserve`). */
 #include "qctl.h"
 
+#include "inflight.h"
 #include "pl.h"
 #include "staging.h"
 #include "store.h"
@@ -43,7 +49,42 @@ typedef struct Frame {
     uint64_t batches[BATCH_FAILED + 1]; /* by state */
     uint64_t rejects;
     Line line;                          /* the engine's stages (none: n 0) */
+    char uuid[33];                      /* the store's ("" none yet) */
+    uint64_t *working;                  /* per queue of list: jobs the engine works (inflight.h) */
+    size_t nworking;
 } Frame;
+
+/* frame_working reads how many ready jobs of each queue the running
+ * engine's slots work (they are held in memory, ready on disk): all 0
+ * when no engine runs. */
+static void frame_working(const Ctx *c, Frame *f)
+{
+    if (f->nworking < f->list.n) {
+        f->working = realloc(f->working, f->list.n * sizeof *f->working);
+        PL_ASSERT(f->working, "memory for the counts");
+        f->nworking = f->list.n;
+    }
+    uint32_t *qids = calloc(f->list.n ? f->list.n : 1, sizeof *qids);
+    PL_ASSERT(qids, "memory for the queue ids");
+    for (size_t i = 0; i < f->list.n; i++)
+        qids[i] = f->list.v[i].qid;
+    if (!f->uuid[0] || inflight_working(c->dir, f->uuid, qids, f->working, f->list.n) != 0)
+        memset(f->working, 0, f->list.n * sizeof *f->working);
+    free(qids);
+}
+
+/* frame_ready: the ready jobs of q (of f's list) that no slot of the
+ * engine works; frame_work: those it works. */
+static uint64_t frame_ready(const Frame *f, const QueueStats *q)
+{
+    uint64_t w = f->working ? f->working[q - f->list.v] : 0;
+    return q->ready > w ? q->ready - w : 0;
+}
+
+static uint64_t frame_work(const Frame *f, const QueueStats *q)
+{
+    return f->working ? f->working[q - f->list.v] : 0;
+}
 
 static const QueueStats *frame_find(const Frame *f, const char *name)
 {
@@ -63,8 +104,8 @@ static CliStr rate(uint64_t now, uint64_t then, double dt, int have)
     return r;
 }
 
-static const char *const line_head[] = {"STAGE", "KIND", "WORKS", "READY", "RESERVED", "DONE/s",
-                                        "", "FEEDS"};
+static const char *const line_head[] = {"STAGE", "KIND", "WORKS", "READY", "WORKING", "RESERVED",
+                                        "DONE/s", "", "FEEDS"};
 
 /* line_level is a stage's column in the flow: 0 for a source or a stage
  * whose queue no stage feeds, else one after the furthest of its feeders
@@ -92,7 +133,7 @@ static size_t line_level(const Line *l, size_t i, unsigned depth)
 static void line_draw(FILE *f, const Frame *cur, const Frame *prev, double dt)
 {
     const Line *l = &cur->line;
-    CliTable t = {.ncol = 8, .head = line_head, .align = "llrrrrcl"};
+    CliTable t = {.ncol = 9, .head = line_head, .align = "llrrrrrcl"};
     size_t *order = calloc(l->n ? l->n : 1, sizeof *order), *lv = calloc(l->n ? l->n : 1, sizeof *lv);
     PL_ASSERT(order && lv, "memory for the line");
     for (size_t i = 0; i < l->n; i++) {
@@ -126,9 +167,11 @@ static void line_draw(FILE *f, const Frame *cur, const Frame *prev, double dt)
         cli_table_add(&t, "%s", s->kind);
         cli_table_add(&t, "%s", s->input ? s->input : "(source)");
         if (q) {
-            cli_table_add(&t, "%" PRIu64, q->ready);
+            cli_table_add(&t, "%" PRIu64, frame_ready(cur, q));
+            cli_table_add(&t, "%" PRIu64, frame_work(cur, q));
             cli_table_add(&t, "%" PRIu64, q->reserved);
         } else {
+            cli_table_add(&t, "-");
             cli_table_add(&t, "-");
             cli_table_add(&t, "-");
         }
@@ -145,12 +188,12 @@ static void line_draw(FILE *f, const Frame *cur, const Frame *prev, double dt)
     free(lv);
 }
 
-static const char *const top_head[] = {"QUEUE", "READY", "DELAYED", "RESERVED", "BURIED",
+static const char *const top_head[] = {"QUEUE", "READY", "WORKING", "DELAYED", "RESERVED", "BURIED",
                                        "PUT/s", "RES/s", "ACK/s", "OLDEST", "PAUSED"};
 
 static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev, uint64_t every)
 {
-    CliTable t = {.ncol = 10, .head = top_head, .align = "lrrrrrrrrl"};
+    CliTable t = {.ncol = 11, .head = top_head, .align = "lrrrrrrrrrl"};
     double dt = prev ? (double)(cur->ns - prev->ns) / 1e9 : 0;
     const StoreInfo *i = &cur->info;
     uint64_t used = (uint64_t)i->last_page * i->page_size;
@@ -164,7 +207,8 @@ static void top_draw(const Ctx *c, FILE *f, const Frame *cur, const Frame *prev,
     for (size_t k = 0; k < cur->list.n; k++) {
         const QueueStats *s = &cur->list.v[k], *p = prev ? frame_find(prev, s->name) : NULL;
         cli_table_add(&t, "%s", s->name);
-        cli_table_add(&t, "%" PRIu64, s->ready);
+        cli_table_add(&t, "%" PRIu64, frame_ready(cur, s));
+        cli_table_add(&t, "%" PRIu64, frame_work(cur, s));
         cli_table_add(&t, "%" PRIu64, s->delayed);
         cli_table_add(&t, "%" PRIu64, s->reserved);
         cli_table_add(&t, "%" PRIu64, s->buried);
@@ -268,6 +312,8 @@ static int top_fn(Txn *t, void *arg)
         return rc;
     memset(f->batches, 0, sizeof f->batches);
     f->rejects = 0;
+    if (staging_uuid(t, f->uuid) != 0)
+        f->uuid[0] = '\0';
     staging_line_free(&f->line);
     if ((rc = staging_line_get(t, &f->line)) != 0 && rc != PL_ENOPIPELINE && rc != PL_EFORMAT)
         return rc; /* no line kept (an engine never ran here, or an older one): no stage view */
@@ -329,6 +375,7 @@ int qctl_top(Ctx *c)
             break;
         }
         cur->ns = pl_mono_ns();
+        frame_working(c, cur);
         mem = open_memstream(&buf, &len);
         PL_ASSERT(mem, "open_memstream has memory");
         top_draw(c, mem, cur, prev, every);
@@ -354,5 +401,7 @@ int qctl_top(Ctx *c)
     free(fr[1].list.v);
     staging_line_free(&fr[0].line);
     staging_line_free(&fr[1].line);
+    free(fr[0].working);
+    free(fr[1].working);
     return rc;
 }

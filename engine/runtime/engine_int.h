@@ -77,6 +77,12 @@ void slots_close(Stage *st);
 int holds_open(Engine *e, const char *dir, char *err, size_t errlen);
 void holds_close(Engine *e);
 
+/* holds_count sets, for the engine's input queue `queue`, *held to the
+ * jobs the engine holds in memory (in its slots or read ahead for them:
+ * ready on disk, see slot.c) and *working to those its slots work or
+ * commit (loop thread). Both 0 for a queue no stage reads. */
+void holds_count(Engine *e, const char *queue, uint64_t *held, uint64_t *working);
+
 /* fuse_plan finds the fused queues: each read by one stage only, whose
  * kind takes rows (take_row), after every stage is open; holds_close frees
  * what it made. */

@@ -80,9 +80,11 @@ static void histogram(Strbuf *b, const char *name, const char *key, const char *
 
 static const char *const job_states[] = {"ready", "delayed", "reserved", "buried"};
 
-static void queues(Strbuf *b, const Snapshot *s)
+static void queues(Strbuf *b, Engine *e, const Snapshot *s)
 {
-    family(b, "pickline_queue_jobs", "gauge", "Jobs in the queue, by state.");
+    family(b, "pickline_queue_jobs", "gauge",
+           "Jobs in the queue, by state on disk (the jobs the engine works are held in memory and "
+           "ready on disk; reserved: leases of workers outside the engine).");
     for (size_t i = 0; i < s->nqueues; i++) {
         const QueueStats *q = &s->queues[i];
         const uint64_t v[] = {q->ready, q->delayed, q->reserved, q->buried};
@@ -91,6 +93,20 @@ static void queues(Strbuf *b, const Snapshot *s)
             label(b, q->name);
             sb_addf(b, "\",state=\"%s\"} %llu\n", job_states[k], (unsigned long long)v[k]);
         }
+    }
+    family(b, "pickline_queue_working_jobs", "gauge",
+           "Ready jobs of the queue the engine's slots are working or committing.");
+    for (size_t i = 0; i < s->nqueues; i++) {
+        uint64_t held, working;
+        holds_count(e, s->queues[i].name, &held, &working);
+        sample1(b, "pickline_queue_working_jobs", "queue", s->queues[i].name, (double)working);
+    }
+    family(b, "pickline_queue_held_jobs", "gauge",
+           "Ready jobs of the queue the engine holds in memory: working, or read ahead for its slots.");
+    for (size_t i = 0; i < s->nqueues; i++) {
+        uint64_t held, working;
+        holds_count(e, s->queues[i].name, &held, &working);
+        sample1(b, "pickline_queue_held_jobs", "queue", s->queues[i].name, (double)held);
     }
     family(b, "pickline_queue_oldest_ready_seconds", "gauge",
            "Age of the oldest ready job of the queue (0 when none is ready).");
@@ -250,7 +266,7 @@ void metrics_answer(Engine *e, const Snapshot *s, Exchange *x)
         exchange_error(x, 500, msg);
         return;
     }
-    queues(&b, s);
+    queues(&b, e, s);
     batches(&b, s);
     stages(&b, e);
     engine_metrics(&b, e, s, observe_reasons(e, s, count_reason, NULL));

@@ -29,6 +29,7 @@
  * attempt, or keep an entry a later commit had made stale, which the
  * attempts check tells apart. */
 #include "engine_int.h"
+#include "inflight.h"
 #include "staging.h"
 #include "pl.h"
 #include "queue.h"
@@ -36,6 +37,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,17 +68,17 @@ struct Held {
     size_t cap, n, used;     /* used: n and the deleted entries */
 };
 
-/* The in-flight file: a header, then one entry per slot. */
-#define FLIGHT_MAGIC "PLFLY01"
-typedef struct FlightHead {
-    char magic[8];
-    char uuid[32];           /* the store's (staging_uuid): a file of another store is ignored */
-    uint32_t nslots, zero;
-} FlightHead;
-struct Flight {
-    uint64_t id;             /* 0: the slot holds nothing */
-    uint32_t qid, attempts;  /* where it was taken, its stored attempts then */
+/* The in-flight file (inflight.h): a header, then one entry per slot. */
+#define FLIGHT_MAGIC INFLIGHT_MAGIC
+typedef InflightHead FlightHead;
+struct Flight {             /* an InflightEntry, named as engine_int.h declares it */
+    uint64_t id;
+    uint32_t qid, attempts;
 };
+_Static_assert(sizeof(struct Flight) == sizeof(InflightEntry) &&
+               offsetof(struct Flight, qid) == offsetof(InflightEntry, qid) &&
+               offsetof(struct Flight, attempts) == offsetof(InflightEntry, attempts),
+               "the in-flight file's entries are InflightEntry");
 
 typedef struct SlotOp {
     EngineOp eo;
@@ -210,6 +212,22 @@ static Held *held_of(Engine *e, const char *queue)
         if (!strcmp(e->held[i].queue, queue))
             return &e->held[i];
     return NULL;
+}
+
+void holds_count(Engine *e, const char *queue, uint64_t *held, uint64_t *working)
+{
+    *held = *working = 0;
+    Held *h = held_of(e, queue);
+    if (h) {
+        pthread_mutex_lock(&h->mu);
+        *held = h->n;
+        pthread_mutex_unlock(&h->mu);
+    }
+    for (size_t i = 0; i < e->nstages; i++) {
+        const Stage *st = &e->stages[i];
+        if (st->rsv && st->conf->input && !strcmp(st->conf->input, queue))
+            *working += st->in_flight;
+    }
 }
 
 /* flight_set names the job slot s holds (before its kind starts on it);

@@ -14,7 +14,13 @@
  *               "concurrency", "in_flight", "done", "retried", "buried",
  *               "dependency_failures", "last_failure"}]   (pipeline order),
  *   "queues": [{"name", "ready", "delayed", "reserved", "buried", "puts",
- *               "reserves", "acks", "oldest_ready_s", "paused"}],
+ *               "reserves", "acks", "oldest_ready_s", "paused",
+ *               "working", "held"}],
+ *     (ready, delayed, reserved, buried: the jobs by state on disk; the
+ *     jobs the engine works are held in memory, not leased: they are ready
+ *     on disk, and "working" counts those its slots work or commit now,
+ *     "held" those and the ones read ahead for the slots; reserved counts
+ *     leases of workers outside the engine, `qctl reserve`)
  *   "batches": [{"model", "open".."failed": {"batches", "rows"},
  *                "oldest_waiting_s"}],
  *   "rejects": {"total", "reasons": [{"model", "field", "rule", "count"}]},
@@ -85,16 +91,19 @@ void status_answer(Engine *e, const Snapshot *s, Exchange *x)
     sb_adds(&b, "],\"queues\":[");
     for (size_t i = 0; i < s->nqueues; i++) {
         const QueueStats *q = &s->queues[i];
+        uint64_t held, working;
+        holds_count(e, q->name, &held, &working);
         sb_adds(&b, i ? ",{\"name\":" : "{\"name\":");
         jstr(&b, q->name);
         sb_addf(&b, ",\"ready\":%llu,\"delayed\":%llu,\"reserved\":%llu,\"buried\":%llu,"
                     "\"puts\":%llu,\"reserves\":%llu,\"acks\":%llu,\"oldest_ready_s\":%.3f,"
-                    "\"paused\":%s}",
+                    "\"paused\":%s,\"working\":%llu,\"held\":%llu}",
                 (unsigned long long)q->ready, (unsigned long long)q->delayed,
                 (unsigned long long)q->reserved, (unsigned long long)q->buried,
                 (unsigned long long)q->puts, (unsigned long long)q->reserves,
                 (unsigned long long)q->acks, (double)q->oldest_ready_ms / 1000.0,
-                q->paused ? "true" : "false");
+                q->paused ? "true" : "false", (unsigned long long)working,
+                (unsigned long long)held);
     }
     sb_adds(&b, "],\"batches\":[");
     for (size_t i = 0; i < s->nmodels; i++) {
@@ -225,8 +234,9 @@ static const char page[] =
 "function queueBox(q, dt) {\n"
 "  const p = prev && byName(prev.queues, q.name);\n"
 "  return '<div class=\"queue\" data-queue=\"' + esc(q.name) + '\"><div class=\"name\">' + esc(q.name) +\n"
-"    (q.paused ? ' (paused)' : '') + '</div><div class=\"num\">' + q.ready + ' ready, ' + q.reserved +\n"
-"    ' reserved<br>' + q.delayed + ' delayed, ' + q.buried + ' buried<br>in ' + rate(q, p, 'puts', dt) +\n"
+"    (q.paused ? ' (paused)' : '') + '</div><div class=\"num\">' + Math.max(0, q.ready - q.working) +\n"
+"    ' ready, ' + q.working + ' working, ' + q.reserved + ' reserved<br>' + q.delayed +\n"
+"    ' delayed, ' + q.buried + ' buried<br>in ' + rate(q, p, 'puts', dt) +\n"
 "    '/s, out ' + rate(q, p, 'acks', dt) + '/s' + (q.ready ? '<br>oldest ' + q.oldest_ready_s.toFixed(1) +\n"
 "    ' s' : '') + '</div></div>';\n"
 "}\n"
