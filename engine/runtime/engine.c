@@ -269,7 +269,8 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents)
         return;
     }
     if (e->draining) {
-        pl_log(PL_LOG_WARN, "engine: second signal; stopping now (leases expire by themselves)");
+        pl_log(PL_LOG_WARN, "engine: second signal; stopping now (the jobs in flight are ready "
+               "again; the next start counts their attempts)");
         ev_break(loop, EVBREAK_ALL);
         return;
     }
