@@ -56,6 +56,65 @@ static int collect(uint32_t seq, const void *mp, size_t len, void *arg)
     return 0;
 }
 
+/* A batch holds rows of one model version: within one transaction (the
+ * open batch's record cached by staging_append) a row of another version
+ * seals the open batch first, and every record written (the sealed one,
+ * the next open one) carries its version, read back after the commit. */
+static void versions_seal_in_one_txn(void)
+{
+    Store *s = ts_open(NULL);
+    msgpack_sbuffer b;
+    msgpack_sbuffer_init(&b);
+    Txn *t = ts_wbegin(s);
+    BatchRec b1, b2, got;
+    for (int i = 0; i < 3; i++) {
+        row(&b, i, "v1");
+        T_OK(staging_append(t, "users", 11, b.data, b.size, &no_limits, &b1));
+    }
+    T_EQ(b1.version, 11);
+    T_EQ(b1.rows, 3);
+    row(&b, 3, "v2");
+    T_OK(staging_append(t, "users", 22, b.data, b.size, &no_limits, &b2));
+    T_CHECK(b2.id != b1.id);
+    T_EQ(b2.version, 22);
+    T_EQ(b2.rows, 1);
+    T_EQ(b2.state, BATCH_OPEN);
+    /* read in the same transaction: the cache is written back first */
+    T_OK(batch_get(t, b1.id, &got));
+    T_EQ(got.state, BATCH_SEALED);
+    T_EQ(got.version, 11);
+    T_EQ(got.rows, 3);
+    row(&b, 4, "v2");
+    T_OK(staging_append(t, "users", 22, b.data, b.size, &no_limits, &b2));
+    T_EQ(b2.rows, 2);
+    T_OK(store_txn_commit(t));
+
+    t = ts_wbegin(s);
+    T_OK(batch_get(t, b2.id, &got));
+    T_EQ(got.state, BATCH_OPEN);
+    T_EQ(got.version, 22);
+    T_EQ(got.rows, 2);
+    /* the next transaction's first row of the same version joins it; one
+     * of another (0: not recorded) seals it */
+    row(&b, 5, "v2");
+    T_OK(staging_append(t, "users", 22, b.data, b.size, &no_limits, &got));
+    T_EQ(got.id, b2.id);
+    T_EQ(got.rows, 3);
+    row(&b, 6, "v0");
+    T_OK(staging_append(t, "users", 0, b.data, b.size, &no_limits, &got));
+    T_CHECK(got.id != b2.id);
+    T_EQ(got.version, 0);
+    T_OK(store_txn_commit(t));
+    t = ts_wbegin(s);
+    T_OK(batch_get(t, b2.id, &got));
+    T_EQ(got.state, BATCH_SEALED);
+    T_EQ(got.version, 22);
+    T_EQ(got.rows, 3);
+    store_txn_abort(t);
+    msgpack_sbuffer_destroy(&b);
+    store_close(s);
+}
+
 static void append_and_read(void)
 {
     Store *s = ts_open(NULL);
@@ -767,7 +826,7 @@ static void states_named(void)
 int main(int argc, char **argv)
 {
     static const TCase cases[] = {
-        T_CASE(append_and_read), T_CASE(seal_by_rows_and_time), T_CASE(hold_on_rejects),
+        T_CASE(append_and_read), T_CASE(versions_seal_in_one_txn), T_CASE(seal_by_rows_and_time), T_CASE(hold_on_rejects),
         T_CASE(row_reject_and_drop), T_CASE(reject_replay_to_queue), T_CASE(uuid_stable),
         T_CASE(states_named), T_CASE(drop_many_pages), T_CASE(forget_loaded_only),
         T_CASE(staged_rows_are_instances), T_CASE(staged_rows_legacy), T_CASE(staged_rows_refused),
