@@ -68,7 +68,8 @@ static void frame_working(const Ctx *c, Frame *f)
     PL_ASSERT(qids, "memory for the queue ids");
     for (size_t i = 0; i < f->list.n; i++)
         qids[i] = f->list.v[i].qid;
-    if (!f->uuid[0] || inflight_working(c->dir, f->uuid, qids, f->working, f->list.n) != 0)
+    if (f->list.n && (!f->uuid[0] ||
+                      inflight_working(c->dir, f->uuid, qids, f->working, f->list.n) != 0))
         memset(f->working, 0, f->list.n * sizeof *f->working);
     free(qids);
 }

@@ -30,8 +30,9 @@ static int engine_alive(const char *dir)
 int inflight_working(const char *dir, const char uuid[32], const uint32_t *qids, uint64_t *counts,
                      size_t n)
 {
-    memset(counts, 0, n * sizeof *counts);
-    if (!engine_alive(dir))
+    if (n)
+        memset(counts, 0, n * sizeof *counts);
+    if (!n || !engine_alive(dir))
         return -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/engine.inflight", dir);

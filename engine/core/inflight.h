@@ -32,7 +32,8 @@ typedef struct InflightEntry {
  * into counts[] (zeroed first). Only while an engine runs on dir (the pid
  * DIR/engine.lock names is alive): a file a stopped engine left says
  * nothing about now. Returns 0, or -1 when no engine runs or the file is
- * missing, of another store or of another format (counts are then 0). */
+ * missing, of another store or of another format, or n is 0 (counts are
+ * then 0). */
 int inflight_working(const char *dir, const char uuid[32], const uint32_t *qids, uint64_t *counts,
                      size_t n);
 
