@@ -120,8 +120,12 @@ class StagedRowsTest(pgfix.ClusterTest, EngineTestCase):
         # The first waves grow the store to its working size (LMDB reuses
         # a freed page only once no reader may see it); after that equal
         # waves reuse the pages the last ones freed. Rows that stayed would
-        # add a wave's rows every wave.
-        self.assertLessEqual(pages[-1] - pages[-3], row_pages // 2,
+        # add a wave's rows every wave: over the last two waves, twice
+        # row_pages. Half of that is the bound: how many freed pages a wave
+        # finds reusable depends on when readers (qctl, the status thread)
+        # let them go, and a slow build (ASan) holds them longer (34-44
+        # pages here over two waves, 160 and more when rows stayed).
+        self.assertLessEqual(pages[-1] - pages[-3], row_pages,
                              "used pages after each wave %s (a wave's rows: about %d pages)"
                              % (pages, row_pages))
         # Every staged row went with its batch: none is left after a wave.
