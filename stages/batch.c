@@ -19,7 +19,7 @@
  * `seconds`, and logs every seal with the batch id, model and rows once it
  * is committed.
  *
- * Fused (slot.c): when the stage is the only reader of its input queue, a
+ * Fused (apply.c): when the stage is the only reader of its input queue, a
  * row sent there is appended in the sender's commit (take_row) while the
  * queue is idle, with no reference job, no staged row instance, and no
  * reserve; the rows of a model whose stage would bury them (a model not

@@ -2,7 +2,7 @@
  *
  * The running engine names in it the job each of its slots works (the
  * engine holds its jobs in memory, ready on disk: see engine/runtime's
- * slot.c), so that the next start counts the attempt a crash ended, and so
+ * hold.c), so that the next start counts the attempt a crash ended, and so
  * that qctl can tell which ready jobs the engine is working. The file is a
  * header, then one entry per slot; the engine maps it shared and writes it
  * with plain stores, never flushed (it survives the death of the process,

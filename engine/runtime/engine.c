@@ -1,6 +1,6 @@
 /* engine.c: the loop of `pickline run`: the ops that cross from the writer
  * thread back to the loop, the block monitor, the tick, the drain, and
- * opening and closing it all. The stages' runtime (stage.h) is slot.c.
+ * opening and closing it all. The stages' runtime (stage.h) is slot.c, hold.c and apply.c.
  *
  * Threads: the loop thread runs libev (stages, HTTP, listener, timers); the
  * committer's writer thread runs every LMDB write transaction. An EngineOp

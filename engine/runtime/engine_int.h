@@ -1,7 +1,9 @@
 /* engine_int.h: what engine.c (the loop, ops, tick, drain, open and close)
- * and slot.c (the stages' runtime behind stage.h: slots, their actions, the
- * reservers, emits) share. Private to engine/runtime: nothing else includes
- * it (the tests' fake, tests/t_engine.c, aside). */
+ * and the stages' runtime behind stage.h share (slot.c: slots, their
+ * outputs, emits; hold.c: holds, reservers, the in-flight file; apply.c:
+ * what the writer thread applies; slot_int.h: what those three share).
+ * Private to engine/runtime: nothing else includes it (the tests' fake,
+ * tests/t_engine.c, aside). */
 #ifndef PL_ENGINE_INT_H
 #define PL_ENGINE_INT_H
 
@@ -49,12 +51,12 @@ struct Engine {
     int redispatch;        /* a dispatch stopped at its budget: go on at the next wake */
     unsigned ops_in_flight;
     Notify notify;         /* the service manager's watchdog (notify.h) */
-    Held *held;            /* one per distinct input queue (slot.c) */
+    Held *held;            /* one per distinct input queue (hold.c) */
     size_t nheld;
-    const char **fuse_q;   /* fused queues and the stage that takes their rows (slot.c) */
+    const char **fuse_q;   /* fused queues and the stage that takes their rows (apply.c) */
     Stage **fuse_to;
     size_t nfuse;
-    Flight *flight;        /* the in-flight file's entries, mapped (slot.c) */
+    Flight *flight;        /* the in-flight file's entries, mapped (hold.c) */
     void *flight_map;
     size_t flight_len;
     int flight_anon;       /* no file: a crash does not count the attempts in flight */
@@ -66,7 +68,7 @@ void engine_check_drained(Engine *e);
 
 /* slots_open gives stage st (with an input queue) its slots and reservers,
  * before its kind's init; slots_close frees them, after its kind's fini
- * (slot.c). */
+ * (hold.c). */
 void slots_open(Stage *st);
 void slots_close(Stage *st);
 
@@ -79,7 +81,7 @@ void holds_close(Engine *e);
 
 /* holds_count sets, for the engine's input queue `queue`, *held to the
  * jobs the engine holds in memory (in its slots or read ahead for them:
- * ready on disk, see slot.c) and *working to those its slots work or
+ * ready on disk, see hold.c) and *working to those its slots work or
  * commit (loop thread). Both 0 for a queue no stage reads. */
 void holds_count(Engine *e, const char *queue, uint64_t *held, uint64_t *working);
 

@@ -1,4 +1,4 @@
-/* stage.h: the contract between the engine (slot.c) and a stage kind
+/* stage.h: the contract between the engine (slot.c, hold.c, apply.c) and a stage kind
  * (one file per kind in stages/).
  *
  * A stage with an input queue gets its jobs in slots: the engine reserves
@@ -92,11 +92,11 @@ struct Stage {
     StageCounters ctr;
     /* read-write for kinds */
     void *data;             /* the kind's data for the stage (init sets it) */
-    /* private (slot.c) */
+    /* private (slot.c, hold.c) */
     Slot *slots;
     unsigned nslots;
     unsigned reserving;     /* reserves in flight */
-    void *rsv;              /* nrsv reservers (slot.c) */
+    void *rsv;              /* nrsv reservers (hold.c) */
     unsigned nrsv;
     int slots_set;          /* the kind's slot_init ran */
     char dep_error[240];    /* the last failure stage_dep_failed noted */
@@ -115,7 +115,7 @@ struct Slot {
     /* private */
     int state;
     uint32_t qid;           /* the queue the job is held from (queue_hold_n) */
-    uint32_t flight;        /* its entry in the in-flight file (slot.c) */
+    uint32_t flight;        /* its entry in the in-flight file (hold.c) */
     uint64_t started_ns;
     Strbuf acts;
     void *op;
