@@ -80,6 +80,19 @@ static void histogram(Strbuf *b, const char *name, const char *key, const char *
 
 static const char *const job_states[] = {"ready", "delayed", "reserved", "buried"};
 
+/* holds writes the gauge family name of each queue's jobs the engine holds
+ * (held) or works (!held), as holds_count counts them. */
+static void holds(Strbuf *b, Engine *e, const Snapshot *s, const char *name, const char *help,
+                  int held)
+{
+    family(b, name, "gauge", help);
+    for (size_t i = 0; i < s->nqueues; i++) {
+        uint64_t nheld, nworking;
+        holds_count(e, s->queues[i].name, &nheld, &nworking);
+        sample1(b, name, "queue", s->queues[i].name, (double)(held ? nheld : nworking));
+    }
+}
+
 static void queues(Strbuf *b, Engine *e, const Snapshot *s)
 {
     family(b, "pickline_queue_jobs", "gauge",
@@ -94,20 +107,11 @@ static void queues(Strbuf *b, Engine *e, const Snapshot *s)
             sb_addf(b, "\",state=\"%s\"} %llu\n", job_states[k], (unsigned long long)v[k]);
         }
     }
-    family(b, "pickline_queue_working_jobs", "gauge",
-           "Ready jobs of the queue the engine's slots are working or committing.");
-    for (size_t i = 0; i < s->nqueues; i++) {
-        uint64_t held, working;
-        holds_count(e, s->queues[i].name, &held, &working);
-        sample1(b, "pickline_queue_working_jobs", "queue", s->queues[i].name, (double)working);
-    }
-    family(b, "pickline_queue_held_jobs", "gauge",
-           "Ready jobs of the queue the engine holds in memory: working, or read ahead for its slots.");
-    for (size_t i = 0; i < s->nqueues; i++) {
-        uint64_t held, working;
-        holds_count(e, s->queues[i].name, &held, &working);
-        sample1(b, "pickline_queue_held_jobs", "queue", s->queues[i].name, (double)held);
-    }
+    holds(b, e, s, "pickline_queue_working_jobs",
+          "Ready jobs of the queue the engine's slots are working or committing.", 0);
+    holds(b, e, s, "pickline_queue_held_jobs",
+          "Ready jobs of the queue the engine holds in memory: working, or read ahead for its slots.",
+          1);
     family(b, "pickline_queue_oldest_ready_seconds", "gauge",
            "Age of the oldest ready job of the queue (0 when none is ready).");
     for (size_t i = 0; i < s->nqueues; i++)
