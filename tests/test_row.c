@@ -689,6 +689,49 @@ static void json_string(void)
     sb_free(&b);
 }
 
+/* job_lines: the NDJSON job form that qctl import and the bulk endpoint
+ * read (json_job_read): members, defaults, and the first thing wrong. */
+static void job_lines(void)
+{
+    static const struct {
+        const char *in;
+        int rc;
+        const char *why;
+    } bad[] = {
+        {"[1,2]", JSON_JOB_NOT_OBJECT, "not a JSON object"},
+        {"{\"bdy\":1}", JSON_JOB_NO_BODY, "no \"body\""},
+        {"{\"body\":1,\"key\":\"\"}", JSON_JOB_KEY, "\"key\" is 0 bytes; use 1 to 200, or null"},
+        {"{\"body\":1,\"key\":7}", JSON_JOB_KEY, "\"key\" must be a string or null"},
+        {"{\"body\":1,\"priority\":-1}", JSON_JOB_PRIORITY,
+         "\"priority\" must be a whole number from 0 to 4294967295"},
+        {"{\"body\":1,\"priority\":4294967296}", JSON_JOB_PRIORITY, "\"priority\" must be"},
+        {"{\"body\":1,\"priority\":1e3}", JSON_JOB_PRIORITY, "\"priority\" must be"},
+        {"{\"body\":1,\"priority\":\"5\"}", JSON_JOB_PRIORITY, "\"priority\" must be"},
+        {"{\"body\":1,\"priority\":123456789012345678901234567}", JSON_JOB_PRIORITY,
+         "\"priority\" must be"},
+        /* the first wrong member, before a missing body */
+        {"{\"key\":\"k\",\"priority\":0.5}", JSON_JOB_PRIORITY, "\"priority\" must be"},
+        {"{\"key\":false,\"priority\":0.5}", JSON_JOB_KEY, "\"key\" must be"},
+    };
+    JsonJob j;
+    char why[160];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        T_OK(json_validate(bad[i].in, strlen(bad[i].in), why, sizeof why));
+        T_EQ(json_job_read(bad[i].in, strlen(bad[i].in), &j, why, sizeof why), bad[i].rc);
+        T_CHECK(strncmp(why, bad[i].why, strlen(bad[i].why)) == 0);
+        T_CHECK(j.key == NULL);
+    }
+    const char *in = "{\"x\":[1],\"body\": {\"a\" : 1} ,\"key\":\"k\\u0000\"}";
+    T_OK(json_job_read(in, strlen(in), &j, why, sizeof why));
+    T_CHECK(j.body.n == strlen("{\"a\" : 1}") && memcmp(j.body.p, "{\"a\" : 1}", j.body.n) == 0);
+    T_CHECK(!j.has_pri && j.keylen == 2 && memcmp(j.key, "k\0", 2) == 0);
+    free(j.key);
+    in = "{\"priority\":7,\"key\":\"a\",\"body\":2,\"key\":null,\"priority\":4294967295}";
+    T_OK(json_job_read(in, strlen(in), &j, why, sizeof why));
+    T_CHECK(j.has_pri && j.pri == 4294967295u && j.key == NULL && j.keylen == 0);
+    T_CHECK(j.body.n == 1 && j.body.p[0] == '2');
+}
+
 /* ------------------------------------------------ random round trips */
 
 typedef struct Gen {
@@ -1186,6 +1229,7 @@ static const TCase cases[] = {
     T_CASE(other_msgpack_to_json),
     T_CASE(malformed_msgpack),
     T_CASE(json_string),
+    T_CASE(job_lines),
     T_CASE(random_round_trips),
     T_CASE(random_damage),
     T_CASE(fast_path_matches_yajl),

@@ -823,57 +823,26 @@ typedef struct Item {
 static int import_line(const char *s, size_t n, const char *q, const QueueConf *cf, int exists,
                        Item *it, char *m, size_t cap)
 {
-    JsonSpan k, v;
-    size_t pos = 0;
-    int r, body = 0;
-
+    JsonJob j;
     if (json_validate(s, n, m, cap))
         return -1;
-    it->pri = DEFAULT_PRI;
-    while ((r = json_object_next(s, n, &pos, &k, &v)) == 1) {
-        if (json_span_is(k, "body")) {
-            it->body = v.p;
-            it->len = v.n;
-            body = 1;
-        } else if (json_span_is(k, "priority")) {
-            char num[24];
-            uint64_t p = 0;
-            if (v.n < sizeof num) {
-                memcpy(num, v.p, v.n);
-                num[v.n] = '\0';
-            }
-            if (v.n >= sizeof num || cli_parse_u64(num, 0, UINT32_MAX, &p)) {
-                snprintf(m, cap, "\"priority\" must be a whole number from 0 to %" PRIu32,
-                         UINT32_MAX);
-                return -1;
-            }
-            it->pri = (uint32_t)p;
-        } else if (json_span_is(k, "key")) {
-            free(it->key);
-            it->key = NULL;
-            it->keylen = 0;
-            if (v.p[0] == '"') {
-                it->key = json_string_decode(v.p, v.n, &it->keylen);
-                if (it->keylen == 0 || it->keylen > QUEUE_KEY_MAX) {
-                    snprintf(m, cap, "\"key\" is %zu bytes; use 1 to %d, or null",
-                             it->keylen, QUEUE_KEY_MAX);
-                    return -1;
-                }
-            } else if (!(v.n == 4 && memcmp(v.p, "null", 4) == 0)) {
-                snprintf(m, cap, "\"key\" must be a string or null");
-                return -1;
-            }
-        }
-    }
-    if (r < 0) {
+    int rc = json_job_read(s, n, &j, m, cap);
+    if (rc == JSON_JOB_NOT_OBJECT) {
         snprintf(m, cap, "not a JSON object; each line is one job, like "
                          "{\"priority\":1024,\"key\":null,\"body\":{...}}");
         return -1;
     }
-    if (!body) {
+    if (rc == JSON_JOB_NO_BODY) {
         snprintf(m, cap, "no \"body\" (the job's JSON)");
         return -1;
     }
+    if (rc)
+        return -1; /* m says what */
+    it->pri = j.has_pri ? j.pri : DEFAULT_PRI;
+    it->key = j.key;
+    it->keylen = j.keylen;
+    it->body = j.body.p;
+    it->len = j.body.n;
     if (it->len > cf->max_body) {
         too_big(m, cap, q, it->len, cf, exists);
         return -1;

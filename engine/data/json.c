@@ -20,7 +20,9 @@
 #include "json.h"
 
 #include "pl.h"
+#include "queue.h"
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -653,6 +655,75 @@ int json_span_is(JsonSpan s, const char *word)
 {
     size_t n = strlen(word);
     return s.n == n + 2 && s.p[0] == '"' && memcmp(s.p + 1, word, n) == 0;
+}
+
+/* span_u32 reads the number span v into *out: 0, or -1 when it is not a
+ * whole number 0..UINT32_MAX (digits only: a JSON number with a sign, a
+ * fraction or an exponent is not one). */
+static int span_u32(JsonSpan v, uint32_t *out)
+{
+    char num[24];
+    if (v.n == 0 || v.n >= sizeof num)
+        return -1;
+    for (size_t i = 0; i < v.n; i++)
+        if (v.p[i] < '0' || v.p[i] > '9')
+            return -1;
+    memcpy(num, v.p, v.n);
+    num[v.n] = '\0';
+    errno = 0;
+    unsigned long long p = strtoull(num, NULL, 10);
+    if (errno || p > UINT32_MAX)
+        return -1;
+    *out = (uint32_t)p;
+    return 0;
+}
+
+int json_job_read(const char *buf, size_t len, JsonJob *j, char *why, size_t whyn)
+{
+    JsonSpan k, v;
+    size_t pos = 0;
+    int got = 0, rc = 0;
+    memset(j, 0, sizeof *j);
+    while (rc == 0 && (got = json_object_next(buf, len, &pos, &k, &v)) == 1) {
+        if (json_span_is(k, "body")) {
+            j->body = v;
+        } else if (json_span_is(k, "priority")) {
+            if (span_u32(v, &j->pri) != 0) {
+                snprintf(why, whyn, "\"priority\" must be a whole number from 0 to %u",
+                         UINT32_MAX);
+                rc = JSON_JOB_PRIORITY;
+            } else {
+                j->has_pri = 1;
+            }
+        } else if (json_span_is(k, "key")) {
+            free(j->key);
+            j->key = NULL;
+            j->keylen = 0;
+            if (v.p[0] == '"') {
+                j->key = json_string_decode(v.p, v.n, &j->keylen);
+                if (j->keylen == 0 || j->keylen > QUEUE_KEY_MAX) {
+                    snprintf(why, whyn, "\"key\" is %zu bytes; use 1 to %d, or null", j->keylen,
+                             QUEUE_KEY_MAX);
+                    rc = JSON_JOB_KEY;
+                }
+            } else if (!(v.n == 4 && !memcmp(v.p, "null", 4))) {
+                snprintf(why, whyn, "\"key\" must be a string or null");
+                rc = JSON_JOB_KEY;
+            }
+        }
+    }
+    if (rc == 0 && got < 0) {
+        snprintf(why, whyn, "not a JSON object");
+        rc = JSON_JOB_NOT_OBJECT;
+    } else if (rc == 0 && !j->body.p) {
+        snprintf(why, whyn, "no \"body\"");
+        rc = JSON_JOB_NO_BODY;
+    }
+    if (rc) {
+        free(j->key);
+        j->key = NULL;
+    }
+    return rc;
 }
 
 unsigned json_hex4(const char *p)

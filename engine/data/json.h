@@ -93,4 +93,30 @@ size_t json_utf8_put(char *o, uint32_t cp);
  * word (no escapes involved), for matching member names. */
 int json_span_is(JsonSpan s, const char *word);
 
+/* JsonJob: one job in the NDJSON form of `qctl export`, `qctl import` and
+ * POST /queues/NAME/jobs: {"body": JSON, "key": "K", "priority": N} ("key"
+ * and "priority" optional, "key" may be null; other members ignored; the
+ * last of a repeated member counts). */
+typedef struct JsonJob {
+    JsonSpan body;   /* the body's text in the line */
+    int has_pri;     /* "priority" was given: pri */
+    uint32_t pri;
+    char *key;       /* decoded (the caller frees it); NULL: none, or null */
+    size_t keylen;
+} JsonJob;
+
+enum {
+    JSON_JOB_NOT_OBJECT = 1, /* the line is not a JSON object */
+    JSON_JOB_NO_BODY,        /* it has no "body" */
+    JSON_JOB_PRIORITY,       /* "priority" is not a whole number 0..4294967295 */
+    JSON_JOB_KEY             /* "key" is not a string of 1..QUEUE_KEY_MAX bytes, or null */
+};
+
+/* json_job_read reads the job line buf[0..len), a text json_validate
+ * accepted, into *j. Returns 0, or the first JSON_JOB_* wrong with it (a
+ * member's in the order of the members, then JSON_JOB_NOT_OBJECT, then
+ * JSON_JOB_NO_BODY) with why it is wrong in why (like "\"key\" must be a
+ * string or null"), j->key NULL then. */
+int json_job_read(const char *buf, size_t len, JsonJob *j, char *why, size_t whyn);
+
 #endif

@@ -235,56 +235,27 @@ static unsigned bulk_line(BulkReq *r, const char *s, size_t n, size_t line, uint
     memset(it, 0, sizeof *it);
     it->pri = pri;
     it->line = line;
-    JsonSpan k, v;
-    size_t pos = 0;
-    int got, body = 0;
-    while ((got = json_object_next(s, n, &pos, &k, &v)) == 1) {
-        if (json_span_is(k, "body")) {
-            it->body = v.p;
-            it->len = v.n;
-            body = 1;
-        } else if (json_span_is(k, "priority")) {
-            char num[24];
-            uint64_t p;
-            if (v.n >= sizeof num) {
-                snprintf(msg, mn, "line %zu: \"priority\" must be a whole number from 0 to %u; no "
-                         "job added", line, UINT32_MAX);
-                return 400;
-            }
-            memcpy(num, v.p, v.n);
-            num[v.n] = '\0';
-            if (parse_u64(num, UINT32_MAX, &p)) {
-                snprintf(msg, mn, "line %zu: \"priority\" must be a whole number from 0 to %u; no "
-                         "job added", line, UINT32_MAX);
-                return 400;
-            }
-            it->pri = (uint32_t)p;
-        } else if (json_span_is(k, "key")) {
-            it->keylen = 0;
-            if (v.p[0] == '"') {
-                size_t kl;
-                char *kd = json_string_decode(v.p, v.n, &kl);
-                if (kl == 0 || kl > QUEUE_KEY_MAX) {
-                    free(kd);
-                    snprintf(msg, mn, "line %zu: \"key\" is %zu bytes; use 1 to %d, or null; no job "
-                             "added", line, kl, QUEUE_KEY_MAX);
-                    return 400;
-                }
-                it->key = r->keys.len;
-                it->keylen = kl;
-                sb_add(&r->keys, kd, kl);
-                free(kd);
-            } else if (!(v.n == 4 && !memcmp(v.p, "null", 4))) {
-                snprintf(msg, mn, "line %zu: \"key\" must be a string or null; no job added", line);
-                return 400;
-            }
-        }
-    }
-    if (got < 0 || !body) {
+    JsonJob j;
+    char why[160];
+    int rc = json_job_read(s, n, &j, why, sizeof why);
+    if (rc == JSON_JOB_NOT_OBJECT || rc == JSON_JOB_NO_BODY) {
         snprintf(msg, mn, "line %zu: %s; each line is one job, {\"body\": JSON, \"key\": \"K\", "
-                 "\"priority\": N} (key and priority optional); no job added", line,
-                 got < 0 ? "not a JSON object" : "no \"body\"");
+                 "\"priority\": N} (key and priority optional); no job added", line, why);
         return 400;
+    }
+    if (rc) {
+        snprintf(msg, mn, "line %zu: %s; no job added", line, why);
+        return 400;
+    }
+    it->body = j.body.p;
+    it->len = j.body.n;
+    if (j.has_pri)
+        it->pri = j.pri;
+    if (j.key) {
+        it->key = r->keys.len;
+        it->keylen = j.keylen;
+        sb_add(&r->keys, j.key, j.keylen);
+        free(j.key);
     }
     if (it->len > cf->max_body) {
         snprintf(msg, mn, "line %zu: the body (%zu bytes) is over queue '%s' max_body (%u bytes); "
