@@ -397,6 +397,18 @@ int q_idx_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t plen
     return 0;
 }
 
+int q_scan_first(QScan *s, MDB_cursor *c, int state, uint32_t qid)
+{
+    s->c = c;
+    s->plen = q_idx_prefix(s->pre, state, qid);
+    return q_idx_seek(c, s->pre, s->plen, s->plen, &s->k);
+}
+
+int q_scan_next(QScan *s)
+{
+    return q_idx_next(s->c, s->pre, s->plen, &s->k);
+}
+
 int q_idx_next(MDB_cursor *c, const unsigned char *prefix, size_t plen, MDB_val *k)
 {
     MDB_val v;
@@ -565,18 +577,16 @@ static int tick_state(Txn *t, int state, size_t max, size_t *moved)
     MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return ENOMEM;
-    unsigned char pre[1];
-    size_t plen = q_idx_prefix(pre, state, 0);
     for (size_t i = 0; i < max; i++) {
-        MDB_val k;
-        int rc = q_idx_seek(c, pre, plen, plen, &k);
+        QScan sc;
+        int rc = q_scan_first(&sc, c, state, 0);
         if (rc == MDB_NOTFOUND)
             return 0;
         if (rc)
             return rc;
-        if (pl_get_be64((unsigned char *)k.mv_data + 1) > t->now)
+        if (pl_get_be64((unsigned char *)sc.k.mv_data + 1) > t->now)
             return 0;
-        uint64_t id = q_idx_id(&k);
+        uint64_t id = q_idx_id(&sc.k);
         JobRec j;
         QRec *q;
         if ((rc = q_job_load(t, id, &j)) != 0 || (rc = q_byid(t, j.qid, &q)) != 0)
@@ -613,15 +623,13 @@ int queue_next_due(Txn *t, uint64_t *ms)
     if (!c)
         return ENOMEM;
     for (int state = JOB_DELAYED; state <= JOB_RESERVED; state++) {
-        unsigned char pre[1];
-        size_t plen = q_idx_prefix(pre, state, 0);
-        MDB_val k;
-        int rc = q_idx_seek(c, pre, plen, plen, &k);
+        QScan sc;
+        int rc = q_scan_first(&sc, c, state, 0);
         if (rc == MDB_NOTFOUND)
             continue;
         if (rc)
             return rc;
-        uint64_t due = pl_get_be64((unsigned char *)k.mv_data + 1);
+        uint64_t due = pl_get_be64((unsigned char *)sc.k.mv_data + 1);
         if (!*ms || due < *ms)
             *ms = due;
     }
@@ -940,12 +948,10 @@ int queue_hold_n(Txn *t, const char *queue, size_t n, size_t nheld,
     MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return ENOMEM;
-    unsigned char pre[5];
-    size_t plen = q_idx_prefix(pre, JOB_READY, q->s.qid);
-    MDB_val k;
-    for (rc = q_idx_seek(c, pre, plen, plen, &k); rc == 0 && *got < n;
-         rc = q_idx_next(c, pre, plen, &k)) {
-        uint64_t id = q_idx_id(&k);
+    QScan sc;
+    for (rc = q_scan_first(&sc, c, JOB_READY, q->s.qid); rc == 0 && *got < n;
+         rc = q_scan_next(&sc)) {
+        uint64_t id = q_idx_id(&sc.k);
         if (held && held(id, arg))
             continue;
         JobRec j;
@@ -978,15 +984,13 @@ int queue_overtaken(Txn *t, const char *queue, uint32_t pri, int (*held)(uint64_
     MDB_cursor *c = txn_cursor(t, DB_INDEX);
     if (!c)
         return ENOMEM;
-    unsigned char pre[5];
-    size_t plen = q_idx_prefix(pre, JOB_READY, q->s.qid);
-    MDB_val k;
+    QScan sc;
     /* Serving order: the more urgent first, so the walk stops at the
      * first job not more urgent than pri (past only held ones before it). */
-    for (rc = q_idx_seek(c, pre, plen, plen, &k); rc == 0; rc = q_idx_next(c, pre, plen, &k)) {
-        if (k.mv_size < 17 || pl_get_be32((const unsigned char *)k.mv_data + 5) >= pri)
+    for (rc = q_scan_first(&sc, c, JOB_READY, q->s.qid); rc == 0; rc = q_scan_next(&sc)) {
+        if (sc.k.mv_size < 17 || pl_get_be32((const unsigned char *)sc.k.mv_data + 5) >= pri)
             return 0;
-        if (!held || !held(q_idx_id(&k), arg)) {
+        if (!held || !held(q_idx_id(&sc.k), arg)) {
             *yes = 1;
             return 0;
         }

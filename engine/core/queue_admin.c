@@ -175,12 +175,10 @@ static int walk(Txn *t, QRec *q, int state, size_t limit, size_t *seen, WalkFn f
     int rc = mdb_cursor_open(t->mdb, txn_dbi(t, DB_INDEX), &c);
     if (rc)
         return rc;
-    unsigned char pre[5];
-    size_t plen = q_idx_prefix(pre, state, q->s.qid);
-    MDB_val k;
-    for (rc = q_idx_seek(c, pre, plen, plen, &k); rc == 0 && *seen < limit;
-         rc = q_idx_next(c, pre, plen, &k)) {
-        uint64_t id = q_idx_id(&k);
+    QScan sc;
+    for (rc = q_scan_first(&sc, c, state, q->s.qid); rc == 0 && *seen < limit;
+         rc = q_scan_next(&sc)) {
+        uint64_t id = q_idx_id(&sc.k);
         JobRec j;
         if ((rc = q_job_load(t, id, &j)) != 0)
             break;

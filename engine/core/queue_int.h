@@ -52,6 +52,19 @@ int q_idx_seek(MDB_cursor *c, const unsigned char *key, size_t klen, size_t plen
 int q_idx_next(MDB_cursor *c, const unsigned char *prefix, size_t plen, MDB_val *k);
 uint64_t q_idx_id(const MDB_val *k);
 
+/* QScan: a walk on cursor c over the index entries of one state (of one
+ * queue, for ready and buried), in index order. q_scan_first positions it
+ * at the first entry, q_scan_next at the following one: 0 (k is the entry:
+ * q_idx_id(&s->k) its job), MDB_NOTFOUND past the last, or an error. */
+typedef struct QScan {
+    MDB_cursor *c;
+    unsigned char pre[5];
+    size_t plen;
+    MDB_val k;
+} QScan;
+int q_scan_first(QScan *s, MDB_cursor *c, int state, uint32_t qid);
+int q_scan_next(QScan *s);
+
 /* q_move moves job id (j, of q) from its state to state (due: the time
  * for delayed and reserved) and rewrites its header; q_drop deletes it
  * entirely (ack, delete, purge), releasing its key. Both count in q and,
