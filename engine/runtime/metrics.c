@@ -46,6 +46,16 @@ static void sample1(Strbuf *b, const char *name, const char *key, const char *v,
     sb_addf(b, " %.17g\n", value);
 }
 
+/* count2 appends `name{key="v",key2="word"} n`: a count by a label and a
+ * word of a fixed set (a state, an outcome: no escaping needed). */
+static void count2(Strbuf *b, const char *name, const char *key, const char *v, const char *key2,
+                   const char *word, uint64_t n)
+{
+    sb_addf(b, "%s{%s=\"", name, key);
+    label(b, v);
+    sb_addf(b, "\",%s=\"%s\"} %llu\n", key2, word, (unsigned long long)n);
+}
+
 static void histogram(Strbuf *b, const char *name, const char *key, const char *v,
                       const uint64_t *buckets, const double *bounds, int nbounds, double sum)
 {
@@ -101,11 +111,8 @@ static void queues(Strbuf *b, Engine *e, const Snapshot *s)
     for (size_t i = 0; i < s->nqueues; i++) {
         const QueueStats *q = &s->queues[i];
         const uint64_t v[] = {q->ready, q->delayed, q->reserved, q->buried};
-        for (int k = 0; k < 4; k++) {
-            sb_adds(b, "pickline_queue_jobs{queue=\"");
-            label(b, q->name);
-            sb_addf(b, "\",state=\"%s\"} %llu\n", job_states[k], (unsigned long long)v[k]);
-        }
+        for (int k = 0; k < 4; k++)
+            count2(b, "pickline_queue_jobs", "queue", q->name, "state", job_states[k], v[k]);
     }
     holds(b, e, s, "pickline_queue_working_jobs",
           "Ready jobs of the queue the engine's slots are working or committing.", 0);
@@ -148,21 +155,15 @@ static void batches(Strbuf *b, const Snapshot *s)
     family(b, "pickline_batches", "gauge", "Batches of staged rows, by model and state "
            "(loaded ones until qctl batches prune forgets them).");
     for (size_t i = 0; i < s->nmodels; i++)
-        for (int k = 0; k < OBSERVE_NBATCH; k++) {
-            sb_adds(b, "pickline_batches{model=\"");
-            label(b, s->models[i].name);
-            sb_addf(b, "\",state=\"%s\"} %llu\n", batch_state_name(k),
-                    (unsigned long long)s->models[i].batches[k]);
-        }
+        for (int k = 0; k < OBSERVE_NBATCH; k++)
+            count2(b, "pickline_batches", "model", s->models[i].name, "state", batch_state_name(k),
+                   s->models[i].batches[k]);
     family(b, "pickline_batch_rows", "gauge", "Rows in the batches, by model and state: "
            "state loaded counts the rows loaded (less those qload rejected).");
     for (size_t i = 0; i < s->nmodels; i++)
-        for (int k = 0; k < OBSERVE_NBATCH; k++) {
-            sb_adds(b, "pickline_batch_rows{model=\"");
-            label(b, s->models[i].name);
-            sb_addf(b, "\",state=\"%s\"} %llu\n", batch_state_name(k),
-                    (unsigned long long)s->models[i].rows[k]);
-        }
+        for (int k = 0; k < OBSERVE_NBATCH; k++)
+            count2(b, "pickline_batch_rows", "model", s->models[i].name, "state", batch_state_name(k),
+                   s->models[i].rows[k]);
     family(b, "pickline_batch_oldest_waiting_seconds", "gauge",
            "How long the oldest sealed batch of the model has waited for qload (0: none waits).");
     for (size_t i = 0; i < s->nmodels; i++) {
@@ -195,11 +196,8 @@ static void stages(Strbuf *b, Engine *e)
         const Stage *st = &e->stages[i];
         const uint64_t v[] = {st->ctr.done, st->ctr.retried, st->ctr.buried};
         const char *out[] = {"done", "retried", "buried"};
-        for (int k = 0; k < 3; k++) {
-            sb_adds(b, "pickline_stage_jobs_total{stage=\"");
-            label(b, st->conf->name);
-            sb_addf(b, "\",outcome=\"%s\"} %llu\n", out[k], (unsigned long long)v[k]);
-        }
+        for (int k = 0; k < 3; k++)
+            count2(b, "pickline_stage_jobs_total", "stage", st->conf->name, "outcome", out[k], v[k]);
     }
     family(b, "pickline_stage_dependency_failures", "gauge",
            "Attempts at the stage's dependency (a service, a database) that failed in a row.");
