@@ -150,20 +150,26 @@ static void queues(Strbuf *b, Engine *e, const Snapshot *s)
     }
 }
 
+/* by_batch_state writes the gauge family name of each model's batches
+ * (rows 0) or the rows in them (rows 1), by batch state. */
+static void by_batch_state(Strbuf *b, const Snapshot *s, const char *name, const char *help,
+                           int rows)
+{
+    family(b, name, "gauge", help);
+    for (size_t i = 0; i < s->nmodels; i++) {
+        const ObsModel *m = &s->models[i];
+        for (int k = 0; k < OBSERVE_NBATCH; k++)
+            count2(b, name, "model", m->name, "state", batch_state_name(k),
+                   rows ? m->rows[k] : m->batches[k]);
+    }
+}
+
 static void batches(Strbuf *b, const Snapshot *s)
 {
-    family(b, "pickline_batches", "gauge", "Batches of staged rows, by model and state "
-           "(loaded ones until qctl batches prune forgets them).");
-    for (size_t i = 0; i < s->nmodels; i++)
-        for (int k = 0; k < OBSERVE_NBATCH; k++)
-            count2(b, "pickline_batches", "model", s->models[i].name, "state", batch_state_name(k),
-                   s->models[i].batches[k]);
-    family(b, "pickline_batch_rows", "gauge", "Rows in the batches, by model and state: "
-           "state loaded counts the rows loaded (less those qload rejected).");
-    for (size_t i = 0; i < s->nmodels; i++)
-        for (int k = 0; k < OBSERVE_NBATCH; k++)
-            count2(b, "pickline_batch_rows", "model", s->models[i].name, "state", batch_state_name(k),
-                   s->models[i].rows[k]);
+    by_batch_state(b, s, "pickline_batches", "Batches of staged rows, by model and state "
+                   "(loaded ones until qctl batches prune forgets them).", 0);
+    by_batch_state(b, s, "pickline_batch_rows", "Rows in the batches, by model and state: "
+                   "state loaded counts the rows loaded (less those qload rejected).", 1);
     family(b, "pickline_batch_oldest_waiting_seconds", "gauge",
            "How long the oldest sealed batch of the model has waited for qload (0: none waits).");
     for (size_t i = 0; i < s->nmodels; i++) {
